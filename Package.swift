@@ -1,0 +1,43 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Hand-written SIMD loops (depthwise convolutions, resizing) only vectorise with a concrete CPU
+// target; `haswell` (AVX2 + FMA) runs on every x86-64 machine of the last decade.
+#if arch(x86_64)
+let simd: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let simd: [SwiftSetting] = []
+#endif
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "Kith",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kith", targets: ["kith"]),
+        .library(name: "KithBackbone", targets: ["KithBackbone"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
+
+        .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: simd + strict),
+        .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
+        .target(name: "KithBackbone", dependencies: ["KithMath", "KithImage"], swiftSettings: simd + strict),
+        .executableTarget(
+            name: "kith",
+            dependencies: [
+                "KithBackbone", "KithImage", "KithMath",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        .testTarget(
+            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithMath"],
+            swiftSettings: strict),
+    ]
+)

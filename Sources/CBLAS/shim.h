@@ -1,0 +1,4 @@
+#ifndef KITH_CBLAS_SHIM_H
+#define KITH_CBLAS_SHIM_H
+#include <cblas.h>
+#endif

@@ -1,0 +1,9 @@
+#ifndef KITH_TURBOJPEG_SHIM_H
+#define KITH_TURBOJPEG_SHIM_H
+#include <turbojpeg.h>
+
+/// `TJSCALED` is a function-like macro and does not import into Swift.
+static inline int kith_tj_scaled(int dimension, tjscalingfactor factor) {
+    return TJSCALED(dimension, factor);
+}
+#endif

@@ -1,0 +1,37 @@
+/// Why a backbone could not be found, loaded or run.
+public struct BackboneError: Error, Sendable, CustomStringConvertible {
+    enum Reason {
+        case modelNotFound(name: String, available: [String], directory: String)
+        case badManifest(file: String, detail: String)
+        case unreadableWeights(file: String, detail: String)
+        case tensorMismatch(file: String, problems: [String])
+        case unknownArchitecture(String)
+    }
+
+    let reason: Reason
+
+    init(_ reason: Reason) { self.reason = reason }
+
+    public var description: String {
+        switch reason {
+        case .modelNotFound(let name, let available, let directory):
+            let known = available.isEmpty ? "none are installed (run the set-up)" : "installed: \(available.joined(separator: ", "))"
+            return "no model named '\(name)' in \(directory); \(known)"
+        case .badManifest(let file, let detail):
+            return "\(file): invalid model manifest: \(detail)"
+        case .unreadableWeights(let file, let detail):
+            return "\(file): cannot read weights: \(detail)"
+        case .tensorMismatch(let file, let problems):
+            return "\(file): weights do not fit the architecture:\n  " + problems.joined(separator: "\n  ")
+        case .unknownArchitecture(let name):
+            let known = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
+            return "unknown architecture '\(name)'; known: \(known)"
+        }
+    }
+
+    /// The tensor problems of a `tensorMismatch` error (missing, unexpected or mis-shaped tensors).
+    public var tensorProblems: [String] {
+        if case .tensorMismatch(_, let problems) = reason { return problems }
+        return []
+    }
+}

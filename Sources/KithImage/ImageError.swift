@@ -1,0 +1,59 @@
+/// Why an image could not be read. `file` names the culprit when it came from a file.
+public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A stable, machine-readable code for each kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public var description: String { rawValue }
+        public static let emptyFile = Code(rawValue: "empty_file")
+        public static let unsupportedFormat = Code(rawValue: "unsupported_format")
+        public static let corruptImage = Code(rawValue: "corrupt_image")
+        public static let tooManyPixels = Code(rawValue: "too_many_pixels")
+        public static let unreadableFile = Code(rawValue: "unreadable_file")
+    }
+
+    enum Reason: Equatable {
+        case empty
+        case unsupportedFormat(String)
+        case corrupt(format: String, detail: String)
+        case tooManyPixels(width: Int, height: Int, limit: Int)
+        case unreadable(String)
+    }
+
+    let reason: Reason
+    /// The file the image came from, when known.
+    public private(set) var file: String?
+
+    init(_ reason: Reason, file: String? = nil) {
+        self.reason = reason
+        self.file = file
+    }
+
+    public var code: Code {
+        switch reason {
+        case .empty: .emptyFile
+        case .unsupportedFormat: .unsupportedFormat
+        case .corrupt: .corruptImage
+        case .tooManyPixels: .tooManyPixels
+        case .unreadable: .unreadableFile
+        }
+    }
+
+    /// The same error, attributed to `file`.
+    public func naming(_ file: String) -> ImageError {
+        var copy = self
+        copy.file = file
+        return copy
+    }
+
+    public var description: String {
+        let what: String = switch reason {
+        case .empty: "empty file (0 bytes)"
+        case .unsupportedFormat(let detail): "unsupported image format (\(detail)); Kith reads JPEG and PNG"
+        case .corrupt(let format, let detail): "corrupt or truncated \(format): \(detail)"
+        case .tooManyPixels(let w, let h, let limit):
+            "image declares \(w) × \(h) = \(w * h) pixels, over the limit of \(limit)"
+        case .unreadable(let detail): "cannot read file: \(detail)"
+        }
+        return file.map { "\($0): \(what)" } ?? what
+    }
+}

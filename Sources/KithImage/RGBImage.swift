@@ -1,0 +1,45 @@
+/// An 8-bit RGB image, pixels row after row, 3 bytes each.
+public struct RGBImage: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3, "RGBImage: \(pixels.count) bytes for \(width) × \(height)")
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+
+    /// The image as displayed for an EXIF orientation (1–8); other values leave it as it is.
+    public func oriented(_ orientation: Int) -> RGBImage {
+        guard (2...8).contains(orientation) else { return self }
+        let transposed = orientation >= 5
+        let outWidth = transposed ? height : width
+        let outHeight = transposed ? width : height
+        var out = [UInt8](repeating: 0, count: pixels.count)
+        pixels.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<outHeight {
+                    for x in 0..<outWidth {
+                        // (sx, sy): the stored pixel shown at (x, y).
+                        let (sx, sy): (Int, Int) = switch orientation {
+                        case 2: (width - 1 - x, y)
+                        case 3: (width - 1 - x, height - 1 - y)
+                        case 4: (x, height - 1 - y)
+                        case 5: (y, x)
+                        case 6: (y, height - 1 - x)
+                        case 7: (width - 1 - y, height - 1 - x)
+                        default: (width - 1 - y, x)  // 8
+                        }
+                        let s = (sy * width + sx) * 3, d = (y * outWidth + x) * 3
+                        dst[d] = src[s]
+                        dst[d + 1] = src[s + 1]
+                        dst[d + 2] = src[s + 2]
+                    }
+                }
+            }
+        }
+        return RGBImage(width: outWidth, height: outHeight, pixels: out)
+    }
+}

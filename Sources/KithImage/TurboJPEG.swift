@@ -1,0 +1,68 @@
+import CTurboJPEG
+
+/// Every TurboJPEG call in Kith goes through this file; failures become `ImageError`s.
+enum TurboJPEG {
+    struct Header {
+        let width: Int
+        let height: Int
+        let colorspace: Int32
+    }
+
+    /// Decodes `bytes` to RGB, reduced by the smallest DCT scaling factor that keeps the shorter
+    /// side at least `minimumShortSide` pixels (nil: full size). Warnings (e.g. truncated data)
+    /// are errors: a partly grey image is not an embedding anyone wants.
+    static func decode(
+        _ bytes: UnsafeRawBufferPointer, minimumShortSide: Int?, maxPixels: Int
+    ) throws(ImageError) -> RGBImage {
+        guard let handle = tjInitDecompress() else {
+            throw ImageError(.corrupt(format: "JPEG", detail: "cannot create a TurboJPEG decoder"))
+        }
+        defer { tjDestroy(handle) }
+        let source = bytes.bindMemory(to: UInt8.self).baseAddress!
+        let size = UInt(bytes.count)
+
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+        try check(tjDecompressHeader3(handle, source, size, &width, &height, &subsampling, &colorspace), handle)
+        guard width > 0, height > 0 else {
+            throw ImageError(.corrupt(format: "JPEG", detail: "header declares \(width) × \(height) pixels"))
+        }
+        guard Int(width) * Int(height) <= maxPixels else {
+            throw ImageError(.tooManyPixels(width: Int(width), height: Int(height), limit: maxPixels))
+        }
+        if colorspace == TJCS_CMYK.rawValue || colorspace == TJCS_YCCK.rawValue {
+            throw ImageError(.unsupportedFormat("CMYK JPEG"))
+        }
+
+        let factor = scalingFactor(width: Int(width), height: Int(height), minimumShortSide: minimumShortSide)
+        let outWidth = Int(kith_tj_scaled(width, factor)), outHeight = Int(kith_tj_scaled(height, factor))
+        var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * 3)
+        let flags = TJFLAG_STOPONWARNING
+        let status = pixels.withUnsafeMutableBufferPointer { out in
+            tjDecompress2(
+                handle, source, size, out.baseAddress, Int32(outWidth), Int32(outWidth * 3), Int32(outHeight),
+                TJPF_RGB.rawValue, flags)
+        }
+        try check(status, handle)
+        return RGBImage(width: outWidth, height: outHeight, pixels: pixels)
+    }
+
+    private static func scalingFactor(width: Int, height: Int, minimumShortSide: Int?) -> tjscalingfactor {
+        let full = tjscalingfactor(num: 1, denom: 1)
+        guard let minimumShortSide else { return full }
+        var count: Int32 = 0
+        guard let factors = tjGetScalingFactors(&count) else { return full }
+        let shortSide = Int32(min(width, height))
+        var best = full
+        for factor in UnsafeBufferPointer(start: factors, count: Int(count)) where factor.num <= factor.denom {
+            let scaled = kith_tj_scaled(shortSide, factor)
+            if scaled >= minimumShortSide && scaled < kith_tj_scaled(shortSide, best) { best = factor }
+        }
+        return best
+    }
+
+    private static func check(_ status: Int32, _ handle: tjhandle) throws(ImageError) {
+        guard status != 0 else { return }
+        let message = tjGetErrorStr2(handle).map { String(cString: $0) } ?? "unknown TurboJPEG error"
+        throw ImageError(.corrupt(format: "JPEG", detail: message))
+    }
+}

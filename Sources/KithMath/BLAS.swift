@@ -1,0 +1,29 @@
+import CBLAS
+
+/// The BLAS library Kith computes with (OpenBLAS). Every cblas call in Kith goes through here.
+public enum BLAS {
+    /// Sets how many threads OpenBLAS may use for one call. Where requests already run in
+    /// parallel, one thread per call is usually faster than two on a busy 2-core machine.
+    public static func setThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+
+    /// The number of threads OpenBLAS currently uses for one call.
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// C = alpha · A · op(B) + beta · C for row-major A (m × k), op(B) (k × n) and C (m × n).
+    /// With `transposeB`, `b` holds B as n × k rows.
+    public static func gemm(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
+        c: UnsafeMutablePointer<Float>, ldc: Int,
+        alpha: Float = 1, beta: Float = 0
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
+        guard m > 0, n > 0 else { return }
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+import KithImage
+
+@Suite("Preprocessing")
+struct PreprocessingTests {
+    @Test("Resizing matches Pillow's antialiased filters")
+    func resizeMatchesPillow() throws {
+        let source = try ImageDecoder().decode(contentsOf: Fixtures.path("images/coffee-256.png"))
+        let cases = try Fixtures.json("golden/index.json")["resizes"] as! [[String: Any]]
+        #expect(cases.count == 4)
+        for entry in cases {
+            let box = entry["box"] as! [Int], size = entry["size"] as! [Int]
+            let filter = ResizeFilter(rawValue: entry["filter"] as! String)!
+            let expected = try Fixtures.data("golden/\(entry["file"] as! String)")
+            let ours = Resampler.resize(source, box: (box[0], box[1], box[2], box[3]), to: (size[0], size[1]), filter: filter)
+            #expect(ours.count == expected.count)
+            let diffs = zip(ours, expected).map { abs($0 - Float($1)) }
+            // Pillow rounds to 8 bits between its two passes; Kith keeps float.
+            #expect(diffs.max()! <= 2, "\(entry["file"]!): max \(diffs.max()!)")
+            #expect(diffs.reduce(0, +) / Float(diffs.count) < 0.3)
+        }
+    }
+
+    @Test("A 256 × 256 image reduces to its exact centre 224 × 224 crop")
+    func exactCentreCrop() throws {
+        let image = try ImageDecoder().decode(contentsOf: Fixtures.path("images/coffee-256.png"))
+        let preprocessing = Preprocessing(inputSize: 224, cropFraction: 224.0 / 256.0, filter: .bicubic, mean: [0, 0, 0], std: [1, 1, 1])
+        #expect(preprocessing.cropBox(width: 256, height: 256) == (16, 16, 224))
+        let tensor = preprocessing.tensor(image)
+        var maxDiff: Float = 0
+        for y in 0..<224 {
+            for x in 0..<224 {
+                for c in 0..<3 {
+                    let original = Float(image.pixels[((y + 16) * 256 + x + 16) * 3 + c])
+                    maxDiff = max(maxDiff, abs(tensor[(y * 224 + x) * 3 + c] - original))
+                }
+            }
+        }
+        #expect(maxDiff < 1e-3)
+    }
+
+    @Test("Normalisation is (x − mean) / std per channel")
+    func normalisation() {
+        let image = RGBImage(width: 2, height: 2, pixels: [UInt8](repeating: 0, count: 12).enumerated().map { UInt8($0.offset % 3 == 0 ? 255 : 127) })
+        let p = Preprocessing(inputSize: 2, cropFraction: 1, filter: .bilinear, mean: [127, 127, 0], std: [128, 2, 1])
+        let t = p.tensor(image)
+        #expect(abs(t[0] - 1) < 1e-6 && t[1] == 0 && t[2] == 127)
+    }
+}
