@@ -59,8 +59,12 @@ def preprocess(path: str, arch: str) -> np.ndarray:
     p = PREPROCESSING[arch]
     img = load_rgb(path)
     resample = Image.BICUBIC if p["filter"] == "bicubic" else Image.BILINEAR
-    img = img.resize((p["size"], p["size"]), resample, box=crop_box(*img.size))
-    x = np.asarray(img, dtype=np.float32)
+    # Each channel is resized in Pillow's float mode ("F"): the same antialiased filter without
+    # rounding to 8 bits between the passes, then clipped to the pixel range.
+    box, size = crop_box(*img.size), (p["size"], p["size"])
+    x = np.stack([np.asarray(Image.fromarray(np.asarray(ch, np.float32), "F").resize(size, resample, box=box))
+                  for ch in img.split()], axis=-1)
+    x = np.clip(x, 0, 255)
     x = (x - np.array(p["mean"], np.float32)) / np.array(p["std"], np.float32)
     return x.transpose(2, 0, 1)
 

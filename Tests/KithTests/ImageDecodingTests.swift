@@ -77,14 +77,15 @@ struct ImageDecodingTests {
         #expect(try ImageDecoder(configuration: .init(maxPixels: 451 * 300)).decode(contentsOf: path).width == 451)
     }
 
-    @Test("Large JPEGs are reduced in the DCT domain, never below the requested size")
+    @Test("Large JPEGs are reduced in the DCT domain by 1/2, 1/4 or 1/8, never below the requested size")
     func dctScaling() throws {
         let path = Fixtures.path("images/chelsea.jpg")  // 451 × 300
         #expect(try decoder.decode(contentsOf: path).height == 300)
+        #expect(try decoder.decode(contentsOf: path, minimumShortSide: 256).height == 300)
         let half = try decoder.decode(contentsOf: path, minimumShortSide: 150)
         #expect(half.width == 226 && half.height == 150)
-        let eighth = try decoder.decode(contentsOf: path, minimumShortSide: 30)
-        #expect(eighth.height == 38)
-        #expect(try decoder.decode(contentsOf: path, minimumShortSide: 151).height >= 151)
+        #expect(try decoder.decode(contentsOf: path, minimumShortSide: 151).height == 300)
+        #expect(try decoder.decode(contentsOf: path, minimumShortSide: 75).height == 75)
+        #expect(try decoder.decode(contentsOf: path, minimumShortSide: 30).height == 38)
     }
 }
