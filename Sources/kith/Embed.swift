@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import KithBackbone
+
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write one L2-normalised embedding per image.",
+        discussion: """
+            Folders are walked for .jpg/.jpeg/.png files. Images that cannot be read are reported on \
+            standard error and skipped; the exit status is non-zero only if none could be embedded.
+            jsonl: one {"path", "model", "embedding"} object per line (standard output by default).
+            npy: a float32 [images × dimension] array in --output, with the source of each row in \
+            OUTPUT.paths.txt.
+            """)
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case jsonl, npy }
+
+    @OptionGroup var options: BackboneOptions
+
+    @Option(help: "Output format: \(Format.allCases.map(\.rawValue).joined(separator: " or ")).")
+    var format: Format = .jsonl
+
+    @Option(name: [.short, .long], help: "Write here instead of standard output (required for npy).")
+    var output: String?
+
+    @Argument(help: "Image files or folders.")
+    var paths: [String]
+
+    func validate() throws {
+        if format == .npy && output == nil { throw ValidationError("--format npy needs --output FILE") }
+    }
+
+    func run() throws {
+        let encoder = try options.encoder()
+        let files = try imageFiles(paths)
+        guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
+        let progress = Progress(total: files.count, label: "embedding")
+        let encoded = try reportFailures(encoder.encode(files: files, progress: progress.update))
+        let model = encoder.backbone.manifest.name
+        switch format {
+        case .jsonl:
+            var text = ""
+            for item in encoded {
+                let object: [String: Any] = ["path": item.source, "model": model, "embedding": item.embedding.map(Double.init)]
+                text += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]), as: UTF8.self) + "\n"
+            }
+            try write(Data(text.utf8), to: output)
+        case .npy:
+            let matrix = encoded.flatMap(\.embedding)
+            try write(npy(matrix, rows: encoded.count, columns: encoder.backbone.dimension), to: output)
+            try write(Data(encoded.map { $0.source + "\n" }.joined().utf8), to: output! + ".paths.txt")
+        }
+    }
+}
+
+func write(_ data: Data, to path: String?) throws {
+    if let path {
+        try data.write(to: URL(fileURLWithPath: path))
+    } else {
+        FileHandle.standardOutput.write(data)
+    }
+}
+
+/// A NumPy .npy (version 1.0) file holding a little-endian float32 matrix.
+func npy(_ values: [Float], rows: Int, columns: Int) -> Data {
+    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
+    let unpadded = 10 + header.utf8.count + 1
+    header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+    data += withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { Data($0) }
+    data += Data(header.utf8)
+    values.withUnsafeBufferPointer { data += Data(buffer: $0) }
+    return data
+}

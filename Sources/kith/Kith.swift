@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Kith: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kith",
+        abstract: "Image embeddings from a frozen, pretrained backbone.",
+        subcommands: [Embed.self, ImageNetLabels.self, Models.self, Bench.self])
+}
