@@ -1,0 +1,122 @@
+import Foundation
+import Testing
+
+/// The `kith` executable, run as a user would.
+@Suite("kith command line")
+struct CLITests {
+    struct Run {
+        let status: Int32
+        let stdout: Data
+        let stderr: String
+        var text: String { String(decoding: stdout, as: UTF8.self) }
+    }
+
+    static var executable: URL {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kith")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        return Fixtures.repository.appendingPathComponent(".build/debug/kith")
+    }
+
+    func kith(_ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["KITH_MODELS"] = Fixtures.models.directory
+        process.environment = environment
+        // Output goes to files, so that neither stream can fill a pipe and stall the child.
+        let dir = FileManager.default.temporaryDirectory
+        let outPath = dir.appendingPathComponent("kith-out-\(UUID())"), errPath = dir.appendingPathComponent("kith-err-\(UUID())")
+        FileManager.default.createFile(atPath: outPath.path, contents: nil)
+        FileManager.default.createFile(atPath: errPath.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outPath); try? FileManager.default.removeItem(at: errPath) }
+        process.standardOutput = try FileHandle(forWritingTo: outPath)
+        process.standardError = try FileHandle(forWritingTo: errPath)
+        try process.run()
+        process.waitUntilExit()
+        let stdout = try Data(contentsOf: outPath)
+        let errors = String(decoding: try Data(contentsOf: errPath), as: UTF8.self)
+        return Run(status: process.terminationStatus, stdout: stdout, stderr: errors)
+    }
+
+    @Test("embed writes one unit vector per good image and names the bad ones")
+    func embedFolder() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-cli-\(UUID())")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (source, target) in [("images/chelsea.jpg", "a.jpg"), ("images/coffee-256.png", "sub/b.png"),
+                                 ("bad/truncated.jpg", "sub/c.jpg"), ("bad/text.jpg", "notes.txt")] {
+            try FileManager.default.copyItem(atPath: Fixtures.path(source), toPath: dir.appendingPathComponent(target).path)
+        }
+        let run = try kith(["embed", dir.path])
+        #expect(run.status == 0)
+        let lines = run.text.split(separator: "\n")
+        #expect(lines.count == 2)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let embedding = object["embedding"] as! [Double]
+            #expect(embedding.count == 1280)
+            #expect(abs(embedding.reduce(0) { $0 + $1 * $1 } - 1) < 1e-4)
+            #expect(object["model"] as? String == "efficientnet-lite0")
+        }
+        #expect(run.stderr.contains("sub/c.jpg: corrupt or truncated JPEG"))
+        #expect(!run.stderr.contains("notes.txt"))  // not an image extension: not picked up from a folder
+    }
+
+    @Test("embed fails when no image could be embedded")
+    func embedOnlyBad() throws {
+        let run = try kith(["embed", Fixtures.path("bad/empty.jpg"), Fixtures.path("bad/huge.png")])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("empty.jpg: empty file"))
+        #expect(run.stderr.contains("huge.png: image declares 20000 × 20000"))
+    }
+
+    @Test("embed --format npy writes a float32 matrix and the row sources")
+    func embedNpy() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("kith-\(UUID()).npy").path
+        defer { try? FileManager.default.removeItem(atPath: out); try? FileManager.default.removeItem(atPath: out + ".paths.txt") }
+        let images = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("images/horse-alpha.png")]
+        let run = try kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out] + images)
+        #expect(run.status == 0, "\(run.stderr)")
+        let data = try Data(contentsOf: URL(fileURLWithPath: out))
+        #expect(data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)))
+        let headerLength = Int(data[8]) | Int(data[9]) << 8
+        let header = String(decoding: data[10..<(10 + headerLength)], as: UTF8.self)
+        #expect(header.contains("'shape': (2, 512)") && header.contains("'<f4'"))
+        #expect((10 + headerLength) % 64 == 0)
+        #expect(data.count == 10 + headerLength + 2 * 512 * 4)
+        #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
+    }
+
+    @Test("models lists every installed backbone with its dimension")
+    func models() throws {
+        let run = try kith(["models"])
+        #expect(run.status == 0)
+        for (name, dimension) in [("efficientnet-lite0", 1280), ("mobilenetv2", 1280), ("resnet50-random", 2048)] {
+            #expect(run.text.split(separator: "\n").contains { $0.hasPrefix(name) && $0.contains(" \(dimension) ") })
+        }
+    }
+
+    @Test("imagenet names the classes of real photos")
+    func imagenet() throws {
+        let run = try kith(["imagenet", "--top", "1", "--json", Fixtures.sample("coffee.png")])
+        #expect(run.status == 0)
+        let object = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
+        let top = (object["top"] as! [[String: Any]])[0]
+        #expect(top["name"] as? String == "espresso")
+        #expect((top["probability"] as! Double) > 0.9)
+    }
+
+    @Test("Bad options are refused with a clear message", arguments: [
+        (["embed", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1"),
+        (["embed", "--model", "nope", "x.jpg"], "no model named 'nope'"),
+        (["embed", "--format", "npy", "x.jpg"], "--format npy needs --output"),
+        (["imagenet", "--model", "mobilenetv2", "x.jpg"], "has no named ImageNet classifier"),
+    ])
+    func badOptions(arguments: [String], message: String) throws {
+        let run = try kith(arguments)
+        #expect(run.status != 0)
+        #expect(run.stderr.contains(message), "\(run.stderr)")
+    }
+}
+
