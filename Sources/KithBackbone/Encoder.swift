@@ -7,10 +7,14 @@ import KithMath
 public struct EncoderConfiguration: Sendable {
     /// Images per forward pass. Default: 16.
     public var batchSize: Int = 16
-    /// Threads for decoding and for the network. A batch is split into this many shards that run
-    /// side by side with single-threaded BLAS; a batch smaller than that runs on one shard with
-    /// multi-threaded BLAS. Default: the number of active processors.
+    /// Threads for decoding and for the network. A batch is shared out to this many workers that
+    /// run side by side with single-threaded BLAS, `imagesPerPass` images at a time; a batch
+    /// smaller than that runs as one pass with multi-threaded BLAS. Default: the number of active
+    /// processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Images per forward pass inside one thread. Default: 2 (fastest for EfficientNet-Lite0 at
+    /// batch 16, see BENCHMARKS.md).
+    public var imagesPerPass: Int = 2
     /// Also compute the classifier's logits (when the model has a classifier). Default: false.
     public var computesLogits: Bool = false
     public var decoder = ImageDecoderConfiguration()
@@ -44,19 +48,25 @@ public struct Encoder: Sendable {
         let threads = max(1, configuration.threads)
         let shards = min(threads, count)
         let withLogits = configuration.computesLogits && backbone.hasClassifier
-        guard shards > 1 else {
+        guard count >= threads else {
             BLAS.setThreads(threads)
             var (features, logits) = backbone.forward(input, count: count, threads: threads)
             features.normalizeRows()
             return (features, withLogits ? logits : nil)
         }
         BLAS.setThreads(1)
+        // Each worker runs its share of the batch a few images at a time: small passes keep the
+        // feature maps in cache, which matters more than large matrix products here.
         let perImage = input.count / max(count, 1)
-        let bounds = (0...shards).map { count * $0 / shards }
-        let results = ShardResults<(features: Matrix, logits: Matrix?)>(count: shards)
+        let step = max(1, configuration.imagesPerPass)
+        let passes = stride(from: 0, to: count, by: step).map { $0..<min($0 + step, count) }
+        let results = ShardResults<(features: Matrix, logits: Matrix?)>(count: passes.count)
         DispatchQueue.concurrentPerform(iterations: shards) { shard in
-            let slice = Array(input[(bounds[shard] * perImage)..<(bounds[shard + 1] * perImage)])
-            results.set(shard, backbone.forward(slice, count: bounds[shard + 1] - bounds[shard], threads: 1))
+            for p in stride(from: shard, to: passes.count, by: shards) {
+                let range = passes[p]
+                let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
+                results.set(p, backbone.forward(slice, count: range.count, threads: 1))
+            }
         }
         let parts = results.values
         var features = Matrix(rows: count, columns: backbone.dimension, values: parts.flatMap { $0.features.values })

@@ -11,8 +11,12 @@ struct FeatureMap {
         (self.n, self.h, self.w, self.c, self.data) = (n, h, w, c, data)
     }
 
-    init(n: Int, h: Int, w: Int, c: Int) {
-        self.init(n: n, h: h, w: w, c: c, data: [Float](repeating: 0, count: n * h * w * c))
+    /// A map whose values the caller overwrites in full.
+    init(uninitializedN n: Int, h: Int, w: Int, c: Int) {
+        let count = n * h * w * c
+        self.init(n: n, h: h, w: w, c: c, data: [Float](unsafeUninitializedCapacity: count) { _, initialized in
+            initialized = count
+        })
     }
 }
 
@@ -80,21 +84,41 @@ private func finish(
     let blocks = min(rows, threads * 8)
     data.withUnsafeMutableBufferPointer { out in
         bias.withUnsafeBufferPointer { b in
-            let out = out, b = b
+            let (out, b) = (out.baseAddress!, b.baseAddress!)
             parallelFor(blocks, threads: threads) { block in
                 let lo = rows * block / blocks, hi = rows * (block + 1) / blocks
-                for r in lo..<hi {
-                    let row = out.baseAddress! + r * channels
-                    if let residual {
-                        residual.withUnsafeBufferPointer { res in
-                            let add = res.baseAddress! + r * channels
-                            for c in 0..<channels { row[c] = activation.apply(row[c] + b[c] + add[c]) }
-                        }
-                    } else {
-                        for c in 0..<channels { row[c] = activation.apply(row[c] + b[c]) }
+                let start = out + lo * channels
+                if let residual {
+                    residual.withUnsafeBufferPointer { res in
+                        addBiasAndActivate(start, rows: hi - lo, channels: channels, bias: b,
+                                           residual: res.baseAddress! + lo * channels, activation: activation)
                     }
+                } else {
+                    addBiasAndActivate(start, rows: hi - lo, channels: channels, bias: b, residual: nil, activation: activation)
                 }
             }
+        }
+    }
+}
+
+/// row[c] = act(row[c] + bias[c] (+ residual[c])), with the branches outside the loops so that
+/// each loop vectorises.
+private func addBiasAndActivate(
+    _ rows: UnsafeMutablePointer<Float>, rows count: Int, channels: Int, bias: UnsafePointer<Float>,
+    residual: UnsafePointer<Float>?, activation: Activation
+) {
+    for r in 0..<count {
+        let row = rows + r * channels
+        if let residual {
+            let add = residual + r * channels
+            for c in 0..<channels { row[c] += bias[c] + add[c] }
+        } else {
+            for c in 0..<channels { row[c] += bias[c] }
+        }
+        switch activation {
+        case .none: break
+        case .relu: for c in 0..<channels { row[c] = max(row[c], 0) }
+        case .relu6: for c in 0..<channels { row[c] = min(max(row[c], 0), 6) }
         }
     }
 }
@@ -117,7 +141,7 @@ struct Conv2D: Layer {
         precondition(x.c == inChannels, "Conv2D: \(x.c) channels in, expected \(inChannels)")
         let (oh, top) = padding.geometry(input: x.h, kernel: kernel, stride: stride)
         let (ow, left) = padding.geometry(input: x.w, kernel: kernel, stride: stride)
-        var out = FeatureMap(n: x.n, h: oh, w: ow, c: outChannels)
+        var out = FeatureMap(uninitializedN: x.n, h: oh, w: ow, c: outChannels)
         let k = kernel * kernel * inChannels
         weights.withUnsafeBufferPointer { w in
             out.data.withUnsafeMutableBufferPointer { o in
@@ -186,7 +210,7 @@ struct DepthwiseConv2D: Layer {
         precondition(x.c == channels, "DepthwiseConv2D: \(x.c) channels in, expected \(channels)")
         let (oh, top) = padding.geometry(input: x.h, kernel: kernel, stride: stride)
         let (ow, left) = padding.geometry(input: x.w, kernel: kernel, stride: stride)
-        var out = FeatureMap(n: x.n, h: oh, w: ow, c: channels)
+        var out = FeatureMap(uninitializedN: x.n, h: oh, w: ow, c: channels)
         let (h, w, c, kernel, stride, activation) = (x.h, x.w, channels, kernel, stride, activation)
         x.data.withUnsafeBufferPointer { input in
             weights.withUnsafeBufferPointer { wt in
@@ -196,21 +220,14 @@ struct DepthwiseConv2D: Layer {
                         parallelFor(x.n * oh, threads: threads) { job in
                             let image = job / oh, oy = job % oh
                             let src = input + image * h * w * c
+                            let ky0 = max(0, top - oy * stride), ky1 = min(kernel, h + top - oy * stride)
                             for ox in 0..<ow {
-                                let acc = o + ((image * oh + oy) * ow + ox) * c
-                                acc.update(from: b, count: c)
-                                for ky in 0..<kernel {
-                                    let iy = oy * stride + ky - top
-                                    guard iy >= 0 && iy < h else { continue }
-                                    for kx in 0..<kernel {
-                                        let ix = ox * stride + kx - left
-                                        guard ix >= 0 && ix < w else { continue }
-                                        let pixel = src + (iy * w + ix) * c
-                                        let filter = wt + (ky * kernel + kx) * c
-                                        for ch in 0..<c { acc[ch] += pixel[ch] * filter[ch] }
-                                    }
-                                }
-                                for ch in 0..<c { acc[ch] = activation.apply(acc[ch]) }
+                                let kx0 = max(0, left - ox * stride), kx1 = min(kernel, w + left - ox * stride)
+                                let dst = o + ((image * oh + oy) * ow + ox) * c
+                                let origin = src + ((oy * stride - top) * w + (ox * stride - left)) * c
+                                depthwisePixel(origin: origin, rowStride: w * c, filter: wt, kernel: kernel,
+                                               ky: ky0..<ky1, kx: kx0..<kx1, bias: b, channels: c,
+                                               activation: activation, into: dst)
                             }
                         }
                     }
@@ -218,6 +235,67 @@ struct DepthwiseConv2D: Layer {
             }
         }
         return out
+    }
+}
+
+/// One output pixel of a depthwise convolution: `origin` points at the (possibly out-of-image)
+/// top-left input pixel under the kernel; only taps in `ky` × `kx` lie inside the image. Eight
+/// channels at a time are summed in registers over every tap.
+@inline(__always)
+private func depthwisePixel(
+    origin: UnsafePointer<Float>, rowStride: Int, filter: UnsafePointer<Float>, kernel: Int,
+    ky: Range<Int>, kx: Range<Int>, bias: UnsafePointer<Float>, channels c: Int, activation: Activation,
+    into dst: UnsafeMutablePointer<Float>
+) {
+    typealias V = SIMD8<Float>
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func activate(_ v: V) -> V {
+        var v = v
+        switch activation {
+        case .none: break
+        case .relu: v.replace(with: 0, where: v .< 0)
+        case .relu6:
+            v.replace(with: 0, where: v .< 0)
+            v.replace(with: 6, where: v .> 6)
+        }
+        return v
+    }
+    @inline(__always) func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    var ch = 0
+    // 32 channels at a time: four accumulators amortise the loop over the taps.
+    while ch + 32 <= c {
+        var a0 = load(bias + ch), a1 = load(bias + ch + 8), a2 = load(bias + ch + 16), a3 = load(bias + ch + 24)
+        for y in ky {
+            for x in kx {
+                let p = origin + y * rowStride + x * c + ch
+                let f = filter + (y * kernel + x) * c + ch
+                a0.addProduct(load(p), load(f))
+                a1.addProduct(load(p + 8), load(f + 8))
+                a2.addProduct(load(p + 16), load(f + 16))
+                a3.addProduct(load(p + 24), load(f + 24))
+            }
+        }
+        store(activate(a0), dst + ch)
+        store(activate(a1), dst + ch + 8)
+        store(activate(a2), dst + ch + 16)
+        store(activate(a3), dst + ch + 24)
+        ch += 32
+    }
+    while ch + 8 <= c {
+        var acc = load(bias + ch)
+        for y in ky {
+            for x in kx { acc.addProduct(load(origin + y * rowStride + x * c + ch), load(filter + (y * kernel + x) * c + ch)) }
+        }
+        store(activate(acc), dst + ch)
+        ch += 8
+    }
+    while ch < c {
+        var acc = bias[ch]
+        for y in ky {
+            for x in kx { acc += origin[y * rowStride + x * c + ch] * filter[(y * kernel + x) * c + ch] }
+        }
+        dst[ch] = activation.apply(acc)
+        ch += 1
     }
 }
 
