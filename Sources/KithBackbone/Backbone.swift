@@ -84,19 +84,19 @@ public struct Backbone: Sendable {
 
     /// Runs the network on `count` preprocessed inputs (NHWC, `preprocessing.inputSize`² × 3 each).
     /// Returns the pooled features (not normalised) and, if the model has one, the classifier's logits.
-    /// - Parameter threads: threads for the loops Kith runs itself; BLAS has its own setting.
-    public func forward(_ input: [Float], count: Int, threads: Int = 1) -> (features: Matrix, logits: Matrix?) {
+    /// Runs on the calling thread (with whatever threads BLAS is set to use).
+    public func forward(_ input: [Float], count: Int) -> (features: Matrix, logits: Matrix?) {
         let size = preprocessing.inputSize
         precondition(input.count == count * size * size * 3, "Backbone.forward: input of \(input.count) floats for \(count) images")
         var x = FeatureMap(n: count, h: size, w: size, c: 3, data: input)
-        for layer in layers { x = layer.forward(x, threads: threads) }
+        for layer in layers { x = layer.forward(x) }
         let features = globalAveragePool(x)
         return (features, classifier?.forward(features))
     }
 
     /// L2-normalised embeddings of `count` preprocessed inputs, one row each.
-    public func embed(_ input: [Float], count: Int, threads: Int = 1) -> Matrix {
-        var features = forward(input, count: count, threads: threads).features
+    public func embed(_ input: [Float], count: Int) -> Matrix {
+        var features = forward(input, count: count).features
         features.normalizeRows()
         return features
     }

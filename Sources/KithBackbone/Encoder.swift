@@ -7,10 +7,8 @@ import KithMath
 public struct EncoderConfiguration: Sendable {
     /// Images per forward pass. Default: 16.
     public var batchSize: Int = 16
-    /// Threads for decoding and for the network. A batch is shared out to this many workers that
-    /// run side by side with single-threaded BLAS, `imagesPerPass` images at a time; a batch
-    /// smaller than that runs as one pass with multi-threaded BLAS. Default: the number of active
-    /// processors.
+    /// Threads for decoding and for the network: the images of a batch are shared out to this
+    /// many workers (so a single image uses one). Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     /// Images per forward pass inside one thread. Default: 2 (fastest for EfficientNet-Lite0 at
     /// batch 16, see BENCHMARKS.md).
@@ -43,29 +41,23 @@ public struct Encoder: Sendable {
         self.configuration = configuration
     }
 
-    /// Embeds preprocessed inputs (`count` images, NHWC): pooled features and, if asked, logits.
+    /// Embeds preprocessed inputs (`count` images, NHWC): normalised embeddings and, if asked,
+    /// logits. The images are shared out to up to `threads` workers, each running
+    /// `imagesPerPass` images at a time with single-threaded BLAS: small passes keep feature maps
+    /// in cache, and parallel images scale where threads inside one image's layers did not.
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
-        let threads = max(1, configuration.threads)
-        let shards = min(threads, count)
+        let workers = max(1, min(configuration.threads, count))
         let withLogits = configuration.computesLogits && backbone.hasClassifier
-        guard count >= threads else {
-            BLAS.setThreads(threads)
-            var (features, logits) = backbone.forward(input, count: count, threads: threads)
-            features.normalizeRows()
-            return (features, withLogits ? logits : nil)
-        }
         BLAS.setThreads(1)
-        // Each worker runs its share of the batch a few images at a time: small passes keep the
-        // feature maps in cache, which matters more than large matrix products here.
         let perImage = input.count / max(count, 1)
         let step = max(1, configuration.imagesPerPass)
         let passes = stride(from: 0, to: count, by: step).map { $0..<min($0 + step, count) }
         let results = ShardResults<(features: Matrix, logits: Matrix?)>(count: passes.count)
-        DispatchQueue.concurrentPerform(iterations: shards) { shard in
-            for p in stride(from: shard, to: passes.count, by: shards) {
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for p in stride(from: worker, to: passes.count, by: workers) {
                 let range = passes[p]
                 let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
-                results.set(p, backbone.forward(slice, count: range.count, threads: 1))
+                results.set(p, backbone.forward(slice, count: range.count))
             }
         }
         let parts = results.values
@@ -121,6 +113,24 @@ public struct Encoder: Sendable {
             defer { row += 1 }
             return .success(EncodedImage(
                 source: files[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) }))
+        }
+    }
+}
+
+/// Runs `body(i)` for i in 0..<count on up to `threads` threads; callers write disjoint memory
+/// from each `i`.
+func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+    guard threads > 1, count > 1 else {
+        for i in 0..<count { body(i) }
+        return
+    }
+    let chunks = min(threads, count)
+    withoutActuallyEscaping(body) { body in
+        // Safe: concurrentPerform returns only after every iteration has finished, and the
+        // iterations touch disjoint outputs.
+        nonisolated(unsafe) let body = body
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            for i in stride(from: chunk, to: count, by: chunks) { body(i) }
         }
     }
 }

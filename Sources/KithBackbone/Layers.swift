@@ -52,50 +52,26 @@ enum Padding: Sendable {
     }
 }
 
-/// Runs `body(i)` for i in 0..<count on up to `threads` threads; callers write disjoint memory
-/// from each `i`.
-func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
-    guard threads > 1, count > 1 else {
-        for i in 0..<count { body(i) }
-        return
-    }
-    let chunks = min(threads, count)
-    withoutActuallyEscaping(body) { body in
-        // Safe: concurrentPerform returns only after every iteration has finished, and the
-        // iterations touch disjoint outputs.
-        nonisolated(unsafe) let body = body
-        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            for i in stride(from: chunk, to: count, by: chunks) { body(i) }
-        }
-    }
-}
-
+/// A step of a network. Layers run single-threaded: Kith parallelises across images, which
+/// measured faster than splitting one image's layers between threads (BENCHMARKS.md).
 protocol Layer: Sendable {
-    func forward(_ x: FeatureMap, threads: Int) -> FeatureMap
+    func forward(_ x: FeatureMap) -> FeatureMap
 }
 
 /// Adds the per-channel bias and applies the activation (and an optional residual) in place,
 /// over rows of `channels` values.
-private func finish(
-    _ data: inout [Float], channels: Int, bias: [Float], activation: Activation, residual: [Float]? = nil,
-    threads: Int
-) {
+private func finish(_ data: inout [Float], channels: Int, bias: [Float], activation: Activation, residual: [Float]? = nil) {
     let rows = data.count / channels
-    let blocks = min(rows, threads * 8)
     data.withUnsafeMutableBufferPointer { out in
         bias.withUnsafeBufferPointer { b in
-            let (out, b) = (out.baseAddress!, b.baseAddress!)
-            parallelFor(blocks, threads: threads) { block in
-                let lo = rows * block / blocks, hi = rows * (block + 1) / blocks
-                let start = out + lo * channels
-                if let residual {
-                    residual.withUnsafeBufferPointer { res in
-                        addBiasAndActivate(start, rows: hi - lo, channels: channels, bias: b,
-                                           residual: res.baseAddress! + lo * channels, activation: activation)
-                    }
-                } else {
-                    addBiasAndActivate(start, rows: hi - lo, channels: channels, bias: b, residual: nil, activation: activation)
+            if let residual {
+                residual.withUnsafeBufferPointer { res in
+                    addBiasAndActivate(out.baseAddress!, rows: rows, channels: channels, bias: b.baseAddress!,
+                                       residual: res.baseAddress!, activation: activation)
                 }
+            } else {
+                addBiasAndActivate(out.baseAddress!, rows: rows, channels: channels, bias: b.baseAddress!,
+                                   residual: nil, activation: activation)
             }
         }
     }
@@ -132,12 +108,12 @@ struct Conv2D: Layer {
     let bias: [Float]
     let activation: Activation
 
-    func forward(_ x: FeatureMap, threads: Int) -> FeatureMap {
-        forward(x, residual: nil, threads: threads)
+    func forward(_ x: FeatureMap) -> FeatureMap {
+        forward(x, residual: nil)
     }
 
     /// With `residual`, adds it before the activation (a ResNet block's last convolution).
-    func forward(_ x: FeatureMap, residual: [Float]?, threads: Int) -> FeatureMap {
+    func forward(_ x: FeatureMap, residual: [Float]?) -> FeatureMap {
         precondition(x.c == inChannels, "Conv2D: \(x.c) channels in, expected \(inChannels)")
         let (oh, top) = padding.geometry(input: x.h, kernel: kernel, stride: stride)
         let (ow, left) = padding.geometry(input: x.w, kernel: kernel, stride: stride)
@@ -165,7 +141,7 @@ struct Conv2D: Layer {
                 }
             }
         }
-        finish(&out.data, channels: outChannels, bias: bias, activation: activation, residual: residual, threads: threads)
+        finish(&out.data, channels: outChannels, bias: bias, activation: activation, residual: residual)
         return out
     }
 
@@ -206,7 +182,7 @@ struct DepthwiseConv2D: Layer {
     let bias: [Float]
     let activation: Activation
 
-    func forward(_ x: FeatureMap, threads: Int) -> FeatureMap {
+    func forward(_ x: FeatureMap) -> FeatureMap {
         precondition(x.c == channels, "DepthwiseConv2D: \(x.c) channels in, expected \(channels)")
         let (oh, top) = padding.geometry(input: x.h, kernel: kernel, stride: stride)
         let (ow, left) = padding.geometry(input: x.w, kernel: kernel, stride: stride)
@@ -217,7 +193,7 @@ struct DepthwiseConv2D: Layer {
                 bias.withUnsafeBufferPointer { b in
                     out.data.withUnsafeMutableBufferPointer { o in
                         let (input, wt, b, o) = (input.baseAddress!, wt.baseAddress!, b.baseAddress!, o.baseAddress!)
-                        parallelFor(x.n * oh, threads: threads) { job in
+                        for job in 0..<(x.n * oh) {
                             let image = job / oh, oy = job % oh
                             let src = input + image * h * w * c
                             let ky0 = max(0, top - oy * stride), ky1 = min(kernel, h + top - oy * stride)
@@ -303,7 +279,7 @@ private func depthwisePixel(
 struct MaxPool2D: Layer {
     let kernel = 3, stride = 2, pad = 1
 
-    func forward(_ x: FeatureMap, threads: Int) -> FeatureMap {
+    func forward(_ x: FeatureMap) -> FeatureMap {
         let (oh, _) = Padding.symmetric(pad).geometry(input: x.h, kernel: kernel, stride: stride)
         let (ow, _) = Padding.symmetric(pad).geometry(input: x.w, kernel: kernel, stride: stride)
         var out = FeatureMap(n: x.n, h: oh, w: ow, c: x.c, data: [Float](repeating: -.infinity, count: x.n * oh * ow * x.c))
@@ -336,10 +312,10 @@ struct Residual: Layer {
     let last: Conv2D
     let shortcut: [any Layer]
 
-    func forward(_ x: FeatureMap, threads: Int) -> FeatureMap {
-        let identity = shortcut.reduce(x) { $1.forward($0, threads: threads) }
-        let inner = body.reduce(x) { $1.forward($0, threads: threads) }
-        return last.forward(inner, residual: identity.data, threads: threads)
+    func forward(_ x: FeatureMap) -> FeatureMap {
+        let identity = shortcut.reduce(x) { $1.forward($0) }
+        let inner = body.reduce(x) { $1.forward($0) }
+        return last.forward(inner, residual: identity.data)
     }
 }
 

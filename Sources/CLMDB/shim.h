@@ -1,0 +1,4 @@
+#ifndef KITH_LMDB_SHIM_H
+#define KITH_LMDB_SHIM_H
+#include <lmdb.h>
+#endif

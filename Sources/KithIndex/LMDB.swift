@@ -1,0 +1,290 @@
+import CLMDB
+import Foundation
+
+// Every LMDB call in Kith goes through this file. Return codes become `LMDBError`s, transactions
+// are closures that commit on success and abort on a throw, and bytes are copied out of LMDB's
+// memory map before the transaction that produced them ends.
+
+/// A failed LMDB call: its return code and what Kith was doing.
+struct LMDBError: Error, CustomStringConvertible {
+    let code: Int32
+    let operation: String
+
+    var description: String { "\(operation): \(String(cString: mdb_strerror(code))) (LMDB \(code))" }
+    var isMapFull: Bool { code == MDB_MAP_FULL }
+    var isMapResized: Bool { code == MDB_MAP_RESIZED }
+}
+
+@inline(__always)
+func check(_ code: Int32, _ operation: @autoclosure () -> String) throws(LMDBError) {
+    if code != 0 { throw LMDBError(code: code, operation: operation()) }
+}
+
+/// One LMDB environment (a folder with data.mdb and lock.mdb) and its named databases.
+final class Environment: @unchecked Sendable {
+    // @unchecked: LMDB environments are safe to share between threads; opened with MDB_NOTLS,
+    // every transaction belongs to the closure that created it. The map size, which LMDB lets a
+    // process change only while it has no transaction open, is changed under `resizeLock`
+    // held for writing, while every transaction holds it for reading.
+    private let env: OpaquePointer
+    private let resizeLock = ReadWriteLock()
+    private let writeLock = NSLock()
+    private(set) var databases: [String: MDB_dbi] = [:]
+    let path: String
+
+    /// Opens (creating if `create`) the environment at `path` with the named databases.
+    init(path: String, databases names: [(String, UInt32)], mapSize: Int, create: Bool) throws(LMDBError) {
+        self.path = path
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "mdb_env_create")
+        self.env = env!
+        do {
+            try check(mdb_env_set_maxdbs(self.env, MDB_dbi(names.count)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_mapsize(self.env, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_open(self.env, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open \(path)")
+            var stale: Int32 = 0
+            try check(mdb_reader_check(self.env, &stale), "mdb_reader_check")
+            try rawWrite { txn in
+                for (name, flags) in names {
+                    var dbi: MDB_dbi = 0
+                    try check(mdb_dbi_open(txn.handle, name, flags | (create ? UInt32(MDB_CREATE) : 0), &dbi), "open database '\(name)'")
+                    databases[name] = dbi
+                }
+            }
+        } catch {
+            mdb_env_close(self.env)
+            throw error
+        }
+    }
+
+    deinit { mdb_env_close(env) }
+
+    /// Runs `body` in a read-only transaction: a consistent snapshot that never blocks writers.
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        resizeLock.readLock()
+        defer { resizeLock.unlock() }
+        var txn: OpaquePointer?
+        var code = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+        if code == MDB_MAP_RESIZED {  // another process grew the map: adopt its size
+            try check(mdb_env_set_mapsize(env, 0), "mdb_env_set_mapsize")
+            code = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+        }
+        try check(code, "begin read transaction")
+        defer { mdb_txn_abort(txn) }
+        return try body(Transaction(handle: txn!, environment: self))
+    }
+
+    /// Runs `body` in a write transaction that commits if it returns and aborts if it throws.
+    /// When the map is full, the map is doubled and `body` runs again from the start.
+    func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        while true {
+            do {
+                return try rawWrite(body)
+            } catch let error as LMDBError where error.isMapFull {
+                try grow()
+            }
+        }
+    }
+
+    private func rawWrite<T>(_ body: (Transaction) throws -> T) throws -> T {
+        resizeLock.readLock()
+        defer { resizeLock.unlock() }
+        var txn: OpaquePointer?
+        var code = mdb_txn_begin(env, nil, 0, &txn)
+        if code == MDB_MAP_RESIZED {
+            try check(mdb_env_set_mapsize(env, 0), "mdb_env_set_mapsize")
+            code = mdb_txn_begin(env, nil, 0, &txn)
+        }
+        try check(code, "begin write transaction")
+        do {
+            let result = try body(Transaction(handle: txn!, environment: self))
+            try check(mdb_txn_commit(txn), "commit")
+            return result
+        } catch {
+            mdb_txn_abort(txn)
+            throw error
+        }
+    }
+
+    private func grow() throws(LMDBError) {
+        resizeLock.writeLock()
+        defer { resizeLock.unlock() }
+        var info = MDB_envinfo()
+        try check(mdb_env_info(env, &info), "mdb_env_info")
+        try check(mdb_env_set_mapsize(env, info.me_mapsize * 2), "grow the map to \(info.me_mapsize * 2) bytes")
+    }
+
+    /// The current map size in bytes.
+    var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return info.me_mapsize
+    }
+
+    /// Bytes of the data file in use (last used page × page size).
+    var usedBytes: Int {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        mdb_env_info(env, &info)
+        mdb_env_stat(env, &stat)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
+    /// Writes a consistent copy of the environment into the empty folder `destination` while
+    /// readers and writers carry on; `compact` drops free pages and renumbers.
+    func copy(to destination: String, compact: Bool) throws(LMDBError) {
+        try check(mdb_env_copy2(env, destination, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(destination)")
+    }
+}
+
+/// A transaction inside `Environment.read` or `.write`. Not to be kept beyond its closure.
+struct Transaction {
+    let handle: OpaquePointer
+    unowned let environment: Environment
+
+    func database(_ name: String) -> MDB_dbi { environment.databases[name]! }
+
+    /// Calls `body` with the value of `key`, valid only during the call; nil if absent.
+    func withValue<T>(_ db: String, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
+        try key.withUnsafeBytes { k in
+            var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            var value = MDB_val()
+            let code = mdb_get(handle, database(db), &keyVal, &value)
+            if code == MDB_NOTFOUND { return nil }
+            try check(code, "get from '\(db)'")
+            return try body(UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size))
+        }
+    }
+
+    /// A copy of the value of `key`, or nil.
+    func get(_ db: String, _ key: [UInt8]) throws -> [UInt8]? {
+        try withValue(db, key) { Array($0) }
+    }
+
+    func put(_ db: String, _ key: [UInt8], _ value: UnsafeRawBufferPointer, flags: Int32 = 0) throws(LMDBError) {
+        var code: Int32 = 0
+        key.withUnsafeBytes { k in
+            var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            var data = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+            code = mdb_put(handle, database(db), &keyVal, &data, UInt32(flags))
+        }
+        try check(code, "put into '\(db)'")
+    }
+
+    func put(_ db: String, _ key: [UInt8], _ value: [UInt8], flags: Int32 = 0) throws(LMDBError) {
+        var error: LMDBError?
+        value.withUnsafeBytes { v in
+            do throws(LMDBError) { try put(db, key, v, flags: flags) } catch { error = $0 }
+        }
+        if let error { throw error }
+    }
+
+    /// Deletes `key` (with `value`, only that duplicate of a DUPSORT database). Returns whether it existed.
+    @discardableResult
+    func delete(_ db: String, _ key: [UInt8], value: [UInt8]? = nil) throws(LMDBError) -> Bool {
+        var code: Int32 = 0
+        key.withUnsafeBytes { k in
+            var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            if let value {
+                value.withUnsafeBytes { v in
+                    var data = MDB_val(mv_size: v.count, mv_data: UnsafeMutableRawPointer(mutating: v.baseAddress))
+                    code = mdb_del(handle, database(db), &keyVal, &data)
+                }
+            } else {
+                code = mdb_del(handle, database(db), &keyVal, nil)
+            }
+        }
+        if code == MDB_NOTFOUND { return false }
+        try check(code, "delete from '\(db)'")
+        return true
+    }
+
+    /// Removes every entry of `db`.
+    func clear(_ db: String) throws(LMDBError) {
+        try check(mdb_drop(handle, database(db), 0), "empty '\(db)'")
+    }
+
+    /// Number of entries in `db` (duplicates counted).
+    func count(_ db: String) throws(LMDBError) -> Int {
+        var stat = MDB_stat()
+        try check(mdb_stat(handle, database(db), &stat), "stat '\(db)'")
+        return stat.ms_entries
+    }
+
+    /// Visits entries in key order, from `start` (inclusive) or the first; `body` returns false to stop.
+    /// With `duplicatesOf`, visits only the duplicates of that key. Bytes are valid during the call only.
+    func forEach(
+        _ db: String, from start: [UInt8]? = nil, duplicatesOf: [UInt8]? = nil,
+        _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(handle, database(db), &cursor), "open cursor on '\(db)'")
+        defer { mdb_cursor_close(cursor) }
+        var key = MDB_val(), value = MDB_val()
+        let seek = duplicatesOf ?? start
+        var code: Int32
+        if let seek {
+            code = seek.withUnsafeBytes { s in
+                key = MDB_val(mv_size: s.count, mv_data: UnsafeMutableRawPointer(mutating: s.baseAddress))
+                return mdb_cursor_get(cursor, &key, &value, duplicatesOf != nil ? MDB_SET_KEY : MDB_SET_RANGE)
+            }
+        } else {
+            code = mdb_cursor_get(cursor, &key, &value, MDB_FIRST)
+        }
+        let next = duplicatesOf != nil ? MDB_NEXT_DUP : MDB_NEXT
+        while code == 0 {
+            let more = try body(UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size),
+                                UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size))
+            if !more { return }
+            code = mdb_cursor_get(cursor, &key, &value, next)
+        }
+        if code != MDB_NOTFOUND { try check(code, "iterate '\(db)'") }
+    }
+
+    /// Number of duplicates stored under `key` in a DUPSORT database.
+    func duplicateCount(_ db: String, _ key: [UInt8]) throws -> Int {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(handle, database(db), &cursor), "open cursor on '\(db)'")
+        defer { mdb_cursor_close(cursor) }
+        var count = 0
+        let code: Int32 = key.withUnsafeBytes { k in
+            var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            var value = MDB_val()
+            let found = mdb_cursor_get(cursor, &keyVal, &value, MDB_SET_KEY)
+            guard found == 0 else { return found }
+            return mdb_cursor_count(cursor, &count)
+        }
+        if code == MDB_NOTFOUND { return 0 }
+        try check(code, "count duplicates in '\(db)'")
+        return count
+    }
+}
+
+enum DatabaseFlags {
+    static let plain: UInt32 = 0
+    static let duplicateFixedIDs = UInt32(MDB_DUPSORT | MDB_DUPFIXED)
+}
+
+enum PutFlags {
+    static let noOverwrite = MDB_NOOVERWRITE
+    static let append = MDB_APPEND
+}
+
+/// A pthread read-write lock.
+final class ReadWriteLock: @unchecked Sendable {
+    // @unchecked: pthread_rwlock_t is designed for concurrent use; it is allocated once and
+    // never moved.
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+    init() { pthread_rwlock_init(lock, nil) }
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func readLock() { pthread_rwlock_rdlock(lock) }
+    func writeLock() { pthread_rwlock_wrlock(lock) }
+    func unlock() { pthread_rwlock_unlock(lock) }
+}
