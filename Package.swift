@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .executable(name: "kith", targets: ["kith"]),
         .library(name: "KithBackbone", targets: ["KithBackbone"]),
+        .library(name: "KithIndex", targets: ["KithIndex"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -24,20 +25,22 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
 
         .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: simd + strict),
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
         .target(name: "KithBackbone", dependencies: ["KithMath", "KithImage"], swiftSettings: simd + strict),
+        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithBackbone", "KithImage", "KithMath",
+                "KithBackbone", "KithImage", "KithIndex", "KithMath",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         .testTarget(
-            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithMath"],
+            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath"],
             swiftSettings: strict),
     ]
 )

@@ -76,24 +76,31 @@ public struct Encoder: Sendable {
         results.reserveCapacity(files.count)
         let batch = max(1, configuration.batchSize)
         for start in stride(from: 0, to: files.count, by: batch) {
-            let chunk = Array(files[start..<min(start + batch, files.count)])
-            results += encodeBatch(chunk)
+            let chunk = files[start..<min(start + batch, files.count)].map { ImageInput.file($0) }
+            results += embed(prepare(chunk))
             progress(results.count)
         }
         return results
     }
 
-    private func encodeBatch(_ files: [String]) -> [Result<EncodedImage, ImageError>] {
+    /// Decodes and preprocesses images in parallel (the first half of `encode`).
+    public func prepare(_ inputs: [ImageInput]) -> PreparedBatch {
         let preprocessing = backbone.preprocessing
         let size = preprocessing.inputSize * preprocessing.inputSize * 3
         let decoder = ImageDecoder(configuration: configuration.decoder)
-        var input = [Float](repeating: 0, count: files.count * size)
-        let outcomes = ShardResults<ImageError?>(count: files.count)
-        input.withUnsafeMutableBufferPointer { buffer in
+        var tensors = [Float](repeating: 0, count: inputs.count * size)
+        let outcomes = ShardResults<ImageError?>(count: inputs.count)
+        tensors.withUnsafeMutableBufferPointer { buffer in
             let buffer = buffer
-            parallelFor(files.count, threads: configuration.threads) { i in
+            parallelFor(inputs.count, threads: configuration.threads) { i in
                 do throws(ImageError) {
-                    let image = try decoder.decode(contentsOf: files[i], minimumShortSide: preprocessing.minimumShortSide)
+                    let image: RGBImage
+                    switch inputs[i] {
+                    case .file(let path):
+                        image = try decoder.decode(contentsOf: path, minimumShortSide: preprocessing.minimumShortSide)
+                    case .data(let data, let name):
+                        do throws(ImageError) { image = try decoder.decode(data, minimumShortSide: preprocessing.minimumShortSide) } catch { throw error.naming(name) }
+                    }
                     preprocessing.write(image, into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
                     outcomes.set(i, nil)
                 } catch {
@@ -105,50 +112,42 @@ public struct Encoder: Sendable {
         let good = errors.indices.filter { errors[$0] == nil }
         var packed = [Float]()
         packed.reserveCapacity(good.count * size)
-        for i in good { packed += input[(i * size)..<((i + 1) * size)] }
-        let (embeddings, logits) = good.isEmpty ? (Matrix(zeros: 0, backbone.dimension), nil) : run(packed, count: good.count)
+        for i in good { packed += tensors[(i * size)..<((i + 1) * size)] }
+        return PreparedBatch(sources: inputs.map(\.name), errors: errors, input: packed)
+    }
+
+    /// Runs the network on a prepared batch (the second half of `encode`); results in input order.
+    public func embed(_ batch: PreparedBatch) -> [Result<EncodedImage, ImageError>] {
+        let good = batch.errors.filter { $0 == nil }.count
+        let (embeddings, logits) = good == 0 ? (Matrix(zeros: 0, backbone.dimension), nil) : run(batch.input, count: good)
         var row = 0
-        return files.indices.map { i in
-            if let error = errors[i] { return .failure(error) }
+        return batch.sources.indices.map { i in
+            if let error = batch.errors[i] { return .failure(error) }
             defer { row += 1 }
             return .success(EncodedImage(
-                source: files[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) }))
+                source: batch.sources[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) }))
         }
     }
 }
 
-/// Runs `body(i)` for i in 0..<count on up to `threads` threads; callers write disjoint memory
-/// from each `i`.
-func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
-    guard threads > 1, count > 1 else {
-        for i in 0..<count { body(i) }
-        return
-    }
-    let chunks = min(threads, count)
-    withoutActuallyEscaping(body) { body in
-        // Safe: concurrentPerform returns only after every iteration has finished, and the
-        // iterations touch disjoint outputs.
-        nonisolated(unsafe) let body = body
-        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            for i in stride(from: chunk, to: count, by: chunks) { body(i) }
+/// An image to encode: a file, or encoded bytes already in memory (named for error messages).
+public enum ImageInput: Sendable {
+    case file(String)
+    case data(Data, name: String)
+
+    public var name: String {
+        switch self {
+        case .file(let path): path
+        case .data(_, let name): name
         }
     }
 }
 
-/// Slots that concurrent iterations fill, one each.
-final class ShardResults<Value>: @unchecked Sendable {
-    // @unchecked: every slot is written by exactly one iteration under the lock, and read only
-    // after `concurrentPerform` has returned.
-    private var slots: [Value?]
-    private let lock = NSLock()
-
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-
-    func set(_ index: Int, _ value: Value) {
-        lock.lock()
-        slots[index] = value
-        lock.unlock()
-    }
-
-    var values: [Value] { slots.map { $0! } }
+/// Decoded, preprocessed images ready for the network: `input` holds the successful ones in order.
+public struct PreparedBatch: Sendable {
+    public let sources: [String]
+    /// Per input: why it failed, or nil.
+    public let errors: [ImageError?]
+    let input: [Float]
 }
+

@@ -34,7 +34,7 @@ public struct ImageDecoder: Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
         } catch {
-            throw ImageError(.unreadable((error as NSError).localizedDescription), file: path)
+            throw ImageError.unreadableFile(path, (error as NSError).localizedDescription)
         }
         do {
             return try decode(data, minimumShortSide: minimumShortSide)

@@ -38,6 +38,11 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A file that could not be read at all.
+    public static func unreadableFile(_ file: String, _ detail: String) -> ImageError {
+        ImageError(.unreadable(detail), file: file)
+    }
+
     /// The same error, attributed to `file`.
     public func naming(_ file: String) -> ImageError {
         var copy = self

@@ -33,7 +33,7 @@ final class Environment: @unchecked Sendable {
     let path: String
 
     /// Opens (creating if `create`) the environment at `path` with the named databases.
-    init(path: String, databases names: [(String, UInt32)], mapSize: Int, create: Bool) throws(LMDBError) {
+    init(path: String, databases names: [(String, UInt32)], mapSize: Int, create: Bool) throws {
         self.path = path
         var env: OpaquePointer?
         try check(mdb_env_create(&env), "mdb_env_create")
@@ -174,11 +174,11 @@ struct Transaction {
     }
 
     func put(_ db: String, _ key: [UInt8], _ value: [UInt8], flags: Int32 = 0) throws(LMDBError) {
-        var error: LMDBError?
+        var failure: LMDBError?
         value.withUnsafeBytes { v in
-            do throws(LMDBError) { try put(db, key, v, flags: flags) } catch { error = $0 }
+            do throws(LMDBError) { try put(db, key, v, flags: flags) } catch { failure = error }
         }
-        if let error { throw error }
+        if let failure { throw failure }
     }
 
     /// Deletes `key` (with `value`, only that duplicate of a DUPSORT database). Returns whether it existed.

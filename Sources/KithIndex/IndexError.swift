@@ -1,0 +1,76 @@
+/// Why an index operation failed.
+public struct IndexError: Error, Sendable, CustomStringConvertible {
+    /// A stable, machine-readable code (mapped to HTTP statuses by the server).
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public var description: String { rawValue }
+        public static let indexNotFound = Code(rawValue: "index_not_found")
+        public static let indexExists = Code(rawValue: "index_exists")
+        public static let invalidName = Code(rawValue: "invalid_index_name")
+        public static let incompatible = Code(rawValue: "incompatible_index")
+        public static let invalidVector = Code(rawValue: "invalid_vector")
+        public static let invalidLabel = Code(rawValue: "invalid_label")
+        public static let itemNotFound = Code(rawValue: "item_not_found")
+        public static let inconsistent = Code(rawValue: "inconsistent_index")
+        public static let storage = Code(rawValue: "storage_error")
+    }
+
+    enum Reason {
+        case indexNotFound(String)
+        case indexExists(String)
+        case invalidName(String)
+        case incompatible(String)
+        case invalidVector(String)
+        case invalidLabel(String)
+        case itemNotFound(UInt64)
+        case inconsistent([String])
+        case storage(String)
+    }
+
+    let reason: Reason
+
+    init(_ reason: Reason) { self.reason = reason }
+
+    init(_ error: LMDBError) { self.reason = .storage(error.description) }
+
+    public var code: Code {
+        switch reason {
+        case .indexNotFound: .indexNotFound
+        case .indexExists: .indexExists
+        case .invalidName: .invalidName
+        case .incompatible: .incompatible
+        case .invalidVector: .invalidVector
+        case .invalidLabel: .invalidLabel
+        case .itemNotFound: .itemNotFound
+        case .inconsistent: .inconsistent
+        case .storage: .storage
+        }
+    }
+
+    public var description: String {
+        switch reason {
+        case .indexNotFound(let name): "no index named '\(name)'"
+        case .indexExists(let name): "an index named '\(name)' already exists"
+        case .invalidName(let detail): "invalid index name: \(detail)"
+        case .incompatible(let detail): "incompatible index: \(detail)"
+        case .invalidVector(let detail): "invalid vector: \(detail)"
+        case .invalidLabel(let detail): "invalid label: \(detail)"
+        case .itemNotFound(let id): "no item with id \(id)"
+        case .inconsistent(let problems): "index is inconsistent:\n  " + problems.joined(separator: "\n  ")
+        case .storage(let detail): "storage error: \(detail)"
+        }
+    }
+}
+
+/// Runs `body`, turning LMDB errors into `IndexError`s.
+func storage<T>(_ body: () throws -> T) throws(IndexError) -> T {
+    do {
+        return try body()
+    } catch let error as IndexError {
+        throw error
+    } catch let error as LMDBError {
+        throw IndexError(error)
+    } catch {
+        throw IndexError(.storage("\(error)"))
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+
+/// The folder of named indexes, one LMDB environment per subfolder (by default `indexes/`).
+public struct IndexLibrary: Sendable {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    /// `$KITH_INDEXES`, else `indexes` in the working directory.
+    public static func defaultDirectory() -> String {
+        if let env = ProcessInfo.processInfo.environment["KITH_INDEXES"], !env.isEmpty { return env }
+        return (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("indexes")
+    }
+
+    /// Index names: letters, digits, '.', '_' and '-', not starting with '.'; at most 100 characters.
+    public static func validate(name: String) throws(IndexError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), name.allSatisfy(allowed.contains) else {
+            throw IndexError(.invalidName("'\(name)': use letters, digits, '.', '_' and '-', not starting with '.'"))
+        }
+    }
+
+    public func path(of name: String) throws(IndexError) -> String {
+        try Self.validate(name: name)
+        return (directory as NSString).appendingPathComponent(name)
+    }
+
+    public func create(_ name: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init()) throws(IndexError) -> Index {
+        let path = try path(of: name)
+        if FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) {
+            throw IndexError(.indexExists(name))
+        }
+        return try Index.create(at: path, space: space, configuration: configuration)
+    }
+
+    public func open(_ name: String, expecting space: EmbeddingSpace? = nil) throws(IndexError) -> Index {
+        let path = try path(of: name)
+        guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) else {
+            throw IndexError(.indexNotFound(name))
+        }
+        return try Index.open(at: path, expecting: space)
+    }
+
+    /// The names of the indexes in the folder, sorted.
+    public func names() -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return entries.filter { FileManager.default.fileExists(atPath: "\(directory)/\($0)/data.mdb") }.sorted()
+    }
+
+    /// Deletes an index's folder.
+    public func drop(_ name: String) throws(IndexError) {
+        let path = try path(of: name)
+        guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) else {
+            throw IndexError(.indexNotFound(name))
+        }
+        do { try FileManager.default.removeItem(atPath: path) } catch {
+            throw IndexError(.storage("cannot remove \(path): \(error.localizedDescription)"))
+        }
+    }
+}

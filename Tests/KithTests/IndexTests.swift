@@ -1,0 +1,338 @@
+import Foundation
+import Testing
+import KithBackbone
+import KithImage
+@testable import KithIndex
+
+/// A fresh index folder under the temporary directory, removed by `cleanup`.
+struct TemporaryIndex {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-index-\(UUID())").path
+    var path: String { directory + "/index" }
+
+    func create(dimension: Int = 8, configure: (inout IndexConfiguration) -> Void = { _ in }) throws -> Index {
+        var configuration = IndexConfiguration()
+        configure(&configuration)
+        return try Index.create(at: path, space: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: dimension),
+                                configuration: configuration)
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// A vector whose first component encodes `n`, so readers can check which item a row is.
+func vector(_ n: Int, dimension: Int = 8) -> [Float] {
+    (0..<dimension).map { $0 == 0 ? Float(n) : 1 }
+}
+
+func hash(_ s: String) -> ContentHash { ContentHash(of: Array(s.utf8)) }
+
+@Suite("Index store (real LMDB)")
+struct IndexTests {
+    @Test("Items round-trip through add, get, relabel, delete and reopen")
+    func roundTrip() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        var index: Index? = try tmp.create()
+        let outcomes = try index!.add([
+            NewItem(vector: vector(1), source: "a.jpg", contentHash: hash("a"), label: "cat", coarseLabel: "animal", metadata: #"{"k":1}"#),
+            NewItem(vector: vector(2), source: "b.jpg", contentHash: hash("b"), label: "dog"),
+            NewItem(vector: vector(3), source: "c.jpg", label: "cat"),
+        ])
+        #expect(outcomes == [.added(1), .added(2), .added(3)])
+        let a = try #require(try index!.item(1))
+        #expect(a.source == "a.jpg" && a.label == "cat" && a.coarseLabel == "animal" && a.metadata == #"{"k":1}"# && a.contentHash == hash("a"))
+        let stored = try #require(try index!.vector(1))
+        let norm = (1 + 7.0).squareRoot()
+        #expect(abs(stored[0] - Float(1 / norm)) < 1e-6)  // normalised on the way in
+        #expect(try index!.ids(withLabel: "cat") == [1, 3])
+        #expect(try index!.labelCounts().map { "\($0.label)=\($0.count)" } == ["cat=2", "dog=1"])
+
+        try index!.relabel(3, label: "dog", coarseLabel: nil)
+        #expect(try index!.ids(withLabel: "cat") == [1])
+        #expect(try index!.ids(withLabel: "dog") == [2, 3])
+        #expect(try index!.delete([2, 99]) == [2])
+        #expect(try index!.item(2) == nil)
+        #expect(try index!.ids(withLabel: "dog") == [3])
+        #expect(try index!.existing([hash("a"), hash("b")]) == [hash("a"): 1])
+        let error = #expect(throws: IndexError.self) { try index!.relabel(42, label: "x", coarseLabel: nil) }
+        #expect(error?.code == .itemNotFound)
+
+        index = nil  // close
+        let reopened = try Index.open(at: tmp.path, expecting: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 8))
+        #expect(try reopened.items().map(\.id) == [1, 3])
+        #expect(try reopened.item(3)?.label == "dog")
+        #expect(try reopened.check().isEmpty)
+        let stats = try reopened.stats()
+        #expect(stats.items == 2 && stats.labelledItems == 2 && stats.labels == 2 && stats.deadSlots == 1)
+        // Ids are never reused.
+        #expect(try reopened.add([NewItem(vector: vector(4), source: "d.jpg")]) == [.added(4)])
+    }
+
+    @Test("The same content is not added twice, in one batch or across batches")
+    func duplicates() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create()
+        #expect(try index.add([NewItem(vector: vector(1), source: "a", contentHash: hash("x")),
+                               NewItem(vector: vector(1), source: "a copy", contentHash: hash("x"))]) == [.added(1), .duplicate(of: 1)])
+        #expect(try index.add([NewItem(vector: vector(1), source: "again", contentHash: hash("x"))]) == [.duplicate(of: 1)])
+        #expect(try index.stats().items == 1)
+    }
+
+    @Test("Bad vectors and labels are refused and nothing is written", arguments: [
+        ([Float](repeating: 1, count: 7), "has 7 values"),
+        ([Float](repeating: 1, count: 7) + [.nan], "non-finite value (nan) at position 7"),
+        ([.infinity] + [Float](repeating: 1, count: 7), "non-finite value (inf) at position 0"),
+        ([Float](repeating: 0, count: 8), "all zeros"),
+    ])
+    func badVectors(bad: [Float], message: String) throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create()
+        let error = #expect(throws: IndexError.self) {
+            try index.add([NewItem(vector: vector(1), source: "good"), NewItem(vector: bad, source: "bad.npy")])
+        }
+        #expect(error?.code == .invalidVector)
+        #expect(error?.description.contains(message) == true, "\(error.map { "\($0)" } ?? "")")
+        #expect(error?.description.contains("bad.npy") == true)
+        #expect(try index.stats().items == 0)
+        let labelError = #expect(throws: IndexError.self) { try index.add([NewItem(vector: vector(1), source: "x", label: "")]) }
+        #expect(labelError?.code == .invalidLabel)
+    }
+
+    @Test("An index built for another backbone, dimension or a newer format is refused")
+    func incompatible() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        _ = try tmp.create()
+        for space in [EmbeddingSpace(model: "other", weightsSHA256: "abc", dimension: 8),
+                      EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 16),
+                      EmbeddingSpace(model: "test", weightsSHA256: "def", dimension: 8)] {
+            let error = #expect(throws: IndexError.self) { try Index.open(at: tmp.path, expecting: space) }
+            #expect(error?.code == .incompatible)
+        }
+        // Rewrite the format version as a future Kith would.
+        do {
+            let index = try Index.open(at: tmp.path)
+            var metadata = index.metadata
+            metadata.formatVersion = IndexMetadata.currentFormatVersion + 1
+            try index.env.write { try $0.put("meta", Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata))) }
+        }
+        let error = #expect(throws: IndexError.self) { try Index.open(at: tmp.path) }
+        #expect(error?.code == .incompatible)
+        #expect(error?.description.contains("newer") == true)
+        let missing = #expect(throws: IndexError.self) { try Index.open(at: tmp.directory + "/nothing") }
+        #expect(missing?.code == .indexNotFound)
+    }
+
+    @Test("The queue keeps the newest entries in order across many enqueues and a reopen")
+    func queueEviction() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        var index: Index? = try tmp.create { $0.queueCapacity = 10 }
+        for batch in 0..<7 {
+            let entries = (0..<4).map { i in (vector: vector(batch * 4 + i), itemID: UInt64?(UInt64(batch * 4 + i)), label: String?("l\(i)"), coarseLabel: String?.none) }
+            #expect(try index!.enqueue(entries) == (0..<4).map { UInt64(batch * 4 + $0) })
+        }
+        func firstComponents(_ entries: [QueueEntry]) -> [Int] {
+            entries.map { entry in
+                let scale = entry.vector[1]  // the other components are 1 before normalising
+                return Int((entry.vector[0] / scale).rounded())
+            }
+        }
+        let entries = try index!.queue()
+        #expect(entries.map(\.sequence) == Array(18...27))
+        #expect(firstComponents(entries) == Array(18...27))
+        #expect(entries.map(\.itemID) == (18...27).map { UInt64($0) })
+        #expect(entries.first?.label == "l2")
+        index = nil
+        let reopened = try Index.open(at: tmp.path)
+        #expect(try reopened.queue().map(\.sequence) == Array(18...27))
+        #expect(try reopened.stats().queueEntries == 10)
+        try reopened.clearQueue()
+        #expect(try reopened.queue().isEmpty)
+        #expect(try reopened.enqueue([(vector: vector(1), itemID: nil, label: nil, coarseLabel: nil)]) == [28])
+    }
+
+    @Test("Per-label queues evict within each label")
+    func partitionedQueues() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create { $0.queueCapacity = 2; $0.queuePartition = .coarseLabel }
+        let entries = (0..<6).map { i in (vector: vector(i), itemID: UInt64?.none, label: String?.none, coarseLabel: String?(i % 2 == 0 ? "even" : "odd")) }
+        try index.enqueue(entries)
+        #expect(try index.queueNames().sorted() == ["even", "odd"])
+        #expect(try index.queue("even").map(\.sequence) == [1, 2])
+        #expect(try index.queue("odd").map(\.sequence) == [1, 2])
+        #expect(try index.queue("even").map(\.coarseLabel) == ["even", "even"])
+    }
+
+    @Test("The map grows instead of failing with MDB_MAP_FULL")
+    func mapGrows() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 256) { $0.initialMapSize = 1 << 20 }
+        for batch in 0..<10 {
+            try index.add((0..<100).map { NewItem(vector: vector(batch * 100 + $0, dimension: 256), source: "\(batch)-\($0)") })
+        }
+        let stats = try index.stats()
+        #expect(stats.items == 1000)
+        #expect(stats.mapBytes >= 1 << 20 * 2)
+        #expect(try index.check().isEmpty)
+    }
+
+    @Test("A snapshot is a consistent, compacted copy that opens on its own")
+    func snapshot() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create()
+        try index.add((1...200).map { NewItem(vector: vector($0), source: "\($0)", label: $0 % 3 == 0 ? "three" : nil) })
+        try index.delete(Array(1...100).map(UInt64.init))
+        try index.snapshot(to: tmp.directory + "/copy")
+        let copy = try Index.open(at: tmp.directory + "/copy")
+        #expect(try copy.items().map(\.id) == (101...200).map(UInt64.init))
+        #expect(try copy.ids(withLabel: "three") == index.ids(withLabel: "three"))
+        #expect(try copy.check().isEmpty)
+        let error = #expect(throws: IndexError.self) { try index.snapshot(to: tmp.directory + "/copy") }
+        #expect(error?.code == .indexExists)
+    }
+
+    @Test("The search matrix loads in id order and refreshes incrementally")
+    func vectorSnapshots() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create { $0.blockSize = 4 }
+        try index.add((1...10).map { NewItem(vector: vector($0), source: "\($0)", label: "l\($0 % 2)") })
+        let first = try index.loadVectors()
+        #expect(first.ids == (1...10).map(UInt64.init))
+        #expect(first.matrix.rows == 10 && first.labels[2] == "l1")
+        for (row, id) in first.ids.enumerated() {
+            #expect(try index.vector(id) == Array(first.matrix.row(row)))
+        }
+        #expect(try index.refresh(first).generation == first.generation)
+        try index.add((11...13).map { NewItem(vector: vector($0), source: "\($0)") })
+        let second = try index.refresh(first)
+        #expect(second.ids == (1...13).map(UInt64.init))
+        #expect(try index.loadVectors().matrix.values == second.matrix.values)
+        try index.delete([5])
+        let third = try index.refresh(second)
+        #expect(!third.ids.contains(5) && third.ids.count == 12)
+    }
+
+    @Test("The consistency check finds a dangling label entry and a missing vector")
+    func consistencyCheck() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create()
+        try index.add([NewItem(vector: vector(1), source: "a", label: "cat"), NewItem(vector: vector(2), source: "b")])
+        #expect(try index.check().isEmpty)
+        try index.env.write { txn in
+            try txn.put("labels", Array("dog".utf8), key(2))
+            try txn.delete("vectors", key(0))
+        }
+        let problems = try index.check()
+        #expect(problems.contains { $0.contains("label 'dog' lists item 2") })
+        #expect(problems.contains { $0.contains("item 1 has no vector") })
+    }
+
+    @Test("Readers see whole batches while a writer adds")
+    func concurrentReaders() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create { $0.blockSize = 16 }
+        let batches = 40, perBatch = 25
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for b in 0..<batches {
+                    try index.add((0..<perBatch).map { i in
+                        let n = b * perBatch + i + 1
+                        return NewItem(vector: vector(n), source: "\(n)", label: "b\(b)")
+                    })
+                }
+                return 0
+            }
+            for _ in 0..<3 {
+                group.addTask {
+                    var reads = 0
+                    while true {
+                        let snapshot = try index.loadVectors()
+                        #expect(snapshot.ids.count % perBatch == 0, "a torn batch: \(snapshot.ids.count) rows")
+                        for (row, id) in snapshot.ids.enumerated() {
+                            let values = snapshot.matrix.row(row)
+                            let n = Int((values.first! / values.dropFirst().first!).rounded())
+                            if UInt64(n) != id { Issue.record("row \(row) holds item \(n)'s vector, not \(id)'s"); break }
+                        }
+                        reads += 1
+                        if snapshot.ids.count == batches * perBatch { return reads }
+                    }
+                }
+            }
+            for try await _ in group {}
+        }
+        #expect(try index.check().isEmpty)
+    }
+}
+
+@Suite("Content hashes")
+struct ContentHashTests {
+    @Test("SHA-256 matches the FIPS 180-4 examples", arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func vectors(input: String, digest: String) {
+        #expect(ContentHash(of: Array(input.utf8)).description == digest)
+    }
+
+    @Test("SHA-256 of a million 'a's")
+    func long() {
+        #expect(ContentHash(of: [UInt8](repeating: 0x61, count: 1_000_000)).description
+                == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+}
+
+@Suite("Ingestion pipeline")
+struct IngestionTests {
+    @Test("Images are embedded and written; bad files are reported; a rerun adds nothing")
+    func ingestTwice() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let backbone = try Fixtures.models.load("efficientnet-lite0")
+        let index = try Index.create(at: tmp.path, space: EmbeddingSpace(model: backbone.manifest.name, weightsSHA256: backbone.manifest.sha256, dimension: 1280))
+        var configuration = EncoderConfiguration()
+        configuration.batchSize = 2
+        let ingestor = try Ingestor(index: index, encoder: Encoder(backbone: backbone, configuration: configuration))
+        let files = [IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
+                     IngestionFile(path: Fixtures.path("bad/truncated.jpg"), label: "cat"),
+                     IngestionFile(path: Fixtures.path("images/coffee-256.png"), label: "cup", coarseLabel: "kitchen"),
+                     IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
+                     IngestionFile(path: Fixtures.path("bad/missing.png")),
+                     IngestionFile(path: Fixtures.path("images/horse-alpha.png"))]
+        let summary = try ingestor.ingest(files)
+        #expect(summary.added == 3 && summary.duplicates == 1 && summary.failures.count == 2)
+        #expect(Set(summary.failures.map(\.code)) == [.corruptImage, .unreadableFile])
+        #expect(try index.ids(withLabel: "cat").count == 1)
+        #expect(try index.items().first { $0.label == "cup" }?.coarseLabel == "kitchen")
+        // The stored vector is the encoder's embedding.
+        let direct = try Encoder(backbone: backbone).encode(files: [Fixtures.path("images/chelsea.jpg")])[0].get().embedding
+        let id = try index.ids(withLabel: "cat")[0]
+        let stored = try #require(try index.vector(id))
+        #expect(zip(direct, stored).allSatisfy { abs($0 - $1) < 1e-5 })
+
+        let again = try ingestor.ingest(files)
+        #expect(again.added == 0 && again.duplicates == 4 && again.failures.count == 2)
+        #expect(try index.stats().items == 3)
+        #expect(try index.check().isEmpty)
+    }
+
+    @Test("An index for another backbone is refused")
+    func wrongBackbone() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 1280)
+        let error = #expect(throws: IndexError.self) {
+            try Ingestor(index: index, encoder: Encoder(backbone: try Fixtures.models.load("mobilenetv2")))
+        }
+        #expect(error?.code == .incompatible)
+    }
+}
