@@ -4,6 +4,13 @@ import Testing
 /// The `kith` executable, run as a user would.
 @Suite("kith command line")
 struct CLITests {
+    /// A running `kith` and the files its standard output and error go to.
+    struct Started {
+        let process: Process
+        let out: URL
+        let err: URL
+    }
+
     struct Run {
         let status: Int32
         let stdout: Data
@@ -17,23 +24,34 @@ struct CLITests {
         return Fixtures.repository.appendingPathComponent(".build/debug/kith")
     }
 
-    func kith(_ arguments: [String]) throws -> Run {
+    func kith(_ arguments: [String], indexes: String? = nil) throws -> Run {
+        let started = try start(arguments, indexes: indexes)
+        started.process.waitUntilExit()
+        return try finish(started)
+    }
+
+    /// Starts `kith` with output going to files, so that neither stream can fill a pipe and stall it.
+    func start(_ arguments: [String], indexes: String? = nil) throws -> Started {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["KITH_MODELS"] = Fixtures.models.directory
+        if let indexes { environment["KITH_INDEXES"] = indexes }
         process.environment = environment
-        // Output goes to files, so that neither stream can fill a pipe and stall the child.
         let dir = FileManager.default.temporaryDirectory
         let outPath = dir.appendingPathComponent("kith-out-\(UUID())"), errPath = dir.appendingPathComponent("kith-err-\(UUID())")
         FileManager.default.createFile(atPath: outPath.path, contents: nil)
         FileManager.default.createFile(atPath: errPath.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: outPath); try? FileManager.default.removeItem(at: errPath) }
         process.standardOutput = try FileHandle(forWritingTo: outPath)
         process.standardError = try FileHandle(forWritingTo: errPath)
         try process.run()
-        process.waitUntilExit()
+        return Started(process: process, out: outPath, err: errPath)
+    }
+
+    func finish(_ started: Started) throws -> Run {
+        let (process, outPath, errPath) = (started.process, started.out, started.err)
+        defer { try? FileManager.default.removeItem(at: outPath); try? FileManager.default.removeItem(at: errPath) }
         let stdout = try Data(contentsOf: outPath)
         let errors = String(decoding: try Data(contentsOf: errPath), as: UTF8.self)
         return Run(status: process.terminationStatus, stdout: stdout, stderr: errors)

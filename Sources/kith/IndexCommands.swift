@@ -1,0 +1,333 @@
+import ArgumentParser
+import Foundation
+import KithBackbone
+import KithImage
+import KithIndex
+
+struct IndexCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "index",
+        abstract: "Create, fill and maintain LMDB indexes of embeddings.",
+        subcommands: [Create.self, Add.self, AddVectors.self, List.self, Stats.self, Labels.self, Remove.self,
+                      Relabel.self, Snapshot.self, Check.self, Drop.self])
+}
+
+/// Where the indexes live.
+struct IndexOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir"))
+    var indexes: String?
+
+    var library: IndexLibrary { IndexLibrary(directory: indexes ?? IndexLibrary.defaultDirectory()) }
+
+    func open(_ name: String) throws -> Index {
+        do { return try library.open(name) } catch { throw ValidationError(error.description) }
+    }
+}
+
+/// Runs `body`, printing an index error as a failure of the command.
+func indexOperation<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as IndexError {
+        printError(error.description)
+        throw ExitCode.failure
+    }
+}
+
+extension IndexCommand {
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an empty index for a backbone.")
+
+        @OptionGroup var location: IndexOptions
+        @Option(help: "The backbone whose embeddings the index holds.")
+        var model: String = ModelLibrary.defaultModel
+        @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir"))
+        var models: String?
+        @Option(help: "Entries per FIFO queue.")
+        var queueCapacity: Int = IndexConfiguration().queueCapacity
+        @Option(help: "One queue (single), or one per label or per coarse label.")
+        var queuePartition: QueuePartition = .single
+        @Argument(help: "Name of the new index.")
+        var name: String
+
+        func validate() throws {
+            guard queueCapacity >= 1 else { throw ValidationError("--queue-capacity must be at least 1") }
+            do { try IndexLibrary.validate(name: name) } catch { throw ValidationError(error.description) }
+        }
+
+        func run() throws {
+            let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
+            let manifest: ModelManifest
+            do { manifest = try library.manifest(named: model) } catch { throw ValidationError(error.description) }
+            var configuration = IndexConfiguration()
+            configuration.queueCapacity = queueCapacity
+            configuration.queuePartition = queuePartition
+            let index = try indexOperation {
+                try location.library.create(name, space: EmbeddingSpace(model: manifest.name, weightsSHA256: manifest.sha256, dimension: manifest.dimension),
+                                            configuration: configuration)
+            }
+            print("created index '\(name)' at \(index.path): \(manifest.dimension)-d embeddings of \(manifest.name), queue capacity \(queueCapacity)")
+        }
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Embed image files and folders into an index.",
+            discussion: """
+                Folders are walked for .jpg/.jpeg/.png files. Batches are written one transaction \
+                each; files whose content is already in the index are skipped, so after an \
+                interruption the same command adds only what is missing. Unreadable images are \
+                reported and skipped.
+                """)
+
+        @OptionGroup var location: IndexOptions
+        @OptionGroup var backbone: BackboneOptions
+        @Option(help: "Give every added image this label.")
+        var label: String?
+        @Flag(help: "Label each image with the name of its folder.")
+        var labelFromFolder = false
+        @Flag(help: "Give each image the name of its folder's parent folder as coarse label.")
+        var coarseLabelFromParent = false
+        @Argument(help: "Name of the index.")
+        var name: String
+        @Argument(help: "Image files or folders.")
+        var paths: [String]
+
+        func validate() throws {
+            if label != nil && labelFromFolder { throw ValidationError("use --label or --label-from-folder, not both") }
+        }
+
+        func run() throws {
+            let index = try location.open(name)
+            var options = backbone
+            options.model = index.metadata.model
+            let encoder = try options.encoder()
+            let ingestor = try indexOperation { try Ingestor(index: index, encoder: encoder) }
+            let files = try imageFiles(paths).map { path in
+                let folder = (path as NSString).deletingLastPathComponent
+                return IngestionFile(
+                    path: path,
+                    label: labelFromFolder ? (folder as NSString).lastPathComponent : label,
+                    coarseLabel: coarseLabelFromParent ? ((folder as NSString).deletingLastPathComponent as NSString).lastPathComponent : nil)
+            }
+            guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
+            let progress = Progress(total: files.count, label: "adding")
+            var reported = 0
+            let summary = try indexOperation {
+                try ingestor.ingest(files) { so in
+                    for failure in so.failures[reported...] { printError("skipped \(failure)") }
+                    reported = so.failures.count
+                    progress.update(so.done)
+                }
+            }
+            for failure in summary.failures[reported...] { printError("skipped \(failure)") }
+            let total = max(summary.seconds, 1e-9)
+            print(String(format: "added %d, skipped %d duplicates, %d failed, in %.1f s (%.1f images/s); decode %.0f%%, encode %.0f%%, write %.1f%% of the time",
+                         summary.added, summary.duplicates, summary.failures.count, summary.seconds, Double(summary.done) / total,
+                         100 * summary.decodeSeconds / total, 100 * summary.encodeSeconds / total, 100 * summary.writeSeconds / total))
+            if summary.added + summary.duplicates == 0 { throw ExitCode.failure }
+        }
+    }
+
+    struct AddVectors: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-vectors",
+            abstract: "Add raw vectors from a float32 .npy matrix (one row per item).")
+
+        @OptionGroup var location: IndexOptions
+        @Option(help: "A text file with one label per row (an empty line for none).")
+        var labels: String?
+        @Option(help: "Rows per transaction.")
+        var batchSize: Int = 1000
+        @Argument(help: "Name of the index.")
+        var name: String
+        @Argument(help: "The .npy file.")
+        var file: String
+
+        func run() throws {
+            let index = try location.open(name)
+            let matrix = try readNpy(file)
+            let rowLabels = try labels.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+            var added = 0
+            for start in stride(from: 0, to: matrix.rows, by: max(1, batchSize)) {
+                let items = (start..<min(start + batchSize, matrix.rows)).map { r in
+                    let label = rowLabels.flatMap { r < $0.count && !$0[r].isEmpty ? $0[r] : nil }
+                    return NewItem(vector: Array(matrix.values[(r * matrix.columns)..<((r + 1) * matrix.columns)]), source: "\(file)#\(r)", label: label)
+                }
+                added += try indexOperation { try index.add(items) }.count
+            }
+            print("added \(added) vectors to '\(name)'")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the indexes.")
+        @OptionGroup var location: IndexOptions
+
+        func run() throws {
+            for name in location.library.names() {
+                let index = try location.open(name)
+                let stats = try indexOperation { try index.stats() }
+                print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model)")
+            }
+        }
+    }
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Counts and sizes of an index.")
+        @OptionGroup var location: IndexOptions
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "Name of the index.") var name: String
+
+        func run() throws {
+            let index = try location.open(name)
+            let stats = try indexOperation { try index.stats() }
+            let m = index.metadata
+            if json {
+                let encoder = JSONEncoder.pretty
+                let object = ["metadata": try JSONSerialization.jsonObject(with: encoder.encode(m)),
+                              "stats": try JSONSerialization.jsonObject(with: encoder.encode(stats))]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                return
+            }
+            print("""
+                index       \(name) (\(index.path))
+                model       \(m.model), \(m.dimension)-d, weights \(m.weightsSHA256.prefix(16))
+                created     \(m.created)
+                items       \(stats.items) (\(stats.labelledItems) labelled, \(stats.labels) labels)
+                queue       \(stats.queueEntries) entries in \(stats.queues) queue(s), capacity \(m.queueCapacity) each, partition \(m.queuePartition.rawValue)
+                vectors     \(stats.vectorBlocks) blocks of \(m.blockSize), \(stats.deadSlots) dead slots
+                disk        \(stats.fileBytes) bytes file, \(stats.usedBytes) used, map \(stats.mapBytes)
+                """)
+        }
+    }
+
+    struct Labels: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List labels with their item counts.")
+        @OptionGroup var location: IndexOptions
+        @Argument(help: "Name of the index.") var name: String
+
+        func run() throws {
+            for entry in try indexOperation({ try location.open(name).labelCounts() }) { print("\(entry.count)\t\(entry.label)") }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete items by id or by source path.")
+        @OptionGroup var location: IndexOptions
+        @Argument(help: "Name of the index.") var name: String
+        @Argument(help: "Item ids or source paths.") var items: [String]
+
+        func run() throws {
+            let index = try location.open(name)
+            let ids = try resolve(items, in: index)
+            let deleted = try indexOperation { try index.delete(ids) }
+            print("deleted \(deleted.count) item(s)")
+        }
+    }
+
+    struct Relabel: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set or remove the label of items.")
+        @OptionGroup var location: IndexOptions
+        @Option(help: "The new label (omit to remove the label).") var label: String?
+        @Option(help: "The new coarse label (omit to remove it).") var coarseLabel: String?
+        @Argument(help: "Name of the index.") var name: String
+        @Argument(help: "Item ids or source paths.") var items: [String]
+
+        func run() throws {
+            let index = try location.open(name)
+            for id in try resolve(items, in: index) {
+                try indexOperation { try index.relabel(id, label: label, coarseLabel: coarseLabel) }
+            }
+            print("relabelled \(items.count) item(s)")
+        }
+    }
+
+    struct Snapshot: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a compacted, consistent copy while the index stays in use.")
+        @OptionGroup var location: IndexOptions
+        @Argument(help: "Name of the index.") var name: String
+        @Argument(help: "A new folder for the copy.") var destination: String
+
+        func run() throws {
+            try indexOperation { try location.open(name).snapshot(to: destination) }
+            print("wrote a snapshot of '\(name)' to \(destination)")
+        }
+    }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Verify that an index's databases agree.")
+        @OptionGroup var location: IndexOptions
+        @Argument(help: "Name of the index.") var name: String
+
+        func run() throws {
+            let problems = try indexOperation { try location.open(name).check() }
+            if problems.isEmpty { print("'\(name)' is consistent"); return }
+            for problem in problems { printError(problem) }
+            throw ExitCode.failure
+        }
+    }
+
+    struct Drop: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an index.")
+        @OptionGroup var location: IndexOptions
+        @Argument(help: "Name of the index.") var name: String
+
+        func run() throws {
+            try indexOperation { try location.library.drop(name) }
+            print("dropped '\(name)'")
+        }
+    }
+}
+
+/// Item arguments: numeric ids, or source paths looked up among the items.
+func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {
+    var ids: [UInt64] = []
+    var sources: [String: UInt64]?
+    for argument in arguments {
+        if let id = UInt64(argument) { ids.append(id); continue }
+        if sources == nil {
+            sources = Dictionary(try indexOperation { try index.items() }.map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
+        }
+        guard let id = sources![argument] else { throw ValidationError("no item with id or source '\(argument)'") }
+        ids.append(id)
+    }
+    return ids
+}
+
+/// A float32 (or float64) 2-D matrix from a .npy file.
+func readNpy(_ path: String) throws -> (rows: Int, columns: Int, values: [Float]) {
+    guard let data = FileManager.default.contents(atPath: path), data.count > 10, data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
+        throw ValidationError("\(path) is not a .npy file")
+    }
+    let major = data[6]
+    let headerLength = major == 1 ? Int(data[8]) | Int(data[9]) << 8 : Int(data[8]) | Int(data[9]) << 8 | Int(data[10]) << 16 | Int(data[11]) << 24
+    let start = (major == 1 ? 10 : 12) + headerLength
+    let header = String(decoding: data[(major == 1 ? 10 : 12)..<start], as: UTF8.self)
+    guard !header.contains("'fortran_order': True") else { throw ValidationError("\(path): Fortran-ordered arrays are not supported") }
+    let width: Int
+    if header.contains("'<f4'") { width = 4 } else if header.contains("'<f8'") { width = 8 } else {
+        throw ValidationError("\(path): only little-endian float32 or float64 arrays are supported")
+    }
+    guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+        throw ValidationError("\(path): no shape in the header")
+    }
+    let dims = header[open.upperBound..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard dims.count == 2 else { throw ValidationError("\(path): expected a 2-D array, found shape \(dims)") }
+    let count = dims[0] * dims[1]
+    guard data.count >= start + count * width else { throw ValidationError("\(path): truncated data") }
+    let values: [Float] = data[start..<(start + count * width)].withUnsafeBytes { raw in
+        width == 4 ? (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                   : (0..<count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
+    }
+    return (dims[0], dims[1], values)
+}
+
+extension QueuePartition: ExpressibleByArgument {}
+
+extension JSONEncoder {
+    static var pretty: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Testing
+import KithIndex
+
+/// `kith index …` as a user runs it, on real LMDB environments in temporary folders.
+@Suite("kith index")
+struct IndexCLITests {
+    let cli = CLITests()
+
+    /// `count` distinct image files (fixture PNGs with distinct bytes after IEND, which decoders
+    /// ignore) in `folder/<label>/`, three labels.
+    func makeImages(_ count: Int, in folder: String) throws -> [String] {
+        let sources = ["coffee-256.png", "camera-grey.png", "horse-alpha.png"]
+        var paths: [String] = []
+        for i in 0..<count {
+            let label = ["red", "green", "blue"][i % 3]
+            try FileManager.default.createDirectory(atPath: "\(folder)/\(label)", withIntermediateDirectories: true)
+            var data = try Fixtures.data("images/\(sources[i % 3])")
+            data.append(Data("kith test image \(i)".utf8))
+            let path = "\(folder)/\(label)/image-\(i).png"
+            try data.write(to: URL(fileURLWithPath: path))
+            paths.append(path)
+        }
+        return paths
+    }
+
+    @Test("create, add, stats, labels, relabel, rm, snapshot, check and drop")
+    func lifecycle() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-cli-index-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        let paths = try makeImages(6, in: dir + "/photos")
+        try FileManager.default.copyItem(atPath: Fixtures.path("bad/corrupt.png"), toPath: dir + "/photos/red/broken.png")
+
+        #expect(try cli.kith(["index", "create", "photos", "--queue-capacity", "32"], indexes: indexes).status == 0)
+        let again = try cli.kith(["index", "create", "photos"], indexes: indexes)
+        #expect(again.status != 0 && again.stderr.contains("already exists"))
+
+        let add = try cli.kith(["index", "add", "photos", dir + "/photos", "--label-from-folder", "--batch-size", "4"], indexes: indexes)
+        #expect(add.status == 0, "\(add.stderr)")
+        #expect(add.text.contains("added 6, skipped 0 duplicates, 1 failed"))
+        #expect(add.stderr.contains("broken.png: corrupt or truncated PNG"))
+
+        let labels = try cli.kith(["index", "labels", "photos"], indexes: indexes)
+        #expect(labels.text == "2\tblue\n2\tgreen\n2\tred\n")
+
+        #expect(try cli.kith(["index", "relabel", "photos", paths[0], "--label", "crimson"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "rm", "photos", "2"], indexes: indexes).text == "deleted 1 item(s)\n")
+        let stats = try cli.kith(["index", "stats", "photos", "--json"], indexes: indexes)
+        let object = try JSONSerialization.jsonObject(with: stats.stdout) as! [String: [String: Any]]
+        #expect(object["stats"]?["items"] as? Int == 5)
+        #expect(object["metadata"]?["model"] as? String == "efficientnet-lite0")
+        #expect(object["metadata"]?["queueCapacity"] as? Int == 32)
+
+        #expect(try cli.kith(["index", "snapshot", "photos", dir + "/copy"], indexes: indexes).status == 0)
+        let copy = try Index.open(at: dir + "/copy")
+        #expect(try copy.labelCounts().map(\.label) == ["blue", "crimson", "green", "red"])
+        #expect(try cli.kith(["index", "check", "photos"], indexes: indexes).text.contains("consistent"))
+        #expect(try cli.kith(["index", "ls"], indexes: indexes).text.hasPrefix("photos\t5 items\t1280-d efficientnet-lite0"))
+        #expect(try cli.kith(["index", "drop", "photos"], indexes: indexes).status == 0)
+        let gone = try cli.kith(["index", "stats", "photos"], indexes: indexes)
+        #expect(gone.status != 0 && gone.stderr.contains("no index named 'photos'"))
+    }
+
+    @Test("A SIGKILL during ingestion leaves a consistent index; the rerun completes without duplicates")
+    func crashDuringIngestion() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-crash-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        let total = 48
+        _ = try makeImages(total, in: dir + "/photos")
+        #expect(try cli.kith(["index", "create", "crash"], indexes: indexes).status == 0)
+
+        let child = try cli.start(["index", "add", "crash", dir + "/photos", "--label-from-folder", "--batch-size", "4"], indexes: indexes)
+        // Wait until some batches have committed, then kill without warning.
+        let deadline = Date().addingTimeInterval(120)
+        var committed = 0
+        while Date() < deadline && child.process.isRunning {
+            committed = (try? Index.open(at: indexes + "/crash").stats().items) ?? 0
+            if committed >= 8 { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(child.process.isRunning, "the ingestion finished before it could be killed")
+        kill(child.process.processIdentifier, SIGKILL)
+        child.process.waitUntilExit()
+        #expect(child.process.terminationReason == .uncaughtSignal)
+        _ = try cli.finish(child)
+
+        let index = try Index.open(at: indexes + "/crash")
+        let before = try index.stats().items
+        #expect(before >= committed && before < total)
+        #expect(try index.check().isEmpty)
+        #expect(before % 4 == 0, "whole batches only: \(before) items")
+
+        let rerun = try cli.kith(["index", "add", "crash", dir + "/photos", "--label-from-folder", "--batch-size", "4"], indexes: indexes)
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        #expect(rerun.text.contains("added \(total - before), skipped \(before) duplicates, 0 failed"), "\(rerun.text)")
+        let after = try Index.open(at: indexes + "/crash")
+        #expect(try after.stats().items == total)
+        #expect(Set(try after.items().map(\.source)).count == total)
+        #expect(try after.check().isEmpty)
+        #expect(try cli.kith(["index", "check", "crash"], indexes: indexes).status == 0)
+    }
+
+    @Test("add-vectors refuses a matrix of the wrong dimension")
+    func addVectors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-vectors-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        #expect(try cli.kith(["index", "create", "v", "--model", "resnet18-random"], indexes: indexes).status == 0)
+        for (name, columns) in [("good.npy", 512), ("bad.npy", 100)] {
+            var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, \(columns)), }"
+            header += String(repeating: " ", count: (64 - (11 + header.utf8.count) % 64) % 64) + "\n"
+            var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
+            data += Data(header.utf8)
+            let values = (0..<(3 * columns)).map { Float($0 % 7) + 1 }
+            values.withUnsafeBufferPointer { data += Data(buffer: $0) }
+            try data.write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+        }
+        try "a\n\nb\n".write(toFile: "\(dir)/labels.txt", atomically: true, encoding: .utf8)
+        let good = try cli.kith(["index", "add-vectors", "v", "\(dir)/good.npy", "--labels", "\(dir)/labels.txt"], indexes: indexes)
+        #expect(good.text == "added 3 vectors to 'v'\n", "\(good.stderr)")
+        let bad = try cli.kith(["index", "add-vectors", "v", "\(dir)/bad.npy"], indexes: indexes)
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("has 100 values; this index holds 512-d vectors"))
+        #expect(try cli.kith(["index", "labels", "v"], indexes: indexes).text == "1\ta\n1\tb\n")
+    }
+}
