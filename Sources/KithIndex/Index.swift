@@ -205,21 +205,21 @@ public final class Index: Sendable {
     /// L2-normalised; an item whose content hash is already present is not added again.
     @discardableResult
     public func add(_ items: [NewItem]) throws(IndexError) -> [AddOutcome] {
-        var vectors: [[Float]] = []
-        vectors.reserveCapacity(items.count)
+        var scales: [Float] = []
+        scales.reserveCapacity(items.count)
         for (i, item) in items.enumerated() {
             try Self.validate(label: item.label)
             try Self.validate(label: item.coarseLabel)
-            vectors.append(try normalised(item.vector, what: "item \(i) (\(item.source))"))
+            scales.append(try inverseNorm(item.vector, what: "item \(i) (\(item.source))"))
         }
         return try storage {
             try env.write { txn in
                 var state = try State(txn)
                 var outcomes: [AddOutcome] = []
                 var seen: [ContentHash: UInt64] = [:]
-                var pending: [(id: UInt64, vector: [Float])] = []
+                var pending: [(vector: [Float], scale: Float)] = []
                 let now = Date()
-                for (item, vector) in zip(items, vectors) {
+                for (item, scale) in zip(items, scales) {
                     if let hash = item.contentHash {
                         if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
                         if let existing = try txn.get("hashes", hash.bytes) {
@@ -238,11 +238,11 @@ public final class Index: Sendable {
                         try txn.put("hashes", hash.bytes, key(id))
                         seen[hash] = id
                     }
-                    pending.append((id, vector))
+                    pending.append((item.vector, scale))
                     outcomes.append(.added(id))
                     state.items += 1
                 }
-                try writeVectors(pending.map(\.vector), startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
+                try writeVectors(pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
                 if !pending.isEmpty {
                     state.generation += 1
                     if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
@@ -253,40 +253,49 @@ public final class Index: Sendable {
         }
     }
 
-    /// Appends `vectors` to the block store from slot (block, slot) on, one put per block.
-    private func writeVectors(_ vectors: [[Float]], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
+    /// Appends `vectors`, each multiplied by its scale, to the block store from slot (block, slot)
+    /// on: one put per block, written in place.
+    private func writeVectors(_ vectors: [(vector: [Float], scale: Float)], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
         guard !vectors.isEmpty else { return }
-        let size = metadata.blockSize
+        let size = metadata.blockSize, dim = metadata.dimension, rowBytes = dim * 4
         var block = start.block, slot = start.slot, next = 0
         while next < vectors.count {
             let take = min(size - slot, vectors.count - next)
-            var bytes = slot > 0 ? (try txn.get("vectors", key(block)) ?? []) : []
-            guard bytes.count == slot * metadata.dimension * 4 else {
-                throw IndexError(.inconsistent(["vector block \(block) holds \(bytes.count) bytes, expected \(slot) vectors"]))
+            let existing = slot > 0 ? (try txn.get("vectors", key(block)) ?? []) : []
+            guard existing.count == slot * rowBytes else {
+                throw IndexError(.inconsistent(["vector block \(block) holds \(existing.count) bytes, expected \(slot) vectors"]))
             }
-            var writer = ByteWriter()
-            writer.raw(bytes)
-            for v in vectors[next..<(next + take)] { writer.floats(v) }
-            bytes = writer.bytes
-            try txn.put("vectors", key(block), bytes)
+            try txn.put("vectors", key(block), reserving: (slot + take) * rowBytes) { out in
+                existing.withUnsafeBytes { out.copyMemory(from: $0) }
+                let rows = out.bindMemory(to: Float.self)
+                for (i, (vector, scale)) in vectors[next..<(next + take)].enumerated() {
+                    let row = (slot + i) * dim
+                    for j in 0..<dim { rows[row + j] = vector[j] * scale }
+                }
+            }
             next += take
             block += 1
             slot = 0
         }
     }
 
-    private func normalised(_ vector: [Float], what: String) throws(IndexError) -> [Float] {
+    /// 1 / ‖vector‖ after checking the dimension and that the values are finite and not all zero.
+    private func inverseNorm(_ vector: [Float], what: String) throws(IndexError) -> Float {
         guard vector.count == metadata.dimension else {
             throw IndexError(.invalidVector("\(what) has \(vector.count) values; this index holds \(metadata.dimension)-d vectors"))
         }
         if let bad = vector.firstIndex(where: { !$0.isFinite }) {
             throw IndexError(.invalidVector("\(what) has a non-finite value (\(vector[bad])) at position \(bad)"))
         }
-        var copy = vector
-        let norm = copy.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
+        let norm = vector.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
         guard norm > 0 else { throw IndexError(.invalidVector("\(what) is all zeros")) }
-        copy.withUnsafeMutableBufferPointer { normalize($0) }
-        return copy
+        return Float(1 / norm)
+    }
+
+    /// A unit-length copy of `vector`, after the checks of `inverseNorm`.
+    private func normalised(_ vector: [Float], what: String) throws(IndexError) -> [Float] {
+        let scale = try inverseNorm(vector, what: what)
+        return vector.map { $0 * scale }
     }
 
     static func validate(label: String?) throws(IndexError) {

@@ -181,6 +181,18 @@ struct Transaction {
         if let failure { throw failure }
     }
 
+    /// Stores a value of `size` bytes under `key`, written in place by `fill` (MDB_RESERVE: no
+    /// intermediate copy). The buffer is valid only during `fill`.
+    func put(_ db: String, _ key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        var data = MDB_val(mv_size: size, mv_data: nil)
+        let code: Int32 = key.withUnsafeBytes { k in
+            var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
+            return mdb_put(handle, database(db), &keyVal, &data, UInt32(MDB_RESERVE))
+        }
+        try check(code, "reserve in '\(db)'")
+        try fill(UnsafeMutableRawBufferPointer(start: data.mv_data, count: size))
+    }
+
     /// Deletes `key` (with `value`, only that duplicate of a DUPSORT database). Returns whether it existed.
     @discardableResult
     func delete(_ db: String, _ key: [UInt8], value: [UInt8]? = nil) throws(LMDBError) -> Bool {

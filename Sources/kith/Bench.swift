@@ -2,8 +2,26 @@ import ArgumentParser
 import Foundation
 import KithBackbone
 import KithImage
+import KithIndex
 
 struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
+        subcommands: [Inference.self, Store.self], defaultSubcommand: Inference.self)
+}
+
+/// One JSON line (or key=value line) per measurement on standard output.
+func report(_ row: [String: Any], json: Bool) {
+    if json {
+        let data = try! JSONSerialization.data(withJSONObject: row, options: [.sortedKeys, .withoutEscapingSlashes])
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    } else {
+        let line = row.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+}
+
+struct Inference: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure inference and decoding speed (tools/bench runs this beside onnxruntime).",
         discussion: """
@@ -76,13 +94,52 @@ struct Bench: ParsableCommand {
         return rates.max()!
     }
 
-    private func report(_ row: [String: Any]) {
-        if json {
-            let data = try! JSONSerialization.data(withJSONObject: row, options: [.sortedKeys, .withoutEscapingSlashes])
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
-        } else {
-            let line = row.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    private func report(_ row: [String: Any]) { kith.report(row, json: json) }
+}
+
+struct Store: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure index writes and loads (tools/bench runs this beside Python's lmdb binding).",
+        discussion: """
+            Creates a temporary index, adds --count random unit vectors in transactions of \
+            --batch-size, then loads them all into a search matrix; reports vectors per second for \
+            each, and the data file's size.
+            """)
+
+    @Option(help: "Vectors to add.") var count: Int = 100_000
+    @Option(help: "Vector dimension.") var dimension: Int = 1280
+    @Option(help: "Vectors per transaction.") var batchSize: Int = 1000
+    @Option(help: ArgumentHelp("Folder for the temporary index (default: the system's temporary folder).", valueName: "dir"))
+    var directory: String?
+    @Flag(help: "Print JSON lines.") var json = false
+
+    func run() throws {
+        let folder = (directory ?? FileManager.default.temporaryDirectory.path) + "/kith-bench-store-\(UUID())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let index = try indexOperation {
+            try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
         }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Float {  // xorshift: cheap, so the timing is of the store
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Float(state >> 40) / Float(1 << 24) - 0.5
+        }
+        var batches: [[NewItem]] = []
+        for start in stride(from: 0, to: count, by: batchSize) {
+            batches.append((start..<min(start + batchSize, count)).map { i in
+                NewItem(vector: (0..<dimension).map { _ in next() }, source: "vector-\(i)")
+            })
+        }
+        let t0 = Date()
+        for batch in batches { try indexOperation { try index.add(batch) } }
+        let write = Date().timeIntervalSince(t0)
+        let t1 = Date()
+        let snapshot = try indexOperation { try index.loadVectors() }
+        let load = Date().timeIntervalSince(t1)
+        precondition(snapshot.matrix.rows == count)
+        let stats = try indexOperation { try index.stats() }
+        report(["kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
+                "write_vectors_per_second": Double(count) / write, "load_vectors_per_second": Double(count) / load,
+                "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4], json: json)
     }
 }
