@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "kith", targets: ["kith"]),
         .library(name: "KithBackbone", targets: ["KithBackbone"]),
         .library(name: "KithIndex", targets: ["KithIndex"]),
+        .library(name: "KithQuery", targets: ["KithQuery"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -31,16 +32,17 @@ let package = Package(
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
         .target(name: "KithBackbone", dependencies: ["KithMath", "KithImage"], swiftSettings: simd + strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
+        .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex"], swiftSettings: simd + strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithBackbone", "KithImage", "KithIndex", "KithMath",
+                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         .testTarget(
-            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath"],
+            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery"],
             swiftSettings: strict),
     ]
 )

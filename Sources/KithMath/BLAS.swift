@@ -11,11 +11,11 @@ public enum BLAS {
     /// The number of threads OpenBLAS currently uses for one call.
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
-    /// C = alpha · A · op(B) + beta · C for row-major A (m × k), op(B) (k × n) and C (m × n).
-    /// With `transposeB`, `b` holds B as n × k rows.
+    /// C = alpha · op(A) · op(B) + beta · C for row-major op(A) (m × k), op(B) (k × n) and C (m × n).
+    /// With `transposeA`, `a` holds A as k × m rows; with `transposeB`, `b` holds B as n × k rows.
     public static func gemm(
         m: Int, n: Int, k: Int,
-        a: UnsafePointer<Float>, lda: Int,
+        a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
         b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
         c: UnsafeMutablePointer<Float>, ldc: Int,
         alpha: Float = 1, beta: Float = 0
@@ -23,7 +23,7 @@ public enum BLAS {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
         guard m > 0, n > 0 else { return }
         cblas_sgemm(
-            CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }

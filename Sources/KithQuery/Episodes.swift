@@ -1,0 +1,143 @@
+import Foundation
+import KithMath
+
+/// SplitMix64: a small, fast, seedable generator, so that the same seed gives the same episodes
+/// on every platform and in every version of Kith.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A double in [0, 1).
+    public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+
+    /// A uniform integer in 0..<bound, without modulo bias.
+    public mutating func below(_ bound: Int) -> Int {
+        precondition(bound > 0)
+        let limit = UInt64.max - UInt64.max % UInt64(bound)
+        while true {
+            let v = next()
+            if v < limit { return Int(v % UInt64(bound)) }
+        }
+    }
+
+    /// The first `count` elements of a Fisher–Yates shuffle of `items`.
+    public mutating func sample<T>(_ items: [T], _ count: Int) -> [T] {
+        var pool = items
+        for i in 0..<min(count, pool.count) { pool.swapAt(i, i + below(pool.count - i)) }
+        return Array(pool.prefix(count))
+    }
+}
+
+/// The shape of an episodic evaluation.
+public struct EpisodeConfiguration: Sendable, Codable {
+    /// N: classes per episode.
+    public var ways: Int = 5
+    /// K: support examples per class.
+    public var shots: Int = 1
+    /// Query examples per class, disjoint from the support.
+    public var queries: Int = 15
+    public var episodes: Int = 600
+    public var seed: UInt64 = 0
+
+    public init(ways: Int = 5, shots: Int = 1, queries: Int = 15, episodes: Int = 600, seed: UInt64 = 0) {
+        (self.ways, self.shots, self.queries, self.episodes, self.seed) = (ways, shots, queries, episodes, seed)
+    }
+}
+
+/// One N-way K-shot episode: rows of the data set.
+public struct Episode: Sendable, Codable, Equatable {
+    public let classes: [String]
+    public let support: [Int]
+    public let queries: [Int]
+}
+
+/// A head's accuracy over episodes: the mean and 1.96·std/√E (std over episodes, ddof = 0).
+public struct EpisodicResult: Sendable {
+    public let head: String
+    public let accuracies: [Double]
+    public var mean: Double { accuracies.reduce(0, +) / Double(max(accuracies.count, 1)) }
+    public var confidence95: Double {
+        let m = mean
+        let variance = accuracies.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(max(accuracies.count, 1))
+        return 1.96 * variance.squareRoot() / Double(max(accuracies.count, 1)).squareRoot()
+    }
+}
+
+/// Samples episodes from a labelled data set and scores heads on them.
+public struct EpisodicEvaluation: Sendable {
+    public let vectors: Matrix
+    public let labels: [String]
+    public let configuration: EpisodeConfiguration
+
+    public init(vectors: Matrix, labels: [String], configuration: EpisodeConfiguration) throws(QueryError) {
+        guard vectors.rows == labels.count else { throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors") }
+        let c = configuration
+        guard c.ways >= 2, c.shots >= 1, c.queries >= 1, c.episodes >= 1 else {
+            throw QueryError(.invalidQuery, "episodes need at least 2 ways, 1 shot, 1 query and 1 episode")
+        }
+        let eligible = Self.eligibleClasses(labels, needed: c.shots + c.queries)
+        guard eligible.count >= c.ways else {
+            throw QueryError(.notEnoughData, "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes of at least \(c.shots + c.queries) examples; only \(eligible.count) have that many")
+        }
+        self.vectors = vectors
+        self.labels = labels
+        self.configuration = configuration
+    }
+
+    private static func eligibleClasses(_ labels: [String], needed: Int) -> [(String, [Int])] {
+        var rows: [String: [Int]] = [:]
+        for (i, label) in labels.enumerated() { rows[label, default: []].append(i) }
+        return rows.filter { $0.value.count >= needed }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// The episodes for the configured seed: the same seed gives the same episodes.
+    public func episodes() -> [Episode] {
+        let c = configuration
+        let eligible = Self.eligibleClasses(labels, needed: c.shots + c.queries)
+        var rng = SplitMix64(seed: c.seed)
+        return (0..<c.episodes).map { _ in
+            let chosen = rng.sample(Array(eligible.indices), c.ways).sorted()
+            var support: [Int] = [], queries: [Int] = []
+            for index in chosen {
+                let picked = rng.sample(eligible[index].1, c.shots + c.queries)
+                support += picked.prefix(c.shots)
+                queries += picked.dropFirst(c.shots)
+            }
+            return Episode(classes: chosen.map { eligible[$0].0 }, support: support, queries: queries)
+        }
+    }
+
+    /// Accuracy of each head on every episode (the same episodes for all heads).
+    public func run(_ heads: [any Head], progress: (Int) -> Void = { _ in }) throws(QueryError) -> [EpisodicResult] {
+        let all = episodes()
+        var accuracies = [[Double]](repeating: [], count: heads.count)
+        for (e, episode) in all.enumerated() {
+            let support = try SupportSet(vectors: rows(episode.support), labels: episode.support.map { labels[$0] })
+            let queries = rows(episode.queries)
+            for (h, head) in heads.enumerated() {
+                let predictions = try head.fit(support).predict(queries, top: 1)
+                let correct = zip(predictions, episode.queries).filter { $0.label == labels[$1] }.count
+                accuracies[h].append(Double(correct) / Double(episode.queries.count))
+            }
+            progress(e + 1)
+        }
+        return zip(heads, accuracies).map { EpisodicResult(head: $0.name, accuracies: $1) }
+    }
+
+    func rows(_ indices: [Int]) -> Matrix {
+        let d = vectors.columns
+        var values: [Float] = []
+        values.reserveCapacity(indices.count * d)
+        for i in indices { values += vectors.row(i) }
+        return Matrix(rows: indices.count, columns: d, values: values)
+    }
+}

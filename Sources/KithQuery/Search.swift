@@ -1,0 +1,131 @@
+import Dispatch
+import Foundation
+import KithIndex
+import KithMath
+
+/// Which labels a search may return.
+public struct LabelFilter: Sendable, Equatable {
+    /// Only items with one of these labels (nil: any label, or none).
+    public var include: Set<String>?
+    /// Never items with one of these labels.
+    public var exclude: Set<String>
+
+    public init(include: Set<String>? = nil, exclude: Set<String> = []) {
+        self.include = include
+        self.exclude = exclude
+    }
+
+    public func allows(_ label: String?) -> Bool {
+        if let include, !(label.map(include.contains) ?? false) { return false }
+        if let label, exclude.contains(label) { return false }
+        return true
+    }
+}
+
+/// One search result: a row of the snapshot and its cosine similarity to the query.
+public struct Hit: Sendable, Equatable {
+    public let row: Int
+    public let id: UInt64
+    public let score: Float
+}
+
+/// Settings for exact search.
+public struct SearchConfiguration: Sendable {
+    /// Items per block of the matrix product (queries × block of items); each block is followed by
+    /// a partial selection per query. Default: 4,096.
+    public var blockRows: Int = 4096
+    /// Threads: a batch of queries is split between them; a single query splits the items.
+    /// Default: the number of active processors.
+    public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    public init() {}
+}
+
+/// Exact top-k by cosine similarity (dot products of unit vectors) over a snapshot of an index.
+public struct ExactSearch: Sendable {
+    public let snapshot: VectorSnapshot
+    public let configuration: SearchConfiguration
+
+    public init(snapshot: VectorSnapshot, configuration: SearchConfiguration = .init()) {
+        self.snapshot = snapshot
+        self.configuration = configuration
+    }
+
+    /// The `k` best items for each row of `queries` (normalised here), best first.
+    /// - Parameters:
+    ///   - filter: restricts the labels returned.
+    ///   - excluding: per query, an item id never to return (e.g. the query item itself).
+    public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil, excluding: [UInt64?]? = nil) -> [[Hit]] {
+        precondition(queries.columns == snapshot.matrix.columns, "search: \(queries.columns)-d queries against \(snapshot.matrix.columns)-d items")
+        var queries = queries
+        queries.normalizeRows()
+        let items = snapshot.matrix.rows, dim = queries.columns
+        let allowed = filter.map { f in snapshot.labels.map { f.allows($0) } }
+        let excludedRows: [Int?] = (excluding ?? []).map { id in id.flatMap { snapshot.row(of: $0) } }
+        let threads = max(1, configuration.threads)
+        BLAS.setThreads(1)
+
+        // Work units: (range of queries, range of items).
+        let units: [(q: Range<Int>, items: Range<Int>)]
+        if queries.rows >= threads || items < 2 * configuration.blockRows {
+            let parts = min(threads, queries.rows)
+            units = (0..<parts).map { p in (queries.rows * p / parts ..< queries.rows * (p + 1) / parts, 0..<items) }
+        } else {
+            units = (0..<threads).map { p in (0..<queries.rows, items * p / threads ..< items * (p + 1) / threads) }
+        }
+        let results = ShardResults<[TopK]>(count: units.count)
+        queries.values.withUnsafeBufferPointer { q in
+            snapshot.matrix.values.withUnsafeBufferPointer { x in
+                let (q, x) = (q, x)
+                parallelFor(units.count, threads: units.count) { u in
+                    let unit = units[u]
+                    var selections = [TopK](repeating: TopK(k: k), count: unit.q.count)
+                    let block = configuration.blockRows
+                    var scores = [Float](repeating: 0, count: unit.q.count * block)
+                    for start in stride(from: unit.items.lowerBound, to: unit.items.upperBound, by: block) {
+                        let n = min(block, unit.items.upperBound - start)
+                        scores.withUnsafeMutableBufferPointer { s in
+                            BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
+                                      b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+                            for (i, query) in unit.q.enumerated() {
+                                let row = s.baseAddress! + i * n
+                                let skip = query < excludedRows.count ? excludedRows[query] : nil
+                                var selection = selections[i]
+                                // Scanning in index order, an equal score never displaces an earlier item.
+                                for j in 0..<n where row[j] > selection.threshold {
+                                    let item = start + j
+                                    if item == skip { continue }
+                                    if let allowed, !allowed[item] { continue }
+                                    selection.offer(row[j], item)
+                                }
+                                selections[i] = selection
+                            }
+                        }
+                    }
+                    results.set(u, selections)
+                }
+            }
+        }
+        // Merge the units' selections per query.
+        var merged = [TopK](repeating: TopK(k: k), count: queries.rows)
+        let parts = results.values
+        for (u, unit) in units.enumerated() {
+            for (i, query) in unit.q.enumerated() { merged[query].merge(parts[u][i]) }
+        }
+        return merged.map { selection in
+            selection.sorted().map { Hit(row: $0.index, id: snapshot.ids[$0.index], score: $0.score) }
+        }
+    }
+}
+
+extension VectorSnapshot {
+    /// The row holding item `id` (ids are ascending).
+    public func row(of id: UInt64) -> Int? {
+        var lo = 0, hi = ids.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ids[mid] < id { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < ids.count && ids[lo] == id ? lo : nil
+    }
+}

@@ -1,0 +1,46 @@
+import KithMath
+
+/// Labelled embeddings to fit a few-shot head on: unit rows, each with a class.
+public struct SupportSet: Sendable {
+    /// One normalised embedding per row.
+    public let vectors: Matrix
+    /// The class index of each row.
+    public let targets: [Int]
+    /// Class names, sorted; `targets` index into them.
+    public let classes: [String]
+
+    /// - Throws: `emptySupportSet` without rows, `invalidLabel` for an empty label, and
+    ///   `invalidQuery` if the counts differ.
+    public init(vectors: Matrix, labels: [String]) throws(QueryError) {
+        guard vectors.rows > 0 else { throw QueryError(.emptySupportSet, "the support set is empty: label some items first") }
+        guard labels.count == vectors.rows else {
+            throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) support vectors")
+        }
+        if let row = labels.firstIndex(where: \.isEmpty) { throw QueryError(.invalidLabel, "support row \(row) has an empty label") }
+        var normalised = vectors
+        normalised.normalizeRows()
+        classes = Array(Set(labels)).sorted()
+        let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+        targets = labels.map { index[$0]! }
+        self.vectors = normalised
+    }
+
+    /// Labels given as raw bytes (from a file or a network peer): each must be valid UTF-8.
+    public init(vectors: Matrix, labelBytes: [[UInt8]]) throws(QueryError) {
+        var labels: [String] = []
+        for (row, bytes) in labelBytes.enumerated() {
+            guard let label = String(validating: bytes, as: UTF8.self) else {
+                throw QueryError(.invalidLabel, "support row \(row): the label is not valid UTF-8")
+            }
+            labels.append(label)
+        }
+        try self.init(vectors: vectors, labels: labels)
+    }
+
+    /// Rows per class.
+    public var classCounts: [Int] {
+        var counts = [Int](repeating: 0, count: classes.count)
+        for t in targets { counts[t] += 1 }
+        return counts
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+import KithIndex
+import KithMath
+@testable import KithQuery
+
+/// The committed real embeddings and scikit-learn's answers (tools/make_query_fixtures.py).
+enum QueryFixture {
+    static var answers: [String: Any] { try! Fixtures.json("query/sklearn.json") }
+    static var dimension: Int { answers["dimension"] as! Int }
+
+    static func matrix(_ name: String) throws -> Matrix {
+        let data = try Fixtures.data("query/\(name).f16")
+        let values = data.withUnsafeBytes { raw in
+            (0..<(raw.count / 2)).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
+        }
+        return Matrix(rows: values.count / dimension, columns: dimension, values: values)
+    }
+
+    static func support() throws -> SupportSet {
+        try SupportSet(vectors: matrix("support"), labels: answers["support_labels"] as! [String])
+    }
+}
+
+@Suite("Few-shot heads")
+struct HeadTests {
+    @Test("Logistic regression agrees with scikit-learn's LogisticRegression", arguments: [false, true])
+    func logisticRegressionParity(balanced: Bool) throws {
+        let expected = QueryFixture.answers[balanced ? "balanced" : "default"] as! [String: Any]
+        let fitted = try LogisticRegressionHead(classBalanced: balanced).fit(QueryFixture.support())
+        #expect(fitted.classes == expected["classes"] as! [String])
+        let queries = try QueryFixture.matrix("queries")
+        let ours = fitted.probabilities(queries)
+        let theirs = expected["probabilities"] as! [[Double]]
+        let predictions = fitted.predict(queries).map(\.label)
+        let agreement = Double(zip(predictions, expected["predictions"] as! [String]).filter { $0 == $1 }.count) / Double(predictions.count)
+        #expect(agreement >= 0.99, "agreement \(agreement)")
+        var total = 0.0, worst = 0.0
+        for r in 0..<queries.rows {
+            for c in 0..<fitted.classes.count {
+                let diff = abs(Double(ours.values[r * fitted.classes.count + c]) - theirs[r][c])
+                total += diff
+                worst = max(worst, diff)
+            }
+        }
+        let mean = total / Double(queries.rows * fitted.classes.count)
+        #expect(mean <= 0.01, "mean probability difference \(mean), worst \(worst)")
+        #expect(fitted.head == (balanced ? "logreg(balanced)" : "logreg"))
+    }
+
+    /// Four unit vectors on the axes of a 4-d space, two classes.
+    func axes() throws -> SupportSet {
+        var values = [Float](repeating: 0, count: 16)
+        for i in 0..<4 { values[i * 4 + i] = 1 }
+        return try SupportSet(vectors: Matrix(rows: 4, columns: 4, values: values), labels: ["a", "a", "b", "b"])
+    }
+
+    @Test("The prototype head scores cosine to the re-normalised class means")
+    func prototype() throws {
+        let fitted = try PrototypeHead(temperature: 0.1).fit(axes())
+        let p = fitted.probabilities(Matrix(rows: 1, columns: 4, values: [1, 0, 0, 0]))
+        // Prototypes (1,1,0,0)/√2 and (0,0,1,1)/√2: scores 1/√2 and 0.
+        let expectedA = 1 / (1 + exp(-Float(0.5).squareRoot() / 0.1))
+        #expect(abs(p.values[0] - expectedA) < 1e-5 && abs(p.values[0] + p.values[1] - 1) < 1e-6)
+        #expect(fitted.predict(Matrix(rows: 1, columns: 4, values: [0, 0.1, 1, 0])).first?.label == "b")
+    }
+
+    @Test("The kNN head sums exp(cosine / τ) over the k nearest")
+    func knn() throws {
+        let fitted = try KNNHead(k: 3, temperature: 0.07).fit(axes())
+        let q: [Float] = [0.8, 0.6, 0, 0]  // cosines 0.8, 0.6, 0, 0: neighbours a, a and one b
+        let p = fitted.probabilities(Matrix(rows: 1, columns: 4, values: q)).values
+        let a = exp(0.8 / 0.07) + exp(0.6 / 0.07), b = exp(0 / 0.07)
+        #expect(abs(Double(p[0]) - a / (a + b)) < 1e-5)
+        #expect(abs(p[0] + p[1] - 1) < 1e-6)
+    }
+
+    @Test("Degenerate support sets get clear errors or well-defined answers")
+    func degenerate() throws {
+        let empty = #expect(throws: QueryError.self) { try SupportSet(vectors: Matrix(zeros: 0, 4), labels: []) }
+        #expect(empty?.code == .emptySupportSet)
+        let blank = #expect(throws: QueryError.self) { try SupportSet(vectors: Matrix(zeros: 1, 4), labels: [""]) }
+        #expect(blank?.code == .invalidLabel)
+        let badUTF8 = #expect(throws: QueryError.self) {
+            try SupportSet(vectors: Matrix(rows: 2, columns: 1, values: [1, 1]), labelBytes: [Array("ok".utf8), [0x66, 0xFF, 0x6F]])
+        }
+        #expect(badUTF8?.code == .invalidLabel && badUTF8?.description.contains("row 1") == true)
+        // One class: every head answers it with certainty.
+        let one = try SupportSet(vectors: Matrix(rows: 2, columns: 2, values: [1, 0, 0.9, 0.1]), labels: ["only", "only"])
+        for name in Heads.names {
+            let prediction = try Heads.named(name).fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
+            #expect(prediction.label == "only" && abs(prediction.top[0].probability - 1) < 1e-6, "\(name)")
+        }
+        // A class with a single example is fine.
+        let single = try SupportSet(vectors: Matrix(rows: 3, columns: 2, values: [1, 0, 0.9, 0.1, 0, 1]), labels: ["x", "x", "y"])
+        for name in Heads.names {
+            #expect(try Heads.named(name).fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
+        }
+        let unknown = #expect(throws: QueryError.self) { try Heads.named("svm") }
+        #expect(unknown?.code == .unknownHead)
+    }
+}
+
+@Suite("Exact search")
+struct SearchTests {
+    func snapshot(_ n: Int, dimension: Int = 16, seed: UInt64 = 1) throws -> (VectorSnapshot, TemporaryIndex) {
+        let tmp = TemporaryIndex()
+        let index = try tmp.create(dimension: dimension) { $0.blockSize = 7 }
+        var rng = SplitMix64(seed: seed)
+        try index.add((0..<n).map { i in
+            NewItem(vector: (0..<dimension).map { _ in Float(rng.nextDouble() - 0.5) }, source: "\(i)", label: ["a", "b", "c"][i % 3])
+        })
+        return (try index.loadVectors(), tmp)
+    }
+
+    /// The reference: every score, fully sorted.
+    func bruteForce(_ s: VectorSnapshot, _ q: [Float], k: Int, filter: LabelFilter? = nil, skip: UInt64? = nil) -> [UInt64] {
+        let norm = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        let scored = (0..<s.matrix.rows).compactMap { r -> (UInt64, Float)? in
+            guard filter?.allows(s.labels[r]) ?? true, s.ids[r] != skip else { return nil }
+            return (s.ids[r], zip(s.matrix.row(r), q).reduce(0) { $0 + $1.0 * $1.1 } / norm)
+        }
+        return scored.sorted { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }.prefix(k).map(\.0)
+    }
+
+    @Test("Top-k matches a full sort, for one query and for a batch, with any thread count", arguments: [1, 2, 3])
+    func matchesBruteForce(threads: Int) throws {
+        let (s, tmp) = try snapshot(1000)
+        defer { tmp.cleanup() }
+        var configuration = SearchConfiguration()
+        configuration.blockRows = 64
+        configuration.threads = threads
+        let search = ExactSearch(snapshot: s, configuration: configuration)
+        var rng = SplitMix64(seed: 9)
+        let queries = Matrix(rows: 5, columns: 16, values: (0..<80).map { _ in Float(rng.nextDouble() - 0.5) })
+        for (batch, singles) in [(search.search(queries, k: 10), (0..<5).map { search.search(Matrix(rows: 1, columns: 16, values: Array(queries.row($0))), k: 10)[0] })] {
+            for r in 0..<5 {
+                let expected = bruteForce(s, Array(queries.row(r)), k: 10)
+                #expect(batch[r].map(\.id) == expected)
+                #expect(singles[r].map(\.id) == expected)
+                #expect(zip(batch[r], batch[r].dropFirst()).allSatisfy { $0.score >= $1.score })
+            }
+        }
+        let filter = LabelFilter(include: ["a", "c"], exclude: ["c"])
+        let filtered = search.search(queries, k: 7, filter: filter)
+        #expect(filtered[0].map(\.id) == bruteForce(s, Array(queries.row(0)), k: 7, filter: filter))
+        #expect(filtered.allSatisfy { $0.allSatisfy { s.labels[$0.row] == "a" } })
+    }
+
+    @Test("More like this excludes the item itself; k beyond the collection returns everything")
+    func moreLikeThisAndLargeK() throws {
+        let (s, tmp) = try snapshot(30)
+        defer { tmp.cleanup() }
+        let search = ExactSearch(snapshot: s)
+        let id = s.ids[4]
+        let hits = search.search(Matrix(rows: 1, columns: 16, values: Array(s.matrix.row(4))), k: 5, excluding: [id])[0]
+        #expect(!hits.contains { $0.id == id } && hits.count == 5)
+        #expect(hits.map(\.id) == bruteForce(s, Array(s.matrix.row(4)), k: 5, skip: id))
+        #expect(search.search(Matrix(rows: 1, columns: 16, values: Array(s.matrix.row(0))), k: 100)[0].count == 30)
+    }
+
+    @Test("TopK keeps the k best with ties to the lower index")
+    func topK() {
+        var top = TopK(k: 3)
+        for (i, v) in [0.5, 0.9, 0.1, 0.9, 0.7, 0.2].enumerated() { top.offer(Float(v), i) }
+        #expect(top.sorted().map(\.index) == [1, 3, 4])
+        var empty = TopK(k: 0)
+        empty.offer(1, 0)
+        #expect(empty.sorted().isEmpty)
+    }
+}
