@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
         .target(name: "KithBackbone", dependencies: ["KithMath", "KithImage"], swiftSettings: simd + strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
-        .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex"], swiftSettings: simd + strict),
+        .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex", "KithBackbone"], swiftSettings: simd + strict),
         .executableTarget(
             name: "kith",
             dependencies: [

@@ -169,3 +169,113 @@ struct SearchTests {
         #expect(empty.sorted().isEmpty)
     }
 }
+
+@Suite("Query engine on an index")
+struct QueryEngineTests {
+    @Test("Heads are fitted once and refitted only when the labelled items change")
+    func headCache() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 4)
+        try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")])
+        let engine = try QueryEngine(index: index)
+        let head = LogisticRegressionHead()
+        #expect(try await engine.isCached(head) == false)
+        #expect(try await engine.classify([.vector([0.9, 0.1, 0, 0])], head: head)[0].label == "x")
+        #expect(try await engine.isCached(head))
+        try index.add([NewItem(vector: [0, 0, 1, 0], source: "c")])  // unlabelled: the support set is unchanged
+        #expect(try await engine.isCached(head))
+        try index.add([NewItem(vector: [0, 0, 0, 1], source: "d", label: "z")])
+        #expect(try await engine.isCached(head) == false)
+        #expect(try await engine.classify([.vector([0, 0, 0.1, 1])], head: head)[0].label == "z")
+        try index.relabel(4, label: "w", coarseLabel: nil)
+        #expect(try await engine.classify([.vector([0, 0, 0.1, 1])], head: head)[0].label == "w")
+    }
+
+    @Test("Search by vector, by item (excluding itself) and with label filters")
+    func search() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 3)
+        try index.add([NewItem(vector: [1, 0, 0], source: "a", label: "x", metadata: #"{"n":1}"#),
+                       NewItem(vector: [0.9, 0.1, 0], source: "b", label: "y"),
+                       NewItem(vector: [0, 1, 0], source: "c", label: "x")])
+        let engine = try QueryEngine(index: index)
+        let byVector = try await engine.search([.vector([1, 0, 0])], k: 2)[0]
+        #expect(byVector.map(\.source) == ["a", "b"])
+        #expect(byVector[0].metadata == #"{"n":1}"# && abs(byVector[0].score - 1) < 1e-6)
+        #expect(try await engine.search([.item(1)], k: 5)[0].map(\.source) == ["b", "c"])
+        #expect(try await engine.search([.vector([1, 0, 0])], k: 5, filter: LabelFilter(include: ["x"]))[0].map(\.source) == ["a", "c"])
+        try index.add([NewItem(vector: [1, 0, 0.01], source: "d")])
+        #expect(try await engine.search([.vector([1, 0, 0])], k: 2)[0].map(\.source) == ["a", "d"])
+        let wrong = await #expect(throws: QueryError.self) { try await engine.search([.vector([1, 0])]) }
+        #expect(wrong?.code == .invalidQuery)
+    }
+
+    @Test("NN(z, Q) returns the nearest queue entry with its vector, id and label")
+    func nearestInQueue() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 2) { $0.queueCapacity = 3 }
+        try index.enqueue([(vector: [1, 0], itemID: 7, label: "a", coarseLabel: nil),
+                           (vector: [0, 1], itemID: 8, label: "b", coarseLabel: nil),
+                           (vector: [-1, 0], itemID: nil, label: nil, coarseLabel: nil),
+                           (vector: [0.8, 0.6], itemID: 9, label: "c", coarseLabel: nil)])  // evicts [1, 0]
+        let engine = try QueryEngine(index: index)
+        let neighbours = try await engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
+        #expect(neighbours.map(\.entry.itemID) == [9, 8])
+        #expect(neighbours[0].entry.vector == [0.8, 0.6] && neighbours[0].entry.label == "c" && neighbours[0].entry.sequence == 3)
+        #expect(abs(neighbours[0].similarity - 0.8) < 1e-6)
+    }
+}
+
+@Suite("Episodic evaluation")
+struct EpisodeTests {
+    func data() -> (Matrix, [String]) {
+        var rng = SplitMix64(seed: 3)
+        var values: [Float] = [], labels: [String] = []
+        for c in 0..<8 {
+            for _ in 0..<(20 + c) {  // class c clustered around axis c
+                values += (0..<8).map { Float($0 == c ? 1 : 0) + Float(rng.nextDouble() - 0.5) * 0.6 }
+                labels.append("class-\(c)")
+            }
+        }
+        return (Matrix(rows: labels.count, columns: 8, values: values), labels)
+    }
+
+    @Test("The same seed gives the same episodes; support and queries are disjoint and balanced")
+    func episodes() throws {
+        let (x, labels) = data()
+        let configuration = EpisodeConfiguration(ways: 5, shots: 3, queries: 15, episodes: 50, seed: 42)
+        let a = try EpisodicEvaluation(vectors: x, labels: labels, configuration: configuration).episodes()
+        let b = try EpisodicEvaluation(vectors: x, labels: labels, configuration: configuration).episodes()
+        #expect(a == b)
+        var other = configuration
+        other.seed = 43
+        #expect(try EpisodicEvaluation(vectors: x, labels: labels, configuration: other).episodes() != a)
+        for episode in a {
+            #expect(Set(episode.support).isDisjoint(with: episode.queries))
+            #expect(episode.support.count == 15 && episode.queries.count == 75 && Set(episode.classes).count == 5)
+            #expect(Set(episode.support.map { labels[$0] }) == Set(episode.classes))
+        }
+    }
+
+    @Test("Heads are scored on the same episodes with mean ± 1.96·std/√E")
+    func run() throws {
+        let (x, labels) = data()
+        let evaluation = try EpisodicEvaluation(vectors: x, labels: labels, configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 10, episodes: 20, seed: 1))
+        let results = try evaluation.run([PrototypeHead(), LogisticRegressionHead(), KNNHead()])
+        #expect(results.map(\.head) == ["prototype", "logreg", "knn"])
+        for result in results {
+            #expect(result.accuracies.count == 20)
+            #expect(result.mean > 0.9, "\(result.head): \(result.mean)")
+            let m = result.accuracies.reduce(0, +) / 20
+            let sd = (result.accuracies.map { ($0 - m) * ($0 - m) }.reduce(0, +) / 20).squareRoot()
+            #expect(abs(result.confidence95 - 1.96 * sd / 20.0.squareRoot()) < 1e-12)
+        }
+        let tooFew = #expect(throws: QueryError.self) {
+            try EpisodicEvaluation(vectors: x, labels: labels, configuration: EpisodeConfiguration(ways: 9, shots: 1))
+        }
+        #expect(tooFew?.code == .notEnoughData)
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import KithBackbone
+import KithImage
+import KithIndex
+import KithMath
+
+/// What to search with.
+public enum Query: Sendable, Equatable {
+    /// A raw vector of the index's dimension.
+    case vector([Float])
+    /// An item already in the index: "more like this", never returning the item itself.
+    case item(UInt64)
+    /// An image file, embedded with the index's backbone.
+    case image(String)
+}
+
+/// A search hit with what the index knows about the item.
+public struct SearchResult: Sendable, Equatable {
+    public let id: UInt64
+    public let score: Float
+    public let label: String?
+    public let coarseLabel: String?
+    public let source: String
+    public let metadata: String?
+}
+
+/// NN(z, Q): the queue entry most similar to a query, with its vector (the positive an NNCLR
+/// training loop uses in place of z's own view).
+public struct QueueNeighbour: Sendable, Equatable {
+    public let entry: QueueEntry
+    public let similarity: Float
+}
+
+/// Answers queries on one index. It keeps the index's search matrix (refreshed incrementally
+/// when the index changes) and fitted heads (refitted when the labelled support set changes).
+public actor QueryEngine {
+    public let index: Index
+    public let encoder: Encoder?
+    public let searchConfiguration: SearchConfiguration
+    private var snapshot: VectorSnapshot?
+    private var heads: [String: (generation: UInt64, fitted: any FittedHead)] = [:]
+
+    /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
+    public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init()) throws(QueryError) {
+        if let encoder {
+            let manifest = encoder.backbone.manifest
+            guard manifest.name == index.metadata.model, manifest.sha256 == index.metadata.weightsSHA256 else {
+                throw QueryError(.invalidQuery, "index '\(index.path)' holds embeddings of '\(index.metadata.model)', not of '\(manifest.name)'")
+            }
+        }
+        self.index = index
+        self.encoder = encoder
+        self.searchConfiguration = searchConfiguration
+    }
+
+    /// The current search matrix: re-read only when the index has changed.
+    public func currentSnapshot() throws -> VectorSnapshot {
+        let fresh = try snapshot.map { try index.refresh($0) } ?? index.loadVectors()
+        snapshot = fresh
+        return fresh
+    }
+
+    /// Embeds queries: vectors as given, items from the index, images with the backbone.
+    /// Image failures are thrown as `ImageError`s naming the file.
+    public func vectors(for queries: [Query]) throws -> Matrix {
+        let d = index.metadata.dimension
+        var rows: [[Float]] = Array(repeating: [], count: queries.count)
+        var images: [(Int, String)] = []
+        for (i, query) in queries.enumerated() {
+            switch query {
+            case .vector(let v):
+                guard v.count == d else { throw QueryError(.invalidQuery, "query \(i) has \(v.count) values; the index holds \(d)-d vectors") }
+                guard v.allSatisfy(\.isFinite) else { throw QueryError(.invalidQuery, "query \(i) has a non-finite value") }
+                rows[i] = v
+            case .item(let id):
+                guard let v = try index.vector(id) else { throw QueryError(.invalidQuery, "no item with id \(id)") }
+                rows[i] = v
+            case .image(let path):
+                images.append((i, path))
+            }
+        }
+        if !images.isEmpty {
+            guard let encoder else { throw QueryError(.invalidQuery, "image queries need a backbone") }
+            for ((i, _), result) in zip(images, encoder.encode(files: images.map(\.1))) {
+                rows[i] = try result.get().embedding
+            }
+        }
+        return Matrix(stacking: rows)
+    }
+
+    /// The `k` most similar items for each query, best first.
+    public func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) throws -> [[SearchResult]] {
+        guard k >= 1 else { throw QueryError(.invalidQuery, "k must be at least 1") }
+        let matrix = try vectors(for: queries)
+        let snapshot = try currentSnapshot()
+        let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
+        let hits = ExactSearch(snapshot: snapshot, configuration: searchConfiguration)
+            .search(matrix, k: k, filter: filter, excluding: excluding)
+        return try hits.map { row in
+            try row.map { hit in
+                let item = try index.item(hit.id)
+                return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
+                                    source: item?.source ?? "", metadata: item?.metadata)
+            }
+        }
+    }
+
+    /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
+    public func nearestInQueue(_ queries: Matrix, queue: String = "") throws -> [QueueNeighbour] {
+        let entries = try index.queue(queue)
+        guard !entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
+        var matrix = Matrix(stacking: entries.map(\.vector))
+        matrix.normalizeRows()
+        var normalised = queries
+        normalised.normalizeRows()
+        let similarities = normalised.multiplyTransposed(matrix)
+        return (0..<queries.rows).map { r in
+            let row = similarities.row(r)
+            let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
+            return QueueNeighbour(entry: entries[best - row.startIndex], similarity: row[best])
+        }
+    }
+
+    /// The labelled items as a support set.
+    public func supportSet() throws -> SupportSet {
+        let snapshot = try currentSnapshot()
+        let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
+        let d = snapshot.matrix.columns
+        var values: [Float] = []
+        values.reserveCapacity(rows.count * d)
+        for r in rows { values += snapshot.matrix.row(r) }
+        return try SupportSet(vectors: Matrix(rows: rows.count, columns: d, values: values), labels: rows.map { snapshot.labels[$0]! })
+    }
+
+    /// `head` fitted on the current support set: cached, and refitted only after the labelled
+    /// items change.
+    public func fitted(_ head: any Head) throws -> any FittedHead {
+        let generation = try index.generations().support
+        if let cached = heads[head.name], cached.generation == generation { return cached.fitted }
+        let fitted = try head.fit(supportSet())
+        heads[head.name] = (generation, fitted)
+        return fitted
+    }
+
+    /// Predictions for each query from `head` fitted on the index's labelled items.
+    public func classify(_ queries: [Query], head: any Head, top: Int = 5) throws -> [Prediction] {
+        let matrix = try vectors(for: queries)
+        return try fitted(head).predict(matrix, top: top)
+    }
+
+    /// Whether `head` is fitted for the current support set (for tests and metrics).
+    public func isCached(_ head: any Head) throws -> Bool {
+        guard let cached = heads[head.name] else { return false }
+        return cached.generation == (try index.generations().support)
+    }
+}
