@@ -1,9 +1,10 @@
 import ArgumentParser
 
 @main
-struct Kith: ParsableCommand {
+struct Kith: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kith",
         abstract: "Image embeddings from a frozen, pretrained backbone.",
-        subcommands: [Embed.self, ImageNetLabels.self, IndexCommand.self, Models.self, Bench.self])
+        subcommands: [Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
+                      Evaluate.self, Models.self, Bench.self])
 }

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import KithBackbone
+import KithIndex
+import KithMath
+import KithQuery
+
+struct Evaluate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval", abstract: "Measure few-shot accuracy and retrieval recall.",
+        subcommands: [FewShot.self, Retrieval.self])
+}
+
+extension Evaluate {
+    struct FewShot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "fewshot",
+            abstract: "Episodic N-way K-shot accuracy of few-shot heads, mean ± 95% confidence interval.",
+            discussion: """
+                SOURCE is a folder tree (one subfolder per class, embedded with --model) or the name \
+                of an index (its labelled items). Every head is scored on the same episodes; the same \
+                seed gives the same episodes. --json writes the episodes (rows in the order of \
+                `kith embed SOURCE`, or of the index's labelled items by id) and per-episode accuracies.
+                """)
+
+        @OptionGroup var location: IndexOptions
+        @OptionGroup var backbone: BackboneOptions
+        @Option(help: "N: classes per episode.") var way: Int = 5
+        @Option(help: "K: support examples per class.") var shot: Int = 1
+        @Option(help: "Query examples per class.") var queries: Int = 15
+        @Option(help: "Number of episodes.") var episodes: Int = 600
+        @Option(help: "Seed of the episode sampler.") var seed: UInt64 = 0
+        @Option(name: .customLong("head"), help: "Heads to score (repeatable; default: all).") var heads: [String] = []
+        @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
+        @Option(help: ArgumentHelp("Write episodes and per-episode results to this JSON file.", valueName: "file")) var json: String?
+        @Argument(help: "A folder tree or an index name.") var source: String
+
+        func validate() throws {
+            for head in heads where !Heads.names.contains(head) {
+                throw ValidationError("unknown head '\(head)'; known: \(Heads.names.joined(separator: ", "))")
+            }
+        }
+
+        func run() async throws {
+            let (vectors, labels) = try await data()
+            let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed)
+            let heads = try (self.heads.isEmpty ? Heads.names : self.heads).map { try Heads.named($0, classBalanced: balanced) }
+            let results = try await queryOperation { () throws -> ([EpisodicResult], [Episode]) in
+                let evaluation = try EpisodicEvaluation(vectors: vectors, labels: labels, configuration: configuration)
+                let progress = Progress(total: episodes, label: "episodes")
+                return (try evaluation.run(heads, progress: progress.update), evaluation.episodes())
+            }
+            for result in results.0 {
+                print(String(format: "%@: %.2f%% ± %.2f  (%d episodes, %d-way %d-shot, %d queries per class, seed %llu, %d classes)",
+                             result.head, 100 * result.mean, 100 * result.confidence95, episodes, way, shot, queries, seed, Set(labels).count))
+            }
+            if let json {
+                let object: [String: Any] = [
+                    "configuration": ["way": way, "shot": shot, "queries": queries, "episodes": episodes, "seed": seed],
+                    "source": source, "model": backbone.model,
+                    "episodes": results.1.map { ["classes": $0.classes, "support": $0.support, "queries": $0.queries] },
+                    "results": results.0.map { ["head": $0.head, "mean": $0.mean, "ci95": $0.confidence95, "accuracies": $0.accuracies] },
+                ]
+                try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json))
+            }
+        }
+
+        /// Embeddings and labels from a folder tree (labels = folder names) or an index.
+        func data() async throws -> (Matrix, [String]) {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
+                let files = try imageFiles([source])
+                guard !files.isEmpty else { throw ValidationError("no image files in \(source)") }
+                let encoder = try backbone.encoder()
+                let progress = Progress(total: files.count, label: "embedding")
+                var vectors: [[Float]] = [], labels: [String] = []
+                for (file, result) in zip(files, encoder.encode(files: files, progress: progress.update)) {
+                    switch result {
+                    case .success(let e):
+                        vectors.append(e.embedding)
+                        labels.append(((file as NSString).deletingLastPathComponent as NSString).lastPathComponent)
+                    case .failure(let error): printError("skipped \(error)")
+                    }
+                }
+                return (Matrix(stacking: vectors), labels)
+            }
+            let engine = try engine(source, location: location, backbone: backbone, needsImages: false)
+            let support = try await queryOperation { try await engine.supportSet() }
+            return (support.vectors, support.targets.map { support.classes[$0] })
+        }
+    }
+
+    struct Retrieval: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Recall@1/5/10 of near-duplicate queries against an index.",
+            discussion: "--queries is a tab-separated file: a query image, then the source path of the gallery item it was made from.")
+
+        @OptionGroup var location: IndexOptions
+        @OptionGroup var backbone: BackboneOptions
+        @Option(help: ArgumentHelp("The query list.", valueName: "file.tsv")) var queries: String
+        @Flag(help: "Print JSON.") var json = false
+        @Argument(help: "Name of the gallery index.") var name: String
+
+        func run() async throws {
+            let text = try String(contentsOfFile: queries, encoding: .utf8)
+            let base = (queries as NSString).deletingLastPathComponent
+            let pairs: [(query: String, target: String)] = text.split(separator: "\n").compactMap { line in
+                let parts = line.split(separator: "\t").map(String.init)
+                guard parts.count == 2 else { return nil }
+                return (parts[0].hasPrefix("/") ? parts[0] : (base as NSString).appendingPathComponent(parts[0]), parts[1])
+            }
+            guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
+            let engine = try engine(name, location: location, backbone: backbone, needsImages: true)
+            let ks = [1, 5, 10]
+            var hits = [Int](repeating: 0, count: ks.count)
+            let progress = Progress(total: pairs.count, label: "queries")
+            for start in stride(from: 0, to: pairs.count, by: 64) {
+                let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
+                let results = try await queryOperation { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!) }
+                for (pair, found) in zip(chunk, results) {
+                    guard let rank = found.firstIndex(where: { $0.source == pair.target || $0.source.hasSuffix("/" + pair.target) }) else { continue }
+                    for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }
+                }
+                progress.update(start + chunk.count)
+            }
+            let recalls = hits.map { Double($0) / Double(pairs.count) }
+            if json {
+                try printJSON(["queries": pairs.count, "recall@1": recalls[0], "recall@5": recalls[1], "recall@10": recalls[2]])
+            } else {
+                print(String(format: "%d queries: recall@1 %.4f, recall@5 %.4f, recall@10 %.4f", pairs.count, recalls[0], recalls[1], recalls[2]))
+            }
+        }
+    }
+}
