@@ -110,13 +110,7 @@ struct IndexCLITests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         #expect(try cli.kith(["index", "create", "v", "--model", "resnet18-random"], indexes: indexes).status == 0)
         for (name, columns) in [("good.npy", 512), ("bad.npy", 100)] {
-            var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, \(columns)), }"
-            header += String(repeating: " ", count: (64 - (11 + header.utf8.count) % 64) % 64) + "\n"
-            var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-            data += Data(header.utf8)
-            let values = (0..<(3 * columns)).map { Float($0 % 7) + 1 }
-            values.withUnsafeBufferPointer { data += Data(buffer: $0) }
-            try data.write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+            try writeNpy((0..<3).map { r in (0..<columns).map { Float((r * columns + $0) % 7) + 1 } }, to: "\(dir)/\(name)")
         }
         try "a\n\nb\n".write(toFile: "\(dir)/labels.txt", atomically: true, encoding: .utf8)
         let good = try cli.kith(["index", "add-vectors", "v", "\(dir)/good.npy", "--labels", "\(dir)/labels.txt"], indexes: indexes)

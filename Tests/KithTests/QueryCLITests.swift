@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import KithIndex
+
+/// `kith search | classify | nn | eval` against a real index built through the CLI.
+@Suite("kith search, classify, nn and eval")
+struct QueryCLITests {
+    let cli = CLITests()
+    let images = IndexCLITests()
+
+    @Test("A labelled folder: search by image and by id, classify with each head, few-shot evaluation")
+    func endToEnd() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-query-cli-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        let paths = try images.makeImages(12, in: dir + "/photos")  // red: coffee, green: camera, blue: horse
+        #expect(try cli.kith(["index", "create", "q"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add", "q", dir + "/photos", "--label-from-folder"], indexes: indexes).status == 0)
+
+        // The committed coffee photo is closest to its own copies (label "red").
+        let search = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "-k", "3", "--json"], indexes: indexes)
+        #expect(search.status == 0, "\(search.stderr)")
+        let object = try JSONSerialization.jsonObject(with: search.stdout) as! [String: Any]
+        let results = object["results"] as! [[String: Any]]
+        #expect(results.count == 3 && results.allSatisfy { $0["label"] as? String == "red" })
+        #expect(abs((results[0]["score"] as! Double) - 1) < 1e-4)
+
+        let byID = try cli.kith(["search", "q", "id:1", "-k", "2", "--exclude-label", "red"], indexes: indexes)
+        #expect(byID.status == 0 && !byID.text.contains("[red]") && !byID.text.contains("id:1 "))
+
+        for head in ["logreg", "prototype", "knn"] {
+            let run = try cli.kith(["classify", "q", Fixtures.path("images/camera-grey.png"), "--head", head, "--json"], indexes: indexes)
+            let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
+            #expect(answer["label"] as? String == "green" && answer["head"] as? String == head, "\(head): \(run.text)\(run.stderr)")
+        }
+        let unknown = try cli.kith(["classify", "q", paths[0], "--head", "svm"], indexes: indexes)
+        #expect(unknown.status != 0 && unknown.stderr.contains("unknown head 'svm'"))
+
+        let eval = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
+                                 "--json", dir + "/episodes.json"], indexes: indexes)
+        #expect(eval.status == 0, "\(eval.stderr)")
+        #expect(eval.text.contains("logreg: 100.00% ± 0.00  (10 episodes, 3-way 1-shot"))
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/episodes.json"))) as! [String: Any]
+        #expect((written["episodes"] as! [Any]).count == 10)
+        #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["logreg", "prototype", "knn"])
+        let again = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
+                                  "--json", dir + "/again.json"], indexes: indexes)
+        #expect(again.status == 0)
+        let first = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/episodes.json"))) as! [String: Any]
+        let second = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/again.json"))) as! [String: Any]
+        #expect(NSDictionary(dictionary: first).isEqual(to: second))  // same seed, same episodes and results
+
+        let tooMany = try cli.kith(["eval", "fewshot", "q", "--way", "5"], indexes: indexes)
+        #expect(tooMany.status != 0 && tooMany.stderr.contains("need 5 classes"))
+    }
+
+    @Test("nn returns the nearest queue entry; an empty queue is a clear error")
+    func nearestInQueue() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-nn-cli-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        #expect(try cli.kith(["index", "create", "n", "--model", "resnet18-random", "--queue-capacity", "4"], indexes: indexes).status == 0)
+        var query = [Float](repeating: 0, count: 512)
+        query[3] = 1
+        try writeNpy([query], to: dir + "/q.npy")
+        let empty = try cli.kith(["nn", "n", dir + "/q.npy"], indexes: indexes)
+        #expect(empty.status != 0 && empty.stderr.contains("queue '' is empty"))
+        let index = try Index.open(at: indexes + "/n")
+        try index.enqueue((0..<6).map { i in
+            var v = [Float](repeating: 0.01, count: 512)
+            v[i] = 1
+            return (vector: v, itemID: UInt64(100 + i), label: "l\(i)", coarseLabel: nil)
+        })
+        let run = try cli.kith(["nn", "n", dir + "/q.npy", "--json"], indexes: indexes)
+        let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
+        #expect(answer["item"] as? Int == 103 && answer["label"] as? String == "l3" && answer["sequence"] as? Int == 3)
+        #expect((answer["vector"] as! [Double]).count == 512)
+    }
+}
+
+/// A float32 .npy file with one row per vector.
+func writeNpy(_ rows: [[Float]], to path: String) throws {
+    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows.count), \(rows.first?.count ?? 0)), }"
+    header += String(repeating: " ", count: (64 - (11 + header.utf8.count) % 64) % 64) + "\n"
+    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
+    data += Data(header.utf8)
+    rows.flatMap { $0 }.withUnsafeBufferPointer { data += Data(buffer: $0) }
+    try data.write(to: URL(fileURLWithPath: path))
+}
