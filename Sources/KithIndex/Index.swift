@@ -124,6 +124,18 @@ public struct VectorSnapshot: Sendable {
     /// The index's change counter when this was read.
     public let generation: UInt64
     let rewriteGeneration: UInt64
+
+    init(ids: [UInt64], labels: [String?], coarseLabels: [String?], matrix: Matrix, generation: UInt64, rewriteGeneration: UInt64) {
+        (self.ids, self.labels, self.coarseLabels, self.matrix) = (ids, labels, coarseLabels, matrix)
+        (self.generation, self.rewriteGeneration) = (generation, rewriteGeneration)
+    }
+
+    /// A collection held only in memory (ids ascending, one row each).
+    public init(ids: [UInt64], labels: [String?]? = nil, matrix: Matrix) {
+        precondition(ids.count == matrix.rows, "VectorSnapshot: \(ids.count) ids for \(matrix.rows) rows")
+        self.init(ids: ids, labels: labels ?? Array(repeating: nil, count: ids.count), coarseLabels: Array(repeating: nil, count: ids.count),
+                  matrix: matrix, generation: 0, rewriteGeneration: 0)
+    }
 }
 
 /// An index: one LMDB environment holding items, their vectors, a label index, content hashes and

@@ -85,8 +85,13 @@ public struct ExactSearch: Sendable {
                     for start in stride(from: unit.items.lowerBound, to: unit.items.upperBound, by: block) {
                         let n = min(block, unit.items.upperBound - start)
                         scores.withUnsafeMutableBufferPointer { s in
-                            BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
-                                      b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+                            if unit.q.count == 1 {
+                                BLAS.gemv(m: n, n: dim, a: x.baseAddress! + start * dim, lda: dim,
+                                          x: q.baseAddress! + unit.q.lowerBound * dim, y: s.baseAddress!)
+                            } else {
+                                BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
+                                          b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+                            }
                             for (i, query) in unit.q.enumerated() {
                                 let row = s.baseAddress! + i * n
                                 let skip = query < excludedRows.count ? excludedRows[query] : nil

@@ -3,11 +3,13 @@ import Foundation
 import KithBackbone
 import KithImage
 import KithIndex
+import KithMath
+import KithQuery
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
-        subcommands: [Inference.self, Store.self], defaultSubcommand: Inference.self)
+        subcommands: [Inference.self, Store.self, SearchBench.self, HeadsBench.self], defaultSubcommand: Inference.self)
 }
 
 /// One JSON line (or key=value line) per measurement on standard output.
@@ -141,5 +143,81 @@ struct Store: ParsableCommand {
         report(["kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
                 "write_vectors_per_second": Double(count) / write, "load_vectors_per_second": Double(count) / load,
                 "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4], json: json)
+    }
+}
+
+/// Cheap seeded numbers (xorshift), so that timings are of the code under test.
+struct XorShift {
+    var state: UInt64
+    mutating func next() -> Float {
+        state ^= state << 13; state ^= state >> 7; state ^= state << 17
+        return Float(state >> 40) / Float(1 << 24) - 0.5
+    }
+}
+
+struct SearchBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Measure exact search (tools/bench runs this beside FAISS IndexFlatIP).",
+        discussion: "Random unit vectors in memory; reports queries per second for single queries and for batches.")
+
+    @Option(help: "Items in the collection.") var items: Int = 100_000
+    @Option(help: "Vector dimension.") var dimension: Int = 1280
+    @Option(help: "Results per query.") var k: Int = 10
+    @Option(help: "Single queries to time.") var singles: Int = 100
+    @Option(help: "Queries in the batch.") var batch: Int = 1000
+    @Option(help: "Threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Print JSON lines.") var json = false
+
+    func run() throws {
+        var rng = XorShift(state: 0x1234_5678_9ABC_DEF1)
+        var matrix = Matrix(rows: items, columns: dimension, values: (0..<(items * dimension)).map { _ in rng.next() })
+        matrix.normalizeRows()
+        let snapshot = VectorSnapshot(ids: (1...UInt64(items)).map { $0 }, matrix: matrix)
+        var configuration = SearchConfiguration()
+        configuration.threads = threads
+        let search = ExactSearch(snapshot: snapshot, configuration: configuration)
+        let queries = Matrix(rows: max(batch, singles), columns: dimension, values: (0..<(max(batch, singles) * dimension)).map { _ in rng.next() })
+        _ = search.search(Matrix(rows: 1, columns: dimension, values: Array(queries.row(0))), k: k)
+        var t0 = Date()
+        for q in 0..<singles { _ = search.search(Matrix(rows: 1, columns: dimension, values: Array(queries.row(q))), k: k) }
+        let single = Double(singles) / Date().timeIntervalSince(t0)
+        let batchQueries = Matrix(rows: batch, columns: dimension, values: Array(queries.values.prefix(batch * dimension)))
+        t0 = Date()
+        _ = search.search(batchQueries, k: k)
+        let batched = Double(batch) / Date().timeIntervalSince(t0)
+        report(["kind": "search", "items": items, "dimension": dimension, "k": k, "threads": threads,
+                "single_queries_per_second": single, "batch": batch, "batch_queries_per_second": batched], json: json)
+    }
+}
+
+struct HeadsBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heads",
+        abstract: "Time fitting the logistic-regression head (tools/bench runs this beside scikit-learn).",
+        discussion: "Fits on the support set given as a .npy matrix and a label file, --repeats times; reports milliseconds per fit and the predictions for --queries.")
+
+    @Option(help: "Support embeddings (.npy).") var support: String
+    @Option(help: "One label per support row.") var labels: String
+    @Option(help: "Query embeddings (.npy) to predict after fitting.") var queries: String?
+    @Option(help: "Fits to time.") var repeats: Int = 5
+    @Flag(help: "Print JSON lines.") var json = false
+
+    func run() throws {
+        let s = try readNpy(support)
+        let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
+        let set = try SupportSet(vectors: Matrix(rows: s.rows, columns: s.columns, values: s.values), labels: rows)
+        let head = LogisticRegressionHead()
+        BLAS.setThreads(1)
+        var fitted = try head.fit(set)
+        let t0 = Date()
+        for _ in 0..<max(1, repeats) { fitted = try head.fit(set) }
+        let ms = 1000 * Date().timeIntervalSince(t0) / Double(max(1, repeats))
+        var row: [String: Any] = ["kind": "heads", "head": head.name, "support": s.rows, "classes": set.classes.count, "milliseconds_per_fit": ms]
+        if let queries {
+            let q = try readNpy(queries)
+            row["predictions"] = fitted.predict(Matrix(rows: q.rows, columns: q.columns, values: q.values), top: 1).map(\.label)
+        }
+        report(row, json: json)
     }
 }

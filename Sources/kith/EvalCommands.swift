@@ -17,8 +17,9 @@ extension Evaluate {
             commandName: "fewshot",
             abstract: "Episodic N-way K-shot accuracy of few-shot heads, mean ± 95% confidence interval.",
             discussion: """
-                SOURCE is a folder tree (one subfolder per class, embedded with --model) or the name \
-                of an index (its labelled items). Every head is scored on the same episodes; the same \
+                SOURCE is a folder tree (one subfolder per class, embedded with --model), a .npy \
+                matrix of embeddings with --labels (one label per row), or the name of an index (its \
+                labelled items). Every head is scored on the same episodes; the same \
                 seed gives the same episodes. --json writes the episodes (rows in the order of \
                 `kith embed SOURCE`, or of the index's labelled items by id) and per-episode accuracies.
                 """)
@@ -33,6 +34,7 @@ extension Evaluate {
         @Option(name: .customLong("head"), help: "Heads to score (repeatable; default: all).") var heads: [String] = []
         @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
         @Option(help: ArgumentHelp("Write episodes and per-episode results to this JSON file.", valueName: "file")) var json: String?
+        @Option(help: ArgumentHelp("With a .npy SOURCE: one label per row.", valueName: "file")) var labels: String?
         @Argument(help: "A folder tree or an index name.") var source: String
 
         func validate() throws {
@@ -67,6 +69,13 @@ extension Evaluate {
 
         /// Embeddings and labels from a folder tree (labels = folder names) or an index.
         func data() async throws -> (Matrix, [String]) {
+            if source.hasSuffix(".npy") {
+                guard let labels else { throw ValidationError("a .npy SOURCE needs --labels FILE") }
+                let m = try readNpy(source)
+                let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
+                guard rows.count == m.rows else { throw ValidationError("\(labels) has \(rows.count) labels for \(m.rows) rows") }
+                return (Matrix(rows: m.rows, columns: m.columns, values: m.values), rows)
+            }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
                 let files = try imageFiles([source])
