@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnx_export  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 KITH = os.path.join(ROOT, ".build", "release", "kith")
 CONFIGS = [(threads, batch) for threads in (1, 2) for batch in (1, 16)]
 

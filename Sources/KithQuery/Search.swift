@@ -95,13 +95,17 @@ public struct ExactSearch: Sendable {
                             for (i, query) in unit.q.enumerated() {
                                 let row = s.baseAddress! + i * n
                                 let skip = query < excludedRows.count ? excludedRows[query] : nil
+                                // Taken out of the array (not copied), so offering does not copy its heap.
                                 var selection = selections[i]
+                                selections[i] = TopK(k: 0)
+                                var threshold = selection.threshold
                                 // Scanning in index order, an equal score never displaces an earlier item.
-                                for j in 0..<n where row[j] > selection.threshold {
+                                for j in 0..<n where row[j] > threshold {
                                     let item = start + j
                                     if item == skip { continue }
                                     if let allowed, !allowed[item] { continue }
                                     selection.offer(row[j], item)
+                                    threshold = selection.threshold
                                 }
                                 selections[i] = selection
                             }

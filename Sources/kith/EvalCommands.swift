@@ -102,7 +102,7 @@ extension Evaluate {
     struct Retrieval: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Recall@1/5/10 of near-duplicate queries against an index.",
-            discussion: "--queries is a tab-separated file: a query image, then the source path of the gallery item it was made from.")
+            discussion: "--queries is a tab-separated file: a query image (relative to the file's folder or absolute), then the path of the gallery image it was made from, as `kith index add` stored it (absolute).")
 
         @OptionGroup var location: IndexOptions
         @OptionGroup var backbone: BackboneOptions
@@ -116,7 +116,8 @@ extension Evaluate {
             let pairs: [(query: String, target: String)] = text.split(separator: "\n").compactMap { line in
                 let parts = line.split(separator: "\t").map(String.init)
                 guard parts.count == 2 else { return nil }
-                return (parts[0].hasPrefix("/") ? parts[0] : (base as NSString).appendingPathComponent(parts[0]), parts[1])
+                let query = parts[0].hasPrefix("/") ? parts[0] : (base as NSString).appendingPathComponent(parts[0])
+                return (query, URL(fileURLWithPath: parts[1]).standardizedFileURL.path)
             }
             guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
             let engine = try engine(name, location: location, backbone: backbone, needsImages: true)
@@ -127,7 +128,7 @@ extension Evaluate {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
                 let results = try await queryOperation { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!) }
                 for (pair, found) in zip(chunk, results) {
-                    guard let rank = found.firstIndex(where: { $0.source == pair.target || $0.source.hasSuffix("/" + pair.target) }) else { continue }
+                    guard let rank = found.firstIndex(where: { $0.source == pair.target }) else { continue }
                     for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }
                 }
                 progress.update(start + chunk.count)

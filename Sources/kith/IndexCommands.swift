@@ -101,7 +101,9 @@ extension IndexCommand {
             options.model = index.metadata.model
             let encoder = try options.encoder()
             let ingestor = try indexOperation { try Ingestor(index: index, encoder: encoder) }
-            let files = try imageFiles(paths).map { path in
+            // Sources are stored as absolute paths without '.' or '..', so that they name the file
+            // whatever the working directory of a later command.
+            let files = try imageFiles(paths).map { URL(fileURLWithPath: $0).standardizedFileURL.path }.map { path in
                 let folder = (path as NSString).deletingLastPathComponent
                 return IngestionFile(
                     path: path,
