@@ -21,6 +21,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -33,16 +34,22 @@ let package = Package(
         .target(name: "KithBackbone", dependencies: ["KithMath", "KithImage"], swiftSettings: simd + strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
         .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex", "KithBackbone"], swiftSettings: simd + strict),
+        .target(
+            name: "KithServer",
+            dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery",
+                           .product(name: "Hummingbird", package: "hummingbird")],
+            resources: [.copy("openapi.json")], swiftSettings: strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery",
+                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery", "KithServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         .testTarget(
-            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery"],
+            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery", "KithServer",
+                           .product(name: "HummingbirdTesting", package: "hummingbird")],
             swiftSettings: strict),
     ]
 )

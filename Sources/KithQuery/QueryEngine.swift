@@ -34,9 +34,9 @@ public struct QueueNeighbour: Sendable, Equatable {
 /// Answers queries on one index. It keeps the index's search matrix (refreshed incrementally
 /// when the index changes) and fitted heads (refitted when the labelled support set changes).
 public actor QueryEngine {
-    public let index: Index
-    public let encoder: Encoder?
-    public let searchConfiguration: SearchConfiguration
+    public nonisolated let index: Index
+    public nonisolated let encoder: Encoder?
+    public nonisolated let searchConfiguration: SearchConfiguration
     private var snapshot: VectorSnapshot?
     private var heads: [String: (generation: UInt64, fitted: any FittedHead)] = [:]
 

@@ -6,5 +6,5 @@ struct Kith: AsyncParsableCommand {
         commandName: "kith",
         abstract: "Image embeddings from a frozen, pretrained backbone.",
         subcommands: [Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
-                      Evaluate.self, Models.self, Bench.self])
+                      Evaluate.self, Serve.self, Models.self, Bench.self])
 }

@@ -1,0 +1,71 @@
+import Dispatch
+import Foundation
+import KithBackbone
+import KithImage
+
+/// Shares forward passes between concurrent requests: images from all clients queue here and
+/// run through the backbone `batchSize` at a time, off Swift's cooperative thread pool. At most
+/// `maxPending` images wait; beyond that requests are refused (429) rather than queued without
+/// bound.
+actor EmbeddingBatcher {
+    let encoder: Encoder
+    private let maxPending: Int
+    private let window: Duration
+    private var pending: [(input: ImageInput, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
+    private var draining = false
+    private let metrics: Metrics
+
+    init(encoder: Encoder, maxPending: Int, window: Duration, metrics: Metrics) {
+        self.encoder = encoder
+        self.maxPending = maxPending
+        self.window = window
+        self.metrics = metrics
+    }
+
+    /// Embeds `inputs`, in order; a bad image fails alone.
+    func embed(_ inputs: [ImageInput]) async throws(APIError) -> [Result<EncodedImage, ImageError>] {
+        guard pending.count + inputs.count <= maxPending else { throw APIError.tooBusy }
+        return await withTaskGroup(of: (Int, Result<EncodedImage, ImageError>).self) { group in
+            for (i, input) in inputs.enumerated() {
+                group.addTask { (i, await self.enqueue(input)) }
+            }
+            var results = [Result<EncodedImage, ImageError>?](repeating: nil, count: inputs.count)
+            for await (i, result) in group { results[i] = result }
+            return results.map { $0! }
+        }
+    }
+
+    private func enqueue(_ input: ImageInput) async -> Result<EncodedImage, ImageError> {
+        await withCheckedContinuation { reply in
+            pending.append((input, reply))
+            if !draining {
+                draining = true
+                Task { await drain() }
+            }
+        }
+    }
+
+    private func drain() async {
+        while !pending.isEmpty {
+            if pending.count < encoder.configuration.batchSize { try? await Task.sleep(for: window) }
+            let batch = Array(pending.prefix(encoder.configuration.batchSize))
+            pending.removeFirst(batch.count)
+            let encoder = encoder
+            let inputs = batch.map(\.input)
+            let results = await withCheckedContinuation { done in
+                DispatchQueue.global().async { done.resume(returning: encoder.embed(encoder.prepare(inputs))) }
+            }
+            metrics.addImagesEncoded(results.count)
+            for (item, result) in zip(batch, results) { item.reply.resume(returning: result) }
+        }
+        draining = false
+    }
+}
+
+/// Runs blocking work (LMDB transactions, fitting, evaluation) on a Dispatch thread instead of
+/// Swift's cooperative pool.
+func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { done in
+        DispatchQueue.global().async { done.resume(with: Result { try work() }) }
+    }
+}

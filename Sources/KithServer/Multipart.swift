@@ -1,0 +1,62 @@
+import Foundation
+
+/// One part of a multipart/form-data body.
+struct FormPart {
+    let name: String
+    let filename: String?
+    let contentType: String?
+    let data: Data
+}
+
+/// Parses multipart/form-data (RFC 7578) with the boundary from `contentType`.
+func parseMultipart(_ body: Data, contentType: String) throws(APIError) -> [FormPart] {
+    guard let boundaryRange = contentType.range(of: "boundary=") else {
+        throw APIError.badRequest("malformed_multipart", "multipart/form-data without a boundary")
+    }
+    var boundary = String(contentType[boundaryRange.upperBound...])
+    if let end = boundary.firstIndex(of: ";") { boundary = String(boundary[..<end]) }
+    boundary = boundary.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+    let delimiter = Data("--\(boundary)".utf8)
+    var parts: [FormPart] = []
+    var position = body.startIndex
+    guard let first = body.range(of: delimiter, in: position..<body.endIndex) else {
+        throw APIError.badRequest("malformed_multipart", "the body does not contain the boundary")
+    }
+    position = first.upperBound
+    while true {
+        // After a delimiter: "--" ends the body, CRLF starts a part.
+        if body[position...].starts(with: Data("--".utf8)) { break }
+        guard body[position...].starts(with: Data("\r\n".utf8)) else {
+            throw APIError.badRequest("malformed_multipart", "expected CRLF after a boundary")
+        }
+        position += 2
+        guard let headerEnd = body.range(of: Data("\r\n\r\n".utf8), in: position..<body.endIndex),
+              let next = body.range(of: Data("\r\n".utf8) + delimiter, in: headerEnd.upperBound..<body.endIndex) else {
+            throw APIError.badRequest("malformed_multipart", "a part is not terminated by the boundary")
+        }
+        let headers = String(decoding: body[position..<headerEnd.lowerBound], as: UTF8.self)
+        var name = "", filename: String?, type: String?
+        for line in headers.components(separatedBy: "\r\n") {
+            let lower = line.lowercased()
+            if lower.hasPrefix("content-disposition:") {
+                name = parameter("name", in: line) ?? ""
+                filename = parameter("filename", in: line)
+            } else if lower.hasPrefix("content-type:") {
+                type = line.dropFirst("content-type:".count).trimmingCharacters(in: .whitespaces)
+            }
+        }
+        parts.append(FormPart(name: name, filename: filename, contentType: type, data: body[headerEnd.upperBound..<next.lowerBound]))
+        position = next.upperBound
+    }
+    return parts
+}
+
+private func parameter(_ key: String, in line: String) -> String? {
+    for piece in line.split(separator: ";") {
+        let kv = piece.trimmingCharacters(in: .whitespaces)
+        if kv.hasPrefix("\(key)=") {
+            return String(kv.dropFirst(key.count + 1)).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+    }
+    return nil
+}

@@ -1,0 +1,335 @@
+import Foundation
+import Hummingbird
+import KithBackbone
+import KithImage
+import KithIndex
+import KithMath
+import KithQuery
+
+/// The API's routes, split into reads and writes so that authentication can differ.
+struct Routes {
+    let service: KithService
+    let configuration: ServerConfiguration
+    let metrics: Metrics
+    var limit: Int { configuration.maxBodyBytes }
+
+    func register(reads: RouterGroup<BasicRequestContext>, writes: RouterGroup<BasicRequestContext>) {
+        reads.get("models", use: listModels)
+        reads.get("indexes", use: listIndexes)
+        writes.post("indexes", use: createIndex)
+        reads.get("indexes/:index", use: indexInfo)
+        writes.delete("indexes/:index", use: dropIndex)
+        writes.post("indexes/:index/snapshot", use: snapshot)
+
+        writes.post("indexes/:index/items", use: addImages)
+        writes.post("indexes/:index/vectors", use: addVectors)
+        reads.get("indexes/:index/items/:id", use: getItem)
+        writes.patch("indexes/:index/items/:id", use: relabelItem)
+        writes.delete("indexes/:index/items/:id", use: deleteItem)
+        writes.post("indexes/:index/items/delete", use: deleteItems)
+        writes.post("indexes/:index/items/relabel", use: relabelItems)
+
+        reads.post("embed", use: embed)
+        reads.post("indexes/:index/search", use: search)
+        reads.post("indexes/:index/classify", use: classify)
+        writes.post("indexes/:index/queue", use: enqueue)
+        reads.get("indexes/:index/queue", use: readQueue)
+        writes.delete("indexes/:index/queue", use: clearQueue)
+        reads.post("indexes/:index/queue/nn", use: nearestInQueue)
+        reads.post("indexes/:index/eval/fewshot", use: fewShot)
+    }
+
+    /// Every route, for the OpenAPI check: (method, path with {parameters}).
+    static let all: [(String, String)] = [
+        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+        ("GET", "/v1/models"), ("GET", "/v1/indexes"), ("POST", "/v1/indexes"), ("GET", "/v1/indexes/{index}"),
+        ("DELETE", "/v1/indexes/{index}"), ("POST", "/v1/indexes/{index}/snapshot"), ("POST", "/v1/indexes/{index}/items"),
+        ("POST", "/v1/indexes/{index}/vectors"), ("GET", "/v1/indexes/{index}/items/{id}"), ("PATCH", "/v1/indexes/{index}/items/{id}"),
+        ("DELETE", "/v1/indexes/{index}/items/{id}"), ("POST", "/v1/indexes/{index}/items/delete"),
+        ("POST", "/v1/indexes/{index}/items/relabel"), ("POST", "/v1/embed"), ("POST", "/v1/indexes/{index}/search"),
+        ("POST", "/v1/indexes/{index}/classify"), ("POST", "/v1/indexes/{index}/queue"), ("GET", "/v1/indexes/{index}/queue"),
+        ("DELETE", "/v1/indexes/{index}/queue"), ("POST", "/v1/indexes/{index}/queue/nn"), ("POST", "/v1/indexes/{index}/eval/fewshot"),
+    ]
+
+    // MARK: - Indexes
+
+    @Sendable func listModels(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        struct Model: Encodable { var name: String; var architecture: String; var dimension: Int; var inputSize: Int; var source: String }
+        let manifests = try await service.models.manifests()
+        return try API.json(["models": manifests.map { Model(name: $0.name, architecture: $0.architecture.rawValue, dimension: $0.dimension, inputSize: $0.preprocessing.inputSize, source: $0.source) }])
+    }
+
+    @Sendable func listIndexes(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let listing = await service.listing()
+        return try API.json(["indexes": try listing.compactMap { entry in
+            try entry.index.map { IndexInfo(name: entry.name, metadata: $0.metadata, stats: try $0.stats()) }
+        }])
+    }
+
+    @Sendable func createIndex(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let body = try await API.decode(CreateIndexRequest.self, request, limit: limit)
+        let index = try await service.create(body.name, model: body.model ?? ModelLibrary.defaultModel,
+                                             queueCapacity: body.queueCapacity, partition: body.queuePartition)
+        return try API.json(IndexInfo(name: body.name, metadata: index.metadata, stats: try index.stats()), status: .created)
+    }
+
+    @Sendable func indexInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let name = try context.parameters.require("index")
+        let index = try await service.index(name)
+        return try API.json(IndexInfo(name: name, metadata: index.metadata, stats: try index.stats()))
+    }
+
+    @Sendable func dropIndex(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try await service.drop(try context.parameters.require("index"))
+        return Response(status: .noContent)
+    }
+
+    @Sendable func snapshot(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        struct Body: Decodable { var destination: String }
+        let body = try await API.decode(Body.self, request, limit: limit)
+        let index = try await service.index(try context.parameters.require("index"))
+        try await offload { try index.snapshot(to: body.destination) }
+        return try API.json(["destination": body.destination], status: .created)
+    }
+
+    // MARK: - Items
+
+    /// Images in the body: one raw image (image/* or application/octet-stream; `source` in the
+    /// query), or multipart/form-data with one or more files; plus the form's text fields.
+    func images(_ request: Request) async throws -> (inputs: [(data: Data, name: String)], fields: [String: String]) {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        let data = try await API.body(request, limit: limit)
+        if type.hasPrefix("multipart/form-data") {
+            let parts = try parseMultipart(data, contentType: request.headers[.contentType]!)
+            var fields: [String: String] = [:]
+            var files: [(Data, String)] = []
+            for part in parts {
+                if let filename = part.filename { files.append((part.data, filename.isEmpty ? part.name : filename)) }
+                else { fields[part.name] = String(decoding: part.data, as: UTF8.self) }
+            }
+            guard !files.isEmpty else { throw APIError.badRequest("no_images", "the multipart body has no file parts") }
+            return (files, fields)
+        }
+        guard type.hasPrefix("image/") || type.hasPrefix("application/octet-stream") else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "send an image (image/jpeg, image/png) or multipart/form-data")
+        }
+        guard !data.isEmpty else { throw APIError.badRequest("empty_file", "the request body is empty") }
+        let source = request.uri.queryParameters.get("source") ?? "upload"
+        var fields: [String: String] = [:]
+        for key in ["label", "coarse_label", "metadata"] { fields[key] = request.uri.queryParameters.get(key) }
+        return ([(data, source)], fields)
+    }
+
+    @Sendable func addImages(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let name = try context.parameters.require("index")
+        let index = try await service.index(name)
+        let (inputs, fields) = try await images(request)
+        let metadata = try fields["metadata"].map { text -> String in
+            guard let value = JSONValue(text: text) else { throw APIError.badRequest("malformed_json", "metadata is not valid JSON") }
+            return value.text
+        }
+        let hashes = inputs.map { ContentHash(of: $0.data) }
+        let encoded = try await service.embed(zip(inputs, hashes).map { .data($0.0.data, name: $0.0.name) }, model: index.metadata.model)
+        var outcomes = [Outcome?](repeating: nil, count: inputs.count)
+        var items: [NewItem] = [], rows: [Int] = []
+        for (i, result) in encoded.enumerated() {
+            switch result {
+            case .success(let e):
+                items.append(NewItem(vector: e.embedding, source: inputs[i].name, contentHash: hashes[i], label: fields["label"],
+                                     coarseLabel: fields["coarse_label"], metadata: metadata))
+                rows.append(i)
+            case .failure(let error):
+                outcomes[i] = Outcome(source: inputs[i].name, status: "failed", error: ErrorBody(code: error.code.rawValue, message: error.description))
+            }
+        }
+        let newItems = items
+        let added = try await offload { try index.add(newItems) }
+        for (row, outcome) in zip(rows, added) {
+            switch outcome {
+            case .added(let id): outcomes[row] = Outcome(source: inputs[row].name, id: id, status: "added")
+            case .duplicate(let id): outcomes[row] = Outcome(source: inputs[row].name, id: id, status: "duplicate", duplicateOf: id)
+            }
+        }
+        struct Body: Encodable { var items: [Outcome]; var error: ErrorBody? }
+        // Nothing added: a 400 whose error is the first image's, with every outcome beside it.
+        return try API.json(Body(items: outcomes.map { $0! }, error: rows.isEmpty ? outcomes.first??.error : nil),
+                            status: rows.isEmpty ? .badRequest : .ok)
+    }
+
+    @Sendable func addVectors(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let body = try await API.decode(AddVectorsRequest.self, request, limit: limit)
+        let items = body.items.enumerated().map { i, item in
+            NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel, metadata: item.metadata?.text)
+        }
+        let outcomes = try await offload { try index.add(items) }
+        return try API.json(["items": zip(items, outcomes).map { item, outcome -> Outcome in
+            switch outcome {
+            case .added(let id): Outcome(source: item.source, id: id, status: "added")
+            case .duplicate(let id): Outcome(source: item.source, id: id, status: "duplicate", duplicateOf: id)
+            }
+        }])
+    }
+
+    func itemID(_ context: BasicRequestContext) throws -> UInt64 {
+        let raw = try context.parameters.require("id")
+        guard let id = UInt64(raw) else { throw APIError.badRequest("invalid_request", "item id '\(raw)' is not a number") }
+        return id
+    }
+
+    @Sendable func getItem(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let id = try itemID(context)
+        guard let item = try index.item(id) else { throw itemNotFound(id) }
+        let withVector = request.uri.queryParameters.get("vector") == "true"
+        return try API.json(ItemBody(item, vector: withVector ? try index.vector(id) : nil))
+    }
+
+    @Sendable func relabelItem(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let id = try itemID(context)
+        let body = try await API.decode(RelabelRequest.self, request, limit: limit)
+        try await offload { try index.relabel(id, label: body.label, coarseLabel: body.coarseLabel) }
+        return try API.json(ItemBody(try index.item(id)!))
+    }
+
+    @Sendable func deleteItem(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let id = try itemID(context)
+        guard try await offload({ try index.delete([id]) }) == [id] else { throw itemNotFound(id) }
+        return Response(status: .noContent)
+    }
+
+    @Sendable func deleteItems(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let body = try await API.decode(IDsRequest.self, request, limit: limit)
+        let deleted = try await offload { try index.delete(body.ids) }
+        return try API.json(["deleted": deleted])
+    }
+
+    @Sendable func relabelItems(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let body = try await API.decode(BatchRelabelRequest.self, request, limit: limit)
+        try await offload { for e in body.items { try index.relabel(e.id, label: e.label, coarseLabel: e.coarseLabel) } }
+        return try API.json(["relabelled": body.items.map(\.id)])
+    }
+
+    // MARK: - Embedding and queries
+
+    @Sendable func embed(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        struct Embedded: Encodable { var source: String; var embedding: [Float]?; var error: ErrorBody? }
+        struct Body: Encodable { var model: String; var embeddings: [Embedded]; var error: ErrorBody? }
+        let model = request.uri.queryParameters.get("model") ?? ModelLibrary.defaultModel
+        let (inputs, _) = try await images(request)
+        let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: model)
+        let rows = zip(inputs, results).map { input, result -> Embedded in
+            switch result {
+            case .success(let e): Embedded(source: input.name, embedding: e.embedding)
+            case .failure(let error): Embedded(source: input.name, error: ErrorBody(code: error.code.rawValue, message: error.description))
+            }
+        }
+        let failed = rows.allSatisfy { $0.error != nil }
+        return try API.json(Body(model: model, embeddings: rows, error: failed ? rows.first?.error : nil), status: failed ? .badRequest : .ok)
+    }
+
+    /// The queries of a search or classify request: JSON (vectors and item ids) or images.
+    func queries(_ request: Request, index: Index) async throws -> (queries: [Query], options: QueryRequest) {
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        if type.hasPrefix("application/json") {
+            let body = try await API.decode(QueryRequest.self, request, limit: limit)
+            guard !body.queries.isEmpty else { throw APIError.badRequest("invalid_query", "give 'vectors' or 'ids'") }
+            return (body.queries, body)
+        }
+        let (inputs, fields) = try await images(request)
+        let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
+        let vectors = try results.map { try $0.get().embedding }
+        let q = request.uri.queryParameters
+        func list(_ key: String) -> [String]? { (fields[key] ?? q.get(key)).map { $0.split(separator: ",").map(String.init) } }
+        let options = QueryRequest(k: (fields["k"] ?? q.get("k")).flatMap { Int($0) }, labels: list("labels"), excludeLabels: list("exclude_labels"),
+                                   head: fields["head"] ?? q.get("head"), balanced: (fields["balanced"] ?? q.get("balanced")) == "true",
+                                   top: (fields["top"] ?? q.get("top")).flatMap { Int($0) })
+        return (vectors.map { .vector($0) }, options)
+    }
+
+    @Sendable func search(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let engine = try await service.engine(try context.parameters.require("index"))
+        let (queries, options) = try await self.queries(request, index: engine.index)
+        let filter = options.labels == nil && options.excludeLabels == nil ? nil
+            : LabelFilter(include: options.labels.map(Set.init), exclude: Set(options.excludeLabels ?? []))
+        let results = try await engine.search(queries, k: options.k ?? 10, filter: filter)
+        return try API.json(["results": results.map { $0.map(Hit.init) }])
+    }
+
+    @Sendable func classify(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let engine = try await service.engine(try context.parameters.require("index"))
+        let (queries, options) = try await self.queries(request, index: engine.index)
+        let head = try Heads.named(options.head ?? "logreg", classBalanced: options.balanced ?? false)
+        let vectors = try await engine.vectors(for: queries)
+        let fitted = try await engine.fitted(head)
+        return try API.json(["predictions": fitted.predict(vectors, top: options.top ?? 5).map(PredictionBody.init)])
+    }
+
+    @Sendable func enqueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let body = try await API.decode(EnqueueRequest.self, request, limit: limit)
+        let sequences = try await offload {
+            try index.enqueue(body.entries.map { (vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) })
+        }
+        return try API.json(["sequences": sequences])
+    }
+
+    @Sendable func readQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        let entries = try index.queue(request.uri.queryParameters.get("queue") ?? "")
+        return try API.json(["entries": entries.map { QueueEntryBody($0) }])
+    }
+
+    @Sendable func clearQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let index = try await service.index(try context.parameters.require("index"))
+        try index.clearQueue(request.uri.queryParameters.get("queue") ?? "")
+        return Response(status: .noContent)
+    }
+
+    @Sendable func nearestInQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let engine = try await service.engine(try context.parameters.require("index"))
+        let body = try await API.decode(NNRequest.self, request, limit: limit)
+        guard !body.vectors.isEmpty else { throw APIError.badRequest("invalid_query", "give at least one vector") }
+        let matrix = try await engine.vectors(for: body.vectors.map { .vector($0) })
+        let neighbours = try await engine.nearestInQueue(matrix, queue: body.queue ?? "")
+        return try API.json(["neighbours": neighbours.map { QueueEntryBody($0.entry, similarity: $0.similarity) }])
+    }
+
+    /// Runs an episodic evaluation of the index's labelled items, streaming progress as JSON lines
+    /// (`{"done": n, "episodes": E}`) and ending with `{"results": [...]}` (or `{"error": ...}`).
+    @Sendable func fewShot(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let engine = try await service.engine(try context.parameters.require("index"))
+        let body = try await API.decode(FewShotRequest.self, request, limit: limit)
+        let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
+                                                 episodes: body.episodes ?? 600, seed: body.seed ?? 0)
+        let heads = try (body.heads ?? Heads.names).map { try Heads.named($0, classBalanced: body.balanced ?? false) }
+        let support = try await engine.supportSet()
+        let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, configuration: configuration)
+        let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
+        @Sendable func line(_ object: some Encodable) -> ByteBuffer {
+            ByteBuffer(bytes: ((try? API.encoder.encode(object)) ?? Data()) + Data("\n".utf8))
+        }
+        DispatchQueue.global().async {
+            let step = max(1, configuration.episodes / 20)
+            do {
+                let results = try evaluation.run(heads) { done in
+                    if done % step == 0 || done == configuration.episodes { lines.yield(line(["done": done, "episodes": configuration.episodes])) }
+                }
+                struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
+                lines.yield(line(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }]))
+            } catch {
+                lines.yield(line(["error": ErrorBody(code: "evaluation_failed", message: "\(error)")]))
+            }
+            lines.finish()
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: stream))
+    }
+}
+
+private func itemNotFound(_ id: UInt64) -> APIError { APIError(.notFound, "item_not_found", "no item with id \(id)") }

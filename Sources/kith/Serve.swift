@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import KithBackbone
+import KithIndex
+import KithServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run Kith as an HTTP service (JSON API; see /openapi.json).",
+        discussion: """
+            Writes need 'Authorization: Bearer <token>' when --token-file is given (reads too with \
+            --reads-require-token). SIGTERM or SIGINT stops it gracefully: requests in flight \
+            finish and indexes are closed. Prints 'listening on HOST:PORT' once it accepts connections.
+            """)
+
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port (0: any free port).") var port: Int = 8080
+    @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir")) var indexes: String?
+    @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir")) var models: String?
+    @Option(help: ArgumentHelp("A file holding the bearer token for writes.", valueName: "file")) var tokenFile: String?
+    @Flag(help: "Require the token for reads too.") var readsRequireToken = false
+    @Option(help: "Largest request body in bytes.") var maxBodyBytes: Int = 64 << 20
+    @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = 512
+    @Option(help: "Threads for decoding and inference.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
+        if readsRequireToken && tokenFile == nil { throw ValidationError("--reads-require-token needs --token-file") }
+    }
+
+    func run() async throws {
+        var configuration = ServerConfiguration(indexes: indexes ?? IndexLibrary.defaultDirectory(), models: models ?? ModelLibrary.defaultDirectory())
+        configuration.host = host
+        configuration.port = port
+        configuration.readsRequireToken = readsRequireToken
+        configuration.maxBodyBytes = maxBodyBytes
+        configuration.maxPendingImages = maxPendingImages
+        configuration.threads = threads
+        if let tokenFile {
+            guard let token = try? String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
+                throw ValidationError("cannot read a token from \(tokenFile)")
+            }
+            configuration.token = token
+        }
+        let host = host
+        let app = try buildApplication(configuration) { port in
+            // Unbuffered, so that a parent process sees it at once.
+            FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
+        }
+        try await app.runService()
+    }
+}
+

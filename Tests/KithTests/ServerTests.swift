@@ -1,0 +1,293 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+import KithIndex
+@testable import KithServer
+
+/// A server configuration over fresh temporary folders, removed by `cleanup`.
+struct TestServer {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-server-\(UUID())").path
+    var configuration: ServerConfiguration
+
+    init(token: String? = nil, readsRequireToken: Bool = false, maxBodyBytes: Int = 8 << 20) {
+        configuration = ServerConfiguration(indexes: directory + "/indexes", models: Fixtures.models.directory)
+        configuration.port = 0
+        configuration.token = token
+        configuration.readsRequireToken = readsRequireToken
+        configuration.maxBodyBytes = maxBodyBytes
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+func jsonBody(_ object: Any) -> ByteBuffer {
+    ByteBuffer(bytes: try! JSONSerialization.data(withJSONObject: object))
+}
+
+let jsonHeaders: HTTPFields = [.contentType: "application/json"]
+
+extension TestResponse {
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]) ?? [:] }
+    var text: String { String(buffer: body) }
+    var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+}
+
+/// A unit vector along axis `i` of a 512-d space (the resnet18-random backbone's dimension).
+func axis(_ i: Int, _ epsilon: Float = 0) -> [Float] {
+    (0..<512).map { $0 == i ? 1 : ($0 == i + 1 ? epsilon : 0) }
+}
+
+@Suite("HTTP service (Hummingbird testing client)")
+struct ServerTests {
+    @Test("Every route is in the committed OpenAPI document and the document lists only routes")
+    func openAPI() async throws {
+        let doc = try JSONSerialization.jsonObject(with: openAPIDocument) as! [String: Any]
+        let paths = doc["paths"] as! [String: [String: Any]]
+        let documented = Set(paths.flatMap { path, ops in ops.keys.map { "\($0.uppercased()) \(path)" } })
+        let routes = Set(Routes.all.map { "\($0.0) \($0.1)" })
+        #expect(documented == routes, "undocumented: \(routes.subtracting(documented)); not routes: \(documented.subtracting(routes))")
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            let served = try await client.execute(uri: "/openapi.json", method: .get)
+            #expect(served.status == .ok && Data(served.body.readableBytesView) == openAPIDocument)
+            #expect(try await client.execute(uri: "/healthz", method: .get).json["status"] as? String == "ok")
+        }
+    }
+
+    @Test("Vectors: create, add, get, search, classify, relabel, delete, stats, drop")
+    func vectorLifecycle() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            let created = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders,
+                                                   body: jsonBody(["name": "v", "model": "resnet18-random", "queue_capacity": 3]))
+            #expect(created.status == .created, "\(created.text)")
+            #expect((created.json["metadata"] as? [String: Any])?["dimension"] as? Int == 512)
+            let duplicate = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "v", "model": "resnet18-random"]))
+            #expect(duplicate.status == .conflict && duplicate.errorCode == "index_exists")
+
+            let items: [[String: Any]] = [
+                ["vector": axis(0), "source": "a", "label": "x", "metadata": ["n": 1]],
+                ["vector": axis(1), "source": "b", "label": "y"],
+                ["vector": axis(0, 0.3), "source": "c", "label": "x"],
+            ]
+            let added = try await client.execute(uri: "/v1/indexes/v/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": items]))
+            #expect((added.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [1, 2, 3], "\(added.text)")
+
+            let item = try await client.execute(uri: "/v1/indexes/v/items/1?vector=true", method: .get)
+            #expect(item.json["source"] as? String == "a" && (item.json["metadata"] as? [String: Any])?["n"] as? Int == 1)
+            #expect((item.json["vector"] as? [Double])?.count == 512)
+
+            let search = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
+                                                  body: jsonBody(["vectors": [axis(0)], "ids": [3], "k": 2]))
+            let results = search.json["results"] as! [[[String: Any]]]
+            #expect(results[0].map { $0["source"] as! String } == ["a", "c"])
+            #expect(results[1].map { $0["source"] as! String } == ["a", "b"])  // more like item 3, not itself
+            let filtered = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
+                                                    body: jsonBody(["vectors": [axis(0)], "exclude_labels": ["x"]]))
+            #expect((filtered.json["results"] as! [[[String: Any]]])[0].map { $0["source"] as! String } == ["b"])
+
+            for head in ["logreg", "prototype", "knn"] {
+                let classified = try await client.execute(uri: "/v1/indexes/v/classify", method: .post, headers: jsonHeaders,
+                                                          body: jsonBody(["vectors": [axis(1, 0.1)], "head": head, "top": 2]))
+                let prediction = (classified.json["predictions"] as! [[String: Any]])[0]
+                #expect(prediction["label"] as? String == "y" && prediction["head"] as? String == head, "\(classified.text)")
+            }
+
+            let relabel = try await client.execute(uri: "/v1/indexes/v/items/2", method: .patch, headers: jsonHeaders, body: jsonBody(["label": "z"]))
+            #expect(relabel.json["label"] as? String == "z")
+            let classified = try await client.execute(uri: "/v1/indexes/v/classify", method: .post, headers: jsonHeaders,
+                                                      body: jsonBody(["vectors": [axis(1)]]))
+            #expect((classified.json["predictions"] as! [[String: Any]])[0]["label"] as? String == "z")  // the cached head was refitted
+
+            #expect(try await client.execute(uri: "/v1/indexes/v/items/3", method: .delete).status == .noContent)
+            let gone = try await client.execute(uri: "/v1/indexes/v/items/3", method: .get)
+            #expect(gone.status == .notFound && gone.errorCode == "item_not_found")
+            let batch = try await client.execute(uri: "/v1/indexes/v/items/delete", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [1, 99]]))
+            #expect(batch.json["deleted"] as? [Int] == [1])
+            let stats = try await client.execute(uri: "/v1/indexes/v", method: .get)
+            #expect((stats.json["stats"] as? [String: Any])?["items"] as? Int == 1)
+            let listing = try await client.execute(uri: "/v1/indexes", method: .get)
+            #expect((listing.json["indexes"] as? [[String: Any]])?.first?["name"] as? String == "v")
+            #expect(try await client.execute(uri: "/v1/indexes/v", method: .delete).status == .noContent)
+            #expect(try await client.execute(uri: "/v1/indexes/v", method: .get).errorCode == "index_not_found")
+        }
+    }
+
+    @Test("Queue: enqueue, read, NN(z, Q), clear")
+    func queue() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "q", "model": "resnet18-random", "queue_capacity": 2]))
+            let entries = (0..<3).map { ["vector": axis($0), "item": 10 + $0, "label": "l\($0)"] as [String: Any] }
+            let enqueued = try await client.execute(uri: "/v1/indexes/q/queue", method: .post, headers: jsonHeaders, body: jsonBody(["entries": entries]))
+            #expect(enqueued.json["sequences"] as? [Int] == [0, 1, 2])
+            let read = try await client.execute(uri: "/v1/indexes/q/queue", method: .get)
+            #expect((read.json["entries"] as! [[String: Any]]).map { $0["sequence"] as! Int } == [1, 2])
+            let nn = try await client.execute(uri: "/v1/indexes/q/queue/nn", method: .post, headers: jsonHeaders,
+                                              body: jsonBody(["vectors": [axis(2, 0.2), axis(1)]]))
+            let neighbours = nn.json["neighbours"] as! [[String: Any]]
+            #expect(neighbours.map { $0["item"] as! Int } == [12, 11])
+            #expect((neighbours[0]["vector"] as! [Double]).count == 512 && neighbours[0]["label"] as? String == "l2")
+            #expect(try await client.execute(uri: "/v1/indexes/q/queue", method: .delete).status == .noContent)
+            let empty = try await client.execute(uri: "/v1/indexes/q/queue/nn", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)]]))
+            #expect(empty.status == .badRequest && empty.errorCode == "not_enough_data")
+        }
+    }
+
+    @Test("Images: raw and multipart uploads, embed, search and classify by image; corrupt images are reported")
+    func images() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        let coffee = try Fixtures.data("images/coffee-256.png"), chelsea = try Fixtures.data("images/chelsea.jpg")
+        let broken = try Fixtures.data("bad/truncated.jpg")
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "img"]))
+            let raw = try await client.execute(uri: "/v1/indexes/img/items?source=coffee.png&label=cup&metadata=%7B%22k%22%3A1%7D", method: .post,
+                                               headers: [.contentType: "image/png"], body: ByteBuffer(data: coffee))
+            #expect((raw.json["items"] as? [[String: Any]])?.first?["status"] as? String == "added", "\(raw.text)")
+
+            let boundary = "kith-test-boundary"
+            var multipart = Data()
+            for (name, data, type) in [("cat.jpg", chelsea, "image/jpeg"), ("broken.jpg", broken, "image/jpeg"), ("again.png", coffee, "image/png")] {
+                multipart += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\(name)\"\r\nContent-Type: \(type)\r\n\r\n".utf8)
+                multipart += data + Data("\r\n".utf8)
+            }
+            multipart += Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\npet\r\n--\(boundary)--\r\n".utf8)
+            let form = try await client.execute(uri: "/v1/indexes/img/items", method: .post,
+                                                headers: [.contentType: "multipart/form-data; boundary=\(boundary)"], body: ByteBuffer(data: multipart))
+            let outcomes = form.json["items"] as! [[String: Any]]
+            #expect(outcomes.map { $0["status"] as! String } == ["added", "failed", "duplicate"], "\(form.text)")
+            #expect((outcomes[1]["error"] as? [String: Any])?["code"] as? String == "corrupt_image")
+
+            let embedded = try await client.execute(uri: "/v1/embed", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
+            #expect(((embedded.json["embeddings"] as? [[String: Any]])?.first?["embedding"] as? [Double])?.count == 1280)
+            let search = try await client.execute(uri: "/v1/indexes/img/search?k=1", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
+            #expect((search.json["results"] as? [[[String: Any]]])?.first?.first?["source"] as? String == "cat.jpg", "\(search.text)")
+            let classify = try await client.execute(uri: "/v1/indexes/img/classify?head=prototype", method: .post, headers: [.contentType: "image/png"], body: ByteBuffer(data: coffee))
+            #expect((classify.json["predictions"] as? [[String: Any]])?.first?["label"] as? String == "cup")
+            let corrupt = try await client.execute(uri: "/v1/indexes/img/search", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: broken))
+            #expect(corrupt.status == .badRequest && corrupt.errorCode == "corrupt_image")
+        }
+    }
+
+    @Test("Bad input gets a 4xx JSON error with a stable code", arguments: [
+        ("POST", "/v1/indexes", "{not json", "application/json", 400, "malformed_json"),
+        ("POST", "/v1/indexes", #"{"name": "x"}"#, "text/plain", 415, "unsupported_media_type"),
+        ("POST", "/v1/indexes", #"{"name": "../etc"}"#, "application/json", 400, "invalid_index_name"),
+        ("POST", "/v1/indexes", #"{"name": "m", "model": "no-such-model"}"#, "application/json", 400, "unknown_model"),
+        ("POST", "/v1/indexes/e/vectors", #"{"items": [{"vector": [1, 2]}]}"#, "application/json", 400, "invalid_vector"),
+        ("POST", "/v1/indexes/e/vectors", #"{"items": [{"vector": [1e999]}]}"#, "application/json", 400, "malformed_json"),
+        ("POST", "/v1/indexes/e/vectors", #"{"items": [{"label": "x"}]}"#, "application/json", 400, "malformed_json"),
+        ("POST", "/v1/indexes/missing/search", #"{"vectors": [[1]]}"#, "application/json", 404, "index_not_found"),
+        ("GET", "/v1/indexes/e/items/12345", "", "", 404, "item_not_found"),
+        ("GET", "/v1/indexes/e/items/abc", "", "", 400, "invalid_request"),
+        ("POST", "/v1/indexes/e/classify", #"{"ids": [1], "head": "svm"}"#, "application/json", 400, "unknown_head"),
+        ("POST", "/v1/indexes/e/classify", #"{"vectors": []}"#, "application/json", 400, "invalid_query"),
+        ("POST", "/v1/indexes/e/items", "hello", "text/plain", 415, "unsupported_media_type"),
+        ("POST", "/v1/indexes/e/items", "not an image", "image/jpeg", 400, "unsupported_format"),
+        ("GET", "/v1/nothing-here", "", "", 404, "not_found"),
+    ])
+    func badInput(method: String, uri: String, body: String, contentType: String, status: Int, code: String) async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "e", "model": "resnet18-random"]))
+            _ = try await client.execute(uri: "/v1/indexes/e/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": [["vector": axis(0), "label": "a"]]]))
+            var headers = HTTPFields()
+            if !contentType.isEmpty { headers[.contentType] = contentType }
+            let response = try await client.execute(uri: uri, method: HTTPRequest.Method(method)!, headers: headers,
+                                                    body: body.isEmpty ? nil : ByteBuffer(string: body))
+            #expect(response.status.code == status && response.errorCode == code, "\(method) \(uri): \(response.status) \(response.text)")
+            #expect(response.headers[.contentType] == "application/json")
+            // The index is intact.
+            let stats = try await client.execute(uri: "/v1/indexes/e", method: .get)
+            #expect((stats.json["stats"] as? [String: Any])?["items"] as? Int == 1)
+        }
+    }
+
+    @Test("Oversized bodies get 413")
+    func oversized() async throws {
+        let server = TestServer(maxBodyBytes: 4096)
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            let response = try await client.execute(uri: "/v1/embed", method: .post, headers: [.contentType: "image/jpeg"],
+                                                    body: ByteBuffer(bytes: [UInt8](repeating: 0xFF, count: 10_000)))
+            #expect(response.status == .contentTooLarge && response.errorCode == "body_too_large")
+        }
+    }
+
+    @Test("Writes need the bearer token; reads too when configured", arguments: [false, true])
+    func authentication(readsRequireToken: Bool) async throws {
+        let server = TestServer(token: "s3cret-token", readsRequireToken: readsRequireToken)
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            let create = jsonBody(["name": "a", "model": "resnet18-random"])
+            let anonymous = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: create)
+            #expect(anonymous.status == .unauthorized && anonymous.errorCode == "unauthorized")
+            #expect(!anonymous.text.contains("s3cret"))
+            var wrong = jsonHeaders
+            wrong[.authorization] = "Bearer s3cret-tokem"
+            #expect(try await client.execute(uri: "/v1/indexes", method: .post, headers: wrong, body: create).status == .unauthorized)
+            var right = jsonHeaders
+            right[.authorization] = "Bearer s3cret-token"
+            #expect(try await client.execute(uri: "/v1/indexes", method: .post, headers: right, body: create).status == .created)
+            let read = try await client.execute(uri: "/v1/indexes/a", method: .get)
+            #expect(read.status == (readsRequireToken ? .unauthorized : .ok))
+            #expect(try await client.execute(uri: "/v1/indexes/a", method: .get, headers: right).status == .ok)
+            #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
+        }
+        #expect(BearerTokenMiddleware<BasicRequestContext>.constantTimeEqual(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!BearerTokenMiddleware<BasicRequestContext>.constantTimeEqual(Array("abc".utf8), Array("abcd".utf8)))
+    }
+
+    @Test("Metrics count requests per route with latency histograms, images encoded and index sizes")
+    func metrics() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "m"]))
+            _ = try await client.execute(uri: "/v1/indexes/m/items", method: .post, headers: [.contentType: "image/png"], body: ByteBuffer(data: try Fixtures.data("images/coffee-256.png")))
+            _ = try await client.execute(uri: "/v1/indexes/m/items/7", method: .get)
+            let text = try await client.execute(uri: "/metrics", method: .get).text
+            #expect(text.contains(#"kith_http_requests_total{method="POST",route="/v1/indexes/{index}/items",status="200"} 1"#), "\(text)")
+            #expect(text.contains(#"kith_http_requests_total{method="GET",route="/v1/indexes/{index}/items/{id}",status="404"} 1"#))
+            #expect(text.contains(#"kith_http_request_duration_seconds_count{method="POST",route="/v1/indexes"} 1"#))
+            #expect(text.contains("kith_images_encoded_total 1"))
+            #expect(text.contains(#"kith_index_items{index="m"} 1"#))
+        }
+    }
+
+    @Test("Few-shot evaluation streams progress, then results")
+    func fewShot() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "f", "model": "resnet18-random"]))
+            let items = (0..<30).map { i in ["vector": axis(i % 3 * 10, Float(i) * 0.01), "label": "c\(i % 3)"] as [String: Any] }
+            _ = try await client.execute(uri: "/v1/indexes/f/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": items]))
+            let response = try await client.execute(uri: "/v1/indexes/f/eval/fewshot", method: .post, headers: jsonHeaders,
+                                                    body: jsonBody(["way": 3, "shot": 1, "queries": 5, "episodes": 40, "heads": ["prototype"]]))
+            let lines = response.text.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            #expect(lines.dropLast().allSatisfy { $0["done"] != nil } && lines.count > 2)
+            let results = lines.last?["results"] as? [[String: Any]]
+            #expect(results?.first?["head"] as? String == "prototype" && results?.first?["mean"] as? Double == 1)
+        }
+    }
+
+    @Test("A real socket on 127.0.0.1")
+    func live() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.live) { client in
+            #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
+            let created = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "l", "model": "resnet18-random"]))
+            #expect(created.status == .created)
+            let added = try await client.execute(uri: "/v1/indexes/l/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": [["vector": axis(5)]]]))
+            #expect(added.status == .ok)
+        }
+    }
+}
