@@ -55,7 +55,7 @@ actor EmbeddingBatcher {
             let results = await withCheckedContinuation { done in
                 DispatchQueue.global().async { done.resume(returning: encoder.embed(encoder.prepare(inputs))) }
             }
-            metrics.addImagesEncoded(results.count)
+            metrics.addBatch(images: results.count)
             for (item, result) in zip(batch, results) { item.reply.resume(returning: result) }
         }
         draining = false

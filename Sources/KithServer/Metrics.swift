@@ -16,6 +16,7 @@ final class Metrics: Sendable {
         var requests: [String: Int] = [:]  // "method route status" → count
         var latency: [String: Histogram] = [:]  // "method route" → histogram
         var imagesEncoded = 0
+        var batches = 0
     }
 
     // Sendable: every access goes through the lock.
@@ -32,7 +33,13 @@ final class Metrics: Sendable {
         }
     }
 
-    func addImagesEncoded(_ n: Int) { state.withLock { $0.imagesEncoded += n } }
+    /// One forward pass of `n` images.
+    func addBatch(images n: Int) {
+        state.withLock {
+            $0.imagesEncoded += n
+            $0.batches += 1
+        }
+    }
 
     /// The exposition text; `indexItems` adds one gauge per index.
     func render(indexItems: [(String, Int)]) -> String {
@@ -56,6 +63,8 @@ final class Metrics: Sendable {
         }
         out += "# HELP kith_images_encoded_total Images run through the backbone.\n# TYPE kith_images_encoded_total counter\n"
         out += "kith_images_encoded_total \(s.imagesEncoded)\n"
+        out += "# HELP kith_encoder_batches_total Forward passes (images of concurrent requests share them).\n# TYPE kith_encoder_batches_total counter\n"
+        out += "kith_encoder_batches_total \(s.batches)\n"
         out += "# HELP kith_index_items Items per index.\n# TYPE kith_index_items gauge\n"
         for (name, items) in indexItems { out += "kith_index_items{index=\"\(escape(name))\"} \(items)\n" }
         return out

@@ -278,6 +278,53 @@ struct ServerTests {
         }
     }
 
+    @Test("Concurrent clients share forward passes")
+    func batching() async throws {
+        var server = TestServer()
+        server.configuration.batchWindow = .milliseconds(50)
+        defer { server.cleanup() }
+        let images = try ["images/chelsea.jpg", "images/coffee-256.png", "images/horse-alpha.png", "images/camera-grey.png"].map { try Fixtures.data($0) }
+        try await buildApplication(server.configuration).test(.router) { client in
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for i in 0..<8 {
+                    group.addTask {
+                        try await client.execute(uri: "/v1/embed", method: .post, headers: [.contentType: "application/octet-stream"],
+                                                 body: ByteBuffer(data: images[i % 4])).status
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == .ok })
+            let text = try await client.execute(uri: "/metrics", method: .get).text
+            let batches = text.split(separator: "\n").first { $0.hasPrefix("kith_encoder_batches_total ") }.flatMap { Int($0.split(separator: " ")[1]) }
+            #expect(text.contains("kith_images_encoded_total 8"))
+            #expect((batches ?? 99) < 8, "8 single-image requests took \(batches ?? -1) forward passes")
+        }
+    }
+
+    @Test("Back-pressure: beyond the pending bound, requests get 429 instead of queueing without limit")
+    func backPressure() async throws {
+        var server = TestServer()
+        server.configuration.maxPendingImages = 1
+        server.configuration.batchWindow = .milliseconds(50)
+        defer { server.cleanup() }
+        let image = try Fixtures.data("images/chelsea.jpg")
+        try await buildApplication(server.configuration).test(.router) { client in
+            let responses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String?).self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        let r = try await client.execute(uri: "/v1/embed", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: image))
+                        return (r.status, r.errorCode)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(responses.contains { $0.0 == .ok })
+            #expect(responses.contains { $0.0 == .tooManyRequests && $0.1 == "too_busy" })
+            #expect(responses.allSatisfy { $0.0 == .ok || $0.0 == .tooManyRequests })
+        }
+    }
+
     @Test("A real socket on 127.0.0.1")
     func live() async throws {
         let server = TestServer()
