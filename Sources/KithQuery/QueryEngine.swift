@@ -33,6 +33,8 @@ public struct QueueNeighbour: Sendable, Equatable {
 
 /// Answers queries on one index. It keeps the index's search matrix (refreshed incrementally
 /// when the index changes) and fitted heads (refitted when the labelled support set changes).
+/// Only the caches are actor-isolated: searches and predictions run outside the actor, so
+/// concurrent queries run in parallel.
 public actor QueryEngine {
     public nonisolated let index: Index
     public nonisolated let encoder: Encoder?
@@ -62,7 +64,7 @@ public actor QueryEngine {
 
     /// Embeds queries: vectors as given, items from the index, images with the backbone.
     /// Image failures are thrown as `ImageError`s naming the file.
-    public func vectors(for queries: [Query]) throws -> Matrix {
+    public nonisolated func vectors(for queries: [Query]) throws -> Matrix {
         let d = index.metadata.dimension
         var rows: [[Float]] = Array(repeating: [], count: queries.count)
         var images: [(Int, String)] = []
@@ -89,10 +91,10 @@ public actor QueryEngine {
     }
 
     /// The `k` most similar items for each query, best first.
-    public func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) throws -> [[SearchResult]] {
+    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) async throws -> [[SearchResult]] {
         guard k >= 1 else { throw QueryError(.invalidQuery, "k must be at least 1") }
         let matrix = try vectors(for: queries)
-        let snapshot = try currentSnapshot()
+        let snapshot = try await currentSnapshot()
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let hits = ExactSearch(snapshot: snapshot, configuration: searchConfiguration)
             .search(matrix, k: k, filter: filter, excluding: excluding)
@@ -106,7 +108,7 @@ public actor QueryEngine {
     }
 
     /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
-    public func nearestInQueue(_ queries: Matrix, queue: String = "") throws -> [QueueNeighbour] {
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") throws -> [QueueNeighbour] {
         let entries = try index.queue(queue)
         guard !entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
         var matrix = Matrix(stacking: entries.map(\.vector))
@@ -143,9 +145,9 @@ public actor QueryEngine {
     }
 
     /// Predictions for each query from `head` fitted on the index's labelled items.
-    public func classify(_ queries: [Query], head: any Head, top: Int = 5) throws -> [Prediction] {
+    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5) async throws -> [Prediction] {
         let matrix = try vectors(for: queries)
-        return try fitted(head).predict(matrix, top: top)
+        return try await fitted(head).predict(matrix, top: top)
     }
 
     /// Whether `head` is fitted for the current support set (for tests and metrics).

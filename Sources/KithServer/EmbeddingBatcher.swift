@@ -23,7 +23,7 @@ actor EmbeddingBatcher {
     }
 
     /// Embeds `inputs`, in order; a bad image fails alone.
-    func embed(_ inputs: [ImageInput]) async throws(APIError) -> [Result<EncodedImage, ImageError>] {
+    func embed(_ inputs: [ImageInput]) async throws -> [Result<EncodedImage, ImageError>] {
         guard pending.count + inputs.count <= maxPending else { throw APIError.tooBusy }
         return await withTaskGroup(of: (Int, Result<EncodedImage, ImageError>).self) { group in
             for (i, input) in inputs.enumerated() {

@@ -7,10 +7,10 @@ import KithQuery
 /// What the server holds: backbones (loaded once), one query engine per open index, and one
 /// embedding batcher per backbone.
 actor KithService {
-    let configuration: ServerConfiguration
-    let indexes: IndexLibrary
-    let models: ModelLibrary
-    let metrics: Metrics
+    nonisolated let configuration: ServerConfiguration
+    nonisolated let indexes: IndexLibrary
+    nonisolated let models: ModelLibrary
+    nonisolated let metrics: Metrics
     private var backbones: [String: Backbone] = [:]
     private var batchers: [String: EmbeddingBatcher] = [:]
     private var engines: [String: QueryEngine] = [:]

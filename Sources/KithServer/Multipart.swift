@@ -9,7 +9,7 @@ struct FormPart {
 }
 
 /// Parses multipart/form-data (RFC 7578) with the boundary from `contentType`.
-func parseMultipart(_ body: Data, contentType: String) throws(APIError) -> [FormPart] {
+func parseMultipart(_ body: Data, contentType: String) throws -> [FormPart] {
     guard let boundaryRange = contentType.range(of: "boundary=") else {
         throw APIError.badRequest("malformed_multipart", "multipart/form-data without a boundary")
     }

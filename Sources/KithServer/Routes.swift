@@ -55,7 +55,7 @@ struct Routes {
 
     @Sendable func listModels(_ request: Request, context: BasicRequestContext) async throws -> Response {
         struct Model: Encodable { var name: String; var architecture: String; var dimension: Int; var inputSize: Int; var source: String }
-        let manifests = try await service.models.manifests()
+        let manifests = try service.models.manifests()
         return try API.json(["models": manifests.map { Model(name: $0.name, architecture: $0.architecture.rawValue, dimension: $0.dimension, inputSize: $0.preprocessing.inputSize, source: $0.source) }])
     }
 
@@ -121,39 +121,22 @@ struct Routes {
     }
 
     @Sendable func addImages(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let name = try context.parameters.require("index")
-        let index = try await service.index(name)
+        let index = try await service.index(try context.parameters.require("index"))
         let (inputs, fields) = try await images(request)
-        let metadata = try fields["metadata"].map { text -> String in
-            guard let value = JSONValue(text: text) else { throw APIError.badRequest("malformed_json", "metadata is not valid JSON") }
-            return value.text
-        }
+        let metadata = try Self.metadata(fields["metadata"])
         let hashes = inputs.map { ContentHash(of: $0.data) }
-        let encoded = try await service.embed(zip(inputs, hashes).map { .data($0.0.data, name: $0.0.name) }, model: index.metadata.model)
-        var outcomes = [Outcome?](repeating: nil, count: inputs.count)
-        var items: [NewItem] = [], rows: [Int] = []
-        for (i, result) in encoded.enumerated() {
-            switch result {
-            case .success(let e):
-                items.append(NewItem(vector: e.embedding, source: inputs[i].name, contentHash: hashes[i], label: fields["label"],
-                                     coarseLabel: fields["coarse_label"], metadata: metadata))
-                rows.append(i)
-            case .failure(let error):
-                outcomes[i] = Outcome(source: inputs[i].name, status: "failed", error: ErrorBody(code: error.code.rawValue, message: error.description))
-            }
-        }
-        let newItems = items
-        let added = try await offload { try index.add(newItems) }
-        for (row, outcome) in zip(rows, added) {
-            switch outcome {
-            case .added(let id): outcomes[row] = Outcome(source: inputs[row].name, id: id, status: "added")
-            case .duplicate(let id): outcomes[row] = Outcome(source: inputs[row].name, id: id, status: "duplicate", duplicateOf: id)
-            }
-        }
-        struct Body: Encodable { var items: [Outcome]; var error: ErrorBody? }
-        // Nothing added: a 400 whose error is the first image's, with every outcome beside it.
-        return try API.json(Body(items: outcomes.map { $0! }, error: rows.isEmpty ? outcomes.first??.error : nil),
-                            status: rows.isEmpty ? .badRequest : .ok)
+        let encoded = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
+        let upload = Upload(names: inputs.map(\.name), hashes: hashes, encoded: encoded, label: fields["label"],
+                            coarseLabel: fields["coarse_label"], metadata: metadata)
+        let response = try await offload { try upload.store(in: index) }
+        return try API.json(response, status: response.error == nil ? .ok : .badRequest)
+    }
+
+    /// User metadata given as JSON text, normalised; nil if absent.
+    static func metadata(_ text: String?) throws -> String? {
+        guard let text else { return nil }
+        guard let value = JSONValue(text: text) else { throw APIError.badRequest("malformed_json", "metadata is not valid JSON") }
+        return value.text
     }
 
     @Sendable func addVectors(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -264,7 +247,7 @@ struct Routes {
         let engine = try await service.engine(try context.parameters.require("index"))
         let (queries, options) = try await self.queries(request, index: engine.index)
         let head = try Heads.named(options.head ?? "logreg", classBalanced: options.balanced ?? false)
-        let vectors = try await engine.vectors(for: queries)
+        let vectors = try engine.vectors(for: queries)
         let fitted = try await engine.fitted(head)
         return try API.json(["predictions": fitted.predict(vectors, top: options.top ?? 5).map(PredictionBody.init)])
     }
@@ -294,8 +277,8 @@ struct Routes {
         let engine = try await service.engine(try context.parameters.require("index"))
         let body = try await API.decode(NNRequest.self, request, limit: limit)
         guard !body.vectors.isEmpty else { throw APIError.badRequest("invalid_query", "give at least one vector") }
-        let matrix = try await engine.vectors(for: body.vectors.map { .vector($0) })
-        let neighbours = try await engine.nearestInQueue(matrix, queue: body.queue ?? "")
+        let matrix = try engine.vectors(for: body.vectors.map { .vector($0) })
+        let neighbours = try engine.nearestInQueue(matrix, queue: body.queue ?? "")
         return try API.json(["neighbours": neighbours.map { QueueEntryBody($0.entry, similarity: $0.similarity) }])
     }
 
@@ -310,19 +293,17 @@ struct Routes {
         let support = try await engine.supportSet()
         let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, configuration: configuration)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
-        @Sendable func line(_ object: some Encodable) -> ByteBuffer {
-            ByteBuffer(bytes: ((try? API.encoder.encode(object)) ?? Data()) + Data("\n".utf8))
-        }
+        @Sendable func line(_ json: Data?) -> ByteBuffer { ByteBuffer(bytes: (json ?? Data()) + Data("\n".utf8)) }
         DispatchQueue.global().async {
             let step = max(1, configuration.episodes / 20)
             do {
                 let results = try evaluation.run(heads) { done in
-                    if done % step == 0 || done == configuration.episodes { lines.yield(line(["done": done, "episodes": configuration.episodes])) }
+                    if done % step == 0 || done == configuration.episodes { lines.yield(line(try? API.encoder.encode(["done": done, "episodes": configuration.episodes]))) }
                 }
                 struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
-                lines.yield(line(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }]))
+                lines.yield(line(try? API.encoder.encode(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }])))
             } catch {
-                lines.yield(line(["error": ErrorBody(code: "evaluation_failed", message: "\(error)")]))
+                lines.yield(line(try? API.encoder.encode(["error": ErrorBody(code: "evaluation_failed", message: "\(error)")])))
             }
             lines.finish()
         }
@@ -333,3 +314,43 @@ struct Routes {
 }
 
 private func itemNotFound(_ id: UInt64) -> APIError { APIError(.notFound, "item_not_found", "no item with id \(id)") }
+
+/// Embedded uploads on their way into an index, and what happened to each.
+struct Upload: Sendable {
+    let names: [String]
+    let hashes: [ContentHash]
+    let encoded: [Result<EncodedImage, ImageError>]
+    let label: String?
+    let coarseLabel: String?
+    let metadata: String?
+
+    struct Body: Encodable {
+        var items: [Outcome]
+        /// When nothing was added: the first image's error (the response is then a 400).
+        var error: ErrorBody?
+    }
+
+    /// Adds the images that were embedded (one transaction); failures are reported beside them.
+    func store(in index: Index) throws -> Body {
+        var outcomes: [Outcome?] = Array(repeating: nil, count: names.count)
+        var items: [NewItem] = [], rows: [Int] = []
+        for (i, result) in encoded.enumerated() {
+            switch result {
+            case .success(let e):
+                items.append(NewItem(vector: e.embedding, source: names[i], contentHash: hashes[i], label: label,
+                                     coarseLabel: coarseLabel, metadata: metadata))
+                rows.append(i)
+            case .failure(let error):
+                outcomes[i] = Outcome(source: names[i], status: "failed", error: ErrorBody(code: error.code.rawValue, message: error.description))
+            }
+        }
+        for (row, outcome) in zip(rows, try index.add(items)) {
+            switch outcome {
+            case .added(let id): outcomes[row] = Outcome(source: names[row], id: id, status: "added")
+            case .duplicate(let id): outcomes[row] = Outcome(source: names[row], id: id, status: "duplicate", duplicateOf: id)
+            }
+        }
+        let all = outcomes.map { $0! }
+        return Body(items: all, error: rows.isEmpty ? all.first?.error : nil)
+    }
+}

@@ -6,10 +6,10 @@ import KithIndex
 import KithMath
 import KithQuery
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
-        subcommands: [Inference.self, Store.self, SearchBench.self, HeadsBench.self], defaultSubcommand: Inference.self)
+        subcommands: [Inference.self, Store.self, SearchBench.self, HeadsBench.self, EngineBench.self], defaultSubcommand: Inference.self)
 }
 
 /// One JSON line (or key=value line) per measurement on standard output.
@@ -219,5 +219,70 @@ struct HeadsBench: ParsableCommand {
             row["predictions"] = fitted.predict(Matrix(rows: q.rows, columns: q.columns, values: q.values), top: 1).map(\.label)
         }
         report(row, json: json)
+    }
+}
+
+struct EngineBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Call the query engine or encoder directly with concurrent callers (the library side of the server benchmark).",
+        discussion: "search and classify send the vector in --vector (a .npy row); embed encodes --image in batches of 16. Reports requests (or images) per second and latency percentiles.")
+
+    enum Operation: String, ExpressibleByArgument { case search, classify, embed }
+
+    @OptionGroup var location: IndexOptions
+    @OptionGroup var backbone: BackboneOptions
+    @Option(help: "search, classify or embed.") var operation: Operation
+    @Option(help: "Name of the index (search, classify).") var index: String?
+    @Option(help: "A .npy file whose first row is the query vector.") var vector: String?
+    @Option(help: "An image for embed.") var image: String?
+    @Option(help: "Concurrent callers.") var concurrency: Int = 8
+    @Option(help: "Seconds to run.") var seconds: Double = 10
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        if operation == .embed {
+            guard let image else { throw ValidationError("embed needs --image") }
+            let encoder = try backbone.encoder()
+            let files = [String](repeating: image, count: 16)
+            _ = encoder.encode(files: files)
+            let start = Date()
+            var images = 0
+            while Date() < deadline {
+                images += encoder.encode(files: files).count
+            }
+            report(["kind": "engine", "operation": "embed", "images_per_second": Double(images) / Date().timeIntervalSince(start)], json: json)
+            return
+        }
+        guard let index, let vector else { throw ValidationError("\(operation.rawValue) needs --index and --vector") }
+        let m = try readNpy(vector)
+        let query = Query.vector(Array(m.values.prefix(m.columns)))
+        let engine = try engine(index, location: location, backbone: backbone, needsImages: false)
+        let head = LogisticRegressionHead()
+        let operation = operation
+        func call() async throws {
+            if operation == .search { _ = try await engine.search([query], k: 10) } else { _ = try await engine.classify([query], head: head) }
+        }
+        try await call()  // loads the snapshot / fits the head
+        let start = Date()
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for _ in 0..<max(1, concurrency) {
+                group.addTask {
+                    var own: [Double] = []
+                    while Date() < deadline {
+                        let t0 = Date()
+                        try await call()
+                        own.append(Date().timeIntervalSince(t0))
+                    }
+                    return own
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))] * 1000 }
+        report(["kind": "engine", "operation": operation.rawValue, "concurrency": concurrency, "requests_per_second": Double(latencies.count) / elapsed,
+                "p50_ms": percentile(0.5), "p99_ms": percentile(0.99)], json: json)
     }
 }

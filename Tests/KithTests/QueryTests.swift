@@ -222,7 +222,7 @@ struct QueryEngineTests {
                            (vector: [-1, 0], itemID: nil, label: nil, coarseLabel: nil),
                            (vector: [0.8, 0.6], itemID: 9, label: "c", coarseLabel: nil)])  // evicts [1, 0]
         let engine = try QueryEngine(index: index)
-        let neighbours = try await engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
+        let neighbours = try engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
         #expect(neighbours.map(\.entry.itemID) == [9, 8])
         #expect(neighbours[0].entry.vector == [0.8, 0.6] && neighbours[0].entry.label == "c" && neighbours[0].entry.sequence == 3)
         #expect(abs(neighbours[0].similarity - 0.8) < 1e-6)
