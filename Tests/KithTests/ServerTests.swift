@@ -96,6 +96,19 @@ struct ServerTests {
                 #expect(prediction["label"] as? String == "y" && prediction["head"] as? String == head, "\(classified.text)")
             }
 
+            let models = try await client.execute(uri: "/v1/models", method: .get)
+            #expect((models.json["models"] as? [[String: Any]])?.contains { $0["name"] as? String == "resnet18-random" && $0["dimension"] as? Int == 512 } == true)
+            let batchRelabel = try await client.execute(uri: "/v1/indexes/v/items/relabel", method: .post, headers: jsonHeaders,
+                                                        body: jsonBody(["items": [["id": 3, "label": "w", "coarse_label": "letters"]]]))
+            #expect(batchRelabel.json["relabelled"] as? [Int] == [3])
+            #expect(try await client.execute(uri: "/v1/indexes/v/items/3", method: .get).json["coarse_label"] as? String == "letters")
+            let copy = server.directory + "/copy"
+            let snapshot = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["destination": copy]))
+            #expect(snapshot.status == .created)
+            #expect(try Index.open(at: copy).stats().items == 3)
+            let again = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["destination": copy]))
+            #expect(again.status == .conflict && again.errorCode == "index_exists")
+
             let relabel = try await client.execute(uri: "/v1/indexes/v/items/2", method: .patch, headers: jsonHeaders, body: jsonBody(["label": "z"]))
             #expect(relabel.json["label"] as? String == "z")
             let classified = try await client.execute(uri: "/v1/indexes/v/classify", method: .post, headers: jsonHeaders,
