@@ -5,14 +5,16 @@ import KithImage
 
 /// Shares forward passes between concurrent requests: images from all clients queue here and
 /// run through the backbone `batchSize` at a time, off Swift's cooperative thread pool. At most
-/// `maxPending` images wait; beyond that requests are refused (429) rather than queued without
-/// bound.
+/// `maxPending` images are admitted at once (waiting or being encoded); beyond that requests are
+/// refused (429) rather than queued without bound.
 actor EmbeddingBatcher {
     let encoder: Encoder
     private let maxPending: Int
     private let window: Duration
     private var pending: [(input: ImageInput, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
     private var draining = false
+    /// Images admitted and not yet answered.
+    private var inFlight = 0
     private let metrics: Metrics
 
     init(encoder: Encoder, maxPending: Int, window: Duration, metrics: Metrics) {
@@ -24,7 +26,9 @@ actor EmbeddingBatcher {
 
     /// Embeds `inputs`, in order; a bad image fails alone.
     func embed(_ inputs: [ImageInput]) async throws -> [Result<EncodedImage, ImageError>] {
-        guard pending.count + inputs.count <= maxPending else { throw APIError.tooBusy }
+        guard inFlight + inputs.count <= maxPending else { throw APIError.tooBusy }
+        inFlight += inputs.count
+        defer { inFlight -= inputs.count }
         return await withTaskGroup(of: (Int, Result<EncodedImage, ImageError>).self) { group in
             for (i, input) in inputs.enumerated() {
                 group.addTask { (i, await self.enqueue(input)) }
