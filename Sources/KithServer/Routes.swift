@@ -215,7 +215,9 @@ struct Routes {
         return try API.json(Body(model: model, embeddings: rows, error: failed ? rows.first?.error : nil), status: failed ? .badRequest : .ok)
     }
 
-    /// The queries of a search or classify request: JSON (vectors and item ids) or images.
+    /// The queries of a search or classify request: JSON (vectors and item ids), a float32 .npy
+    /// matrix (`application/x-npy`, one query per row; the cheapest to parse) or images. With
+    /// .npy and images, the options come from the query string (or the multipart form).
     func queries(_ request: Request, index: Index) async throws -> (queries: [Query], options: QueryRequest) {
         let type = request.headers[.contentType]?.lowercased() ?? ""
         if type.hasPrefix("application/json") {
@@ -223,15 +225,29 @@ struct Routes {
             guard !body.queries.isEmpty else { throw APIError.badRequest("invalid_query", "give 'vectors' or 'ids'") }
             return (body.queries, body)
         }
+        if type.hasPrefix("application/x-npy") {
+            let matrix = try Self.npy(try await API.body(request, limit: limit))
+            return (matrix.rowQueries, Self.options([:], request))
+        }
         let (inputs, fields) = try await images(request)
         let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
         let vectors = try results.map { try $0.get().embedding }
-        let q = request.uri.queryParameters
-        func list(_ key: String) -> [String]? { (fields[key] ?? q.get(key)).map { $0.split(separator: ",").map(String.init) } }
-        let options = QueryRequest(k: (fields["k"] ?? q.get("k")).flatMap { Int($0) }, labels: list("labels"), excludeLabels: list("exclude_labels"),
-                                   head: fields["head"] ?? q.get("head"), balanced: (fields["balanced"] ?? q.get("balanced")) == "true",
-                                   top: (fields["top"] ?? q.get("top")).flatMap { Int($0) })
-        return (vectors.map { .vector($0) }, options)
+        return (vectors.map { .vector($0) }, Self.options(fields, request))
+    }
+
+    /// A .npy body as a matrix (400 if it is not one).
+    static func npy(_ data: Data) throws -> Matrix {
+        do { return try NPY.decode(data) } catch {
+            throw APIError.badRequest("malformed_npy", error.description)
+        }
+    }
+
+    /// Search and classify options from form fields or the query string.
+    static func options(_ fields: [String: String], _ request: Request) -> QueryRequest {
+        func value(_ key: String) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
+        func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
+        return QueryRequest(k: value("k").flatMap { Int($0) }, labels: list("labels"), excludeLabels: list("exclude_labels"),
+                            head: value("head"), balanced: value("balanced") == "true", top: value("top").flatMap { Int($0) })
     }
 
     @Sendable func search(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -275,10 +291,17 @@ struct Routes {
 
     @Sendable func nearestInQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.parameters.require("index"))
-        let body = try await API.decode(NNRequest.self, request, limit: limit)
-        guard !body.vectors.isEmpty else { throw APIError.badRequest("invalid_query", "give at least one vector") }
-        let matrix = try engine.vectors(for: body.vectors.map { .vector($0) })
-        let neighbours = try engine.nearestInQueue(matrix, queue: body.queue ?? "")
+        let matrix: Matrix, queue: String
+        if request.headers[.contentType]?.lowercased().hasPrefix("application/x-npy") == true {
+            matrix = try engine.vectors(for: try Self.npy(try await API.body(request, limit: limit)).rowQueries)
+            queue = request.uri.queryParameters.get("queue") ?? ""
+        } else {
+            let body = try await API.decode(NNRequest.self, request, limit: limit)
+            matrix = try engine.vectors(for: body.vectors.map { .vector($0) })
+            queue = body.queue ?? ""
+        }
+        guard matrix.rows > 0 else { throw APIError.badRequest("invalid_query", "give at least one vector") }
+        let neighbours = try engine.nearestInQueue(matrix, queue: queue)
         return try API.json(["neighbours": neighbours.map { QueueEntryBody($0.entry, similarity: $0.similarity) }])
     }
 
@@ -353,4 +376,9 @@ struct Upload: Sendable {
         let all = outcomes.map { $0! }
         return Body(items: all, error: rows.isEmpty ? all.first?.error : nil)
     }
+}
+
+extension Matrix {
+    /// One vector query per row.
+    var rowQueries: [Query] { (0..<rows).map { .vector(Array(row($0))) } }
 }

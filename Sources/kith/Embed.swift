@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithMath
 
 struct Embed: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,7 +48,7 @@ struct Embed: ParsableCommand {
             try write(Data(text.utf8), to: output)
         case .npy:
             let matrix = encoded.flatMap(\.embedding)
-            try write(npy(matrix, rows: encoded.count, columns: encoder.backbone.dimension), to: output)
+            try write(NPY.encode(Matrix(rows: encoded.count, columns: encoder.backbone.dimension, values: matrix)), to: output)
             try write(Data(encoded.map { $0.source + "\n" }.joined().utf8), to: output! + ".paths.txt")
         }
     }
@@ -61,14 +62,3 @@ func write(_ data: Data, to path: String?) throws {
     }
 }
 
-/// A NumPy .npy (version 1.0) file holding a little-endian float32 matrix.
-func npy(_ values: [Float], rows: Int, columns: Int) -> Data {
-    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
-    let unpadded = 10 + header.utf8.count + 1
-    header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
-    data += withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { Data($0) }
-    data += Data(header.utf8)
-    values.withUnsafeBufferPointer { data += Data(buffer: $0) }
-    return data
-}

@@ -3,6 +3,7 @@ import Foundation
 import KithBackbone
 import KithImage
 import KithIndex
+import KithMath
 
 struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -295,32 +296,15 @@ func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {
     return ids
 }
 
-/// A float32 (or float64) 2-D matrix from a .npy file.
+/// The matrix in a .npy file.
 func readNpy(_ path: String) throws -> (rows: Int, columns: Int, values: [Float]) {
-    guard let data = FileManager.default.contents(atPath: path), data.count > 10, data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
-        throw ValidationError("\(path) is not a .npy file")
+    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+    do {
+        let m = try NPY.decode(data)
+        return (m.rows, m.columns, m.values)
+    } catch {
+        throw ValidationError("\(path): \(error.description)")
     }
-    let major = data[6]
-    let headerLength = major == 1 ? Int(data[8]) | Int(data[9]) << 8 : Int(data[8]) | Int(data[9]) << 8 | Int(data[10]) << 16 | Int(data[11]) << 24
-    let start = (major == 1 ? 10 : 12) + headerLength
-    let header = String(decoding: data[(major == 1 ? 10 : 12)..<start], as: UTF8.self)
-    guard !header.contains("'fortran_order': True") else { throw ValidationError("\(path): Fortran-ordered arrays are not supported") }
-    let width: Int
-    if header.contains("'<f4'") { width = 4 } else if header.contains("'<f8'") { width = 8 } else {
-        throw ValidationError("\(path): only little-endian float32 or float64 arrays are supported")
-    }
-    guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
-        throw ValidationError("\(path): no shape in the header")
-    }
-    let dims = header[open.upperBound..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard dims.count == 2 else { throw ValidationError("\(path): expected a 2-D array, found shape \(dims)") }
-    let count = dims[0] * dims[1]
-    guard data.count >= start + count * width else { throw ValidationError("\(path): truncated data") }
-    let values: [Float] = data[start..<(start + count * width)].withUnsafeBytes { raw in
-        width == 4 ? (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
-                   : (0..<count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
-    }
-    return (dims[0], dims[1], values)
 }
 
 extension QueuePartition: ExpressibleByArgument {}

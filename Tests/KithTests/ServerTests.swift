@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 import KithIndex
+import KithMath
 @testable import KithServer
 
 /// A server configuration over fresh temporary folders, removed by `cleanup`.
@@ -85,6 +86,11 @@ struct ServerTests {
             let results = search.json["results"] as! [[[String: Any]]]
             #expect(results[0].map { $0["source"] as! String } == ["a", "c"])
             #expect(results[1].map { $0["source"] as! String } == ["a", "b"])  // more like item 3, not itself
+            let npy = try await client.execute(uri: "/v1/indexes/v/search?k=1", method: .post, headers: [.contentType: "application/x-npy"],
+                                               body: ByteBuffer(data: NPY.encode(Matrix(rows: 2, columns: 512, values: axis(1) + axis(0, 0.3)))))
+            #expect((npy.json["results"] as? [[[String: Any]]])?.map { $0.map { $0["source"] as! String } } == [["b"], ["c"]], "\(npy.text)")
+            let badNpy = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: [.contentType: "application/x-npy"], body: ByteBuffer(string: "nope"))
+            #expect(badNpy.status == .badRequest && badNpy.errorCode == "malformed_npy")
             let filtered = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
                                                     body: jsonBody(["vectors": [axis(0)], "exclude_labels": ["x"]]))
             #expect((filtered.json["results"] as! [[[String: Any]]])[0].map { $0["source"] as! String } == ["b"])
@@ -145,6 +151,9 @@ struct ServerTests {
             let neighbours = nn.json["neighbours"] as! [[String: Any]]
             #expect(neighbours.map { $0["item"] as! Int } == [12, 11])
             #expect((neighbours[0]["vector"] as! [Double]).count == 512 && neighbours[0]["label"] as? String == "l2")
+            let npy = try await client.execute(uri: "/v1/indexes/q/queue/nn", method: .post, headers: [.contentType: "application/x-npy"],
+                                               body: ByteBuffer(data: NPY.encode(Matrix(rows: 1, columns: 512, values: axis(1)))))
+            #expect((npy.json["neighbours"] as? [[String: Any]])?.first?["item"] as? Int == 11)
             #expect(try await client.execute(uri: "/v1/indexes/q/queue", method: .delete).status == .noContent)
             let empty = try await client.execute(uri: "/v1/indexes/q/queue/nn", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)]]))
             #expect(empty.status == .badRequest && empty.errorCode == "not_enough_data")

@@ -1,0 +1,52 @@
+import Foundation
+
+/// NumPy's .npy format for float matrices: the interchange format for vectors on the command
+/// line and over HTTP (`application/x-npy`), far cheaper to read than JSON numbers.
+public enum NPY {
+    /// Why bytes are not a readable .npy matrix.
+    public struct FormatError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// A version 1.0 file of a little-endian float32 matrix.
+    public static func encode(_ matrix: Matrix) -> Data {
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.rows), \(matrix.columns)), }"
+        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+        data += withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { Data($0) }
+        data += Data(header.utf8)
+        matrix.values.withUnsafeBufferPointer { data += Data(buffer: $0) }
+        return data
+    }
+
+    /// A C-ordered little-endian float32 or float64 array of one (one row) or two dimensions.
+    public static func decode(_ data: Data) throws(FormatError) -> Matrix {
+        let bytes = [UInt8](data)
+        guard bytes.count > 10, Array(bytes[0..<6]) == [0x93] + Array("NUMPY".utf8) else { throw FormatError(description: "not a .npy file") }
+        let major = bytes[6]
+        let lengthBytes = major == 1 ? 2 : 4
+        guard bytes.count >= 8 + lengthBytes else { throw FormatError(description: "truncated .npy header") }
+        let headerLength = (0..<lengthBytes).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
+        let start = 8 + lengthBytes + headerLength
+        guard bytes.count >= start else { throw FormatError(description: "truncated .npy header") }
+        let header = String(decoding: bytes[(8 + lengthBytes)..<start], as: UTF8.self)
+        guard !header.contains("'fortran_order': True") else { throw FormatError(description: "Fortran-ordered arrays are not supported") }
+        let width: Int
+        if header.contains("'<f4'") { width = 4 } else if header.contains("'<f8'") { width = 8 } else {
+            throw FormatError(description: "only little-endian float32 or float64 arrays are supported")
+        }
+        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+            throw FormatError(description: "no shape in the .npy header")
+        }
+        let dims = header[open.upperBound..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard dims.count == 1 || dims.count == 2 else { throw FormatError(description: "expected a 1-D or 2-D array, found shape \(dims)") }
+        let (rows, columns) = dims.count == 1 ? (1, dims[0]) : (dims[0], dims[1])
+        let count = rows * columns
+        guard bytes.count >= start + count * width else { throw FormatError(description: "truncated .npy data") }
+        let values: [Float] = bytes[start..<(start + count * width)].withUnsafeBytes { raw in
+            width == 4 ? (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                       : (0..<count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
+        }
+        return Matrix(rows: rows, columns: columns, values: values)
+    }
+}
