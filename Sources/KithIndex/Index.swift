@@ -573,12 +573,19 @@ public final class Index: Sendable {
 
     /// The entries of queue `name`, oldest first.
     public func queue(_ name: String = "") throws(IndexError) -> [QueueEntry] {
+        try queue(name, from: 0).entries
+    }
+
+    /// The entries of queue `name` with sequence numbers from `first` on (the oldest kept entry
+    /// if that is later), read in one transaction with the queue's bounds: `head` is the oldest
+    /// sequence kept, `next` the one the next entry will get.
+    public func queue(_ name: String, from first: UInt64) throws(IndexError) -> (entries: [QueueEntry], head: UInt64, next: UInt64) {
         try storage {
             try env.read { txn in
                 let q = try QueueState(txn, name: name)
                 var entries: [QueueEntry] = []
                 let prefix = QueueState.entryKey(name, 0).dropLast(8)
-                try txn.forEach("queue", from: QueueState.entryKey(name, q.head)) { k, v in
+                try txn.forEach("queue", from: QueueState.entryKey(name, max(first, q.head))) { k, v in
                     guard k.count == prefix.count + 8, k.prefix(prefix.count).elementsEqual(prefix) else { return false }
                     var reader = ByteReader(v)
                     let hasItem = try reader.u8() == 1
@@ -589,7 +596,7 @@ public final class Index: Sendable {
                         vector: try reader.floats(metadata.dimension)))
                     return true
                 }
-                return entries
+                return (entries, q.head, q.next)
             }
         }
     }

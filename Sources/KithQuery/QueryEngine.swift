@@ -108,19 +108,41 @@ public actor QueryEngine {
     }
 
     /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
-    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") throws -> [QueueNeighbour] {
-        let entries = try index.queue(queue)
-        guard !entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
-        var matrix = Matrix(stacking: entries.map(\.vector))
-        matrix.normalizeRows()
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") async throws -> [QueueNeighbour] {
+        let cached = try await queueMatrix(queue)
+        guard !cached.entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
         var normalised = queries
         normalised.normalizeRows()
-        let similarities = normalised.multiplyTransposed(matrix)
+        let similarities = normalised.multiplyTransposed(cached.matrix)
         return (0..<queries.rows).map { r in
             let row = similarities.row(r)
             let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
-            return QueueNeighbour(entry: entries[best - row.startIndex], similarity: row[best])
+            return QueueNeighbour(entry: cached.entries[best - row.startIndex], similarity: row[best])
         }
+    }
+
+    /// A queue's entries and their normalised matrix, kept between calls. Sequence numbers only
+    /// grow and entries never change, so after enqueues (a training loop enqueues every step) only
+    /// the new entries are read, and evicted or cleared ones are dropped from the front.
+    struct CachedQueue: Sendable {
+        var entries: [QueueEntry] = []
+        var matrix: Matrix
+        var head: UInt64 = 0
+        var next: UInt64 = 0
+    }
+
+    private var queues: [String: CachedQueue] = [:]
+
+    func queueMatrix(_ name: String) throws -> CachedQueue {
+        var cached = queues[name] ?? CachedQueue(matrix: Matrix(zeros: 0, index.metadata.dimension))
+        let read = try index.queue(name, from: cached.next)
+        if read.head == cached.head && read.next == cached.next { return cached }
+        cached.entries = cached.entries.filter { $0.sequence >= read.head } + read.entries
+        (cached.head, cached.next) = (read.head, read.next)
+        cached.matrix = cached.entries.isEmpty ? Matrix(zeros: 0, index.metadata.dimension) : Matrix(stacking: cached.entries.map(\.vector))
+        cached.matrix.normalizeRows()
+        queues[name] = cached
+        return cached
     }
 
     /// The labelled items as a support set.

@@ -301,7 +301,7 @@ struct Routes {
             queue = body.queue ?? ""
         }
         guard matrix.rows > 0 else { throw APIError.badRequest("invalid_query", "give at least one vector") }
-        let neighbours = try engine.nearestInQueue(matrix, queue: queue)
+        let neighbours = try await engine.nearestInQueue(matrix, queue: queue)
         return try API.json(["neighbours": neighbours.map { QueueEntryBody($0.entry, similarity: $0.similarity) }])
     }
 

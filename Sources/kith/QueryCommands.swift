@@ -149,7 +149,7 @@ struct NearestInQueue: AsyncParsableCommand {
         let needsImages = queries.contains { if case .image = $0 { true } else { false } }
         let engine = try engine(name, location: location, backbone: backbone, needsImages: needsImages)
         let neighbours = try await queryOperation {
-            try engine.nearestInQueue(try engine.vectors(for: queries), queue: queue)
+            try await engine.nearestInQueue(try engine.vectors(for: queries), queue: queue)
         }
         for (query, n) in zip(queries, neighbours) {
             if json {

@@ -222,10 +222,31 @@ struct QueryEngineTests {
                            (vector: [-1, 0], itemID: nil, label: nil, coarseLabel: nil),
                            (vector: [0.8, 0.6], itemID: 9, label: "c", coarseLabel: nil)])  // evicts [1, 0]
         let engine = try QueryEngine(index: index)
-        let neighbours = try engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
+        let neighbours = try await engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
         #expect(neighbours.map(\.entry.itemID) == [9, 8])
         #expect(neighbours[0].entry.vector == [0.8, 0.6] && neighbours[0].entry.label == "c" && neighbours[0].entry.sequence == 3)
         #expect(abs(neighbours[0].similarity - 0.8) < 1e-6)
+    }
+}
+
+extension QueryEngineTests {
+    @Test("NN(z, Q) stays exact while the queue moves: enqueues, evictions and a clear")
+    func queueCacheFollowsTheQueue() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 8) { $0.queueCapacity = 5 }
+        let engine = try QueryEngine(index: index)
+        var rng = SplitMix64(seed: 11)
+        func random() -> [Float] { (0..<8).map { _ in Float(rng.nextDouble() - 0.5) } }
+        let queries = Matrix(stacking: (0..<4).map { _ in random() })
+        for step in 0..<12 {
+            if step == 7 { try index.clearQueue() }
+            try index.enqueue((0..<(step % 3 + 1)).map { _ in (vector: random(), itemID: UInt64(step), label: nil, coarseLabel: nil) })
+            let cached = try await engine.nearestInQueue(queries)
+            let fresh = try await QueryEngine(index: index).nearestInQueue(queries)
+            #expect(cached == fresh, "step \(step)")
+            #expect(cached.allSatisfy { $0.entry.sequence >= (try! index.queue()).first!.sequence })
+        }
     }
 }
 
