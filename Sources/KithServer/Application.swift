@@ -37,7 +37,7 @@ public func buildApplication(
         writes.add(middleware: auth)
         if configuration.readsRequireToken { reads.add(middleware: auth) }
     }
-    Routes(service: service, configuration: configuration, metrics: metrics).register(reads: reads, writes: writes)
+    Routes(service: service, configuration: configuration).register(reads: reads, writes: writes)
 
     return Application(
         router: router,

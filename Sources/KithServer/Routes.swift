@@ -10,7 +10,6 @@ import KithQuery
 struct Routes {
     let service: KithService
     let configuration: ServerConfiguration
-    let metrics: Metrics
     var limit: Int { configuration.maxBodyBytes }
 
     func register(reads: RouterGroup<BasicRequestContext>, writes: RouterGroup<BasicRequestContext>) {

@@ -121,19 +121,15 @@ struct Store: ParsableCommand {
         let index = try indexOperation {
             try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
         }
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        func next() -> Float {  // xorshift: cheap, so the timing is of the store
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
-            return Float(state >> 40) / Float(1 << 24) - 0.5
-        }
+        var rng = XorShift(state: 0x9E37_79B9_7F4A_7C15)
         var batches: [[NewItem]] = []
         for start in stride(from: 0, to: count, by: batchSize) {
             batches.append((start..<min(start + batchSize, count)).map { i in
-                NewItem(vector: (0..<dimension).map { _ in next() }, source: "vector-\(i)")
+                NewItem(vector: (0..<dimension).map { _ in rng.next() }, source: "vector-\(i)")
             })
         }
         let t0 = Date()
-        for batch in batches { try indexOperation { try index.add(batch) } }
+        for batch in batches { _ = try indexOperation { try index.add(batch) } }
         let write = Date().timeIntervalSince(t0)
         let t1 = Date()
         let snapshot = try indexOperation { try index.loadVectors() }
