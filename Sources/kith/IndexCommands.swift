@@ -290,7 +290,10 @@ func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {
         if sources == nil {
             sources = Dictionary(try indexOperation { try index.items() }.map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
         }
-        guard let id = sources![argument] else { throw ValidationError("no item with id or source '\(argument)'") }
+        // Sources are stored as absolute paths (see `Add`); a relative argument names the same file.
+        guard let id = sources![argument] ?? sources![URL(fileURLWithPath: argument).standardizedFileURL.path] else {
+            throw ValidationError("no item with id or source '\(argument)'")
+        }
         ids.append(id)
     }
     return ids

@@ -31,8 +31,9 @@ struct CLITests {
     }
 
     /// Starts `kith` with output going to files, so that neither stream can fill a pipe and stall it.
-    func start(_ arguments: [String], indexes: String? = nil) throws -> Started {
+    func start(_ arguments: [String], indexes: String? = nil, directory: String? = nil) throws -> Started {
         let process = Process()
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.executableURL = Self.executable
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment

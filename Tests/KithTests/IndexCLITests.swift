@@ -45,6 +45,11 @@ struct IndexCLITests {
         #expect(labels.text == "2\tblue\n2\tgreen\n2\tred\n")
 
         #expect(try cli.kith(["index", "relabel", "photos", paths[0], "--label", "crimson"], indexes: indexes).status == 0)
+        // A relative path names the same item (sources are stored absolute).
+        let relative = "../" + ((paths[1] as NSString).deletingLastPathComponent as NSString).lastPathComponent + "/" + (paths[1] as NSString).lastPathComponent
+        let fromRed = try cli.start(["index", "relabel", "photos", relative, "--label", "rose"], indexes: indexes, directory: dir + "/photos/red")
+        fromRed.process.waitUntilExit()
+        #expect(try cli.finish(fromRed).status == 0)
         #expect(try cli.kith(["index", "rm", "photos", "2"], indexes: indexes).text == "deleted 1 item(s)\n")
         let stats = try cli.kith(["index", "stats", "photos", "--json"], indexes: indexes)
         let object = try JSONSerialization.jsonObject(with: stats.stdout) as! [String: [String: Any]]
@@ -54,7 +59,7 @@ struct IndexCLITests {
 
         #expect(try cli.kith(["index", "snapshot", "photos", dir + "/copy"], indexes: indexes).status == 0)
         let copy = try Index.open(at: dir + "/copy")
-        #expect(try copy.labelCounts().map(\.label) == ["blue", "crimson", "green", "red"])
+        #expect(try copy.labelCounts().map(\.label) == ["blue", "crimson", "green", "red", "rose"])
         #expect(try cli.kith(["index", "check", "photos"], indexes: indexes).text.contains("consistent"))
         #expect(try cli.kith(["index", "ls"], indexes: indexes).text.hasPrefix("photos\t5 items\t1280-d efficientnet-lite0"))
         #expect(try cli.kith(["index", "drop", "photos"], indexes: indexes).status == 0)
