@@ -25,6 +25,7 @@ struct Routes {
         reads.get("indexes/:index/items/:id", use: getItem)
         writes.patch("indexes/:index/items/:id", use: relabelItem)
         writes.delete("indexes/:index/items/:id", use: deleteItem)
+        reads.post("indexes/:index/items/get", use: getItems)
         writes.post("indexes/:index/items/delete", use: deleteItems)
         writes.post("indexes/:index/items/relabel", use: relabelItems)
 
@@ -44,7 +45,7 @@ struct Routes {
         ("GET", "/v1/models"), ("GET", "/v1/indexes"), ("POST", "/v1/indexes"), ("GET", "/v1/indexes/{index}"),
         ("DELETE", "/v1/indexes/{index}"), ("POST", "/v1/indexes/{index}/snapshot"), ("POST", "/v1/indexes/{index}/items"),
         ("POST", "/v1/indexes/{index}/vectors"), ("GET", "/v1/indexes/{index}/items/{id}"), ("PATCH", "/v1/indexes/{index}/items/{id}"),
-        ("DELETE", "/v1/indexes/{index}/items/{id}"), ("POST", "/v1/indexes/{index}/items/delete"),
+        ("DELETE", "/v1/indexes/{index}/items/{id}"), ("POST", "/v1/indexes/{index}/items/get"), ("POST", "/v1/indexes/{index}/items/delete"),
         ("POST", "/v1/indexes/{index}/items/relabel"), ("POST", "/v1/embed"), ("POST", "/v1/indexes/{index}/search"),
         ("POST", "/v1/indexes/{index}/classify"), ("POST", "/v1/indexes/{index}/queue"), ("GET", "/v1/indexes/{index}/queue"),
         ("DELETE", "/v1/indexes/{index}/queue"), ("POST", "/v1/indexes/{index}/queue/nn"), ("POST", "/v1/indexes/{index}/eval/fewshot"),
@@ -167,6 +168,19 @@ struct Routes {
         return try API.json(ItemBody(item, vector: withVector ? try index.vector(id) : nil))
     }
 
+    /// Several items at once; ids that do not exist are listed under "missing".
+    @Sendable func getItems(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        struct Body: Encodable { var items: [ItemBody]; var missing: [UInt64] }
+        let index = try await service.index(try context.parameters.require("index"))
+        let ids = try await API.decode(IDsRequest.self, request, limit: limit).ids
+        let withVector = request.uri.queryParameters.get("vector") == "true"
+        var body = Body(items: [], missing: [])
+        for id in ids {
+            if let item = try index.item(id) { body.items.append(ItemBody(item, vector: withVector ? try index.vector(id) : nil)) } else { body.missing.append(id) }
+        }
+        return try API.json(body)
+    }
+
     @Sendable func relabelItem(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let index = try await service.index(try context.parameters.require("index"))
         let id = try itemID(context)
@@ -267,12 +281,22 @@ struct Routes {
         return try API.json(["predictions": fitted.predict(vectors, top: options.top ?? 5).map(PredictionBody.init)])
     }
 
+    /// Enqueues vectors (JSON `entries`) or images (a raw image or multipart files, with `label`,
+    /// `coarse_label` and `item` from the query string or form), embedded with the index's backbone.
     @Sendable func enqueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let index = try await service.index(try context.parameters.require("index"))
-        let body = try await API.decode(EnqueueRequest.self, request, limit: limit)
-        let sequences = try await offload {
-            try index.enqueue(body.entries.map { (vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) })
+        let entries: [(vector: [Float], itemID: UInt64?, label: String?, coarseLabel: String?)]
+        if request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true {
+            let body = try await API.decode(EnqueueRequest.self, request, limit: limit)
+            entries = body.entries.map { (vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) }
+        } else {
+            let (inputs, fields) = try await images(request)
+            let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
+            func value(_ key: String) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
+            let item = value("item").flatMap { UInt64($0) }
+            entries = try results.map { (vector: try $0.get().embedding, itemID: item, label: value("label"), coarseLabel: value("coarse_label")) }
         }
+        let sequences = try await offload { try index.enqueue(entries) }
         return try API.json(["sequences": sequences])
     }
 

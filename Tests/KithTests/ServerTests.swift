@@ -77,6 +77,8 @@ struct ServerTests {
             let added = try await client.execute(uri: "/v1/indexes/v/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": items]))
             #expect((added.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [1, 2, 3], "\(added.text)")
 
+            let several = try await client.execute(uri: "/v1/indexes/v/items/get", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [2, 77, 1]]))
+            #expect((several.json["items"] as? [[String: Any]])?.map { $0["source"] as! String } == ["b", "a"] && several.json["missing"] as? [Int] == [77])
             let item = try await client.execute(uri: "/v1/indexes/v/items/1?vector=true", method: .get)
             #expect(item.json["source"] as? String == "a" && (item.json["metadata"] as? [String: Any])?["n"] as? Int == 1)
             #expect((item.json["vector"] as? [Double])?.count == 512)
@@ -189,6 +191,11 @@ struct ServerTests {
             #expect(((embedded.json["embeddings"] as? [[String: Any]])?.first?["embedding"] as? [Double])?.count == 1280)
             let search = try await client.execute(uri: "/v1/indexes/img/search?k=1", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
             #expect((search.json["results"] as? [[[String: Any]]])?.first?.first?["source"] as? String == "cat.jpg", "\(search.text)")
+            let enqueued = try await client.execute(uri: "/v1/indexes/img/queue?label=cup&item=1", method: .post, headers: [.contentType: "image/png"], body: ByteBuffer(data: coffee))
+            #expect(enqueued.json["sequences"] as? [Int] == [0], "\(enqueued.text)")
+            let queue = try await client.execute(uri: "/v1/indexes/img/queue", method: .get)
+            let entry = (queue.json["entries"] as? [[String: Any]])?.first
+            #expect(entry?["label"] as? String == "cup" && entry?["item"] as? Int == 1 && (entry?["vector"] as? [Double])?.count == 1280)
             let classify = try await client.execute(uri: "/v1/indexes/img/classify?head=prototype", method: .post, headers: [.contentType: "image/png"], body: ByteBuffer(data: coffee))
             #expect((classify.json["predictions"] as? [[String: Any]])?.first?["label"] as? String == "cup")
             let corrupt = try await client.execute(uri: "/v1/indexes/img/search", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: broken))
