@@ -213,7 +213,7 @@ def ingest(args) -> str:
     lines = [f"Measured by `tools/bench ingest --rounds {args.rounds}` on {time.strftime('%Y-%m-%d')}: `kith index add` of "
              f"{args.images:,} Fashion-MNIST test images saved as 28 × 28 JPEGs (tools/make_fashion_mnist.py), labels from "
              "folders, batches of 32, EfficientNet-Lite0, 2 threads. Decoding runs on the producer side of the pipeline, "
-             "overlapping encoding, so the shares add up to more than 100%. Each round into a new index:", ""]
+             "overlapping encoding, so the shares add up to more than 100%. Each round into a new index, as `kith index add` reports it:", ""]
     lines += [f"- `{row}`" for row in rows]
     return "\n".join(lines)
 

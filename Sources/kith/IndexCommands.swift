@@ -123,9 +123,9 @@ extension IndexCommand {
             }
             for failure in summary.failures[reported...] { printError("skipped \(failure)") }
             let total = max(summary.seconds, 1e-9)
-            print(String(format: "added %d, skipped %d duplicates, %d failed, in %.1f s (%.1f images/s); decode %.0f%%, encode %.0f%%, write %.1f%% of the time",
+            print(String(format: "added %d, skipped %d duplicates, %d failed, in %.1f s (%.1f images/s); share of the time: encode %.0f%%, write %.1f%%, decode %.0f%% (overlapping the encoder)",
                          summary.added, summary.duplicates, summary.failures.count, summary.seconds, Double(summary.done) / total,
-                         100 * summary.decodeSeconds / total, 100 * summary.encodeSeconds / total, 100 * summary.writeSeconds / total))
+                         100 * summary.encodeSeconds / total, 100 * summary.writeSeconds / total, 100 * summary.decodeSeconds / total))
             if summary.added + summary.duplicates == 0 { throw ExitCode.failure }
         }
     }
