@@ -1,4 +1,5 @@
 import Foundation
+import KithBackbone
 import KithMath
 
 /// How the FIFO queue is split: one queue, or one per label or per coarse label (as ANCOR keeps
@@ -47,6 +48,27 @@ public struct EmbeddingSpace: Sendable, Equatable {
         self.model = model
         self.weightsSHA256 = weightsSHA256
         self.dimension = dimension
+    }
+
+    /// The space of an installed backbone's embeddings.
+    public init(_ manifest: ModelManifest) {
+        self.init(model: manifest.name, weightsSHA256: manifest.sha256, dimension: manifest.dimension)
+    }
+}
+
+extension IndexMetadata {
+    /// The embedding space the index holds.
+    public var space: EmbeddingSpace { EmbeddingSpace(model: model, weightsSHA256: weightsSHA256, dimension: dimension) }
+}
+
+extension Index {
+    /// Throws unless the index holds embeddings of `space` (what `manifest`'s backbone produces).
+    public func requireSpace(_ space: EmbeddingSpace) throws(IndexError) {
+        let m = metadata
+        guard m.space != space else { return }
+        throw IndexError(.incompatible(
+            "\(path) holds \(m.dimension)-d embeddings of '\(m.model)' (weights \(m.weightsSHA256.prefix(12))), "
+            + "not \(space.dimension)-d embeddings of '\(space.model)' (weights \(space.weightsSHA256.prefix(12)))"))
     }
 }
 
@@ -201,14 +223,9 @@ public final class Index: Sendable {
             }
             return (env, try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw)))
         }
-        if let space {
-            if space.dimension != metadata.dimension || space.model != metadata.model || space.weightsSHA256 != metadata.weightsSHA256 {
-                throw IndexError(.incompatible(
-                    "\(path) holds \(metadata.dimension)-d embeddings of '\(metadata.model)' (weights \(metadata.weightsSHA256.prefix(12))), "
-                    + "not \(space.dimension)-d embeddings of '\(space.model)' (weights \(space.weightsSHA256.prefix(12)))"))
-            }
-        }
-        return Index(path: path, env: env, metadata: metadata)
+        let index = Index(path: path, env: env, metadata: metadata)
+        if let space { try index.requireSpace(space) }
+        return index
     }
 
     // MARK: - Items
@@ -220,9 +237,7 @@ public final class Index: Sendable {
         var scales: [Float] = []
         scales.reserveCapacity(items.count)
         for (i, item) in items.enumerated() {
-            try Self.validate(label: item.label)
-            try Self.validate(label: item.coarseLabel)
-            scales.append(try inverseNorm(item.vector, what: "item \(i) (\(item.source))"))
+            scales.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
         }
         return try storage {
             try env.write { txn in
@@ -304,10 +319,11 @@ public final class Index: Sendable {
         return Float(1 / norm)
     }
 
-    /// A unit-length copy of `vector`, after the checks of `inverseNorm`.
-    private func normalised(_ vector: [Float], what: String) throws(IndexError) -> [Float] {
-        let scale = try inverseNorm(vector, what: what)
-        return vector.map { $0 * scale }
+    /// 1 / ‖vector‖ after checking the vector and both labels of something to store.
+    private func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError) -> Float {
+        try Self.validate(label: label)
+        try Self.validate(label: coarseLabel)
+        return try inverseNorm(vector, what: what)
     }
 
     static func validate(label: String?) throws(IndexError) {
@@ -522,9 +538,8 @@ public final class Index: Sendable {
     public func enqueue(_ entries: [(vector: [Float], itemID: UInt64?, label: String?, coarseLabel: String?)]) throws(IndexError) -> [UInt64] {
         var vectors: [[Float]] = []
         for (i, entry) in entries.enumerated() {
-            try Self.validate(label: entry.label)
-            try Self.validate(label: entry.coarseLabel)
-            vectors.append(try normalised(entry.vector, what: "queue entry \(i)"))
+            let scale = try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)")
+            vectors.append(entry.vector.map { $0 * scale })
         }
         return try storage {
             try env.write { txn in

@@ -41,12 +41,7 @@ public struct Ingestor: Sendable {
     public let encoder: Encoder
 
     public init(index: Index, encoder: Encoder) throws(IndexError) {
-        let space = EmbeddingSpace(model: encoder.backbone.manifest.name, weightsSHA256: encoder.backbone.manifest.sha256,
-                                   dimension: encoder.backbone.dimension)
-        let m = index.metadata
-        guard m.model == space.model, m.weightsSHA256 == space.weightsSHA256, m.dimension == space.dimension else {
-            throw IndexError(.incompatible("index holds embeddings of '\(m.model)', not of '\(space.model)'"))
-        }
+        try index.requireSpace(EmbeddingSpace(encoder.backbone.manifest))
         self.index = index
         self.encoder = encoder
     }

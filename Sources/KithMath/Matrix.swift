@@ -27,6 +27,14 @@ public struct Matrix: Sendable, Equatable {
         values[index * columns ..< (index + 1) * columns]
     }
 
+    /// The matrix of the given rows of `self`, in that order.
+    public func gathering(rows indices: [Int]) -> Matrix {
+        var gathered: [Float] = []
+        gathered.reserveCapacity(indices.count * columns)
+        for i in indices { gathered += row(i) }
+        return Matrix(rows: indices.count, columns: columns, values: gathered)
+    }
+
     /// self · otherᵀ: every row of `self` dotted with every row of `other`.
     public func multiplyTransposed(_ other: Matrix) -> Matrix {
         precondition(columns == other.columns, "Matrix: \(columns) columns against \(other.columns)")

@@ -121,8 +121,8 @@ public struct EpisodicEvaluation: Sendable {
         let all = episodes()
         var accuracies = [[Double]](repeating: [], count: heads.count)
         for (e, episode) in all.enumerated() {
-            let support = try SupportSet(vectors: rows(episode.support), labels: episode.support.map { labels[$0] })
-            let queries = rows(episode.queries)
+            let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
+            let queries = vectors.gathering(rows: episode.queries)
             for (h, head) in heads.enumerated() {
                 let predictions = try head.fit(support).predict(queries, top: 1)
                 let correct = zip(predictions, episode.queries).filter { $0.label == labels[$1] }.count
@@ -131,13 +131,5 @@ public struct EpisodicEvaluation: Sendable {
             progress(e + 1)
         }
         return zip(heads, accuracies).map { EpisodicResult(head: $0.name, accuracies: $1) }
-    }
-
-    func rows(_ indices: [Int]) -> Matrix {
-        let d = vectors.columns
-        var values: [Float] = []
-        values.reserveCapacity(indices.count * d)
-        for i in indices { values += vectors.row(i) }
-        return Matrix(rows: indices.count, columns: d, values: values)
     }
 }

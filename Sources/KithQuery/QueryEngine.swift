@@ -45,9 +45,8 @@ public actor QueryEngine {
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
     public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init()) throws(QueryError) {
         if let encoder {
-            let manifest = encoder.backbone.manifest
-            guard manifest.name == index.metadata.model, manifest.sha256 == index.metadata.weightsSHA256 else {
-                throw QueryError(.invalidQuery, "index '\(index.path)' holds embeddings of '\(index.metadata.model)', not of '\(manifest.name)'")
+            do { try index.requireSpace(EmbeddingSpace(encoder.backbone.manifest)) } catch {
+                throw QueryError(.invalidQuery, error.description)
             }
         }
         self.index = index
@@ -149,11 +148,7 @@ public actor QueryEngine {
     public func supportSet() throws -> SupportSet {
         let snapshot = try currentSnapshot()
         let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
-        let d = snapshot.matrix.columns
-        var values: [Float] = []
-        values.reserveCapacity(rows.count * d)
-        for r in rows { values += snapshot.matrix.row(r) }
-        return try SupportSet(vectors: Matrix(rows: rows.count, columns: d, values: values), labels: rows.map { snapshot.labels[$0]! })
+        return try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! })
     }
 
     /// `head` fitted on the current support set: cached, and refitted only after the labelled

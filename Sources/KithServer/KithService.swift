@@ -59,7 +59,7 @@ actor KithService {
             c.queueCapacity = queueCapacity
         }
         if let partition { c.queuePartition = partition }
-        let index = try indexes.create(name, space: EmbeddingSpace(model: manifest.name, weightsSHA256: manifest.sha256, dimension: manifest.dimension), configuration: c)
+        let index = try indexes.create(name, space: EmbeddingSpace(manifest), configuration: c)
         engines[name] = try QueryEngine(index: index)
         return index
     }

@@ -243,9 +243,13 @@ struct Routes {
             return (matrix.rowQueries, Self.options([:], request))
         }
         let (inputs, fields) = try await images(request)
+        return (try await embeddings(inputs, for: index).map { .vector($0) }, Self.options(fields, request))
+    }
+
+    /// Embeddings of uploaded images with the index's backbone; a bad image fails the request.
+    func embeddings(_ inputs: [(data: Data, name: String)], for index: Index) async throws -> [[Float]] {
         let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
-        let vectors = try results.map { try $0.get().embedding }
-        return (vectors.map { .vector($0) }, Self.options(fields, request))
+        return try results.map { try $0.get().embedding }
     }
 
     /// A .npy body as a matrix (400 if it is not one).
@@ -291,10 +295,9 @@ struct Routes {
             entries = body.entries.map { (vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) }
         } else {
             let (inputs, fields) = try await images(request)
-            let results = try await service.embed(inputs.map { .data($0.data, name: $0.name) }, model: index.metadata.model)
             func value(_ key: String) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
             let item = value("item").flatMap { UInt64($0) }
-            entries = try results.map { (vector: try $0.get().embedding, itemID: item, label: value("label"), coarseLabel: value("coarse_label")) }
+            entries = try await embeddings(inputs, for: index).map { (vector: $0, itemID: item, label: value("label"), coarseLabel: value("coarse_label")) }
         }
         let sequences = try await offload { try index.enqueue(entries) }
         return try API.json(["sequences": sequences])

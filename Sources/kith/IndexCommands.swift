@@ -62,7 +62,7 @@ extension IndexCommand {
             configuration.queueCapacity = queueCapacity
             configuration.queuePartition = queuePartition
             let index = try indexOperation {
-                try location.library.create(name, space: EmbeddingSpace(model: manifest.name, weightsSHA256: manifest.sha256, dimension: manifest.dimension),
+                try location.library.create(name, space: EmbeddingSpace(manifest),
                                             configuration: configuration)
             }
             print("created index '\(name)' at \(index.path): \(manifest.dimension)-d embeddings of \(manifest.name), queue capacity \(queueCapacity)")
