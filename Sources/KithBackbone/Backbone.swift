@@ -53,6 +53,8 @@ public struct Backbone: Sendable {
     public let manifest: ModelManifest
     let layers: [any Layer]
     let classifier: Linear?
+    /// The layers lowered to XNNPACK operators.
+    let engine: Engine
     /// Names of the classifier's outputs, when the model has a classifier and names for it.
     public let classNames: [String]?
 
@@ -70,6 +72,7 @@ public struct Backbone: Sendable {
         self.manifest = manifest
         self.layers = layers
         self.classifier = classifier
+        engine = try Engine(program: Program(layers: layers, inputSize: manifest.preprocessing.inputSize))
         if let file = manifest.classNames {
             let namesPath = (directory as NSString).appendingPathComponent(file)
             guard let data = FileManager.default.contents(atPath: namesPath),
@@ -84,14 +87,30 @@ public struct Backbone: Sendable {
 
     /// Runs the network on `count` preprocessed inputs (NHWC, `preprocessing.inputSize`² × 3 each).
     /// Returns the pooled features (not normalised) and, if the model has one, the classifier's logits.
-    /// Runs on the calling thread (with whatever threads BLAS is set to use).
-    public func forward(_ input: [Float], count: Int) -> (features: Matrix, logits: Matrix?) {
+    /// Each layer's work is shared by `threads` threads, the caller's included.
+    public func forward(_ input: [Float], count: Int, threads: Int = 1) -> (features: Matrix, logits: Matrix?) {
         let size = preprocessing.inputSize
         precondition(input.count == count * size * size * 3, "Backbone.forward: input of \(input.count) floats for \(count) images")
+        let features: Matrix
+        do {
+            features = try input.withUnsafeBufferPointer { input throws(BackboneError) in
+                try engine.run(input, count: count, threads: threads)
+            }
+        } catch {
+            // The operators were created and checked when the model loaded; a failure now is an
+            // internal fault (an allocation XNNPACK could not make).
+            fatalError("Backbone.forward: \(error)")
+        }
+        return (features, classifier?.forward(features))
+    }
+
+    /// The same forward pass on Kith's own Swift kernels, kept as a second implementation for
+    /// the engine's tests.
+    func forwardWithSwiftKernels(_ input: [Float], count: Int) -> Matrix {
+        let size = preprocessing.inputSize
         var x = FeatureMap(n: count, h: size, w: size, c: 3, data: input)
         for layer in layers { x = layer.forward(x) }
-        let features = globalAveragePool(x)
-        return (features, classifier?.forward(features))
+        return globalAveragePool(x)
     }
 
     /// L2-normalised embeddings of `count` preprocessed inputs, one row each.

@@ -6,6 +6,7 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
         case unreadableWeights(file: String, detail: String)
         case tensorMismatch(file: String, problems: [String])
         case unknownArchitecture(String)
+        case engine(call: String, detail: String)
     }
 
     let reason: Reason
@@ -26,6 +27,8 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
         case .unknownArchitecture(let name):
             let known = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
             return "unknown architecture '\(name)'; known: \(known)"
+        case .engine(let call, let detail):
+            return "the inference engine failed: \(call): \(detail)"
         }
     }
 

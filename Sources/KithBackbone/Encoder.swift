@@ -46,18 +46,26 @@ public struct Encoder: Sendable {
     /// `imagesPerPass` images at a time with single-threaded BLAS: small passes keep feature maps
     /// in cache, and parallel images scale where threads inside one image's layers did not.
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
-        let workers = max(1, min(configuration.threads, count))
         let withLogits = configuration.computesLogits && backbone.hasClassifier
         BLAS.setThreads(1)
         let perImage = input.count / max(count, 1)
         let step = max(1, configuration.imagesPerPass)
         let passes = stride(from: 0, to: count, by: step).map { $0..<min($0 + step, count) }
         let results = ShardResults<(features: Matrix, logits: Matrix?)>(count: passes.count)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            for p in stride(from: worker, to: passes.count, by: workers) {
-                let range = passes[p]
+        let strategy = ProcessInfo.processInfo.environment["KITH_STRATEGY"] ?? "intra"
+        if strategy == "workers" {
+            let workers = max(1, min(configuration.threads, passes.count))
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                for p in stride(from: worker, to: passes.count, by: workers) {
+                    let range = passes[p]
+                    let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
+                    results.set(p, backbone.forward(slice, count: range.count, threads: 1))
+                }
+            }
+        } else {
+            for (p, range) in passes.enumerated() {
                 let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
-                results.set(p, backbone.forward(slice, count: range.count))
+                results.set(p, backbone.forward(slice, count: range.count, threads: configuration.threads))
             }
         }
         let parts = results.values

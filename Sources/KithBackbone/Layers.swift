@@ -56,6 +56,8 @@ enum Padding: Sendable {
 /// measured faster than splitting one image's layers between threads (BENCHMARKS.md).
 protocol Layer: Sendable {
     func forward(_ x: FeatureMap) -> FeatureMap
+    /// Appends this layer's operators to `program`, reading value `x`; returns its output value.
+    func lower(_ x: Int, into program: inout Program) -> Int
 }
 
 /// Adds the per-channel bias and applies the activation (and an optional residual) in place,
