@@ -27,12 +27,12 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
-        .systemLibrary(name: "CXNNPACK", providers: [.apt(["libxnnpack-dev", "libpthreadpool-dev"])]),
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
 
         .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: simd + strict),
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
-        .target(name: "KithBackbone", dependencies: ["CXNNPACK", "KithMath", "KithImage"], swiftSettings: simd + strict),
+        .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
         .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex", "KithBackbone"], swiftSettings: simd + strict),
         .target(

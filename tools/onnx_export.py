@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Build an ONNX graph of EfficientNet-Lite0/2 from Kith's converted weights (for the benchmark).
+"""Build an ONNX graph of a Kith backbone from its converted weights (for the benchmark).
 
-The graph mirrors the network exactly (Conv with TF "SAME" = ONNX SAME_UPPER padding, BatchNorm,
-ReLU6 as Clip, residual Add, global average pooling) and takes NCHW float32 input; onnxruntime
-folds the BatchNorms itself. The check at the end compares its output with tools/kith_reference.py.
+EfficientNet-Lite0/2, MobileNetV2 and the ResNets. The graph mirrors the network exactly (Conv with
+TF "SAME" = ONNX SAME_UPPER padding for EfficientNet, explicit pads for the others, BatchNorm,
+ReLU6 as Clip, ReLU, residual Add, max and global average pooling) and takes NCHW float32 input;
+onnxruntime folds the BatchNorms itself. The check at the end compares its output with
+tools/kith_reference.py.
 
   onnx_export.py --model efficientnet-lite0 [--models models] --out /tmp/lite0.onnx
 """
@@ -23,7 +25,6 @@ import kith_reference as ref  # noqa: E402
 
 
 def build(sd: dict, arch: str, size: int) -> onnx.ModelProto:
-    width, depth = {"efficientnet-lite0": (1.0, 1.0), "efficientnet-lite2": (1.1, 1.2)}[arch]
     nodes, inits = [], []
     counter = [0]
 
@@ -31,28 +32,62 @@ def build(sd: dict, arch: str, size: int) -> onnx.ModelProto:
         counter[0] += 1
         return f"{prefix}_{counter[0]}"
 
-    def const(value, n):
-        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), n))
-        return n
-
     for k, v in sd.items():
         inits.append(numpy_helper.from_array(v, k))
-    const(0.0, "zero")
-    const(6.0, "six")
+    inits.append(numpy_helper.from_array(np.asarray(0.0, np.float32), "zero"))
+    inits.append(numpy_helper.from_array(np.asarray(6.0, np.float32), "six"))
+    eps = 1e-3 if arch.startswith("efficientnet") else 1e-5
 
-    def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
+    def conv_bn(x, conv, bn, stride=1, groups=1, act="relu6", pad=None):
+        """pad None: TensorFlow SAME; else that many pixels on every side."""
         w = sd[f"{conv}.weight"]
         y = name("conv")
-        nodes.append(helper.make_node("Conv", [x, f"{conv}.weight"], [y], auto_pad="SAME_UPPER",
-                                      strides=[stride, stride], group=groups, kernel_shape=list(w.shape[2:])))
+        padding = {"auto_pad": "SAME_UPPER"} if pad is None else {"pads": [pad] * 4}
+        nodes.append(helper.make_node("Conv", [x, f"{conv}.weight"], [y], strides=[stride, stride], group=groups,
+                                      kernel_shape=list(w.shape[2:]), **padding))
         z = name("bn")
         nodes.append(helper.make_node("BatchNormalization", [y, f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean",
-                                                             f"{bn}.running_var"], [z], epsilon=1e-3))
-        if not act:
+                                                             f"{bn}.running_var"], [z], epsilon=eps))
+        return activate(z, act)
+
+    def activate(z, act):
+        if act is None:
             return z
-        r = name("relu6")
-        nodes.append(helper.make_node("Clip", [z, "zero", "six"], [r]))
+        r = name(act)
+        nodes.append(helper.make_node("Clip", [z, "zero", "six"], [r]) if act == "relu6"
+                     else helper.make_node("Relu", [z], [r]))
         return r
+
+    def add(a, b, act=None):
+        y = name("add")
+        nodes.append(helper.make_node("Add", [a, b], [y]))
+        return activate(y, act)
+
+    if arch.startswith("efficientnet"):
+        x, dim = efficientnet_lite(sd, arch, conv_bn, add), 1280
+    elif arch == "mobilenetv2":
+        x, dim = mobilenet_v2(conv_bn, add), 1280
+    else:
+        blocks = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[arch]
+        x = conv_bn("input", "conv1", "bn1", 2, act="relu", pad=3)
+        pooled = name("maxpool")
+        nodes.append(helper.make_node("MaxPool", [x], [pooled], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+        x, dim = resnet(sd, pooled, blocks, arch == "resnet50", conv_bn, add)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
+    used = {n for node in nodes for n in node.input}
+    inits = [t for t in inits if t.name in used]
+    graph = helper.make_graph(
+        nodes, arch, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def efficientnet_lite(sd, arch, conv_bn, add):
+    width, depth = {"efficientnet-lite0": (1.0, 1.0), "efficientnet-lite2": (1.1, 1.2)}[arch]
 
     def round_filters(f):
         f *= width
@@ -72,24 +107,43 @@ def build(sd: dict, arch: str, size: int) -> onnx.ModelProto:
             if e != 1:
                 h = conv_bn(h, f"{p}._expand_conv", f"{p}._bn0")
             h = conv_bn(h, f"{p}._depthwise_conv", f"{p}._bn1", stride, groups=hidden)
-            h = conv_bn(h, f"{p}._project_conv", f"{p}._bn2", act=False)
-            if stride == 1 and cin == cout:
-                y = name("add")
-                nodes.append(helper.make_node("Add", [x, h], [y]))
-                h = y
-            x, cin, i = h, cout, i + 1
-    x = conv_bn(x, "_conv_head", "_bn1")
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
-    nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
-    used = {n for node in nodes for n in node.input}
-    inits = [t for t in inits if t.name in used]
-    graph = helper.make_graph(
-        nodes, arch, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 1280])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+            h = conv_bn(h, f"{p}._project_conv", f"{p}._bn2", act=None)
+            x, cin, i = add(x, h) if stride == 1 and cin == cout else h, cout, i + 1
+    return conv_bn(x, "_conv_head", "_bn1")
+
+
+def mobilenet_v2(conv_bn, add):
+    x = conv_bn("input", "features.0.0", "features.0.1", 2, pad=1)
+    i, cin = 1, 32
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for j in range(n):
+            p, stride, h, d = f"features.{i}.conv", s if j == 0 else 1, x, 0
+            if t != 1:
+                h, d = conv_bn(h, f"{p}.0", f"{p}.1", pad=0), 3
+            h = conv_bn(h, f"{p}.{d}", f"{p}.{d + 1}", stride, groups=cin * t, pad=1)
+            h = conv_bn(h, f"{p}.{d + 3}", f"{p}.{d + 4}", act=None, pad=0)
+            x, cin, i = add(x, h) if stride == 1 and cin == c else h, c, i + 1
+    return conv_bn(x, f"features.{i}.0", f"features.{i}.1", pad=0)
+
+
+def resnet(sd, x, blocks, bottleneck, conv_bn, add):
+    channels = 64
+    for stage, count in enumerate(blocks):
+        for b in range(count):
+            p, stride = f"layer{stage + 1}.{b}", 2 if b == 0 and stage > 0 else 1
+            identity = x
+            if f"{p}.downsample.0.weight" in sd:
+                identity = conv_bn(x, f"{p}.downsample.0", f"{p}.downsample.1", stride, act=None, pad=0)
+            if bottleneck:
+                h = conv_bn(x, f"{p}.conv1", f"{p}.bn1", act="relu", pad=0)
+                h = conv_bn(h, f"{p}.conv2", f"{p}.bn2", stride, act="relu", pad=1)
+                h = conv_bn(h, f"{p}.conv3", f"{p}.bn3", act=None, pad=0)
+            else:
+                h = conv_bn(x, f"{p}.conv1", f"{p}.bn1", stride, act="relu", pad=1)
+                h = conv_bn(h, f"{p}.conv2", f"{p}.bn2", act=None, pad=1)
+            x = add(h, identity, act="relu")
+            channels = sd[f"{p}.bn{3 if bottleneck else 2}.weight"].shape[0]
+    return x, channels
 
 
 def export(models: str, name: str, out: str) -> str:

@@ -89,28 +89,26 @@ public struct Backbone: Sendable {
     /// Returns the pooled features (not normalised) and, if the model has one, the classifier's logits.
     /// Each layer's work is shared by `threads` threads, the caller's included.
     public func forward(_ input: [Float], count: Int, threads: Int = 1) -> (features: Matrix, logits: Matrix?) {
-        let size = preprocessing.inputSize
-        precondition(input.count == count * size * size * 3, "Backbone.forward: input of \(input.count) floats for \(count) images")
-        let features: Matrix
-        do {
-            features = try input.withUnsafeBufferPointer { input throws(BackboneError) in
-                try engine.run(input, count: count, threads: threads)
-            }
-        } catch {
-            // The operators were created and checked when the model loaded; a failure now is an
-            // internal fault (an allocation XNNPACK could not make).
-            fatalError("Backbone.forward: \(error)")
-        }
-        return (features, classifier?.forward(features))
+        let features = input.withUnsafeBufferPointer { input in self.features(input, count: count, threads: threads) }
+        return (features, logits(features))
     }
 
-    /// The same forward pass on Kith's own Swift kernels, kept as a second implementation for
-    /// the engine's tests.
-    func forwardWithSwiftKernels(_ input: [Float], count: Int) -> Matrix {
+    /// The pooled features (not normalised) of `count` preprocessed inputs, one row each.
+    public func features(_ input: UnsafeBufferPointer<Float>, count: Int, threads: Int = 1) -> Matrix {
         let size = preprocessing.inputSize
-        var x = FeatureMap(n: count, h: size, w: size, c: 3, data: input)
-        for layer in layers { x = layer.forward(x) }
-        return globalAveragePool(x)
+        precondition(input.count == count * size * size * 3, "Backbone: input of \(input.count) floats for \(count) images")
+        do {
+            return try engine.run(input, count: count, threads: threads)
+        } catch {
+            // The program was created and checked when the model loaded; a failure now is an
+            // internal fault (an allocation oneDNN could not make).
+            fatalError("Backbone: \(error)")
+        }
+    }
+
+    /// The classifier's logits for pooled `features`, if the model has a classifier.
+    public func logits(_ features: Matrix) -> Matrix? {
+        classifier?.forward(features)
     }
 
     /// L2-normalised embeddings of `count` preprocessed inputs, one row each.

@@ -7,11 +7,12 @@ import KithMath
 public struct EncoderConfiguration: Sendable {
     /// Images per forward pass. Default: 16.
     public var batchSize: Int = 16
-    /// Threads for decoding and for the network: the images of a batch are shared out to this
-    /// many workers (so a single image uses one). Default: the number of active processors.
+    /// Threads for decoding and for the network: the images of a batch are decoded in parallel,
+    /// and every layer of the network shares its work out to this many threads, so that one
+    /// image is done sooner too. Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    /// Images per forward pass inside one thread. Default: 2 (fastest for EfficientNet-Lite0 at
-    /// batch 16, see BENCHMARKS.md).
+    /// Images per forward pass. Default: 2 (fastest for EfficientNet-Lite0 at batch 16 on this
+    /// project's benchmark machine: feature maps of a few images stay in cache; BENCHMARKS.md).
     public var imagesPerPass: Int = 2
     /// Also compute the classifier's logits (when the model has a classifier). Default: false.
     public var computesLogits: Bool = false
@@ -42,37 +43,26 @@ public struct Encoder: Sendable {
     }
 
     /// Embeds preprocessed inputs (`count` images, NHWC): normalised embeddings and, if asked,
-    /// logits. The images are shared out to up to `threads` workers, each running
-    /// `imagesPerPass` images at a time with single-threaded BLAS: small passes keep feature maps
-    /// in cache, and parallel images scale where threads inside one image's layers did not.
+    /// logits. The images go through the network `imagesPerPass` at a time (the rest one by one,
+    /// so that at most two pass sizes are ever set up), each pass on `threads` threads.
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
-        let withLogits = configuration.computesLogits && backbone.hasClassifier
-        BLAS.setThreads(1)
         let perImage = input.count / max(count, 1)
         let step = max(1, configuration.imagesPerPass)
-        let passes = stride(from: 0, to: count, by: step).map { $0..<min($0 + step, count) }
-        let results = ShardResults<(features: Matrix, logits: Matrix?)>(count: passes.count)
-        let strategy = ProcessInfo.processInfo.environment["KITH_STRATEGY"] ?? "intra"
-        if strategy == "workers" {
-            let workers = max(1, min(configuration.threads, passes.count))
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                for p in stride(from: worker, to: passes.count, by: workers) {
-                    let range = passes[p]
-                    let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
-                    results.set(p, backbone.forward(slice, count: range.count, threads: 1))
-                }
-            }
-        } else {
-            for (p, range) in passes.enumerated() {
-                let slice = Array(input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
-                results.set(p, backbone.forward(slice, count: range.count, threads: configuration.threads))
+        let full = count / step * step
+        let passes = stride(from: 0, to: full, by: step).map { $0..<($0 + step) } + (full..<count).map { $0..<($0 + 1) }
+        var pooled: [Float] = []
+        pooled.reserveCapacity(count * backbone.dimension)
+        input.withUnsafeBufferPointer { input in
+            for range in passes {
+                let slice = UnsafeBufferPointer(rebasing: input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
+                pooled += backbone.features(slice, count: range.count, threads: configuration.threads).values
             }
         }
-        let parts = results.values
-        var features = Matrix(rows: count, columns: backbone.dimension, values: parts.flatMap { $0.features.values })
-        features.normalizeRows()
-        guard withLogits, let classes = parts.first?.logits?.columns else { return (features, nil) }
-        return (features, Matrix(rows: count, columns: classes, values: parts.flatMap { $0.logits!.values }))
+        let features = Matrix(rows: count, columns: backbone.dimension, values: pooled)
+        let logits = configuration.computesLogits ? backbone.logits(features) : nil
+        var embeddings = features
+        embeddings.normalizeRows()
+        return (embeddings, logits)
     }
 
     /// Embeds image files, `batchSize` at a time; `progress` is called after each batch with the

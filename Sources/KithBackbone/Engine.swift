@@ -1,11 +1,12 @@
 import Foundation
 import KithMath
 
-// The network runs on XNNPACK: the layers of Layers.swift describe it (weights with BatchNorm
-// folded, geometry, activation), `Program` lowers them once to a list of XNNPACK operators over
-// NHWC tensors, and an `ExecutionContext` holds those operators with their packed weights, a
-// thread pool and the feature-map buffers for one batch size. BENCHMARKS.md records how this
-// engine was chosen against oneDNN and Kith's own kernels.
+// The network runs on oneDNN: the layers of Layers.swift describe it (weights with BatchNorm
+// folded, geometry, activation), `Program` lowers them once to a list of convolutions and
+// poolings over NHWC tensors (activations, residual sums fused into the convolutions), and an
+// `ExecutionContext` holds the primitives for one batch size and thread count, with their weights
+// reordered to the layouts oneDNN chose and the feature-map buffers. BENCHMARKS.md records how
+// this engine was chosen against XNNPACK and Kith's own kernels.
 
 /// A tensor of the program: one image's height, width and channels (the batch is the run's).
 struct TensorShape: Equatable {
@@ -16,35 +17,26 @@ struct TensorShape: Equatable {
 /// The lowered network: operators in order over numbered values (value 0 is the input).
 struct Program: Sendable {
     enum Step: Sendable {
-        /// Dense or depthwise convolution; weights already in XNNPACK's layout.
-        case convolution(Convolution, input: Int, output: Int)
-        /// output = clamp(a + b).
-        case add(Int, Int, output: Int, clamp: Clamp)
-        case maxPooling(kernel: Int, stride: Int, padding: Int, input: Int, output: Int)
+        /// Dense or depthwise convolution; with `residual`, the value is added before the
+        /// activation and the output takes the residual's buffer (a oneDNN sum post-op).
+        case convolution(Convolution, input: Int, output: Int, residual: Int?)
+        /// Padding never wins the maximum.
+        case maxPooling(kernel: Int, stride: Int, padding: Padding4, input: Int, output: Int)
         /// Mean over the pixels of each channel: the pooled features.
         case globalAveragePooling(input: Int, output: Int)
     }
 
-    struct Clamp: Sendable {
-        var min: Float, max: Float
-        init(_ activation: Activation) {
-            switch activation {
-            case .none: (min, max) = (-.infinity, .infinity)
-            case .relu: (min, max) = (0, .infinity)
-            case .relu6: (min, max) = (0, 6)
-            }
-        }
-    }
+    typealias Padding4 = (top: Int, left: Int, bottom: Int, right: Int)
 
     struct Convolution: Sendable {
         var kernel: Int, stride: Int
-        var padding: (top: Int, left: Int, bottom: Int, right: Int)
+        var padding: Padding4
         var inChannels: Int, outChannels: Int
         var depthwise: Bool
-        /// [out, ky, kx, in] for a dense convolution, [ky, kx, channels] for a depthwise one.
+        /// [ky, kx, in, out] for a dense convolution, [ky, kx, channels] for a depthwise one.
         var weights: [Float]
         var bias: [Float]
-        var clamp: Clamp
+        var activation: Activation
     }
 
     private(set) var shapes: [TensorShape]
@@ -75,251 +67,159 @@ struct Program: Sendable {
 
     /// Which buffer holds each value: a value's buffer is reused once its last reader has run,
     /// so a network of any depth needs a handful of buffers.
-    func bufferAssignment() -> (bufferOf: [Int], floatsPerImage: [Int]) {
+    func bufferAssignment() -> [Int] {
         var lastUse = Array(repeating: -1, count: shapes.count)
         for (i, step) in steps.enumerated() { for v in step.inputs { lastUse[v] = i } }
         lastUse[output] = steps.count
         var bufferOf = Array(repeating: -1, count: shapes.count)
         var holder: [Int?] = []  // buffer → the live value in it
-        var sizes: [Int] = []
         func place(_ v: Int) {
-            let size = shapes[v].count
             if let free = holder.indices.first(where: { holder[$0] == nil }) {
                 holder[free] = v
-                sizes[free] = max(sizes[free], size)
                 bufferOf[v] = free
             } else {
                 holder.append(v)
-                sizes.append(size)
                 bufferOf[v] = holder.count - 1
             }
         }
         place(input)
         for (i, step) in steps.enumerated() {
-            place(step.output)
-            for v in step.inputs where lastUse[v] == i { holder[bufferOf[v]] = nil }
+            if case .convolution(_, _, let output, let residual?) = step {
+                precondition(lastUse[residual] == i, "Program: a residual is read after its sum")
+                bufferOf[output] = bufferOf[residual]
+                holder[bufferOf[output]] = output
+            } else {
+                place(step.output)
+            }
+            for v in step.inputs where lastUse[v] == i && holder[bufferOf[v]] == v { holder[bufferOf[v]] = nil }
         }
-        return (bufferOf, sizes)
+        return bufferOf
     }
 }
 
 extension Program.Step {
     var inputs: [Int] {
         switch self {
-        case .convolution(_, let input, _), .maxPooling(_, _, _, let input, _), .globalAveragePooling(let input, _): [input]
-        case .add(let a, let b, _, _): [a, b]
+        case .convolution(_, let input, _, let residual): [input] + (residual.map { [$0] } ?? [])
+        case .maxPooling(_, _, _, let input, _), .globalAveragePooling(let input, _): [input]
         }
     }
 
     var output: Int {
         switch self {
-        case .convolution(_, _, let output), .add(_, _, let output, _), .maxPooling(_, _, _, _, let output),
-             .globalAveragePooling(_, let output): output
+        case .convolution(_, _, let output, _), .maxPooling(_, _, _, _, let output), .globalAveragePooling(_, let output):
+            output
         }
-    }
-}
-
-// MARK: - Lowering the layers
-
-extension Padding {
-    /// (before, after) along one axis.
-    func pads(input: Int, kernel: Int, stride: Int) -> (before: Int, after: Int) {
-        let (output, before) = geometry(input: input, kernel: kernel, stride: stride)
-        let total = (output - 1) * stride + kernel - input
-        return (before, max(total - before, 0))
-    }
-}
-
-extension Conv2D {
-    func lower(_ x: Int, into program: inout Program) -> Int {
-        lower(x, residual: nil, into: &program)
-    }
-
-    /// With `residual`, adds it after the convolution and applies the activation to the sum.
-    func lower(_ x: Int, residual: Int?, into program: inout Program) -> Int {
-        let shape = program.shape(x)
-        precondition(shape.c == inChannels, "Conv2D: \(shape.c) channels in, expected \(inChannels)")
-        let (oh, _) = padding.geometry(input: shape.h, kernel: kernel, stride: stride)
-        let (ow, _) = padding.geometry(input: shape.w, kernel: kernel, stride: stride)
-        let (top, bottom) = padding.pads(input: shape.h, kernel: kernel, stride: stride)
-        let (left, right) = padding.pads(input: shape.w, kernel: kernel, stride: stride)
-        // [ky, kx, in, out] → [out, ky, kx, in].
-        let taps = kernel * kernel
-        var packed = [Float](repeating: 0, count: weights.count)
-        for t in 0..<taps {
-            for i in 0..<inChannels {
-                for o in 0..<outChannels {
-                    packed[(o * taps + t) * inChannels + i] = weights[(t * inChannels + i) * outChannels + o]
-                }
-            }
-        }
-        let out = TensorShape(h: oh, w: ow, c: outChannels)
-        let convolved = program.value(out)
-        program.append(.convolution(
-            .init(kernel: kernel, stride: stride, padding: (top, left, bottom, right), inChannels: inChannels,
-                  outChannels: outChannels, depthwise: false, weights: packed, bias: bias,
-                  clamp: .init(residual == nil ? activation : .none)),
-            input: x, output: convolved))
-        guard let residual else { return convolved }
-        precondition(program.shape(residual) == out, "Residual: shortcut and body shapes differ")
-        let sum = program.value(out)
-        program.append(.add(convolved, residual, output: sum, clamp: .init(activation)))
-        return sum
-    }
-}
-
-extension DepthwiseConv2D {
-    func lower(_ x: Int, into program: inout Program) -> Int {
-        let shape = program.shape(x)
-        precondition(shape.c == channels, "DepthwiseConv2D: \(shape.c) channels in, expected \(channels)")
-        let (oh, _) = padding.geometry(input: shape.h, kernel: kernel, stride: stride)
-        let (ow, _) = padding.geometry(input: shape.w, kernel: kernel, stride: stride)
-        let (top, bottom) = padding.pads(input: shape.h, kernel: kernel, stride: stride)
-        let (left, right) = padding.pads(input: shape.w, kernel: kernel, stride: stride)
-        let out = program.value(TensorShape(h: oh, w: ow, c: channels))
-        program.append(.convolution(
-            .init(kernel: kernel, stride: stride, padding: (top, left, bottom, right), inChannels: channels,
-                  outChannels: channels, depthwise: true, weights: weights, bias: bias, clamp: .init(activation)),
-            input: x, output: out))
-        return out
-    }
-}
-
-extension MaxPool2D {
-    func lower(_ x: Int, into program: inout Program) -> Int {
-        let shape = program.shape(x)
-        let (oh, _) = Padding.symmetric(pad).geometry(input: shape.h, kernel: kernel, stride: stride)
-        let (ow, _) = Padding.symmetric(pad).geometry(input: shape.w, kernel: kernel, stride: stride)
-        let out = program.value(TensorShape(h: oh, w: ow, c: shape.c))
-        program.append(.maxPooling(kernel: kernel, stride: stride, padding: pad, input: x, output: out))
-        return out
-    }
-}
-
-extension Residual {
-    func lower(_ x: Int, into program: inout Program) -> Int {
-        let identity = shortcut.reduce(x) { $1.lower($0, into: &program) }
-        let inner = body.reduce(x) { $1.lower($0, into: &program) }
-        return last.lower(inner, residual: identity, into: &program)
     }
 }
 
 // MARK: - Running the program
 
-/// The program's operators with their packed weights, a thread pool, and buffers for the batch
-/// size of the last run. Used by one caller at a time (the engine hands it out).
+/// The program's primitives for `batch` images on `threads` threads: weights reordered to the
+/// layouts oneDNN chose, and the feature-map buffers. Used by one caller at a time (the engine
+/// hands it out).
 final class ExecutionContext {
     let program: Program
-    let pool: ThreadPool
-    private let operators: [XNNOperator]
+    let threads: Int, batch: Int
+    private let stream: DNNLStream
+    private let buffers: [UnsafeMutableRawPointer]
     private let bufferOf: [Int]
-    private let floatsPerImage: [Int]
-    private var buffers: [UnsafeMutablePointer<Float>] = []
-    private var batch = 0
+    /// A memory object per program value, over that value's buffer.
+    private let values: [DNNLMemory]
+    /// The caller's NHWC input, pointed at it for each run.
+    private let input: DNNLMemory
+    private var steps: [DNNLStep] = []
+    /// The implementation oneDNN picked for each step.
+    var implementations: [String] { steps.map(\.implementation) }
 
-    init(program: Program, threads: Int) throws(BackboneError) {
-        try XNNPACK.initialize()
+    init(program: Program, threads: Int, batch: Int) throws(BackboneError) {
         self.program = program
-        pool = ThreadPool(threads: threads)
-        var operators: [XNNOperator] = []
-        for step in program.steps {
-            switch step {
-            case .convolution(let c, _, _):
-                operators.append(try .convolution(
-                    kernel: c.kernel, stride: c.stride, padding: c.padding,
-                    groups: c.depthwise ? c.inChannels : 1, groupInputChannels: c.depthwise ? 1 : c.inChannels,
-                    groupOutputChannels: c.depthwise ? 1 : c.outChannels, depthwise: c.depthwise,
-                    weights: c.weights, bias: c.bias, clamp: (c.clamp.min, c.clamp.max)))
-            case .add(_, _, _, let clamp):
-                operators.append(try .add(clamp: (clamp.min, clamp.max)))
-            case .maxPooling(let kernel, let stride, let padding, let input, _):
-                operators.append(try .maxPooling(kernel: kernel, stride: stride, padding: padding,
-                                                 channels: program.shape(input).c))
-            case .globalAveragePooling(let input, _):
-                operators.append(try .globalAveragePooling(channels: program.shape(input).c))
-            }
+        (self.threads, self.batch) = (max(1, threads), batch)
+        stream = try DNNLStream()
+        let bufferOf = program.bufferAssignment()
+        self.bufferOf = bufferOf
+        // Feature maps are kept in oneDNN's blocked layout of 16 channels, whose kernels split
+        // best across threads (BENCHMARKS.md); the pooled features keep it where it is byte for
+        // byte the plain [batch, channels] matrix. The NHWC input is reordered to NCHW, which the
+        // first convolution's kernel reads.
+        let layouts = try (0..<program.shapes.count).map { value throws(BackboneError) in
+            let shape = program.shape(value)
+            let layout: DNNLDescriptor.Layout = value == program.input ? .nchw
+                : value == program.output && shape.c % 16 != 0 ? .nhwc : .blocked
+            return try DNNLDescriptor.activation(batch: batch, shape, layout)
         }
-        self.operators = operators
-        (bufferOf, floatsPerImage) = program.bufferAssignment()
-    }
-
-    deinit { freeBuffers() }
-
-    private func freeBuffers() {
-        for buffer in buffers { buffer.deallocate() }
-        buffers = []
-    }
-
-    /// Allocates the buffers for `count` images and binds every operator to them.
-    private func setUp(batch count: Int) throws(BackboneError) {
-        freeBuffers()
-        let extra = XNNPACK.extraBytes / MemoryLayout<Float>.stride + 1
-        buffers = floatsPerImage.map { UnsafeMutablePointer<Float>.allocate(capacity: $0 * count + extra) }
-        batch = 0
-        func buffer(_ value: Int) -> UnsafeMutablePointer<Float> { buffers[bufferOf[value]] }
-        for (step, op) in zip(program.steps, operators) {
-            switch step {
-            case .convolution(_, let input, let output):
-                let shape = program.shape(input)
-                try op.setupConvolution(batch: count, height: shape.h, width: shape.w, input: buffer(input),
-                                        output: buffer(output), pool: pool)
-            case .add(let a, let b, let output, _):
-                try op.setupAdd(count: count * program.shape(output).count, buffer(a), buffer(b),
-                                output: buffer(output), pool: pool)
-            case .maxPooling(_, _, _, let input, let output):
-                let shape = program.shape(input)
-                try op.setupMaxPooling(batch: count, height: shape.h, width: shape.w, input: buffer(input),
-                                       output: buffer(output), pool: pool)
-            case .globalAveragePooling(let input, let output):
-                let shape = program.shape(input)
-                try op.setupGlobalAveragePooling(batch: count, pixels: shape.h * shape.w, input: buffer(input),
-                                                 output: buffer(output), pool: pool)
-            }
+        var bytes = Array(repeating: 0, count: (bufferOf.max() ?? 0) + 1)
+        for (value, layout) in layouts.enumerated() { bytes[bufferOf[value]] = max(bytes[bufferOf[value]], layout.bytes) }
+        let buffers = bytes.map { UnsafeMutableRawPointer.allocate(byteCount: $0, alignment: 64) }
+        self.buffers = buffers
+        values = try layouts.enumerated().map { value, layout throws(BackboneError) in
+            try DNNLMemory(layout, buffer: buffers[bufferOf[value]])
         }
-        batch = count
+        input = try DNNLMemory(.activation(batch: batch, program.shape(program.input), .nhwc), buffer: nil)
+        // Some kernels fix their work split when they are created.
+        OneDNN.setThreads(self.threads)
+        steps = [try .reorder(input, values[program.input])]
+        for step in program.steps { try add(step) }
     }
 
-    /// The pooled features of `count` NHWC inputs, one row each.
-    func run(_ input: UnsafeBufferPointer<Float>, count: Int) throws(BackboneError) -> Matrix {
-        if batch != count { try setUp(batch: count) }
-        let inputFloats = count * program.shape(program.input).count
-        precondition(input.count == inputFloats, "forward: \(input.count) floats for \(count) inputs")
-        buffers[bufferOf[program.input]].update(from: input.baseAddress!, count: inputFloats)
-        for op in operators { try op.run(pool) }
+    deinit { for buffer in buffers { buffer.deallocate() } }
+
+    private func add(_ step: Program.Step) throws(BackboneError) {
+        switch step {
+        case .convolution(let c, let input, let output, let residual):
+            steps.append(try .convolution(c, input: values[input], output: values[output], sum: residual != nil, stream: stream))
+        case .maxPooling(let kernel, let stride, let padding, let input, let output):
+            steps.append(try .pooling(average: false, input: values[input], output: values[output],
+                                      kernel: (kernel, kernel), stride: stride, padding: padding))
+        case .globalAveragePooling(let input, let output):
+            let shape = program.shape(input)
+            steps.append(try .pooling(average: true, input: values[input], output: values[output],
+                                      kernel: (shape.h, shape.w), stride: 1, padding: (0, 0, 0, 0)))
+        }
+    }
+
+    /// The pooled features of `batch` NHWC inputs, one row each.
+    func run(_ input: UnsafeBufferPointer<Float>) throws(BackboneError) -> Matrix {
+        let inputFloats = batch * program.shape(program.input).count
+        precondition(input.count == inputFloats, "forward: \(input.count) floats for \(batch) inputs")
+        // oneDNN only reads the input; its API takes a mutable pointer.
+        try self.input.point(at: UnsafeMutableRawPointer(mutating: input.baseAddress!))
+        OneDNN.setThreads(threads)
+        for step in steps { try step.execute(on: stream) }
+        try stream.wait()
         let dimension = program.shape(program.output).c
-        let features = buffers[bufferOf[program.output]]
-        return Matrix(rows: count, columns: dimension, values: Array(UnsafeBufferPointer(start: features, count: count * dimension)))
+        let features = buffers[bufferOf[program.output]].assumingMemoryBound(to: Float.self)
+        return Matrix(rows: batch, columns: dimension, values: Array(UnsafeBufferPointer(start: features, count: batch * dimension)))
     }
 }
 
-/// Hands out execution contexts: one per concurrent caller and thread count, created on first
-/// use and kept (each packs its own copy of the weights).
+/// Hands out execution contexts: one per concurrent caller, thread count and batch size,
+/// created on first use and kept (each holds its own reordered copy of the weights).
 final class Engine: Sendable {
     let program: Program
     // Safe: `idle` is only touched under `lock`; a context taken out is used by one caller only.
     nonisolated(unsafe) private var idle: [ExecutionContext] = []
     private let lock = NSLock()
 
-    /// Creates a first context, so that a model whose operators XNNPACK refuses (or a CPU it
-    /// does not support) fails when it loads rather than when it runs.
+    /// Creates a first context, so that a model oneDNN cannot run fails when it loads rather
+    /// than when it runs.
     init(program: Program) throws(BackboneError) {
         self.program = program
-        idle = [try ExecutionContext(program: program, threads: 1)]
+        idle = [try ExecutionContext(program: program, threads: 1, batch: 1)]
     }
 
     func run(_ input: UnsafeBufferPointer<Float>, count: Int, threads: Int) throws(BackboneError) -> Matrix {
-        let context = try take(threads: threads)
+        let context = try take(threads: max(1, threads), batch: count)
         defer { lock.withLock { idle.append(context) } }
-        return try context.run(input, count: count)
+        return try context.run(input)
     }
 
-    private func take(threads: Int) throws(BackboneError) -> ExecutionContext {
-        let wanted = max(1, threads)
+    private func take(threads: Int, batch: Int) throws(BackboneError) -> ExecutionContext {
         let found: ExecutionContext? = lock.withLock {
-            guard let i = idle.lastIndex(where: { $0.pool.threads == wanted }) else { return nil }
+            guard let i = idle.lastIndex(where: { $0.threads == threads && $0.batch == batch }) else { return nil }
             return idle.remove(at: i)
         }
         if let found { return found }
-        return try ExecutionContext(program: program, threads: wanted)
+        return try ExecutionContext(program: program, threads: threads, batch: batch)
     }
 }
