@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Kith's benchmarks, each run side by side with its anchor and written to BENCHMARKS.md.
 
-  inference  EfficientNet-Lite0 images/s at batch 1 and 16 with 1 and 2 threads: Kith (`kith bench`)
-             against onnxruntime on an ONNX graph built from the same converted weights
-             (tools/onnx_export.py); plus JPEG decode + resize of a 4000 × 3000 photo with and
-             without DCT scaling.
+  inference  EfficientNet-Lite0 images/s at batch 1 and 16 with 1 and 2 threads, MobileNetV2,
+             EfficientNet-Lite2 and ResNet-50 with 2 threads: Kith (`kith bench`) against onnxruntime
+             on ONNX graphs built from the same converted weights (tools/onnx_export.py); plus JPEG
+             decode + resize of a 4000 × 3000 photo with and without DCT scaling.
+  embedding  `kith embed` of a folder of 500 camera-sized JPEGs against Pillow + onnxruntime in
+             Python, 2 threads each; and kith embed's peak memory on 500 and 5,000 images.
   store      adding 100,000 1280-d vectors in transactions of 1,000 and loading them into the
              search matrix: Kith (`kith bench store`) against Python's lmdb binding writing the
              same bytes (one value per vector, and blocks of 64 as Kith stores them).
@@ -49,24 +51,33 @@ KITH = os.path.join(ROOT, ".build", "release", "kith")
 CONFIGS = [(threads, batch) for threads in (1, 2) for batch in (1, 16)]
 
 
-def kith_round(seconds: float, env: dict, decode: str | None = None) -> list[dict]:
-    cmd = [KITH, "bench", "--json", "--seconds", str(seconds), "--repeats", "1",
-           "--batch-sizes", "1", "16", "--thread-counts", "1", "2"]
+# (model, input size, configurations (threads, batch)) of the inference section.
+INFERENCE_MODELS = [("efficientnet-lite0", 224, CONFIGS), ("mobilenetv2", 224, [(2, 1), (2, 16)]),
+                    ("efficientnet-lite2", 260, [(2, 1), (2, 16)]), ("resnet50-random", 224, [(2, 1), (2, 16)])]
+
+
+def kith_round(model: str, configs: list, seconds: float, decode: str | None = None) -> list[dict]:
+    cmd = [KITH, "bench", "inference", "--json", "--model", model, "--seconds", str(seconds), "--repeats", "1",
+           "--batch-sizes", *sorted({str(b) for _, b in configs}), "--thread-counts", *sorted({str(t) for t, _ in configs})]
     if decode:
         cmd += ["--decode", decode]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def ort_round(model: str, seconds: float) -> dict:
+def ort_session(model: str, threads: int):
     import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def ort_round(model: str, size: int, configs: list, seconds: float) -> dict:
     rates = {}
-    for threads, batch in CONFIGS:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32)
+    for threads, batch in configs:
+        session = ort_session(model, threads)
+        x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
         session.run(None, {"input": x})
         start, calls = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
@@ -82,58 +93,143 @@ def big_photo(path: str) -> None:
     photo.resize((4000, 3000), Image.BICUBIC).save(path, quality=90)
 
 
+def onednn_info() -> str:
+    """oneDNN's version and the instruction set its kernels run, as it reports them."""
+    out = subprocess.run([KITH, "bench", "inference", "--seconds", "0", "--repeats", "1", "--batch-sizes", "1",
+                          "--thread-counts", "1"], capture_output=True, text=True, env=dict(os.environ, DNNL_VERBOSE="1")).stdout
+    info = [line.split(",", 3)[-1] for line in out.splitlines() if line.startswith("onednn_verbose,info,") and
+            ("oneDNN v" in line or "isa:" in line)]
+    return "; ".join(info)
+
+
 def inference(args) -> str:
     tmp = tempfile.mkdtemp(prefix="kith-bench-")
-    model = onnx_export.export(os.path.join(ROOT, "models"), "efficientnet-lite0", os.path.join(tmp, "lite0.onnx"))
-    drift = onnx_export.check(model, os.path.join(ROOT, "models"), "efficientnet-lite0")
+    graphs, drift = {}, {}
+    for model, _, _ in INFERENCE_MODELS:
+        graphs[model] = onnx_export.export(os.path.join(ROOT, "models"), model, os.path.join(tmp, f"{model}.onnx"))
+        drift[model] = onnx_export.check(graphs[model], os.path.join(ROOT, "models"), model)
     photo = os.path.join(tmp, "photo-4000x3000.jpg")
     big_photo(photo)
 
-    env_default = dict(os.environ)
-    env_native = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     kith_best: dict = {}
-    native_best: dict = {}
     ort_best: dict = {}
     decode: dict = {}
     for r in range(args.rounds):
-        for row in kith_round(args.seconds, env_default, photo if r == 0 else None):
-            if row["kind"] == "inference":
-                key = (row["threads"], row["batch"])
-                kith_best[key] = max(kith_best.get(key, 0), row["images_per_second"])
-            else:
-                decode[row["dct_scaling"]] = row
-        if "OPENBLAS_CORETYPE" in os.environ:
-            for row in kith_round(args.seconds, env_native):
-                key = (row["threads"], row["batch"])
-                native_best[key] = max(native_best.get(key, 0), row["images_per_second"])
-        for key, rate in ort_round(model, args.seconds).items():
-            ort_best[key] = max(ort_best.get(key, 0), rate)
+        for model, size, configs in INFERENCE_MODELS:
+            for row in kith_round(model, configs, args.seconds, photo if r == 0 and model == "efficientnet-lite0" else None):
+                if row["kind"] == "inference":
+                    key = (model, row["threads"], row["batch"])
+                    kith_best[key] = max(kith_best.get(key, 0), row["images_per_second"])
+                else:
+                    decode[row["dct_scaling"]] = row
+            for (threads, batch), rate in ort_round(graphs[model], size, configs, args.seconds).items():
+                key = (model, threads, batch)
+                ort_best[key] = max(ort_best.get(key, 0), rate)
         print(f"inference: round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     import onnxruntime
+    worst = max(drift.values())
     lines = [f"Measured by `tools/bench inference --rounds {args.rounds} --seconds {args.seconds:g}` on "
-             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, a shared machine; "
-             f"best of {args.rounds} alternating rounds. onnxruntime {onnxruntime.__version__} runs an ONNX graph built "
-             f"from the same converted weights (its features differ from the numpy reference by {drift:.1e} relative).", ""]
-    header = "| threads | batch | Kith images/s | onnxruntime images/s | Kith / onnxruntime |"
-    if native_best:
-        header += " Kith, OpenBLAS own kernels | ratio |"
-        lines.append(f"This machine sets `OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}`, which pins OpenBLAS to its "
-                     "AVX2 kernels; the last two columns rerun Kith with it unset (OpenBLAS then picks its AVX-512 kernels). "
-                     "Tests and CI keep the machine's setting.")
-        lines.append("")
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for key in CONFIGS:
-        threads, batch = key
-        row = f"| {threads} | {batch} | {kith_best[key]:.1f} | {ort_best[key]:.1f} | {kith_best[key] / ort_best[key]:.2f} |"
-        if native_best:
-            row += f" {native_best[key]:.1f} | {native_best[key] / ort_best[key]:.2f} |"
-        lines.append(row)
+             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, a shared machine, with its "
+             f"environment as it is (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}); best of {args.rounds} "
+             f"alternating rounds. Kith runs on oneDNN ({onednn_info()}). onnxruntime {onnxruntime.__version__} runs ONNX "
+             f"graphs built from the same converted weights (tools/onnx_export.py; their features differ from the numpy "
+             f"reference by at most {worst:.1e} relative) with intra-op threads = threads. ResNet-50 has random weights "
+             "(timing does not depend on them).", "",
+             "| model | threads | batch | Kith images/s | onnxruntime images/s | Kith / onnxruntime |",
+             "|---|---|---|---|---|---|"]
+    for model, _, configs in INFERENCE_MODELS:
+        for threads, batch in configs:
+            key = (model, threads, batch)
+            lines.append(f"| {model} | {threads} | {batch} | {kith_best[key]:.1f} | {ort_best[key]:.1f} | "
+                         f"{kith_best[key] / ort_best[key]:.2f} |")
     lines += ["", "JPEG decode + preprocessing of a 4000 × 3000 photo (quality 90) to the 224 × 224 input, one thread:", "",
               "| DCT scaling | decoded at | milliseconds |", "|---|---|---|"]
     for scaled in (False, True):
         row = decode[scaled]
         lines.append(f"| {'yes' if scaled else 'no'} | {row['decoded']} | {row['milliseconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def max_rss_mib(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of `cmd`, run in a child Python whose only child it is."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    seconds, kib = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout.split()
+    return float(seconds), int(kib) / 1024
+
+
+def python_embed(folder: str, model_path: str, size: int, threads: int) -> tuple[float, np.ndarray]:
+    """What a user would write: Pillow decoding and resizing on `threads` threads, feeding batches of
+    16 to onnxruntime with `threads` intra-op threads. Returns (images/s, L2-normalised embeddings)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, ImageOps
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    mean, std = np.float32(127), np.float32(128)
+
+    def load(path):
+        img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        side = int(224 / 256 * min(img.size))
+        x, y = (img.width - side + 1) // 2, (img.height - side + 1) // 2
+        img = img.resize((size, size), Image.BICUBIC, box=(x, y, x + side, y + side))
+        return ((np.asarray(img, np.float32) - mean) / std).transpose(2, 0, 1)
+
+    session = ort_session(model_path, threads)
+    start = time.perf_counter()
+    out = []
+    with ThreadPoolExecutor(threads) as pool:
+        inputs = pool.map(load, files)
+        batch = []
+        for x in inputs:
+            batch.append(x)
+            if len(batch) == 16:
+                out.append(session.run(None, {"input": np.stack(batch)})[0])
+                batch = []
+        if batch:
+            out.append(session.run(None, {"input": np.stack(batch)})[0])
+    rate = len(files) / (time.perf_counter() - start)
+    e = np.concatenate(out)
+    return rate, e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def embedding(args) -> str:
+    tmp = tempfile.mkdtemp(prefix="kith-bench-embed-")
+    folder, big = os.path.join(tmp, "photos"), os.path.join(tmp, "photos-5000")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_photos.py"), folder, "--count", "500"],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_photos.py"), big, "--count", "500", "--link", "9"],
+                   check=True, capture_output=True)
+    model = onnx_export.export(os.path.join(ROOT, "models"), "efficientnet-lite0", os.path.join(tmp, "lite0.onnx"))
+    out = os.path.join(tmp, "kith.npy")
+    kith_rate = python_rate = 0.0
+    for r in range(args.rounds):
+        seconds, _ = max_rss_mib([KITH, "embed", folder, "--format", "npy", "-o", out])
+        kith_rate = max(kith_rate, 500 / seconds)
+        rate, ours = python_embed(folder, model, 224, 2)
+        python_rate = max(python_rate, rate)
+        print(f"embedding: round {r + 1}/{args.rounds} done", file=sys.stderr)
+    kith = np.load(out)
+    order = [line.strip() for line in open(out + ".paths.txt")]
+    assert [os.path.basename(p) for p in order] == sorted(os.listdir(folder)), "kith embed changed the order"
+    cosine = (kith * ours).sum(axis=1)
+    rss = {n: max_rss_mib([KITH, "embed", f, "--format", "npy", "-o", os.path.join(tmp, f"rss-{n}.npy")])
+           for n, f in ((500, folder), (5000, big))}
+    lines = [f"Measured by `tools/bench embedding --rounds {args.rounds}` on {time.strftime('%Y-%m-%d')}: 500 JPEGs of "
+             "tools/make_photos.py (400 at 640 × 480, 100 at 4000 × 3000, quality 90), EfficientNet-Lite0, 2 threads, "
+             "best of the rounds. Kith: `kith embed FOLDER --format npy -o FILE` (the whole command, loading the model "
+             "included). Python: Pillow decoding and the same crop and bicubic resize on 2 threads feeding batches of 16 "
+             "to onnxruntime with 2 intra-op threads (tools/bench.py `python_embed`). The two sets of embeddings agree to "
+             f"cosine {cosine.min():.4f} at worst (mean {cosine.mean():.4f}): Pillow resizes in 8 bits, Kith in float, "
+             "and Kith decodes large JPEGs at reduced DCT scale.", "",
+             "| pipeline | images/s | Kith / Python |", "|---|---|---|",
+             f"| Kith `kith embed` | {kith_rate:.1f} | {kith_rate / python_rate:.2f} |",
+             f"| Pillow + onnxruntime | {python_rate:.1f} | 1.00 |", "",
+             "Peak resident memory of `kith embed` (maximum RSS of the process):", "",
+             "| images | seconds | peak RSS MiB |", "|---|---|---|"]
+    for n, (seconds, mib) in rss.items():
+        lines.append(f"| {n:,} | {seconds:.1f} | {mib:.0f} |")
     return "\n".join(lines)
 
 
@@ -501,7 +597,8 @@ def server(args) -> str:
 
 
 SECTIONS = {
-    "inference": ("Foundation: EfficientNet-Lite0 inference and JPEG decoding", inference),
+    "inference": ("Encoder: inference against onnxruntime, and JPEG decoding", inference),
+    "embedding": ("Encoder: a folder of photos end to end, and peak memory", embedding),
     "store": ("Index: writing and loading vectors", store),
     "ingest": ("Index: ingesting a folder of images", ingest),
     "search": ("Query engine: exact search against FAISS", search),

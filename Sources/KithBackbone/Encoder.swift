@@ -7,12 +7,12 @@ import KithMath
 public struct EncoderConfiguration: Sendable {
     /// Images per forward pass. Default: 16.
     public var batchSize: Int = 16
-    /// Threads for decoding and for the network: the images of a batch are decoded in parallel,
-    /// and every layer of the network shares its work out to this many threads, so that one
-    /// image is done sooner too. Default: the number of active processors.
+    /// Threads for decoding and for the network. The passes of a batch are shared out to this
+    /// many threads; a single image (or what is left over) has every layer's work shared by
+    /// them, so that one image is done sooner too. Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    /// Images per forward pass. Default: 2 (fastest for EfficientNet-Lite0 at batch 16 on this
-    /// project's benchmark machine: feature maps of a few images stay in cache; BENCHMARKS.md).
+    /// Images per forward pass. Default: 2 (fastest for EfficientNet-Lite0 at batch 16 on the
+    /// project's benchmark machine: the feature maps of a few images stay in cache).
     public var imagesPerPass: Int = 2
     /// Also compute the classifier's logits (when the model has a classifier). Default: false.
     public var computesLogits: Bool = false
@@ -44,20 +44,34 @@ public struct Encoder: Sendable {
 
     /// Embeds preprocessed inputs (`count` images, NHWC): normalised embeddings and, if asked,
     /// logits. The images go through the network `imagesPerPass` at a time (the rest one by one,
-    /// so that at most two pass sizes are ever set up), each pass on `threads` threads.
+    /// so that at most two pass sizes are ever set up).
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
         let perImage = input.count / max(count, 1)
         let step = max(1, configuration.imagesPerPass)
         let full = count / step * step
         let passes = stride(from: 0, to: full, by: step).map { $0..<($0 + step) } + (full..<count).map { $0..<($0 + 1) }
-        var pooled: [Float] = []
-        pooled.reserveCapacity(count * backbone.dimension)
+        let threads = max(1, configuration.threads)
+        let results = ShardResults<Matrix>(count: passes.count)
         input.withUnsafeBufferPointer { input in
-            for range in passes {
+            func run(_ p: Int, _ threads: Int) {
+                let range = passes[p]
                 let slice = UnsafeBufferPointer(rebasing: input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
-                pooled += backbone.features(slice, count: range.count, threads: configuration.threads).values
+                results.set(p, backbone.features(slice, count: range.count, threads: threads))
             }
+            // Whole rounds of passes go one per thread (no thread waits for another between
+            // layers, which keeps both cores busy when the machine is shared); what is left, a
+            // single image among them, has each layer shared by all the threads.
+            let spread = threads > 1 ? passes.count / threads * threads : 0
+            if spread > 0 {
+                // Safe: each pass reads its own slice of the input and writes its own slot.
+                nonisolated(unsafe) let run = run
+                DispatchQueue.concurrentPerform(iterations: threads) { worker in
+                    for p in stride(from: worker, to: spread, by: threads) { run(p, 1) }
+                }
+            }
+            for p in spread..<passes.count { run(p, threads) }
         }
+        let pooled = results.values.flatMap(\.values)
         let features = Matrix(rows: count, columns: backbone.dimension, values: pooled)
         let logits = configuration.computesLogits ? backbone.logits(features) : nil
         var embeddings = features
@@ -72,13 +86,23 @@ public struct Encoder: Sendable {
     ) -> [Result<EncodedImage, ImageError>] {
         var results: [Result<EncodedImage, ImageError>] = []
         results.reserveCapacity(files.count)
-        let batch = max(1, configuration.batchSize)
-        for start in stride(from: 0, to: files.count, by: batch) {
-            let chunk = files[start..<min(start + batch, files.count)].map { ImageInput.file($0) }
-            results += embed(prepare(chunk))
+        encode(files: files) { batch in
+            results += batch
             progress(results.count)
         }
         return results
+    }
+
+    /// Embeds image files `batchSize` at a time, handing each batch's results (in file order) to
+    /// `handle` as soon as they are ready, so that memory stays flat however many files there are.
+    public func encode<E: Error>(
+        files: [String], each handle: (_ batch: [Result<EncodedImage, ImageError>]) throws(E) -> Void
+    ) throws(E) {
+        let batch = max(1, configuration.batchSize)
+        for start in stride(from: 0, to: files.count, by: batch) {
+            let chunk = files[start..<min(start + batch, files.count)].map { ImageInput.file($0) }
+            try handle(embed(prepare(chunk)))
+        }
     }
 
     /// Decodes and preprocesses images in parallel (the first half of `encode`).

@@ -132,7 +132,7 @@ final class ExecutionContext {
     /// The implementation oneDNN picked for each step.
     var implementations: [String] { steps.map(\.implementation) }
 
-    init(program: Program, threads: Int, batch: Int) throws(BackboneError) {
+    init(program: Program, threads: Int, batch: Int, weights: DNNLWeightCache) throws(BackboneError) {
         self.program = program
         (self.threads, self.batch) = (max(1, threads), batch)
         stream = try DNNLStream()
@@ -159,15 +159,16 @@ final class ExecutionContext {
         // Some kernels fix their work split when they are created.
         OneDNN.setThreads(self.threads)
         steps = [try .reorder(input, values[program.input])]
-        for step in program.steps { try add(step) }
+        for (i, step) in program.steps.enumerated() { try add(step, weights: (weights, i)) }
     }
 
     deinit { for buffer in buffers { buffer.deallocate() } }
 
-    private func add(_ step: Program.Step) throws(BackboneError) {
+    private func add(_ step: Program.Step, weights: (DNNLWeightCache, Int)) throws(BackboneError) {
         switch step {
         case .convolution(let c, let input, let output, let residual):
-            steps.append(try .convolution(c, input: values[input], output: values[output], sum: residual != nil, stream: stream))
+            steps.append(try .convolution(c, input: values[input], output: values[output], sum: residual != nil,
+                                          parameters: weights, stream: stream))
         case .maxPooling(let kernel, let stride, let padding, let input, let output):
             steps.append(try .pooling(average: false, input: values[input], output: values[output],
                                       kernel: (kernel, kernel), stride: stride, padding: padding))
@@ -194,9 +195,10 @@ final class ExecutionContext {
 }
 
 /// Hands out execution contexts: one per concurrent caller, thread count and batch size,
-/// created on first use and kept (each holds its own reordered copy of the weights).
+/// created on first use and kept; they share the reordered weights.
 final class Engine: Sendable {
     let program: Program
+    private let weights = DNNLWeightCache()
     // Safe: `idle` is only touched under `lock`; a context taken out is used by one caller only.
     nonisolated(unsafe) private var idle: [ExecutionContext] = []
     private let lock = NSLock()
@@ -205,7 +207,7 @@ final class Engine: Sendable {
     /// than when it runs.
     init(program: Program) throws(BackboneError) {
         self.program = program
-        idle = [try ExecutionContext(program: program, threads: 1, batch: 1)]
+        idle = [try ExecutionContext(program: program, threads: 1, batch: 1, weights: weights)]
     }
 
     func run(_ input: UnsafeBufferPointer<Float>, count: Int, threads: Int) throws(BackboneError) -> Matrix {
@@ -220,6 +222,6 @@ final class Engine: Sendable {
             return idle.remove(at: i)
         }
         if let found { return found }
-        return try ExecutionContext(program: program, threads: threads, batch: batch)
+        return try ExecutionContext(program: program, threads: threads, batch: batch, weights: weights)
     }
 }

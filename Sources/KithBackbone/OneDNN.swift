@@ -147,6 +147,31 @@ final class DNNLMemory {
     }
 }
 
+/// Weights and biases reordered into the layouts the primitives asked for, shared by all the
+/// execution contexts of one network: contexts for other batch sizes or thread counts mostly
+/// want the same layouts, and the weights are only read while primitives run.
+final class DNNLWeightCache: Sendable {
+    // Safe: `entries` is only touched under `lock`; a memory object in it is never written after
+    // its reorder.
+    nonisolated(unsafe) private var entries: [Int: [DNNLMemory]] = [:]
+    private let lock = NSLock()
+
+    /// `values` (laid out as `plain` says) in the layout `md`, for the parameter numbered `key`.
+    func memory(_ key: Int, _ values: [Float], plain: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
+                stream: DNNLStream) throws(BackboneError) -> DNNLMemory {
+        let cached = lock.withLock {
+            entries[key]?.first { entry in
+                var (a, b) = (entry.descriptor.md, md)
+                return dnnl_memory_desc_equal(&a, &b) != 0
+            }
+        }
+        if let cached { return cached }
+        let memory = try DNNLMemory.reordered(values, plain: plain, into: md, stream: stream)
+        lock.withLock { entries[key, default: []].append(memory) }
+        return memory
+    }
+}
+
 /// A primitive (a convolution, a pooling, a reorder) created from its descriptor.
 final class DNNLPrimitive {
     let primitive: dnnl_primitive_t
@@ -289,11 +314,12 @@ struct DNNLStep {
         return try DNNLStep(pd, [(kith_dnnl_arg_from(), source), (kith_dnnl_arg_to(), destination)])
     }
 
-    /// The convolution `c` for `batch` images, its weights reordered once to the layout oneDNN
-    /// chose; with `sum`, the output's previous contents (the residual) are added before the
+    /// The convolution `c`, its weights reordered (once per layout, the cache's entry `key`) to
+    /// the layout oneDNN chose; with `sum`, the output's previous contents (the residual) are added before the
     /// activation.
     static func convolution(
-        _ c: Program.Convolution, input: DNNLMemory, output: DNNLMemory, sum: Bool, stream: DNNLStream
+        _ c: Program.Convolution, input: DNNLMemory, output: DNNLMemory, sum: Bool,
+        parameters: (cache: DNNLWeightCache, key: Int), stream: DNNLStream
     ) throws(BackboneError) -> DNNLStep {
         // oneDNN's weight dims are [out, in, ky, kx] (dense) or [groups, 1, 1, ky, kx]; the tags
         // say how Kith's arrays order them.
@@ -304,8 +330,9 @@ struct DNNLStep {
             source: input.descriptor.md, weights: OneDNN.descriptor(dims, dnnl_format_tag_any),
             bias: bias, destination: output.descriptor.md, stride: c.stride, padding: c.padding,
             attributes: DNNLAttributes(sum: sum, activation: c.activation))
-        let weights = try DNNLMemory.reordered(c.weights, plain: plain, into: pd.query(dnnl_query_weights_md), stream: stream)
-        let biasMemory = try DNNLMemory.reordered(c.bias, plain: bias, into: bias, stream: stream)
+        let (cache, key) = parameters
+        let weights = try cache.memory(2 * key, c.weights, plain: plain, as: pd.query(dnnl_query_weights_md), stream: stream)
+        let biasMemory = try cache.memory(2 * key + 1, c.bias, plain: bias, as: bias, stream: stream)
         return try DNNLStep(pd, [(kith_dnnl_arg_src(), input), (kith_dnnl_arg_weights(), weights),
                                  (kith_dnnl_arg_bias(), biasMemory), (kith_dnnl_arg_dst(), output)])
     }

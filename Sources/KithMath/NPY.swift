@@ -10,13 +10,56 @@ public enum NPY {
 
     /// A version 1.0 file of a little-endian float32 matrix.
     public static func encode(_ matrix: Matrix) -> Data {
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.rows), \(matrix.columns)), }"
-        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+        var data = header(rows: matrix.rows, columns: matrix.columns)
+        matrix.values.withUnsafeBufferPointer { data += Data(buffer: $0) }
+        return data
+    }
+
+    /// The magic string, version and header of a float32 C-order matrix, padded with spaces to a
+    /// multiple of 64 bytes (at least `minimumLength`).
+    static func header(rows: Int, columns: Int, minimumLength: Int = 0) -> Data {
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
+        let unpadded = 10 + header.utf8.count + 1
+        let length = max(minimumLength, (unpadded + 63) / 64 * 64)
+        header += String(repeating: " ", count: length - unpadded) + "\n"
         var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
         data += withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { Data($0) }
         data += Data(header.utf8)
-        matrix.values.withUnsafeBufferPointer { data += Data(buffer: $0) }
         return data
+    }
+
+    /// Writes a float32 matrix to a file a block of rows at a time: the header's row count is
+    /// written last, so the rows need not be known (or held in memory) up front.
+    public final class Writer {
+        private let file: FileHandle
+        private let columns: Int
+        private var rows = 0
+        /// Room for any shape a 64-bit row count can take.
+        private static let headerLength = 128
+
+        /// Creates (or truncates) the file at `path`.
+        public init(path: String, columns: Int) throws {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw FormatError(description: "\(path): cannot create the file")
+            }
+            file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            self.columns = columns
+            try file.write(contentsOf: NPY.header(rows: 0, columns: columns, minimumLength: Self.headerLength))
+        }
+
+        /// Appends rows (a multiple of `columns` values).
+        public func append(_ values: [Float]) throws {
+            precondition(values.count % columns == 0, "NPY.Writer: \(values.count) values for rows of \(columns)")
+            try values.withUnsafeBufferPointer { try file.write(contentsOf: Data(buffer: $0)) }
+            rows += values.count / columns
+        }
+
+        /// Writes the final row count into the header and closes the file.
+        public func close() throws {
+            try file.seek(toOffset: 0)
+            try file.write(contentsOf: NPY.header(rows: rows, columns: columns, minimumLength: Self.headerLength))
+            try file.close()
+        }
     }
 
     /// A C-ordered little-endian float32 or float64 array of one (one row) or two dimensions.

@@ -36,22 +36,48 @@ struct Embed: ParsableCommand {
         let files = try imageFiles(paths)
         guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
         let progress = Progress(total: files.count, label: "embedding")
-        let encoded = try reportFailures(encoder.encode(files: files, progress: progress.update))
+        let failures = FailureReport()
         let model = encoder.backbone.manifest.name
+        // Each batch is written as soon as it is embedded: memory stays flat for any number of files.
         switch format {
         case .jsonl:
-            var text = ""
-            for item in encoded {
-                let object: [String: Any] = ["path": item.source, "model": model, "embedding": item.embedding.map(Double.init)]
-                text += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]), as: UTF8.self) + "\n"
+            let sink = try output.map(createFile) ?? FileHandle.standardOutput
+            var done = 0
+            try encoder.encode(files: files) { batch in
+                var text = ""
+                for item in failures.take(batch) {
+                    let object: [String: Any] = ["path": item.source, "model": model, "embedding": item.embedding.map(Double.init)]
+                    text += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]), as: UTF8.self) + "\n"
+                }
+                try sink.write(contentsOf: Data(text.utf8))
+                done += batch.count
+                progress.update(done)
             }
-            try write(Data(text.utf8), to: output)
+            if output != nil { try sink.close() }
         case .npy:
-            let matrix = encoded.flatMap(\.embedding)
-            try write(NPY.encode(Matrix(rows: encoded.count, columns: encoder.backbone.dimension, values: matrix)), to: output)
-            try write(Data(encoded.map { $0.source + "\n" }.joined().utf8), to: output! + ".paths.txt")
+            let matrix = try NPY.Writer(path: output!, columns: encoder.backbone.dimension)
+            let sources = try createFile(output! + ".paths.txt")
+            var done = 0
+            try encoder.encode(files: files) { batch in
+                let items = failures.take(batch)
+                try matrix.append(items.flatMap(\.embedding))
+                try sources.write(contentsOf: Data(items.map { $0.source + "\n" }.joined().utf8))
+                done += batch.count
+                progress.update(done)
+            }
+            try matrix.close()
+            try sources.close()
         }
+        try failures.finish()
     }
+}
+
+/// Creates (or truncates) the file at `path` for writing.
+func createFile(_ path: String) throws -> FileHandle {
+    guard FileManager.default.createFile(atPath: path, contents: nil) else {
+        throw ValidationError("cannot create \(path)")
+    }
+    return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
 }
 
 func write(_ data: Data, to path: String?) throws {

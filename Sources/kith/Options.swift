@@ -103,15 +103,33 @@ func printError(_ message: String) {
 
 /// Reports failures on standard error; fails the command only if nothing succeeded.
 func reportFailures<T>(_ results: [Result<T, ImageError>]) throws -> [T] {
-    var successes: [T] = []
-    for result in results {
-        switch result {
-        case .success(let value): successes.append(value)
-        case .failure(let error): printError("skipped \(error)")
-        }
-    }
-    let failed = results.count - successes.count
-    if failed > 0 { printError("\(successes.count) of \(results.count) images done, \(failed) skipped") }
-    if successes.isEmpty { throw ExitCode.failure }
+    let report = FailureReport()
+    let successes = report.take(results)
+    try report.finish()
     return successes
+}
+
+/// Images skipped along the way, each reported on standard error as it comes.
+final class FailureReport {
+    private var succeeded = 0, failed = 0
+
+    /// The successes among `results`; the failures are printed.
+    func take<T>(_ results: [Result<T, ImageError>]) -> [T] {
+        var successes: [T] = []
+        for result in results {
+            switch result {
+            case .success(let value): successes.append(value)
+            case .failure(let error): printError("skipped \(error)")
+            }
+        }
+        succeeded += successes.count
+        failed += results.count - successes.count
+        return successes
+    }
+
+    /// Prints the tally; fails the command only if nothing succeeded.
+    func finish() throws {
+        if failed > 0 { printError("\(succeeded) of \(succeeded + failed) images done, \(failed) skipped") }
+        if succeeded == 0 { throw ExitCode.failure }
+    }
 }
