@@ -38,13 +38,17 @@ CROP_FRACTION = 224 / 256
 
 def load_rgb(path: str) -> Image.Image:
     img = ImageOps.exif_transpose(Image.open(path))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    # Alpha, and a PNG's tRNS colour key (palette, grey or RGB), is composited onto white.
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "1", "L", "RGB") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if img.mode == "I;16" or img.mode == "I":
         arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(np.round(arr / 257), 0, 255).astype(np.uint8), "L")
+        grey = np.clip(np.round(arr / 257), 0, 255).astype(np.uint8)
+        if "transparency" in img.info:
+            grey[arr == img.info["transparency"]] = 255
+        img = Image.fromarray(grey, "L")
     return img.convert("RGB")
 
 

@@ -5,7 +5,8 @@ public struct ImageDecoderConfiguration: Sendable {
     /// Images whose header declares more pixels than this are refused before any pixel memory is
     /// allocated. Default: 100 megapixels.
     public var maxPixels: Int = 100_000_000
-    /// Apply the EXIF orientation of JPEGs, so phone photos come out upright. Default: true.
+    /// Apply the orientation a JPEG or PNG records (EXIF, else XMP), so phone photos come out
+    /// upright. Default: true.
     public var appliesEXIFOrientation: Bool = true
 
     public init(maxPixels: Int = 100_000_000, appliesEXIFOrientation: Bool = true) {
@@ -56,7 +57,8 @@ public struct ImageDecoder: Sendable {
             let image = try TurboJPEG.decode(bytes, minimumShortSide: minimumShortSide, maxPixels: configuration.maxPixels)
             return configuration.appliesEXIFOrientation ? image.oriented(EXIF.orientation(ofJPEG: bytes)) : image
         case .png:
-            return try PNG.decode(bytes, maxPixels: configuration.maxPixels)
+            let image = try PNG.decode(bytes, maxPixels: configuration.maxPixels)
+            return configuration.appliesEXIFOrientation ? image.oriented(EXIF.orientation(ofPNG: bytes)) : image
         case .other(let name):
             throw ImageError(.unsupportedFormat(name))
         }

@@ -3,9 +3,59 @@ import CPNG
 /// Every libpng call in Kith goes through this file (the simplified API, which reports errors
 /// through the `png_image` instead of longjmp); failures become `ImageError`s.
 enum PNG {
-    /// Decodes `bytes` to RGB: grey, palette and 16-bit images are converted, and alpha is
-    /// composited onto white.
+    /// Decodes `bytes` to RGB: grey, palette and 16-bit images are converted, alpha (and a tRNS
+    /// colour key) is composited onto white, and gamma and colour-profile chunks are ignored.
     static func decode(_ bytes: UnsafeRawBufferPointer, maxPixels: Int) throws(ImageError) -> RGBImage {
+        guard let stripped = withoutColourSpaceChunks(bytes) else { return try decodeAsIs(bytes, maxPixels: maxPixels) }
+        let result = stripped.withUnsafeBytes { copy in
+            Result { () throws(ImageError) in try decodeAsIs(copy, maxPixels: maxPixels) }
+        }
+        return try result.get()
+    }
+
+    /// Calls each chunk in file order with its type and data, up to IEND, the first chunk that runs
+    /// past the end of `bytes`, or until `body` returns false. CRCs are left to libpng.
+    static func forEachChunk(
+        _ bytes: UnsafeRawBufferPointer, _ body: (_ type: String, _ data: UnsafeRawBufferPointer, _ chunk: Range<Int>) -> Bool
+    ) {
+        var offset = 8  // after the signature
+        while offset + 12 <= bytes.count {
+            let length = bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) }
+            guard length <= bytes.count - offset - 12 else { return }
+            let type = String(decoding: bytes[(offset + 4)..<(offset + 8)], as: UTF8.self)
+            let end = offset + 12 + length
+            guard body(type, UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<(end - 4)]), offset..<end), type != "IEND"
+            else { return }
+            offset = end
+        }
+    }
+
+    /// The chunks that make libpng's simplified reader convert sample values: gamma other than sRGB's
+    /// in 8-bit files (gAMA 1.0, Mac's 1.8: colours shift by up to 72 levels), and in 16-bit files
+    /// any gAMA, sRGB or sRGB-like ICC profile, read as linear light. Pillow ignores them all, as Kith
+    /// does colour management nowhere else; they precede the image data by the standard.
+    private static let colourSpaceChunks: Set<String> = ["gAMA", "cHRM", "sRGB", "iCCP"]
+
+    /// A copy of the file without its colour-space chunks, or nil when it has none.
+    private static func withoutColourSpaceChunks(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+        var dropped: [Range<Int>] = []
+        forEachChunk(bytes) { type, _, chunk in
+            if colourSpaceChunks.contains(type) { dropped.append(chunk) }
+            return type != "IDAT"
+        }
+        guard !dropped.isEmpty else { return nil }
+        var copy = [UInt8]()
+        copy.reserveCapacity(bytes.count)
+        var start = 0
+        for chunk in dropped {
+            copy += bytes[start..<chunk.lowerBound]
+            start = chunk.upperBound
+        }
+        copy += bytes[start...]
+        return copy
+    }
+
+    private static func decodeAsIs(_ bytes: UnsafeRawBufferPointer, maxPixels: Int) throws(ImageError) -> RGBImage {
         var image = kith_png_image_init()
         try check(png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count), &image)
         defer { png_image_free(&image) }

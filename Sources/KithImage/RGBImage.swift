@@ -11,6 +11,28 @@ public struct RGBImage: Sendable, Equatable {
         self.pixels = pixels
     }
 
+    /// Converts CMYK pixels stored the Adobe way, each ink inverted (255: no ink), as Photoshop and
+    /// libjpeg write CMYK and YCCK JPEGs. This is Pillow's reading of a CMYK JPEG (raw mode "CMYK;I",
+    /// which it assumes for every CMYK JPEG, Adobe marker or not) followed by its `convert("RGB")`:
+    /// R = (255 − K) − C·(255 − K)/255, with Pillow's rounded division by 255, and no colour profile.
+    init(width: Int, height: Int, invertedCMYK cmyk: [UInt8]) {
+        precondition(cmyk.count == width * height * 4, "RGBImage: \(cmyk.count) CMYK bytes for \(width) × \(height)")
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
+        cmyk.withUnsafeBufferPointer { src in
+            rgb.withUnsafeMutableBufferPointer { dst in
+                for p in 0..<(width * height) {
+                    let white = Int(src[p * 4 + 3])  // 255 − K
+                    for c in 0..<3 {
+                        let ink = 255 - Int(src[p * 4 + c])
+                        let t = ink * white + 128
+                        dst[p * 3 + c] = UInt8(white - (((t >> 8) + t) >> 8))
+                    }
+                }
+            }
+        }
+        self.init(width: width, height: height, pixels: rgb)
+    }
+
     /// The image as displayed for an EXIF orientation (1–8); other values leave it as it is.
     public func oriented(_ orientation: Int) -> RGBImage {
         guard (2...8).contains(orientation) else { return self }

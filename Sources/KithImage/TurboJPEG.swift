@@ -21,28 +21,38 @@ enum TurboJPEG {
         let source = bytes.bindMemory(to: UInt8.self).baseAddress!
         let size = UInt(bytes.count)
 
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        try check(tjDecompressHeader3(handle, source, size, &width, &height, &subsampling, &colorspace), handle)
+        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = -1
+        if tjDecompressHeader3(handle, source, size, &width, &height, &subsampling, &colorspace) != 0 {
+            // libjpeg-turbo 2.1 refuses sampling factors outside its named subsamplings (4:1:0, luma
+            // subsampled, …) in this call, after it has read the size and colour space; only its planar
+            // YUV functions need the name, and tjDecompress2 decodes any factors (as Pillow does).
+            let message = errorMessage(handle)
+            guard message.contains("Could not determine subsampling"), width > 0, height > 0, colorspace >= 0 else {
+                throw ImageError(.corrupt(format: "JPEG", detail: message))
+            }
+        }
         guard width > 0, height > 0 else {
             throw ImageError(.corrupt(format: "JPEG", detail: "header declares \(width) × \(height) pixels"))
         }
         guard Int(width) * Int(height) <= maxPixels else {
             throw ImageError(.tooManyPixels(width: Int(width), height: Int(height), limit: maxPixels))
         }
-        if colorspace == TJCS_CMYK.rawValue || colorspace == TJCS_YCCK.rawValue {
-            throw ImageError(.unsupportedFormat("CMYK JPEG"))
-        }
+        // CMYK and YCCK files (print workflows, Adobe exports, scans) come out as CMYK pixels:
+        // libjpeg-turbo turns YCCK into CMYK itself, and the conversion to RGB is Kith's.
+        let cmyk = colorspace == TJCS_CMYK.rawValue || colorspace == TJCS_YCCK.rawValue
+        let channels = cmyk ? 4 : 3
 
         let factor = scalingFactor(width: Int(width), height: Int(height), minimumShortSide: minimumShortSide)
         let outWidth = Int(kith_tj_scaled(width, factor)), outHeight = Int(kith_tj_scaled(height, factor))
-        var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * 3)
+        var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * channels)
         let flags = TJFLAG_STOPONWARNING
         let status = pixels.withUnsafeMutableBufferPointer { out in
             tjDecompress2(
-                handle, source, size, out.baseAddress, Int32(outWidth), Int32(outWidth * 3), Int32(outHeight),
-                TJPF_RGB.rawValue, flags)
+                handle, source, size, out.baseAddress, Int32(outWidth), Int32(outWidth * channels), Int32(outHeight),
+                (cmyk ? TJPF_CMYK : TJPF_RGB).rawValue, flags)
         }
         try check(status, handle)
+        if cmyk { return RGBImage(width: outWidth, height: outHeight, invertedCMYK: pixels) }
         return RGBImage(width: outWidth, height: outHeight, pixels: pixels)
     }
 
@@ -64,7 +74,10 @@ enum TurboJPEG {
 
     private static func check(_ status: Int32, _ handle: tjhandle) throws(ImageError) {
         guard status != 0 else { return }
-        let message = tjGetErrorStr2(handle).map { String(cString: $0) } ?? "unknown TurboJPEG error"
-        throw ImageError(.corrupt(format: "JPEG", detail: message))
+        throw ImageError(.corrupt(format: "JPEG", detail: errorMessage(handle)))
+    }
+
+    private static func errorMessage(_ handle: tjhandle) -> String {
+        tjGetErrorStr2(handle).map { String(cString: $0) } ?? "unknown TurboJPEG error"
     }
 }

@@ -72,6 +72,14 @@ struct BackboneTests {
         #expect(cosine(embeddings[0].values, embeddings[1].values) > 0.99)
     }
 
+    @Test("A CMYK JPEG (Adobe, as print workflows store photos) embeds like the same picture as an RGB JPEG")
+    func cmykEmbedsLikeRGB() throws {
+        let encoder = Encoder(backbone: try Fixtures.models.load("efficientnet-lite0"))
+        let results = encoder.encode(files: ["chelsea.jpg", "chelsea-cmyk.jpg"].map { Fixtures.path("images/\($0)") })
+        let similarity = cosine(try results[0].get().embedding, try results[1].get().embedding)
+        #expect(similarity >= 0.99, "cosine \(similarity)")
+    }
+
     @Test("Embeddings are unit length")
     func unitLength() throws {
         let encoder = Encoder(backbone: try Fixtures.models.load("mobilenetv2"))
