@@ -248,7 +248,7 @@ extension DNNLPrimitiveDescriptor {
     /// A convolution over NHWC activations with weights in whatever layout oneDNN prefers.
     static func convolution(
         source: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t, destination: dnnl_memory_desc_t,
-        stride: Int, padding: Program.Padding4, attributes: DNNLAttributes
+        stride: Int, padding: Program.Padding4, attributes: DNNLAttributes, winograd: Bool = false
     ) throws(BackboneError) -> DNNLPrimitiveDescriptor {
         let engine = try OneDNN.engine()
         var (source, weights, bias, destination) = (source, weights, bias, destination)
@@ -256,7 +256,8 @@ extension DNNLPrimitiveDescriptor {
         let strides: [Int64] = [Int64(stride), Int64(stride)]
         let before: [Int64] = [Int64(padding.top), Int64(padding.left)]
         let after: [Int64] = [Int64(padding.bottom), Int64(padding.right)]
-        try check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+        try check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference,
+                                                     winograd ? dnnl_convolution_winograd : dnnl_convolution_direct,
                                                      &source, &weights, &bias, &destination, strides, before, after),
                   "dnnl_convolution_forward_desc_init")
         return try DNNLPrimitiveDescriptor("dnnl_primitive_desc_create (convolution)") {
@@ -326,10 +327,18 @@ struct DNNLStep {
         let dims = c.depthwise ? [c.inChannels, 1, 1, c.kernel, c.kernel] : [c.outChannels, c.inChannels, c.kernel, c.kernel]
         let plain = try OneDNN.descriptor(dims, c.depthwise ? dnnl_hwigo : dnnl_hwio)
         let bias = try OneDNN.descriptor([c.outChannels], dnnl_x)
-        let pd = try DNNLPrimitiveDescriptor.convolution(
-            source: input.descriptor.md, weights: OneDNN.descriptor(dims, dnnl_format_tag_any),
-            bias: bias, destination: output.descriptor.md, stride: c.stride, padding: c.padding,
-            attributes: DNNLAttributes(sum: sum, activation: c.activation))
+        let attributes = try DNNLAttributes(sum: sum, activation: c.activation)
+        func descriptor(winograd: Bool) throws(BackboneError) -> DNNLPrimitiveDescriptor {
+            try .convolution(source: input.descriptor.md, weights: OneDNN.descriptor(dims, dnnl_format_tag_any),
+                             bias: bias, destination: output.descriptor.md, stride: c.stride, padding: c.padding,
+                             attributes: attributes, winograd: winograd)
+        }
+        // Dense 3 × 3 convolutions of stride 1 (most of a ResNet) take Winograd's algorithm where
+        // oneDNN has it: fewer multiplications for the same result within float rounding
+        // (BENCHMARKS.md; the reference tests hold).
+        let winograd = !c.depthwise && c.kernel == 3 && c.stride == 1
+        let pd: DNNLPrimitiveDescriptor
+        if winograd, let fast = try? descriptor(winograd: true) { pd = fast } else { pd = try descriptor(winograd: false) }
         let (cache, key) = parameters
         let weights = try cache.memory(2 * key, c.weights, plain: plain, as: pd.query(dnnl_query_weights_md), stream: stream)
         let biasMemory = try cache.memory(2 * key + 1, c.bias, plain: bias, as: bias, stream: stream)
