@@ -51,9 +51,8 @@ public struct ModelManifest: Sendable, Codable, Equatable {
 /// A frozen, loaded network: immutable after loading, so one value serves every task.
 public struct Backbone: Sendable {
     public let manifest: ModelManifest
-    let layers: [any Layer]
     let classifier: Linear?
-    /// The layers lowered to XNNPACK operators.
+    /// The layers, lowered once, on oneDNN.
     let engine: Engine
     /// Names of the classifier's outputs, when the model has a classifier and names for it.
     public let classNames: [String]?
@@ -70,7 +69,6 @@ public struct Backbone: Sendable {
         let (layers, classifier) = manifest.architecture.build(reader)
         try reader.finish()
         self.manifest = manifest
-        self.layers = layers
         self.classifier = classifier
         engine = try Engine(program: Program(layers: layers, inputSize: manifest.preprocessing.inputSize))
         if let file = manifest.classNames {

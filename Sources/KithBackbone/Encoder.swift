@@ -7,13 +7,10 @@ import KithMath
 public struct EncoderConfiguration: Sendable {
     /// Images per forward pass. Default: 16.
     public var batchSize: Int = 16
-    /// Threads for decoding and for the network. The passes of a batch are shared out to this
-    /// many threads; a single image (or what is left over) has every layer's work shared by
-    /// them, so that one image is done sooner too. Default: the number of active processors.
+    /// Threads for decoding and for the network. Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    /// Images per forward pass. Default: 2 (fastest for EfficientNet-Lite0 at batch 16 on the
-    /// project's benchmark machine: the feature maps of a few images stay in cache).
-    public var imagesPerPass: Int = 2
+    /// Images per forward pass; nil: the backbone's own choice (see `Encoder.run`).
+    public var imagesPerPass: Int?
     /// Also compute the classifier's logits (when the model has a classifier). Default: false.
     public var computesLogits: Bool = false
     public var decoder = ImageDecoderConfiguration()
@@ -43,11 +40,20 @@ public struct Encoder: Sendable {
     }
 
     /// Embeds preprocessed inputs (`count` images, NHWC): normalised embeddings and, if asked,
-    /// logits. The images go through the network `imagesPerPass` at a time (the rest one by one,
-    /// so that at most two pass sizes are ever set up).
+    /// logits.
+    ///
+    /// How the threads share the work was chosen by measurement (BENCHMARKS.md). A light network
+    /// (under a billion multiply-adds per image: EfficientNet-Lite, MobileNetV2) runs passes of 2
+    /// images, whole rounds of them one per thread, so that no thread waits for another between
+    /// layers (which keeps both cores busy when the machine is shared); a heavier one (ResNet)
+    /// runs the whole batch as one pass whose every layer is shared by all the threads, reading
+    /// its weights once. Whatever is left over, a single image among it, has every layer shared
+    /// by all the threads. Passes other than `imagesPerPass` images are run one image at a time,
+    /// so that at most two pass sizes are ever set up.
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
         let perImage = input.count / max(count, 1)
-        let step = max(1, configuration.imagesPerPass)
+        let heavy = backbone.engine.program.multiplyAdds >= 1_000_000_000
+        let step = max(1, configuration.imagesPerPass ?? (heavy ? configuration.batchSize : 2))
         let full = count / step * step
         let passes = stride(from: 0, to: full, by: step).map { $0..<($0 + step) } + (full..<count).map { $0..<($0 + 1) }
         let threads = max(1, configuration.threads)
@@ -58,10 +64,7 @@ public struct Encoder: Sendable {
                 let slice = UnsafeBufferPointer(rebasing: input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
                 results.set(p, backbone.features(slice, count: range.count, threads: threads))
             }
-            // Whole rounds of passes go one per thread (no thread waits for another between
-            // layers, which keeps both cores busy when the machine is shared); what is left, a
-            // single image among them, has each layer shared by all the threads.
-            let spread = threads > 1 ? passes.count / threads * threads : 0
+            let spread = threads > 1 && !heavy ? passes.count / threads * threads : 0
             if spread > 0 {
                 // Safe: each pass reads its own slice of the input and writes its own slot.
                 nonisolated(unsafe) let run = run

@@ -3,7 +3,8 @@ import KithMath
 
 // The network runs on oneDNN: the layers of Layers.swift describe it (weights with BatchNorm
 // folded, geometry, activation), `Program` lowers them once to a list of convolutions and
-// poolings over NHWC tensors (activations, residual sums fused into the convolutions), and an
+// poolings over numbered feature maps (activations and residual sums fused into the
+// convolutions), and an
 // `ExecutionContext` holds the primitives for one batch size and thread count, with their weights
 // reordered to the layouts oneDNN chose and the feature-map buffers. BENCHMARKS.md records how
 // this engine was chosen against XNNPACK and Kith's own kernels.
@@ -56,6 +57,14 @@ struct Program: Sendable {
     }
 
     func shape(_ value: Int) -> TensorShape { shapes[value] }
+
+    /// Multiply-adds of the convolutions for one image.
+    var multiplyAdds: Int {
+        steps.reduce(0) { total, step in
+            guard case .convolution(let c, _, let output, _) = step else { return total }
+            return total + shape(output).count * (c.depthwise ? 1 : c.inChannels) * c.kernel * c.kernel
+        }
+    }
 
     /// A new value of `shape`.
     mutating func value(_ shape: TensorShape) -> Int {
@@ -214,6 +223,14 @@ final class Engine: Sendable {
         let context = try take(threads: max(1, threads), batch: count)
         defer { lock.withLock { idle.append(context) } }
         return try context.run(input)
+    }
+
+    /// The kernel oneDNN picked for each step of a context for `batch` images on `threads`
+    /// threads, e.g. "jit_1x1:avx512_core".
+    func kernels(threads: Int, batch: Int) throws(BackboneError) -> [String] {
+        let context = try take(threads: threads, batch: batch)
+        defer { lock.withLock { idle.append(context) } }
+        return context.implementations
     }
 
     private func take(threads: Int, batch: Int) throws(BackboneError) -> ExecutionContext {

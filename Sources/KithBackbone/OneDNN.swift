@@ -39,11 +39,6 @@ enum OneDNN {
         _ = kith_omp_set_num_threads(Int32(max(1, threads)))
     }
 
-    /// The instruction set oneDNN's kernels were generated for, e.g. "avx512_core".
-    static var instructionSet: String {
-        dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa()).map { String(cString: $0) } ?? "unknown"
-    }
-
     /// A plain (dense) memory descriptor of `dims` in the order `tag`.
     static func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) throws(BackboneError) -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
@@ -51,7 +46,6 @@ enum OneDNN {
         try check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag), "dnnl_memory_desc_init_by_tag")
         return md
     }
-
 }
 
 /// A memory layout with the bytes it takes.

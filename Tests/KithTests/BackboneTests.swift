@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import KithBackbone
+@testable import KithBackbone
 import KithImage
 import KithMath
 
@@ -40,6 +40,19 @@ struct BackboneTests {
             } else {
                 #expect(expectedLogits == nil && encoded.logits == nil)
             }
+        }
+    }
+
+    /// A layout or post-op that oneDNN's optimised kernels do not cover falls back, silently, to
+    /// its reference implementation (tens of times slower); no architecture may hit one.
+    @Test("Every step runs an optimised oneDNN kernel", arguments: goldenModels)
+    func optimisedKernels(model: String) throws {
+        let backbone = try Fixtures.models.load(model)
+        for (threads, batch) in [(1, 1), (2, 2)] {
+            let kernels = try backbone.engine.kernels(threads: threads, batch: batch)
+            #expect(kernels.count == backbone.engine.program.steps.count + 1)  // + the input reorder
+            let reference = kernels.filter { $0.hasPrefix("ref") }
+            #expect(reference.isEmpty, "\(model), \(threads) threads, batch \(batch): reference kernels \(reference)")
         }
     }
 
