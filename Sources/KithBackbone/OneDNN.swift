@@ -105,17 +105,24 @@ final class DNNLMemory {
     let memory: dnnl_memory_t
     let descriptor: DNNLDescriptor
 
-    /// Memory over `buffer`, which must outlive it (nil: oneDNN allocates and owns the bytes).
-    init(_ md: dnnl_memory_desc_t, buffer: UnsafeMutableRawPointer? = nil) throws(BackboneError) {
+    /// Memory over `buffer`, which must outlive it (nil: none yet, `point(at:)` sets it before use).
+    init(_ md: dnnl_memory_desc_t, buffer: UnsafeMutableRawPointer?) throws(BackboneError) {
         let engine = try OneDNN.engine()
         var md = md
-        memory = try created("dnnl_memory_create") { dnnl_memory_create($0, &md, engine, buffer ?? kith_dnnl_memory_allocate()) }
+        memory = try created("dnnl_memory_create") { dnnl_memory_create($0, &md, engine, buffer) }
         descriptor = DNNLDescriptor(md: md)
     }
 
-    /// Memory over `buffer` (nil: none yet, `point(at:)` sets it before use).
+    /// Memory whose bytes oneDNN allocates and owns.
+    init(allocating md: dnnl_memory_desc_t) throws(BackboneError) {
+        let engine = try OneDNN.engine()
+        var md = md
+        memory = try created("dnnl_memory_create") { dnnl_memory_create($0, &md, engine, kith_dnnl_memory_allocate()) }
+        descriptor = DNNLDescriptor(md: md)
+    }
+
     convenience init(_ layout: DNNLDescriptor, buffer: UnsafeMutableRawPointer?) throws(BackboneError) {
-        try self.init(layout.md, buffer: buffer ?? UnsafeMutableRawPointer(bitPattern: 0))
+        try self.init(layout.md, buffer: buffer)
     }
 
     /// Makes the memory read and write `buffer`.
@@ -128,7 +135,7 @@ final class DNNLMemory {
     /// oneDNN-owned memory of layout `md` holding `values`, which are laid out as `plain` says.
     static func reordered(_ values: [Float], plain: dnnl_memory_desc_t, into md: dnnl_memory_desc_t,
                           stream: DNNLStream) throws(BackboneError) -> DNNLMemory {
-        let target = try DNNLMemory(md)
+        let target = try DNNLMemory(allocating: md)
         let reorder = try DNNLPrimitive(reorderFrom: plain, to: md)
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: values.count * MemoryLayout<Float>.stride,
                                                            alignment: 64)
