@@ -52,7 +52,7 @@ public struct Encoder: Sendable {
     /// so that at most two pass sizes are ever set up.
     public func run(_ input: [Float], count: Int) -> (embeddings: Matrix, logits: Matrix?) {
         let perImage = input.count / max(count, 1)
-        let heavy = backbone.engine.program.multiplyAdds >= 1_000_000_000
+        let heavy = backbone.engine.multiplyAdds >= 1_000_000_000
         let step = max(1, configuration.imagesPerPass ?? (heavy ? configuration.batchSize : 2))
         let full = count / step * step
         let passes = stride(from: 0, to: full, by: step).map { $0..<($0 + step) } + (full..<count).map { $0..<($0 + 1) }

@@ -207,6 +207,8 @@ final class ExecutionContext {
 /// created on first use and kept; they share the reordered weights.
 final class Engine: Sendable {
     let program: Program
+    /// `program.multiplyAdds`, counted once.
+    let multiplyAdds: Int
     private let weights = DNNLWeightCache()
     // Safe: `idle` is only touched under `lock`; a context taken out is used by one caller only.
     nonisolated(unsafe) private var idle: [ExecutionContext] = []
@@ -216,6 +218,7 @@ final class Engine: Sendable {
     /// than when it runs.
     init(program: Program) throws(BackboneError) {
         self.program = program
+        multiplyAdds = program.multiplyAdds
         idle = [try ExecutionContext(program: program, threads: 1, batch: 1, weights: weights)]
     }
 

@@ -37,12 +37,9 @@ public enum NPY {
         /// Room for any shape a 64-bit row count can take.
         private static let headerLength = 128
 
-        /// Creates (or truncates) the file at `path`.
-        public init(path: String, columns: Int) throws {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw FormatError(description: "\(path): cannot create the file")
-            }
-            file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        /// Writes into `file` (empty, open for writing) from its start; `close` closes it.
+        public init(file: FileHandle, columns: Int) throws {
+            self.file = file
             self.columns = columns
             try file.write(contentsOf: NPY.header(rows: 0, columns: columns, minimumLength: Self.headerLength))
         }

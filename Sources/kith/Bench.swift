@@ -64,7 +64,7 @@ struct Inference: ParsableCommand {
             for batch in batchSizes {
                 var configuration = EncoderConfiguration()
                 configuration.threads = threads
-                if let imagesPerPass { configuration.imagesPerPass = imagesPerPass }
+                configuration.imagesPerPass = imagesPerPass
                 let encoder = Encoder(backbone: backbone, configuration: configuration)
                 let input = (0..<(batch * size * size * 3)).map { Float(($0 &* 2_654_435_761) % 2001) / 1000 - 1 }
                 _ = encoder.run(input, count: batch)

@@ -39,35 +39,39 @@ struct Embed: ParsableCommand {
         let failures = FailureReport()
         let model = encoder.backbone.manifest.name
         // Each batch is written as soon as it is embedded: memory stays flat for any number of files.
+        let write: ([EncodedImage]) throws -> Void
+        let close: () throws -> Void
         switch format {
         case .jsonl:
             let sink = try output.map(createFile) ?? FileHandle.standardOutput
-            var done = 0
-            try encoder.encode(files: files) { batch in
+            write = { items in
                 var text = ""
-                for item in failures.take(batch) {
+                for item in items {
                     let object: [String: Any] = ["path": item.source, "model": model, "embedding": item.embedding.map(Double.init)]
                     text += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]), as: UTF8.self) + "\n"
                 }
                 try sink.write(contentsOf: Data(text.utf8))
-                done += batch.count
-                progress.update(done)
             }
-            if output != nil { try sink.close() }
+            close = { if output != nil { try sink.close() } }
         case .npy:
-            let matrix = try NPY.Writer(path: output!, columns: encoder.backbone.dimension)
+            let matrix = try NPY.Writer(file: createFile(output!), columns: encoder.backbone.dimension)
             let sources = try createFile(output! + ".paths.txt")
-            var done = 0
-            try encoder.encode(files: files) { batch in
-                let items = failures.take(batch)
+            write = { items in
                 try matrix.append(items.flatMap(\.embedding))
                 try sources.write(contentsOf: Data(items.map { $0.source + "\n" }.joined().utf8))
-                done += batch.count
-                progress.update(done)
             }
-            try matrix.close()
-            try sources.close()
+            close = {
+                try matrix.close()
+                try sources.close()
+            }
         }
+        var done = 0
+        try encoder.encode(files: files) { batch in
+            try write(failures.take(batch))
+            done += batch.count
+            progress.update(done)
+        }
+        try close()
         try failures.finish()
     }
 }
