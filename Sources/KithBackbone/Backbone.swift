@@ -148,18 +148,24 @@ public struct ModelLibrary: Sendable {
 
     /// Every installed model's manifest, by name.
     public func manifests() throws(BackboneError) -> [ModelManifest] {
-        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
-            .filter { $0.hasSuffix(".json") && !$0.hasSuffix("-classes.json") }.sorted()
-        return try files.map { file throws(BackboneError) in try manifest(at: (directory as NSString).appendingPathComponent(file)) }
+        try installed().map { _, file throws(BackboneError) in try manifest(at: file) }
     }
 
+    /// The installed models' names (each `NAME.json` manifest in the folder) and manifest paths.
+    private func installed() -> [(name: String, file: String)] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".json") && !$0.hasSuffix("-classes.json") && !$0.hasPrefix(".") }.sorted()
+            .map { (String($0.dropLast(5)), (directory as NSString).appendingPathComponent($0)) }
+    }
+
+    /// The manifest of the installed model `name`. Only the names of installed models are
+    /// accepted: a name is never read as a path.
     public func manifest(named name: String) throws(BackboneError) -> ModelManifest {
-        let path = (directory as NSString).appendingPathComponent("\(name).json")
-        guard FileManager.default.fileExists(atPath: path) else {
-            let available = (try? manifests().map(\.name)) ?? []
-            throw BackboneError(.modelNotFound(name: name, available: available, directory: directory))
+        let models = installed()
+        guard let file = models.first(where: { $0.name == name })?.file else {
+            throw BackboneError(.modelNotFound(name: name, available: models.map(\.name), directory: directory))
         }
-        return try manifest(at: path)
+        return try manifest(at: file)
     }
 
     public func load(_ name: String) throws(BackboneError) -> Backbone {

@@ -1,5 +1,20 @@
 /// Why a backbone could not be found, loaded or run.
 public struct BackboneError: Error, Sendable, CustomStringConvertible {
+    /// A stable, machine-readable code.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public var description: String { rawValue }
+        /// No installed model has that name (the caller's mistake).
+        public static let unknownModel = Code(rawValue: "unknown_model")
+        /// An installed model's files are broken, or the engine failed (the installation's fault).
+        public static let brokenModel = Code(rawValue: "broken_model")
+    }
+
+    public var code: Code {
+        if case .modelNotFound = reason { return .unknownModel }
+        return .brokenModel
+    }
+
     enum Reason {
         case modelNotFound(name: String, available: [String], directory: String)
         case badManifest(file: String, detail: String)

@@ -5,13 +5,31 @@ public struct ImageDecoderConfiguration: Sendable {
     /// Images whose header declares more pixels than this are refused before any pixel memory is
     /// allocated. Default: 100 megapixels.
     public var maxPixels: Int = 100_000_000
+    /// Images whose pixel buffers would take more bytes than this are refused before they are
+    /// allocated: 3 bytes a pixel for JPEG (4 for CMYK), 7 for 8-bit PNG and 11 for 16-bit PNG
+    /// (RGBA as libpng writes it, then RGB). Default: 1 GiB.
+    public var maxDecodedBytes: Int = 1 << 30
     /// Apply the orientation a JPEG or PNG records (EXIF, else XMP), so phone photos come out
     /// upright. Default: true.
     public var appliesEXIFOrientation: Bool = true
 
-    public init(maxPixels: Int = 100_000_000, appliesEXIFOrientation: Bool = true) {
+    public init(maxPixels: Int = 100_000_000, maxDecodedBytes: Int = 1 << 30, appliesEXIFOrientation: Bool = true) {
         self.maxPixels = maxPixels
+        self.maxDecodedBytes = maxDecodedBytes
         self.appliesEXIFOrientation = appliesEXIFOrientation
+    }
+}
+
+extension ImageDecoderConfiguration {
+    /// Refuses an image of `width` × `height` pixels whose buffers take `bytesPerPixel` bytes each.
+    func check(width: Int, height: Int, bytesPerPixel: Int) throws(ImageError) {
+        guard width * height <= maxPixels else {
+            throw ImageError(.tooManyPixels(width: width, height: height, limit: maxPixels))
+        }
+        let bytes = width * height * bytesPerPixel
+        guard bytes <= maxDecodedBytes else {
+            throw ImageError(.tooManyBytes(width: width, height: height, bytes: bytes, limit: maxDecodedBytes))
+        }
     }
 }
 
@@ -54,10 +72,10 @@ public struct ImageDecoder: Sendable {
     private func decode(_ bytes: UnsafeRawBufferPointer, minimumShortSide: Int?) throws(ImageError) -> RGBImage {
         switch Format(sniffing: bytes) {
         case .jpeg:
-            let image = try TurboJPEG.decode(bytes, minimumShortSide: minimumShortSide, maxPixels: configuration.maxPixels)
+            let image = try TurboJPEG.decode(bytes, minimumShortSide: minimumShortSide, limits: configuration)
             return configuration.appliesEXIFOrientation ? image.oriented(EXIF.orientation(ofJPEG: bytes)) : image
         case .png:
-            let image = try PNG.decode(bytes, maxPixels: configuration.maxPixels)
+            let image = try PNG.decode(bytes, limits: configuration)
             return configuration.appliesEXIFOrientation ? image.oriented(EXIF.orientation(ofPNG: bytes)) : image
         case .other(let name):
             throw ImageError(.unsupportedFormat(name))

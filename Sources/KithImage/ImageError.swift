@@ -8,6 +8,8 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let unsupportedFormat = Code(rawValue: "unsupported_format")
         public static let corruptImage = Code(rawValue: "corrupt_image")
         public static let tooManyPixels = Code(rawValue: "too_many_pixels")
+        /// Decoding would need more memory than the configured budget.
+        public static let tooLargeToDecode = Code(rawValue: "too_large_to_decode")
         public static let unreadableFile = Code(rawValue: "unreadable_file")
     }
 
@@ -16,6 +18,7 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         case unsupportedFormat(String)
         case corrupt(format: String, detail: String)
         case tooManyPixels(width: Int, height: Int, limit: Int)
+        case tooManyBytes(width: Int, height: Int, bytes: Int, limit: Int)
         case unreadable(String)
     }
 
@@ -34,6 +37,7 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unsupportedFormat: .unsupportedFormat
         case .corrupt: .corruptImage
         case .tooManyPixels: .tooManyPixels
+        case .tooManyBytes: .tooLargeToDecode
         case .unreadable: .unreadableFile
         }
     }
@@ -57,6 +61,8 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .corrupt(let format, let detail): "corrupt or truncated \(format): \(detail)"
         case .tooManyPixels(let w, let h, let limit):
             "image declares \(w) × \(h) = \(w * h) pixels, over the limit of \(limit)"
+        case .tooManyBytes(let w, let h, let bytes, let limit):
+            "decoding \(w) × \(h) pixels would take \(bytes) bytes, over the limit of \(limit)"
         case .unreadable(let detail): "cannot read file: \(detail)"
         }
         return file.map { "\($0): \(what)" } ?? what

@@ -5,10 +5,10 @@ import CPNG
 enum PNG {
     /// Decodes `bytes` to RGB: grey, palette and 16-bit images are converted, alpha (and a tRNS
     /// colour key) is composited onto white, and gamma and colour-profile chunks are ignored.
-    static func decode(_ bytes: UnsafeRawBufferPointer, maxPixels: Int) throws(ImageError) -> RGBImage {
-        guard let stripped = withoutColourSpaceChunks(bytes) else { return try decodeAsIs(bytes, maxPixels: maxPixels) }
+    static func decode(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration) throws(ImageError) -> RGBImage {
+        guard let stripped = withoutColourSpaceChunks(bytes) else { return try decodeAsIs(bytes, limits: limits) }
         let result = stripped.withUnsafeBytes { copy in
-            Result { () throws(ImageError) in try decodeAsIs(copy, maxPixels: maxPixels) }
+            Result { () throws(ImageError) in try decodeAsIs(copy, limits: limits) }
         }
         return try result.get()
     }
@@ -55,17 +55,15 @@ enum PNG {
         return copy
     }
 
-    private static func decodeAsIs(_ bytes: UnsafeRawBufferPointer, maxPixels: Int) throws(ImageError) -> RGBImage {
+    private static func decodeAsIs(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration) throws(ImageError) -> RGBImage {
         var image = kith_png_image_init()
         try check(png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count), &image)
         defer { png_image_free(&image) }
         let width = Int(image.width), height = Int(image.height)
-        guard width * height <= maxPixels else {
-            throw ImageError(.tooManyPixels(width: width, height: height, limit: maxPixels))
-        }
         // 16-bit files are read at 16 bits: libpng's 8-bit path would treat them as linear light
         // and gamma-encode them, while in practice (and in Pillow, browsers) they hold sRGB values.
         let wide = kith_png_is_16bit(&image) != 0
+        try limits.check(width: width, height: height, bytesPerPixel: (wide ? 8 : 4) + 3)
         image.format = wide ? kith_png_format_rgba16() : kith_png_format_rgba()
         let stride = kith_png_row_stride(&image)  // in components
         let componentSize = wide ? 2 : 1

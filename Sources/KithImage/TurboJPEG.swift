@@ -12,7 +12,7 @@ enum TurboJPEG {
     /// side at least `minimumShortSide` pixels (nil: full size). Warnings (e.g. truncated data)
     /// are errors: a partly grey image is not an embedding anyone wants.
     static func decode(
-        _ bytes: UnsafeRawBufferPointer, minimumShortSide: Int?, maxPixels: Int
+        _ bytes: UnsafeRawBufferPointer, minimumShortSide: Int?, limits: ImageDecoderConfiguration
     ) throws(ImageError) -> RGBImage {
         guard let handle = tjInitDecompress() else {
             throw ImageError(.corrupt(format: "JPEG", detail: "cannot create a TurboJPEG decoder"))
@@ -34,8 +34,8 @@ enum TurboJPEG {
         guard width > 0, height > 0 else {
             throw ImageError(.corrupt(format: "JPEG", detail: "header declares \(width) × \(height) pixels"))
         }
-        guard Int(width) * Int(height) <= maxPixels else {
-            throw ImageError(.tooManyPixels(width: Int(width), height: Int(height), limit: maxPixels))
+        guard Int(width) * Int(height) <= limits.maxPixels else {
+            throw ImageError(.tooManyPixels(width: Int(width), height: Int(height), limit: limits.maxPixels))
         }
         // CMYK and YCCK files (print workflows, Adobe exports, scans) come out as CMYK pixels:
         // libjpeg-turbo turns YCCK into CMYK itself, and the conversion to RGB is Kith's.
@@ -44,6 +44,7 @@ enum TurboJPEG {
 
         let factor = scalingFactor(width: Int(width), height: Int(height), minimumShortSide: minimumShortSide)
         let outWidth = Int(kith_tj_scaled(width, factor)), outHeight = Int(kith_tj_scaled(height, factor))
+        try limits.check(width: outWidth, height: outHeight, bytesPerPixel: channels)
         var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * channels)
         let flags = TJFLAG_STOPONWARNING
         let status = pixels.withUnsafeMutableBufferPointer { out in

@@ -15,7 +15,7 @@ public struct IndexConfiguration: Sendable {
     /// One queue, or one per label / coarse label. Default: one queue.
     public var queuePartition: QueuePartition = .single
     /// Vectors per stored block: whole blocks avoid LMDB's overflow-page overhead for one large
-    /// value per vector (see ../shared/design/storage.md). Default: 64.
+    /// value per vector (see docs/storage.md). Default: 64.
     public var blockSize: Int = 64
     /// The memory map's starting size in bytes; it doubles whenever it fills. Default: 64 MiB.
     public var initialMapSize: Int = 64 << 20
@@ -67,7 +67,7 @@ extension Index {
         let m = metadata
         guard m.space != space else { return }
         throw IndexError(.incompatible(
-            "\(path) holds \(m.dimension)-d embeddings of '\(m.model)' (weights \(m.weightsSHA256.prefix(12))), "
+            "'\(name)' holds \(m.dimension)-d embeddings of '\(m.model)' (weights \(m.weightsSHA256.prefix(12))), "
             + "not \(space.dimension)-d embeddings of '\(space.model)' (weights \(space.weightsSHA256.prefix(12)))"))
     }
 }
@@ -174,6 +174,9 @@ public final class Index: Sendable {
     ]
     static let maxLabelBytes = 400
 
+    /// The index's name: its folder's.
+    public var name: String { folderName(path) }
+
     private init(path: String, env: Environment, metadata: IndexMetadata) {
         self.path = path
         self.env = env
@@ -187,10 +190,10 @@ public final class Index: Sendable {
         }
         let fm = FileManager.default
         if let contents = try? fm.contentsOfDirectory(atPath: path), !contents.isEmpty {
-            throw IndexError(.indexExists(path))
+            throw IndexError(.indexExists(folderName(path)))
         }
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-            throw IndexError(.storage("cannot create \(path): \(error.localizedDescription)"))
+            throw IndexError(.storage("cannot create the folder '\(folderName(path))': \(error.localizedDescription)"))
         }
         let metadata = IndexMetadata(
             formatVersion: IndexMetadata.currentFormatVersion, model: space.model, weightsSHA256: space.weightsSHA256,
@@ -209,17 +212,17 @@ public final class Index: Sendable {
     /// Opens an existing index; with `space`, refuses one built for another backbone or dimension.
     public static func open(at path: String, expecting space: EmbeddingSpace? = nil, initialMapSize: Int = 64 << 20) throws(IndexError) -> Index {
         guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) else {
-            throw IndexError(.indexNotFound(path))
+            throw IndexError(.indexNotFound(folderName(path)))
         }
         let (env, metadata) = try storage { () throws -> (Environment, IndexMetadata) in
             let env = try Environment(path: path, databases: databases, mapSize: initialMapSize, create: false)
             guard let raw = try env.read({ try $0.get("meta", Array("metadata".utf8)) }) else {
-                throw IndexError(.incompatible("\(path) has no Kith metadata"))
+                throw IndexError(.incompatible("'\(folderName(path))' has no Kith metadata"))
             }
             struct Version: Decodable { let formatVersion: Int }
             let version = try JSONDecoder.iso8601.decode(Version.self, from: Data(raw)).formatVersion
             guard version <= IndexMetadata.currentFormatVersion else {
-                throw IndexError(.incompatible("\(path) has format version \(version), newer than this Kith's \(IndexMetadata.currentFormatVersion); upgrade Kith"))
+                throw IndexError(.incompatible("'\(folderName(path))' has format version \(version), newer than this Kith's \(IndexMetadata.currentFormatVersion); upgrade Kith"))
             }
             return (env, try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw)))
         }
@@ -333,6 +336,14 @@ public final class Index: Sendable {
         guard !label.utf8.contains(0) else { throw IndexError(.invalidLabel("label contains a NUL character")) }
     }
 
+    /// Queue names are "" (the single queue) or a label: at most `maxLabelBytes` bytes, no NUL.
+    static func validate(queueName name: String) throws(IndexError) {
+        guard name.utf8.count <= maxLabelBytes else {
+            throw IndexError(.invalidQueueName("longer than \(maxLabelBytes) bytes: '\(name.prefix(40))…'"))
+        }
+        guard !name.utf8.contains(0) else { throw IndexError(.invalidQueueName("contains a NUL character")) }
+    }
+
     /// The item `id`, or nil.
     public func item(_ id: UInt64) throws(IndexError) -> Item? {
         try storage { try env.read { txn in try txn.withValue("items", key(id)) { try Item(id: id, decoding: $0) } } }
@@ -394,11 +405,13 @@ public final class Index: Sendable {
         }
     }
 
-    /// Sets (or with nil, removes) the label and coarse label of an item.
-    public func relabel(_ id: UInt64, label: String?, coarseLabel: String?) throws(IndexError) {
+    /// Sets (or with nil, removes) the label and coarse label of an item; returns the item as
+    /// that transaction left it.
+    @discardableResult
+    public func relabel(_ id: UInt64, label: String?, coarseLabel: String?) throws(IndexError) -> Item {
         try Self.validate(label: label)
         try Self.validate(label: coarseLabel)
-        try storage {
+        return try storage {
             try env.write { txn in
                 guard var item = try txn.withValue("items", key(id), { try Item(id: id, decoding: $0) }) else {
                     throw IndexError(.itemNotFound(id))
@@ -413,6 +426,7 @@ public final class Index: Sendable {
                 state.rewriteGeneration += 1
                 state.supportGeneration += 1
                 try txn.put("meta", Array("state".utf8), state.encoded)
+                return item
             }
         }
     }
@@ -593,9 +607,10 @@ public final class Index: Sendable {
 
     /// The entries of queue `name` with sequence numbers from `first` on (the oldest kept entry
     /// if that is later), read in one transaction with the queue's bounds: `head` is the oldest
-    /// sequence kept, `next` the one the next entry will get.
-    public func queue(_ name: String, from first: UInt64) throws(IndexError) -> (entries: [QueueEntry], head: UInt64, next: UInt64) {
-        try storage {
+    /// sequence kept, `next` the one the next entry will get. At most `limit` entries are read.
+    public func queue(_ name: String, from first: UInt64, limit: Int = .max) throws(IndexError) -> (entries: [QueueEntry], head: UInt64, next: UInt64) {
+        try Self.validate(queueName: name)
+        return try storage {
             try env.read { txn in
                 let q = try QueueState(txn, name: name)
                 var entries: [QueueEntry] = []
@@ -609,7 +624,7 @@ public final class Index: Sendable {
                         sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k[prefix.count...])),
                         itemID: hasItem ? item : nil, label: try reader.string(), coarseLabel: try reader.string(),
                         vector: try reader.floats(metadata.dimension)))
-                    return true
+                    return entries.count < limit
                 }
                 return (entries, q.head, q.next)
             }
@@ -618,6 +633,7 @@ public final class Index: Sendable {
 
     /// Empties queue `name` (sequence numbers keep increasing).
     public func clearQueue(_ name: String = "") throws(IndexError) {
+        try Self.validate(queueName: name)
         try storage {
             try env.write { txn in
                 var q = try QueueState(txn, name: name)
@@ -631,6 +647,11 @@ public final class Index: Sendable {
     }
 
     // MARK: - Maintenance
+
+    /// Marks this handle's index as dropped, before its folder is deleted while the handle may
+    /// still be in use: a write in progress finishes first, then every operation through the
+    /// handle throws `index_not_found`, so nothing is acknowledged into deleted files.
+    public func retire() { env.retire() }
 
     public func stats() throws(IndexError) -> IndexStats {
         let fileBytes = ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent("data.mdb")))?[.size] as? Int) ?? 0
@@ -665,10 +686,10 @@ public final class Index: Sendable {
     public func snapshot(to destination: String) throws(IndexError) {
         let fm = FileManager.default
         if let contents = try? fm.contentsOfDirectory(atPath: destination), !contents.isEmpty {
-            throw IndexError(.indexExists(destination))
+            throw IndexError(.snapshotExists(folderName(destination)))
         }
         do { try fm.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
-            throw IndexError(.storage("cannot create \(destination): \(error.localizedDescription)"))
+            throw IndexError(.storage("cannot create the folder '\(folderName(destination))': \(error.localizedDescription)"))
         }
         try storage { try env.copy(to: destination, compact: true) }
     }
@@ -727,6 +748,9 @@ public final class Index: Sendable {
         return found
     }
 }
+
+/// The last component of a folder path: errors name folders, never the paths above them.
+func folderName(_ path: String) -> String { (path as NSString).lastPathComponent }
 
 // MARK: - Records
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why an index operation failed.
 public struct IndexError: Error, Sendable, CustomStringConvertible {
     /// A stable, machine-readable code (mapped to HTTP statuses by the server).
@@ -13,6 +15,10 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         public static let itemNotFound = Code(rawValue: "item_not_found")
         public static let inconsistent = Code(rawValue: "inconsistent_index")
         public static let storage = Code(rawValue: "storage_error")
+        /// The disk refused a write (full, over quota, I/O error); nothing of it was stored.
+        public static let insufficientStorage = Code(rawValue: "insufficient_storage")
+        public static let snapshotExists = Code(rawValue: "snapshot_exists")
+        public static let invalidQueueName = Code(rawValue: "invalid_queue_name")
     }
 
     enum Reason {
@@ -25,13 +31,20 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case itemNotFound(UInt64)
         case inconsistent([String])
         case storage(String)
+        case insufficientStorage(String)
+        case dropped
+        case invalidQueueName(String)
+        case snapshotExists(String)
     }
 
     let reason: Reason
 
     init(_ reason: Reason) { self.reason = reason }
 
-    init(_ error: LMDBError) { self.reason = .storage(error.description) }
+    init(_ error: LMDBError) {
+        let refusedWrite: Set<Int32> = [ENOSPC, EDQUOT, EFBIG, EIO]
+        self.reason = refusedWrite.contains(error.code) ? .insufficientStorage(error.description) : .storage(error.description)
+    }
 
     public var code: Code {
         switch reason {
@@ -44,6 +57,10 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .itemNotFound: .itemNotFound
         case .inconsistent: .inconsistent
         case .storage: .storage
+        case .insufficientStorage: .insufficientStorage
+        case .dropped: .indexNotFound
+        case .invalidQueueName: .invalidQueueName
+        case .snapshotExists: .snapshotExists
         }
     }
 
@@ -58,6 +75,10 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .itemNotFound(let id): "no item with id \(id)"
         case .inconsistent(let problems): "index is inconsistent:\n  " + problems.joined(separator: "\n  ")
         case .storage(let detail): "storage error: \(detail)"
+        case .insufficientStorage(let detail): "the disk refused the write, so nothing of it was stored (\(detail)); reads go on"
+        case .dropped: "the index was dropped"
+        case .invalidQueueName(let detail): "invalid queue name: \(detail)"
+        case .snapshotExists(let name): "the snapshot folder '\(name)' exists and is not empty"
         }
     }
 }
@@ -70,6 +91,10 @@ func storage<T>(_ body: () throws -> T) throws(IndexError) -> T {
         throw error
     } catch let error as LMDBError {
         throw IndexError(error)
+    } catch EnvironmentUnavailable.retired {
+        throw IndexError(.dropped)
+    } catch EnvironmentUnavailable.unwritable(let failure) {
+        throw IndexError(.insufficientStorage("an earlier \(failure.description)"))
     } catch {
         throw IndexError(.storage("\(error)"))
     }

@@ -54,7 +54,7 @@ public struct IndexLibrary: Sendable {
             throw IndexError(.indexNotFound(name))
         }
         do { try FileManager.default.removeItem(atPath: path) } catch {
-            throw IndexError(.storage("cannot remove \(path): \(error.localizedDescription)"))
+            throw IndexError(.storage("cannot remove the index '\(name)': \(error.localizedDescription)"))
         }
     }
 }

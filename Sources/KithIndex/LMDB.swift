@@ -15,6 +15,15 @@ struct LMDBError: Error, CustomStringConvertible {
     var isMapResized: Bool { code == MDB_MAP_RESIZED }
 }
 
+/// An environment that can no longer be used: its index was dropped, or (for writes) a commit
+/// failed and reopening it failed too.
+enum EnvironmentUnavailable: Error {
+    /// The index was dropped while this handle was open.
+    case retired
+    /// A commit failed (disk full, I/O error): writes are refused until the environment reopens.
+    case unwritable(LMDBError)
+}
+
 @inline(__always)
 func check(_ code: Int32, _ operation: @autoclosure () -> String) throws(LMDBError) {
     if code != 0 { throw LMDBError(code: code, operation: operation()) }
@@ -23,27 +32,32 @@ func check(_ code: Int32, _ operation: @autoclosure () -> String) throws(LMDBErr
 /// One LMDB environment (a folder with data.mdb and lock.mdb) and its named databases.
 final class Environment: @unchecked Sendable {
     // @unchecked: LMDB environments are safe to share between threads; opened with MDB_NOTLS,
-    // every transaction belongs to the closure that created it. The map size, which LMDB lets a
-    // process change only while it has no transaction open, is changed under `resizeLock`
-    // held for writing, while every transaction holds it for reading.
-    private let env: OpaquePointer
-    private let resizeLock = ReadWriteLock()
+    // every transaction belongs to the closure that created it. The handle and the map size, which
+    // LMDB lets a process change only while it has no transaction open, change only under
+    // `exclusive` held for writing, while every transaction holds it for reading. `health` is
+    // read and written under `healthLock`.
+    private var env: OpaquePointer
+    private let exclusive = ReadWriteLock()
     private let writeLock = NSLock()
+    private let healthLock = NSLock()
+    private var health: Health = .good
     private(set) var databases: [String: MDB_dbi] = [:]
+    private let names: [(String, UInt32)]
     let path: String
+
+    private enum Health {
+        case good
+        /// A commit failed: the next write reopens the environment first.
+        case failedCommit(LMDBError)
+        case retired
+    }
 
     /// Opens (creating if `create`) the environment at `path` with the named databases.
     init(path: String, databases names: [(String, UInt32)], mapSize: Int, create: Bool) throws {
         self.path = path
-        var env: OpaquePointer?
-        try check(mdb_env_create(&env), "mdb_env_create")
-        self.env = env!
+        self.names = names
+        env = try Self.open(path: path, mapSize: mapSize, databases: names.count)
         do {
-            try check(mdb_env_set_maxdbs(self.env, MDB_dbi(names.count)), "mdb_env_set_maxdbs")
-            try check(mdb_env_set_mapsize(self.env, mapSize), "mdb_env_set_mapsize")
-            try check(mdb_env_open(self.env, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open \(path)")
-            var stale: Int32 = 0
-            try check(mdb_reader_check(self.env, &stale), "mdb_reader_check")
             try rawWrite { txn in
                 for (name, flags) in names {
                     var dbi: MDB_dbi = 0
@@ -52,17 +66,41 @@ final class Environment: @unchecked Sendable {
                 }
             }
         } catch {
-            mdb_env_close(self.env)
+            mdb_env_close(env)
             throw error
         }
     }
 
+    private static func open(path: String, mapSize: Int, databases: Int) throws(LMDBError) -> OpaquePointer {
+        var created: OpaquePointer?
+        try check(mdb_env_create(&created), "mdb_env_create")
+        let env = created!
+        do throws(LMDBError) {
+            try check(mdb_env_set_maxdbs(env, MDB_dbi(databases)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open")
+            var stale: Int32 = 0
+            try check(mdb_reader_check(env, &stale), "mdb_reader_check")
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+        return env
+    }
+
     deinit { mdb_env_close(env) }
+
+    private func requireOpen() throws(EnvironmentUnavailable) {
+        healthLock.lock()
+        defer { healthLock.unlock() }
+        if case .retired = health { throw .retired }
+    }
 
     /// Runs `body` in a read-only transaction: a consistent snapshot that never blocks writers.
     func read<T>(_ body: (Transaction) throws -> T) throws -> T {
-        resizeLock.readLock()
-        defer { resizeLock.unlock() }
+        exclusive.readLock()
+        defer { exclusive.unlock() }
+        try requireOpen()
         var txn: OpaquePointer?
         var code = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
         if code == MDB_MAP_RESIZED {  // another process grew the map: adopt its size
@@ -75,10 +113,13 @@ final class Environment: @unchecked Sendable {
     }
 
     /// Runs `body` in a write transaction that commits if it returns and aborts if it throws.
-    /// When the map is full, the map is doubled and `body` runs again from the start.
+    /// When the map is full, the map is doubled and `body` runs again from the start. After a
+    /// failed commit (disk full, I/O error) the environment is reopened before the next write;
+    /// until that succeeds, writes throw `EnvironmentUnavailable.unwritable` and reads go on.
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
         writeLock.lock()
         defer { writeLock.unlock() }
+        try recoverIfNeeded()
         while true {
             do {
                 return try rawWrite(body)
@@ -88,9 +129,58 @@ final class Environment: @unchecked Sendable {
         }
     }
 
+    /// Marks the environment dropped: once the writer in progress (if any) is done, every
+    /// transaction on this handle throws `EnvironmentUnavailable.retired`.
+    func retire() {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        exclusive.writeLock()
+        defer { exclusive.unlock() }
+        healthLock.lock()
+        health = .retired
+        healthLock.unlock()
+    }
+
+    /// After a failed commit, closes and reopens the environment (no transaction is open while
+    /// `exclusive` is held for writing). Called with `writeLock` held.
+    private func recoverIfNeeded() throws {
+        healthLock.lock()
+        let current = health
+        healthLock.unlock()
+        switch current {
+        case .good: return
+        case .retired: throw EnvironmentUnavailable.retired
+        case .failedCommit(let failure):
+            exclusive.writeLock()
+            defer { exclusive.unlock() }
+            var info = MDB_envinfo()
+            mdb_env_info(env, &info)
+            guard let reopened = try? Self.open(path: path, mapSize: info.me_mapsize, databases: names.count) else {
+                throw EnvironmentUnavailable.unwritable(failure)
+            }
+            mdb_env_close(env)
+            env = reopened
+            // Named databases keep their handles across a reopen when opened in the same order.
+            var txn: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, 0, &txn), "begin write transaction")
+            for (name, flags) in names {
+                var dbi: MDB_dbi = 0
+                let code = mdb_dbi_open(txn, name, flags, &dbi)
+                if code != 0 || dbi != databases[name] {
+                    mdb_txn_abort(txn)
+                    throw EnvironmentUnavailable.unwritable(failure)
+                }
+            }
+            try check(mdb_txn_commit(txn), "commit")
+            healthLock.lock()
+            health = .good
+            healthLock.unlock()
+        }
+    }
+
     private func rawWrite<T>(_ body: (Transaction) throws -> T) throws -> T {
-        resizeLock.readLock()
-        defer { resizeLock.unlock() }
+        exclusive.readLock()
+        defer { exclusive.unlock() }
         var txn: OpaquePointer?
         var code = mdb_txn_begin(env, nil, 0, &txn)
         if code == MDB_MAP_RESIZED {
@@ -98,19 +188,27 @@ final class Environment: @unchecked Sendable {
             code = mdb_txn_begin(env, nil, 0, &txn)
         }
         try check(code, "begin write transaction")
+        let result: T
         do {
-            let result = try body(Transaction(handle: txn!, environment: self))
-            try check(mdb_txn_commit(txn), "commit")
-            return result
+            result = try body(Transaction(handle: txn!, environment: self))
         } catch {
             mdb_txn_abort(txn)
             throw error
         }
+        // mdb_txn_commit frees the transaction whether or not it succeeds: never abort it after.
+        let committed = mdb_txn_commit(txn)
+        if committed != 0 && committed != MDB_MAP_FULL {
+            healthLock.lock()
+            health = .failedCommit(LMDBError(code: committed, operation: "commit"))
+            healthLock.unlock()
+        }
+        try check(committed, "commit")
+        return result
     }
 
     private func grow() throws(LMDBError) {
-        resizeLock.writeLock()
-        defer { resizeLock.unlock() }
+        exclusive.writeLock()
+        defer { exclusive.unlock() }
         var info = MDB_envinfo()
         try check(mdb_env_info(env, &info), "mdb_env_info")
         try check(mdb_env_set_mapsize(env, info.me_mapsize * 2), "grow the map to \(info.me_mapsize * 2) bytes")
@@ -118,6 +216,8 @@ final class Environment: @unchecked Sendable {
 
     /// The current map size in bytes.
     var mapSize: Int {
+        exclusive.readLock()
+        defer { exclusive.unlock() }
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
         return info.me_mapsize
@@ -125,6 +225,8 @@ final class Environment: @unchecked Sendable {
 
     /// Bytes of the data file in use (last used page × page size).
     var usedBytes: Int {
+        exclusive.readLock()
+        defer { exclusive.unlock() }
         var info = MDB_envinfo()
         var stat = MDB_stat()
         mdb_env_info(env, &info)
@@ -134,8 +236,11 @@ final class Environment: @unchecked Sendable {
 
     /// Writes a consistent copy of the environment into the empty folder `destination` while
     /// readers and writers carry on; `compact` drops free pages and renumbers.
-    func copy(to destination: String, compact: Bool) throws(LMDBError) {
-        try check(mdb_env_copy2(env, destination, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy to \(destination)")
+    func copy(to destination: String, compact: Bool) throws {
+        exclusive.readLock()
+        defer { exclusive.unlock() }
+        try requireOpen()
+        try check(mdb_env_copy2(env, destination, compact ? UInt32(MDB_CP_COMPACT) : 0), "copy the environment")
     }
 }
 

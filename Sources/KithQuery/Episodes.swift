@@ -78,12 +78,12 @@ public struct EpisodicEvaluation: Sendable {
     public let labels: [String]
     public let configuration: EpisodeConfiguration
 
-    public init(vectors: Matrix, labels: [String], configuration: EpisodeConfiguration) throws(QueryError) {
+    /// - Throws: `out_of_range` for a shape outside `limits`, `not_enough_data` when too few
+    ///   classes have enough examples.
+    public init(vectors: Matrix, labels: [String], configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
         guard vectors.rows == labels.count else { throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors") }
         let c = configuration
-        guard c.ways >= 2, c.shots >= 1, c.queries >= 1, c.episodes >= 1 else {
-            throw QueryError(.invalidQuery, "episodes need at least 2 ways, 1 shot, 1 query and 1 episode")
-        }
+        try limits.check(c)
         let eligible = Self.eligibleClasses(labels, needed: c.shots + c.queries)
         guard eligible.count >= c.ways else {
             throw QueryError(.notEnoughData, "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes of at least \(c.shots + c.queries) examples; only \(eligible.count) have that many")
@@ -100,27 +100,24 @@ public struct EpisodicEvaluation: Sendable {
     }
 
     /// The episodes for the configured seed: the same seed gives the same episodes.
-    public func episodes() -> [Episode] {
-        let c = configuration
-        let eligible = Self.eligibleClasses(labels, needed: c.shots + c.queries)
-        var rng = SplitMix64(seed: c.seed)
-        return (0..<c.episodes).map { _ in
-            let chosen = rng.sample(Array(eligible.indices), c.ways).sorted()
-            var support: [Int] = [], queries: [Int] = []
-            for index in chosen {
-                let picked = rng.sample(eligible[index].1, c.shots + c.queries)
-                support += picked.prefix(c.shots)
-                queries += picked.dropFirst(c.shots)
-            }
-            return Episode(classes: chosen.map { eligible[$0].0 }, support: support, queries: queries)
-        }
+    public func episodes() -> [Episode] { Array(sampler()) }
+
+    /// The same episodes, drawn one at a time (an evaluation never holds them all).
+    public func sampler() -> EpisodeSampler {
+        EpisodeSampler(eligible: Self.eligibleClasses(labels, needed: configuration.shots + configuration.queries),
+                       configuration: configuration)
     }
 
     /// Accuracy of each head on every episode (the same episodes for all heads).
-    public func run(_ heads: [any Head], progress: (Int) -> Void = { _ in }) throws(QueryError) -> [EpisodicResult] {
-        let all = episodes()
+    /// - Parameters:
+    ///   - progress: called after each episode with the number done.
+    ///   - shouldContinue: asked before each episode; once it answers false the evaluation stops
+    ///     with `cancelled` (a client that went away).
+    public func run(_ heads: [any Head], progress: (Int) -> Void = { _ in },
+                    shouldContinue: () -> Bool = { true }) throws(QueryError) -> [EpisodicResult] {
         var accuracies = [[Double]](repeating: [], count: heads.count)
-        for (e, episode) in all.enumerated() {
+        for (e, episode) in sampler().enumerated() {
+            guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
             let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
             let queries = vectors.gathering(rows: episode.queries)
             for (h, head) in heads.enumerated() {
@@ -131,5 +128,33 @@ public struct EpisodicEvaluation: Sendable {
             progress(e + 1)
         }
         return zip(heads, accuracies).map { EpisodicResult(head: $0.name, accuracies: $1) }
+    }
+}
+
+/// Draws the episodes of an evaluation one at a time, in order, from its seed.
+public struct EpisodeSampler: Sequence, IteratorProtocol, Sendable {
+    let eligible: [(String, [Int])]
+    let configuration: EpisodeConfiguration
+    private var rng: SplitMix64
+    private var drawn = 0
+
+    init(eligible: [(String, [Int])], configuration: EpisodeConfiguration) {
+        self.eligible = eligible
+        self.configuration = configuration
+        rng = SplitMix64(seed: configuration.seed)
+    }
+
+    public mutating func next() -> Episode? {
+        let c = configuration
+        guard drawn < c.episodes else { return nil }
+        drawn += 1
+        let chosen = rng.sample(Array(eligible.indices), c.ways).sorted()
+        var support: [Int] = [], queries: [Int] = []
+        for index in chosen {
+            let picked = rng.sample(eligible[index].1, c.shots + c.queries)
+            support += picked.prefix(c.shots)
+            queries += picked.dropFirst(c.shots)
+        }
+        return Episode(classes: chosen.map { eligible[$0].0 }, support: support, queries: queries)
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import KithMath
 
-/// A few-shot classifier family (the maths is in shared/design/heads.md). Fitting it on a support
+/// A few-shot classifier family (the maths is in docs/heads.md). Fitting it on a support
 /// set gives a `FittedHead`. New heads (angular normalisation, separate prototype and image
 /// transforms, …) conform to this protocol without touching the others.
 public protocol Head: Sendable {

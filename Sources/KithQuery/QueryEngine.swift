@@ -39,11 +39,14 @@ public actor QueryEngine {
     public nonisolated let index: Index
     public nonisolated let encoder: Encoder?
     public nonisolated let searchConfiguration: SearchConfiguration
+    public nonisolated let limits: QueryLimits
     private var snapshot: VectorSnapshot?
     private var heads: [String: (generation: UInt64, fitted: any FittedHead)] = [:]
 
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
-    public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init()) throws(QueryError) {
+    /// - Parameter limits: bounds on k, the number of queries and evaluations (out of range: `out_of_range`).
+    public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init(),
+                limits: QueryLimits = .init()) throws(QueryError) {
         if let encoder {
             do { try index.requireSpace(EmbeddingSpace(encoder.backbone.manifest)) } catch {
                 throw QueryError(.invalidQuery, error.description)
@@ -52,6 +55,7 @@ public actor QueryEngine {
         self.index = index
         self.encoder = encoder
         self.searchConfiguration = searchConfiguration
+        self.limits = limits
     }
 
     /// The current search matrix: re-read only when the index has changed.
@@ -64,6 +68,7 @@ public actor QueryEngine {
     /// Embeds queries: vectors as given, items from the index, images with the backbone.
     /// Image failures are thrown as `ImageError`s naming the file.
     public nonisolated func vectors(for queries: [Query]) throws -> Matrix {
+        try limits.check(queryCount: queries.count)
         let d = index.metadata.dimension
         var rows: [[Float]] = Array(repeating: [], count: queries.count)
         var images: [(Int, String)] = []
@@ -86,13 +91,15 @@ public actor QueryEngine {
                 rows[i] = try result.get().embedding
             }
         }
-        return Matrix(stacking: rows)
+        return rows.isEmpty ? Matrix(zeros: 0, d) : Matrix(stacking: rows)
     }
 
-    /// The `k` most similar items for each query, best first.
+    /// The `k` most similar items for each query, best first (fewer when the collection is
+    /// smaller; no queries, no results). k beyond `limits.maxK` is refused.
     public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) async throws -> [[SearchResult]] {
-        guard k >= 1 else { throw QueryError(.invalidQuery, "k must be at least 1") }
+        try limits.check(k: k)
         let matrix = try vectors(for: queries)
+        guard !queries.isEmpty else { return [] }
         let snapshot = try await currentSnapshot()
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let hits = ExactSearch(snapshot: snapshot, configuration: searchConfiguration)
@@ -107,9 +114,16 @@ public actor QueryEngine {
     }
 
     /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
+    /// No queries, no neighbours; an empty queue is `not_enough_data`.
     public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") async throws -> [QueueNeighbour] {
+        try limits.check(queryCount: queries.rows)
+        let d = index.metadata.dimension
+        guard queries.columns == d || queries.rows == 0 else {
+            throw QueryError(.invalidQuery, "the queries have \(queries.columns) values; the index holds \(d)-d vectors")
+        }
         let cached = try await queueMatrix(queue)
         guard !cached.entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
+        guard queries.rows > 0 else { return [] }
         var normalised = queries
         normalised.normalizeRows()
         let similarities = normalised.multiplyTransposed(cached.matrix)
@@ -152,11 +166,16 @@ public actor QueryEngine {
     }
 
     /// `head` fitted on the current support set: cached, and refitted only after the labelled
-    /// items change.
+    /// items change. Without labelled items: `empty_support_set`; with one label only:
+    /// `not_enough_data` (there is nothing to tell apart).
     public func fitted(_ head: any Head) throws -> any FittedHead {
         let generation = try index.generations().support
         if let cached = heads[head.name], cached.generation == generation { return cached.fitted }
-        let fitted = try head.fit(supportSet())
+        let support = try supportSet()
+        guard support.classes.count >= 2 else {
+            throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
+        }
+        let fitted = try head.fit(support)
         heads[head.name] = (generation, fitted)
         return fitted
     }
@@ -164,6 +183,7 @@ public actor QueryEngine {
     /// Predictions for each query from `head` fitted on the index's labelled items.
     public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5) async throws -> [Prediction] {
         let matrix = try vectors(for: queries)
+        guard !queries.isEmpty else { return [] }
         return try await fitted(head).predict(matrix, top: top)
     }
 

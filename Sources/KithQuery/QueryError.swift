@@ -8,15 +8,76 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         public static let unknownHead = Code(rawValue: "unknown_head")
         public static let invalidQuery = Code(rawValue: "invalid_query")
         public static let notEnoughData = Code(rawValue: "not_enough_data")
+        /// A number from the caller is outside its bounds (`parameter` and `bounds` say which).
+        public static let outOfRange = Code(rawValue: "out_of_range")
+        /// The caller went away (an evaluation stopped early).
+        public static let cancelled = Code(rawValue: "cancelled")
     }
 
     public let code: Code
     public let message: String
+    /// For `outOfRange`: the parameter's name and its allowed values.
+    public let parameter: String?
+    public let bounds: ClosedRange<Int>?
 
     init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
+        parameter = nil
+        bounds = nil
+    }
+
+    private init(parameter: String, value: Int, bounds: ClosedRange<Int>) {
+        code = .outOfRange
+        message = "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)"
+        self.parameter = parameter
+        self.bounds = bounds
+    }
+
+    /// Checks that `value` of `parameter` lies in `bounds`.
+    static func require(_ parameter: String, _ value: Int, in bounds: ClosedRange<Int>) throws(QueryError) {
+        guard bounds.contains(value) else { throw QueryError(parameter: parameter, value: value, bounds: bounds) }
     }
 
     public var description: String { message }
+}
+
+/// Bounds on what one call may ask for, checked before anything is allocated, so that no
+/// request can exhaust the memory of the process answering it (the server's and the CLI's).
+public struct QueryLimits: Sendable {
+    /// Most results per query (k); k is also cut to the size of the collection. Default: 1,000.
+    public var maxK: Int = 1_000
+    /// Most queries in one search, classification or NN(z, Q) call. Default: 1,024.
+    public var maxQueries: Int = 1_024
+    /// Most classes per episode (N). Default: 100.
+    public var maxWays: Int = 100
+    /// Most support examples per class and episode (K). Default: 100.
+    public var maxShots: Int = 100
+    /// Most query examples per class and episode. Default: 100.
+    public var maxQueriesPerClass: Int = 100
+    /// Most episodes of one evaluation. Default: 10,000.
+    public var maxEpisodes: Int = 10_000
+    /// Most items or queue entries returned by one read. Default: 1,000.
+    public var maxPageSize: Int = 1_000
+
+    public init() {}
+
+    /// Checks an evaluation's shape against these limits (`way`, `shot`, `queries`, `episodes`).
+    public func check(_ c: EpisodeConfiguration) throws(QueryError) {
+        try QueryError.require("way", c.ways, in: 2...maxWays)
+        try QueryError.require("shot", c.shots, in: 1...maxShots)
+        try QueryError.require("queries", c.queries, in: 1...maxQueriesPerClass)
+        try QueryError.require("episodes", c.episodes, in: 1...maxEpisodes)
+    }
+
+    /// Checks the number of queries of one call.
+    public func check(queryCount: Int) throws(QueryError) {
+        try QueryError.require("queries", queryCount, in: 0...maxQueries)
+    }
+
+    /// Checks k and the size of a page.
+    public func check(k: Int) throws(QueryError) { try QueryError.require("k", k, in: 1...maxK) }
+    public func check(pageSize: Int, parameter: String = "limit") throws(QueryError) {
+        try QueryError.require(parameter, pageSize, in: 1...maxPageSize)
+    }
 }

@@ -50,11 +50,14 @@ public struct ExactSearch: Sendable {
         self.configuration = configuration
     }
 
-    /// The `k` best items for each row of `queries` (normalised here), best first.
+    /// The `k` best items for each row of `queries` (normalised here), best first; fewer when
+    /// the snapshot holds fewer (k is cut to its size before anything is allocated).
     /// - Parameters:
     ///   - filter: restricts the labels returned.
     ///   - excluding: per query, an item id never to return (e.g. the query item itself).
     public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil, excluding: [UInt64?]? = nil) -> [[Hit]] {
+        let k = min(k, snapshot.matrix.rows)
+        guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
         precondition(queries.columns == snapshot.matrix.columns, "search: \(queries.columns)-d queries against \(snapshot.matrix.columns)-d items")
         var queries = queries
         queries.normalizeRows()

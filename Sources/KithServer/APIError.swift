@@ -10,7 +10,10 @@ import KithQuery
 public struct APIError: HTTPResponseError, Sendable {
     public let status: HTTPResponse.Status
     public let code: String
-    public let message: String
+    public var message: String
+    /// For `out_of_range`: the parameter and its bounds.
+    public var parameter: String?
+    public var bounds: ClosedRange<Int>?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -18,8 +21,15 @@ public struct APIError: HTTPResponseError, Sendable {
         self.message = message
     }
 
+    /// The body's shape: `{"error": {"code", "message", "parameter"?, "minimum"?, "maximum"?}}`.
+    struct Body: Encodable {
+        struct Detail: Encodable { var code: String; var message: String; var parameter: String?; var minimum: Int?; var maximum: Int? }
+        var error: Detail
+    }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = try JSONEncoder().encode(["error": ["code": code, "message": message]])
+        let body = try JSONEncoder().encode(Body(error: .init(code: code, message: message, parameter: parameter,
+                                                              minimum: bounds?.lowerBound, maximum: bounds?.upperBound)))
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
@@ -27,6 +37,14 @@ public struct APIError: HTTPResponseError, Sendable {
 
     static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code, message) }
     static let tooBusy = APIError(.tooManyRequests, "too_busy", "the encoder queue is full; retry shortly")
+
+    /// 400 `out_of_range` for a number outside `bounds`.
+    static func outOfRange(_ parameter: String, _ value: Int, _ bounds: ClosedRange<Int>) -> APIError {
+        var error = APIError(.badRequest, "out_of_range", "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)")
+        error.parameter = parameter
+        error.bounds = bounds
+        return error
+    }
 
     /// The API error for any error a handler throws; nil for unexpected (internal) errors.
     static func from(_ error: any Error) -> APIError? {
@@ -36,17 +54,22 @@ public struct APIError: HTTPResponseError, Sendable {
         case let error as IndexError:
             let status: HTTPResponse.Status = switch error.code {
             case .indexNotFound, .itemNotFound: .notFound
-            case .indexExists: .conflict
-            case .invalidName, .invalidVector, .invalidLabel, .incompatible: .badRequest
+            case .indexExists, .snapshotExists: .conflict
+            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible: .badRequest
+            case .insufficientStorage: .insufficientStorage
             default: .internalServerError
             }
             return status == .internalServerError ? nil : APIError(status, error.code.rawValue, error.description)
         case let error as QueryError:
-            return APIError(.badRequest, error.code.rawValue, error.description)
+            var api = APIError(.badRequest, error.code.rawValue, error.description)
+            (api.parameter, api.bounds) = (error.parameter, error.bounds)
+            return api
         case let error as ImageError:
-            return APIError(error.code == .tooManyPixels ? .contentTooLarge : .badRequest, error.code.rawValue, error.description)
+            let tooLarge = error.code == .tooManyPixels || error.code == .tooLargeToDecode
+            return APIError(tooLarge ? .contentTooLarge : .badRequest, error.code.rawValue, error.description)
         case let error as BackboneError:
-            return APIError(.badRequest, "unknown_model", error.description)
+            // A broken installation is the server's fault: a 500 whose details stay in the log.
+            return error.code == .unknownModel ? APIError(.badRequest, error.code.rawValue, error.description) : nil
         case let error as DecodingError:
             return APIError(.badRequest, "malformed_json", describe(error))
         default:
@@ -70,16 +93,38 @@ public struct APIError: HTTPResponseError, Sendable {
 
 /// Turns every error into a JSON error response: API errors as they are, anything else as a
 /// logged 500 `internal_error` (whose details stay in the log).
+/// Messages never show the server's folders: each is replaced by its last component.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The server's folders (indexes, models, snapshots), longest first.
+    let folders: [String]
+
+    init(folders: [String]) {
+        let absolute = folders.flatMap { [$0, URL(fileURLWithPath: $0).standardizedFileURL.path, URL(fileURLWithPath: $0).resolvingSymlinksInPath().path] }
+        self.folders = Set(absolute.filter { $0.count > 1 }).sorted { $0.count > $1.count }
+    }
+
+    func scrubbed(_ error: APIError) -> APIError {
+        var error = error
+        for folder in folders where error.message.contains(folder) {
+            error.message = error.message.replacingOccurrences(of: folder, with: (folder as NSString).lastPathComponent)
+        }
+        return error
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as HTTPError {
             throw APIError(error.status, error.status == .notFound ? "not_found" : "http_error", error.body ?? error.status.reasonPhrase)
         } catch {
-            if let api = APIError.from(error) { throw api }
+            if let api = APIError.from(error) { throw scrubbed(api) }
             context.logger.error("internal error on \(request.method) \(request.uri.path): \(error)")
             throw APIError(.internalServerError, "internal_error", "internal error; see the server log")
         }
     }
+}
+
+extension HTTPResponse.Status {
+    /// 507: the disk refused a write (full, over quota, failing).
+    static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
 }

@@ -14,10 +14,14 @@ public func buildApplication(
     let service = KithService(configuration: configuration, metrics: metrics)
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: MetricsMiddleware(metrics: metrics))
-    router.add(middleware: ErrorMiddleware())
+    router.add(middleware: ErrorMiddleware(folders: [configuration.indexes, configuration.models] + (configuration.snapshots.map { [$0] } ?? [])))
 
+    let auth = configuration.token.map { BearerTokenMiddleware<BasicRequestContext>(token: Array($0.utf8)) }
     router.get("healthz") { _, _ in try API.json(["status": "ok"]) }
-    router.get("metrics") { _, _ -> Response in
+    // Metrics name the indexes and count their items: a read, protected like the others.
+    let monitoring = router.group()
+    if let auth, configuration.readsRequireToken { monitoring.add(middleware: auth) }
+    monitoring.get("metrics") { _, _ -> Response in
         let listing = await service.listing()
         let items = listing.compactMap { entry in entry.index.flatMap { try? $0.stats().items }.map { (entry.name, $0) } }
         var headers = HTTPFields()
@@ -32,8 +36,7 @@ public func buildApplication(
 
     let reads = router.group("v1")
     let writes = router.group("v1")
-    if let token = configuration.token {
-        let auth = BearerTokenMiddleware<BasicRequestContext>(token: Array(token.utf8))
+    if let auth {
         writes.add(middleware: auth)
         if configuration.readsRequireToken { reads.add(middleware: auth) }
     }

@@ -22,21 +22,26 @@ actor KithService {
         self.metrics = metrics
     }
 
+    /// The installed backbone `name`, loaded once; keyed by the manifest's own name, so that no
+    /// spelling of a name loads the weights twice.
     func backbone(_ name: String) throws -> Backbone {
-        if let loaded = backbones[name] { return loaded }
-        let loaded = try models.load(name)
-        backbones[name] = loaded
+        let manifest = try models.manifest(named: name)
+        if let loaded = backbones[manifest.name] { return loaded }
+        let loaded = try Backbone(manifest: manifest, directory: models.directory)
+        backbones[manifest.name] = loaded
         return loaded
     }
 
     func batcher(model: String) throws -> EmbeddingBatcher {
-        if let batcher = batchers[model] { return batcher }
+        let backbone = try backbone(model)
+        if let batcher = batchers[backbone.manifest.name] { return batcher }
         var encoderConfiguration = EncoderConfiguration()
         encoderConfiguration.batchSize = configuration.batchSize
         encoderConfiguration.threads = configuration.threads
-        let batcher = EmbeddingBatcher(encoder: Encoder(backbone: try backbone(model), configuration: encoderConfiguration),
+        encoderConfiguration.decoder = configuration.imageDecoding
+        let batcher = EmbeddingBatcher(encoder: Encoder(backbone: backbone, configuration: encoderConfiguration),
                                        maxPending: configuration.maxPendingImages, window: configuration.batchWindow, metrics: metrics)
-        batchers[model] = batcher
+        batchers[backbone.manifest.name] = batcher
         return batcher
     }
 
@@ -44,7 +49,7 @@ actor KithService {
     func engine(_ name: String) throws -> QueryEngine {
         if let engine = engines[name] { return engine }
         let index = try indexes.open(name)
-        let engine = try QueryEngine(index: index)
+        let engine = try QueryEngine(index: index, limits: configuration.limits)
         engines[name] = engine
         return engine
     }
@@ -60,13 +65,28 @@ actor KithService {
         }
         if let partition { c.queuePartition = partition }
         let index = try indexes.create(name, space: EmbeddingSpace(manifest), configuration: c)
-        engines[name] = try QueryEngine(index: index)
+        engines[name] = try QueryEngine(index: index, limits: configuration.limits)
         return index
     }
 
+    /// Drops index `name`: the open handle is retired first (a write in progress finishes, later
+    /// ones fail with 404), so nothing is acknowledged into deleted files, and an index created
+    /// again under the name gets a new environment.
     func drop(_ name: String) throws {
-        engines[name] = nil  // closes the environment once in-flight users are done with it
+        try IndexLibrary.validate(name: name)
+        if let engine = engines.removeValue(forKey: name) { engine.index.retire() }
         try indexes.drop(name)
+    }
+
+    /// Writes a compacted copy of index `name` to the snapshot folder, as `snapshot` (a name
+    /// validated like an index name); 403 when the operator configured no snapshot folder.
+    func snapshot(_ name: String, as snapshot: String) async throws {
+        guard let folder = configuration.snapshots else {
+            throw APIError(.forbidden, "snapshots_disabled", "this server takes no snapshots over HTTP (start it with --snapshots DIR)")
+        }
+        try IndexLibrary.validate(name: snapshot)
+        let index = try index(name)
+        try await offload { try index.snapshot(to: (folder as NSString).appendingPathComponent(snapshot)) }
     }
 
     /// Every index with its item count (for listings and metrics).

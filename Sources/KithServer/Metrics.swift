@@ -17,6 +17,8 @@ final class Metrics: Sendable {
         var latency: [String: Histogram] = [:]  // "method route" → histogram
         var imagesEncoded = 0
         var batches = 0
+        var evaluationsRunning = 0
+        var evaluationsStopped = 0
     }
 
     // Sendable: every access goes through the lock.
@@ -38,6 +40,14 @@ final class Metrics: Sendable {
         state.withLock {
             $0.imagesEncoded += n
             $0.batches += 1
+        }
+    }
+
+    /// An evaluation started (+1) or ended (−1; `stopped` when its client went away first).
+    func evaluation(started: Bool, stopped: Bool = false) {
+        state.withLock {
+            $0.evaluationsRunning += started ? 1 : -1
+            if stopped { $0.evaluationsStopped += 1 }
         }
     }
 
@@ -65,6 +75,10 @@ final class Metrics: Sendable {
         out += "kith_images_encoded_total \(s.imagesEncoded)\n"
         out += "# HELP kith_encoder_batches_total Forward passes (images of concurrent requests share them).\n# TYPE kith_encoder_batches_total counter\n"
         out += "kith_encoder_batches_total \(s.batches)\n"
+        out += "# HELP kith_evaluations_running Episodic evaluations in progress.\n# TYPE kith_evaluations_running gauge\n"
+        out += "kith_evaluations_running \(s.evaluationsRunning)\n"
+        out += "# HELP kith_evaluations_stopped_total Evaluations stopped because their client disconnected.\n# TYPE kith_evaluations_stopped_total counter\n"
+        out += "kith_evaluations_stopped_total \(s.evaluationsStopped)\n"
         out += "# HELP kith_index_items Items per index.\n# TYPE kith_index_items gauge\n"
         for (name, items) in indexItems { out += "kith_index_items{index=\"\(escape(name))\"} \(items)\n" }
         return out

@@ -8,14 +8,25 @@ struct FormPart {
     let data: Data
 }
 
-/// Parses multipart/form-data (RFC 7578) with the boundary from `contentType`.
-func parseMultipart(_ body: Data, contentType: String) throws -> [FormPart] {
+/// Longest header block of one part, in bytes.
+let maxPartHeaderBytes = 8 << 10
+/// Longest field or file name, in bytes.
+let maxPartNameBytes = 1_024
+
+/// Parses multipart/form-data (RFC 7578) with the boundary from `contentType`: at most
+/// `maxParts` parts, each with at most `maxPartHeaderBytes` of headers and names of at most
+/// `maxPartNameBytes`. Anything else is a 400 `malformed_multipart` (or `too_many_parts`).
+func parseMultipart(_ body: Data, contentType: String, maxParts: Int = 256) throws -> [FormPart] {
     guard let boundaryRange = contentType.range(of: "boundary=") else {
         throw APIError.badRequest("malformed_multipart", "multipart/form-data without a boundary")
     }
     var boundary = String(contentType[boundaryRange.upperBound...])
     if let end = boundary.firstIndex(of: ";") { boundary = String(boundary[..<end]) }
     boundary = boundary.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+    // RFC 2046: 1 to 70 characters.
+    guard (1...70).contains(boundary.utf8.count) else {
+        throw APIError.badRequest("malformed_multipart", "the boundary must be 1 to 70 characters long")
+    }
     let delimiter = Data("--\(boundary)".utf8)
     var parts: [FormPart] = []
     var position = body.startIndex
@@ -26,12 +37,18 @@ func parseMultipart(_ body: Data, contentType: String) throws -> [FormPart] {
     while true {
         // After a delimiter: "--" ends the body, CRLF starts a part.
         if body[position...].starts(with: Data("--".utf8)) { break }
+        guard parts.count < maxParts else {
+            throw APIError(.contentTooLarge, "too_many_parts", "a multipart body may have at most \(maxParts) parts")
+        }
         guard body[position...].starts(with: Data("\r\n".utf8)) else {
             throw APIError.badRequest("malformed_multipart", "expected CRLF after a boundary")
         }
         position += 2
-        guard let headerEnd = body.range(of: Data("\r\n\r\n".utf8), in: position..<body.endIndex),
-              let next = body.range(of: Data("\r\n".utf8) + delimiter, in: headerEnd.upperBound..<body.endIndex) else {
+        let headerWindow = position..<min(body.endIndex, position + maxPartHeaderBytes + 4)
+        guard let headerEnd = body.range(of: Data("\r\n\r\n".utf8), in: headerWindow) else {
+            throw APIError.badRequest("malformed_multipart", "a part's headers are missing, unterminated or longer than \(maxPartHeaderBytes) bytes")
+        }
+        guard let next = body.range(of: Data("\r\n".utf8) + delimiter, in: headerEnd.upperBound..<body.endIndex) else {
             throw APIError.badRequest("malformed_multipart", "a part is not terminated by the boundary")
         }
         let headers = String(decoding: body[position..<headerEnd.lowerBound], as: UTF8.self)
@@ -45,7 +62,10 @@ func parseMultipart(_ body: Data, contentType: String) throws -> [FormPart] {
                 type = line.dropFirst("content-type:".count).trimmingCharacters(in: .whitespaces)
             }
         }
-        parts.append(FormPart(name: name, filename: filename, contentType: type, data: body[headerEnd.upperBound..<next.lowerBound]))
+        guard name.utf8.count <= maxPartNameBytes, (filename?.utf8.count ?? 0) <= maxPartNameBytes else {
+            throw APIError.badRequest("malformed_multipart", "a part's name or filename is longer than \(maxPartNameBytes) bytes")
+        }
+        parts.append(FormPart(name: name, filename: filename, contentType: type, data: Data(body[headerEnd.upperBound..<next.lowerBound])))
         position = next.upperBound
     }
     return parts

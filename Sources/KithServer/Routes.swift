@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Synchronization
 import KithBackbone
 import KithImage
 import KithIndex
@@ -84,12 +85,12 @@ struct Routes {
         return Response(status: .noContent)
     }
 
+    /// A compacted copy under the operator's snapshot folder, by name (never a client's path).
     @Sendable func snapshot(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        struct Body: Decodable { var destination: String }
+        struct Body: Decodable { var name: String }
         let body = try await API.decode(Body.self, request, limit: limit)
-        let index = try await service.index(try context.parameters.require("index"))
-        try await offload { try index.snapshot(to: body.destination) }
-        return try API.json(["destination": body.destination], status: .created)
+        try await service.snapshot(try context.parameters.require("index"), as: body.name)
+        return try API.json(["name": body.name], status: .created)
     }
 
     // MARK: - Items
@@ -100,7 +101,7 @@ struct Routes {
         let type = request.headers[.contentType]?.lowercased() ?? ""
         let data = try await API.body(request, limit: limit)
         if type.hasPrefix("multipart/form-data") {
-            let parts = try parseMultipart(data, contentType: request.headers[.contentType]!)
+            let parts = try parseMultipart(data, contentType: request.headers[.contentType]!, maxParts: configuration.maxFormParts)
             var fields: [String: String] = [:]
             var files: [(Data, String)] = []
             for part in parts {
@@ -173,6 +174,7 @@ struct Routes {
         struct Body: Encodable { var items: [ItemBody]; var missing: [UInt64] }
         let index = try await service.index(try context.parameters.require("index"))
         let ids = try await API.decode(IDsRequest.self, request, limit: limit).ids
+        try configuration.limits.check(pageSize: ids.count, parameter: "ids")
         let withVector = request.uri.queryParameters.get("vector") == "true"
         var body = Body(items: [], missing: [])
         for id in ids {
@@ -185,8 +187,9 @@ struct Routes {
         let index = try await service.index(try context.parameters.require("index"))
         let id = try itemID(context)
         let body = try await API.decode(RelabelRequest.self, request, limit: limit)
-        try await offload { try index.relabel(id, label: body.label, coarseLabel: body.coarseLabel) }
-        return try API.json(ItemBody(try index.item(id)!))
+        // The item as the relabelling transaction left it: a concurrent delete makes this a 404.
+        let item = try await offload { try index.relabel(id, label: body.label, coarseLabel: body.coarseLabel) }
+        return try API.json(ItemBody(item))
     }
 
     @Sendable func deleteItem(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -240,10 +243,11 @@ struct Routes {
         }
         if type.hasPrefix("application/x-npy") {
             let matrix = try Self.npy(try await API.body(request, limit: limit))
-            return (matrix.rowQueries, Self.options([:], request))
+            return (matrix.rowQueries, try Self.options([:], request))
         }
         let (inputs, fields) = try await images(request)
-        return (try await embeddings(inputs, for: index).map { .vector($0) }, Self.options(fields, request))
+        let options = try Self.options(fields, request)
+        return (try await embeddings(inputs, for: index).map { .vector($0) }, options)
     }
 
     /// Embeddings of uploaded images with the index's backbone; a bad image fails the request.
@@ -260,11 +264,18 @@ struct Routes {
     }
 
     /// Search and classify options from form fields or the query string.
-    static func options(_ fields: [String: String], _ request: Request) -> QueryRequest {
+    static func options(_ fields: [String: String], _ request: Request) throws -> QueryRequest {
         func value(_ key: String) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
-        return QueryRequest(k: value("k").flatMap { Int($0) }, labels: list("labels"), excludeLabels: list("exclude_labels"),
-                            head: value("head"), balanced: value("balanced") == "true", top: value("top").flatMap { Int($0) })
+        return QueryRequest(k: try integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
+                            head: value("head"), balanced: value("balanced") == "true", top: try integer("top", value("top")))
+    }
+
+    /// An integer parameter given as text; 400 if it is not one.
+    static func integer<T: FixedWidthInteger>(_ name: String, _ text: String?, as type: T.Type = Int.self) throws -> T? {
+        guard let text else { return nil }
+        guard let value = T(text) else { throw APIError.badRequest("invalid_request", "\(name) must be an integer; got '\(text.prefix(40))'") }
+        return value
     }
 
     @Sendable func search(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -296,17 +307,25 @@ struct Routes {
         } else {
             let (inputs, fields) = try await images(request)
             func value(_ key: String) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
-            let item = value("item").flatMap { UInt64($0) }
+            let item = try Self.integer("item", value("item"), as: UInt64.self)
             entries = try await embeddings(inputs, for: index).map { (vector: $0, itemID: item, label: value("label"), coarseLabel: value("coarse_label")) }
         }
         let sequences = try await offload { try index.enqueue(entries) }
         return try API.json(["sequences": sequences])
     }
 
+    /// A page of a queue, oldest first: `limit` entries (default 100) from sequence `from`;
+    /// `next` is where the following page starts (null after the newest entry).
     @Sendable func readQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        struct Page: Encodable { var entries: [QueueEntryBody]; var next: UInt64? }
         let index = try await service.index(try context.parameters.require("index"))
-        let entries = try index.queue(request.uri.queryParameters.get("queue") ?? "")
-        return try API.json(["entries": entries.map { QueueEntryBody($0) }])
+        let parameters = request.uri.queryParameters
+        let from = try Self.integer("from", parameters.get("from"), as: UInt64.self) ?? 0
+        let pageSize = try Self.integer("limit", parameters.get("limit")) ?? 100
+        try configuration.limits.check(pageSize: pageSize)
+        let page = try index.queue(parameters.get("queue") ?? "", from: from, limit: pageSize)
+        let next = page.entries.last.map { $0.sequence + 1 }.flatMap { $0 < page.next ? $0 : nil }
+        return try API.json(Page(entries: page.entries.map { QueueEntryBody($0) }, next: next))
     }
 
     @Sendable func clearQueue(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -326,34 +345,45 @@ struct Routes {
             matrix = try engine.vectors(for: body.vectors.map { .vector($0) })
             queue = body.queue ?? ""
         }
-        guard matrix.rows > 0 else { throw APIError.badRequest("invalid_query", "give at least one vector") }
         let neighbours = try await engine.nearestInQueue(matrix, queue: queue)
         return try API.json(["neighbours": neighbours.map { QueueEntryBody($0.entry, similarity: $0.similarity) }])
     }
 
     /// Runs an episodic evaluation of the index's labelled items, streaming progress as JSON lines
     /// (`{"done": n, "episodes": E}`) and ending with `{"results": [...]}` (or `{"error": ...}`).
+    /// Episodes are drawn one at a time; when the client disconnects, the evaluation stops.
     @Sendable func fewShot(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.parameters.require("index"))
         let body = try await API.decode(FewShotRequest.self, request, limit: limit)
         let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
                                                  episodes: body.episodes ?? 600, seed: body.seed ?? 0)
+        try engine.limits.check(configuration)
         let heads = try (body.heads ?? Heads.names).map { try Heads.named($0, classBalanced: body.balanced ?? false) }
         let support = try await engine.supportSet()
-        let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, configuration: configuration)
+        let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] },
+                                                configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
+        let clientGone = Atomic<Bool>(false)
+        lines.onTermination = { reason in if case .cancelled = reason { clientGone.store(true, ordering: .relaxed) } }
         @Sendable func line(_ json: Data?) -> ByteBuffer { ByteBuffer(bytes: (json ?? Data()) + Data("\n".utf8)) }
+        let metrics = service.metrics
+        metrics.evaluation(started: true)
         DispatchQueue.global().async {
             let step = max(1, configuration.episodes / 20)
+            var stopped = false
             do {
-                let results = try evaluation.run(heads) { done in
+                let results = try evaluation.run(heads, progress: { done in
                     if done % step == 0 || done == configuration.episodes { lines.yield(line(try? API.encoder.encode(["done": done, "episodes": configuration.episodes]))) }
-                }
+                }, shouldContinue: { !clientGone.load(ordering: .relaxed) })
                 struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
                 lines.yield(line(try? API.encoder.encode(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }])))
+            } catch let error as QueryError {
+                stopped = error.code == .cancelled
+                lines.yield(line(try? API.encoder.encode(["error": ErrorBody(code: error.code.rawValue, message: error.description)])))
             } catch {
                 lines.yield(line(try? API.encoder.encode(["error": ErrorBody(code: "evaluation_failed", message: "\(error)")])))
             }
+            metrics.evaluation(started: false, stopped: stopped)
             lines.finish()
         }
         var headers = HTTPFields()

@@ -1,4 +1,6 @@
 import Foundation
+import KithImage
+import KithQuery
 
 /// Settings of the HTTP service (`kith serve` fills them from its options).
 public struct ServerConfiguration: Sendable {
@@ -22,6 +24,17 @@ public struct ServerConfiguration: Sendable {
     public var batchSize: Int = 16
     /// How long a lone request waits for others to share its forward pass. Default: 2 ms.
     public var batchWindow: Duration = .milliseconds(2)
+    /// Folder under which `POST /v1/indexes/{index}/snapshot` writes snapshots, by name; nil:
+    /// snapshots over HTTP are refused (403). A client never names a server-side path. Default: nil.
+    public var snapshots: String?
+    /// Bounds on k, query counts, evaluation shapes and page sizes (out of range: 400 `out_of_range`).
+    public var limits = QueryLimits()
+    /// Parts of one multipart/form-data body (files and fields together). Default: 256.
+    public var maxFormParts: Int = 256
+    /// Decoding limits for uploaded images. Default: the library's, with at most 128 MiB of pixel
+    /// buffers per image (at most `threads` images are decoded at once, so one request's images
+    /// hold at most `threads` × 128 MiB while decoding).
+    public var imageDecoding = ImageDecoderConfiguration(maxDecodedBytes: 128 << 20)
     /// Threads for decoding and inference. Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 

@@ -194,7 +194,7 @@ struct IndexTests {
         #expect(try copy.ids(withLabel: "three") == index.ids(withLabel: "three"))
         #expect(try copy.check().isEmpty)
         let error = #expect(throws: IndexError.self) { try index.snapshot(to: tmp.directory + "/copy") }
-        #expect(error?.code == .indexExists)
+        #expect(error?.code == .snapshotExists)
     }
 
     @Test("The search matrix loads in id order and refreshes incrementally")

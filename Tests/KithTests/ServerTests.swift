@@ -11,8 +11,9 @@ struct TestServer {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-server-\(UUID())").path
     var configuration: ServerConfiguration
 
-    init(token: String? = nil, readsRequireToken: Bool = false, maxBodyBytes: Int = 8 << 20) {
+    init(token: String? = nil, readsRequireToken: Bool = false, maxBodyBytes: Int = 8 << 20, snapshots: Bool = true) {
         configuration = ServerConfiguration(indexes: directory + "/indexes", models: Fixtures.models.directory)
+        configuration.snapshots = snapshots ? directory + "/snapshots" : nil
         configuration.port = 0
         configuration.token = token
         configuration.readsRequireToken = readsRequireToken
@@ -110,12 +111,16 @@ struct ServerTests {
                                                         body: jsonBody(["items": [["id": 3, "label": "w", "coarse_label": "letters"]]]))
             #expect(batchRelabel.json["relabelled"] as? [Int] == [3])
             #expect(try await client.execute(uri: "/v1/indexes/v/items/3", method: .get).json["coarse_label"] as? String == "letters")
-            let copy = server.directory + "/copy"
-            let snapshot = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["destination": copy]))
-            #expect(snapshot.status == .created)
-            #expect(try Index.open(at: copy).stats().items == 3)
-            let again = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["destination": copy]))
-            #expect(again.status == .conflict && again.errorCode == "index_exists")
+            let snapshot = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": "copy"]))
+            #expect(snapshot.status == .created && snapshot.json["name"] as? String == "copy")
+            #expect(try Index.open(at: server.directory + "/snapshots/copy").stats().items == 3)
+            let again = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": "copy"]))
+            #expect(again.status == .conflict && again.errorCode == "snapshot_exists" && !again.text.contains(server.directory))
+            for name in ["../copy2", "/tmp/x", ".hidden", "a/b", ""] {
+                let refused = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": name]))
+                #expect(refused.status == .badRequest && refused.errorCode == "invalid_index_name", "\(name)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: server.directory + "/copy2"))
 
             let relabel = try await client.execute(uri: "/v1/indexes/v/items/2", method: .patch, headers: jsonHeaders, body: jsonBody(["label": "z"]))
             #expect(relabel.json["label"] as? String == "z")
