@@ -12,6 +12,7 @@ static inline int kith_dnnl_arg_weights(void) { return DNNL_ARG_WEIGHTS; }
 static inline int kith_dnnl_arg_bias(void) { return DNNL_ARG_BIAS; }
 static inline int kith_dnnl_arg_from(void) { return DNNL_ARG_FROM; }
 static inline int kith_dnnl_arg_to(void) { return DNNL_ARG_TO; }
+static inline int kith_dnnl_arg_scratchpad(void) { return DNNL_ARG_SCRATCHPAD; }
 
 /// Sets the OpenMP thread count of the calling thread's next parallel regions (oneDNN's CPU
 /// runtime is OpenMP). Looked up in the already loaded OpenMP runtime, so that Kith need not

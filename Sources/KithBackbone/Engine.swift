@@ -138,6 +138,8 @@ final class ExecutionContext {
     /// The caller's NHWC input, pointed at it for each run.
     private let input: DNNLMemory
     private var steps: [DNNLStep] = []
+    /// The scratch memory of the steps (they run one after another, so they share it).
+    private var scratchpad: UnsafeMutableRawPointer?
     /// The implementation oneDNN picked for each step.
     var implementations: [String] { steps.map(\.implementation) }
 
@@ -169,9 +171,18 @@ final class ExecutionContext {
         OneDNN.setThreads(self.threads)
         steps = [try .reorder(input, values[program.input])]
         for (i, step) in program.steps.enumerated() { try add(step, weights: (weights, i)) }
+        let scratchpadBytes = steps.map(\.scratchpadBytes).max() ?? 0
+        if scratchpadBytes > 0 {
+            let scratchpad = UnsafeMutableRawPointer.allocate(byteCount: scratchpadBytes, alignment: 64)
+            self.scratchpad = scratchpad
+            steps = try steps.map { step throws(BackboneError) in try step.using(scratchpad: scratchpad) }
+        }
     }
 
-    deinit { for buffer in buffers { buffer.deallocate() } }
+    deinit {
+        for buffer in buffers { buffer.deallocate() }
+        scratchpad?.deallocate()
+    }
 
     private func add(_ step: Program.Step, weights: (DNNLWeightCache, Int)) throws(BackboneError) {
         switch step {

@@ -200,11 +200,13 @@ final class DNNLPrimitive {
     }
 }
 
-/// Post-operations fused into a convolution: the residual sum, then the activation.
+/// Post-operations fused into a convolution (the residual sum, then the activation), and a
+/// scratchpad the caller provides: oneDNN's own is per creating thread and shared between
+/// primitives, so primitives run from other threads, or two networks at once, would corrupt it.
 final class DNNLAttributes {
     let attributes: dnnl_primitive_attr_t
 
-    init(sum: Bool, activation: Activation) throws(BackboneError) {
+    init(sum: Bool = false, activation: Activation = .none) throws(BackboneError) {
         let postOps: dnnl_post_ops_t = try created("dnnl_post_ops_create") { dnnl_post_ops_create($0) }
         defer { dnnl_post_ops_destroy(postOps) }
         if sum { try check(dnnl_post_ops_append_sum(postOps, 1), "dnnl_post_ops_append_sum") }
@@ -215,6 +217,7 @@ final class DNNLAttributes {
         }
         attributes = try created("dnnl_primitive_attr_create") { dnnl_primitive_attr_create($0) }
         try check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "dnnl_primitive_attr_set_post_ops")
+        try check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
     }
 
     deinit { dnnl_primitive_attr_destroy(attributes) }
@@ -281,8 +284,9 @@ extension DNNLPrimitiveDescriptor {
         try check(dnnl_pooling_forward_desc_init(&desc, dnnl_forward_inference, algorithm, &source, &destination,
                                                  strides, kernel, before, after),
                   "dnnl_pooling_forward_desc_init")
+        let attributes = try DNNLAttributes()
         return try DNNLPrimitiveDescriptor("dnnl_primitive_desc_create (pooling)") {
-            dnnl_primitive_desc_create($0, &desc, nil, engine, nil)
+            dnnl_primitive_desc_create($0, &desc, attributes.attributes, engine, nil)
         }
     }
 }
@@ -292,14 +296,32 @@ extension DNNLPrimitiveDescriptor {
 /// A primitive with the memory it reads and writes.
 struct DNNLStep {
     let primitive: DNNLPrimitive
-    let arguments: [(Int32, DNNLMemory)]
+    private(set) var arguments: [(Int32, DNNLMemory)]
     /// The implementation oneDNN picked, e.g. "brgconv_1x1:avx512_core".
     let implementation: String
+    /// The scratch memory the primitive needs while it runs (nil: none), which the caller provides.
+    let scratchpad: dnnl_memory_desc_t?
 
     private init(_ pd: DNNLPrimitiveDescriptor, _ arguments: [(Int32, DNNLMemory)]) throws(BackboneError) {
         primitive = try DNNLPrimitive(pd.pd)
         self.arguments = arguments
         implementation = pd.implementation
+        var md = try pd.query(dnnl_query_scratchpad_md)
+        scratchpad = dnnl_memory_desc_get_size(&md) > 0 ? md : nil
+    }
+
+    /// Bytes of scratch memory the primitive needs.
+    var scratchpadBytes: Int {
+        guard var md = scratchpad else { return 0 }
+        return dnnl_memory_desc_get_size(&md)
+    }
+
+    /// The step with `buffer` (at least `scratchpadBytes` long, alive while the step is) as its scratchpad.
+    func using(scratchpad buffer: UnsafeMutableRawPointer) throws(BackboneError) -> DNNLStep {
+        guard let scratchpad else { return self }
+        var step = self
+        step.arguments.append((kith_dnnl_arg_scratchpad(), try DNNLMemory(scratchpad, buffer: buffer)))
+        return step
     }
 
     func execute(on stream: DNNLStream) throws(BackboneError) {
@@ -310,8 +332,9 @@ struct DNNLStep {
     static func reorder(_ source: DNNLMemory, _ destination: DNNLMemory) throws(BackboneError) -> DNNLStep {
         let engine = try OneDNN.engine()
         var (from, to) = (source.descriptor.md, destination.descriptor.md)
+        let attributes = try DNNLAttributes()
         let pd = try DNNLPrimitiveDescriptor("dnnl_reorder_primitive_desc_create") {
-            dnnl_reorder_primitive_desc_create($0, &from, engine, &to, engine, nil)
+            dnnl_reorder_primitive_desc_create($0, &from, engine, &to, engine, attributes.attributes)
         }
         return try DNNLStep(pd, [(kith_dnnl_arg_from(), source), (kith_dnnl_arg_to(), destination)])
     }

@@ -63,10 +63,18 @@ public struct Matrix: Sendable, Equatable {
     }
 }
 
-/// Scales `vector` in place to unit L2 norm; an all-zero vector stays zero.
+/// Scales `vector` in place to unit L2 norm; an all-zero (or non-finite) vector stays as it is.
+/// Values whose squares overflow or underflow a float are first divided by the largest magnitude.
 public func normalize(_ vector: UnsafeMutableBufferPointer<Float>) {
     var sum: Float = 0
     for x in vector { sum += x * x }
+    if !sum.isNormal {
+        let largest = vector.reduce(Float(0)) { max($0, abs($1)) }
+        guard largest > 0, largest.isFinite else { return }
+        for i in vector.indices { vector[i] /= largest }
+        sum = 0
+        for x in vector { sum += x * x }
+    }
     guard sum > 0 else { return }
     let scale = 1 / sum.squareRoot()
     for i in vector.indices { vector[i] *= scale }

@@ -77,6 +77,7 @@ public actor QueryEngine {
             case .vector(let v):
                 guard v.count == d else { throw QueryError(.invalidQuery, "query \(i) has \(v.count) values; the index holds \(d)-d vectors") }
                 guard v.allSatisfy(\.isFinite) else { throw QueryError(.invalidQuery, "query \(i) has a non-finite value") }
+                guard v.contains(where: { $0 != 0 }) else { throw QueryError(.invalidQuery, "query \(i) is all zeros: it has no direction") }
                 rows[i] = v
             case .item(let id):
                 guard let v = try index.vector(id) else { throw QueryError(.invalidQuery, "no item with id \(id)") }

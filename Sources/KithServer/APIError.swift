@@ -83,7 +83,9 @@ public struct APIError: HTTPResponseError, Sendable {
             return p.isEmpty ? "" : " at '\(p)'"
         }
         switch error {
-        case .dataCorrupted(let c): return "the body is not valid JSON\(path(c)): \(c.debugDescription)"
+        case .dataCorrupted(let c):
+            // With a coding path the JSON parsed, and one value is unusable (e.g. 1.5 for an integer).
+            return c.codingPath.isEmpty ? "the body is not valid JSON: \(c.debugDescription)" : "invalid value\(path(c)): \(c.debugDescription)"
         case .keyNotFound(let key, let c): return "missing field '\(key.stringValue)'\(path(c))"
         case .typeMismatch(_, let c), .valueNotFound(_, let c): return "wrong type\(path(c)): \(c.debugDescription)"
         @unknown default: return "invalid JSON"

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KithImage
 import KithIndex
 import KithQuery
 
@@ -116,6 +117,22 @@ struct Outcome: Encodable {
 struct ErrorBody: Encodable {
     var code: String
     var message: String
+    /// The HTTP status this error gets when it fails a whole request (not encoded).
+    var status: HTTPResponse.Status = .badRequest
+
+    enum CodingKeys: String, CodingKey { case code, message }
+
+    init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// An image's failure, with the status the API gives it (413 for images too large).
+    init(_ error: ImageError) {
+        let api = APIError.from(error)
+        self.init(code: error.code.rawValue, message: error.description)
+        status = api?.status ?? .badRequest
+    }
 }
 
 struct ItemBody: Encodable {

@@ -130,7 +130,7 @@ struct Routes {
         let upload = Upload(names: inputs.map(\.name), hashes: hashes, encoded: encoded, label: fields["label"],
                             coarseLabel: fields["coarse_label"], metadata: metadata)
         let response = try await offload { try upload.store(in: index) }
-        return try API.json(response, status: response.error == nil ? .ok : .badRequest)
+        return try API.json(response, status: response.error.map(\.status) ?? .ok)
     }
 
     /// User metadata given as JSON text, normalised; nil if absent.
@@ -224,11 +224,12 @@ struct Routes {
         let rows = zip(inputs, results).map { input, result -> Embedded in
             switch result {
             case .success(let e): Embedded(source: input.name, embedding: e.embedding)
-            case .failure(let error): Embedded(source: input.name, error: ErrorBody(code: error.code.rawValue, message: error.description))
+            case .failure(let error): Embedded(source: input.name, error: ErrorBody(error))
             }
         }
         let failed = rows.allSatisfy { $0.error != nil }
-        return try API.json(Body(model: model, embeddings: rows, error: failed ? rows.first?.error : nil), status: failed ? .badRequest : .ok)
+        let error = failed ? rows.first?.error : nil
+        return try API.json(Body(model: model, embeddings: rows, error: error), status: error.map(\.status) ?? .ok)
     }
 
     /// The queries of a search or classify request: JSON (vectors and item ids), a float32 .npy
@@ -371,9 +372,13 @@ struct Routes {
         DispatchQueue.global().async {
             let step = max(1, configuration.episodes / 20)
             var stopped = false
+            // A line at least every half second as well: writing it is how a disconnect is noticed.
+            var lastLine = ContinuousClock.now
             do {
                 let results = try evaluation.run(heads, progress: { done in
-                    if done % step == 0 || done == configuration.episodes { lines.yield(line(try? API.encoder.encode(["done": done, "episodes": configuration.episodes]))) }
+                    guard done % step == 0 || done == configuration.episodes || ContinuousClock.now - lastLine > .milliseconds(500) else { return }
+                    lastLine = ContinuousClock.now
+                    lines.yield(line(try? API.encoder.encode(["done": done, "episodes": configuration.episodes])))
                 }, shouldContinue: { !clientGone.load(ordering: .relaxed) })
                 struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
                 lines.yield(line(try? API.encoder.encode(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }])))
@@ -420,7 +425,7 @@ struct Upload: Sendable {
                                      coarseLabel: coarseLabel, metadata: metadata))
                 rows.append(i)
             case .failure(let error):
-                outcomes[i] = Outcome(source: names[i], status: "failed", error: ErrorBody(code: error.code.rawValue, message: error.description))
+                outcomes[i] = Outcome(source: names[i], status: "failed", error: ErrorBody(error))
             }
         }
         for (row, outcome) in zip(rows, try index.add(items)) {

@@ -22,11 +22,16 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Require the token for reads too.") var readsRequireToken = false
     @Option(help: "Largest request body in bytes.") var maxBodyBytes: Int = 64 << 20
     @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = 512
+    @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
+    var snapshots: String?
+    @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
+    var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").imageDecoding.maxDecodedBytes
     @Option(help: "Threads for decoding and inference.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
+        guard maxDecodedBytes >= 1 << 20 else { throw ValidationError("--max-decoded-bytes must be at least 1 MiB") }
         if readsRequireToken && tokenFile == nil { throw ValidationError("--reads-require-token needs --token-file") }
     }
 
@@ -38,6 +43,8 @@ struct Serve: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxPendingImages = maxPendingImages
         configuration.threads = threads
+        configuration.snapshots = snapshots
+        configuration.imageDecoding.maxDecodedBytes = maxDecodedBytes
         if let tokenFile {
             guard let token = try? String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
                 throw ValidationError("cannot read a token from \(tokenFile)")
@@ -45,9 +52,15 @@ struct Serve: AsyncParsableCommand {
             configuration.token = token
         }
         let host = host
+        // KITH_INJECT_FAULT=worker: a worker thread dies of a fatal error once the server listens,
+        // so that tests can see what a real fault does to the process (exit status, backtrace).
+        let injectFault = ProcessInfo.processInfo.environment["KITH_INJECT_FAULT"] == "worker"
         let app = try buildApplication(configuration) { port in
             // Unbuffered, so that a parent process sees it at once.
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
+            if injectFault {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { fatalError("injected fault (KITH_INJECT_FAULT=worker)") }
+            }
         }
         try await app.runService()
     }

@@ -187,10 +187,33 @@ struct WeightLoadingTests {
         #expect(try library.load("m").dimension == 512)
     }
 
-    @Test("An unknown model names the installed ones")
+    @Test("An unknown model names the installed ones; a name is never a path")
     func unknownModel() throws {
         let error = #expect(throws: BackboneError.self) { try Fixtures.models.load("no-such-model") }
-        #expect(error?.description.contains("efficientnet-lite0") == true)
+        #expect(error?.description.contains("efficientnet-lite0") == true && error?.code == .unknownModel)
+        for alias in ["./resnet18-random", "../models/resnet18-random", "resnet18-random.json", "/etc/passwd", ".//resnet18-random"] {
+            #expect(throws: BackboneError.self, "\(alias)") { try Fixtures.models.manifest(named: alias) }
+        }
+    }
+
+    @Test("Two networks encoding at once on several threads give the embeddings each gives alone (each context has its own scratchpad)")
+    func concurrentNetworks() throws {
+        let files = ["chelsea.jpg", "coffee-256.png", "camera-grey.png", "horse-alpha.png"].map { Fixtures.path("images/\($0)") }
+        var configuration = EncoderConfiguration()
+        configuration.batchSize = 2
+        configuration.threads = 2
+        let encoders = try ["efficientnet-lite0", "resnet18-random", "mobilenetv2"].map {
+            Encoder(backbone: try Fixtures.models.load($0), configuration: configuration)
+        }
+        let alone = try encoders.map { encoder in try encoder.encode(files: files).map { try $0.get().embedding } }
+        let together = ShardResults<[[Float]]>(count: 12)
+        DispatchQueue.concurrentPerform(iterations: 12) { i in
+            together.set(i, (try? encoders[i % 3].encode(files: files).map { try $0.get().embedding }) ?? [])
+        }
+        for (i, embeddings) in together.values.enumerated() {
+            #expect(embeddings.count == files.count)
+            for (a, b) in zip(embeddings, alone[i % 3]) { #expect(cosine(a, b) > 0.99999) }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ struct CLITests {
     }
 
     /// Starts `kith` with output going to files, so that neither stream can fill a pipe and stall it.
-    func start(_ arguments: [String], indexes: String? = nil, directory: String? = nil) throws -> Started {
+    func start(_ arguments: [String], indexes: String? = nil, directory: String? = nil, environment extra: [String: String] = [:]) throws -> Started {
         let process = Process()
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.executableURL = Self.executable
@@ -39,6 +39,7 @@ struct CLITests {
         var environment = ProcessInfo.processInfo.environment
         environment["KITH_MODELS"] = Fixtures.models.directory
         if let indexes { environment["KITH_INDEXES"] = indexes }
+        environment.merge(extra) { $1 }
         process.environment = environment
         let dir = FileManager.default.temporaryDirectory
         let outPath = dir.appendingPathComponent("kith-out-\(UUID())"), errPath = dir.appendingPathComponent("kith-err-\(UUID())")

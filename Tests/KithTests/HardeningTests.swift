@@ -1,0 +1,432 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+import KithIndex
+import KithMath
+
+/// A `kith serve` process on 127.0.0.1 over temporary folders, for attacks as a client on loopback
+/// would make them. Every test ends by checking that the server still answers /healthz and that
+/// `kith index check` finds every index consistent.
+struct LiveServer {
+    let directory: String
+    let indexes: String
+    var process: CLITests.Started
+    let base: URL
+    var token: String?
+
+    /// - Parameter indexes: the indexes folder (default: `indexes` in the temporary folder).
+    init(indexes: String? = nil, extra: [String] = [], token: String? = nil) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-live-\(UUID())").path
+        self.indexes = indexes ?? directory + "/indexes"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var arguments = extra
+        if let token {
+            let file = directory + "/token"
+            try Data(token.utf8).write(to: URL(fileURLWithPath: file))
+            arguments += ["--token-file", file]
+        }
+        (process, base) = try ServerProcessTests().serve(indexes: self.indexes, extra: arguments)
+        self.token = token
+    }
+
+    /// Sends a request; returns the status and the raw body.
+    @discardableResult
+    func send(_ method: String, _ path: String, body: Data? = nil, type: String? = nil,
+              headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+        var request = URLRequest(url: URL(string: base.absoluteString + "/" + path)!)
+        request.httpMethod = method
+        request.httpBody = body
+        request.timeoutInterval = 120
+        if let type { request.setValue(type, forHTTPHeaderField: "Content-Type") }
+        if let token, headers["Authorization"] == nil { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        for (key, value) in headers { request.setValue(value, forHTTPHeaderField: key) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, data)
+    }
+
+    func json(_ method: String, _ path: String, _ object: Any) async throws -> (status: Int, body: Data) {
+        try await send(method, path, body: try JSONSerialization.data(withJSONObject: object), type: "application/json")
+    }
+
+    /// Creates a `resnet18-random` (512-d) index with `labels[i]`-labelled random unit vectors.
+    func vectorIndex(_ name: String, labels: [String?], seed: UInt64 = 1) async throws {
+        #expect(try await json("POST", "v1/indexes", ["name": name, "model": "resnet18-random"]).status == 201)
+        var rng = SeededRandom(seed: seed)
+        for start in stride(from: 0, to: labels.count, by: 200) {
+            let items = labels[start..<min(start + 200, labels.count)].enumerated().map { i, label -> [String: Any] in
+                var item: [String: Any] = ["vector": rng.vector(512), "source": "v\(start + i)"]
+                if let label { item["label"] = label }
+                return item
+            }
+            #expect(try await json("POST", "v1/indexes/\(name)/vectors", ["items": items]).status == 200)
+        }
+    }
+
+    /// The server still answers, and every index in its folder is consistent.
+    func expectHealthy(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        #expect(process.process.isRunning, "the server died", sourceLocation: sourceLocation)
+        let health = try await send("GET", "healthz")
+        #expect(health.status == 200, sourceLocation: sourceLocation)
+        for name in IndexLibrary(directory: indexes).names() {
+            let check = try CLITests().kith(["index", "check", name], indexes: indexes)
+            #expect(check.status == 0 && check.text.contains("consistent"), "\(name): \(check.text) \(check.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// SIGTERM, a clean exit, and the folders removed.
+    func stop() throws {
+        kill(process.process.processIdentifier, SIGTERM)
+        process.process.waitUntilExit()
+        #expect(process.process.terminationReason == .exit && process.process.terminationStatus == 0)
+        _ = try CLITests().finish(process)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// SplitMix64, for reproducible test data.
+struct SeededRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    mutating func vector(_ d: Int) -> [Float] { (0..<d).map { _ in unit() - 0.5 } }
+    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
+}
+
+/// A PNG whose header declares `width` × `height` pixels at `bitDepth` bits, with almost no data:
+/// a decompression bomb's shape.
+func pngDeclaring(width: UInt32, height: UInt32, bitDepth: UInt8 = 16) -> Data {
+    func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+        }
+        return ~crc
+    }
+    func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+    func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
+        let body = Array(type.utf8) + data
+        return be(UInt32(data.count)) + body + be(crc32(body))
+    }
+    let ihdr = be(width) + be(height) + [bitDepth, 6, 0, 0, 0]
+    let idat: [UInt8] = [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]
+    return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", []))
+}
+
+/// A multipart/form-data body of `parts` small file parts, with boundary "b0undary".
+func multipart(parts: Int, name: String = "file", payload: Data = Data("x".utf8)) -> Data {
+    var body = Data()
+    for i in 0..<parts {
+        body += Data("--b0undary\r\nContent-Disposition: form-data; name=\"\(name)\"; filename=\"f\(i).png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
+        body += payload + Data("\r\n".utf8)
+    }
+    return body + Data("--b0undary--\r\n".utf8)
+}
+
+@Suite("Hardening: hostile requests against a real kith serve", .serialized)
+struct HardeningTests {
+    /// One hostile request and the answer it must get.
+    struct Case: CustomTestStringConvertible, Sendable {
+        let method: String
+        let path: String
+        let body: Data?
+        let type: String?
+        let status: Int
+        let code: String
+        var parameter: String? = nil
+        var testDescription: String { "\(method) \(path) → \(status) \(code)" }
+    }
+
+    static func json(_ object: Any) -> Data { try! JSONSerialization.data(withJSONObject: object) }
+    static func npyHeader(_ shape: String, body: Int) -> Data {
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
+        data += Data(header.utf8) + Data(count: body)
+        return data
+    }
+
+    static let one = [Float](repeating: 0.1, count: 512)
+    static let longName = String(repeating: "q", count: 600)
+
+    /// The attacks of the hardening issues. Index `few` has 3 labels × 6 items, `mono` 4 items of one
+    /// label, `bare` 3 unlabelled items and an empty queue.
+    static let cases: [Case] = [
+        // Numbers from the request are bounded before use.
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one], "k": 1_000_000_000_000]), type: "application/json", status: 400, code: "out_of_range", parameter: "k"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one], "k": Int.max]), type: "application/json", status: 400, code: "out_of_range", parameter: "k"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one], "k": 0]), type: "application/json", status: 400, code: "out_of_range", parameter: "k"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one], "k": -5]), type: "application/json", status: 400, code: "out_of_range", parameter: "k"),
+        Case(method: "POST", path: "v1/indexes/few/search?k=9223372036854775807", body: NPY.encode(Matrix(rows: 1, columns: 512, values: one)), type: "application/x-npy", status: 400, code: "out_of_range", parameter: "k"),
+        Case(method: "POST", path: "v1/indexes/few/search?k=lots", body: NPY.encode(Matrix(rows: 1, columns: 512, values: one)), type: "application/x-npy", status: 400, code: "invalid_request"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": Array(repeating: one, count: 1025)]), type: "application/json", status: 400, code: "out_of_range", parameter: "queries"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 1000]), type: "application/json", status: 400, code: "out_of_range", parameter: "way"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "shot": 0]), type: "application/json", status: 400, code: "out_of_range", parameter: "shot"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "queries": 100_000]), type: "application/json", status: 400, code: "out_of_range", parameter: "queries"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "episodes": 5_000_000]), type: "application/json", status: 400, code: "out_of_range", parameter: "episodes"),
+        Case(method: "GET", path: "v1/indexes/bare/queue?limit=100000", body: nil, type: nil, status: 400, code: "out_of_range", parameter: "limit"),
+        Case(method: "GET", path: "v1/indexes/bare/queue?from=-1", body: nil, type: nil, status: 400, code: "invalid_request"),
+        Case(method: "POST", path: "v1/indexes/few/items/get", body: json(["ids": Array(0..<1001)]), type: "application/json", status: 400, code: "out_of_range", parameter: "ids"),
+        // Crafted .npy bodies.
+        Case(method: "POST", path: "v1/indexes/few/search", body: npyHeader("(0, 512)", body: 0), type: "application/x-npy", status: 400, code: "malformed_npy"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: npyHeader("(-1, 512)", body: 0), type: "application/x-npy", status: 400, code: "malformed_npy"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: npyHeader("(4611686018427387904, 4)", body: 16), type: "application/x-npy", status: 400, code: "malformed_npy"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: npyHeader("(3, 512)", body: 512 * 4), type: "application/x-npy", status: 400, code: "malformed_npy"),
+        Case(method: "POST", path: "v1/indexes/few/queue/nn", body: npyHeader("(1, 512)", body: 7), type: "application/x-npy", status: 400, code: "malformed_npy"),
+        // JSON matrices.
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one, [0.5]]]), type: "application/json", status: 400, code: "invalid_query"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: Data(#"{"vectors": [[NaN, 1]]}"#.utf8), type: "application/json", status: 400, code: "malformed_json"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: Data(#"{"vectors": [[Infinity]]}"#.utf8), type: "application/json", status: 400, code: "malformed_json"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: Data(#"{"vectors": [[1e39]]}"#.utf8), type: "application/json", status: 400, code: "malformed_json"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": []]), type: "application/json", status: 400, code: "invalid_query"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [[Float](repeating: 0, count: 512)]]), type: "application/json", status: 400, code: "invalid_query"),
+        Case(method: "POST", path: "v1/indexes/few/queue/nn", body: json(["vectors": [[1, 2, 3]]]), type: "application/json", status: 400, code: "invalid_query"),
+        // Multipart bodies.
+        Case(method: "POST", path: "v1/embed", body: multipart(parts: 1), type: "multipart/form-data", status: 400, code: "malformed_multipart"),
+        Case(method: "POST", path: "v1/embed", body: multipart(parts: 3000), type: "multipart/form-data; boundary=b0undary", status: 413, code: "too_many_parts"),
+        Case(method: "POST", path: "v1/embed", body: multipart(parts: 1, name: String(repeating: "n", count: 5000)), type: "multipart/form-data; boundary=b0undary", status: 400, code: "malformed_multipart"),
+        Case(method: "POST", path: "v1/embed", body: Data("--b0undary\r\nContent-Disposition: form-data; name=\"f\"".utf8), type: "multipart/form-data; boundary=b0undary", status: 400, code: "malformed_multipart"),
+        // Images whose pixels would not fit the memory budget are refused before decoding.
+        Case(method: "POST", path: "v1/embed", body: pngDeclaring(width: 10_000, height: 10_000), type: "image/png", status: 413, code: "too_large_to_decode"),
+        Case(method: "POST", path: "v1/indexes/few/items", body: pngDeclaring(width: 100_000, height: 100_000, bitDepth: 8), type: "image/png", status: 413, code: "too_many_pixels"),
+        // Empty inputs are answers.
+        Case(method: "POST", path: "v1/indexes/bare/classify", body: json(["vectors": [one]]), type: "application/json", status: 400, code: "empty_support_set"),
+        Case(method: "POST", path: "v1/indexes/mono/classify", body: json(["vectors": [one]]), type: "application/json", status: 400, code: "not_enough_data"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 5, "shot": 1, "queries": 1]), type: "application/json", status: 400, code: "not_enough_data"),
+        Case(method: "POST", path: "v1/indexes/bare/queue/nn", body: json(["vectors": [one]]), type: "application/json", status: 400, code: "not_enough_data"),
+        // Paths and names a client controls.
+        Case(method: "POST", path: "v1/indexes/few/snapshot", body: json(["name": "copy"]), type: "application/json", status: 403, code: "snapshots_disabled"),
+        Case(method: "POST", path: "v1/indexes/few/snapshot", body: json(["destination": "/tmp/kith-escape"]), type: "application/json", status: 400, code: "malformed_json"),
+        Case(method: "POST", path: "v1/indexes", body: json(["name": "../escape", "model": "resnet18-random"]), type: "application/json", status: 400, code: "invalid_index_name"),
+        Case(method: "POST", path: "v1/indexes", body: json(["name": "m1", "model": "../../models/resnet18-random"]), type: "application/json", status: 400, code: "unknown_model"),
+        Case(method: "POST", path: "v1/embed?model=./resnet18-random", body: pngDeclaring(width: 4, height: 4), type: "image/png", status: 400, code: "unknown_model"),
+        Case(method: "POST", path: "v1/embed?model=..%2F..%2Fetc%2Fpasswd", body: pngDeclaring(width: 4, height: 4), type: "image/png", status: 400, code: "unknown_model"),
+        Case(method: "GET", path: "v1/indexes/bare/queue?queue=\(longName)", body: nil, type: nil, status: 400, code: "invalid_queue_name"),
+        Case(method: "DELETE", path: "v1/indexes/bare/queue?queue=\(longName)", body: nil, type: nil, status: 400, code: "invalid_queue_name"),
+        Case(method: "POST", path: "v1/indexes/bare/queue/nn", body: json(["vectors": [one], "queue": longName]), type: "application/json", status: 400, code: "invalid_queue_name"),
+    ]
+
+    @Test("Each hostile request gets its 4xx with a stable code, no server path in any answer; the server stays up and every index stays consistent")
+    func hostileRequests() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("few", labels: (0..<18).map { ["a", "b", "c"][$0 % 3] })
+        try await server.vectorIndex("mono", labels: Array(repeating: "only", count: 4))
+        try await server.vectorIndex("bare", labels: [nil, nil, nil])
+        for c in Self.cases {
+            let (status, body) = try await server.send(c.method, c.path, body: c.body, type: c.type)
+            let error = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["error"] as? [String: Any]
+            #expect(status == c.status && error?["code"] as? String == c.code, "\(c.testDescription): \(status) \(String(decoding: body.prefix(300), as: UTF8.self))")
+            if let parameter = c.parameter {
+                #expect(error?["parameter"] as? String == parameter && error?["maximum"] is Int, "\(c.testDescription)")
+            }
+            #expect(!String(decoding: body, as: UTF8.self).contains(server.directory), "\(c.testDescription) shows a server path")
+        }
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/kith-escape"))
+        // Empty results where the answer is empty.
+        let noNeighbours = try await server.send("POST", "v1/indexes/few/queue", body: Self.json(["entries": [["vector": Self.one]]]), type: "application/json")
+        #expect(noNeighbours.status == 200)
+        let nn = try await server.json("POST", "v1/indexes/few/queue/nn", ["vectors": [[Float]]()])
+        #expect(nn.status == 200 && String(decoding: nn.body, as: UTF8.self).contains(#""neighbours":[]"#))
+        let everything = try await server.json("POST", "v1/indexes/few/search", ["vectors": [Self.one], "k": 1000])
+        #expect(((try JSONSerialization.jsonObject(with: everything.body) as? [String: Any])?["results"] as? [[Any]])?.first?.count == 18)
+        // Values whose squares overflow a float still have a direction.
+        let huge = try await server.json("POST", "v1/indexes/few/search", ["vectors": [Self.one.map { $0 * 3e38 }], "k": 1])
+        let top = ((try JSONSerialization.jsonObject(with: huge.body) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.first
+        let reference = ((try JSONSerialization.jsonObject(with: everything.body) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.first
+        #expect(huge.status == 200 && top?["id"] as? Int == reference?["id"] as? Int && (top?["score"] as? Double ?? 0) > 0.01)
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Concurrent PATCH and DELETE of the same items: each answer is 200, 204 or 404, never a crash")
+    func relabelDeleteRace() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("race", labels: (0..<60).map { "l\($0 % 4)" })
+        let statuses = try await withThrowingTaskGroup(of: (String, Int).self) { group in
+            for id in 1...60 {
+                for round in 0..<3 {
+                    group.addTask { ("PATCH", try await server.json("PATCH", "v1/indexes/race/items/\(id)", ["label": "r\(round)"]).status) }
+                }
+                group.addTask { ("DELETE", try await server.send("DELETE", "v1/indexes/race/items/\(id)").status) }
+            }
+            var all: [(String, Int)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        #expect(statuses.allSatisfy { method, status in method == "PATCH" ? [200, 404].contains(status) : [204, 404].contains(status) },
+                "\(statuses.filter { ![200, 204, 404].contains($0.1) })")
+        #expect(statuses.filter { $0 == ("DELETE", 204) }.count == 60)
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Dropping an index while adds are in flight: adds after the drop fail or land in the index created again; none is acknowledged into deleted files")
+    func dropDuringAdds() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("churn", labels: [nil])
+        var rng = SeededRandom(seed: 7)
+        let vectors = (0..<40).map { _ in rng.vector(512) }
+        let start = Date()
+        let adds = Task {
+            try await withThrowingTaskGroup(of: (Int, Int, Date).self) { group in
+                for (i, vector) in vectors.enumerated() {
+                    group.addTask {
+                        let reply = try await server.json("POST", "v1/indexes/churn/vectors", ["items": [["vector": vector, "source": "add-\(i)"]]])
+                        return (i, reply.status, Date())
+                    }
+                }
+                var all: [(Int, Int, Date)] = []
+                for try await result in group { all.append(result) }
+                return all
+            }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(try await server.send("DELETE", "v1/indexes/churn").status == 204)
+        let recreated = try await server.json("POST", "v1/indexes", ["name": "churn", "model": "resnet18-random"])
+        #expect(recreated.status == 201)
+        let dropped = Date()
+        let results = try await adds.value
+        #expect(results.allSatisfy { [200, 404].contains($0.1) }, "\(results.map(\.1))")
+        // Every add acknowledged after the index was created again is in it.
+        let index = try await server.send("POST", "v1/indexes/churn/search", body: Self.json(["vectors": [Self.one], "k": 1000]), type: "application/json")
+        let sources = Set((((try? JSONSerialization.jsonObject(with: index.body)) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.compactMap { $0["source"] as? String } ?? [])
+        for (i, status, answered) in results where status == 200 && answered > dropped {
+            #expect(sources.contains("add-\(i)"), "add-\(i) was acknowledged at +\(answered.timeIntervalSince(start)) s but is missing")
+        }
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("A full disk: the failed commit is a 507, reads go on, and writes resume once there is room")
+    func diskFull() async throws {
+        let mount = FileManager.default.temporaryDirectory.appendingPathComponent("kith-tmpfs-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        func run(_ arguments: [String]) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/mount")
+            if arguments.first == "umount" { p.executableURL = URL(fileURLWithPath: "/bin/umount") }
+            p.arguments = Array(arguments.dropFirst())
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        // A 3 MiB tmpfs: this test needs root (as CI and the set-up run), and fails without it.
+        try #require(try run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mount]) == 0, "mounting a tmpfs needs root")
+        defer {
+            _ = try? run(["umount", mount])
+            try? FileManager.default.removeItem(atPath: mount)
+        }
+        let server = try LiveServer(indexes: mount + "/indexes")
+        try await server.vectorIndex("full", labels: ["a"])
+        var rng = SeededRandom(seed: 3)
+        var acknowledged: [String] = []
+        var refused: (status: Int, body: Data)?
+        for batch in 0..<40 {
+            let items = (0..<100).map { i in ["vector": rng.vector(512), "source": "b\(batch)-\(i)", "label": "a"] as [String: Any] }
+            let reply = try await server.json("POST", "v1/indexes/full/vectors", ["items": items])
+            if reply.status == 200 { acknowledged += items.map { $0["source"] as! String } } else { refused = reply; break }
+        }
+        let refusal = try #require(refused, "3 MiB never filled up")
+        let error = (try JSONSerialization.jsonObject(with: refusal.body) as? [String: Any])?["error"] as? [String: Any]
+        #expect(refusal.status == 507 && error?["code"] as? String == "insufficient_storage", "\(String(decoding: refusal.body, as: UTF8.self))")
+        #expect(!String(decoding: refusal.body, as: UTF8.self).contains(mount))
+        // Still full: the same batch is refused again (on the reopened environment), not a crash. Reads go on.
+        let again = (0..<100).map { i in ["vector": rng.vector(512), "source": "again-\(i)"] as [String: Any] }
+        #expect(try await server.json("POST", "v1/indexes/full/vectors", ["items": again]).status == 507)
+        #expect(try await server.send("GET", "v1/indexes/full/items/1").status == 200)
+        let search = try await server.json("POST", "v1/indexes/full/search", ["vectors": [Self.one], "k": 3])
+        #expect(search.status == 200)
+        try await server.expectHealthy()
+        // Room again: writes resume on the reopened environment, and nothing acknowledged is lost.
+        #expect(try run(["mount", "-o", "remount,size=64m", mount]) == 0)
+        #expect(try await server.json("POST", "v1/indexes/full/vectors", ["items": [["vector": rng.vector(512), "source": "after"]]]).status == 200)
+        let info = try await server.send("GET", "v1/indexes/full")
+        let items = (((try JSONSerialization.jsonObject(with: info.body) as? [String: Any])?["stats"]) as? [String: Any])?["items"] as? Int
+        #expect(items == acknowledged.count + 2)
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("A long evaluation stops when its client disconnects")
+    func evaluationStopsOnDisconnect() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("eval", labels: (0..<600).map { "c\($0 % 20)" })
+        // A raw socket: read the first progress line, then hang up.
+        let port = UInt16(server.base.port!)
+        let body = #"{"way": 20, "shot": 10, "queries": 20, "episodes": 10000}"#
+        let request = "POST /v1/indexes/eval/eval/fewshot HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(connected == 0)
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !String(decoding: received, as: UTF8.self).contains("\"done\"") {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            try #require(n > 0, "the stream ended before any progress: \(String(decoding: received, as: UTF8.self))")
+            received += buffer[..<n]
+        }
+        close(fd)
+        // The evaluation notices within moments (it would take minutes to finish).
+        var metrics = ""
+        for _ in 0..<200 {
+            metrics = String(decoding: try await server.send("GET", "metrics").body, as: UTF8.self)
+            if metrics.contains("kith_evaluations_running 0") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(metrics.contains("kith_evaluations_running 0") && metrics.contains("kith_evaluations_stopped_total 1"), "\(metrics.split(separator: "\n").filter { $0.contains("evaluations") })")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Authentication: /metrics is a read, the scheme is case-insensitive, tokens of other lengths fail")
+    func authentication() async throws {
+        var server = try LiveServer(extra: ["--reads-require-token"], token: "s3cret-token")
+        let token = server.token!
+        server.token = nil
+        #expect(try await server.send("GET", "metrics").status == 401)
+        #expect(try await server.send("GET", "v1/indexes").status == 401)
+        #expect(try await server.send("GET", "healthz").status == 200)
+        for header in ["Bearer \(token)", "bearer \(token)", "BEARER \(token)"] {
+            #expect(try await server.send("GET", "metrics", headers: ["Authorization": header]).status == 200, "\(header)")
+        }
+        for header in ["Bearer \(token)x", "Bearer s3cret", "Bearer " + token + String(repeating: "\0", count: 256), "Basic \(token)", "Bearer", "Bearer "] {
+            #expect(try await server.send("GET", "v1/indexes", headers: ["Authorization": header]).status == 401, "\(header)")
+        }
+        server.token = token
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("A crash is not silent: a worker's fatal error exits non-zero with the backtrace on standard error")
+    func crashLeavesBacktrace() async throws {
+        let cli = CLITests()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-crash-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let started = try cli.start(["serve", "--port", "0", "--indexes", directory], environment: ["KITH_INJECT_FAULT": "worker"])
+        let deadline = Date().addingTimeInterval(120)
+        while started.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        if started.process.isRunning { kill(started.process.processIdentifier, SIGKILL) }
+        started.process.waitUntilExit()
+        let run = try cli.finish(started)
+        #expect(run.text.contains("listening on"))
+        #expect(started.process.terminationReason == .uncaughtSignal, "a fault must not look like a clean exit")
+        #expect(run.stderr.contains("injected fault") && run.stderr.contains("crashed") && run.stderr.contains("Thread"),
+                "\(run.stderr.prefix(3000))")
+    }
+}
