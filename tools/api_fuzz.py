@@ -164,6 +164,8 @@ def register_hooks() -> None:
         if "index" in (case.path_parameters or {}) and h % 4 != 0:
             pool = droppable if (case.method.upper() == "DELETE" and path == "/v1/indexes/{index}") else indexes
             case.path_parameters["index"] = pool[(h >> 2) % len(pool)]
+        if case.method.upper() == "DELETE" and path == "/v1/indexes/{index}" and (case.path_parameters or {}).get("index") in indexes:
+            case.path_parameters["index"] = droppable[h % len(droppable)]  # the indexes with data stay
         if "id" in (case.path_parameters or {}) and (h >> 8) % 3 != 0:
             case.path_parameters["id"] = ids[(h >> 10) % len(ids)]
         steer = (h >> 16) % 3 != 0

@@ -12,11 +12,12 @@ public struct IndexLibrary: Sendable {
         return (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("indexes")
     }
 
-    /// Index names: letters, digits, '.', '_' and '-', not starting with '.'; at most 100 characters.
+    /// Index names: letters, digits, '.', '_' and '-', not starting with '.' or '-' (a name is never
+    /// a hidden folder or a command-line option); at most 100 characters.
     public static func validate(name: String) throws(IndexError) {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), name.allSatisfy(allowed.contains) else {
-            throw IndexError(.invalidName("'\(name)': use letters, digits, '.', '_' and '-', not starting with '.'"))
+        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), !name.hasPrefix("-"), name.allSatisfy(allowed.contains) else {
+            throw IndexError(.invalidName("'\(name)': use letters, digits, '.', '_' and '-', not starting with '.' or '-'"))
         }
     }
 

@@ -49,9 +49,9 @@ struct SchemathesisTests {
         let (status, health) = try await server.call(base, "GET", "healthz")
         #expect(status == 200 && health["status"] as? String == "ok")
         let names = IndexLibrary(directory: indexes).names()
-        #expect(names.contains("fuzz-r18") && names.contains("fuzz-part"), "\(names)")
+        #expect(!names.isEmpty, "the fuzzer's indexes are gone")
         for (folder, name) in names.map({ (indexes, $0) }) + IndexLibrary(directory: snapshots).names().map({ (snapshots, $0) }) {
-            let check = try server.cli.kith(["index", "check", name, "--indexes", folder])
+            let check = try server.cli.kith(["index", "check", "--indexes", folder, "--", name])
             #expect(check.status == 0, "kith index check \(folder)/\(name): \(check.text)\(check.stderr)")
         }
 

@@ -116,7 +116,7 @@ struct ServerTests {
             #expect(try Index.open(at: server.directory + "/snapshots/copy").stats().items == 3)
             let again = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": "copy"]))
             #expect(again.status == .conflict && again.errorCode == "snapshot_exists" && !again.text.contains(server.directory))
-            for name in ["../copy2", "/tmp/x", ".hidden", "a/b", ""] {
+            for name in ["../copy2", "/tmp/x", ".hidden", "-rf", "a/b", ""] {
                 let refused = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": name]))
                 #expect(refused.status == .badRequest && refused.errorCode == "invalid_index_name", "\(name)")
             }
