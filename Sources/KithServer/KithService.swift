@@ -25,6 +25,8 @@ actor KithService {
     /// The installed backbone `name`, loaded once; keyed by the manifest's own name, so that no
     /// spelling of a name loads the weights twice.
     func backbone(_ name: String) throws -> Backbone {
+        // Only installed manifests' names are keys, so a hit needs no look at the folder.
+        if let loaded = backbones[name] { return loaded }
         let manifest = try models.manifest(named: name)
         if let loaded = backbones[manifest.name] { return loaded }
         let loaded = try Backbone(manifest: manifest, directory: models.directory)
@@ -33,6 +35,7 @@ actor KithService {
     }
 
     func batcher(model: String) throws -> EmbeddingBatcher {
+        if let batcher = batchers[model] { return batcher }
         let backbone = try backbone(model)
         if let batcher = batchers[backbone.manifest.name] { return batcher }
         var encoderConfiguration = EncoderConfiguration()

@@ -11,7 +11,7 @@ import KithQuery
 @Suite("Fuzzing the request parsers and image decoders")
 struct FuzzTests {
     /// A random edit of `bytes`: flipped bytes, a truncation, a duplicated or deleted span.
-    static func mutate(_ bytes: [UInt8], _ rng: inout SeededRandom) -> [UInt8] {
+    static func mutate(_ bytes: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
         var b = bytes
         for _ in 0..<(1 + rng.below(4)) {
             guard !b.isEmpty else { break }
@@ -38,7 +38,7 @@ struct FuzzTests {
     ])
     func images(fixture: String) throws {
         let original = [UInt8](try Fixtures.data(fixture))
-        var rng = SeededRandom(seed: UInt64(fixture.utf8.count) * 7919)
+        var rng = SplitMix64(seed: UInt64(fixture.utf8.count) * 7919)
         let decoder = ImageDecoder(configuration: ImageDecoderConfiguration(maxPixels: 4_000_000, maxDecodedBytes: 64 << 20))
         var decoded = 0, refused = 0
         for _ in 0..<600 {
@@ -56,7 +56,7 @@ struct FuzzTests {
 
     @Test("Generated multipart bodies parse into bounded parts or fail with a 4xx")
     func multipartBodies() throws {
-        var rng = SeededRandom(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var parsed = 0
         for _ in 0..<5000 {
             let partCount = rng.below(6)
@@ -83,7 +83,7 @@ struct FuzzTests {
     }
 
     /// Random JSON-ish text for a query body: vectors (ragged, huge, NaN, strings), ids, k.
-    static func queryText(_ rng: inout SeededRandom) -> String {
+    static func queryText(_ rng: inout SplitMix64) -> String {
         func number() -> String {
             ["0", "-1", "1e39", "-1e39", "3.4e38", "1e-50", "NaN", "Infinity", "\"1\"", "null", "true", "1.5",
              String(Float(rng.unit() - 0.5)), String(rng.next())][rng.below(14)]
@@ -105,7 +105,7 @@ struct FuzzTests {
         let index = try Index.create(at: directory, space: EmbeddingSpace(model: "fuzz", weightsSHA256: "0", dimension: 4))
         try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "a"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "b")])
         let engine = try QueryEngine(index: index)
-        var rng = SeededRandom(seed: 2026)
+        var rng = SplitMix64(seed: 2026)
         var answered = 0
         for _ in 0..<3000 {
             let text = Self.queryText(&rng)

@@ -5,6 +5,7 @@ import FoundationNetworking
 import Testing
 import KithIndex
 import KithMath
+import KithQuery
 
 /// A `kith serve` process on 127.0.0.1 over temporary folders, for attacks as a client on loopback
 /// would make them. Every test ends by checking that the server still answers /healthz and that
@@ -53,7 +54,7 @@ struct LiveServer {
     /// Creates a `resnet18-random` (512-d) index with `labels[i]`-labelled random unit vectors.
     func vectorIndex(_ name: String, labels: [String?], seed: UInt64 = 1) async throws {
         #expect(try await json("POST", "v1/indexes", ["name": name, "model": "resnet18-random"]).status == 201)
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         for start in stride(from: 0, to: labels.count, by: 200) {
             let items = labels[start..<min(start + 200, labels.count)].enumerated().map { i, label -> [String: Any] in
                 var item: [String: Any] = ["vector": rng.vector(512), "source": "v\(start + i)"]
@@ -85,21 +86,16 @@ struct LiveServer {
     }
 }
 
-/// SplitMix64, for reproducible test data.
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+/// Reproducible test data from the library's own seeded generator.
+extension SplitMix64 {
+    mutating func unit() -> Float { Float(nextDouble()) }
     mutating func vector(_ d: Int) -> [Float] { (0..<d).map { _ in unit() - 0.5 } }
     mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
+}
+
+/// A JSON object body as a dictionary (empty if it is not one).
+func object(_ body: Data) -> [String: Any] {
+    ((try? JSONSerialization.jsonObject(with: body)) as? [String: Any]) ?? [:]
 }
 
 /// A PNG whose header declares `width` × `height` pixels at `bitDepth` bits, with almost no data:
@@ -225,7 +221,7 @@ struct HardeningTests {
         try await server.vectorIndex("bare", labels: [nil, nil, nil])
         for c in Self.cases {
             let (status, body) = try await server.send(c.method, c.path, body: c.body, type: c.type)
-            let error = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["error"] as? [String: Any]
+            let error = object(body)["error"] as? [String: Any]
             #expect(status == c.status && error?["code"] as? String == c.code, "\(c.testDescription): \(status) \(String(decoding: body.prefix(300), as: UTF8.self))")
             if let parameter = c.parameter {
                 #expect(error?["parameter"] as? String == parameter && error?["maximum"] is Int, "\(c.testDescription)")
@@ -239,11 +235,11 @@ struct HardeningTests {
         let nn = try await server.json("POST", "v1/indexes/few/queue/nn", ["vectors": [[Float]]()])
         #expect(nn.status == 200 && String(decoding: nn.body, as: UTF8.self).contains(#""neighbours":[]"#))
         let everything = try await server.json("POST", "v1/indexes/few/search", ["vectors": [Self.one], "k": 1000])
-        #expect(((try JSONSerialization.jsonObject(with: everything.body) as? [String: Any])?["results"] as? [[Any]])?.first?.count == 18)
+        #expect((object(everything.body)["results"] as? [[Any]])?.first?.count == 18)
         // Values whose squares overflow a float still have a direction.
         let huge = try await server.json("POST", "v1/indexes/few/search", ["vectors": [Self.one.map { $0 * 3e38 }], "k": 1])
-        let top = ((try JSONSerialization.jsonObject(with: huge.body) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.first
-        let reference = ((try JSONSerialization.jsonObject(with: everything.body) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.first
+        let top = (object(huge.body)["results"] as? [[[String: Any]]])?.first?.first
+        let reference = (object(everything.body)["results"] as? [[[String: Any]]])?.first?.first
         #expect(huge.status == 200 && top?["id"] as? Int == reference?["id"] as? Int && (top?["score"] as? Double ?? 0) > 0.01)
         try await server.expectHealthy()
         try server.stop()
@@ -275,7 +271,7 @@ struct HardeningTests {
     func dropDuringAdds() async throws {
         let server = try LiveServer()
         try await server.vectorIndex("churn", labels: [nil])
-        var rng = SeededRandom(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let vectors = (0..<40).map { _ in rng.vector(512) }
         let start = Date()
         let adds = Task {
@@ -300,7 +296,7 @@ struct HardeningTests {
         #expect(results.allSatisfy { [200, 404].contains($0.1) }, "\(results.map(\.1))")
         // Every add acknowledged after the index was created again is in it.
         let index = try await server.send("POST", "v1/indexes/churn/search", body: Self.json(["vectors": [Self.one], "k": 1000]), type: "application/json")
-        let sources = Set((((try? JSONSerialization.jsonObject(with: index.body)) as? [String: Any])?["results"] as? [[[String: Any]]])?.first?.compactMap { $0["source"] as? String } ?? [])
+        let sources = Set((object(index.body)["results"] as? [[[String: Any]]])?.first?.compactMap { $0["source"] as? String } ?? [])
         for (i, status, answered) in results where status == 200 && answered > dropped {
             #expect(sources.contains("add-\(i)"), "add-\(i) was acknowledged at +\(answered.timeIntervalSince(start)) s but is missing")
         }
@@ -329,7 +325,7 @@ struct HardeningTests {
         }
         let server = try LiveServer(indexes: mount + "/indexes")
         try await server.vectorIndex("full", labels: ["a"])
-        var rng = SeededRandom(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var acknowledged: [String] = []
         var refused: (status: Int, body: Data)?
         for batch in 0..<40 {
@@ -338,7 +334,7 @@ struct HardeningTests {
             if reply.status == 200 { acknowledged += items.map { $0["source"] as! String } } else { refused = reply; break }
         }
         let refusal = try #require(refused, "3 MiB never filled up")
-        let error = (try JSONSerialization.jsonObject(with: refusal.body) as? [String: Any])?["error"] as? [String: Any]
+        let error = object(refusal.body)["error"] as? [String: Any]
         #expect(refusal.status == 507 && error?["code"] as? String == "insufficient_storage", "\(String(decoding: refusal.body, as: UTF8.self))")
         #expect(!String(decoding: refusal.body, as: UTF8.self).contains(mount))
         // Still full: the same batch is refused again (on the reopened environment), not a crash. Reads go on.
@@ -352,7 +348,7 @@ struct HardeningTests {
         #expect(try run(["mount", "-o", "remount,size=64m", mount]) == 0)
         #expect(try await server.json("POST", "v1/indexes/full/vectors", ["items": [["vector": rng.vector(512), "source": "after"]]]).status == 200)
         let info = try await server.send("GET", "v1/indexes/full")
-        let items = (((try JSONSerialization.jsonObject(with: info.body) as? [String: Any])?["stats"]) as? [String: Any])?["items"] as? Int
+        let items = (object(info.body)["stats"] as? [String: Any])?["items"] as? Int
         #expect(items == acknowledged.count + 2)
         try await server.expectHealthy()
         try server.stop()
