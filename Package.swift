@@ -33,24 +33,35 @@ let package = Package(
         .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: simd + strict),
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
-        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath", "KithImage", "KithBackbone"], swiftSettings: simd + strict),
-        .target(name: "KithQuery", dependencies: ["KithMath", "KithIndex", "KithBackbone"], swiftSettings: simd + strict),
+        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: simd + strict),
+        .target(name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"], swiftSettings: strict),
+        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: simd + strict),
         .target(
             name: "KithServer",
-            dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery",
+            dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
                            .product(name: "Hummingbird", package: "hummingbird")],
             resources: [.copy("openapi.json")], swiftSettings: strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery", "KithServer",
+                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery", "KithServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
+        // Tests: one target per module (a change runs its own tests), over shared fixtures and helpers.
+        .target(name: "KithTestSupport", dependencies: ["KithBackbone", "KithIndex", "KithQuery"], path: "Tests/KithTestSupport", swiftSettings: strict),
+        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithImageTests", dependencies: ["KithImage", "KithQuery", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithPipelineTests", dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KithTests", dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithQuery", "KithServer",
+            name: "KithServerTests",
+            dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithTestSupport",
                            .product(name: "HummingbirdTesting", package: "hummingbird")],
             swiftSettings: strict),
+        .testTarget(name: "kithTests", dependencies: ["KithIndex", "KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),
     ]
 )

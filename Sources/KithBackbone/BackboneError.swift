@@ -20,7 +20,6 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
         case badManifest(file: String, detail: String)
         case unreadableWeights(file: String, detail: String)
         case tensorMismatch(file: String, problems: [String])
-        case unknownArchitecture(String)
         case engine(call: String, detail: String)
     }
 
@@ -39,9 +38,6 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
             return "\(file): cannot read weights: \(detail)"
         case .tensorMismatch(let file, let problems):
             return "\(file): weights do not fit the architecture:\n  " + problems.joined(separator: "\n  ")
-        case .unknownArchitecture(let name):
-            let known = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
-            return "unknown architecture '\(name)'; known: \(known)"
         case .engine(let call, let detail):
             return "the inference engine failed: \(call): \(detail)"
         }

@@ -221,21 +221,21 @@ final class Engine: Sendable {
     /// `program.multiplyAdds`, counted once.
     let multiplyAdds: Int
     private let weights = DNNLWeightCache()
-    // Safe: `idle` is only touched under `lock`; a context taken out is used by one caller only.
-    nonisolated(unsafe) private var idle: [ExecutionContext] = []
-    private let lock = NSLock()
+    // Safe: a context taken out of `idle` is used by one caller only.
+    nonisolated(unsafe) private let idle = Locked<[ExecutionContext]>([])
 
     /// Creates a first context, so that a model oneDNN cannot run fails when it loads rather
     /// than when it runs.
     init(program: Program) throws(BackboneError) {
         self.program = program
         multiplyAdds = program.multiplyAdds
-        idle = [try ExecutionContext(program: program, threads: 1, batch: 1, weights: weights)]
+        let first = try ExecutionContext(program: program, threads: 1, batch: 1, weights: weights)
+        idle.withLock { $0 = [first] }
     }
 
     func run(_ input: UnsafeBufferPointer<Float>, count: Int, threads: Int) throws(BackboneError) -> Matrix {
         let context = try take(threads: max(1, threads), batch: count)
-        defer { lock.withLock { idle.append(context) } }
+        defer { idle.withLock { $0.append(context) } }
         return try context.run(input)
     }
 
@@ -243,12 +243,12 @@ final class Engine: Sendable {
     /// threads, e.g. "jit_1x1:avx512_core".
     func kernels(threads: Int, batch: Int) throws(BackboneError) -> [String] {
         let context = try take(threads: threads, batch: batch)
-        defer { lock.withLock { idle.append(context) } }
+        defer { idle.withLock { $0.append(context) } }
         return context.implementations
     }
 
     private func take(threads: Int, batch: Int) throws(BackboneError) -> ExecutionContext {
-        let found: ExecutionContext? = lock.withLock {
+        let found: ExecutionContext? = idle.withLock { idle in
             guard let i = idle.lastIndex(where: { $0.threads == threads && $0.batch == batch }) else { return nil }
             return idle.remove(at: i)
         }

@@ -1,5 +1,6 @@
 import CDNNL
 import Foundation
+import KithMath
 
 // Every call into oneDNN goes through this file: statuses become a typed `BackboneError` naming
 // the call, and each C object is owned by one Swift value that destroys it.
@@ -152,15 +153,13 @@ final class DNNLMemory {
 /// execution contexts of one network: contexts for other batch sizes or thread counts mostly
 /// want the same layouts, and the weights are only read while primitives run.
 final class DNNLWeightCache: Sendable {
-    // Safe: `entries` is only touched under `lock`; a memory object in it is never written after
-    // its reorder.
-    nonisolated(unsafe) private var entries: [Int: [DNNLMemory]] = [:]
-    private let lock = NSLock()
+    // Safe: a memory object in `entries` is never written after its reorder.
+    nonisolated(unsafe) private let entries = Locked<[Int: [DNNLMemory]]>([:])
 
     /// `values` (laid out as `plain` says) in the layout `md`, for the parameter numbered `key`.
     func memory(_ key: Int, _ values: [Float], plain: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
                 stream: DNNLStream) throws(BackboneError) -> DNNLMemory {
-        let cached = lock.withLock {
+        let cached = entries.withLock { entries in
             entries[key]?.first { entry in
                 var (a, b) = (entry.descriptor.md, md)
                 return dnnl_memory_desc_equal(&a, &b) != 0
@@ -168,7 +167,7 @@ final class DNNLWeightCache: Sendable {
         }
         if let cached { return cached }
         let memory = try DNNLMemory.reordered(values, plain: plain, into: md, stream: stream)
-        lock.withLock { entries[key, default: []].append(memory) }
+        entries.withLock { $0[key, default: []].append(memory) }
         return memory
     }
 }

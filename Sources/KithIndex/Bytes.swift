@@ -57,6 +57,14 @@ struct ByteReader {
             n = count
         }
     }
+
+    /// Appends `count` float32 values to `values`, copied (the bytes need not be aligned).
+    mutating func floats(_ count: Int, appendingTo values: inout [Float]) throws {
+        let raw = try take(count * 4)
+        let start = values.count
+        values.append(contentsOf: repeatElement(0, count: count))
+        values.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[(start * 4)...]).copyMemory(from: raw) }
+    }
 }
 
 /// Big-endian keys sort numerically in LMDB's byte order.

@@ -19,6 +19,8 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         public static let insufficientStorage = Code(rawValue: "insufficient_storage")
         public static let snapshotExists = Code(rawValue: "snapshot_exists")
         public static let invalidQueueName = Code(rawValue: "invalid_queue_name")
+        /// Settings of a new index that cannot work (a queue capacity of 0, …).
+        public static let invalidConfiguration = Code(rawValue: "invalid_configuration")
     }
 
     enum Reason {
@@ -35,11 +37,21 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case dropped
         case invalidQueueName(String)
         case snapshotExists(String)
+        case invalidConfiguration(String)
     }
 
     let reason: Reason
 
     init(_ reason: Reason) { self.reason = reason }
+
+    /// There is no index `name` (for layers above that keep indexes open).
+    public static func indexNotFound(_ name: String) -> IndexError { IndexError(.indexNotFound(name)) }
+
+    /// An index `name` exists already.
+    public static func indexExists(_ name: String) -> IndexError { IndexError(.indexExists(name)) }
+
+    /// There is no item `id` (for layers above that look items up).
+    public static func itemNotFound(_ id: UInt64) -> IndexError { IndexError(.itemNotFound(id)) }
 
     init(_ error: LMDBError) {
         let refusedWrite: Set<Int32> = [ENOSPC, EDQUOT, EFBIG, EIO]
@@ -61,6 +73,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .dropped: .indexNotFound
         case .invalidQueueName: .invalidQueueName
         case .snapshotExists: .snapshotExists
+        case .invalidConfiguration: .invalidConfiguration
         }
     }
 
@@ -79,6 +92,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .dropped: "the index was dropped"
         case .invalidQueueName(let detail): "invalid queue name: \(detail)"
         case .snapshotExists(let name): "the snapshot folder '\(name)' exists and is not empty"
+        case .invalidConfiguration(let detail): "invalid index configuration: \(detail)"
         }
     }
 }

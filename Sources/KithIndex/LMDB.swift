@@ -1,5 +1,6 @@
 import CLMDB
 import Foundation
+import KithMath
 
 // Every LMDB call in Kith goes through this file. Return codes become `LMDBError`s, transactions
 // are closures that commit on success and abort on a throw, and bytes are copied out of LMDB's
@@ -34,15 +35,14 @@ final class Environment: @unchecked Sendable {
     // @unchecked: LMDB environments are safe to share between threads; opened with MDB_NOTLS,
     // every transaction belongs to the closure that created it. The handle and the map size, which
     // LMDB lets a process change only while it has no transaction open, change only under
-    // `exclusive` held for writing, while every transaction holds it for reading. `health` is
-    // read and written under `healthLock`.
+    // `exclusive` held for writing, while every transaction holds it for reading. Writers take
+    // turns under `writeLock`.
     private var env: OpaquePointer
     private let exclusive = ReadWriteLock()
-    private let writeLock = NSLock()
-    private let healthLock = NSLock()
-    private var health: Health = .good
-    private(set) var databases: [String: MDB_dbi] = [:]
-    private let names: [(String, UInt32)]
+    private let writeLock = Locked(())
+    private let health = Locked(Health.good)
+    private(set) var databases: [Database: MDB_dbi] = [:]
+    private let names: [Database]
     let path: String
 
     private enum Health {
@@ -53,15 +53,15 @@ final class Environment: @unchecked Sendable {
     }
 
     /// Opens (creating if `create`) the environment at `path` with the named databases.
-    init(path: String, databases names: [(String, UInt32)], mapSize: Int, create: Bool) throws {
+    init(path: String, databases names: [Database], mapSize: Int, create: Bool) throws {
         self.path = path
         self.names = names
         env = try Self.open(path: path, mapSize: mapSize, databases: names.count)
         do {
             try rawWrite { txn in
-                for (name, flags) in names {
+                for name in names {
                     var dbi: MDB_dbi = 0
-                    try check(mdb_dbi_open(txn.handle, name, flags | (create ? UInt32(MDB_CREATE) : 0), &dbi), "open database '\(name)'")
+                    try check(mdb_dbi_open(txn.handle, name.rawValue, name.flags | (create ? UInt32(MDB_CREATE) : 0), &dbi), "open database '\(name.rawValue)'")
                     databases[name] = dbi
                 }
             }
@@ -91,9 +91,7 @@ final class Environment: @unchecked Sendable {
     deinit { mdb_env_close(env) }
 
     private func requireOpen() throws(EnvironmentUnavailable) {
-        healthLock.lock()
-        defer { healthLock.unlock() }
-        if case .retired = health { throw .retired }
+        if case .retired = health.current { throw .retired }
     }
 
     /// Runs `body` in a read-only transaction: a consistent snapshot that never blocks writers.
@@ -117,14 +115,14 @@ final class Environment: @unchecked Sendable {
     /// failed commit (disk full, I/O error) the environment is reopened before the next write;
     /// until that succeeds, writes throw `EnvironmentUnavailable.unwritable` and reads go on.
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        try recoverIfNeeded()
-        while true {
-            do {
-                return try rawWrite(body)
-            } catch let error as LMDBError where error.isMapFull {
-                try grow()
+        try writeLock.withLock { _ in
+            try recoverIfNeeded()
+            while true {
+                do {
+                    return try rawWrite(body)
+                } catch let error as LMDBError where error.isMapFull {
+                    try grow()
+                }
             }
         }
     }
@@ -132,22 +130,17 @@ final class Environment: @unchecked Sendable {
     /// Marks the environment dropped: once the writer in progress (if any) is done, every
     /// transaction on this handle throws `EnvironmentUnavailable.retired`.
     func retire() {
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        exclusive.writeLock()
-        defer { exclusive.unlock() }
-        healthLock.lock()
-        health = .retired
-        healthLock.unlock()
+        writeLock.withLock { _ in
+            exclusive.writeLock()
+            defer { exclusive.unlock() }
+            health.withLock { $0 = .retired }
+        }
     }
 
     /// After a failed commit, closes and reopens the environment (no transaction is open while
     /// `exclusive` is held for writing). Called with `writeLock` held.
     private func recoverIfNeeded() throws {
-        healthLock.lock()
-        let current = health
-        healthLock.unlock()
-        switch current {
+        switch health.current {
         case .good: return
         case .retired: throw EnvironmentUnavailable.retired
         case .failedCommit(let failure):
@@ -163,18 +156,16 @@ final class Environment: @unchecked Sendable {
             // Named databases keep their handles across a reopen when opened in the same order.
             var txn: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &txn), "begin write transaction")
-            for (name, flags) in names {
+            for name in names {
                 var dbi: MDB_dbi = 0
-                let code = mdb_dbi_open(txn, name, flags, &dbi)
+                let code = mdb_dbi_open(txn, name.rawValue, name.flags, &dbi)
                 if code != 0 || dbi != databases[name] {
                     mdb_txn_abort(txn)
                     throw EnvironmentUnavailable.unwritable(failure)
                 }
             }
             try check(mdb_txn_commit(txn), "commit")
-            healthLock.lock()
-            health = .good
-            healthLock.unlock()
+            health.withLock { $0 = .good }
         }
     }
 
@@ -198,9 +189,7 @@ final class Environment: @unchecked Sendable {
         // mdb_txn_commit frees the transaction whether or not it succeeds: never abort it after.
         let committed = mdb_txn_commit(txn)
         if committed != 0 && committed != MDB_MAP_FULL {
-            healthLock.lock()
-            health = .failedCommit(LMDBError(code: committed, operation: "commit"))
-            healthLock.unlock()
+            health.withLock { $0 = .failedCommit(LMDBError(code: committed, operation: "commit")) }
         }
         try check(committed, "commit")
         return result
@@ -249,10 +238,10 @@ struct Transaction {
     let handle: OpaquePointer
     unowned let environment: Environment
 
-    func database(_ name: String) -> MDB_dbi { environment.databases[name]! }
+    func database(_ name: Database) -> MDB_dbi { environment.databases[name]! }
 
     /// Calls `body` with the value of `key`, valid only during the call; nil if absent.
-    func withValue<T>(_ db: String, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
+    func withValue<T>(_ db: Database, _ key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T? {
         try key.withUnsafeBytes { k in
             var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
             var value = MDB_val()
@@ -264,11 +253,11 @@ struct Transaction {
     }
 
     /// A copy of the value of `key`, or nil.
-    func get(_ db: String, _ key: [UInt8]) throws -> [UInt8]? {
+    func get(_ db: Database, _ key: [UInt8]) throws -> [UInt8]? {
         try withValue(db, key) { Array($0) }
     }
 
-    func put(_ db: String, _ key: [UInt8], _ value: UnsafeRawBufferPointer, flags: Int32 = 0) throws(LMDBError) {
+    func put(_ db: Database, _ key: [UInt8], _ value: UnsafeRawBufferPointer, flags: Int32 = 0) throws(LMDBError) {
         var code: Int32 = 0
         key.withUnsafeBytes { k in
             var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
@@ -278,7 +267,7 @@ struct Transaction {
         try check(code, "put into '\(db)'")
     }
 
-    func put(_ db: String, _ key: [UInt8], _ value: [UInt8], flags: Int32 = 0) throws(LMDBError) {
+    func put(_ db: Database, _ key: [UInt8], _ value: [UInt8], flags: Int32 = 0) throws(LMDBError) {
         var failure: LMDBError?
         value.withUnsafeBytes { v in
             do throws(LMDBError) { try put(db, key, v, flags: flags) } catch { failure = error }
@@ -288,7 +277,7 @@ struct Transaction {
 
     /// Stores a value of `size` bytes under `key`, written in place by `fill` (MDB_RESERVE: no
     /// intermediate copy). The buffer is valid only during `fill`.
-    func put(_ db: String, _ key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+    func put(_ db: Database, _ key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         var data = MDB_val(mv_size: size, mv_data: nil)
         let code: Int32 = key.withUnsafeBytes { k in
             var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
@@ -300,7 +289,7 @@ struct Transaction {
 
     /// Deletes `key` (with `value`, only that duplicate of a DUPSORT database). Returns whether it existed.
     @discardableResult
-    func delete(_ db: String, _ key: [UInt8], value: [UInt8]? = nil) throws(LMDBError) -> Bool {
+    func delete(_ db: Database, _ key: [UInt8], value: [UInt8]? = nil) throws(LMDBError) -> Bool {
         var code: Int32 = 0
         key.withUnsafeBytes { k in
             var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
@@ -319,12 +308,12 @@ struct Transaction {
     }
 
     /// Removes every entry of `db`.
-    func clear(_ db: String) throws(LMDBError) {
+    func clear(_ db: Database) throws(LMDBError) {
         try check(mdb_drop(handle, database(db), 0), "empty '\(db)'")
     }
 
     /// Number of entries in `db` (duplicates counted).
-    func count(_ db: String) throws(LMDBError) -> Int {
+    func count(_ db: Database) throws(LMDBError) -> Int {
         var stat = MDB_stat()
         try check(mdb_stat(handle, database(db), &stat), "stat '\(db)'")
         return stat.ms_entries
@@ -333,7 +322,7 @@ struct Transaction {
     /// Visits entries in key order, from `start` (inclusive) or the first; `body` returns false to stop.
     /// With `duplicatesOf`, visits only the duplicates of that key. Bytes are valid during the call only.
     func forEach(
-        _ db: String, from start: [UInt8]? = nil, duplicatesOf: [UInt8]? = nil,
+        _ db: Database, from start: [UInt8]? = nil, duplicatesOf: [UInt8]? = nil,
         _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
     ) throws {
         var cursor: OpaquePointer?
@@ -361,7 +350,7 @@ struct Transaction {
     }
 
     /// Number of duplicates stored under `key` in a DUPSORT database.
-    func duplicateCount(_ db: String, _ key: [UInt8]) throws -> Int {
+    func duplicateCount(_ db: Database, _ key: [UInt8]) throws -> Int {
         var cursor: OpaquePointer?
         try check(mdb_cursor_open(handle, database(db), &cursor), "open cursor on '\(db)'")
         defer { mdb_cursor_close(cursor) }

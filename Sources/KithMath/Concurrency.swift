@@ -1,6 +1,47 @@
 import Dispatch
 import Foundation
 
+// Kith's one rule for blocking work: LMDB transactions, weight loading, head fitting and forward
+// passes never run on Swift's cooperative thread pool (whose few threads would stall every other
+// task) or inside an actor (which would serialise them). Async code hands them to `offload`;
+// parallel loops inside them use `parallelFor`; shared mutable state sits in a `Locked`.
+
+/// Runs blocking `work` on a Dispatch thread and waits for it without blocking a Swift
+/// concurrency thread.
+public func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { done in
+        DispatchQueue.global().async { done.resume(with: Result { try work() }) }
+    }
+}
+
+/// `offload` for work that cannot fail.
+public func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { done in
+        DispatchQueue.global().async { done.resume(returning: work()) }
+    }
+}
+
+/// A value reachable only while its lock is held: the one lock type in Kith.
+public final class Locked<Value> {
+    private var value: Value
+    private let lock = NSLock()
+
+    public init(_ value: Value) { self.value = value }
+
+    /// Runs `body` with the value, holding the lock.
+    public func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+
+    /// A copy of the value.
+    public var current: Value { withLock { $0 } }
+}
+
+// @unchecked: every access to `value` holds `lock`, and a Sendable value is safe to hand out.
+extension Locked: @unchecked Sendable where Value: Sendable {}
+
 /// Runs `body(i)` for i in 0..<count on up to `threads` threads; callers write disjoint memory
 /// from each `i`.
 public func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
@@ -20,20 +61,38 @@ public func parallelFor(_ count: Int, threads: Int, _ body: (Int) -> Void) {
 }
 
 /// Slots that concurrent iterations fill, one each.
-public final class ShardResults<Value>: @unchecked Sendable {
-    // @unchecked: every slot is written by exactly one iteration under the lock, and read only
-    // after `concurrentPerform` has returned.
-    private var slots: [Value?]
-    private let lock = NSLock()
+public final class ShardResults<Value> {
+    private let slots: Locked<[Value?]>
 
-    public init(count: Int) { slots = Array(repeating: nil, count: count) }
+    public init(count: Int) { slots = Locked(Array(repeating: nil, count: count)) }
 
-    public func set(_ index: Int, _ value: Value) {
-        lock.lock()
-        slots[index] = value
-        lock.unlock()
-    }
+    public func set(_ index: Int, _ value: Value) { slots.withLock { $0[index] = value } }
 
     /// Every slot's value; call after all iterations have finished.
-    public var values: [Value] { lock.withLock { slots.map { $0! } } }
+    public var values: [Value] { slots.withLock { $0.map { $0! } } }
+}
+
+// @unchecked: every slot is written by exactly one iteration under the lock, and read only after
+// all iterations have finished.
+extension ShardResults: @unchecked Sendable {}
+
+/// A FIFO of at most `capacity` values between threads; `push` waits for room and `pop` for a value.
+public final class BoundedQueue<T: Sendable>: Sendable {
+    private let values = Locked<[T]>([])
+    private let room: DispatchSemaphore
+    private let filled = DispatchSemaphore(value: 0)
+
+    public init(capacity: Int) { room = DispatchSemaphore(value: capacity) }
+
+    public func push(_ value: T) {
+        room.wait()
+        values.withLock { $0.append(value) }
+        filled.signal()
+    }
+
+    public func pop() -> T {
+        filled.wait()
+        defer { room.signal() }
+        return values.withLock { $0.removeFirst() }
+    }
 }

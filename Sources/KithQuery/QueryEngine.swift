@@ -3,6 +3,7 @@ import KithBackbone
 import KithImage
 import KithIndex
 import KithMath
+import KithPipeline
 
 /// What to search with.
 public enum Query: Sendable, Equatable {
@@ -12,6 +13,14 @@ public enum Query: Sendable, Equatable {
     case item(UInt64)
     /// An image file, embedded with the index's backbone.
     case image(String)
+}
+
+extension Query {
+    /// One vector query per row of `matrix` (an `.npy` file of queries, say).
+    public static func rows(of matrix: Matrix) -> [Query] { (0..<matrix.rows).map { .vector(Array(matrix.row($0))) } }
+
+    /// Whether the query is an image file (and needs a backbone).
+    public var isImage: Bool { if case .image = self { true } else { false } }
 }
 
 /// A search hit with what the index knows about the item.
@@ -32,25 +41,25 @@ public struct QueueNeighbour: Sendable, Equatable {
 }
 
 /// Answers queries on one index. It keeps the index's search matrix (refreshed incrementally
-/// when the index changes) and fitted heads (refitted when the labelled support set changes).
-/// Only the caches are actor-isolated: searches and predictions run outside the actor, so
-/// concurrent queries run in parallel.
+/// when the index changes), its queues' matrices and fitted heads (refitted when the labelled
+/// support set changes). Only the caches are actor-isolated; every read of the index, forward
+/// pass, fit and product runs through `offload`, never on the actor or Swift's cooperative
+/// threads, so concurrent queries run in parallel.
 public actor QueryEngine {
     public nonisolated let index: Index
     public nonisolated let encoder: Encoder?
     public nonisolated let searchConfiguration: SearchConfiguration
     public nonisolated let limits: QueryLimits
     private var snapshot: VectorSnapshot?
-    private var heads: [String: (generation: UInt64, fitted: any FittedHead)] = [:]
+    private var heads: [String: (generation: UInt64, fit: Task<any FittedHead, any Error>)] = [:]
+    private var queues: [String: CachedQueue] = [:]
 
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
     /// - Parameter limits: bounds on k, the number of queries and evaluations (out of range: `out_of_range`).
     public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init(),
                 limits: QueryLimits = .init()) throws(QueryError) {
         if let encoder {
-            do { try index.requireSpace(EmbeddingSpace(encoder.backbone.manifest)) } catch {
-                throw QueryError(.invalidQuery, error.description)
-            }
+            do { try index.requireSpace(encoder.backbone.manifest.space) } catch { throw QueryError(error) }
         }
         self.index = index
         self.encoder = encoder
@@ -59,16 +68,22 @@ public actor QueryEngine {
     }
 
     /// The current search matrix: re-read only when the index has changed.
-    public func currentSnapshot() throws -> VectorSnapshot {
-        let fresh = try snapshot.map { try index.refresh($0) } ?? index.loadVectors()
-        snapshot = fresh
+    public func currentSnapshot() async throws(QueryError) -> VectorSnapshot {
+        let (index, previous) = (index, snapshot)
+        let fresh = try await blocking { try previous.map { try index.refresh($0) } ?? index.loadVectors() }
+        // A concurrent call may have stored a newer one meanwhile.
+        if fresh.generation >= (snapshot?.generation ?? 0) { snapshot = fresh }
         return fresh
     }
 
-    /// Embeds queries: vectors as given, items from the index, images with the backbone.
-    /// Image failures are thrown as `ImageError`s naming the file.
-    public nonisolated func vectors(for queries: [Query]) throws -> Matrix {
+    /// Embeds queries: vectors as given, items from the index (missing: `item_not_found`),
+    /// images with the backbone (a failure names the file).
+    public nonisolated func vectors(for queries: [Query]) async throws(QueryError) -> Matrix {
         try limits.check(queryCount: queries.count)
+        return try await blocking { [self] in try embed(queries) }
+    }
+
+    private nonisolated func embed(_ queries: [Query]) throws -> Matrix {
         let d = index.metadata.dimension
         var rows: [[Float]] = Array(repeating: [], count: queries.count)
         var images: [(Int, String)] = []
@@ -80,7 +95,7 @@ public actor QueryEngine {
                 guard v.contains(where: { $0 != 0 }) else { throw QueryError(.invalidQuery, "query \(i) is all zeros: it has no direction") }
                 rows[i] = v
             case .item(let id):
-                guard let v = try index.vector(id) else { throw QueryError(.invalidQuery, "no item with id \(id)") }
+                guard let v = try index.vector(id) else { throw IndexError.itemNotFound(id) }
                 rows[i] = v
             case .image(let path):
                 images.append((i, path))
@@ -97,26 +112,28 @@ public actor QueryEngine {
 
     /// The `k` most similar items for each query, best first (fewer when the collection is
     /// smaller; no queries, no results). k beyond `limits.maxK` is refused.
-    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) async throws -> [[SearchResult]] {
+    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) async throws(QueryError) -> [[SearchResult]] {
         try limits.check(k: k)
-        let matrix = try vectors(for: queries)
+        let matrix = try await vectors(for: queries)
         guard !queries.isEmpty else { return [] }
         let snapshot = try await currentSnapshot()
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
-        let hits = ExactSearch(snapshot: snapshot, configuration: searchConfiguration)
-            .search(matrix, k: k, filter: filter, excluding: excluding)
-        return try hits.map { row in
-            try row.map { hit in
-                let item = try index.item(hit.id)
-                return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
-                                    source: item?.source ?? "", metadata: item?.metadata)
+        let (index, configuration) = (index, searchConfiguration)
+        return try await blocking {
+            let hits = ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+            return try hits.map { row in
+                try row.map { hit in
+                    let item = try index.item(hit.id)
+                    return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
+                                        source: item?.source ?? "", metadata: item?.metadata)
+                }
             }
         }
     }
 
     /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
     /// No queries, no neighbours; an empty queue is `not_enough_data`.
-    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") async throws -> [QueueNeighbour] {
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") async throws(QueryError) -> [QueueNeighbour] {
         try limits.check(queryCount: queries.rows)
         let d = index.metadata.dimension
         guard queries.columns == d || queries.rows == 0 else {
@@ -125,13 +142,15 @@ public actor QueryEngine {
         let cached = try await queueMatrix(queue)
         guard !cached.entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
         guard queries.rows > 0 else { return [] }
-        var normalised = queries
-        normalised.normalizeRows()
-        let similarities = normalised.multiplyTransposed(cached.matrix)
-        return (0..<queries.rows).map { r in
-            let row = similarities.row(r)
-            let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
-            return QueueNeighbour(entry: cached.entries[best - row.startIndex], similarity: row[best])
+        return try await blocking {
+            var normalised = queries
+            normalised.normalizeRows()
+            let similarities = normalised.multiplyTransposed(cached.matrix)
+            return (0..<queries.rows).map { r in
+                let row = similarities.row(r)
+                let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
+                return QueueNeighbour(entry: cached.entries[best - row.startIndex], similarity: row[best])
+            }
         }
     }
 
@@ -145,52 +164,75 @@ public actor QueryEngine {
         var next: UInt64 = 0
     }
 
-    private var queues: [String: CachedQueue] = [:]
-
-    func queueMatrix(_ name: String) throws -> CachedQueue {
-        var cached = queues[name] ?? CachedQueue(matrix: Matrix(zeros: 0, index.metadata.dimension))
-        let read = try index.queue(name, from: cached.next)
-        if read.head == cached.head && read.next == cached.next { return cached }
-        cached.entries = cached.entries.filter { $0.sequence >= read.head } + read.entries
-        (cached.head, cached.next) = (read.head, read.next)
-        cached.matrix = cached.entries.isEmpty ? Matrix(zeros: 0, index.metadata.dimension) : Matrix(stacking: cached.entries.map(\.vector))
-        cached.matrix.normalizeRows()
-        queues[name] = cached
+    func queueMatrix(_ name: String) async throws(QueryError) -> CachedQueue {
+        let index = index
+        let previous = queues[name] ?? CachedQueue(matrix: Matrix(zeros: 0, index.metadata.dimension))
+        let cached = try await blocking { () throws -> CachedQueue in
+            var cached = previous
+            let read = try index.queue(name, from: cached.next)
+            if read.head == cached.head && read.next == cached.next { return cached }
+            cached.entries = cached.entries.filter { $0.sequence >= read.head } + read.entries
+            (cached.head, cached.next) = (read.head, read.next)
+            cached.matrix = cached.entries.isEmpty ? Matrix(zeros: 0, index.metadata.dimension) : Matrix(stacking: cached.entries.map(\.vector))
+            cached.matrix.normalizeRows()
+            return cached
+        }
+        if cached.next >= (queues[name]?.next ?? 0) { queues[name] = cached }
         return cached
     }
 
     /// The labelled items as a support set.
-    public func supportSet() throws -> SupportSet {
-        let snapshot = try currentSnapshot()
-        let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
-        return try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! })
+    public func supportSet() async throws(QueryError) -> SupportSet {
+        let snapshot = try await currentSnapshot()
+        return try await blocking {
+            let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
+            return try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! })
+        }
     }
 
     /// `head` fitted on the current support set: cached, and refitted only after the labelled
-    /// items change. Without labelled items: `empty_support_set`; with one label only:
-    /// `not_enough_data` (there is nothing to tell apart).
-    public func fitted(_ head: any Head) throws -> any FittedHead {
-        let generation = try index.generations().support
-        if let cached = heads[head.name], cached.generation == generation { return cached.fitted }
-        let support = try supportSet()
-        guard support.classes.count >= 2 else {
-            throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
+    /// items change (concurrent callers share one fit). Without labelled items:
+    /// `empty_support_set`; with one label only: `not_enough_data` (nothing to tell apart).
+    public func fitted(_ head: any Head) async throws(QueryError) -> any FittedHead {
+        let index = index
+        let generation = try await blocking { try index.generations().support }
+        if let cached = heads[head.name], cached.generation >= generation { return try await result(of: cached.fit, head: head) }
+        let fit = Task { () throws -> any FittedHead in
+            let support = try await self.supportSet()
+            guard support.classes.count >= 2 else {
+                throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
+            }
+            return try await offload { try head.fit(support) }
         }
-        let fitted = try head.fit(support)
-        heads[head.name] = (generation, fitted)
-        return fitted
+        heads[head.name] = (generation, fit)
+        return try await result(of: fit, head: head)
+    }
+
+    /// The fit's result; a failed fit is forgotten, so the next call tries again.
+    private func result(of fit: Task<any FittedHead, any Error>, head: any Head) async throws(QueryError) -> any FittedHead {
+        do { return try await fit.value } catch {
+            if heads[head.name]?.fit == fit { heads[head.name] = nil }
+            throw QueryError(wrapping: error)
+        }
     }
 
     /// Predictions for each query from `head` fitted on the index's labelled items.
-    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5) async throws -> [Prediction] {
-        let matrix = try vectors(for: queries)
+    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5) async throws(QueryError) -> [Prediction] {
+        let matrix = try await vectors(for: queries)
         guard !queries.isEmpty else { return [] }
-        return try await fitted(head).predict(matrix, top: top)
+        let fitted = try await fitted(head)
+        return try await blocking { fitted.predict(matrix, top: top) }
     }
 
     /// Whether `head` is fitted for the current support set (for tests and metrics).
-    public func isCached(_ head: any Head) throws -> Bool {
+    public func isCached(_ head: any Head) async throws(QueryError) -> Bool {
         guard let cached = heads[head.name] else { return false }
-        return cached.generation == (try index.generations().support)
+        let index = index
+        return try await cached.generation == blocking { try index.generations().support }
     }
+}
+
+/// `offload`, with every error as a `QueryError`.
+func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws(QueryError) -> T {
+    do { return try await offload(work) } catch { throw QueryError(wrapping: error) }
 }

@@ -1,3 +1,6 @@
+import KithImage
+import KithIndex
+
 /// Why a query, a head or an evaluation could not run.
 public struct QueryError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -12,6 +15,14 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         public static let outOfRange = Code(rawValue: "out_of_range")
         /// The caller went away (an evaluation stopped early).
         public static let cancelled = Code(rawValue: "cancelled")
+        /// Something failed that no caller can fix (details in the message).
+        public static let internalError = Code(rawValue: "internal_error")
+    }
+
+    /// The storage or image error a query failed with, kept whole (its code is this error's).
+    public enum Underlying: Sendable {
+        case index(IndexError)
+        case image(ImageError)
     }
 
     public let code: Code
@@ -19,12 +30,30 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
     /// For `outOfRange`: the parameter's name and its allowed values.
     public let parameter: String?
     public let bounds: ClosedRange<Int>?
+    public let underlying: Underlying?
 
-    init(_ code: Code, _ message: String) {
+    init(_ code: Code, _ message: String, underlying: Underlying? = nil) {
         self.code = code
         self.message = message
         parameter = nil
         bounds = nil
+        self.underlying = underlying
+    }
+
+    /// A query that failed in the index (e.g. `item_not_found`, `insufficient_storage`).
+    public init(_ error: IndexError) { self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .index(error)) }
+
+    /// A query image that could not be read or decoded.
+    public init(_ error: ImageError) { self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .image(error)) }
+
+    /// Any error of a query's work as a `QueryError`.
+    init(wrapping error: any Error) {
+        switch error {
+        case let error as QueryError: self = error
+        case let error as IndexError: self.init(error)
+        case let error as ImageError: self.init(error)
+        default: self.init(.internalError, "\(error)")
+        }
     }
 
     private init(parameter: String, value: Int, bounds: ClosedRange<Int>) {
@@ -32,6 +61,7 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         message = "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)"
         self.parameter = parameter
         self.bounds = bounds
+        underlying = nil
     }
 
     /// Checks that `value` of `parameter` lies in `bounds`.

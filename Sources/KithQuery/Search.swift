@@ -14,6 +14,13 @@ public struct LabelFilter: Sendable, Equatable {
         self.exclude = exclude
     }
 
+    /// The filter a caller's lists describe, nil when it restricts nothing: only `labels` (nil:
+    /// any label; empty: none), never `excluding`.
+    public init?(labels: [String]?, excluding: [String]?) {
+        guard labels != nil || !(excluding ?? []).isEmpty else { return nil }
+        self.init(include: labels.map(Set.init), exclude: Set(excluding ?? []))
+    }
+
     public func allows(_ label: String?) -> Bool {
         if let include, !(label.map(include.contains) ?? false) { return false }
         if let label, exclude.contains(label) { return false }

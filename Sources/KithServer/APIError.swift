@@ -55,12 +55,18 @@ public struct APIError: HTTPResponseError, Sendable {
             let status: HTTPResponse.Status = switch error.code {
             case .indexNotFound, .itemNotFound: .notFound
             case .indexExists, .snapshotExists: .conflict
-            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible: .badRequest
+            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible, .invalidConfiguration: .badRequest
             case .insufficientStorage: .insufficientStorage
             default: .internalServerError
             }
             return status == .internalServerError ? nil : APIError(status, error.code.rawValue, error.description)
         case let error as QueryError:
+            switch error.underlying {
+            case .index(let cause): return from(cause)
+            case .image(let cause): return from(cause)
+            case nil: break
+            }
+            if error.code == .internalError { return nil }
             var api = APIError(.badRequest, error.code.rawValue, error.description)
             (api.parameter, api.bounds) = (error.parameter, error.bounds)
             return api

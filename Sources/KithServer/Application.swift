@@ -12,35 +12,22 @@ public func buildApplication(
     if logger.logLevel > .info { logger.logLevel = .info }
     let metrics = Metrics()
     let service = KithService(configuration: configuration, metrics: metrics)
-    let router = Router(context: BasicRequestContext.self)
+    let router = Router(context: KithRequestContext.self)
     router.add(middleware: MetricsMiddleware(metrics: metrics))
     router.add(middleware: ErrorMiddleware(folders: [configuration.indexes, configuration.models] + (configuration.snapshots.map { [$0] } ?? [])))
+    router.add(middleware: BodyLimitMiddleware(limit: configuration.maxBodyBytes))
 
-    let auth = configuration.token.map { BearerTokenMiddleware<BasicRequestContext>(token: Array($0.utf8)) }
-    router.get("healthz") { _, _ in try API.json(["status": "ok"]) }
-    // Metrics name the indexes and count their items: a read, protected like the others.
-    let monitoring = router.group()
-    if let auth, configuration.readsRequireToken { monitoring.add(middleware: auth) }
-    monitoring.get("metrics") { _, _ -> Response in
-        let listing = await service.listing()
-        let items = listing.compactMap { entry in entry.index.flatMap { try? $0.stats().items }.map { (entry.name, $0) } }
-        var headers = HTTPFields()
-        headers[.contentType] = "text/plain; version=0.0.4"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics.render(indexItems: items))))
-    }
-    router.get("openapi.json") { _, _ -> Response in
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
-    }
-
-    let reads = router.group("v1")
-    let writes = router.group("v1")
+    // One group per kind of access: writes need the token whenever there is one, reads only when
+    // the operator says so, health and the API's description never.
+    let auth = configuration.token.map { BearerTokenMiddleware<KithRequestContext>(token: Array($0.utf8)) }
+    let groups: [Route.Access: RouterGroup<KithRequestContext>] = [.open: router.group(), .read: router.group(), .write: router.group()]
     if let auth {
-        writes.add(middleware: auth)
-        if configuration.readsRequireToken { reads.add(middleware: auth) }
+        groups[.write]!.add(middleware: auth)
+        if configuration.readsRequireToken { groups[.read]!.add(middleware: auth) }
     }
-    Routes(service: service, configuration: configuration).register(reads: reads, writes: writes)
+    for route in APIRoutes.table(service) {
+        groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)
+    }
 
     return Application(
         router: router,

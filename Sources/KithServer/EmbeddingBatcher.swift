@@ -1,7 +1,7 @@
-import Dispatch
 import Foundation
 import KithBackbone
 import KithImage
+import KithMath
 
 /// Shares forward passes between concurrent requests: images from all clients queue here and
 /// run through the backbone `batchSize` at a time, off Swift's cooperative thread pool. At most
@@ -56,20 +56,10 @@ actor EmbeddingBatcher {
             pending.removeFirst(batch.count)
             let encoder = encoder
             let inputs = batch.map(\.input)
-            let results = await withCheckedContinuation { done in
-                DispatchQueue.global().async { done.resume(returning: encoder.embed(encoder.prepare(inputs))) }
-            }
+            let results = await offload { encoder.embed(encoder.prepare(inputs)) }
             metrics.addBatch(images: results.count)
             for (item, result) in zip(batch, results) { item.reply.resume(returning: result) }
         }
         draining = false
-    }
-}
-
-/// Runs blocking work (LMDB transactions, fitting, evaluation) on a Dispatch thread instead of
-/// Swift's cooperative pool.
-func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { done in
-        DispatchQueue.global().async { done.resume(with: Result { try work() }) }
     }
 }

@@ -2,18 +2,27 @@ import Foundation
 import KithBackbone
 import KithImage
 import KithIndex
+import KithMath
+import KithPipeline
 import KithQuery
 
 /// What the server holds: backbones (loaded once), one query engine per open index, and one
-/// embedding batcher per backbone.
+/// embedding batcher per backbone. The actor only keeps these tables; loading weights and
+/// opening, creating or dropping an index run through `offload`, as tasks that concurrent
+/// requests for the same backbone or index share.
 actor KithService {
     nonisolated let configuration: ServerConfiguration
     nonisolated let indexes: IndexLibrary
     nonisolated let models: ModelLibrary
     nonisolated let metrics: Metrics
-    private var backbones: [String: Backbone] = [:]
+    /// Installed manifests' names → their loading (an alias never loads the weights twice).
+    private var backbones: [String: Task<Backbone, any Error>] = [:]
+    /// Names asked for → the manifest's own name.
+    private var modelNames: [String: String] = [:]
     private var batchers: [String: EmbeddingBatcher] = [:]
-    private var engines: [String: QueryEngine] = [:]
+    private var engines: [String: Task<QueryEngine, any Error>] = [:]
+    /// Indexes being dropped: neither opened nor created until the folder is gone.
+    private var dropping: Set<String> = []
 
     init(configuration: ServerConfiguration, metrics: Metrics) {
         self.configuration = configuration
@@ -22,63 +31,85 @@ actor KithService {
         self.metrics = metrics
     }
 
-    /// The installed backbone `name`, loaded once; keyed by the manifest's own name, so that no
-    /// spelling of a name loads the weights twice.
-    func backbone(_ name: String) throws -> Backbone {
-        // Only installed manifests' names are keys, so a hit needs no look at the folder.
-        if let loaded = backbones[name] { return loaded }
-        let manifest = try models.manifest(named: name)
-        if let loaded = backbones[manifest.name] { return loaded }
-        let loaded = try Backbone(manifest: manifest, directory: models.directory)
-        backbones[manifest.name] = loaded
-        return loaded
+    /// The installed backbone `name`, loaded once.
+    func backbone(_ name: String) async throws -> Backbone {
+        if let known = modelNames[name], let loading = backbones[known] { return try await loading.value }
+        let models = models
+        let manifest = try await offload { try models.manifest(named: name) }
+        modelNames[name] = manifest.name
+        if let loading = backbones[manifest.name] { return try await result(of: loading, model: manifest.name) }
+        let loading = Task { try await offload { try Backbone(manifest: manifest, directory: models.directory) } }
+        backbones[manifest.name] = loading
+        return try await result(of: loading, model: manifest.name)
     }
 
-    func batcher(model: String) throws -> EmbeddingBatcher {
-        if let batcher = batchers[model] { return batcher }
-        let backbone = try backbone(model)
+    /// A load's backbone; a failed load is forgotten, so the next request tries again.
+    private func result(of loading: Task<Backbone, any Error>, model: String) async throws -> Backbone {
+        do { return try await loading.value } catch {
+            if backbones[model] == loading { backbones[model] = nil }
+            throw error
+        }
+    }
+
+    func batcher(model: String) async throws -> EmbeddingBatcher {
+        if let known = modelNames[model], let batcher = batchers[known] { return batcher }
+        let backbone = try await backbone(model)
         if let batcher = batchers[backbone.manifest.name] { return batcher }
-        var encoderConfiguration = EncoderConfiguration()
-        encoderConfiguration.batchSize = configuration.batchSize
-        encoderConfiguration.threads = configuration.threads
-        encoderConfiguration.decoder = configuration.imageDecoding
-        let batcher = EmbeddingBatcher(encoder: Encoder(backbone: backbone, configuration: encoderConfiguration),
+        let batcher = EmbeddingBatcher(encoder: Encoder(backbone: backbone, configuration: configuration.encoder),
                                        maxPending: configuration.maxPendingImages, window: configuration.batchWindow, metrics: metrics)
         batchers[backbone.manifest.name] = batcher
         return batcher
     }
 
     /// The query engine of index `name` (opened on first use).
-    func engine(_ name: String) throws -> QueryEngine {
-        if let engine = engines[name] { return engine }
-        let index = try indexes.open(name)
-        let engine = try QueryEngine(index: index, limits: configuration.limits)
-        engines[name] = engine
-        return engine
+    func engine(_ name: String) async throws -> QueryEngine {
+        if let opening = engines[name] { return try await result(of: opening, index: name) }
+        guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
+        let (indexes, limits) = (indexes, configuration.limits)
+        let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), limits: limits) } }
+        engines[name] = opening
+        return try await result(of: opening, index: name)
     }
 
-    func index(_ name: String) throws -> Index { try engine(name).index }
-
-    func create(_ name: String, model: String, queueCapacity: Int?, partition: QueuePartition?) throws -> Index {
-        let manifest = try models.manifest(named: model)
-        var c = IndexConfiguration()
-        if let queueCapacity {
-            guard queueCapacity >= 1 else { throw APIError.badRequest("invalid_request", "queue_capacity must be at least 1") }
-            c.queueCapacity = queueCapacity
+    /// An opening's engine; a failed one is forgotten (the index may be created later).
+    private func result(of opening: Task<QueryEngine, any Error>, index name: String) async throws -> QueryEngine {
+        do { return try await opening.value } catch {
+            if engines[name] == opening { engines[name] = nil }
+            throw error
         }
-        if let partition { c.queuePartition = partition }
-        let index = try indexes.create(name, space: EmbeddingSpace(manifest), configuration: c)
-        engines[name] = try QueryEngine(index: index, limits: configuration.limits)
-        return index
+    }
+
+    func index(_ name: String) async throws -> Index { try await engine(name).index }
+
+    /// Creates index `name` for the installed backbone `model`.
+    func create(_ name: String, model: String, configuration c: IndexConfiguration) async throws -> Index {
+        try IndexLibrary.validate(name: name)
+        try c.validate()
+        let models = models
+        let manifest = try await offload { try models.manifest(named: model) }
+        guard !dropping.contains(name) else { throw IndexError.indexExists(name) }
+        if let opening = engines[name], (try? await opening.value) != nil { throw IndexError.indexExists(name) }
+        let (indexes, limits) = (indexes, configuration.limits)
+        let creating = Task { try await offload { try QueryEngine(index: try indexes.create(name, space: manifest.space, configuration: c), limits: limits) } }
+        engines[name] = creating
+        return try await result(of: creating, index: name).index
     }
 
     /// Drops index `name`: the open handle is retired first (a write in progress finishes, later
     /// ones fail with 404), so nothing is acknowledged into deleted files, and an index created
     /// again under the name gets a new environment.
-    func drop(_ name: String) throws {
+    func drop(_ name: String) async throws {
         try IndexLibrary.validate(name: name)
-        if let engine = engines.removeValue(forKey: name) { engine.index.retire() }
-        try indexes.drop(name)
+        guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
+        dropping.insert(name)
+        defer { dropping.remove(name) }
+        let open = engines.removeValue(forKey: name)
+        let engine = try? await open?.value
+        let indexes = indexes
+        try await offload {
+            engine?.index.retire()
+            try indexes.drop(name)
+        }
     }
 
     /// Writes a compacted copy of index `name` to the snapshot folder, as `snapshot` (a name
@@ -88,17 +119,25 @@ actor KithService {
             throw APIError(.forbidden, "snapshots_disabled", "this server takes no snapshots over HTTP (start it with --snapshots DIR)")
         }
         try IndexLibrary.validate(name: snapshot)
-        let index = try index(name)
+        let index = try await index(name)
         try await offload { try index.snapshot(to: (folder as NSString).appendingPathComponent(snapshot)) }
     }
 
-    /// Every index with its item count (for listings and metrics).
-    func listing() -> [(name: String, index: Index?)] {
-        indexes.names().map { name in (name, try? index(name)) }
+    /// Every index with its engine (nil if it cannot be opened), for listings and metrics.
+    func listing() async -> [(name: String, engine: QueryEngine?)] {
+        let indexes = indexes
+        var listing: [(name: String, engine: QueryEngine?)] = []
+        for name in await offload({ indexes.names() }) { listing.append((name, try? await engine(name))) }
+        return listing
     }
 
-    /// Embeds images with the backbone of index `name` (or `model`), batched with other requests.
-    func embed(_ inputs: [ImageInput], model: String) async throws -> [Result<EncodedImage, ImageError>] {
+    /// Embeds images with backbone `model`, batched with other requests.
+    nonisolated func embed(_ inputs: [ImageInput], model: String) async throws -> [Result<EncodedImage, ImageError>] {
         try await batcher(model: model).embed(inputs)
+    }
+
+    /// Embeddings of uploaded images with the index's backbone; a bad image fails the request.
+    nonisolated func embeddings(_ inputs: [ImageInput], for index: Index) async throws -> [[Float]] {
+        try await embed(inputs, model: index.metadata.model).map { try $0.get().embedding }
     }
 }

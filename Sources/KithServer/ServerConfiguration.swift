@@ -1,4 +1,5 @@
 import Foundation
+import KithBackbone
 import KithImage
 import KithQuery
 
@@ -17,11 +18,19 @@ public struct ServerConfiguration: Sendable {
     /// Whether reads need the token too. Default: false.
     public var readsRequireToken: Bool = false
     /// Largest request body accepted, in bytes (413 beyond). Default: 64 MiB.
-    public var maxBodyBytes: Int = 64 << 20
+    public var maxBodyBytes: Int = defaultMaxBodyBytes
+    public static let defaultMaxBodyBytes = 64 << 20
     /// Images that may wait for the encoder at once; further requests get 429. Default: 512.
     public var maxPendingImages: Int = 512
-    /// Images per forward pass when requests are batched together. Default: 16.
-    public var batchSize: Int = 16
+    /// How uploads are decoded and embedded: images per forward pass when requests are batched
+    /// together (default 16), threads (default: the active processors) and decoding limits (the
+    /// library's, with at most 128 MiB of pixel buffers per image: at most `threads` images are
+    /// decoded at once, so one request's images hold at most `threads` × 128 MiB while decoding).
+    public var encoder: EncoderConfiguration = {
+        var c = EncoderConfiguration()
+        c.decoder = ImageDecoderConfiguration(maxDecodedBytes: 128 << 20)
+        return c
+    }()
     /// How long a lone request waits for others to share its forward pass. Default: 2 ms.
     public var batchWindow: Duration = .milliseconds(2)
     /// Folder under which `POST /v1/indexes/{index}/snapshot` writes snapshots, by name; nil:
@@ -31,12 +40,6 @@ public struct ServerConfiguration: Sendable {
     public var limits = QueryLimits()
     /// Parts of one multipart/form-data body (files and fields together). Default: 256.
     public var maxFormParts: Int = 256
-    /// Decoding limits for uploaded images. Default: the library's, with at most 128 MiB of pixel
-    /// buffers per image (at most `threads` images are decoded at once, so one request's images
-    /// hold at most `threads` × 128 MiB while decoding).
-    public var imageDecoding = ImageDecoderConfiguration(maxDecodedBytes: 128 << 20)
-    /// Threads for decoding and inference. Default: the number of active processors.
-    public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     public init(indexes: String, models: String) {
         self.indexes = indexes

@@ -58,7 +58,7 @@ struct Inference: ParsableCommand {
 
     func run() throws {
         let backbone: Backbone
-        do { backbone = try options.library.load(options.model) } catch { throw ValidationError(error.description) }
+        backbone = try reporting { try options.library.load(options.model) }
         let size = backbone.preprocessing.inputSize
         for threads in threadCounts {
             for batch in batchSizes {
@@ -122,7 +122,7 @@ struct Store: ParsableCommand {
     func run() throws {
         let folder = (directory ?? FileManager.default.temporaryDirectory.path) + "/kith-bench-store-\(UUID())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let index = try indexOperation {
+        let index = try reporting {
             try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
         }
         var rng = XorShift(state: 0x9E37_79B9_7F4A_7C15)
@@ -133,13 +133,13 @@ struct Store: ParsableCommand {
             })
         }
         let t0 = Date()
-        for batch in batches { _ = try indexOperation { try index.add(batch) } }
+        for batch in batches { _ = try reporting { try index.add(batch) } }
         let write = Date().timeIntervalSince(t0)
         let t1 = Date()
-        let snapshot = try indexOperation { try index.loadVectors() }
+        let snapshot = try reporting { try index.loadVectors() }
         let load = Date().timeIntervalSince(t1)
         precondition(snapshot.matrix.rows == count)
-        let stats = try indexOperation { try index.stats() }
+        let stats = try reporting { try index.stats() }
         report(["kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
                 "write_vectors_per_second": Double(count) / write, "load_vectors_per_second": Double(count) / load,
                 "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4], json: json)
@@ -244,7 +244,7 @@ struct EngineBench: AsyncParsableCommand {
         let deadline = Date().addingTimeInterval(seconds)
         if operation == .embed {
             guard let image else { throw ValidationError("embed needs --image") }
-            let encoder = try backbone.encoder()
+            let encoder = try reporting { try backbone.encoder() }
             let files = [String](repeating: image, count: 16)
             _ = encoder.encode(files: files)
             let start = Date()
@@ -258,7 +258,7 @@ struct EngineBench: AsyncParsableCommand {
         guard let index, let vector else { throw ValidationError("\(operation.rawValue) needs --index and --vector") }
         let m = try readNpy(vector)
         let query = Query.vector(Array(m.values.prefix(m.columns)))
-        let engine = try engine(index, location: location, backbone: backbone, needsImages: false)
+        let engine = try engine(index, location: location, backbone: backbone)
         let head = LogisticRegressionHead()
         let operation = operation
         func call() async throws {

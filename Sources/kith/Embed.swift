@@ -32,7 +32,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
-        let encoder = try options.encoder()
+        let encoder = try reporting { try options.encoder() }
         let files = try imageFiles(paths)
         guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
         let progress = Progress(total: files.count, label: "embedding")
@@ -79,7 +79,7 @@ struct Embed: ParsableCommand {
 /// Creates (or truncates) the file at `path` for writing.
 func createFile(_ path: String) throws -> FileHandle {
     guard FileManager.default.createFile(atPath: path, contents: nil) else {
-        throw ValidationError("cannot create \(path)")
+        throw failure("cannot create \(path)")
     }
     return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
 }

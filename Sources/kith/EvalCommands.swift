@@ -31,27 +31,19 @@ extension Evaluate {
         @Option(help: "Query examples per class.") var queries: Int = 15
         @Option(help: "Number of episodes.") var episodes: Int = 600
         @Option(help: "Seed of the episode sampler.") var seed: UInt64 = 0
-        @Option(name: .customLong("head"), help: "Heads to score (repeatable; default: all).") var heads: [String] = []
+        @Option(name: .customLong("head"), help: "Heads to score (repeatable; default: all).") var heads: [HeadKind] = []
         @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
         @Option(help: ArgumentHelp("Write episodes and per-episode results to this JSON file.", valueName: "file")) var json: String?
         @Option(help: ArgumentHelp("With a .npy SOURCE: one label per row.", valueName: "file")) var labels: String?
         @Argument(help: "A folder tree or an index name.") var source: String
 
-        func validate() throws {
-            for head in heads where !Heads.names.contains(head) {
-                throw ValidationError("unknown head '\(head)'; known: \(Heads.names.joined(separator: ", "))")
-            }
-        }
-
         func run() async throws {
             let (vectors, labels) = try await data()
             let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed)
-            let heads = try (self.heads.isEmpty ? Heads.names : self.heads).map { try Heads.named($0, classBalanced: balanced) }
-            let results = try await queryOperation { () throws -> ([EpisodicResult], [Episode]) in
-                let evaluation = try EpisodicEvaluation(vectors: vectors, labels: labels, configuration: configuration)
-                let progress = Progress(total: episodes, label: "episodes")
-                return (try evaluation.run(heads, progress: progress.update), evaluation.episodes())
-            }
+            let heads = (self.heads.isEmpty ? HeadKind.allCases : self.heads).map { $0.head(classBalanced: balanced) }
+            let evaluation = try reporting { try EpisodicEvaluation(vectors: vectors, labels: labels, configuration: configuration) }
+            let progress = Progress(total: episodes, label: "episodes")
+            let results = try await reporting { try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) } }
             for result in results.0 {
                 print(String(format: "%@: %.2f%% ± %.2f  (%d episodes, %d-way %d-shot, %d queries per class, seed %llu, %d classes)",
                              result.head, 100 * result.mean, 100 * result.confidence95, episodes, way, shot, queries, seed, Set(labels).count))
@@ -73,14 +65,14 @@ extension Evaluate {
                 guard let labels else { throw ValidationError("a .npy SOURCE needs --labels FILE") }
                 let m = try readNpy(source)
                 let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
-                guard rows.count == m.rows else { throw ValidationError("\(labels) has \(rows.count) labels for \(m.rows) rows") }
-                return (Matrix(rows: m.rows, columns: m.columns, values: m.values), rows)
+                guard rows.count == m.rows else { throw failure("\(labels) has \(rows.count) labels for \(m.rows) rows") }
+                return (m, rows)
             }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
                 let files = try imageFiles([source])
                 guard !files.isEmpty else { throw ValidationError("no image files in \(source)") }
-                let encoder = try backbone.encoder()
+                let encoder = try reporting { try backbone.encoder() }
                 let progress = Progress(total: files.count, label: "embedding")
                 var vectors: [[Float]] = [], labels: [String] = []
                 for (file, result) in zip(files, encoder.encode(files: files, progress: progress.update)) {
@@ -93,13 +85,26 @@ extension Evaluate {
                 }
                 return (Matrix(stacking: vectors), labels)
             }
-            let engine = try engine(source, location: location, backbone: backbone, needsImages: false)
-            let support = try await queryOperation { try await engine.supportSet() }
+            let engine = try engine(source, location: location, backbone: backbone)
+            let support = try await reporting { try await engine.supportSet() }
             return (support.vectors, support.targets.map { support.classes[$0] })
         }
     }
 
     struct Retrieval: AsyncParsableCommand {
+        struct Recall: Encodable {
+            var queries: Int
+            var recalls: [Double]
+
+            enum CodingKeys: String, CodingKey { case queries, recall1 = "recall@1", recall5 = "recall@5", recall10 = "recall@10" }
+
+            func encode(to encoder: any Swift.Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(queries, forKey: .queries)
+                for (key, recall) in zip([CodingKeys.recall1, .recall5, .recall10], recalls) { try c.encode(recall, forKey: key) }
+            }
+        }
+
         static let configuration = CommandConfiguration(
             abstract: "Recall@1/5/10 of near-duplicate queries against an index.",
             discussion: "--queries is a tab-separated file: a query image (relative to the file's folder or absolute), then the path of the gallery image it was made from, as `kith index add` stored it (absolute).")
@@ -120,13 +125,13 @@ extension Evaluate {
                 return (query, URL(fileURLWithPath: parts[1]).standardizedFileURL.path)
             }
             guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
-            let engine = try engine(name, location: location, backbone: backbone, needsImages: true)
+            let engine = try engine(name, location: location, backbone: backbone, images: true)
             let ks = [1, 5, 10]
             var hits = [Int](repeating: 0, count: ks.count)
             let progress = Progress(total: pairs.count, label: "queries")
             for start in stride(from: 0, to: pairs.count, by: 64) {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
-                let results = try await queryOperation { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!) }
+                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!) }
                 for (pair, found) in zip(chunk, results) {
                     guard let rank = found.firstIndex(where: { $0.source == pair.target }) else { continue }
                     for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }
@@ -135,7 +140,7 @@ extension Evaluate {
             }
             let recalls = hits.map { Double($0) / Double(pairs.count) }
             if json {
-                try printJSON(["queries": pairs.count, "recall@1": recalls[0], "recall@5": recalls[1], "recall@10": recalls[2]])
+                try printJSON(Recall(queries: pairs.count, recalls: recalls))
             } else {
                 print(String(format: "%d queries: recall@1 %.4f, recall@5 %.4f, recall@10 %.4f", pairs.count, recalls[0], recalls[1], recalls[2]))
             }

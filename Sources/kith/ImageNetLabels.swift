@@ -23,9 +23,9 @@ struct ImageNetLabels: ParsableCommand {
     }
 
     func run() throws {
-        let encoder = try options.encoder(logits: true)
+        let encoder = try reporting { try options.encoder(logits: true) }
         guard encoder.backbone.hasClassifier, let names = encoder.backbone.classNames else {
-            throw ValidationError("model '\(options.model)' has no named ImageNet classifier; try --model efficientnet-lite0")
+            throw failure("model '\(options.model)' has no named ImageNet classifier; try --model efficientnet-lite0")
         }
         let files = try imageFiles(paths)
         guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }

@@ -4,6 +4,8 @@ import KithBackbone
 import KithImage
 import KithIndex
 import KithMath
+import KithPipeline
+import KithQuery
 
 struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,17 +22,7 @@ struct IndexOptions: ParsableArguments {
 
     var library: IndexLibrary { IndexLibrary(directory: indexes ?? IndexLibrary.defaultDirectory()) }
 
-    func open(_ name: String) throws -> Index {
-        do { return try library.open(name) } catch { throw ValidationError(error.description) }
-    }
-}
-
-/// Runs `body`, printing an index error as a failure of the command.
-func indexOperation<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let error as IndexError {
-        printError(error.description)
-        throw ExitCode.failure
-    }
+    func open(_ name: String) throws(IndexError) -> Index { try library.open(name) }
 }
 
 extension IndexCommand {
@@ -49,21 +41,25 @@ extension IndexCommand {
         @Argument(help: "Name of the new index.")
         var name: String
 
+        var configuration: IndexConfiguration {
+            var configuration = IndexConfiguration()
+            configuration.queueCapacity = queueCapacity
+            configuration.queuePartition = queuePartition
+            return configuration
+        }
+
         func validate() throws {
-            guard queueCapacity >= 1 else { throw ValidationError("--queue-capacity must be at least 1") }
-            do { try IndexLibrary.validate(name: name) } catch { throw ValidationError(error.description) }
+            do {
+                try configuration.validate()
+                try IndexLibrary.validate(name: name)
+            } catch { throw ValidationError(error.description) }
         }
 
         func run() throws {
             let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
-            let manifest: ModelManifest
-            do { manifest = try library.manifest(named: model) } catch { throw ValidationError(error.description) }
-            var configuration = IndexConfiguration()
-            configuration.queueCapacity = queueCapacity
-            configuration.queuePartition = queuePartition
-            let index = try indexOperation {
-                try location.library.create(name, space: EmbeddingSpace(manifest),
-                                            configuration: configuration)
+            let (manifest, index) = try reporting {
+                let manifest = try library.manifest(named: model)
+                return (manifest, try location.library.create(name, space: manifest.space, configuration: configuration))
             }
             print("created index '\(name)' at \(index.path): \(manifest.dimension)-d embeddings of \(manifest.name), queue capacity \(queueCapacity)")
         }
@@ -97,11 +93,10 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let index = try location.open(name)
-            var options = backbone
-            options.model = index.metadata.model
-            let encoder = try options.encoder()
-            let ingestor = try indexOperation { try Ingestor(index: index, encoder: encoder) }
+            let ingestor = try reporting {
+                let index = try location.open(name)
+                return try Ingestor(index: index, encoder: try backbone.encoder(model: index.metadata.model))
+            }
             // Sources are stored as absolute paths without '.' or '..', so that they name the file
             // whatever the working directory of a later command.
             let files = try imageFiles(paths).map { URL(fileURLWithPath: $0).standardizedFileURL.path }.map { path in
@@ -114,7 +109,7 @@ extension IndexCommand {
             guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
             let progress = Progress(total: files.count, label: "adding")
             var reported = 0
-            let summary = try indexOperation {
+            let summary = try reporting {
                 try ingestor.ingest(files) { so in
                     for failure in so.failures[reported...] { printError("skipped \(failure)") }
                     reported = so.failures.count
@@ -146,16 +141,16 @@ extension IndexCommand {
         var file: String
 
         func run() throws {
-            let index = try location.open(name)
+            let index = try reporting { try location.open(name) }
             let matrix = try readNpy(file)
             let rowLabels = try labels.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
             var added = 0
             for start in stride(from: 0, to: matrix.rows, by: max(1, batchSize)) {
                 let items = (start..<min(start + batchSize, matrix.rows)).map { r in
                     let label = rowLabels.flatMap { r < $0.count && !$0[r].isEmpty ? $0[r] : nil }
-                    return NewItem(vector: Array(matrix.values[(r * matrix.columns)..<((r + 1) * matrix.columns)]), source: "\(file)#\(r)", label: label)
+                    return NewItem(vector: Array(matrix.row(r)), source: "\(file)#\(r)", label: label)
                 }
-                added += try indexOperation { try index.add(items) }.count
+                added += try reporting { try index.add(items) }.count
             }
             print("added \(added) vectors to '\(name)'")
         }
@@ -167,8 +162,7 @@ extension IndexCommand {
 
         func run() throws {
             for name in location.library.names() {
-                let index = try location.open(name)
-                let stats = try indexOperation { try index.stats() }
+                let (index, stats) = try reporting { let index = try location.open(name); return (index, try index.stats()) }
                 print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model)")
             }
         }
@@ -181,14 +175,10 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            let index = try location.open(name)
-            let stats = try indexOperation { try index.stats() }
-            let m = index.metadata
+            let (index, info) = try reporting { let index = try location.open(name); return (index, try IndexInfo(index)) }
+            let (m, stats) = (info.metadata, info.stats!)
             if json {
-                let encoder = JSONEncoder.pretty
-                let object = ["metadata": try JSONSerialization.jsonObject(with: encoder.encode(m)),
-                              "stats": try JSONSerialization.jsonObject(with: encoder.encode(stats))]
-                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                print(String(decoding: try KithJSON.prettyEncoder.encode(info), as: UTF8.self))
                 return
             }
             print("""
@@ -209,7 +199,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            for entry in try indexOperation({ try location.open(name).labelCounts() }) { print("\(entry.count)\t\(entry.label)") }
+            for entry in try reporting({ try location.open(name).labelCounts() }) { print("\(entry.count)\t\(entry.label)") }
         }
     }
 
@@ -220,9 +210,9 @@ extension IndexCommand {
         @Argument(help: "Item ids or source paths.") var items: [String]
 
         func run() throws {
-            let index = try location.open(name)
+            let index = try reporting { try location.open(name) }
             let ids = try resolve(items, in: index)
-            let deleted = try indexOperation { try index.delete(ids) }
+            let deleted = try reporting { try index.delete(ids) }
             print("deleted \(deleted.count) item(s)")
         }
     }
@@ -236,9 +226,9 @@ extension IndexCommand {
         @Argument(help: "Item ids or source paths.") var items: [String]
 
         func run() throws {
-            let index = try location.open(name)
+            let index = try reporting { try location.open(name) }
             for id in try resolve(items, in: index) {
-                try indexOperation { try index.relabel(id, label: label, coarseLabel: coarseLabel) }
+                try reporting { try index.relabel(id, label: label, coarseLabel: coarseLabel) }
             }
             print("relabelled \(items.count) item(s)")
         }
@@ -251,7 +241,7 @@ extension IndexCommand {
         @Argument(help: "A new folder for the copy.") var destination: String
 
         func run() throws {
-            try indexOperation { try location.open(name).snapshot(to: destination) }
+            try reporting { try location.open(name).snapshot(to: destination) }
             print("wrote a snapshot of '\(name)' to \(destination)")
         }
     }
@@ -262,7 +252,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            let problems = try indexOperation { try location.open(name).check() }
+            let problems = try reporting { try location.open(name).check() }
             if problems.isEmpty { print("'\(name)' is consistent"); return }
             for problem in problems { printError(problem) }
             throw ExitCode.failure
@@ -275,7 +265,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            try indexOperation { try location.library.drop(name) }
+            try reporting { try location.library.drop(name) }
             print("dropped '\(name)'")
         }
     }
@@ -288,35 +278,13 @@ func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {
     for argument in arguments {
         if let id = UInt64(argument) { ids.append(id); continue }
         if sources == nil {
-            sources = Dictionary(try indexOperation { try index.items() }.map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
+            sources = Dictionary(try reporting { try index.items() }.map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
         }
         // Sources are stored as absolute paths (see `Add`); a relative argument names the same file.
         guard let id = sources![argument] ?? sources![URL(fileURLWithPath: argument).standardizedFileURL.path] else {
-            throw ValidationError("no item with id or source '\(argument)'")
+            throw failure("no item with id or source '\(argument)'")
         }
         ids.append(id)
     }
     return ids
-}
-
-/// The matrix in a .npy file.
-func readNpy(_ path: String) throws -> (rows: Int, columns: Int, values: [Float]) {
-    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
-    do {
-        let m = try NPY.decode(data)
-        return (m.rows, m.columns, m.values)
-    } catch {
-        throw ValidationError("\(path): \(error.description)")
-    }
-}
-
-extension QueuePartition: ExpressibleByArgument {}
-
-extension JSONEncoder {
-    static var pretty: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }
 }

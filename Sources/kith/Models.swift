@@ -14,7 +14,7 @@ struct Models: ParsableCommand {
     func run() throws {
         let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
         let manifests: [ModelManifest]
-        do { manifests = try library.manifests() } catch { throw ValidationError(error.description) }
+        manifests = try reporting { try library.manifests() }
         if manifests.isEmpty { printError("no models in \(library.directory); run the set-up (see README)") }
         if json {
             let rows = manifests.map {

@@ -2,17 +2,14 @@ import ArgumentParser
 import Foundation
 import KithBackbone
 import KithImage
+import KithIndex
+import KithMath
+import KithQuery
 
-/// Options shared by every command that runs a backbone.
-struct BackboneOptions: ParsableArguments {
-    @Option(help: "The backbone to use (see `kith models`).")
-    var model: String = ModelLibrary.defaultModel
-
-    @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir"))
-    var models: String?
-
+/// How images are decoded and embedded: shared by the commands that run a backbone and `serve`.
+struct EncoderOptions: ParsableArguments {
     @Option(help: "Images per forward pass.")
-    var batchSize: Int = 16
+    var batchSize: Int = EncoderConfiguration().batchSize
 
     @Option(help: "Threads for decoding and inference (default: all processors).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -26,20 +23,57 @@ struct BackboneOptions: ParsableArguments {
         guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
     }
 
-    var library: ModelLibrary { ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory()) }
-
-    func encoder(logits: Bool = false) throws -> Encoder {
-        var configuration = EncoderConfiguration()
+    /// `base` with these options applied.
+    func configuration(_ base: EncoderConfiguration = .init()) -> EncoderConfiguration {
+        var configuration = base
         configuration.batchSize = batchSize
         configuration.threads = threads
-        configuration.computesLogits = logits
         configuration.decoder.maxPixels = maxPixels
-        do {
-            return Encoder(backbone: try library.load(model), configuration: configuration)
-        } catch {
-            throw ValidationError(error.description)
-        }
+        return configuration
     }
+}
+
+/// Options shared by every command that runs a backbone.
+struct BackboneOptions: ParsableArguments {
+    @Option(help: "The backbone to use (see `kith models`).")
+    var model: String = ModelLibrary.defaultModel
+
+    @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir"))
+    var models: String?
+
+    @OptionGroup var encoding: EncoderOptions
+
+    var library: ModelLibrary { ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory()) }
+
+    /// An encoder for `model` (or the `--model` given).
+    func encoder(model: String? = nil, logits: Bool = false) throws(BackboneError) -> Encoder {
+        var configuration = encoding.configuration()
+        configuration.computesLogits = logits
+        return Encoder(backbone: try library.load(model ?? self.model), configuration: configuration)
+    }
+}
+
+/// Runs a command's work: an error of Kith's libraries (a missing index or model, a bad image, a
+/// query the index cannot answer) is printed as `kith: message`, without the usage text (the
+/// command line itself was fine), and fails the command.
+func reporting<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch { throw reported(error) }
+}
+
+func reporting<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch { throw reported(error) }
+}
+
+private func reported(_ error: any Error) -> any Error {
+    switch error {
+    case let error as IndexError: printError(error.description)
+    case let error as QueryError: printError(error.description)
+    case let error as ImageError: printError(error.description)
+    case let error as BackboneError: printError(error.description)
+    case let error as NPY.FormatError: printError(error.description)
+    default: return error
+    }
+    return ExitCode.failure
 }
 
 /// Expands command-line paths into image files: files as given, folders walked recursively for
@@ -68,11 +102,11 @@ func imageFiles(_ paths: [String]) throws -> [String] {
 
 /// Progress on standard error: a redrawn line with rate and ETA on a terminal, a plain line every
 /// few seconds otherwise.
-final class Progress {
+final class Progress: Sendable {
     private let total: Int
     private let label: String
     private let start = Date()
-    private var lastPrint = Date.distantPast
+    private let lastPrint = Locked(Date.distantPast)
     private let terminal = isatty(STDERR_FILENO) != 0
 
     init(total: Int, label: String) {
@@ -80,10 +114,14 @@ final class Progress {
         self.label = label
     }
 
-    func update(_ done: Int) {
+    @Sendable func update(_ done: Int) {
         let now = Date()
-        guard done == total || now.timeIntervalSince(lastPrint) >= (terminal ? 0.2 : 5) else { return }
-        lastPrint = now
+        let due = lastPrint.withLock { last in
+            guard done == total || now.timeIntervalSince(last) >= (terminal ? 0.2 : 5) else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
         let elapsed = now.timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
@@ -95,6 +133,13 @@ final class Progress {
             FileHandle.standardError.write(Data("\(line)\n".utf8))
         }
     }
+}
+
+/// Prints `message` and gives the status to exit with: for failures of the work (a file that
+/// cannot be written, an item that does not exist), which need no usage text.
+func failure(_ message: String) -> ExitCode {
+    printError(message)
+    return .failure
 }
 
 func printError(_ message: String) {
@@ -133,3 +178,15 @@ final class FailureReport {
         if succeeded == 0 { throw ExitCode.failure }
     }
 }
+
+/// The matrix in a .npy file.
+func readNpy(_ path: String) throws -> Matrix {
+    guard let data = FileManager.default.contents(atPath: path) else { throw failure("cannot read \(path)") }
+    do { return try NPY.decode(data) } catch { throw failure("\(path): \(error.description)") }
+}
+
+/// Prints `value` as one line of JSON, in the API's shapes.
+func printJSON(_ value: some Encodable) throws { print(try KithJSON.line(value)) }
+
+extension QueuePartition: ExpressibleByArgument {}
+extension HeadKind: ExpressibleByArgument {}

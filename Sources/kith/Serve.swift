@@ -25,8 +25,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
     var snapshots: String?
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
-    var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").imageDecoding.maxDecodedBytes
-    @Option(help: "Threads for decoding and inference.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").encoder.decoder.maxDecodedBytes
+    @OptionGroup var encoding: EncoderOptions
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
@@ -42,12 +42,12 @@ struct Serve: AsyncParsableCommand {
         configuration.readsRequireToken = readsRequireToken
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxPendingImages = maxPendingImages
-        configuration.threads = threads
         configuration.snapshots = snapshots
-        configuration.imageDecoding.maxDecodedBytes = maxDecodedBytes
+        configuration.encoder = encoding.configuration(configuration.encoder)
+        configuration.encoder.decoder.maxDecodedBytes = maxDecodedBytes
         if let tokenFile {
             guard let token = try? String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
-                throw ValidationError("cannot read a token from \(tokenFile)")
+                throw failure("cannot read a token from \(tokenFile)")
             }
             configuration.token = token
         }

@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithIndex
 
 /// `kith search | classify | nn | eval` against a real index built through the CLI.
 @Suite("kith search, classify, nn and eval")
 struct QueryCLITests {
-    let cli = CLITests()
+    let cli = KithCLI()
     let images = IndexCLITests()
 
     @Test("A labelled folder: search by image and by id, classify with each head, few-shot evaluation")
@@ -34,7 +35,7 @@ struct QueryCLITests {
             #expect(answer["label"] as? String == "green" && answer["head"] as? String == head, "\(head): \(run.text)\(run.stderr)")
         }
         let unknown = try cli.kith(["classify", "q", paths[0], "--head", "svm"], indexes: indexes)
-        #expect(unknown.status != 0 && unknown.stderr.contains("unknown head 'svm'"))
+        #expect(unknown.status != 0 && unknown.stderr.contains("'svm' is invalid for '--head"))
 
         let eval = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                  "--json", dir + "/episodes.json"], indexes: indexes)
@@ -69,21 +70,11 @@ struct QueryCLITests {
         try index.enqueue((0..<6).map { i in
             var v = [Float](repeating: 0.01, count: 512)
             v[i] = 1
-            return (vector: v, itemID: UInt64(100 + i), label: "l\(i)", coarseLabel: nil)
+            return NewQueueEntry(vector: v, itemID: UInt64(100 + i), label: "l\(i)")
         })
         let run = try cli.kith(["nn", "n", dir + "/q.npy", "--json"], indexes: indexes)
         let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
         #expect(answer["item"] as? Int == 103 && answer["label"] as? String == "l3" && answer["sequence"] as? Int == 3)
         #expect((answer["vector"] as! [Double]).count == 512)
     }
-}
-
-/// A float32 .npy file with one row per vector.
-func writeNpy(_ rows: [[Float]], to path: String) throws {
-    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows.count), \(rows.first?.count ?? 0)), }"
-    header += String(repeating: " ", count: (64 - (11 + header.utf8.count) % 64) % 64) + "\n"
-    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-    data += Data(header.utf8)
-    rows.flatMap { $0 }.withUnsafeBufferPointer { data += Data(buffer: $0) }
-    try data.write(to: URL(fileURLWithPath: path))
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 @testable import KithBackbone
 import KithImage
 import KithMath

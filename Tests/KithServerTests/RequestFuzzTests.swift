@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithImage
 import KithIndex
 import KithMath
@@ -8,52 +9,8 @@ import KithQuery
 
 /// Seeded generated inputs for the parsers a client can reach: every input either parses or
 /// fails with the parser's typed error (a 4xx); none crashes. The seeds make failures reproducible.
-@Suite("Fuzzing the request parsers and image decoders")
-struct FuzzTests {
-    /// A random edit of `bytes`: flipped bytes, a truncation, a duplicated or deleted span.
-    static func mutate(_ bytes: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
-        var b = bytes
-        for _ in 0..<(1 + rng.below(4)) {
-            guard !b.isEmpty else { break }
-            switch rng.below(5) {
-            case 0: b[rng.below(b.count)] = UInt8(truncatingIfNeeded: rng.next())
-            case 1: b = Array(b.prefix(rng.below(b.count)))
-            case 2:
-                let start = rng.below(b.count), end = min(b.count, start + rng.below(64))
-                b.insert(contentsOf: b[start..<end], at: rng.below(b.count))
-            case 3:
-                let start = rng.below(b.count), end = min(b.count, start + rng.below(64))
-                b.removeSubrange(start..<end)
-            default:
-                // Header fields (sizes, lengths) live near the start: hit them harder.
-                let i = rng.below(min(b.count, 64))
-                b[i] = [0x00, 0xFF, 0x7F, 0x80][rng.below(4)]
-            }
-        }
-        return b
-    }
-
-    @Test("Mutated JPEG and PNG files decode or fail with an ImageError", arguments: [
-        "images/coffee-256.png", "images/camera-grey.png", "images/horse-alpha.png", "images/chelsea.jpg", "images/rocket-exif6.jpg",
-    ])
-    func images(fixture: String) throws {
-        let original = [UInt8](try Fixtures.data(fixture))
-        var rng = SplitMix64(seed: UInt64(fixture.utf8.count) * 7919)
-        let decoder = ImageDecoder(configuration: ImageDecoderConfiguration(maxPixels: 4_000_000, maxDecodedBytes: 64 << 20))
-        var decoded = 0, refused = 0
-        for _ in 0..<600 {
-            let input = Data(Self.mutate(original, &rng))
-            do {
-                let image = try decoder.decode(input)
-                #expect(image.width > 0 && image.height > 0 && image.pixels.count == image.width * image.height * 3)
-                decoded += 1
-            } catch {
-                refused += 1
-            }
-        }
-        #expect(decoded + refused == 600 && refused > 0)
-    }
-
+@Suite("Fuzzing the request parsers")
+struct RequestFuzzTests {
     @Test("Generated multipart bodies parse into bounded parts or fail with a 4xx")
     func multipartBodies() throws {
         var rng = SplitMix64(seed: 42)
@@ -67,7 +24,7 @@ struct FuzzTests {
                 body += rng.bytes(rng.below(40)) + Array("\r\n".utf8)
             }
             body += Array("--b--\r\n".utf8)
-            if rng.below(2) == 0 { body = Self.mutate(body, &rng) }
+            if rng.below(2) == 0 { body = mutate(body, &rng) }
             let type = ["multipart/form-data; boundary=b", "multipart/form-data; boundary=\"b\"", "multipart/form-data",
                         "multipart/form-data; boundary=", "multipart/form-data; boundary=" + String(repeating: "x", count: 80)][rng.below(5)]
             do {
@@ -94,7 +51,7 @@ struct FuzzTests {
         if rng.below(3) == 0 { fields.append("\"ids\": [" + (0..<rng.below(3)).map { _ in number() }.joined(separator: ",") + "]") }
         if rng.below(2) == 0 { fields.append("\"k\": " + number()) }
         var text = "{" + fields.joined(separator: ", ") + "}"
-        if rng.below(5) == 0 { text = String(decoding: Self.mutate(Array(text.utf8), &rng), as: UTF8.self) }
+        if rng.below(5) == 0 { text = String(decoding: mutate(Array(text.utf8), &rng), as: UTF8.self) }
         return text
     }
 
@@ -110,7 +67,7 @@ struct FuzzTests {
         for _ in 0..<3000 {
             let text = Self.queryText(&rng)
             do {
-                let request = try API.decoder.decode(QueryRequest.self, from: Data(text.utf8))
+                let request = try KithJSON.decoder.decode(QueryRequest.self, from: Data(text.utf8))
                 let results = try await engine.search(request.queries, k: request.k ?? 10)
                 #expect(results.count == request.queries.count && results.allSatisfy { $0.count <= 2 })
                 answered += 1

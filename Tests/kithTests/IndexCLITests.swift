@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithIndex
 
 /// `kith index …` as a user runs it, on real LMDB environments in temporary folders.
 @Suite("kith index")
 struct IndexCLITests {
-    let cli = CLITests()
+    let cli = KithCLI()
 
     /// `count` distinct image files (fixture PNGs with distinct bytes after IEND, which decoders
     /// ignore) in `folder/<label>/`, three labels.
@@ -52,10 +53,12 @@ struct IndexCLITests {
         #expect(try cli.finish(fromRed).status == 0)
         #expect(try cli.kith(["index", "rm", "photos", "2"], indexes: indexes).text == "deleted 1 item(s)\n")
         let stats = try cli.kith(["index", "stats", "photos", "--json"], indexes: indexes)
-        let object = try JSONSerialization.jsonObject(with: stats.stdout) as! [String: [String: Any]]
-        #expect(object["stats"]?["items"] as? Int == 5)
-        #expect(object["metadata"]?["model"] as? String == "efficientnet-lite0")
-        #expect(object["metadata"]?["queueCapacity"] as? Int == 32)
+        // The API's shape (GET /v1/indexes/{index}), snake_case keys and all.
+        let object = try JSONSerialization.jsonObject(with: stats.stdout) as! [String: Any]
+        let (counts, metadata) = (object["stats"] as? [String: Any], object["metadata"] as? [String: Any])
+        #expect(object["name"] as? String == "photos" && counts?["items"] as? Int == 5 && counts?["labelled_items"] as? Int == 5)
+        #expect(metadata?["model"] as? String == "efficientnet-lite0")
+        #expect(metadata?["queue_capacity"] as? Int == 32)
 
         #expect(try cli.kith(["index", "snapshot", "photos", dir + "/copy"], indexes: indexes).status == 0)
         let copy = try Index.open(at: dir + "/copy")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithIndex
 
 /// A bounded schemathesis run (tools/api_fuzz.py, PyPI `schemathesis` in the set-up's `.venv`)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithIndex
 import KithMath
 @testable import KithQuery
@@ -87,16 +88,16 @@ struct HeadTests {
         #expect(badUTF8?.code == .invalidLabel && badUTF8?.description.contains("row 1") == true)
         // One class: every head answers it with certainty.
         let one = try SupportSet(vectors: Matrix(rows: 2, columns: 2, values: [1, 0, 0.9, 0.1]), labels: ["only", "only"])
-        for name in Heads.names {
-            let prediction = try Heads.named(name).fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
+        for name in HeadKind.allCases {
+            let prediction = try name.head().fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
             #expect(prediction.label == "only" && abs(prediction.top[0].probability - 1) < 1e-6, "\(name)")
         }
         // A class with a single example is fine.
         let single = try SupportSet(vectors: Matrix(rows: 3, columns: 2, values: [1, 0, 0.9, 0.1, 0, 1]), labels: ["x", "x", "y"])
-        for name in Heads.names {
-            #expect(try Heads.named(name).fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
+        for name in HeadKind.allCases {
+            #expect(try name.head().fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
         }
-        let unknown = #expect(throws: QueryError.self) { try Heads.named("svm") }
+        let unknown = #expect(throws: QueryError.self) { try HeadKind(named: "svm") }
         #expect(unknown?.code == .unknownHead)
     }
 }
@@ -217,10 +218,10 @@ struct QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 2) { $0.queueCapacity = 3 }
-        try index.enqueue([(vector: [1, 0], itemID: 7, label: "a", coarseLabel: nil),
-                           (vector: [0, 1], itemID: 8, label: "b", coarseLabel: nil),
-                           (vector: [-1, 0], itemID: nil, label: nil, coarseLabel: nil),
-                           (vector: [0.8, 0.6], itemID: 9, label: "c", coarseLabel: nil)])  // evicts [1, 0]
+        try index.enqueue([NewQueueEntry(vector: [1, 0], itemID: 7, label: "a"),
+                           NewQueueEntry(vector: [0, 1], itemID: 8, label: "b"),
+                           NewQueueEntry(vector: [-1, 0]),
+                           NewQueueEntry(vector: [0.8, 0.6], itemID: 9, label: "c")])  // evicts [1, 0]
         let engine = try QueryEngine(index: index)
         let neighbours = try await engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
         #expect(neighbours.map(\.entry.itemID) == [9, 8])
@@ -241,7 +242,7 @@ extension QueryEngineTests {
         let queries = Matrix(stacking: (0..<4).map { _ in random() })
         for step in 0..<12 {
             if step == 7 { try index.clearQueue() }
-            try index.enqueue((0..<(step % 3 + 1)).map { _ in (vector: random(), itemID: UInt64(step), label: nil, coarseLabel: nil) })
+            try index.enqueue((0..<(step % 3 + 1)).map { _ in NewQueueEntry(vector: random(), itemID: UInt64(step)) })
             let cached = try await engine.nearestInQueue(queries)
             let fresh = try await QueryEngine(index: index).nearestInQueue(queries)
             #expect(cached == fresh, "step \(step)")

@@ -1,30 +1,9 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithBackbone
 import KithImage
 @testable import KithIndex
-
-/// A fresh index folder under the temporary directory, removed by `cleanup`.
-struct TemporaryIndex {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-index-\(UUID())").path
-    var path: String { directory + "/index" }
-
-    func create(dimension: Int = 8, configure: (inout IndexConfiguration) -> Void = { _ in }) throws -> Index {
-        var configuration = IndexConfiguration()
-        configure(&configuration)
-        return try Index.create(at: path, space: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: dimension),
-                                configuration: configuration)
-    }
-
-    func cleanup() { try? FileManager.default.removeItem(atPath: directory) }
-}
-
-/// A vector whose first component encodes `n`, so readers can check which item a row is.
-func vector(_ n: Int, dimension: Int = 8) -> [Float] {
-    (0..<dimension).map { $0 == 0 ? Float(n) : 1 }
-}
-
-func hash(_ s: String) -> ContentHash { ContentHash(of: Array(s.utf8)) }
 
 @Suite("Index store (real LMDB)")
 struct IndexTests {
@@ -116,7 +95,7 @@ struct IndexTests {
             let index = try Index.open(at: tmp.path)
             var metadata = index.metadata
             metadata.formatVersion = IndexMetadata.currentFormatVersion + 1
-            try index.env.write { try $0.put("meta", Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata))) }
+            try index.env.write { try $0.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata))) }
         }
         let error = #expect(throws: IndexError.self) { try Index.open(at: tmp.path) }
         #expect(error?.code == .incompatible)
@@ -131,7 +110,7 @@ struct IndexTests {
         defer { tmp.cleanup() }
         var index: Index? = try tmp.create { $0.queueCapacity = 10 }
         for batch in 0..<7 {
-            let entries = (0..<4).map { i in (vector: vector(batch * 4 + i), itemID: UInt64?(UInt64(batch * 4 + i)), label: String?("l\(i)"), coarseLabel: String?.none) }
+            let entries = (0..<4).map { i in NewQueueEntry(vector: vector(batch * 4 + i), itemID: UInt64(batch * 4 + i), label: "l\(i)") }
             #expect(try index!.enqueue(entries) == (0..<4).map { UInt64(batch * 4 + $0) })
         }
         func firstComponents(_ entries: [QueueEntry]) -> [Int] {
@@ -151,7 +130,7 @@ struct IndexTests {
         #expect(try reopened.stats().queueEntries == 10)
         try reopened.clearQueue()
         #expect(try reopened.queue().isEmpty)
-        #expect(try reopened.enqueue([(vector: vector(1), itemID: nil, label: nil, coarseLabel: nil)]) == [28])
+        #expect(try reopened.enqueue([NewQueueEntry(vector: vector(1))]) == [28])
     }
 
     @Test("Per-label queues evict within each label")
@@ -159,7 +138,7 @@ struct IndexTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create { $0.queueCapacity = 2; $0.queuePartition = .coarseLabel }
-        let entries = (0..<6).map { i in (vector: vector(i), itemID: UInt64?.none, label: String?.none, coarseLabel: String?(i % 2 == 0 ? "even" : "odd")) }
+        let entries = (0..<6).map { i in NewQueueEntry(vector: vector(i), coarseLabel: i % 2 == 0 ? "even" : "odd") }
         try index.enqueue(entries)
         #expect(try index.queueNames().sorted() == ["even", "odd"])
         #expect(try index.queue("even").map(\.sequence) == [1, 2])
@@ -227,8 +206,8 @@ struct IndexTests {
         try index.add([NewItem(vector: vector(1), source: "a", label: "cat"), NewItem(vector: vector(2), source: "b")])
         #expect(try index.check().isEmpty)
         try index.env.write { txn in
-            try txn.put("labels", Array("dog".utf8), key(2))
-            try txn.delete("vectors", key(0))
+            try txn.put(.labels, Array("dog".utf8), key(2))
+            try txn.delete(.vectors, key(0))
         }
         let problems = try index.check()
         #expect(problems.contains { $0.contains("label 'dog' lists item 2") })
@@ -288,51 +267,5 @@ struct ContentHashTests {
     func long() {
         #expect(ContentHash(of: [UInt8](repeating: 0x61, count: 1_000_000)).description
                 == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
-    }
-}
-
-@Suite("Ingestion pipeline")
-struct IngestionTests {
-    @Test("Images are embedded and written; bad files are reported; a rerun adds nothing")
-    func ingestTwice() throws {
-        let tmp = TemporaryIndex()
-        defer { tmp.cleanup() }
-        let backbone = try Fixtures.models.load("efficientnet-lite0")
-        let index = try Index.create(at: tmp.path, space: EmbeddingSpace(model: backbone.manifest.name, weightsSHA256: backbone.manifest.sha256, dimension: 1280))
-        var configuration = EncoderConfiguration()
-        configuration.batchSize = 2
-        let ingestor = try Ingestor(index: index, encoder: Encoder(backbone: backbone, configuration: configuration))
-        let files = [IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("bad/truncated.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("images/coffee-256.png"), label: "cup", coarseLabel: "kitchen"),
-                     IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("bad/missing.png")),
-                     IngestionFile(path: Fixtures.path("images/horse-alpha.png"))]
-        let summary = try ingestor.ingest(files)
-        #expect(summary.added == 3 && summary.duplicates == 1 && summary.failures.count == 2)
-        #expect(Set(summary.failures.map(\.code)) == [.corruptImage, .unreadableFile])
-        #expect(try index.ids(withLabel: "cat").count == 1)
-        #expect(try index.items().first { $0.label == "cup" }?.coarseLabel == "kitchen")
-        // The stored vector is the encoder's embedding.
-        let direct = try Encoder(backbone: backbone).encode(files: [Fixtures.path("images/chelsea.jpg")])[0].get().embedding
-        let id = try index.ids(withLabel: "cat")[0]
-        let stored = try #require(try index.vector(id))
-        #expect(zip(direct, stored).allSatisfy { abs($0 - $1) < 1e-5 })
-
-        let again = try ingestor.ingest(files)
-        #expect(again.added == 0 && again.duplicates == 4 && again.failures.count == 2)
-        #expect(try index.stats().items == 3)
-        #expect(try index.check().isEmpty)
-    }
-
-    @Test("An index for another backbone is refused")
-    func wrongBackbone() throws {
-        let tmp = TemporaryIndex()
-        defer { tmp.cleanup() }
-        let index = try tmp.create(dimension: 1280)
-        let error = #expect(throws: IndexError.self) {
-            try Ingestor(index: index, encoder: Encoder(backbone: try Fixtures.models.load("mobilenetv2")))
-        }
-        #expect(error?.code == .incompatible)
     }
 }

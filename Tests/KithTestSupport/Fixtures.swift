@@ -2,33 +2,33 @@ import Foundation
 import KithBackbone
 
 /// Paths of the committed fixtures (Tests/Fixtures) and of the set-up's models and sample photos.
-enum Fixtures {
-    static let repository = URL(fileURLWithPath: #filePath)
+public enum Fixtures {
+    public static let repository = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let root = repository.appendingPathComponent("Tests/Fixtures")
+    public static let root = repository.appendingPathComponent("Tests/Fixtures")
 
-    static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
+    public static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
 
     /// The models folder the set-up fills (`tools/setup`); tests fail, not skip, without it.
-    static var models: ModelLibrary {
+    public static var models: ModelLibrary {
         ModelLibrary(directory: ProcessInfo.processInfo.environment["KITH_MODELS"]
             ?? repository.appendingPathComponent("models").path)
     }
 
     /// Sample photos the set-up copies from scikit-image's wheel.
-    static func sample(_ name: String) -> String { repository.appendingPathComponent("samples/photos/\(name)").path }
+    public static func sample(_ name: String) -> String { repository.appendingPathComponent("samples/photos/\(name)").path }
 
-    static func data(_ relative: String) throws -> Data {
+    public static func data(_ relative: String) throws -> Data {
         try Data(contentsOf: root.appendingPathComponent(relative))
     }
 
-    static func floats(_ relative: String) throws -> [Float] {
+    public static func floats(_ relative: String) throws -> [Float] {
         try data(relative).withUnsafeBytes { raw in
             (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
         }
     }
 
-    static func json(_ relative: String) throws -> [String: Any] {
+    public static func json(_ relative: String) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: data(relative)) as! [String: Any]
     }
 }

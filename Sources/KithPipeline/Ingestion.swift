@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import KithBackbone
 import KithImage
+import KithIndex
 import KithMath
 
 /// A file to ingest, with the labels it should get.
@@ -41,7 +42,7 @@ public struct Ingestor: Sendable {
     public let encoder: Encoder
 
     public init(index: Index, encoder: Encoder) throws(IndexError) {
-        try index.requireSpace(EmbeddingSpace(encoder.backbone.manifest))
+        try index.requireSpace(encoder.backbone.manifest.space)
         self.index = index
         self.encoder = encoder
     }
@@ -59,13 +60,13 @@ public struct Ingestor: Sendable {
         let start = Date()
         let batchSize = max(1, encoder.configuration.batchSize)
         let queue = BoundedQueue<Batch?>(capacity: 2)
-        let cancelled = Flag()
-        let producerTime = Flag.Seconds()
-        let producerError = Flag.ErrorBox()
+        let cancelled = Locked(false)
+        let producerTime = Locked(0.0)
+        let producerError = Locked<IndexError?>(nil)
 
         Thread.detachNewThread { [encoder, index] in
             var seen = Set<ContentHash>()
-            for first in stride(from: 0, to: files.count, by: batchSize) where !cancelled.isSet {
+            for first in stride(from: 0, to: files.count, by: batchSize) where !cancelled.current {
                 let t0 = Date()
                 let chunk = Array(files[first..<min(first + batchSize, files.count)])
                 // Read and hash in parallel; skip what is already indexed or already seen.
@@ -85,7 +86,7 @@ public struct Ingestor: Sendable {
                 do throws(IndexError) {
                     present = try index.existing(results.compactMap { try? $0.get().1 })
                 } catch {
-                    producerError.set(error)
+                    producerError.withLock { $0 = error }
                     break
                 }
                 var duplicates = 0
@@ -99,7 +100,7 @@ public struct Ingestor: Sendable {
                     }
                 }
                 let prepared = encoder.prepare(keep.map { .data($0.1, name: $0.0.path) })
-                producerTime.add(Date().timeIntervalSince(t0))
+                producerTime.withLock { $0 += Date().timeIntervalSince(t0) }
                 queue.push(Batch(files: keep.map(\.0), hashes: keep.map(\.2), prepared: prepared,
                                  duplicates: duplicates, failures: failures))
             }
@@ -113,91 +114,94 @@ public struct Ingestor: Sendable {
             let t0 = Date()
             let results = encoder.embed(batch.prepared)
             let t1 = Date()
-            var items: [NewItem] = []
-            for (i, result) in results.enumerated() {
-                switch result {
-                case .success(let encoded):
-                    let file = batch.files[i]
-                    items.append(NewItem(vector: encoded.embedding, source: file.path, contentHash: batch.hashes[i],
-                                         label: file.label, coarseLabel: file.coarseLabel))
-                case .failure(let error):
-                    summary.failures.append(error)
-                }
+            let records = zip(batch.files, batch.hashes).map { file, hash in
+                ImageRecord(source: file.path, contentHash: hash, label: file.label, coarseLabel: file.coarseLabel)
             }
             do throws(IndexError) {
-                for outcome in try index.add(items) {
-                    if case .added = outcome { summary.added += 1 } else { summary.duplicates += 1 }
+                for outcome in try index.add(records, embedded: results) {
+                    switch outcome {
+                    case .added: summary.added += 1
+                    case .duplicate: summary.duplicates += 1
+                    case .failed(let error): summary.failures.append(error)
+                    }
                 }
             } catch {
                 firstError = error
-                cancelled.set()
+                cancelled.withLock { $0 = true }
                 continue
             }
             summary.encodeSeconds += t1.timeIntervalSince(t0)
             summary.writeSeconds += Date().timeIntervalSince(t1)
             summary.duplicates += batch.duplicates
             summary.failures += batch.failures
-            summary.decodeSeconds = producerTime.value
+            summary.decodeSeconds = producerTime.current
             summary.seconds = Date().timeIntervalSince(start)
             progress(summary)
         }
         if let firstError { throw firstError }
-        if let error = producerError.value { throw error }
-        summary.decodeSeconds = producerTime.value
+        if let error = producerError.current { throw error }
+        summary.decodeSeconds = producerTime.current
         summary.seconds = Date().timeIntervalSince(start)
         return summary
     }
 }
 
-/// A FIFO of at most `capacity` values; `push` waits for room and `pop` for a value.
-final class BoundedQueue<T: Sendable>: @unchecked Sendable {
-    // @unchecked: `values` is only touched while holding `condition`.
-    private var values: [T] = []
-    private let capacity: Int
-    private let condition = NSCondition()
+/// An image on its way into an index: where it came from and what it is labelled.
+public struct ImageRecord: Sendable {
+    public var source: String
+    public var contentHash: ContentHash
+    public var label: String?
+    public var coarseLabel: String?
+    /// User metadata as a JSON text.
+    public var metadata: String?
 
-    init(capacity: Int) { self.capacity = capacity }
-
-    func push(_ value: T) {
-        condition.lock()
-        while values.count >= capacity { condition.wait() }
-        values.append(value)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func pop() -> T {
-        condition.lock()
-        while values.isEmpty { condition.wait() }
-        let value = values.removeFirst()
-        condition.broadcast()
-        condition.unlock()
-        return value
+    public init(source: String, contentHash: ContentHash, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil) {
+        self.source = source
+        self.contentHash = contentHash
+        self.label = label
+        self.coarseLabel = coarseLabel
+        self.metadata = metadata
     }
 }
 
-/// Small lock-protected cells shared between the pipeline's two threads.
-final class Flag: @unchecked Sendable {
-    // @unchecked: every access holds `lock`.
-    private let lock = NSLock()
-    private var set_ = false
-    var isSet: Bool { lock.withLock { set_ } }
-    func set() { lock.withLock { set_ = true } }
+/// What became of one image given to `Index.add(_:embedded:)`.
+public enum ImageOutcome: Sendable {
+    case added(UInt64)
+    /// Its content was already in the index (or earlier in the same batch), as this item.
+    case duplicate(of: UInt64)
+    /// It could not be read, decoded or embedded; nothing of it was stored.
+    case failed(ImageError)
+}
 
-    final class Seconds: @unchecked Sendable {
-        // @unchecked: every access holds `lock`.
-        private let lock = NSLock()
-        private var total: Double = 0
-        var value: Double { lock.withLock { total } }
-        func add(_ seconds: Double) { lock.withLock { total += seconds } }
-    }
-
-    final class ErrorBox: @unchecked Sendable {
-        // @unchecked: every access holds `lock`.
-        private let lock = NSLock()
-        private var error: IndexError?
-        var value: IndexError? { lock.withLock { error } }
-        func set(_ e: IndexError) { lock.withLock { error = e } }
+extension Index {
+    /// Stores the images that were embedded in one transaction, and reports each image's outcome
+    /// in input order: the end of every ingestion, the CLI's and the server's alike.
+    /// - Parameter embedded: one result per record, in the same order.
+    public func add(_ records: [ImageRecord], embedded: [Result<EncodedImage, ImageError>]) throws(IndexError) -> [ImageOutcome] {
+        precondition(records.count == embedded.count, "Index.add: \(records.count) records for \(embedded.count) results")
+        var outcomes: [ImageOutcome?] = Array(repeating: nil, count: records.count)
+        var items: [NewItem] = [], rows: [Int] = []
+        for (i, (record, result)) in zip(records, embedded).enumerated() {
+            switch result {
+            case .success(let encoded):
+                items.append(NewItem(vector: encoded.embedding, source: record.source, contentHash: record.contentHash,
+                                     label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata))
+                rows.append(i)
+            case .failure(let error):
+                outcomes[i] = .failed(error)
+            }
+        }
+        for (row, outcome) in zip(rows, try add(items)) {
+            switch outcome {
+            case .added(let id): outcomes[row] = .added(id)
+            case .duplicate(let id): outcomes[row] = .duplicate(of: id)
+            }
+        }
+        return outcomes.map { $0! }
     }
 }
 
+extension ModelManifest {
+    /// The embedding space of this backbone's embeddings: what an index built for it records.
+    public var space: EmbeddingSpace { EmbeddingSpace(model: name, weightsSHA256: sha256, dimension: dimension) }
+}

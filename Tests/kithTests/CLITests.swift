@@ -1,63 +1,11 @@
 import Foundation
 import Testing
+import KithTestSupport
 
 /// The `kith` executable, run as a user would.
 @Suite("kith command line")
 struct CLITests {
-    /// A running `kith` and the files its standard output and error go to.
-    struct Started {
-        let process: Process
-        let out: URL
-        let err: URL
-    }
-
-    struct Run {
-        let status: Int32
-        let stdout: Data
-        let stderr: String
-        var text: String { String(decoding: stdout, as: UTF8.self) }
-    }
-
-    static var executable: URL {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kith")
-        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return Fixtures.repository.appendingPathComponent(".build/debug/kith")
-    }
-
-    func kith(_ arguments: [String], indexes: String? = nil) throws -> Run {
-        let started = try start(arguments, indexes: indexes)
-        started.process.waitUntilExit()
-        return try finish(started)
-    }
-
-    /// Starts `kith` with output going to files, so that neither stream can fill a pipe and stall it.
-    func start(_ arguments: [String], indexes: String? = nil, directory: String? = nil, environment extra: [String: String] = [:]) throws -> Started {
-        let process = Process()
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        process.executableURL = Self.executable
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["KITH_MODELS"] = Fixtures.models.directory
-        if let indexes { environment["KITH_INDEXES"] = indexes }
-        environment.merge(extra) { $1 }
-        process.environment = environment
-        let dir = FileManager.default.temporaryDirectory
-        let outPath = dir.appendingPathComponent("kith-out-\(UUID())"), errPath = dir.appendingPathComponent("kith-err-\(UUID())")
-        FileManager.default.createFile(atPath: outPath.path, contents: nil)
-        FileManager.default.createFile(atPath: errPath.path, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: outPath)
-        process.standardError = try FileHandle(forWritingTo: errPath)
-        try process.run()
-        return Started(process: process, out: outPath, err: errPath)
-    }
-
-    func finish(_ started: Started) throws -> Run {
-        let (process, outPath, errPath) = (started.process, started.out, started.err)
-        defer { try? FileManager.default.removeItem(at: outPath); try? FileManager.default.removeItem(at: errPath) }
-        let stdout = try Data(contentsOf: outPath)
-        let errors = String(decoding: try Data(contentsOf: errPath), as: UTF8.self)
-        return Run(status: process.terminationStatus, stdout: stdout, stderr: errors)
-    }
+    let cli = KithCLI()
 
     @Test("embed writes one unit vector per good image and names the bad ones")
     func embedFolder() throws {
@@ -68,7 +16,7 @@ struct CLITests {
                                  ("bad/truncated.jpg", "sub/c.jpg"), ("bad/text.jpg", "notes.txt")] {
             try FileManager.default.copyItem(atPath: Fixtures.path(source), toPath: dir.appendingPathComponent(target).path)
         }
-        let run = try kith(["embed", dir.path])
+        let run = try cli.kith(["embed", dir.path])
         #expect(run.status == 0)
         let lines = run.text.split(separator: "\n")
         #expect(lines.count == 2)
@@ -85,7 +33,7 @@ struct CLITests {
 
     @Test("embed fails when no image could be embedded")
     func embedOnlyBad() throws {
-        let run = try kith(["embed", Fixtures.path("bad/empty.jpg"), Fixtures.path("bad/huge.png")])
+        let run = try cli.kith(["embed", Fixtures.path("bad/empty.jpg"), Fixtures.path("bad/huge.png")])
         #expect(run.status != 0)
         #expect(run.stderr.contains("empty.jpg: empty file"))
         #expect(run.stderr.contains("huge.png: image declares 20000 × 20000"))
@@ -96,7 +44,7 @@ struct CLITests {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("kith-\(UUID()).npy").path
         defer { try? FileManager.default.removeItem(atPath: out); try? FileManager.default.removeItem(atPath: out + ".paths.txt") }
         let images = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("images/horse-alpha.png")]
-        let run = try kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out] + images)
+        let run = try cli.kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out] + images)
         #expect(run.status == 0, "\(run.stderr)")
         let data = try Data(contentsOf: URL(fileURLWithPath: out))
         #expect(data.prefix(6) == Data([0x93] + Array("NUMPY".utf8)))
@@ -110,7 +58,7 @@ struct CLITests {
 
     @Test("models lists every installed backbone with its dimension")
     func models() throws {
-        let run = try kith(["models"])
+        let run = try cli.kith(["models"])
         #expect(run.status == 0)
         for (name, dimension) in [("efficientnet-lite0", 1280), ("mobilenetv2", 1280), ("resnet50-random", 2048)] {
             #expect(run.text.split(separator: "\n").contains { $0.hasPrefix(name) && $0.contains(" \(dimension) ") })
@@ -119,7 +67,7 @@ struct CLITests {
 
     @Test("imagenet names the classes of real photos")
     func imagenet() throws {
-        let run = try kith(["imagenet", "--top", "1", "--json", Fixtures.sample("coffee.png")])
+        let run = try cli.kith(["imagenet", "--top", "1", "--json", Fixtures.sample("coffee.png")])
         #expect(run.status == 0)
         let object = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
         let top = (object["top"] as! [[String: Any]])[0]
@@ -134,7 +82,7 @@ struct CLITests {
         (["imagenet", "--model", "mobilenetv2", "x.jpg"], "has no named ImageNet classifier"),
     ])
     func badOptions(arguments: [String], message: String) throws {
-        let run = try kith(arguments)
+        let run = try cli.kith(arguments)
         #expect(run.status != 0)
         #expect(run.stderr.contains(message), "\(run.stderr)")
     }

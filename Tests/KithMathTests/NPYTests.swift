@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithMath
 
 @Suite("NPY decoding is total")

@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Testing
+import KithTestSupport
 import KithIndex
 import KithMath
 import KithQuery
@@ -13,7 +14,7 @@ import KithQuery
 struct LiveServer {
     let directory: String
     let indexes: String
-    var process: CLITests.Started
+    var process: KithCLI.Started
     let base: URL
     var token: String?
 
@@ -71,7 +72,7 @@ struct LiveServer {
         let health = try await send("GET", "healthz")
         #expect(health.status == 200, sourceLocation: sourceLocation)
         for name in IndexLibrary(directory: indexes).names() {
-            let check = try CLITests().kith(["index", "check", name], indexes: indexes)
+            let check = try KithCLI().kith(["index", "check", name], indexes: indexes)
             #expect(check.status == 0 && check.text.contains("consistent"), "\(name): \(check.text) \(check.stderr)", sourceLocation: sourceLocation)
         }
     }
@@ -81,52 +82,9 @@ struct LiveServer {
         kill(process.process.processIdentifier, SIGTERM)
         process.process.waitUntilExit()
         #expect(process.process.terminationReason == .exit && process.process.terminationStatus == 0)
-        _ = try CLITests().finish(process)
+        _ = try KithCLI().finish(process)
         try? FileManager.default.removeItem(atPath: directory)
     }
-}
-
-/// Reproducible test data from the library's own seeded generator.
-extension SplitMix64 {
-    mutating func unit() -> Float { Float(nextDouble()) }
-    mutating func vector(_ d: Int) -> [Float] { (0..<d).map { _ in unit() - 0.5 } }
-    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: next()) } }
-}
-
-/// A JSON object body as a dictionary (empty if it is not one).
-func object(_ body: Data) -> [String: Any] {
-    ((try? JSONSerialization.jsonObject(with: body)) as? [String: Any]) ?? [:]
-}
-
-/// A PNG whose header declares `width` × `height` pixels at `bitDepth` bits, with almost no data:
-/// a decompression bomb's shape.
-func pngDeclaring(width: UInt32, height: UInt32, bitDepth: UInt8 = 16) -> Data {
-    func crc32(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for b in bytes {
-            crc ^= UInt32(b)
-            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
-        }
-        return ~crc
-    }
-    func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
-    func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
-        let body = Array(type.utf8) + data
-        return be(UInt32(data.count)) + body + be(crc32(body))
-    }
-    let ihdr = be(width) + be(height) + [bitDepth, 6, 0, 0, 0]
-    let idat: [UInt8] = [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]
-    return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", []))
-}
-
-/// A multipart/form-data body of `parts` small file parts, with boundary "b0undary".
-func multipart(parts: Int, name: String = "file", payload: Data = Data("x".utf8)) -> Data {
-    var body = Data()
-    for i in 0..<parts {
-        body += Data("--b0undary\r\nContent-Disposition: form-data; name=\"\(name)\"; filename=\"f\(i).png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
-        body += payload + Data("\r\n".utf8)
-    }
-    return body + Data("--b0undary--\r\n".utf8)
 }
 
 @Suite("Hardening: hostile requests against a real kith serve", .serialized)
@@ -411,7 +369,7 @@ struct HardeningTests {
 
     @Test("A crash is not silent: a worker's fatal error exits non-zero with the backtrace on standard error")
     func crashLeavesBacktrace() async throws {
-        let cli = CLITests()
+        let cli = KithCLI()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-crash-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let started = try cli.start(["serve", "--port", "0", "--indexes", directory], environment: ["KITH_INJECT_FAULT": "worker"])

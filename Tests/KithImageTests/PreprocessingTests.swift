@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithTestSupport
 import KithImage
 
 @Suite("Preprocessing")

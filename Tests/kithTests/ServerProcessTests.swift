@@ -3,15 +3,16 @@ import Foundation
 import FoundationNetworking
 #endif
 import Testing
+import KithTestSupport
 import KithIndex
 
 /// `kith serve` as a separate process on 127.0.0.1, driven over a socket.
 @Suite("kith serve (real process)")
 struct ServerProcessTests {
-    let cli = CLITests()
+    let cli = KithCLI()
 
     /// Starts `kith serve` on a free port and returns it with its base URL.
-    func serve(indexes: String, extra: [String] = []) throws -> (CLITests.Started, URL) {
+    func serve(indexes: String, extra: [String] = []) throws -> (KithCLI.Started, URL) {
         let started = try cli.start(["serve", "--port", "0", "--indexes", indexes] + extra)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && started.process.isRunning {

@@ -1,0 +1,252 @@
+import Foundation
+import KithMath
+
+extension Index {
+    /// Adds items in one transaction. Vectors are checked (dimension, finite, non-zero) and
+    /// L2-normalised; an item whose content hash is already present is not added again.
+    @discardableResult
+    public func add(_ items: [NewItem]) throws(IndexError) -> [AddOutcome] {
+        var scales: [Float] = []
+        scales.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            scales.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
+        }
+        return try storage {
+            try env.write { txn in
+                var state = try State(txn)
+                var outcomes: [AddOutcome] = []
+                var seen: [ContentHash: UInt64] = [:]
+                var pending: [(vector: [Float], scale: Float)] = []
+                let now = Date()
+                for (item, scale) in zip(items, scales) {
+                    if let hash = item.contentHash {
+                        if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
+                        if let existing = try txn.get(.hashes, hash.bytes) {
+                            outcomes.append(.duplicate(of: existing.withUnsafeBytes { uint64(key: $0) }))
+                            continue
+                        }
+                    }
+                    let id = state.nextID
+                    state.nextID += 1
+                    let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
+                    let record = Item(id: id, source: item.source, contentHash: item.contentHash, label: item.label,
+                                      coarseLabel: item.coarseLabel, metadata: item.metadata, inserted: now, block: block, slot: slot)
+                    try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
+                    if let label = item.label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                    if let hash = item.contentHash {
+                        try txn.put(.hashes, hash.bytes, key(id))
+                        seen[hash] = id
+                    }
+                    pending.append((item.vector, scale))
+                    outcomes.append(.added(id))
+                    state.items += 1
+                }
+                try writeVectors(pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
+                if !pending.isEmpty {
+                    state.generation += 1
+                    if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
+                }
+                try txn.put(.meta, Array("state".utf8), state.encoded)
+                return outcomes
+            }
+        }
+    }
+
+    /// Appends `vectors`, each multiplied by its scale, to the block store from slot (block, slot)
+    /// on: one put per block, written in place.
+    private func writeVectors(_ vectors: [(vector: [Float], scale: Float)], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
+        guard !vectors.isEmpty else { return }
+        let size = metadata.blockSize, dim = metadata.dimension, rowBytes = dim * 4
+        var block = start.block, slot = start.slot, next = 0
+        while next < vectors.count {
+            let take = min(size - slot, vectors.count - next)
+            let existing = slot > 0 ? (try txn.get(.vectors, key(block)) ?? []) : []
+            guard existing.count == slot * rowBytes else {
+                throw IndexError(.inconsistent(["vector block \(block) holds \(existing.count) bytes, expected \(slot) vectors"]))
+            }
+            try txn.put(.vectors, key(block), reserving: (slot + take) * rowBytes) { out in
+                existing.withUnsafeBytes { out.copyMemory(from: $0) }
+                let rows = out.bindMemory(to: Float.self)
+                for (i, (vector, scale)) in vectors[next..<(next + take)].enumerated() {
+                    let row = (slot + i) * dim
+                    for j in 0..<dim { rows[row + j] = vector[j] * scale }
+                }
+            }
+            next += take
+            block += 1
+            slot = 0
+        }
+    }
+
+    /// 1 / ‖vector‖ after checking the dimension and that the values are finite and not all zero.
+    private func inverseNorm(_ vector: [Float], what: String) throws(IndexError) -> Float {
+        guard vector.count == metadata.dimension else {
+            throw IndexError(.invalidVector("\(what) has \(vector.count) values; this index holds \(metadata.dimension)-d vectors"))
+        }
+        if let bad = vector.firstIndex(where: { !$0.isFinite }) {
+            throw IndexError(.invalidVector("\(what) has a non-finite value (\(vector[bad])) at position \(bad)"))
+        }
+        let norm = vector.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
+        guard norm > 0 else { throw IndexError(.invalidVector("\(what) is all zeros")) }
+        return Float(1 / norm)
+    }
+
+    /// 1 / ‖vector‖ after checking the vector and both labels of something to store.
+    func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError) -> Float {
+        try Self.validate(label: label)
+        try Self.validate(label: coarseLabel)
+        return try inverseNorm(vector, what: what)
+    }
+
+    static func validate(label: String?) throws(IndexError) {
+        guard let label else { return }
+        guard !label.isEmpty else { throw IndexError(.invalidLabel("empty label")) }
+        guard label.utf8.count <= maxLabelBytes else { throw IndexError(.invalidLabel("label longer than \(maxLabelBytes) bytes: '\(label.prefix(40))…'")) }
+        guard !label.utf8.contains(0) else { throw IndexError(.invalidLabel("label contains a NUL character")) }
+    }
+
+    /// Queue names are "" (the single queue) or a label: at most `maxLabelBytes` bytes, no NUL.
+    static func validate(queueName name: String) throws(IndexError) {
+        guard name.utf8.count <= maxLabelBytes else {
+            throw IndexError(.invalidQueueName("longer than \(maxLabelBytes) bytes: '\(name.prefix(40))…'"))
+        }
+        guard !name.utf8.contains(0) else { throw IndexError(.invalidQueueName("contains a NUL character")) }
+    }
+
+    /// The item `id`, or nil.
+    public func item(_ id: UInt64) throws(IndexError) -> Item? {
+        try storage { try env.read { txn in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } } }
+    }
+
+    /// The stored (normalised) vector of item `id`, or nil.
+    public func vector(_ id: UInt64) throws(IndexError) -> [Float]? {
+        try storage {
+            try env.read { txn -> [Float]? in
+                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { return nil }
+                return try txn.withValue(.vectors, key(item.block)) { block in
+                    var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * metadata.dimension * 4)...]))
+                    return try reader.floats(metadata.dimension)
+                }
+            }
+        }
+    }
+
+    /// Every item in id order.
+    public func items() throws(IndexError) -> [Item] {
+        try storage {
+            try env.read { txn in
+                var all: [Item] = []
+                try txn.forEach(.items) { k, v in
+                    all.append(try Item(id: uint64(key: k), decoding: v))
+                    return true
+                }
+                return all
+            }
+        }
+    }
+
+    /// The ids of the items with `label`, ascending.
+    public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
+        try storage {
+            try env.read { txn in
+                var ids: [UInt64] = []
+                try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
+                    ids.append(uint64(key: v))
+                    return true
+                }
+                return ids
+            }
+        }
+    }
+
+    /// Every label with its number of items, sorted by label.
+    public func labelCounts() throws(IndexError) -> [(label: String, count: Int)] {
+        try storage {
+            try env.read { txn in
+                var counts: [(String, Int)] = []
+                try txn.forEach(.labels) { k, _ in
+                    let label = String(decoding: k, as: UTF8.self)
+                    if counts.last?.0 == label { counts[counts.count - 1].1 += 1 } else { counts.append((label, 1)) }
+                    return true
+                }
+                return counts
+            }
+        }
+    }
+
+    /// Sets (or with nil, removes) the label and coarse label of an item; returns the item as
+    /// that transaction left it.
+    @discardableResult
+    public func relabel(_ id: UInt64, label: String?, coarseLabel: String?) throws(IndexError) -> Item {
+        try Self.validate(label: label)
+        try Self.validate(label: coarseLabel)
+        return try storage {
+            try env.write { txn in
+                guard var item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                    throw IndexError(.itemNotFound(id))
+                }
+                if let old = item.label { try txn.delete(.labels, Array(old.utf8), value: key(id)) }
+                if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                item.label = label
+                item.coarseLabel = coarseLabel
+                try txn.put(.items, key(id), item.encoded)
+                var state = try State(txn)
+                state.generation += 1
+                state.rewriteGeneration += 1
+                state.supportGeneration += 1
+                try txn.put(.meta, Array("state".utf8), state.encoded)
+                return item
+            }
+        }
+    }
+
+    /// Deletes items; returns the ids that existed.
+    @discardableResult
+    public func delete(_ ids: [UInt64]) throws(IndexError) -> [UInt64] {
+        try storage {
+            try env.write { txn in
+                var state = try State(txn)
+                var deleted: [UInt64] = []
+                var labelled = false
+                for id in ids {
+                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { continue }
+                    try txn.delete(.items, key(id))
+                    if let label = item.label {
+                        try txn.delete(.labels, Array(label.utf8), value: key(id))
+                        labelled = true
+                    }
+                    if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
+                    deleted.append(id)
+                    state.items -= 1
+                }
+                if !deleted.isEmpty {
+                    state.generation += 1
+                    state.rewriteGeneration += 1
+                    if labelled { state.supportGeneration += 1 }
+                }
+                try txn.put(.meta, Array("state".utf8), state.encoded)
+                return deleted
+            }
+        }
+    }
+
+    /// The ids of items whose content hash is among `hashes` (hash → id).
+    public func existing(_ hashes: [ContentHash]) throws(IndexError) -> [ContentHash: UInt64] {
+        try storage {
+            try env.read { txn in
+                var found: [ContentHash: UInt64] = [:]
+                for hash in hashes {
+                    if let id = try txn.withValue(.hashes, hash.bytes, { uint64(key: $0) }) { found[hash] = id }
+                }
+                return found
+            }
+        }
+    }
+
+    /// Changes whenever items, vectors or labels change; `supportGeneration` whenever labelled
+    /// items change (what cached few-shot heads depend on).
+    public func generations() throws(IndexError) -> (items: UInt64, support: UInt64) {
+        let state = try storage { try env.read { try State($0) } }
+        return (state.generation, state.supportGeneration)
+    }
+}

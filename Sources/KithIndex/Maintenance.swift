@@ -1,0 +1,104 @@
+import Foundation
+import KithMath
+
+extension Index {
+    /// Marks this handle's index as dropped, before its folder is deleted while the handle may
+    /// still be in use: a write in progress finishes first, then every operation through the
+    /// handle throws `index_not_found`, so nothing is acknowledged into deleted files.
+    public func retire() { env.retire() }
+
+    public func stats() throws(IndexError) -> IndexStats {
+        let fileBytes = ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent("data.mdb")))?[.size] as? Int) ?? 0
+        return try storage {
+            try env.read { txn in
+                let state = try State(txn)
+                var queueEntries = 0, queues = 0
+                try txn.forEach(.meta, from: Array("queue:".utf8)) { k, v in
+                    guard String(decoding: k, as: UTF8.self).hasPrefix("queue:") else { return false }
+                    var reader = ByteReader(v)
+                    let head = try reader.u64(), next = try reader.u64()
+                    if next > head { queues += 1; queueEntries += Int(next - head) }
+                    return true
+                }
+                var labels = 0
+                var last: [UInt8]? = nil
+                try txn.forEach(.labels) { k, _ in
+                    if last == nil || !k.elementsEqual(last!) { labels += 1; last = Array(k) }
+                    return true
+                }
+                let slots = state.blocks == 0 ? 0 : Int(state.blocks - 1) * metadata.blockSize + state.lastBlockFill
+                return IndexStats(
+                    items: state.items, labelledItems: try txn.count(.labels), labels: labels,
+                    queueEntries: queueEntries, queues: queues, vectorBlocks: Int(state.blocks), deadSlots: slots - state.items,
+                    fileBytes: fileBytes, usedBytes: env.usedBytes, mapBytes: env.mapSize)
+            }
+        }
+    }
+
+    /// Writes a compacted, consistent copy into the new folder `destination` while readers and
+    /// writers carry on.
+    public func snapshot(to destination: String) throws(IndexError) {
+        let fm = FileManager.default
+        if let contents = try? fm.contentsOfDirectory(atPath: destination), !contents.isEmpty {
+            throw IndexError(.snapshotExists(folderName(destination)))
+        }
+        do { try fm.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
+            throw IndexError(.storage("cannot create the folder '\(folderName(destination))': \(error.localizedDescription)"))
+        }
+        try storage { try env.copy(to: destination, compact: true) }
+    }
+
+    /// Checks that the databases agree: every item has its vector, every label and hash entry
+    /// points at an item that has it, counts match, queues hold what their bounds say.
+    /// Returns the problems found (empty when consistent).
+    public func check() throws(IndexError) -> [String] {
+        try storage {
+            try env.read { txn in
+                var problems: [String] = []
+                let state = try State(txn)
+                var blockFill: [UInt64: Int] = [:]
+                try txn.forEach(.vectors) { k, v in
+                    blockFill[uint64(key: k)] = v.count / (metadata.dimension * 4)
+                    if v.count % (metadata.dimension * 4) != 0 { problems.append("vector block \(uint64(key: k)) has a partial vector") }
+                    return true
+                }
+                var count = 0
+                try txn.forEach(.items) { k, v in
+                    let item = try Item(id: uint64(key: k), decoding: v)
+                    count += 1
+                    if item.id >= state.nextID { problems.append("item \(item.id) is beyond the id counter \(state.nextID)") }
+                    if item.slot >= blockFill[item.block] ?? 0 { problems.append("item \(item.id) has no vector (block \(item.block), slot \(item.slot))") }
+                    if let label = item.label, try !hasDuplicate(txn, .labels, Array(label.utf8), key(item.id)) {
+                        problems.append("item \(item.id) is missing from the index of label '\(label)'")
+                    }
+                    if let hash = item.contentHash, try txn.get(.hashes, hash.bytes) != key(item.id) {
+                        problems.append("item \(item.id)'s content hash does not point back to it")
+                    }
+                    return true
+                }
+                if count != state.items { problems.append("\(count) items stored, the counter says \(state.items)") }
+                try txn.forEach(.labels) { k, v in
+                    let id = uint64(key: v), label = String(decoding: k, as: UTF8.self)
+                    let item = try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) }
+                    if item?.label != label { problems.append("label '\(label)' lists item \(id), which does not have it") }
+                    return true
+                }
+                try txn.forEach(.hashes) { _, v in
+                    let id = uint64(key: v)
+                    if try txn.get(.items, key(id)) == nil { problems.append("a content hash points at missing item \(id)") }
+                    return true
+                }
+                return problems
+            }
+        }
+    }
+
+    private func hasDuplicate(_ txn: Transaction, _ db: Database, _ k: [UInt8], _ value: [UInt8]) throws -> Bool {
+        var found = false
+        try txn.forEach(db, duplicatesOf: k) { _, v in
+            if v.elementsEqual(value) { found = true; return false }
+            return true
+        }
+        return found
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+
+/// The named databases of an index's environment (opened in this order).
+enum Database: String, CaseIterable {
+    /// "metadata" (JSON), "state" (counters) and "queue:NAME" (each queue's bounds).
+    case meta
+    /// Item id → item record.
+    case items
+    /// Block number → `blockSize` vectors, float32.
+    case vectors
+    /// Label → the ids of its items (sorted duplicates of fixed size).
+    case labels
+    /// Content hash → item id.
+    case hashes
+    /// Queue name, NUL, sequence number → queue entry.
+    case queue
+
+    var flags: UInt32 { self == .labels ? DatabaseFlags.duplicateFixedIDs : DatabaseFlags.plain }
+}
+
+
+/// Counters kept in the metadata database, updated in the same transaction as the data.
+struct State {
+    var nextID: UInt64 = 1
+    var items = 0
+    /// Number of vector blocks; the last holds `lastBlockFill` vectors.
+    var blocks: UInt64 = 0
+    var lastBlockFill = 0
+    var generation: UInt64 = 0
+    var rewriteGeneration: UInt64 = 0
+    var supportGeneration: UInt64 = 0
+    /// Slots claimed in this transaction, to find where its vectors start.
+    private var claimed = 0
+
+    init() {}
+
+    init(_ txn: Transaction) throws {
+        guard let raw = try txn.get(.meta, Array("state".utf8)) else { throw IndexError(.inconsistent(["no state record"])) }
+        try raw.withUnsafeBytes { bytes in
+            var r = ByteReader(bytes)
+            nextID = try r.u64(); items = Int(try r.u64()); blocks = try r.u64(); lastBlockFill = Int(try r.u64())
+            generation = try r.u64(); rewriteGeneration = try r.u64(); supportGeneration = try r.u64()
+        }
+    }
+
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        for v in [nextID, UInt64(items), blocks, UInt64(lastBlockFill), generation, rewriteGeneration, supportGeneration] { w.u64(v) }
+        return w.bytes
+    }
+
+    /// The next free vector slot, advancing the counters.
+    mutating func claimSlot(blockSize: Int) -> (UInt64, Int) {
+        if blocks == 0 || lastBlockFill == blockSize {
+            blocks += 1
+            lastBlockFill = 0
+        }
+        lastBlockFill += 1
+        claimed += 1
+        return (blocks - 1, lastBlockFill - 1)
+    }
+
+    /// Where the last `count` claimed slots began.
+    func slotsBefore(_ count: Int, blockSize: Int) -> (block: UInt64, slot: Int) {
+        let end = Int(blocks == 0 ? 0 : (blocks - 1)) * blockSize + lastBlockFill
+        let start = end - count
+        return (UInt64(start / blockSize), start % blockSize)
+    }
+}
+
+/// Head (oldest sequence) and next sequence number of one queue.
+struct QueueState {
+    var head: UInt64 = 0
+    var next: UInt64 = 0
+
+    init(_ txn: Transaction, name: String) throws {
+        if let raw = try txn.get(.meta, Array("queue:\(name)".utf8)) {
+            try raw.withUnsafeBytes { bytes in
+                var r = ByteReader(bytes)
+                head = try r.u64()
+                next = try r.u64()
+            }
+        }
+    }
+
+    func save(_ txn: Transaction, name: String) throws {
+        var w = ByteWriter()
+        w.u64(head)
+        w.u64(next)
+        try txn.put(.meta, Array("queue:\(name)".utf8), w.bytes)
+    }
+
+    /// Queue name, a NUL separator, then the big-endian sequence number.
+    static func entryKey(_ name: String, _ sequence: UInt64) -> [UInt8] { Array(name.utf8) + [0] + key(sequence) }
+}
+
+extension Item {
+    init(id: UInt64, decoding bytes: UnsafeRawBufferPointer) throws {
+        var r = ByteReader(bytes)
+        guard try r.u8() == 1 else { throw IndexError(.inconsistent(["item \(id) has an unknown record version"])) }
+        self.id = id
+        block = try r.u64()
+        slot = Int(try r.u32())
+        let hasHash = try r.u8() == 1
+        let hash = try r.raw(32)
+        contentHash = hasHash ? ContentHash(bytes: hash) : nil
+        inserted = Date(timeIntervalSince1970: try r.f64())
+        source = try r.string() ?? ""
+        label = try r.string()
+        coarseLabel = try r.string()
+        metadata = try r.string()
+    }
+
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.u8(1)
+        w.u64(block)
+        w.u32(UInt32(slot))
+        w.u8(contentHash == nil ? 0 : 1)
+        w.raw(contentHash?.bytes ?? [UInt8](repeating: 0, count: 32))
+        w.f64(inserted.timeIntervalSince1970)
+        w.string(source)
+        w.string(label)
+        w.string(coarseLabel)
+        w.string(metadata)
+        return w.bytes
+    }
+}
+
+extension JSONDecoder {
+    static var iso8601: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+}

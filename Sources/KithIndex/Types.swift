@@ -1,0 +1,168 @@
+import Foundation
+import KithMath
+
+public enum QueuePartition: String, Codable, Sendable, CaseIterable {
+    case single, label, coarseLabel = "coarse-label"
+}
+
+/// Settings for a new index.
+public struct IndexConfiguration: Sendable {
+    /// Entries per queue; enqueueing beyond it evicts the oldest. Default: 65,536.
+    public var queueCapacity: Int = 65_536
+    /// One queue, or one per label / coarse label. Default: one queue.
+    public var queuePartition: QueuePartition = .single
+    /// Vectors per stored block: whole blocks avoid LMDB's overflow-page overhead for one large
+    /// value per vector (see docs/storage.md). Default: 64.
+    public var blockSize: Int = 64
+    /// The memory map's starting size in bytes; it doubles whenever it fills. Default: 64 MiB.
+    public var initialMapSize: Int = 64 << 20
+
+    public init() {}
+
+    /// Throws `invalid_configuration` unless every count is positive.
+    public func validate() throws(IndexError) {
+        for (name, value) in [("queue capacity", queueCapacity), ("block size", blockSize), ("initial map size", initialMapSize)] where value < 1 {
+            throw IndexError(.invalidConfiguration("the \(name) must be at least 1; got \(value)"))
+        }
+    }
+}
+
+/// What an index records about itself; fixed at creation.
+public struct IndexMetadata: Codable, Sendable, Equatable {
+    public static let currentFormatVersion = 1
+
+    public var formatVersion: Int
+    /// The backbone whose embeddings the index holds.
+    public var model: String
+    public var weightsSHA256: String
+    public var dimension: Int
+    public var created: Date
+    public var queueCapacity: Int
+    public var queuePartition: QueuePartition
+    public var blockSize: Int
+}
+
+/// What an index holds: embeddings of one model (a name and the digest of its weights) with
+/// one dimension. Opening an index for another space is refused.
+public struct EmbeddingSpace: Sendable, Equatable {
+    public var model: String
+    public var weightsSHA256: String
+    public var dimension: Int
+
+    public init(model: String, weightsSHA256: String, dimension: Int) {
+        self.model = model
+        self.weightsSHA256 = weightsSHA256
+        self.dimension = dimension
+    }
+}
+
+extension IndexMetadata {
+    /// The embedding space the index holds.
+    public var space: EmbeddingSpace { EmbeddingSpace(model: model, weightsSHA256: weightsSHA256, dimension: dimension) }
+}
+
+/// An item to add: an embedding and what is known about where it came from.
+public struct NewItem: Sendable {
+    public var vector: [Float]
+    public var source: String
+    public var contentHash: ContentHash?
+    public var label: String?
+    public var coarseLabel: String?
+    /// User metadata as a JSON text.
+    public var metadata: String?
+
+    public init(vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
+                coarseLabel: String? = nil, metadata: String? = nil) {
+        self.vector = vector
+        self.source = source
+        self.contentHash = contentHash
+        self.label = label
+        self.coarseLabel = coarseLabel
+        self.metadata = metadata
+    }
+}
+
+/// A stored item (its vector is read separately).
+public struct Item: Sendable, Equatable {
+    public let id: UInt64
+    public var source: String
+    public var contentHash: ContentHash?
+    public var label: String?
+    public var coarseLabel: String?
+    public var metadata: String?
+    public var inserted: Date
+    let block: UInt64
+    let slot: Int
+}
+
+/// What `add` did with each new item, in input order.
+public enum AddOutcome: Sendable, Equatable {
+    case added(UInt64)
+    /// Its content hash was already in the index (or earlier in the same batch), as this item.
+    case duplicate(of: UInt64)
+}
+
+/// An entry to append to a FIFO queue.
+public struct NewQueueEntry: Sendable {
+    public var vector: [Float]
+    /// The item the vector came from, if any.
+    public var itemID: UInt64?
+    public var label: String?
+    public var coarseLabel: String?
+
+    public init(vector: [Float], itemID: UInt64? = nil, label: String? = nil, coarseLabel: String? = nil) {
+        self.vector = vector
+        self.itemID = itemID
+        self.label = label
+        self.coarseLabel = coarseLabel
+    }
+}
+
+/// One entry of a FIFO queue.
+public struct QueueEntry: Sendable, Equatable, Encodable {
+    public let sequence: UInt64
+    public var itemID: UInt64?
+    public var label: String?
+    public var coarseLabel: String?
+    public var vector: [Float]
+
+    enum CodingKeys: String, CodingKey { case sequence, itemID = "item", label, coarseLabel, vector }
+}
+
+/// Counts and sizes of an index.
+public struct IndexStats: Sendable, Codable {
+    public var items: Int
+    public var labelledItems: Int
+    public var labels: Int
+    public var queueEntries: Int
+    public var queues: Int
+    public var vectorBlocks: Int
+    /// Vector slots of deleted items, not yet reclaimed.
+    public var deadSlots: Int
+    public var fileBytes: Int
+    public var usedBytes: Int
+    public var mapBytes: Int
+}
+
+/// A consistent copy of an index's vectors for search: row i is item `ids[i]`.
+public struct VectorSnapshot: Sendable {
+    public var ids: [UInt64]
+    public var labels: [String?]
+    public var coarseLabels: [String?]
+    public var matrix: Matrix
+    /// The index's change counter when this was read.
+    public let generation: UInt64
+    let rewriteGeneration: UInt64
+
+    init(ids: [UInt64], labels: [String?], coarseLabels: [String?], matrix: Matrix, generation: UInt64, rewriteGeneration: UInt64) {
+        (self.ids, self.labels, self.coarseLabels, self.matrix) = (ids, labels, coarseLabels, matrix)
+        (self.generation, self.rewriteGeneration) = (generation, rewriteGeneration)
+    }
+
+    /// A collection held only in memory (ids ascending, one row each).
+    public init(ids: [UInt64], labels: [String?]? = nil, matrix: Matrix) {
+        precondition(ids.count == matrix.rows, "VectorSnapshot: \(ids.count) ids for \(matrix.rows) rows")
+        self.init(ids: ids, labels: labels ?? Array(repeating: nil, count: ids.count), coarseLabels: Array(repeating: nil, count: ids.count),
+                  matrix: matrix, generation: 0, rewriteGeneration: 0)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import KithIndex
+
+// The JSON shapes of Kith's answers: the server's responses and the CLI's --json output are these
+// same types, written by the same encoder (snake_case keys, sorted).
+
+/// The encoder and decoder of every JSON answer and request.
+public enum KithJSON {
+    /// snake_case keys, sorted; ISO 8601 dates; slashes as they are.
+    public static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    /// `encoder`, indented (for people).
+    public static let prettyEncoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        return e
+    }()
+
+    /// snake_case keys.
+    public static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }()
+
+    /// `value` as one line of JSON text.
+    public static func line(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+}
+
+/// Any JSON value: user metadata, stored as JSON text.
+public indirect enum JSONValue: Codable, Sendable, Equatable {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let v = try? c.decode(Bool.self) { self = .bool(v) }
+        else if let v = try? c.decode(Double.self) { self = .number(v) }
+        else if let v = try? c.decode(String.self) { self = .string(v) }
+        else if let v = try? c.decode([JSONValue].self) { self = .array(v) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let v): try c.encode(v)
+        case .number(let v): try c.encode(v)
+        case .string(let v): try c.encode(v)
+        case .array(let v): try c.encode(v)
+        case .object(let v): try c.encode(v)
+        }
+    }
+
+    /// The value as compact JSON text.
+    public var text: String { String(decoding: (try? JSONEncoder().encode(self)) ?? Data("null".utf8), as: UTF8.self) }
+
+    /// Parses JSON text (nil if it is absent or not JSON).
+    public init?(text: String?) {
+        guard let text, let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
+        self = value
+    }
+}
+
+extension SearchResult: Encodable {
+    enum CodingKeys: String, CodingKey { case id, score, label, coarseLabel, source, metadata }
+
+    /// `{"id", "score", "label", "coarse_label", "source", "metadata"}`, metadata as JSON.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(score, forKey: .score)
+        try c.encodeIfPresent(label, forKey: .label)
+        try c.encodeIfPresent(coarseLabel, forKey: .coarseLabel)
+        try c.encode(source, forKey: .source)
+        try c.encodeIfPresent(JSONValue(text: metadata), forKey: .metadata)
+    }
+}
+
+extension Prediction: Encodable {
+    enum CodingKeys: String, CodingKey { case label, head, top }
+    struct Class: Encodable { var label: String; var probability: Float }
+
+    /// `{"label", "head", "top": [{"label", "probability"}]}`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(label, forKey: .label)
+        try c.encode(head, forKey: .head)
+        try c.encode(top.map { Class(label: $0.label, probability: $0.probability) }, forKey: .top)
+    }
+}
+
+extension QueueNeighbour: Encodable {
+    enum CodingKeys: String, CodingKey { case similarity }
+
+    /// The queue entry's fields and its `similarity`.
+    public func encode(to encoder: any Encoder) throws {
+        try entry.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(similarity, forKey: .similarity)
+    }
+}
+
+/// An index as listings show it: its name, what it was created with, and its counts.
+public struct IndexInfo: Encodable, Sendable {
+    public var name: String
+    public var metadata: IndexMetadata
+    public var stats: IndexStats?
+
+    public init(_ index: Index) throws(IndexError) {
+        name = index.name
+        metadata = index.metadata
+        stats = try index.stats()
+    }
+}
+
+/// An answer about one query of several: the query (as the caller named it) beside its answer's
+/// fields, e.g. `{"query": "id:7", "label": …}` (the CLI prints one per line).
+public struct QueryAnswer<Answer: Encodable>: Encodable {
+    public var query: String
+    public var answer: Answer
+
+    public init(query: String, answer: Answer) {
+        self.query = query
+        self.answer = answer
+    }
+
+    enum CodingKeys: String, CodingKey { case query }
+
+    public func encode(to encoder: any Encoder) throws {
+        try answer.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(query, forKey: .query)
+    }
+}
+
+/// `{"results": …}`: what a search answers for its queries.
+public struct SearchAnswer: Encodable {
+    public var results: [SearchResult]
+    public init(_ results: [SearchResult]) { self.results = results }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Hummingbird
+import KithMath
+import KithQuery
+
+/// Reading requests and writing responses.
+enum API {
+    /// A JSON response.
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try KithJSON.encoder.encode(value))))
+    }
+
+    /// The whole body, refused with 413 beyond the context's limit.
+    static func body(_ request: Request, _ context: KithRequestContext) async throws -> Data {
+        let limit = context.maxUploadSize
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch {
+            throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes")
+        }
+    }
+
+    /// A JSON body decoded as `T`; other content types are refused with 415.
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: KithRequestContext) async throws -> T {
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the request as application/json")
+        }
+        return try context.requestDecoder.decode(T.self, from: try await body(request, context))
+    }
+
+    /// Whether the body is of this media type.
+    static func isType(_ request: Request, _ prefix: String) -> Bool {
+        request.headers[.contentType]?.lowercased().hasPrefix(prefix) == true
+    }
+
+    /// A .npy body as a matrix (400 if it is not one).
+    static func npy(_ request: Request, _ context: KithRequestContext) async throws -> Matrix {
+        let data = try await body(request, context)
+        do { return try NPY.decode(data) } catch { throw APIError.badRequest("malformed_npy", error.description) }
+    }
+
+    /// An integer parameter given as text; 400 if it is not one.
+    static func integer<T: FixedWidthInteger>(_ name: String, _ text: String?, as type: T.Type = Int.self) throws -> T? {
+        guard let text else { return nil }
+        guard let value = T(text) else { throw APIError.badRequest("invalid_request", "\(name) must be an integer; got '\(text.prefix(40))'") }
+        return value
+    }
+
+    /// User metadata given as JSON text, normalised; nil if absent.
+    static func metadata(_ text: String?) throws -> String? {
+        guard let text else { return nil }
+        guard let value = JSONValue(text: text) else { throw APIError.badRequest("malformed_json", "metadata is not valid JSON") }
+        return value.text
+    }
+}

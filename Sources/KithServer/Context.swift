@@ -1,0 +1,83 @@
+import Foundation
+import Hummingbird
+import KithQuery
+
+/// The context of every request: Kith's JSON coders and the server's limit on request bodies.
+struct KithRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    /// The largest body a handler reads (413 beyond); `BodyLimitMiddleware` sets the server's.
+    var maxUploadSize: Int = ServerConfiguration.defaultMaxBodyBytes
+    var requestDecoder: JSONDecoder { KithJSON.decoder }
+    var responseEncoder: JSONEncoder { KithJSON.encoder }
+
+    init(source: Source) { coreContext = .init(source: source) }
+
+    /// The `:index` path parameter.
+    func indexName() throws -> String { try parameters.require("index") }
+
+    /// The `:id` path parameter (400 unless it is a number).
+    func itemID() throws -> UInt64 {
+        let raw = try parameters.require("id")
+        guard let id = UInt64(raw) else { throw APIError.badRequest("invalid_request", "item id '\(raw)' is not a number") }
+        return id
+    }
+}
+
+/// Gives every request's context the configured body limit.
+struct BodyLimitMiddleware: RouterMiddleware {
+    let limit: Int
+
+    func handle(_ request: Request, context: KithRequestContext, next: (Request, KithRequestContext) async throws -> Response) async throws -> Response {
+        var context = context
+        context.maxUploadSize = limit
+        return try await next(request, context)
+    }
+}
+
+/// One route of the API: method, path, who may call it and its handler. `APIRoutes.table` lists
+/// every route once; the router is built from it and the OpenAPI document is checked against it.
+struct Route: Sendable {
+    enum Access: Sendable, Hashable {
+        /// Anyone (health and the API's description).
+        case open
+        /// Needs the token only with `readsRequireToken`.
+        case read
+        /// Needs the token whenever the server has one.
+        case write
+    }
+
+    typealias Handler = @Sendable (Request, KithRequestContext) async throws -> Response
+
+    let method: HTTPRequest.Method
+    /// Hummingbird's syntax, from the root: `v1/indexes/:index/items/:id`.
+    let path: String
+    let access: Access
+    let handler: Handler
+
+    /// A route whose handler answers a typed value, sent as JSON with `status`.
+    static func json<Answer: Encodable>(
+        _ method: HTTPRequest.Method, _ path: String, _ access: Access, status: HTTPResponse.Status = .ok,
+        _ handler: @escaping @Sendable (Request, KithRequestContext) async throws -> Answer
+    ) -> Route {
+        Route(method: method, path: path, access: access) { request, context in
+            try API.json(try await handler(request, context), status: status)
+        }
+    }
+
+    /// The path as the OpenAPI document writes it: `/v1/indexes/{index}/items/{id}`.
+    var documentedPath: String {
+        "/" + path.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+    }
+}
+
+/// Every route of the API, by resource.
+enum APIRoutes {
+    static func table(_ service: KithService) -> [Route] {
+        ServiceController(service: service).routes
+            + IndexesController(service: service).routes
+            + ItemsController(service: service).routes
+            + QueryController(service: service).routes
+            + QueueController(service: service).routes
+            + EvaluationController(service: service).routes
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Hummingbird
+import KithMath
+import KithQuery
+
+/// Episodic few-shot evaluation of an index's labelled items.
+struct EvaluationController {
+    let service: KithService
+
+    var routes: [Route] {
+        [Route(method: .post, path: "v1/indexes/:index/eval/fewshot", access: .read, handler: fewShot)]
+    }
+
+    struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
+
+    /// Runs an episodic evaluation, streaming progress as JSON lines (`{"done": n, "episodes": E}`)
+    /// and ending with `{"results": [...]}` (or `{"error": ...}`). Episodes are drawn one at a
+    /// time; when the client disconnects, the evaluation stops.
+    @Sendable func fewShot(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let engine = try await service.engine(try context.indexName())
+        let body = try await API.decode(FewShotRequest.self, request, context)
+        let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
+                                                 episodes: body.episodes ?? 600, seed: body.seed ?? 0)
+        try engine.limits.check(configuration)
+        let heads = try (body.heads ?? HeadKind.allCases.map(\.rawValue)).map { try HeadKind(named: $0).head(classBalanced: body.balanced ?? false) }
+        let support = try await engine.supportSet()
+        let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] },
+                                                configuration: configuration, limits: engine.limits)
+        let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
+        let clientGone = Locked(false)
+        lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }
+        @Sendable func line(_ value: some Encodable) -> ByteBuffer {
+            ByteBuffer(bytes: ((try? KithJSON.encoder.encode(value)) ?? Data()) + Data("\n".utf8))
+        }
+        let metrics = service.metrics
+        metrics.evaluation(started: true)
+        Task {
+            let stopped = await offload { () -> Bool in
+                let step = max(1, configuration.episodes / 20)
+                // A line at least every half second as well: writing it is how a disconnect is noticed.
+                var lastLine = ContinuousClock.now
+                do throws(QueryError) {
+                    let results = try evaluation.run(heads, progress: { done in
+                        guard done % step == 0 || done == configuration.episodes || ContinuousClock.now - lastLine > .milliseconds(500) else { return }
+                        lastLine = ContinuousClock.now
+                        lines.yield(line(["done": done, "episodes": configuration.episodes]))
+                    }, shouldContinue: { !clientGone.current })
+                    lines.yield(line(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }]))
+                    return false
+                } catch {
+                    lines.yield(line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]))
+                    return error.code == .cancelled
+                }
+            }
+            metrics.evaluation(started: false, stopped: stopped)
+            lines.finish()
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: stream))
+    }
+}

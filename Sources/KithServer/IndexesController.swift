@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+import KithBackbone
+import KithIndex
+import KithMath
+import KithQuery
+
+/// The service itself: health, metrics, the API's description and the installed models.
+struct ServiceController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            .json(.get, "healthz", .open) { _, _ in ["status": "ok"] },
+            Route(method: .get, path: "metrics", access: .read, handler: metrics),
+            Route(method: .get, path: "openapi.json", access: .open) { _, _ in
+                var headers = HTTPFields()
+                headers[.contentType] = "application/json"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
+            },
+            .json(.get, "v1/models", .read, listModels),
+        ]
+    }
+
+    /// Prometheus text. It names the indexes and counts their items: a read, protected like the others.
+    @Sendable func metrics(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let listing = await service.listing()
+        let items = await offload { listing.compactMap { entry in entry.engine.flatMap { try? $0.index.stats().items }.map { (entry.name, $0) } } }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: service.metrics.render(indexItems: items))))
+    }
+
+    struct Model: Encodable { var name: String; var architecture: String; var dimension: Int; var inputSize: Int; var source: String }
+
+    @Sendable func listModels(_ request: Request, context: KithRequestContext) async throws -> [String: [Model]] {
+        let library = service.models
+        let manifests = try await offload { try library.manifests() }
+        return ["models": manifests.map {
+            Model(name: $0.name, architecture: $0.architecture.rawValue, dimension: $0.dimension, inputSize: $0.preprocessing.inputSize, source: $0.source)
+        }]
+    }
+}
+
+/// Indexes: list, create, describe, drop, snapshot.
+struct IndexesController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            .json(.get, "v1/indexes", .read, list),
+            .json(.post, "v1/indexes", .write, status: .created, create),
+            .json(.get, "v1/indexes/:index", .read, describe),
+            Route(method: .delete, path: "v1/indexes/:index", access: .write, handler: drop),
+            .json(.post, "v1/indexes/:index/snapshot", .write, status: .created, snapshot),
+        ]
+    }
+
+    @Sendable func list(_ request: Request, context: KithRequestContext) async throws -> [String: [IndexInfo]] {
+        let listing = await service.listing()
+        return ["indexes": try await offload { try listing.compactMap { try $0.engine.map { try IndexInfo($0.index) } } }]
+    }
+
+    @Sendable func create(_ request: Request, context: KithRequestContext) async throws -> IndexInfo {
+        let body = try await API.decode(CreateIndexRequest.self, request, context)
+        var configuration = IndexConfiguration()
+        if let capacity = body.queueCapacity { configuration.queueCapacity = capacity }
+        if let partition = body.queuePartition { configuration.queuePartition = partition }
+        let index = try await service.create(body.name, model: body.model ?? ModelLibrary.defaultModel, configuration: configuration)
+        return try await offload { try IndexInfo(index) }
+    }
+
+    @Sendable func describe(_ request: Request, context: KithRequestContext) async throws -> IndexInfo {
+        let index = try await service.index(try context.indexName())
+        return try await offload { try IndexInfo(index) }
+    }
+
+    @Sendable func drop(_ request: Request, context: KithRequestContext) async throws -> Response {
+        try await service.drop(try context.indexName())
+        return Response(status: .noContent)
+    }
+
+    /// A compacted copy under the operator's snapshot folder, by name (never a client's path).
+    @Sendable func snapshot(_ request: Request, context: KithRequestContext) async throws -> [String: String] {
+        struct Body: Decodable { var name: String }
+        let body = try await API.decode(Body.self, request, context)
+        try await service.snapshot(try context.indexName(), as: body.name)
+        return ["name": body.name]
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Hummingbird
+import KithIndex
+import KithMath
+import KithPipeline
+import KithQuery
+
+/// Items: add images or vectors, read, relabel and delete them, one or many at a time.
+struct ItemsController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            Route(method: .post, path: "v1/indexes/:index/items", access: .write, handler: addImages),
+            .json(.post, "v1/indexes/:index/vectors", .write, addVectors),
+            .json(.get, "v1/indexes/:index/items/:id", .read, get),
+            .json(.patch, "v1/indexes/:index/items/:id", .write, relabel),
+            Route(method: .delete, path: "v1/indexes/:index/items/:id", access: .write, handler: delete),
+            .json(.post, "v1/indexes/:index/items/get", .read, getMany),
+            .json(.post, "v1/indexes/:index/items/delete", .write, deleteMany),
+            .json(.post, "v1/indexes/:index/items/relabel", .write, relabelMany),
+        ]
+    }
+
+    /// Images embedded with the index's backbone and stored in one transaction; each image's
+    /// outcome is reported, and when none was added the response has the first one's error status.
+    @Sendable func addImages(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let index = try await service.index(try context.indexName())
+        let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
+        let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
+        let metadata = try API.metadata(uploads.value("metadata", request))
+        let records = uploads.files.map {
+            ImageRecord(source: $0.name, contentHash: ContentHash(of: $0.data), label: label, coarseLabel: coarseLabel, metadata: metadata)
+        }
+        let embedded = try await service.embed(uploads.inputs, model: index.metadata.model)
+        let outcomes = try await offload { try index.add(records, embedded: embedded) }
+        let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
+        return try API.json(body, status: body.status)
+    }
+
+    @Sendable func addVectors(_ request: Request, context: KithRequestContext) async throws -> OutcomesBody {
+        let index = try await service.index(try context.indexName())
+        let body = try await API.decode(AddVectorsRequest.self, request, context)
+        let items = body.items.enumerated().map { i, item in
+            NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel, metadata: item.metadata?.text)
+        }
+        let outcomes = try await offload { try index.add(items) }
+        return OutcomesBody(zip(items, outcomes).map { item, outcome in
+            switch outcome {
+            case .added(let id): Outcome(source: item.source, .added(id))
+            case .duplicate(let id): Outcome(source: item.source, .duplicate(of: id))
+            }
+        })
+    }
+
+    @Sendable func get(_ request: Request, context: KithRequestContext) async throws -> ItemBody {
+        let index = try await service.index(try context.indexName())
+        let id = try context.itemID()
+        let withVector = request.uri.queryParameters.get("vector") == "true"
+        return try await offload {
+            guard let item = try index.item(id) else { throw IndexError.itemNotFound(id) }
+            return ItemBody(item, vector: withVector ? try index.vector(id) : nil)
+        }
+    }
+
+    struct Items: Encodable { var items: [ItemBody]; var missing: [UInt64] }
+
+    /// Several items at once; ids that do not exist are listed under "missing".
+    @Sendable func getMany(_ request: Request, context: KithRequestContext) async throws -> Items {
+        let index = try await service.index(try context.indexName())
+        let ids = try await API.decode(IDsRequest.self, request, context).ids
+        try service.configuration.limits.check(pageSize: ids.count, parameter: "ids")
+        let withVector = request.uri.queryParameters.get("vector") == "true"
+        return try await offload {
+            var body = Items(items: [], missing: [])
+            for id in ids {
+                if let item = try index.item(id) { body.items.append(ItemBody(item, vector: withVector ? try index.vector(id) : nil)) } else { body.missing.append(id) }
+            }
+            return body
+        }
+    }
+
+    @Sendable func relabel(_ request: Request, context: KithRequestContext) async throws -> ItemBody {
+        let index = try await service.index(try context.indexName())
+        let id = try context.itemID()
+        let body = try await API.decode(RelabelRequest.self, request, context)
+        // The item as the relabelling transaction left it: a concurrent delete makes this a 404.
+        return ItemBody(try await offload { try index.relabel(id, label: body.label, coarseLabel: body.coarseLabel) })
+    }
+
+    @Sendable func delete(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let index = try await service.index(try context.indexName())
+        let id = try context.itemID()
+        guard try await offload({ try index.delete([id]) }) == [id] else { throw IndexError.itemNotFound(id) }
+        return Response(status: .noContent)
+    }
+
+    @Sendable func deleteMany(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
+        let index = try await service.index(try context.indexName())
+        let body = try await API.decode(IDsRequest.self, request, context)
+        return ["deleted": try await offload { try index.delete(body.ids) }]
+    }
+
+    @Sendable func relabelMany(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
+        let index = try await service.index(try context.indexName())
+        let body = try await API.decode(BatchRelabelRequest.self, request, context)
+        try await offload { for e in body.items { try index.relabel(e.id, label: e.label, coarseLabel: e.coarseLabel) } }
+        return ["relabelled": body.items.map(\.id)]
+    }
+}

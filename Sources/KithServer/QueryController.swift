@@ -1,0 +1,77 @@
+import Foundation
+import Hummingbird
+import KithBackbone
+import KithIndex
+import KithMath
+import KithQuery
+
+/// Embedding images, search and few-shot classification.
+struct QueryController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            Route(method: .post, path: "v1/embed", access: .read, handler: embed),
+            .json(.post, "v1/indexes/:index/search", .read, search),
+            .json(.post, "v1/indexes/:index/classify", .read, classify),
+        ]
+    }
+
+    struct Embedded: Encodable { var source: String; var embedding: [Float]?; var error: ErrorBody? }
+    struct Embeddings: Encodable { var model: String; var embeddings: [Embedded]; var error: ErrorBody? }
+
+    /// Embeddings of uploaded images with `model`; when every image failed, the response has the
+    /// first one's error status.
+    @Sendable func embed(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let model = request.uri.queryParameters.get("model") ?? ModelLibrary.defaultModel
+        let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
+        let results = try await service.embed(uploads.inputs, model: model)
+        let rows = zip(uploads.files, results).map { file, result -> Embedded in
+            switch result {
+            case .success(let e): Embedded(source: file.name, embedding: e.embedding)
+            case .failure(let error): Embedded(source: file.name, error: ErrorBody(error))
+            }
+        }
+        let error = rows.allSatisfy { $0.error != nil } ? rows.first?.error : nil
+        return try API.json(Embeddings(model: model, embeddings: rows, error: error), status: error?.status ?? .ok)
+    }
+
+    /// The queries of a search or classify request and its options: JSON (vectors and item ids),
+    /// a float32 .npy matrix (`application/x-npy`, one query per row; the cheapest to parse) or
+    /// images. With .npy and images, the options come from the query string (or the form).
+    func queries(_ request: Request, _ context: KithRequestContext, index: Index) async throws -> (queries: [Query], options: QueryRequest) {
+        if API.isType(request, "application/json") {
+            let body = try await API.decode(QueryRequest.self, request, context)
+            guard !body.queries.isEmpty else { throw APIError.badRequest("invalid_query", "give 'vectors' or 'ids'") }
+            return (body.queries, body)
+        }
+        if API.isType(request, "application/x-npy") {
+            return (Query.rows(of: try await API.npy(request, context)), try options(request, nil))
+        }
+        let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
+        let options = try options(request, uploads)
+        return (try await service.embeddings(uploads.inputs, for: index).map { .vector($0) }, options)
+    }
+
+    /// Search and classify options from form fields or the query string.
+    func options(_ request: Request, _ uploads: Uploads?) throws -> QueryRequest {
+        func value(_ key: String) -> String? { uploads?.fields[key] ?? request.uri.queryParameters.get(key) }
+        func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
+        return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
+                            head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")))
+    }
+
+    @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> [String: [[SearchResult]]] {
+        let engine = try await service.engine(try context.indexName())
+        let (queries, options) = try await self.queries(request, context, index: engine.index)
+        let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
+        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter)]
+    }
+
+    @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {
+        let engine = try await service.engine(try context.indexName())
+        let (queries, options) = try await self.queries(request, context, index: engine.index)
+        let head = try HeadKind(named: options.head ?? HeadKind.logreg.rawValue).head(classBalanced: options.balanced ?? false)
+        return ["predictions": try await engine.classify(queries, head: head, top: options.top ?? 5)]
+    }
+}

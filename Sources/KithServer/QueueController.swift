@@ -1,0 +1,75 @@
+import Foundation
+import Hummingbird
+import KithIndex
+import KithMath
+import KithQuery
+
+/// The FIFO queue: enqueue, read in pages, clear, and NN(z, Q).
+struct QueueController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            .json(.post, "v1/indexes/:index/queue", .write, enqueue),
+            .json(.get, "v1/indexes/:index/queue", .read, page),
+            Route(method: .delete, path: "v1/indexes/:index/queue", access: .write, handler: clear),
+            .json(.post, "v1/indexes/:index/queue/nn", .read, nearest),
+        ]
+    }
+
+    /// Enqueues vectors (JSON `entries`) or images (a raw image or multipart files, with `label`,
+    /// `coarse_label` and `item` from the query string or form), embedded with the index's backbone.
+    @Sendable func enqueue(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
+        let index = try await service.index(try context.indexName())
+        let entries: [NewQueueEntry]
+        if API.isType(request, "application/json") {
+            let body = try await API.decode(EnqueueRequest.self, request, context)
+            entries = body.entries.map { NewQueueEntry(vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) }
+        } else {
+            let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
+            let item = try API.integer("item", uploads.value("item", request), as: UInt64.self)
+            let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
+            entries = try await service.embeddings(uploads.inputs, for: index).map {
+                NewQueueEntry(vector: $0, itemID: item, label: label, coarseLabel: coarseLabel)
+            }
+        }
+        return ["sequences": try await offload { try index.enqueue(entries) }]
+    }
+
+    struct Page: Encodable { var entries: [QueueEntry]; var next: UInt64? }
+
+    /// A page of a queue, oldest first: `limit` entries (default 100) from sequence `from`;
+    /// `next` is where the following page starts (null after the newest entry).
+    @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
+        let index = try await service.index(try context.indexName())
+        let parameters = request.uri.queryParameters
+        let from = try API.integer("from", parameters.get("from"), as: UInt64.self) ?? 0
+        let size = try API.integer("limit", parameters.get("limit")) ?? 100
+        try service.configuration.limits.check(pageSize: size)
+        let queue = parameters.get("queue") ?? ""
+        let page = try await offload { try index.queue(queue, from: from, limit: size) }
+        let next = page.entries.last.map { $0.sequence + 1 }.flatMap { $0 < page.next ? $0 : nil }
+        return Page(entries: page.entries, next: next)
+    }
+
+    @Sendable func clear(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let index = try await service.index(try context.indexName())
+        let queue = request.uri.queryParameters.get("queue") ?? ""
+        try await offload { try index.clearQueue(queue) }
+        return Response(status: .noContent)
+    }
+
+    @Sendable func nearest(_ request: Request, context: KithRequestContext) async throws -> [String: [QueueNeighbour]] {
+        let engine = try await service.engine(try context.indexName())
+        let matrix: Matrix, queue: String
+        if API.isType(request, "application/x-npy") {
+            matrix = try await engine.vectors(for: Query.rows(of: try await API.npy(request, context)))
+            queue = request.uri.queryParameters.get("queue") ?? ""
+        } else {
+            let body = try await API.decode(NNRequest.self, request, context)
+            matrix = try await engine.vectors(for: body.vectors.map { .vector($0) })
+            queue = body.queue ?? ""
+        }
+        return ["neighbours": try await engine.nearestInQueue(matrix, queue: queue)]
+    }
+}
