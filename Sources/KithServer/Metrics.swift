@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import Synchronization
+import KithMath
 
 /// Request counts and latency histograms per route, and counters, in Prometheus' text format.
 final class Metrics: Sendable {
@@ -22,7 +22,7 @@ final class Metrics: Sendable {
     }
 
     // Sendable: every access goes through the lock.
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     func record(method: String, route: String, status: Int, seconds: Double) {
         state.withLock { s in

@@ -75,16 +75,30 @@ struct CLITests {
         #expect((top["probability"] as! Double) > 0.9)
     }
 
-    @Test("Bad options are refused with a clear message", arguments: [
+    @Test("Bad options are refused with a clear message and the usage", arguments: [
         (["embed", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1"),
-        (["embed", "--model", "nope", "x.jpg"], "no model named 'nope'"),
         (["embed", "--format", "npy", "x.jpg"], "--format npy needs --output"),
-        (["imagenet", "--model", "mobilenetv2", "x.jpg"], "has no named ImageNet classifier"),
+        (["index", "create", "q", "--queue-capacity", "0"], "the queue capacity must be at least 1"),
+        (["classify", "q", "x.npy", "--head", "svm"], "'svm' is invalid for '--head"),
     ])
     func badOptions(arguments: [String], message: String) throws {
         let run = try cli.kith(arguments)
         #expect(run.status != 0)
-        #expect(run.stderr.contains(message), "\(run.stderr)")
+        #expect(run.stderr.contains(message) && run.stderr.contains("Usage:"), "\(run.stderr)")
+    }
+
+    @Test("Failures of the work name the culprit without the usage text", arguments: [
+        (["embed", "--model", "nope", "x.jpg"], "kith: no model named 'nope'"),
+        (["imagenet", "--model", "mobilenetv2", "x.jpg"], "kith: model 'mobilenetv2' has no named ImageNet classifier"),
+        (["search", "missing", "id:1"], "kith: no index named 'missing'"),
+        (["index", "stats", "missing"], "kith: no index named 'missing'"),
+        (["nn", "missing", "nothing.npy"], "kith: cannot read nothing.npy"),
+    ])
+    func runtimeFailures(arguments: [String], message: String) throws {
+        let indexes = FileManager.default.temporaryDirectory.appendingPathComponent("kith-none-\(UUID())").path
+        let run = try cli.kith(arguments, indexes: indexes)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains(message) && !run.stderr.contains("Usage:"), "\(run.stderr)")
     }
 }
 
