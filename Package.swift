@@ -1,22 +1,17 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Hand-written SIMD loops (depthwise convolutions, resizing) only vectorise with a concrete CPU
-// target; `haswell` (AVX2 + FMA) runs on every x86-64 machine of the last decade.
-#if arch(x86_64)
-let simd: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
-#else
-let simd: [SwiftSetting] = []
-#endif
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
     name: "Kith",
-    platforms: [.macOS(.v14)],
+    // The floor of what the code uses: String(validating:as:) needs macOS 15.
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kith", targets: ["kith"]),
         .library(name: "KithBackbone", targets: ["KithBackbone"]),
         .library(name: "KithIndex", targets: ["KithIndex"]),
+        .library(name: "KithPipeline", targets: ["KithPipeline"]),
         .library(name: "KithQuery", targets: ["KithQuery"]),
     ],
     dependencies: [
@@ -30,12 +25,12 @@ let package = Package(
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
 
-        .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: simd + strict),
-        .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: simd + strict),
+        .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: strict),
+        .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: strict),
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
-        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: simd + strict),
+        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
         .target(name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"], swiftSettings: strict),
-        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: simd + strict),
+        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
         .target(
             name: "KithServer",
             dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
