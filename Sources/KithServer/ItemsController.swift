@@ -29,8 +29,9 @@ struct ItemsController {
         let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
         let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
         let metadata = try API.metadata(uploads.value("metadata", request))
-        let records = uploads.files.map {
-            ImageRecord(source: $0.name, contentHash: ContentHash(of: $0.data), label: label, coarseLabel: coarseLabel, metadata: metadata)
+        let files = uploads.files
+        let records = await offload {  // hashing a large upload is blocking work too
+            files.map { ImageRecord(source: $0.name, contentHash: ContentHash(of: $0.data), label: label, coarseLabel: coarseLabel, metadata: metadata) }
         }
         let embedded = try await service.embed(uploads.inputs, model: index.metadata.model)
         let outcomes = try await offload { try index.add(records, embedded: embedded) }

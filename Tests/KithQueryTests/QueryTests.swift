@@ -193,6 +193,55 @@ struct QueryEngineTests {
         #expect(try await engine.classify([.vector([0, 0, 0.1, 1])], head: head)[0].label == "w")
     }
 
+    /// A prototype head that counts its fits and fails the first `failures` of them.
+    struct CountingHead: Head {
+        let fits = Locked(0)
+        var failures = 0
+        /// Heads are cached by name: each instance gets its own.
+        let name = "counting-\(UUID())"
+
+        func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
+            let n = fits.withLock { n in n += 1; return n }
+            Thread.sleep(forTimeInterval: 0.05)  // long enough for every caller to arrive meanwhile
+            if n <= failures { throw QueryError(.notEnoughData, "fit \(n) fails") }
+            return try PrototypeHead().fit(support)
+        }
+    }
+
+    @Test("Concurrent callers share one fit; a failed fit is forgotten, not cached")
+    func sharedFits() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 4)
+        try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")])
+        let engine = try QueryEngine(index: index)
+        let head = CountingHead()
+        let labels = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<8 { group.addTask { try await engine.classify([.vector([0.9, 0.1, 0, 0])], head: head)[0].label } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(labels == Array(repeating: "x", count: 8))
+        #expect(head.fits.current == 1)
+
+        let flaky = CountingHead(failures: 1)
+        let first = await #expect(throws: QueryError.self) { try await engine.classify([.vector([1, 0, 0, 0])], head: flaky) }
+        #expect(first?.code == .notEnoughData)
+        #expect(try await engine.classify([.vector([0, 1, 0, 0])], head: flaky)[0].label == "y")
+        #expect(flaky.fits.current == 2)
+    }
+
+    @Test("A query for a missing item is item_not_found, with the index's error kept")
+    func missingItem() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 2)
+        try index.add([NewItem(vector: [1, 0], source: "a")])
+        let error = await #expect(throws: QueryError.self) { try await QueryEngine(index: index).search([.item(42)]) }
+        #expect(error?.code.rawValue == "item_not_found")
+        guard case .index(let cause)? = error?.underlying else { Issue.record("no index error kept"); return }
+        #expect(cause.code == .itemNotFound)
+    }
+
     @Test("Search by vector, by item (excluding itself) and with label filters")
     func search() async throws {
         let tmp = TemporaryIndex()
