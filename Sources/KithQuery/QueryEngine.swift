@@ -80,6 +80,10 @@ public actor QueryEngine {
     /// images with the backbone (a failure names the file).
     public nonisolated func vectors(for queries: [Query]) async throws(QueryError) -> Matrix {
         try limits.check(queryCount: queries.count)
+        // Vectors as given need neither the index nor the backbone: no blocking work to hand off.
+        if queries.allSatisfy({ if case .vector = $0 { true } else { false } }) {
+            do { return try embed(queries) } catch { throw QueryError(wrapping: error) }
+        }
         return try await blocking { [self] in try embed(queries) }
     }
 
