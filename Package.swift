@@ -45,9 +45,9 @@ let package = Package(
             swiftSettings: strict),
 
         // Tests: one target per module (a change runs its own tests), over shared fixtures and helpers.
-        .target(name: "KithTestSupport", dependencies: ["KithBackbone", "KithIndex", "KithQuery"], path: "Tests/KithTestSupport", swiftSettings: strict),
-        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithImageTests", dependencies: ["KithImage", "KithQuery", "KithTestSupport"], swiftSettings: strict),
+        .target(name: "KithTestSupport", dependencies: ["KithMath", "KithBackbone", "KithIndex"], path: "Tests/KithTestSupport", swiftSettings: strict),
+        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithImageTests", dependencies: ["KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithPipelineTests", dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"], swiftSettings: strict),

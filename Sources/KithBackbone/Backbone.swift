@@ -49,6 +49,24 @@ public struct ModelManifest: Sendable, Codable, Equatable {
 }
 
 /// A frozen, loaded network: immutable after loading, so one value serves every task.
+/// An installed model as listings show it (`kith models --json`, `GET /v1/models`).
+public struct ModelInfo: Encodable, Sendable {
+    public var name: String
+    public var architecture: String
+    public var dimension: Int
+    public var inputSize: Int
+    /// The weights file, in the models folder.
+    public var weights: String
+    /// Whether it has a named ImageNet classifier (`kith imagenet`).
+    public var classifier: Bool
+    public var source: String
+
+    public init(_ m: ModelManifest) {
+        (name, architecture, dimension, inputSize) = (m.name, m.architecture.rawValue, m.dimension, m.preprocessing.inputSize)
+        (weights, classifier, source) = (m.weights, m.classNames != nil, m.source)
+    }
+}
+
 public struct Backbone: Sendable {
     public let manifest: ModelManifest
     let classifier: Linear?

@@ -31,10 +31,7 @@ public final class Index: Sendable {
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
             throw IndexError(.storage("cannot create the folder '\(folderName(path))': \(error.localizedDescription)"))
         }
-        let metadata = IndexMetadata(
-            formatVersion: IndexMetadata.currentFormatVersion, model: space.model, weightsSHA256: space.weightsSHA256,
-            dimension: space.dimension, created: Date(), queueCapacity: configuration.queueCapacity,
-            queuePartition: configuration.queuePartition, blockSize: configuration.blockSize)
+        let metadata = IndexMetadata(space: space, configuration: configuration, created: Date())
         return try storage {
             let env = try Environment(path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
             try env.write { txn in
@@ -72,12 +69,19 @@ public final class Index: Sendable {
 func folderName(_ path: String) -> String { (path as NSString).lastPathComponent }
 
 extension Index {
-    /// Throws unless the index holds embeddings of `space` (what `manifest`'s backbone produces).
+    /// Throws unless the index holds embeddings of `space` (what a backbone produces):
+    /// `index_has_no_backbone` for an index of the caller's own vectors, else `incompatible_index`.
     public func requireSpace(_ space: EmbeddingSpace) throws(IndexError) {
         let m = metadata
         guard m.space != space else { return }
-        throw IndexError(.incompatible(
-            "'\(name)' holds \(m.dimension)-d embeddings of '\(m.model)' (weights \(m.weightsSHA256.prefix(12))), "
-            + "not \(space.dimension)-d embeddings of '\(space.model)' (weights \(space.weightsSHA256.prefix(12)))"))
+        if m.model == nil && space.model != nil { throw IndexError(.noBackbone(name)) }
+        throw IndexError(.incompatible("'\(name)' holds \(m.space.description), not \(space.description)"))
+    }
+
+    /// The backbone whose embeddings the index holds: what embeds images for it. An index of the
+    /// caller's own vectors has none (`index_has_no_backbone`).
+    public func backbone() throws(IndexError) -> String {
+        guard let model = metadata.model else { throw IndexError(.noBackbone(name)) }
+        return model
     }
 }

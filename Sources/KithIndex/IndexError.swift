@@ -21,6 +21,8 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         public static let invalidQueueName = Code(rawValue: "invalid_queue_name")
         /// Settings of a new index that cannot work (a queue capacity of 0, …).
         public static let invalidConfiguration = Code(rawValue: "invalid_configuration")
+        /// Images were sent to an index of the caller's own vectors, which has no backbone to embed them.
+        public static let noBackbone = Code(rawValue: "index_has_no_backbone")
     }
 
     enum Reason {
@@ -38,6 +40,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case invalidQueueName(String)
         case snapshotExists(String)
         case invalidConfiguration(String)
+        case noBackbone(String)
     }
 
     let reason: Reason
@@ -46,6 +49,9 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
 
     /// There is no index `name` (for layers above that keep indexes open).
     public static func indexNotFound(_ name: String) -> IndexError { IndexError(.indexNotFound(name)) }
+
+    /// Settings of a new index that cannot work.
+    public static func invalidConfiguration(_ detail: String) -> IndexError { IndexError(.invalidConfiguration(detail)) }
 
     /// An index `name` exists already.
     public static func indexExists(_ name: String) -> IndexError { IndexError(.indexExists(name)) }
@@ -74,6 +80,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .invalidQueueName: .invalidQueueName
         case .snapshotExists: .snapshotExists
         case .invalidConfiguration: .invalidConfiguration
+        case .noBackbone: .noBackbone
         }
     }
 
@@ -93,6 +100,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .invalidQueueName(let detail): "invalid queue name: \(detail)"
         case .snapshotExists(let name): "the snapshot folder '\(name)' exists and is not empty"
         case .invalidConfiguration(let detail): "invalid index configuration: \(detail)"
+        case .noBackbone(let name): "'\(name)' holds vectors of your own and has no backbone to embed images; send vectors"
         }
     }
 }

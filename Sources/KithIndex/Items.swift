@@ -66,10 +66,11 @@ extension Index {
             }
             try txn.put(.vectors, key(block), reserving: (slot + take) * rowBytes) { out in
                 existing.withUnsafeBytes { out.copyMemory(from: $0) }
-                let rows = out.bindMemory(to: Float.self)
+                // LMDB promises values no alignment: the scaled rows are copied in as bytes.
+                var row = [Float](repeating: 0, count: dim)
                 for (i, (vector, scale)) in vectors[next..<(next + take)].enumerated() {
-                    let row = (slot + i) * dim
-                    for j in 0..<dim { rows[row + j] = vector[j] * scale }
+                    for j in 0..<dim { row[j] = vector[j] * scale }
+                    row.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[((slot + i) * rowBytes)...]).copyMemory(from: $0) }
                 }
             }
             next += take
@@ -106,7 +107,7 @@ extension Index {
     }
 
     /// Queue names are "" (the single queue) or a label: at most `maxLabelBytes` bytes, no NUL.
-    static func validate(queueName name: String) throws(IndexError) {
+    public static func validate(queueName name: String) throws(IndexError) {
         guard name.utf8.count <= maxLabelBytes else {
             throw IndexError(.invalidQueueName("longer than \(maxLabelBytes) bytes: '\(name.prefix(40))…'"))
         }

@@ -15,10 +15,20 @@ public enum NPY {
         return data
     }
 
+    /// A version 1.0 file of `count` records of a packed structured type; `descr` is the type in
+    /// NumPy's list syntax, e.g. `[('id', '<u8'), ('score', '<f4')]`, and `records` their bytes.
+    public static func encode(records: Data, count: Int, descr: String) -> Data {
+        header(descr: descr, shape: "(\(count),)") + records
+    }
+
     /// The magic string, version and header of a float32 C-order matrix, padded with spaces to a
     /// multiple of 64 bytes (at least `minimumLength`).
     static func header(rows: Int, columns: Int, minimumLength: Int = 0) -> Data {
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
+        header(descr: "'<f4'", shape: "(\(rows), \(columns))", minimumLength: minimumLength)
+    }
+
+    static func header(descr: String, shape: String, minimumLength: Int = 0) -> Data {
+        var header = "{'descr': \(descr), 'fortran_order': False, 'shape': \(shape), }"
         let unpadded = 10 + header.utf8.count + 1
         let length = max(minimumLength, (unpadded + 63) / 64 * 64)
         header += String(repeating: " ", count: length - unpadded) + "\n"

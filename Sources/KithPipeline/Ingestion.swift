@@ -162,6 +162,11 @@ public struct ImageRecord: Sendable {
         self.coarseLabel = coarseLabel
         self.metadata = metadata
     }
+
+    /// The record of a file's `contents` (hashed here: the hash is how a second copy is recognised).
+    public init(source: String, contents: Data, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil) {
+        self.init(source: source, contentHash: ContentHash(of: contents), label: label, coarseLabel: coarseLabel, metadata: metadata)
+    }
 }
 
 /// What became of one image given to `Index.add(_:embedded:)`.

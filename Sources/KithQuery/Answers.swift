@@ -1,5 +1,6 @@
 import Foundation
 import KithIndex
+import KithMath
 
 // The JSON shapes of Kith's answers: the server's responses and the CLI's --json output are these
 // same types, written by the same encoder (snake_case keys, sorted).
@@ -107,6 +108,23 @@ extension QueueNeighbour: Encodable {
         try entry.encode(to: encoder)
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(similarity, forKey: .similarity)
+    }
+}
+
+extension QueueNeighbour {
+    /// Neighbours as one .npy array of packed records, for clients that hold arrays (numpy reads
+    /// it with `np.load`): `sequence` (u8), `item` (i8, −1 for none), `similarity` (f4) and
+    /// `vector` (`dimension` × f4). Labels are left out; the JSON answer has them.
+    public static func npy(_ neighbours: [QueueNeighbour], dimension: Int) -> Data {
+        var records = Data(capacity: neighbours.count * (20 + 4 * dimension))
+        for n in neighbours {
+            withUnsafeBytes(of: n.entry.sequence.littleEndian) { records.append(contentsOf: $0) }
+            withUnsafeBytes(of: (n.entry.itemID.map { Int64(bitPattern: $0) } ?? -1).littleEndian) { records.append(contentsOf: $0) }
+            withUnsafeBytes(of: n.similarity.bitPattern.littleEndian) { records.append(contentsOf: $0) }
+            n.entry.vector.withUnsafeBytes { records.append(contentsOf: $0) }
+        }
+        return NPY.encode(records: records, count: neighbours.count,
+                          descr: "[('sequence', '<u8'), ('item', '<i8'), ('similarity', '<f4'), ('vector', '<f4', (\(dimension),))]")
     }
 }
 

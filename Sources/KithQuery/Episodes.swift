@@ -1,42 +1,6 @@
 import Foundation
 import KithMath
 
-/// SplitMix64: a small, fast, seedable generator, so that the same seed gives the same episodes
-/// on every platform and in every version of Kith.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A double in [0, 1).
-    public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
-
-    /// A uniform integer in 0..<bound, without modulo bias.
-    public mutating func below(_ bound: Int) -> Int {
-        precondition(bound > 0)
-        let limit = UInt64.max - UInt64.max % UInt64(bound)
-        while true {
-            let v = next()
-            if v < limit { return Int(v % UInt64(bound)) }
-        }
-    }
-
-    /// The first `count` elements of a Fisher–Yates shuffle of `items`.
-    public mutating func sample<T>(_ items: [T], _ count: Int) -> [T] {
-        var pool = items
-        for i in 0..<min(count, pool.count) { pool.swapAt(i, i + below(pool.count - i)) }
-        return Array(pool.prefix(count))
-    }
-}
-
 /// The shape of an episodic evaluation.
 public struct EpisodeConfiguration: Sendable, Codable {
     /// N: classes per episode.
@@ -61,7 +25,9 @@ public struct Episode: Sendable, Codable, Equatable {
 }
 
 /// A head's accuracy over episodes: the mean and 1.96·std/√E (std over episodes, ddof = 0).
-public struct EpisodicResult: Sendable {
+/// As JSON (the server's stream and `kith eval fewshot --json` alike): `head`, `mean`, `ci95`,
+/// `episodes` and the per-episode `accuracies`.
+public struct EpisodicResult: Sendable, Encodable {
     public let head: String
     public let accuracies: [Double]
     public var mean: Double { accuracies.reduce(0, +) / Double(max(accuracies.count, 1)) }
@@ -69,6 +35,17 @@ public struct EpisodicResult: Sendable {
         let m = mean
         let variance = accuracies.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(max(accuracies.count, 1))
         return 1.96 * variance.squareRoot() / Double(max(accuracies.count, 1)).squareRoot()
+    }
+
+    enum CodingKeys: String, CodingKey { case head, mean, ci95, episodes, accuracies }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(head, forKey: .head)
+        try c.encode(mean, forKey: .mean)
+        try c.encode(confidence95, forKey: .ci95)
+        try c.encode(accuracies.count, forKey: .episodes)
+        try c.encode(accuracies, forKey: .accuracies)
     }
 }
 
@@ -91,6 +68,11 @@ public struct EpisodicEvaluation: Sendable {
         self.vectors = vectors
         self.labels = labels
         self.configuration = configuration
+    }
+
+    /// An evaluation of a labelled support set (an index's labelled items, say).
+    public init(_ support: SupportSet, configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
+        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, configuration: configuration, limits: limits)
     }
 
     private static func eligibleClasses(_ labels: [String], needed: Int) -> [(String, [Int])] {

@@ -57,6 +57,11 @@ public enum HeadKind: String, CaseIterable, Sendable {
         self = kind
     }
 
+    /// The heads of `kinds` (none named: every head), as an evaluation scores them.
+    public static func heads(_ kinds: [HeadKind], classBalanced: Bool = false) -> [any Head] {
+        (kinds.isEmpty ? allCases : kinds).map { $0.head(classBalanced: classBalanced) }
+    }
+
     /// The head with its default settings; `classBalanced` weights the logistic-regression head's
     /// classes n / (K·n_k).
     public func head(classBalanced: Bool = false) -> any Head {

@@ -52,7 +52,7 @@ public actor QueryEngine {
     public nonisolated let limits: QueryLimits
     private var snapshot: VectorSnapshot?
     private var heads: [String: (generation: UInt64, fit: Task<any FittedHead, any Error>)] = [:]
-    private var queues: [String: CachedQueue] = [:]
+    private var queues: [String: QueueCache] = [:]
 
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
     /// - Parameter limits: bounds on k, the number of queries and evaluations (out of range: `out_of_range`).
@@ -143,46 +143,32 @@ public actor QueryEngine {
         guard queries.columns == d || queries.rows == 0 else {
             throw QueryError(.invalidQuery, "the queries have \(queries.columns) values; the index holds \(d)-d vectors")
         }
-        let cached = try await queueMatrix(queue)
-        guard !cached.entries.isEmpty else { throw QueryError(.notEnoughData, "queue '\(queue)' is empty") }
-        guard queries.rows > 0 else { return [] }
-        return try await blocking {
-            var normalised = queries
-            normalised.normalizeRows()
-            let similarities = normalised.multiplyTransposed(cached.matrix)
-            return (0..<queries.rows).map { r in
-                let row = similarities.row(r)
-                let best = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!
-                return QueueNeighbour(entry: cached.entries[best - row.startIndex], similarity: row[best])
+        do { try Index.validate(queueName: queue) } catch { throw QueryError(error) }
+        let cache = await queueCache(queue)
+        let (index, configuration) = (index, searchConfiguration)
+        do {
+            return try await blocking {
+                var normalised = queries
+                normalised.normalizeRows()
+                return try cache.nearest(normalised, in: index, configuration: configuration)
             }
+        } catch {
+            // No cache is kept for a queue that is empty (any name may be asked for).
+            if error.code == .notEnoughData { await forget(cache) }
+            throw error
         }
     }
 
-    /// A queue's entries and their normalised matrix, kept between calls. Sequence numbers only
-    /// grow and entries never change, so after enqueues (a training loop enqueues every step) only
-    /// the new entries are read, and evicted or cleared ones are dropped from the front.
-    struct CachedQueue: Sendable {
-        var entries: [QueueEntry] = []
-        var matrix: Matrix
-        var head: UInt64 = 0
-        var next: UInt64 = 0
+    private func forget(_ cache: QueueCache) {
+        if queues[cache.name] === cache { queues[cache.name] = nil }
     }
 
-    func queueMatrix(_ name: String) async throws(QueryError) -> CachedQueue {
-        let index = index
-        let previous = queues[name] ?? CachedQueue(matrix: Matrix(zeros: 0, index.metadata.dimension))
-        let cached = try await blocking { () throws -> CachedQueue in
-            var cached = previous
-            let read = try index.queue(name, from: cached.next)
-            if read.head == cached.head && read.next == cached.next { return cached }
-            cached.entries = cached.entries.filter { $0.sequence >= read.head } + read.entries
-            (cached.head, cached.next) = (read.head, read.next)
-            cached.matrix = cached.entries.isEmpty ? Matrix(zeros: 0, index.metadata.dimension) : Matrix(stacking: cached.entries.map(\.vector))
-            cached.matrix.normalizeRows()
-            return cached
-        }
-        if cached.next >= (queues[name]?.next ?? 0) { queues[name] = cached }
-        return cached
+    /// The in-memory copy of queue `name`, created on first use (an actor hop; no reads here).
+    private func queueCache(_ name: String) -> QueueCache {
+        if let cache = queues[name] { return cache }
+        let cache = QueueCache(name: name, dimension: index.metadata.dimension, capacity: index.metadata.queueCapacity)
+        queues[name] = cache
+        return cache
     }
 
     /// The labelled items as a support set.

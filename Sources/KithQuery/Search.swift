@@ -68,71 +68,84 @@ public struct ExactSearch: Sendable {
         precondition(queries.columns == snapshot.matrix.columns, "search: \(queries.columns)-d queries against \(snapshot.matrix.columns)-d items")
         var queries = queries
         queries.normalizeRows()
-        let items = snapshot.matrix.rows, dim = queries.columns
         let allowed = filter.map { f in snapshot.labels.map { f.allows($0) } }
         let excludedRows: [Int?] = (excluding ?? []).map { id in id.flatMap { snapshot.row(of: $0) } }
-        let threads = max(1, configuration.threads)
-        BLAS.setThreads(1)
-
-        // Work units: (range of queries, range of items).
-        let units: [(q: Range<Int>, items: Range<Int>)]
-        if queries.rows >= threads || items < 2 * configuration.blockRows {
-            let parts = min(threads, queries.rows)
-            units = (0..<parts).map { p in (queries.rows * p / parts ..< queries.rows * (p + 1) / parts, 0..<items) }
-        } else {
-            units = (0..<threads).map { p in (0..<queries.rows, items * p / threads ..< items * (p + 1) / threads) }
-        }
-        let results = ShardResults<[TopK]>(count: units.count)
-        queries.values.withUnsafeBufferPointer { q in
+        let merged = queries.values.withUnsafeBufferPointer { q in
             snapshot.matrix.values.withUnsafeBufferPointer { x in
-                let (q, x) = (q, x)
-                parallelFor(units.count, threads: units.count) { u in
-                    let unit = units[u]
-                    var selections = [TopK](repeating: TopK(k: k), count: unit.q.count)
-                    let block = configuration.blockRows
-                    var scores = [Float](repeating: 0, count: unit.q.count * block)
-                    for start in stride(from: unit.items.lowerBound, to: unit.items.upperBound, by: block) {
-                        let n = min(block, unit.items.upperBound - start)
-                        scores.withUnsafeMutableBufferPointer { s in
-                            if unit.q.count == 1 {
-                                BLAS.gemv(m: n, n: dim, a: x.baseAddress! + start * dim, lda: dim,
-                                          x: q.baseAddress! + unit.q.lowerBound * dim, y: s.baseAddress!)
-                            } else {
-                                BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
-                                          b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
-                            }
-                            for (i, query) in unit.q.enumerated() {
-                                let row = s.baseAddress! + i * n
-                                let skip = query < excludedRows.count ? excludedRows[query] : nil
-                                // Taken out of the array (not copied), so offering does not copy its heap.
-                                var selection = selections[i]
-                                selections[i] = TopK(k: 0)
-                                var threshold = selection.threshold
-                                // Scanning in index order, an equal score never displaces an earlier item.
-                                for j in 0..<n where row[j] > threshold {
-                                    let item = start + j
-                                    if item == skip { continue }
-                                    if let allowed, !allowed[item] { continue }
-                                    selection.offer(row[j], item)
-                                    threshold = selection.threshold
-                                }
-                                selections[i] = selection
-                            }
-                        }
-                    }
-                    results.set(u, selections)
-                }
+                Self.select(k, queries: q, count: queries.rows, among: x, count: snapshot.matrix.rows, dimension: queries.columns,
+                            configuration: configuration, allowed: allowed, excludedRows: excludedRows)
             }
-        }
-        // Merge the units' selections per query.
-        var merged = [TopK](repeating: TopK(k: k), count: queries.rows)
-        let parts = results.values
-        for (u, unit) in units.enumerated() {
-            for (i, query) in unit.q.enumerated() { merged[query].merge(parts[u][i]) }
         }
         return merged.map { selection in
             selection.sorted().map { Hit(row: $0.index, id: snapshot.ids[$0.index], score: $0.score) }
         }
+    }
+}
+
+extension ExactSearch {
+    /// The `k` best of `itemCount` unit rows `x` for each of `queryCount` unit rows `q` (row-major,
+    /// `dimension` values each): blocks of items are multiplied by the queries and each block is
+    /// followed by a partial selection per query, split between the configured threads.
+    /// - Parameters:
+    ///   - allowed: per item, whether it may be returned.
+    ///   - excludedRows: per query, an item never to return.
+    static func select(_ k: Int, queries q: UnsafeBufferPointer<Float>, count queryCount: Int, among x: UnsafeBufferPointer<Float>,
+                       count items: Int, dimension dim: Int, configuration: SearchConfiguration,
+                       allowed: [Bool]? = nil, excludedRows: [Int?] = []) -> [TopK] {
+        let threads = max(1, configuration.threads)
+        BLAS.setThreads(1)
+        // Work units: (range of queries, range of items).
+        let units: [(q: Range<Int>, items: Range<Int>)]
+        if queryCount >= threads || items < 2 * configuration.blockRows {
+            let parts = max(1, min(threads, queryCount))
+            units = (0..<parts).map { p in (queryCount * p / parts ..< queryCount * (p + 1) / parts, 0..<items) }
+        } else {
+            units = (0..<threads).map { p in (0..<queryCount, items * p / threads ..< items * (p + 1) / threads) }
+        }
+        let results = ShardResults<[TopK]>(count: units.count)
+        parallelFor(units.count, threads: units.count) { u in
+            let unit = units[u]
+            var selections = [TopK](repeating: TopK(k: k), count: unit.q.count)
+            let block = configuration.blockRows
+            var scores = [Float](repeating: 0, count: unit.q.count * block)
+            for start in stride(from: unit.items.lowerBound, to: unit.items.upperBound, by: block) {
+                let n = min(block, unit.items.upperBound - start)
+                scores.withUnsafeMutableBufferPointer { s in
+                    if unit.q.count == 1 {
+                        BLAS.gemv(m: n, n: dim, a: x.baseAddress! + start * dim, lda: dim,
+                                  x: q.baseAddress! + unit.q.lowerBound * dim, y: s.baseAddress!)
+                    } else {
+                        BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
+                                  b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+                    }
+                    for (i, query) in unit.q.enumerated() {
+                        let row = s.baseAddress! + i * n
+                        let skip = query < excludedRows.count ? excludedRows[query] : nil
+                        // Taken out of the array (not copied), so offering does not copy its heap.
+                        var selection = selections[i]
+                        selections[i] = TopK(k: 0)
+                        var threshold = selection.threshold
+                        // Scanning in index order, an equal score never displaces an earlier item.
+                        for j in 0..<n where row[j] > threshold {
+                            let item = start + j
+                            if item == skip { continue }
+                            if let allowed, !allowed[item] { continue }
+                            selection.offer(row[j], item)
+                            threshold = selection.threshold
+                        }
+                        selections[i] = selection
+                    }
+                }
+            }
+            results.set(u, selections)
+        }
+        // Merge the units' selections per query.
+        var merged = [TopK](repeating: TopK(k: k), count: queryCount)
+        let parts = results.values
+        for (u, unit) in units.enumerated() {
+            for (i, query) in unit.q.enumerated() { merged[query].merge(parts[u][i]) }
+        }
+        return merged
     }
 }
 

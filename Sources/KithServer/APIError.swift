@@ -55,7 +55,7 @@ public struct APIError: HTTPResponseError, Sendable {
             let status: HTTPResponse.Status = switch error.code {
             case .indexNotFound, .itemNotFound: .notFound
             case .indexExists, .snapshotExists: .conflict
-            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible, .invalidConfiguration: .badRequest
+            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible, .invalidConfiguration, .noBackbone: .badRequest
             case .insufficientStorage: .insufficientStorage
             default: .internalServerError
             }

@@ -11,8 +11,6 @@ struct EvaluationController {
         [Route(method: .post, path: "v1/indexes/:index/eval/fewshot", access: .read, handler: fewShot)]
     }
 
-    struct Result: Encodable { var head: String; var mean: Double; var ci95: Double; var episodes: Int }
-
     /// Runs an episodic evaluation, streaming progress as JSON lines (`{"done": n, "episodes": E}`)
     /// and ending with `{"results": [...]}` (or `{"error": ...}`). Episodes are drawn one at a
     /// time; when the client disconnects, the evaluation stops.
@@ -22,10 +20,9 @@ struct EvaluationController {
         let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
                                                  episodes: body.episodes ?? 600, seed: body.seed ?? 0)
         try engine.limits.check(configuration)
-        let heads = try (body.heads ?? HeadKind.allCases.map(\.rawValue)).map { try HeadKind(named: $0).head(classBalanced: body.balanced ?? false) }
+        let heads = HeadKind.heads(try (body.heads ?? []).map { try HeadKind(named: $0) }, classBalanced: body.balanced ?? false)
         let support = try await engine.supportSet()
-        let evaluation = try EpisodicEvaluation(vectors: support.vectors, labels: support.targets.map { support.classes[$0] },
-                                                configuration: configuration, limits: engine.limits)
+        let evaluation = try EpisodicEvaluation(support, configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }
@@ -45,7 +42,7 @@ struct EvaluationController {
                         lastLine = ContinuousClock.now
                         lines.yield(line(["done": done, "episodes": configuration.episodes]))
                     }, shouldContinue: { !clientGone.current })
-                    lines.yield(line(["results": results.map { Result(head: $0.head, mean: $0.mean, ci95: $0.confidence95, episodes: $0.accuracies.count) }]))
+                    lines.yield(line(["results": results]))
                     return false
                 } catch {
                     lines.yield(line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]))

@@ -31,14 +31,9 @@ struct ServiceController {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: service.metrics.render(indexItems: items))))
     }
 
-    struct Model: Encodable { var name: String; var architecture: String; var dimension: Int; var inputSize: Int; var source: String }
-
-    @Sendable func listModels(_ request: Request, context: KithRequestContext) async throws -> [String: [Model]] {
+    @Sendable func listModels(_ request: Request, context: KithRequestContext) async throws -> [String: [ModelInfo]] {
         let library = service.models
-        let manifests = try await offload { try library.manifests() }
-        return ["models": manifests.map {
-            Model(name: $0.name, architecture: $0.architecture.rawValue, dimension: $0.dimension, inputSize: $0.preprocessing.inputSize, source: $0.source)
-        }]
+        return ["models": try await offload { try library.manifests() }.map(ModelInfo.init)]
     }
 }
 
@@ -63,10 +58,17 @@ struct IndexesController {
 
     @Sendable func create(_ request: Request, context: KithRequestContext) async throws -> IndexInfo {
         let body = try await API.decode(CreateIndexRequest.self, request, context)
-        var configuration = IndexConfiguration()
-        if let capacity = body.queueCapacity { configuration.queueCapacity = capacity }
-        if let partition = body.queuePartition { configuration.queuePartition = partition }
-        let index = try await service.create(body.name, model: body.model ?? ModelLibrary.defaultModel, configuration: configuration)
+        let configuration = IndexConfiguration(queueCapacity: body.queueCapacity, queuePartition: body.queuePartition)
+        let index: Index
+        if let dimension = body.dimension {
+            guard body.model == nil else { throw APIError.badRequest("invalid_request", "give model or dimension, not both") }
+            guard let metric = Metric(rawValue: body.metric ?? Metric.cosine.rawValue) else {
+                throw IndexError.invalidConfiguration("unknown metric '\(body.metric ?? "")'; known: \(Metric.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            index = try await service.create(body.name, space: .vectors(dimension: dimension, metric: metric), configuration: configuration)
+        } else {
+            index = try await service.create(body.name, model: body.model ?? ModelLibrary.defaultModel, configuration: configuration)
+        }
         return try await offload { try IndexInfo(index) }
     }
 

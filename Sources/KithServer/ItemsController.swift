@@ -31,19 +31,29 @@ struct ItemsController {
         let metadata = try API.metadata(uploads.value("metadata", request))
         let files = uploads.files
         let records = await offload {  // hashing a large upload is blocking work too
-            files.map { ImageRecord(source: $0.name, contentHash: ContentHash(of: $0.data), label: label, coarseLabel: coarseLabel, metadata: metadata) }
+            files.map { ImageRecord(source: $0.name, contents: $0.data, label: label, coarseLabel: coarseLabel, metadata: metadata) }
         }
-        let embedded = try await service.embed(uploads.inputs, model: index.metadata.model)
+        let embedded = try await service.embed(uploads.inputs, for: index)
         let outcomes = try await offload { try index.add(records, embedded: embedded) }
         let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
         return try API.json(body, status: body.status)
     }
 
+    /// Vectors as JSON `items`, as an .npy body or as a form with a `vectors` .npy part (see
+    /// `VectorUpload`); sources default to `vector-ROW`.
     @Sendable func addVectors(_ request: Request, context: KithRequestContext) async throws -> OutcomesBody {
         let index = try await service.index(try context.indexName())
-        let body = try await API.decode(AddVectorsRequest.self, request, context)
-        let items = body.items.enumerated().map { i, item in
-            NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel, metadata: item.metadata?.text)
+        let items: [NewItem]
+        if let upload = try await VectorUpload.read(request, context, maxParts: service.configuration.maxFormParts) {
+            items = upload.rows.indices.map { i in
+                NewItem(vector: upload.rows[i], source: upload.sources[i] ?? "vector-\(i)", label: upload.labels[i],
+                        coarseLabel: upload.coarseLabels[i], metadata: upload.metadata[i])
+            }
+        } else {
+            let body = try await API.decode(AddVectorsRequest.self, request, context)
+            items = body.items.enumerated().map { i, item in
+                NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel, metadata: item.metadata?.text)
+            }
         }
         let outcomes = try await offload { try index.add(items) }
         return OutcomesBody(zip(items, outcomes).map { item, outcome in

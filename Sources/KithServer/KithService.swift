@@ -82,15 +82,28 @@ actor KithService {
     func index(_ name: String) async throws -> Index { try await engine(name).index }
 
     /// Creates index `name` for the installed backbone `model`.
-    func create(_ name: String, model: String, configuration c: IndexConfiguration) async throws -> Index {
+    func create(_ name: String, model: String, configuration: IndexConfiguration) async throws -> Index {
         try IndexLibrary.validate(name: name)
-        try c.validate()
+        try configuration.validate()
         let models = models
         let manifest = try await offload { try models.manifest(named: model) }
+        return try await create(name, space: manifest.space, configuration: configuration)
+    }
+
+    /// Creates index `name` for embeddings of `space` (a backbone's, or the caller's own vectors).
+    func create(_ name: String, space: EmbeddingSpace, configuration c: IndexConfiguration) async throws -> Index {
+        try IndexLibrary.validate(name: name)
+        try c.validate()
         guard !dropping.contains(name) else { throw IndexError.indexExists(name) }
-        if let opening = engines[name], (try? await opening.value) != nil { throw IndexError.indexExists(name) }
+        if let existing = engines[name] {
+            // Open, or being opened or created: the index exists unless that fails. Anything may
+            // have changed during the wait, so the checks start again.
+            if (try? await existing.value) != nil { throw IndexError.indexExists(name) }
+            if engines[name] == existing { engines[name] = nil }
+            return try await create(name, space: space, configuration: c)
+        }
         let (indexes, limits) = (indexes, configuration.limits)
-        let creating = Task { try await offload { try QueryEngine(index: try indexes.create(name, space: manifest.space, configuration: c), limits: limits) } }
+        let creating = Task { try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), limits: limits) } }
         engines[name] = creating
         return try await result(of: creating, index: name).index
     }
@@ -136,8 +149,16 @@ actor KithService {
         try await batcher(model: model).embed(inputs)
     }
 
-    /// Embeddings of uploaded images with the index's backbone; a bad image fails the request.
+    /// Embeds images for `index`: with its backbone, checked to be the one it was built with (the
+    /// same weights, not only the same name); `index_has_no_backbone` for an index of own vectors.
+    nonisolated func embed(_ inputs: [ImageInput], for index: Index) async throws -> [Result<EncodedImage, ImageError>] {
+        let batcher = try await batcher(model: try index.backbone())
+        try index.requireSpace(batcher.encoder.backbone.manifest.space)
+        return try await batcher.embed(inputs)
+    }
+
+    /// Embeddings of uploaded images for `index`; a bad image fails the request.
     nonisolated func embeddings(_ inputs: [ImageInput], for index: Index) async throws -> [[Float]] {
-        try await embed(inputs, model: index.metadata.model).map { try $0.get().embedding }
+        try await embed(inputs, for: index).map { try $0.get().embedding }
     }
 }

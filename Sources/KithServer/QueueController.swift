@@ -13,24 +13,34 @@ struct QueueController {
             .json(.post, "v1/indexes/:index/queue", .write, enqueue),
             .json(.get, "v1/indexes/:index/queue", .read, page),
             Route(method: .delete, path: "v1/indexes/:index/queue", access: .write, handler: clear),
-            .json(.post, "v1/indexes/:index/queue/nn", .read, nearest),
+            Route(method: .post, path: "v1/indexes/:index/queue/nn", access: .read, handler: nearest),
         ]
     }
 
-    /// Enqueues vectors (JSON `entries`) or images (a raw image or multipart files, with `label`,
-    /// `coarse_label` and `item` from the query string or form), embedded with the index's backbone.
+    /// Enqueues vectors (JSON `entries`, an .npy body, or a form with a `vectors` .npy part: see
+    /// `VectorUpload`) or images (a raw image or multipart files, with `label`, `coarse_label` and
+    /// `item` from the query string or form), embedded with the index's backbone.
     @Sendable func enqueue(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
         let index = try await service.index(try context.indexName())
+        func rows(_ upload: VectorUpload) -> [NewQueueEntry] {
+            upload.rows.indices.map { NewQueueEntry(vector: upload.rows[$0], itemID: upload.items[$0], label: upload.labels[$0], coarseLabel: upload.coarseLabels[$0]) }
+        }
         let entries: [NewQueueEntry]
         if API.isType(request, "application/json") {
             let body = try await API.decode(EnqueueRequest.self, request, context)
             entries = body.entries.map { NewQueueEntry(vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) }
+        } else if API.isType(request, "application/x-npy") {
+            entries = rows(try VectorUpload(try await API.npy(request, context), request))
         } else {
             let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
-            let item = try API.integer("item", uploads.value("item", request), as: UInt64.self)
-            let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
-            entries = try await service.embeddings(uploads.inputs, for: index).map {
-                NewQueueEntry(vector: $0, itemID: item, label: label, coarseLabel: coarseLabel)
+            if let vectors = try VectorUpload(uploads, request) {
+                entries = rows(vectors)
+            } else {
+                let item = try API.integer("item", uploads.value("item", request), as: UInt64.self)
+                let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
+                entries = try await service.embeddings(uploads.inputs, for: index).map {
+                    NewQueueEntry(vector: $0, itemID: item, label: label, coarseLabel: coarseLabel)
+                }
             }
         }
         return ["sequences": try await offload { try index.enqueue(entries) }]
@@ -59,7 +69,9 @@ struct QueueController {
         return Response(status: .noContent)
     }
 
-    @Sendable func nearest(_ request: Request, context: KithRequestContext) async throws -> [String: [QueueNeighbour]] {
+    /// NN(z, Q) for each query vector (JSON `vectors` or an .npy body). With `Accept:
+    /// application/x-npy` the answer is one .npy array of records (`QueueNeighbour.npy`), else JSON.
+    @Sendable func nearest(_ request: Request, context: KithRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.indexName())
         let matrix: Matrix, queue: String
         if API.isType(request, "application/x-npy") {
@@ -70,6 +82,14 @@ struct QueueController {
             matrix = try await engine.vectors(for: body.vectors.map { .vector($0) })
             queue = body.queue ?? ""
         }
-        return ["neighbours": try await engine.nearestInQueue(matrix, queue: queue)]
+        let neighbours = try await engine.nearestInQueue(matrix, queue: queue)
+        guard request.headers[.accept]?.lowercased().contains("application/x-npy") == true else {
+            return try API.json(["neighbours": neighbours])
+        }
+        let dimension = engine.index.metadata.dimension
+        let body = await offload { QueueNeighbour.npy(neighbours, dimension: dimension) }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-npy"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -10,7 +10,11 @@ import KithQuery
 
 struct CreateIndexRequest: Decodable {
     var name: String
+    /// The backbone (default: Kith's default model), or:
     var model: String?
+    /// the dimension of an index of the caller's own vectors.
+    var dimension: Int?
+    var metric: String?
     var queueCapacity: Int?
     var queuePartition: QueuePartition?
 }

@@ -258,7 +258,7 @@ struct EngineBench: AsyncParsableCommand {
         guard let index, let vector else { throw ValidationError("\(operation.rawValue) needs --index and --vector") }
         let m = try readNpy(vector)
         let query = Query.vector(Array(m.values.prefix(m.columns)))
-        let engine = try engine(index, location: location, backbone: backbone)
+        let engine = try await engine(index, location: location, backbone: backbone)
         let head = LogisticRegressionHead()
         let operation = operation
         func call() async throws {

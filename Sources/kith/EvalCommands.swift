@@ -40,7 +40,7 @@ extension Evaluate {
         func run() async throws {
             let (vectors, labels) = try await data()
             let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed)
-            let heads = (self.heads.isEmpty ? HeadKind.allCases : self.heads).map { $0.head(classBalanced: balanced) }
+            let heads = HeadKind.heads(self.heads, classBalanced: balanced)
             let evaluation = try reporting { try EpisodicEvaluation(vectors: vectors, labels: labels, configuration: configuration) }
             let progress = Progress(total: episodes, label: "episodes")
             let results = try await reporting { try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) } }
@@ -49,13 +49,16 @@ extension Evaluate {
                              result.head, 100 * result.mean, 100 * result.confidence95, episodes, way, shot, queries, seed, Set(labels).count))
             }
             if let json {
-                let object: [String: Any] = [
-                    "configuration": ["way": way, "shot": shot, "queries": queries, "episodes": episodes, "seed": seed],
-                    "source": source, "model": backbone.model,
-                    "episodes": results.1.map { ["classes": $0.classes, "support": $0.support, "queries": $0.queries] },
-                    "results": results.0.map { ["head": $0.head, "mean": $0.mean, "ci95": $0.confidence95, "accuracies": $0.accuracies] },
-                ]
-                try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json))
+                struct Report: Encodable {
+                    var configuration: [String: UInt64]
+                    var source: String
+                    var model: String
+                    var episodes: [Episode]
+                    var results: [EpisodicResult]
+                }
+                let report = Report(configuration: ["way": UInt64(way), "shot": UInt64(shot), "queries": UInt64(queries), "episodes": UInt64(episodes), "seed": seed],
+                                    source: source, model: backbone.model, episodes: results.1, results: results.0)
+                try KithJSON.encoder.encode(report).write(to: URL(fileURLWithPath: json))
             }
         }
 
@@ -72,10 +75,12 @@ extension Evaluate {
             if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
                 let files = try imageFiles([source])
                 guard !files.isEmpty else { throw ValidationError("no image files in \(source)") }
-                let encoder = try reporting { try backbone.encoder() }
+                let backbone = backbone
                 let progress = Progress(total: files.count, label: "embedding")
+                // Weights and forward passes off the cooperative threads.
+                let encoded = try await reporting { try await offload { try backbone.encoder().encode(files: files, progress: progress.update) } }
                 var vectors: [[Float]] = [], labels: [String] = []
-                for (file, result) in zip(files, encoder.encode(files: files, progress: progress.update)) {
+                for (file, result) in zip(files, encoded) {
                     switch result {
                     case .success(let e):
                         vectors.append(e.embedding)
@@ -85,7 +90,7 @@ extension Evaluate {
                 }
                 return (Matrix(stacking: vectors), labels)
             }
-            let engine = try engine(source, location: location, backbone: backbone)
+            let engine = try await engine(source, location: location, backbone: backbone)
             let support = try await reporting { try await engine.supportSet() }
             return (support.vectors, support.targets.map { support.classes[$0] })
         }
@@ -125,7 +130,7 @@ extension Evaluate {
                 return (query, URL(fileURLWithPath: parts[1]).standardizedFileURL.path)
             }
             guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
-            let engine = try engine(name, location: location, backbone: backbone, images: true)
+            let engine = try await engine(name, location: location, backbone: backbone, images: true)
             let ks = [1, 5, 10]
             var hits = [Int](repeating: 0, count: ks.count)
             let progress = Progress(total: pairs.count, label: "queries")

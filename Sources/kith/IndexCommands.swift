@@ -27,13 +27,23 @@ struct IndexOptions: ParsableArguments {
 
 extension IndexCommand {
     struct Create: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create an empty index for a backbone.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create an empty index for a backbone, or for vectors of your own.",
+            discussion: """
+                With --dimension D the index has no backbone: it holds D-d vectors from any encoder \
+                of yours (add-vectors, the queue, search, the few-shot heads and evaluation all work; \
+                adding or querying images does not). Otherwise it holds --model's embeddings.
+                """)
 
         @OptionGroup var location: IndexOptions
-        @Option(help: "The backbone whose embeddings the index holds.")
-        var model: String = ModelLibrary.defaultModel
+        @Option(help: "The backbone whose embeddings the index holds (default: \(ModelLibrary.defaultModel)).")
+        var model: String?
         @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir"))
         var models: String?
+        @Option(help: "An index of your own vectors with this many values each (no backbone).")
+        var dimension: Int?
+        @Option(help: "How vectors are compared.")
+        var metric: Metric = .cosine
         @Option(help: "Entries per FIFO queue.")
         var queueCapacity: Int = IndexConfiguration().queueCapacity
         @Option(help: "One queue (single), or one per label or per coarse label.")
@@ -41,14 +51,11 @@ extension IndexCommand {
         @Argument(help: "Name of the new index.")
         var name: String
 
-        var configuration: IndexConfiguration {
-            var configuration = IndexConfiguration()
-            configuration.queueCapacity = queueCapacity
-            configuration.queuePartition = queuePartition
-            return configuration
-        }
+        var configuration: IndexConfiguration { IndexConfiguration(queueCapacity: queueCapacity, queuePartition: queuePartition) }
 
         func validate() throws {
+            if model != nil && dimension != nil { throw ValidationError("give --model or --dimension, not both") }
+            if let dimension, dimension < 1 { throw ValidationError("--dimension must be at least 1") }
             do {
                 try configuration.validate()
                 try IndexLibrary.validate(name: name)
@@ -57,11 +64,12 @@ extension IndexCommand {
 
         func run() throws {
             let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
-            let (manifest, index) = try reporting {
-                let manifest = try library.manifest(named: model)
-                return (manifest, try location.library.create(name, space: manifest.space, configuration: configuration))
+            let index = try reporting {
+                let space = try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
+                    ?? library.manifest(named: model ?? ModelLibrary.defaultModel).space
+                return try location.library.create(name, space: space, configuration: configuration)
             }
-            print("created index '\(name)' at \(index.path): \(manifest.dimension)-d embeddings of \(manifest.name), queue capacity \(queueCapacity)")
+            print("created index '\(name)' at \(index.path): \(index.metadata.space.description), queue capacity \(queueCapacity)")
         }
     }
 
@@ -95,7 +103,7 @@ extension IndexCommand {
         func run() throws {
             let ingestor = try reporting {
                 let index = try location.open(name)
-                return try Ingestor(index: index, encoder: try backbone.encoder(model: index.metadata.model))
+                return try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone()))
             }
             // Sources are stored as absolute paths without '.' or '..', so that they name the file
             // whatever the working directory of a later command.
@@ -163,7 +171,7 @@ extension IndexCommand {
         func run() throws {
             for name in location.library.names() {
                 let (index, stats) = try reporting { let index = try location.open(name); return (index, try index.stats()) }
-                print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model)")
+                print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model ?? "vectors of your own")")
             }
         }
     }
@@ -183,7 +191,7 @@ extension IndexCommand {
             }
             print("""
                 index       \(name) (\(index.path))
-                model       \(m.model), \(m.dimension)-d, weights \(m.weightsSHA256.prefix(16))
+                model       \(m.model.map { "\($0), \(m.dimension)-d, weights \((m.weightsSHA256 ?? "").prefix(16))" } ?? "none: \(m.dimension)-d vectors of your own"), \(m.metric.rawValue)
                 created     \(m.created)
                 items       \(stats.items) (\(stats.labelledItems) labelled, \(stats.labels) labels)
                 queue       \(stats.queueEntries) entries in \(stats.queues) queue(s), capacity \(m.queueCapacity) each, partition \(m.queuePartition.rawValue)

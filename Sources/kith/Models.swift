@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithQuery
 
 struct Models: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the installed backbones.")
@@ -16,14 +17,8 @@ struct Models: ParsableCommand {
         let manifests: [ModelManifest]
         manifests = try reporting { try library.manifests() }
         if manifests.isEmpty { printError("no models in \(library.directory); run the set-up (see README)") }
-        if json {
-            let rows = manifests.map {
-                ["name": $0.name, "architecture": $0.architecture.rawValue, "dimension": $0.dimension,
-                 "inputSize": $0.preprocessing.inputSize, "weights": "\(library.directory)/\($0.weights)",
-                 "classifier": $0.classNames != nil, "source": $0.source] as [String: Any]
-            }
-            let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            print(String(decoding: data, as: UTF8.self))
+        if json {  // the shape of GET /v1/models
+            print(String(decoding: try KithJSON.prettyEncoder.encode(["models": manifests.map(ModelInfo.init)]), as: UTF8.self))
             return
         }
         print("NAME                ARCHITECTURE        DIM  INPUT  WEIGHTS")

@@ -189,4 +189,5 @@ func readNpy(_ path: String) throws -> Matrix {
 func printJSON(_ value: some Encodable) throws { print(try KithJSON.line(value)) }
 
 extension QueuePartition: ExpressibleByArgument {}
+extension Metric: ExpressibleByArgument {}
 extension HeadKind: ExpressibleByArgument {}

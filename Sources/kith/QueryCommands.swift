@@ -6,12 +6,15 @@ import KithIndex
 import KithMath
 import KithQuery
 
-/// Opens index `name` with a query engine whose backbone (for image queries) is the index's own.
-func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false) throws -> QueryEngine {
-    try reporting {
-        let index = try location.open(name)
-        let encoder = images ? try backbone.encoder(model: index.metadata.model) : nil
-        return try QueryEngine(index: index, encoder: encoder)
+/// Opens index `name` with a query engine whose backbone (for image queries) is the index's own;
+/// the index is opened and the weights loaded off the cooperative threads.
+func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false) async throws -> QueryEngine {
+    try await reporting {
+        try await offload {
+            let index = try location.open(name)
+            let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
+            return try QueryEngine(index: index, encoder: encoder)
+        }
     }
 }
 
@@ -57,7 +60,7 @@ struct Search: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
         let results = try await reporting { try await engine.search(queries, k: k, filter: filter) }
         for (query, hits) in zip(queries, results) {
@@ -92,7 +95,7 @@ struct Classify: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let predictions = try await reporting { try await engine.classify(queries, head: head.head(classBalanced: balanced), top: top) }
         for (query, prediction) in zip(queries, predictions) {
             if json {
@@ -118,7 +121,7 @@ struct NearestInQueue: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries), queue: queue) }
         for (query, n) in zip(queries, neighbours) {
             if json {

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import KithImage
-import KithQuery
+import KithMath
 import KithTestSupport
 
 /// Seeded mutations of real image files: every input either decodes or fails with an

@@ -285,17 +285,30 @@ extension QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 8) { $0.queueCapacity = 5 }
-        let engine = try QueryEngine(index: index)
+        var configuration = SearchConfiguration()
+        configuration.blockRows = 2  // several blocks per ring segment
+        let engine = try QueryEngine(index: index, searchConfiguration: configuration)
         var rng = SplitMix64(seed: 11)
         func random() -> [Float] { (0..<8).map { _ in Float(rng.nextDouble() - 0.5) } }
         let queries = Matrix(stacking: (0..<4).map { _ in random() })
-        for step in 0..<12 {
-            if step == 7 { try index.clearQueue() }
-            try index.enqueue((0..<(step % 3 + 1)).map { _ in NewQueueEntry(vector: random(), itemID: UInt64(step)) })
+        for step in 0..<60 {
+            // Batches up to beyond the capacity (evicting within one enqueue), and clears while
+            // the ring is still growing as well as once it wraps.
+            if step == 3 || rng.below(9) == 0 { try index.clearQueue() }
+            let batch = rng.below(8)
+            if batch > 0 { try index.enqueue((0..<batch).map { _ in NewQueueEntry(vector: random(), itemID: UInt64(step)) }) }
+            guard try !index.queue().isEmpty else { continue }
             let cached = try await engine.nearestInQueue(queries)
             let fresh = try await QueryEngine(index: index).nearestInQueue(queries)
             #expect(cached == fresh, "step \(step)")
-            #expect(cached.allSatisfy { $0.entry.sequence >= (try! index.queue()).first!.sequence })
+            // Brute force over what the index holds now.
+            let entries = try index.queue()
+            let expected = (0..<queries.rows).map { r in
+                let q = Array(queries.row(r))
+                func score(_ e: QueueEntry) -> Float { zip(q, e.vector).reduce(0) { $0 + $1.0 * $1.1 } }
+                return entries.max { score($0) < score($1) || (score($0) == score($1) && $0.sequence > $1.sequence) }!.sequence
+            }
+            #expect(cached.map(\.entry.sequence) == expected, "step \(step)")
         }
     }
 }

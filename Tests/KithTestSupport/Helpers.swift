@@ -1,6 +1,6 @@
 import Foundation
 import KithIndex
-import KithQuery
+import KithMath
 
 // Helpers shared by the test targets: temporary indexes, seeded data, request bodies, and the
 // `kith` executable run as a user would.

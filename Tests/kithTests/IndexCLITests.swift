@@ -128,4 +128,33 @@ struct IndexCLITests {
         #expect(bad.stderr.contains("has 100 values; this index holds 512-d vectors"))
         #expect(try cli.kith(["index", "labels", "v"], indexes: indexes).text == "1\ta\n1\tb\n")
     }
+
+    @Test("An index of your own vectors: create with --dimension, add, search, nn, evaluate; images are refused")
+    func ownVectors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-own-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let both = try cli.kith(["index", "create", "x", "--dimension", "3", "--model", "resnet18-random"], indexes: indexes)
+        #expect(both.status != 0 && both.stderr.contains("give --model or --dimension, not both"))
+        let created = try cli.kith(["index", "create", "own", "--dimension", "3", "--queue-capacity", "8"], indexes: indexes)
+        #expect(created.status == 0 && created.text.contains("3-d vectors of your own"), "\(created.stderr)")
+        let rows: [[Float]] = [[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1], [0, 0, 1], [0.1, 0, 0.9]]
+        try writeNpy(rows, to: dir + "/v.npy")
+        try "a\na\nb\nb\nc\nc\n".write(toFile: dir + "/labels.txt", atomically: true, encoding: .utf8)
+        #expect(try cli.kith(["index", "add-vectors", "own", dir + "/v.npy", "--labels", dir + "/labels.txt"], indexes: indexes).status == 0)
+        try writeNpy([[0.95, 0.05, 0]], to: dir + "/q.npy")
+        let search = try cli.kith(["search", "own", dir + "/q.npy", "-k", "2", "--json"], indexes: indexes)
+        #expect(search.status == 0 && search.text.contains(#""label":"a""#), "\(search.text) \(search.stderr)")
+        let classify = try cli.kith(["classify", "own", dir + "/q.npy", "--head", "knn"], indexes: indexes)
+        #expect(classify.status == 0 && classify.text.contains(": a"), "\(classify.text) \(classify.stderr)")
+        let eval = try cli.kith(["eval", "fewshot", "own", "--way", "2", "--queries", "1", "--episodes", "4"], indexes: indexes)
+        #expect(eval.status == 0 && eval.text.contains("logreg:"), "\(eval.stderr)")
+        let stats = try cli.kith(["index", "stats", "own"], indexes: indexes)
+        #expect(stats.text.contains("none: 3-d vectors of your own"), "\(stats.text)")
+        for arguments in [["index", "add", "own", Fixtures.path("images/coffee-256.png")], ["search", "own", Fixtures.path("images/coffee-256.png")]] {
+            let refused = try cli.kith(arguments, indexes: indexes)
+            #expect(refused.status == 1 && refused.stderr.contains("'own' holds vectors of your own and has no backbone"), "\(arguments): \(refused.stderr)")
+        }
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import KithTestSupport
+import KithMath
 import KithQuery
 
 /// The CLI's `--json` output and the API's responses are the same Encodable types: for the same
@@ -53,6 +54,10 @@ struct SharedShapesTests {
         let nearest = try cliLines(["nn", "s", query])
         #expect(nearest.count == 3)
         for (line, answered) in zip(nearest, neighbours) { #expect(try answer(line) == canonical(answered)) }
+
+        let models = try await server.send("GET", "v1/models")
+        let listed = try cli.kith(["models", "--json"])
+        #expect(try canonical(parse(listed.stdout)) == canonical(parse(models.body)))
 
         let info = try await server.send("GET", "v1/indexes/s")
         let stats = try cli.kith(["index", "stats", "s", "--json"], indexes: server.indexes)
