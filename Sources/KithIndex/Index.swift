@@ -10,6 +10,8 @@ public final class Index: Sendable {
     let env: Environment
 
     static let maxLabelBytes = 400
+    /// The most values a vector may have.
+    public static let maxDimension = 65_536
 
     /// The index's name: its folder's.
     public var name: String { folderName(path) }
@@ -23,7 +25,9 @@ public final class Index: Sendable {
     /// Creates an index in the new or empty folder `path`.
     public static func create(at path: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init()) throws(IndexError) -> Index {
         try configuration.validate()
-        guard space.dimension >= 1 else { throw IndexError(.invalidConfiguration("the dimension must be at least 1; got \(space.dimension)")) }
+        guard (1...maxDimension).contains(space.dimension) else {
+            throw IndexError(.invalidConfiguration("the dimension must be between 1 and \(maxDimension); got \(space.dimension)"))
+        }
         let fm = FileManager.default
         if let contents = try? fm.contentsOfDirectory(atPath: path), !contents.isEmpty {
             throw IndexError(.indexExists(folderName(path)))
