@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -34,7 +35,7 @@ let package = Package(
         .target(
             name: "KithServer",
             dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
-                           .product(name: "Hummingbird", package: "hummingbird")],
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             resources: [.copy("openapi.json")], swiftSettings: strict),
         .executableTarget(
             name: "kith",
@@ -55,7 +56,7 @@ let package = Package(
         .testTarget(
             name: "KithServerTests",
             dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithTestSupport",
-                           .product(name: "HummingbirdTesting", package: "hummingbird")],
+                           .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: strict),
         .testTarget(name: "kithTests", dependencies: ["KithIndex", "KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),
     ]

@@ -14,6 +14,9 @@ public struct EncoderConfiguration: Sendable {
     /// Also compute the classifier's logits (when the model has a classifier). Default: false.
     public var computesLogits: Bool = false
     public var decoder = ImageDecoderConfiguration()
+    /// Also make a JPEG thumbnail of each image, its longer side at most this many pixels, from the
+    /// image already decoded for the network; 0: none. Default: 0 (ingestion asks for 192).
+    public var thumbnailSize: Int = 0
 
     public init() {}
 }
@@ -26,6 +29,8 @@ public struct EncodedImage: Sendable {
     public let embedding: [Float]
     /// The classifier's logits, when asked for and available.
     public let logits: [Float]?
+    /// A small JPEG of the image, when asked for (`EncoderConfiguration.thumbnailSize`).
+    public let thumbnail: Data?
 }
 
 /// Decodes, preprocesses and embeds images in batches. Failures are reported per image and never
@@ -109,12 +114,16 @@ public struct Encoder: Sendable {
     }
 
     /// Decodes and preprocesses images in parallel (the first half of `encode`).
-    public func prepare(_ inputs: [ImageInput]) -> PreparedBatch {
+    /// - Parameter thumbnails: per input, whether to make its thumbnail (nil: every input, when
+    ///   `configuration.thumbnailSize` is above 0).
+    public func prepare(_ inputs: [ImageInput], thumbnails wanted: [Bool]? = nil) -> PreparedBatch {
         let preprocessing = backbone.preprocessing
         let size = preprocessing.inputSize * preprocessing.inputSize * 3
         let decoder = ImageDecoder(configuration: configuration.decoder)
         var tensors = [Float](repeating: 0, count: inputs.count * size)
         let outcomes = ShardResults<ImageError?>(count: inputs.count)
+        let thumbnails = ShardResults<Data?>(count: inputs.count)
+        let thumbnailSize = configuration.thumbnailSize
         tensors.withUnsafeMutableBufferPointer { buffer in
             let buffer = buffer
             parallelFor(inputs.count, threads: configuration.threads) { i in
@@ -127,8 +136,12 @@ public struct Encoder: Sendable {
                         do throws(ImageError) { image = try decoder.decode(data, minimumShortSide: preprocessing.minimumShortSide) } catch { throw error.naming(name) }
                     }
                     preprocessing.write(image, into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
+                    // A thumbnail that cannot be encoded is left out; the embedding does not need it.
+                    let thumbnail = thumbnailSize > 0 && (wanted?[i] ?? true)
+                    thumbnails.set(i, thumbnail ? try? image.thumbnail(longestSide: thumbnailSize).jpeg() : nil)
                     outcomes.set(i, nil)
                 } catch {
+                    thumbnails.set(i, nil)
                     outcomes.set(i, error)
                 }
             }
@@ -138,7 +151,7 @@ public struct Encoder: Sendable {
         var packed = [Float]()
         packed.reserveCapacity(good.count * size)
         for i in good { packed += tensors[(i * size)..<((i + 1) * size)] }
-        return PreparedBatch(sources: inputs.map(\.name), errors: errors, input: packed)
+        return PreparedBatch(sources: inputs.map(\.name), errors: errors, input: packed, thumbnails: thumbnails.values)
     }
 
     /// Runs the network on a prepared batch (the second half of `encode`); results in input order.
@@ -150,7 +163,8 @@ public struct Encoder: Sendable {
             if let error = batch.errors[i] { return .failure(error) }
             defer { row += 1 }
             return .success(EncodedImage(
-                source: batch.sources[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) }))
+                source: batch.sources[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) },
+                thumbnail: batch.thumbnails[i]))
         }
     }
 }
@@ -174,5 +188,6 @@ public struct PreparedBatch: Sendable {
     /// Per input: why it failed, or nil.
     public let errors: [ImageError?]
     let input: [Float]
+    let thumbnails: [Data?]
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 /// An 8-bit RGB image, pixels row after row, 3 bytes each.
 public struct RGBImage: Sendable, Equatable {
     public let width: Int
@@ -64,4 +65,19 @@ public struct RGBImage: Sendable, Equatable {
         }
         return RGBImage(width: outWidth, height: outHeight, pixels: out)
     }
+}
+
+extension RGBImage {
+    /// The image scaled down (never up) so that its longer side is at most `longestSide` pixels,
+    /// with Pillow's antialiasing bilinear filter, as `Image.thumbnail` does.
+    public func thumbnail(longestSide: Int) -> RGBImage {
+        let scale = min(1, Double(longestSide) / Double(max(width, height)))
+        guard scale < 1 else { return self }
+        let w = max(1, Int((Double(width) * scale).rounded())), h = max(1, Int((Double(height) * scale).rounded()))
+        let floats = Resampler.resize(self, box: (0, 0, width, height), to: (w, h), filter: .bilinear)
+        return RGBImage(width: w, height: h, pixels: floats.map { UInt8($0.rounded()) })
+    }
+
+    /// The image as a JPEG file of `quality` (1-100), for thumbnails.
+    public func jpeg(quality: Int = 85) throws(ImageError) -> Data { try TurboJPEG.encode(self, quality: quality) }
 }

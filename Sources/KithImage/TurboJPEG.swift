@@ -1,4 +1,5 @@
 import CTurboJPEG
+import Foundation
 
 /// Every TurboJPEG call in Kith goes through this file; failures become `ImageError`s.
 enum TurboJPEG {
@@ -55,6 +56,23 @@ enum TurboJPEG {
         try check(status, handle)
         if cmyk { return RGBImage(width: outWidth, height: outHeight, invertedCMYK: pixels) }
         return RGBImage(width: outWidth, height: outHeight, pixels: pixels)
+    }
+
+    /// `image` as a baseline JPEG (4:2:0 chroma) of `quality` (1-100).
+    static func encode(_ image: RGBImage, quality: Int) throws(ImageError) -> Data {
+        guard let handle = tjInitCompress() else {
+            throw ImageError(.corrupt(format: "JPEG", detail: "cannot create a TurboJPEG encoder"))
+        }
+        defer { tjDestroy(handle) }
+        var buffer: UnsafeMutablePointer<UInt8>? = nil
+        var size: UInt = 0
+        let status = image.pixels.withUnsafeBufferPointer { pixels in
+            tjCompress2(handle, pixels.baseAddress, Int32(image.width), Int32(image.width * 3), Int32(image.height),
+                        TJPF_RGB.rawValue, &buffer, &size, Int32(TJSAMP_420.rawValue), Int32(min(100, max(1, quality))), 0)
+        }
+        defer { tjFree(buffer) }
+        try check(status, handle)
+        return Data(bytes: buffer!, count: Int(size))
     }
 
     private static func scalingFactor(width: Int, height: Int, minimumShortSide: Int?) -> tjscalingfactor {

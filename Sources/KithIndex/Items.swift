@@ -37,6 +37,7 @@ extension Index {
                         try txn.put(.hashes, hash.bytes, key(id))
                         seen[hash] = id
                     }
+                    if let thumbnail = item.thumbnail { try txn.put(.thumbnails, key(id), Array(thumbnail)) }
                     pending.append((item.vector, scale))
                     outcomes.append(.added(id))
                     state.items += 1
@@ -217,6 +218,7 @@ extension Index {
                         labelled = true
                     }
                     if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
+                    try txn.delete(.thumbnails, key(id))
                     deleted.append(id)
                     state.items -= 1
                 }
@@ -227,6 +229,41 @@ extension Index {
                 }
                 try txn.put(.meta, Array("state".utf8), state.encoded)
                 return deleted
+            }
+        }
+    }
+
+    /// The thumbnail (a JPEG) of item `id`, or nil if it has none.
+    public func thumbnail(_ id: UInt64) throws(IndexError) -> Data? {
+        try storage { try env.read { txn in try txn.withValue(.thumbnails, key(id)) { Data($0) } } }
+    }
+
+    /// The items that have no thumbnail, in id order.
+    public func itemsWithoutThumbnail() throws(IndexError) -> [Item] {
+        try storage {
+            try env.read { txn in
+                var found: [Item] = []
+                try txn.forEach(.items) { k, v in
+                    if try txn.withValue(.thumbnails, Array(k), { _ in true }) == nil { found.append(try Item(id: uint64(key: k), decoding: v)) }
+                    return true
+                }
+                return found
+            }
+        }
+    }
+
+    /// Stores thumbnails (JPEGs) for items, in one transaction; returns the ids of the items that
+    /// exist (a thumbnail for a deleted item is dropped).
+    @discardableResult
+    public func setThumbnails(_ thumbnails: [(id: UInt64, jpeg: Data)]) throws(IndexError) -> [UInt64] {
+        try storage {
+            try env.write { txn in
+                var stored: [UInt64] = []
+                for (id, jpeg) in thumbnails where try txn.get(.items, key(id)) != nil {
+                    try txn.put(.thumbnails, key(id), Array(jpeg))
+                    stored.append(id)
+                }
+                return stored
             }
         }
     }

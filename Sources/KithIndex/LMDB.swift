@@ -61,7 +61,8 @@ final class Environment: @unchecked Sendable {
             try rawWrite { txn in
                 for name in names {
                     var dbi: MDB_dbi = 0
-                    try check(mdb_dbi_open(txn.handle, name.rawValue, name.flags | (create ? UInt32(MDB_CREATE) : 0), &dbi), "open database '\(name.rawValue)'")
+                    let flags = name.flags | (create || name.createdOnOpen ? UInt32(MDB_CREATE) : 0)
+                    try check(mdb_dbi_open(txn.handle, name.rawValue, flags, &dbi), "open database '\(name.rawValue)'")
                     databases[name] = dbi
                 }
             }

@@ -88,6 +88,11 @@ extension Index {
                     if try txn.get(.items, key(id)) == nil { problems.append("a content hash points at missing item \(id)") }
                     return true
                 }
+                try txn.forEach(.thumbnails) { k, _ in
+                    let id = uint64(key: k)
+                    if try txn.get(.items, key(id)) == nil { problems.append("a thumbnail is kept for missing item \(id)") }
+                    return true
+                }
                 return problems
             }
         }

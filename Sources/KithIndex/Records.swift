@@ -14,8 +14,13 @@ enum Database: String, CaseIterable {
     case hashes
     /// Queue name, NUL, sequence number → queue entry.
     case queue
+    /// Item id → a small JPEG of the image (items added as images, when asked for).
+    case thumbnails
 
     var flags: UInt32 { self == .labels ? DatabaseFlags.duplicateFixedIDs : DatabaseFlags.plain }
+
+    /// Databases that indexes made before them lack: created when such an index is opened.
+    var createdOnOpen: Bool { self == .thumbnails }
 }
 
 

@@ -125,9 +125,12 @@ public struct NewItem: Sendable {
     public var coarseLabel: String?
     /// User metadata as a JSON text.
     public var metadata: String?
+    /// A small JPEG of the image, shown by listings instead of the source (never read again).
+    public var thumbnail: Data?
 
     public init(vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
-                coarseLabel: String? = nil, metadata: String? = nil) {
+                coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil) {
+        self.thumbnail = thumbnail
         self.vector = vector
         self.source = source
         self.contentHash = contentHash

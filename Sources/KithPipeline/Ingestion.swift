@@ -190,7 +190,8 @@ extension Index {
             switch result {
             case .success(let encoded):
                 items.append(NewItem(vector: encoded.embedding, source: record.source, contentHash: record.contentHash,
-                                     label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata))
+                                     label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata,
+                                     thumbnail: encoded.thumbnail))
                 rows.append(i)
             case .failure(let error):
                 outcomes[i] = .failed(error)

@@ -11,7 +11,7 @@ actor EmbeddingBatcher {
     let encoder: Encoder
     private let maxPending: Int
     private let window: Duration
-    private var pending: [(input: ImageInput, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
+    private var pending: [(input: ImageInput, thumbnail: Bool, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
     private var draining = false
     /// Images admitted and not yet answered.
     private var inFlight = 0
@@ -24,14 +24,15 @@ actor EmbeddingBatcher {
         self.metrics = metrics
     }
 
-    /// Embeds `inputs`, in order; a bad image fails alone.
-    func embed(_ inputs: [ImageInput]) async throws -> [Result<EncodedImage, ImageError>] {
+    /// Embeds `inputs`, in order; a bad image fails alone. With `thumbnails`, each result also
+    /// carries its image's thumbnail (for images that are being added to an index).
+    func embed(_ inputs: [ImageInput], thumbnails: Bool = false) async throws -> [Result<EncodedImage, ImageError>] {
         guard inFlight + inputs.count <= maxPending else { throw APIError.tooBusy }
         inFlight += inputs.count
         defer { inFlight -= inputs.count }
         return await withTaskGroup(of: (Int, Result<EncodedImage, ImageError>).self) { group in
             for (i, input) in inputs.enumerated() {
-                group.addTask { (i, await self.enqueue(input)) }
+                group.addTask { (i, await self.enqueue(input, thumbnail: thumbnails)) }
             }
             var results = [Result<EncodedImage, ImageError>?](repeating: nil, count: inputs.count)
             for await (i, result) in group { results[i] = result }
@@ -39,9 +40,9 @@ actor EmbeddingBatcher {
         }
     }
 
-    private func enqueue(_ input: ImageInput) async -> Result<EncodedImage, ImageError> {
+    private func enqueue(_ input: ImageInput, thumbnail: Bool) async -> Result<EncodedImage, ImageError> {
         await withCheckedContinuation { reply in
-            pending.append((input, reply))
+            pending.append((input, thumbnail, reply))
             if !draining {
                 draining = true
                 Task { await drain() }
@@ -55,8 +56,8 @@ actor EmbeddingBatcher {
             let batch = Array(pending.prefix(encoder.configuration.batchSize))
             pending.removeFirst(batch.count)
             let encoder = encoder
-            let inputs = batch.map(\.input)
-            let results = await offload { encoder.embed(encoder.prepare(inputs)) }
+            let (inputs, thumbnails) = (batch.map(\.input), batch.map(\.thumbnail))
+            let results = await offload { encoder.embed(encoder.prepare(inputs, thumbnails: thumbnails)) }
             metrics.addBatch(images: results.count)
             for (item, result) in zip(batch, results) { item.reply.resume(returning: result) }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import KithIndex
 import KithMath
@@ -14,6 +15,7 @@ struct ItemsController {
             Route(method: .post, path: "v1/indexes/:index/items", access: .write, handler: addImages),
             .json(.post, "v1/indexes/:index/vectors", .write, addVectors),
             .json(.get, "v1/indexes/:index/items/:id", .read, get),
+            Route(method: .get, path: "v1/indexes/:index/items/:id/thumbnail", access: .read, handler: thumbnail),
             .json(.patch, "v1/indexes/:index/items/:id", .write, relabel),
             Route(method: .delete, path: "v1/indexes/:index/items/:id", access: .write, handler: delete),
             .json(.post, "v1/indexes/:index/items/get", .read, getMany),
@@ -33,7 +35,7 @@ struct ItemsController {
         let records = await offload {  // hashing a large upload is blocking work too
             files.map { ImageRecord(source: $0.name, contents: $0.data, label: label, coarseLabel: coarseLabel, metadata: metadata) }
         }
-        let embedded = try await service.embed(uploads.inputs, for: index)
+        let embedded = try await service.embed(uploads.inputs, for: index, thumbnails: true)
         let outcomes = try await offload { try index.add(records, embedded: embedded) }
         let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
         return try API.json(body, status: body.status)
@@ -73,6 +75,37 @@ struct ItemsController {
             return ItemBody(item, vector: withVector ? try index.vector(id) : nil)
         }
     }
+
+    /// The item's thumbnail (image/jpeg, cached by clients; 304 for a matching If-None-Match),
+    /// or for an item without one a placeholder (image/svg+xml, `Kith-Thumbnail: placeholder`,
+    /// not cached: `kith index thumbnails` may add the real one).
+    @Sendable func thumbnail(_ request: Request, context: KithRequestContext) async throws -> Response {
+        let index = try await service.index(try context.indexName())
+        let id = try context.itemID()
+        let (item, jpeg) = try await offload { (try index.item(id), try index.thumbnail(id)) }
+        guard let item else { throw IndexError.itemNotFound(id) }
+        var headers = HTTPFields()
+        guard let jpeg else {
+            headers[.contentType] = "image/svg+xml"
+            headers[.cacheControl] = "no-cache"
+            headers[HTTPField.Name("Kith-Thumbnail")!] = "placeholder"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Self.placeholder)))
+        }
+        // An item's thumbnail changes only when thumbnails are added to an item that had none.
+        let tag = "\"\(item.id)-\(item.contentHash?.description.prefix(16) ?? "v")-\(jpeg.count)\""
+        headers[.eTag] = tag
+        headers[.cacheControl] = "private, max-age=86400"
+        if request.headers[.ifNoneMatch] == tag { return Response(status: .notModified, headers: headers) }
+        headers[.contentType] = "image/jpeg"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: jpeg)))
+    }
+
+    /// A grey square with a picture frame: an item without a thumbnail.
+    static let placeholder = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="192" height="192" viewBox="0 0 192 192">\
+        <rect width="192" height="192" fill="#e4e4e7"/><rect x="56" y="64" width="80" height="64" rx="6" fill="none" stroke="#a1a1aa" stroke-width="6"/>\
+        <circle cx="80" cy="86" r="7" fill="#a1a1aa"/><path d="M62 122l26-26 16 16 10-10 18 20z" fill="#a1a1aa"/></svg>
+        """
 
     struct Items: Encodable { var items: [ItemBody]; var missing: [UInt64] }
 

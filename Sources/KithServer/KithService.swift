@@ -151,10 +151,11 @@ actor KithService {
 
     /// Embeds images for `index`: with its backbone, checked to be the one it was built with (the
     /// same weights, not only the same name); `index_has_no_backbone` for an index of own vectors.
-    nonisolated func embed(_ inputs: [ImageInput], for index: Index) async throws -> [Result<EncodedImage, ImageError>] {
+    /// With `thumbnails`, the results carry the thumbnails to keep with the images.
+    nonisolated func embed(_ inputs: [ImageInput], for index: Index, thumbnails: Bool = false) async throws -> [Result<EncodedImage, ImageError>] {
         let batcher = try await batcher(model: try index.backbone())
         try index.requireSpace(batcher.encoder.backbone.manifest.space)
-        return try await batcher.embed(inputs)
+        return try await batcher.embed(inputs, thumbnails: thumbnails)
     }
 
     /// Embeddings of uploaded images for `index`; a bad image fails the request.

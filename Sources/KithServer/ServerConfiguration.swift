@@ -26,9 +26,11 @@ public struct ServerConfiguration: Sendable {
     /// together (default 16), threads (default: the active processors) and decoding limits (the
     /// library's, with at most 128 MiB of pixel buffers per image: at most `threads` images are
     /// decoded at once, so one request's images hold at most `threads` × 128 MiB while decoding).
+    /// Images added to an index keep a thumbnail of `encoder.thumbnailSize` pixels (default 192; 0: none).
     public var encoder: EncoderConfiguration = {
         var c = EncoderConfiguration()
         c.decoder = ImageDecoderConfiguration(maxDecodedBytes: 128 << 20)
+        c.thumbnailSize = 192
         return c
     }()
     /// How long a lone request waits for others to share its forward pass. Default: 2 ms.

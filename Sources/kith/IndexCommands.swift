@@ -12,7 +12,7 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
         subcommands: [Create.self, Add.self, AddVectors.self, List.self, Stats.self, Labels.self, Remove.self,
-                      Relabel.self, Snapshot.self, Check.self, Drop.self])
+                      Relabel.self, Thumbnails.self, Snapshot.self, Check.self, Drop.self])
 }
 
 /// Where the indexes live.
@@ -91,6 +91,8 @@ extension IndexCommand {
         var labelFromFolder = false
         @Flag(help: "Give each image the name of its folder's parent folder as coarse label.")
         var coarseLabelFromParent = false
+        @Option(help: "Longer side of the thumbnail kept with each image, in pixels (0: none).")
+        var thumbnailSize: Int = KithPipeline.Thumbnails.defaultSize
         @Argument(help: "Name of the index.")
         var name: String
         @Argument(help: "Image files or folders.")
@@ -98,12 +100,13 @@ extension IndexCommand {
 
         func validate() throws {
             if label != nil && labelFromFolder { throw ValidationError("use --label or --label-from-folder, not both") }
+            guard thumbnailSize >= 0 else { throw ValidationError("--thumbnail-size must be at least 0") }
         }
 
         func run() throws {
             let ingestor = try reporting {
                 let index = try location.open(name)
-                return try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone()))
+                return try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone(), thumbnails: thumbnailSize))
             }
             // Sources are stored as absolute paths without '.' or '..', so that they name the file
             // whatever the working directory of a later command.
@@ -239,6 +242,25 @@ extension IndexCommand {
                 try reporting { try index.relabel(id, label: label, coarseLabel: coarseLabel) }
             }
             print("relabelled \(items.count) item(s)")
+        }
+    }
+
+    struct Thumbnails: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add thumbnails to the items that have none, from their source files where these can still be read.")
+        @OptionGroup var location: IndexOptions
+        @Option(help: "Longer side of the thumbnails, in pixels.") var size: Int = KithPipeline.Thumbnails.defaultSize
+        @Argument(help: "Name of the index.") var name: String
+
+        func validate() throws { guard size >= 1 else { throw ValidationError("--size must be at least 1") } }
+
+        func run() throws {
+            let index = try reporting { try location.open(name) }
+            let progress = Progress(total: try reporting { try index.itemsWithoutThumbnail() }.count, label: "thumbnails")
+            let summary = try reporting { try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, _ in progress.update(done) } }
+            for (id, source) in summary.unreadable.prefix(20) { printError("no thumbnail for item \(id): cannot read \(source)") }
+            if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
+            print("added \(summary.added) thumbnails to '\(name)'; \(summary.unreadable.count) items have no readable source")
         }
     }
 

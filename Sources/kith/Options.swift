@@ -45,10 +45,11 @@ struct BackboneOptions: ParsableArguments {
 
     var library: ModelLibrary { ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory()) }
 
-    /// An encoder for `model` (or the `--model` given).
-    func encoder(model: String? = nil, logits: Bool = false) throws(BackboneError) -> Encoder {
+    /// An encoder for `model` (or the `--model` given), making thumbnails of `thumbnails` pixels (0: none).
+    func encoder(model: String? = nil, logits: Bool = false, thumbnails: Int = 0) throws(BackboneError) -> Encoder {
         var configuration = encoding.configuration()
         configuration.computesLogits = logits
+        configuration.thumbnailSize = thumbnails
         return Encoder(backbone: try library.load(model ?? self.model), configuration: configuration)
     }
 }

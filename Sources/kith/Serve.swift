@@ -27,11 +27,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
     var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").encoder.decoder.maxDecodedBytes
     @OptionGroup var encoding: EncoderOptions
+    @Option(help: "Longer side of the thumbnail kept with each uploaded image, in pixels (0: none).")
+    var thumbnailSize: Int = ServerConfiguration(indexes: "", models: "").encoder.thumbnailSize
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         guard maxDecodedBytes >= 1 << 20 else { throw ValidationError("--max-decoded-bytes must be at least 1 MiB") }
+        guard thumbnailSize >= 0 else { throw ValidationError("--thumbnail-size must be at least 0") }
         if readsRequireToken && tokenFile == nil { throw ValidationError("--reads-require-token needs --token-file") }
     }
 
@@ -45,6 +48,7 @@ struct Serve: AsyncParsableCommand {
         configuration.snapshots = snapshots
         configuration.encoder = encoding.configuration(configuration.encoder)
         configuration.encoder.decoder.maxDecodedBytes = maxDecodedBytes
+        configuration.encoder.thumbnailSize = thumbnailSize
         if let tokenFile {
             guard let token = try? String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
                 throw failure("cannot read a token from \(tokenFile)")

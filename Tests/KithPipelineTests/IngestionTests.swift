@@ -50,4 +50,44 @@ struct IngestionTests {
         }
         #expect(error?.code == .incompatible)
     }
+
+    @Test("Thumbnails: made from the decoded image at ingestion, deleted with their item, added later from readable sources")
+    func thumbnails() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let backbone = try Fixtures.models.load("resnet18-random")
+        let index = try Index.create(at: tmp.path, space: backbone.manifest.space)
+        var configuration = EncoderConfiguration()
+        configuration.thumbnailSize = 96
+        let ingestor = try Ingestor(index: index, encoder: Encoder(backbone: backbone, configuration: configuration))
+        _ = try ingestor.ingest([IngestionFile(path: Fixtures.path("images/chelsea.jpg")), IngestionFile(path: Fixtures.path("images/camera-grey.png"))])
+        let decoder = ImageDecoder()
+        for id: UInt64 in [1, 2] {
+            let jpeg = try #require(try index.thumbnail(id))
+            #expect(jpeg.starts(with: [0xFF, 0xD8]))
+            let image = try decoder.decode(jpeg)
+            #expect(max(image.width, image.height) == 96, "item \(id): \(image.width) × \(image.height)")
+        }
+        // Chelsea is 451 × 300: the thumbnail keeps the aspect ratio.
+        let cat = try decoder.decode(try #require(try index.thumbnail(1)))
+        #expect(cat.width == 96 && cat.height == 64)
+        #expect(try index.itemsWithoutThumbnail().isEmpty)
+        try index.delete([2])
+        #expect(try index.thumbnail(2) == nil && index.check().isEmpty)
+
+        // Items added without thumbnails get them from their sources, where those can still be read.
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("kith-thumb-\(UUID()).png").path
+        try FileManager.default.copyItem(atPath: Fixtures.path("images/coffee-256.png"), toPath: copy)
+        let plain = try Ingestor(index: index, encoder: Encoder(backbone: backbone))
+        _ = try plain.ingest([IngestionFile(path: copy), IngestionFile(path: Fixtures.path("images/horse-alpha.png"))])
+        try index.add([NewItem(vector: Array(repeating: 1, count: 512), source: "a vector")])
+        try FileManager.default.removeItem(atPath: copy)
+        #expect(try index.itemsWithoutThumbnail().map(\.id) == [3, 4, 5])
+        let summary = try Thumbnails.addMissing(to: index, size: 64)
+        #expect(summary.added == 1 && summary.unreadable.map(\.id) == [3, 5])
+        let horse = try decoder.decode(try #require(try index.thumbnail(4)))
+        #expect(max(horse.width, horse.height) == 64)
+        #expect(try index.setThumbnails([(id: 99, jpeg: Data([0xFF, 0xD8]))]).isEmpty)  // no such item
+        #expect(try index.check().isEmpty)
+    }
 }

@@ -1,9 +1,11 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
 import KithTestSupport
 import KithIndex
+import KithImage
 import KithMath
 @testable import KithServer
 
@@ -100,6 +102,39 @@ struct VectorIndexTests {
             }
             let stats = try await client.execute(uri: "/v1/indexes/own", method: .get)
             #expect((stats.json["stats"] as? [String: Any])?["items"] as? Int == 7)
+        }
+    }
+}
+
+@Suite("Thumbnails over HTTP")
+struct ThumbnailRouteTests {
+    @Test("Uploads keep a thumbnail, served as a cached JPEG; items without one get a placeholder")
+    func thumbnails() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        try await buildApplication(server.configuration).test(.router) { client in
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "t", "model": "resnet18-random"]))
+            let jpeg = try Fixtures.data("images/chelsea.jpg")
+            let added = try await client.execute(uri: "/v1/indexes/t/items", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: jpeg))
+            #expect(added.status == .ok, "\(added.text)")
+            // Queries and embeddings make no thumbnail, and store nothing.
+            _ = try await client.execute(uri: "/v1/indexes/t/search", method: .post, headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: jpeg))
+
+            let thumbnail = try await client.execute(uri: "/v1/indexes/t/items/1/thumbnail", method: .get)
+            #expect(thumbnail.status == .ok && thumbnail.headers[.contentType] == "image/jpeg")
+            let image = try ImageDecoder().decode(Data(thumbnail.body.readableBytesView))
+            #expect(image.width == 192 && image.height == 128)
+            let tag = try #require(thumbnail.headers[.eTag])
+            #expect(thumbnail.headers[.cacheControl]?.contains("max-age") == true)
+            let again = try await client.execute(uri: "/v1/indexes/t/items/1/thumbnail", method: .get, headers: [.ifNoneMatch: tag])
+            #expect(again.status == .notModified && again.body.readableBytes == 0)
+
+            _ = try await client.execute(uri: "/v1/indexes/t/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": [["vector": axis(3)]]]))
+            let placeholder = try await client.execute(uri: "/v1/indexes/t/items/2/thumbnail", method: .get)
+            #expect(placeholder.status == .ok && placeholder.headers[.contentType] == "image/svg+xml" && placeholder.text.hasPrefix("<svg"))
+            #expect(placeholder.headers[HTTPField.Name("Kith-Thumbnail")!] == "placeholder")
+            let missing = try await client.execute(uri: "/v1/indexes/t/items/9/thumbnail", method: .get)
+            #expect(missing.status == .notFound && missing.errorCode == "item_not_found")
         }
     }
 }

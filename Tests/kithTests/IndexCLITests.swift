@@ -157,4 +157,21 @@ struct IndexCLITests {
             #expect(refused.status == 1 && refused.stderr.contains("'own' holds vectors of your own and has no backbone"), "\(arguments): \(refused.stderr)")
         }
     }
+
+    @Test("Thumbnails: kept by index add (unless --thumbnail-size 0), added later by index thumbnails")
+    func thumbnails() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-thumbs-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        let paths = try makeImages(3, in: dir + "/photos")
+        #expect(try cli.kith(["index", "create", "t", "--model", "resnet18-random"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add", "t", paths[0]], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add", "t", paths[1], paths[2], "--thumbnail-size", "0"], indexes: indexes).status == 0)
+        try FileManager.default.removeItem(atPath: paths[2])
+        let run = try cli.kith(["index", "thumbnails", "t", "--size", "48"], indexes: indexes)
+        #expect(run.status == 0 && run.text.contains("added 1 thumbnails to 't'; 1 items have no readable source"), "\(run.text) \(run.stderr)")
+        #expect(run.stderr.contains("no thumbnail for item 3"))
+        let index = try Index.open(at: indexes + "/t")
+        #expect(try index.thumbnail(1)?.starts(with: [0xFF, 0xD8]) == true && index.thumbnail(2) != nil && index.thumbnail(3) == nil)
+    }
 }

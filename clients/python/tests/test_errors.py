@@ -42,6 +42,11 @@ def nowhere():
     yield kith._client._Call("GET", "/v1/nowhere")
 
 
+def raw(path: str, content: bytes, content_type: str):
+    """An operation sending bytes the client itself would never send."""
+    yield kith._client._Call("POST", path, content=content, content_type=content_type)
+
+
 def test_provoked_errors(client: kith.Client, name: str) -> None:
     client.create_index(name, dimension=4)
     client.add_vectors(name, np.eye(4, dtype=np.float32)[:2], labels=["a", "a"])
@@ -63,6 +68,13 @@ def test_provoked_errors(client: kith.Client, name: str) -> None:
         (kith.InvalidQueueNameError, lambda: client.queue(name, queue="x" * 500)),
         (kith.IndexHasNoBackboneError, lambda: client.add_images(name, [b"\x89PNG"])),
         (kith.RouteNotFoundError, lambda: client._run(nowhere())),
+        (kith.MalformedNPYError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"not npy", "application/x-npy"))),
+        (kith.MalformedJSONError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"{oops", "application/json"))),
+        (kith.UnsupportedMediaTypeError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"x", "text/plain"))),
+        (kith.NoImagesError, lambda: client._run(raw("/v1/embed", b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\n",
+                                                      "multipart/form-data; boundary=b"))),
+        (kith.EmptyFileError, lambda: client._run(raw("/v1/embed", b"", "image/png"))),
+        (kith.SnapshotExistsError, lambda: [client.snapshot(name, name + "-snap") for _ in range(2)]),
     ]
     for expected, call in cases:
         with pytest.raises(expected) as raised:
