@@ -36,7 +36,7 @@ let package = Package(
             name: "KithServer",
             dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
-            resources: [.copy("openapi.json")], swiftSettings: strict),
+            resources: [.copy("openapi.json"), .copy("Page")], swiftSettings: strict),
         .executableTarget(
             name: "kith",
             dependencies: [

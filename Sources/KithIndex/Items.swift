@@ -147,9 +147,35 @@ extension Index {
         }
     }
 
+    /// At most `limit` items from id `first` on, in id order; with `label`, only items that have it.
+    public func items(from first: UInt64, limit: Int, label: String? = nil) throws(IndexError) -> [Item] {
+        try Self.validate(label: label)
+        return try storage {
+            try env.read { txn in
+                var page: [Item] = []
+                guard limit > 0 else { return page }
+                if let label {
+                    try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
+                        let id = uint64(key: v)
+                        guard id >= first else { return true }
+                        if let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) { page.append(item) }
+                        return page.count < limit
+                    }
+                } else {
+                    try txn.forEach(.items, from: key(first)) { k, v in
+                        page.append(try Item(id: uint64(key: k), decoding: v))
+                        return page.count < limit
+                    }
+                }
+                return page
+            }
+        }
+    }
+
     /// The ids of the items with `label`, ascending.
     public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
-        try storage {
+        try Self.validate(label: label)
+        return try storage {
             try env.read { txn in
                 var ids: [UInt64] = []
                 try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in

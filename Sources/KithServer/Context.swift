@@ -53,6 +53,8 @@ struct Route: Sendable {
     let path: String
     let access: Access
     let handler: Handler
+    /// Part of the JSON API (and so of the OpenAPI document); the page's files are not.
+    var inAPI = true
 
     /// A route whose handler answers a typed value, sent as JSON with `status`.
     static func json<Answer: Encodable>(
@@ -62,6 +64,13 @@ struct Route: Sendable {
         Route(method: method, path: path, access: access) { request, context in
             try API.json(try await handler(request, context), status: status)
         }
+    }
+
+    /// A file of the page, served to anyone (it holds no data; what it shows comes from the API).
+    static func page(_ path: String, _ file: Page.File) -> Route {
+        var route = Route(method: .get, path: path, access: .open) { _, _ in file.response }
+        route.inAPI = false
+        return route
     }
 
     /// The path as the OpenAPI document writes it: `/v1/indexes/{index}/items/{id}`.
@@ -79,5 +88,34 @@ enum APIRoutes {
             + QueryController(service: service).routes
             + QueueController(service: service).routes
             + EvaluationController(service: service).routes
+    }
+}
+
+/// The page `kith serve` shows at `/`: plain HTML, CSS and JavaScript from the package's resources
+/// (no build step, nothing from elsewhere), talking to the API like any client.
+enum Page {
+    struct File: Sendable {
+        let bytes: [UInt8]
+        let contentType: String
+
+        var response: Response {
+            var headers = HTTPFields()
+            headers[.contentType] = contentType
+            headers[.cacheControl] = "no-cache"
+            // Only the page's own files and the API: no inline script, nothing from elsewhere.
+            headers[.contentSecurityPolicy] = "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            headers[.xContentTypeOptions] = "nosniff"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+    }
+
+    static let html = load("index", "html", "text/html; charset=utf-8")
+    static let script = load("app", "js", "text/javascript; charset=utf-8")
+    static let style = load("style", "css", "text/css; charset=utf-8")
+
+    private static func load(_ name: String, _ ext: String, _ type: String) -> File {
+        let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Page")
+        let bytes = url.flatMap { try? Data(contentsOf: $0) }.map(Array.init) ?? Array("\(name).\(ext) is missing from the bundle".utf8)
+        return File(bytes: bytes, contentType: type)
     }
 }

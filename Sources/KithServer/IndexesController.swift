@@ -19,6 +19,7 @@ struct ServiceController {
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
             },
             .json(.get, "v1/models", .read, listModels),
+            .page("/", Page.html), .page("page/app.js", Page.script), .page("page/style.css", Page.style),
         ]
     }
 

@@ -13,6 +13,8 @@ struct ItemsController {
     var routes: [Route] {
         [
             Route(method: .post, path: "v1/indexes/:index/items", access: .write, handler: addImages),
+            .json(.get, "v1/indexes/:index/items", .read, page),
+            .json(.get, "v1/indexes/:index/labels", .read, labels),
             .json(.post, "v1/indexes/:index/vectors", .write, addVectors),
             .json(.get, "v1/indexes/:index/items/:id", .read, get),
             Route(method: .get, path: "v1/indexes/:index/items/:id/thumbnail", access: .read, handler: thumbnail),
@@ -106,6 +108,29 @@ struct ItemsController {
         <rect width="192" height="192" fill="#e4e4e7"/><rect x="56" y="64" width="80" height="64" rx="6" fill="none" stroke="#a1a1aa" stroke-width="6"/>\
         <circle cx="80" cy="86" r="7" fill="#a1a1aa"/><path d="M62 122l26-26 16 16 10-10 18 20z" fill="#a1a1aa"/></svg>
         """
+
+    struct Page: Encodable { var items: [ItemBody]; var next: UInt64? }
+
+    /// A page of items in id order: `limit` (default 100) from id `from`, only those with `label`
+    /// if given; `next` is where the following page starts (null after the last).
+    @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
+        let index = try await service.index(try context.indexName())
+        let parameters = request.uri.queryParameters
+        let from = try API.integer("from", parameters.get("from"), as: UInt64.self) ?? 0
+        let size = try API.integer("limit", parameters.get("limit")) ?? 100
+        try service.configuration.limits.check(pageSize: size)
+        let label = parameters.get("label")
+        let items = try await offload { try index.items(from: from, limit: size + 1, label: label) }
+        return Page(items: items.prefix(size).map { ItemBody($0) }, next: items.count > size ? items[size].id : nil)
+    }
+
+    struct LabelCount: Encodable { var label: String; var count: Int }
+
+    /// Every label of the index with its number of items, sorted by label.
+    @Sendable func labels(_ request: Request, context: KithRequestContext) async throws -> [String: [LabelCount]] {
+        let index = try await service.index(try context.indexName())
+        return ["labels": try await offload { try index.labelCounts().map { LabelCount(label: $0.label, count: $0.count) } }]
+    }
 
     struct Items: Encodable { var items: [ItemBody]; var missing: [UInt64] }
 

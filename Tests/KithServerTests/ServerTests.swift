@@ -45,7 +45,7 @@ struct ServerTests {
         let documented = Set(paths.flatMap { path, ops in ops.keys.map { "\($0.uppercased()) \(path)" } })
         let server = TestServer()
         defer { server.cleanup() }
-        let table = APIRoutes.table(KithService(configuration: server.configuration, metrics: Metrics()))
+        let table = APIRoutes.table(KithService(configuration: server.configuration, metrics: Metrics())).filter(\.inAPI)
         let routes = Set(table.map { "\($0.method.rawValue) \($0.documentedPath)" })
         #expect(routes.count == table.count, "a route is listed twice")
         #expect(documented == routes, "undocumented: \(routes.subtracting(documented)); not routes: \(documented.subtracting(routes))")
@@ -220,6 +220,8 @@ struct ServerTests {
         ("POST", "/v1/indexes/e/search", #"{"ids": [12345]}"#, "application/json", 404, "item_not_found"),
         ("POST", "/v1/indexes/e/classify", #"{"ids": [12345]}"#, "application/json", 404, "item_not_found"),
         ("GET", "/v1/indexes/e/items/abc", "", "", 400, "invalid_request"),
+        ("GET", "/v1/indexes/e/items?label=", "", "", 400, "invalid_label"),
+        ("GET", "/v1/indexes/e/items?limit=0", "", "", 400, "out_of_range"),
         ("POST", "/v1/indexes/e/classify", #"{"ids": [1], "head": "svm"}"#, "application/json", 400, "unknown_head"),
         ("POST", "/v1/indexes/e/classify", #"{"vectors": []}"#, "application/json", 400, "invalid_query"),
         ("POST", "/v1/indexes/e/items", "hello", "text/plain", 415, "unsupported_media_type"),

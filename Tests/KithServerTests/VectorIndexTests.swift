@@ -63,6 +63,16 @@ struct VectorIndexTests {
                                                  body: form([("vectors", "v.npy", NPY.encode(Matrix(stacking: [v(1)]))), ("labels", nil, Data(#"["a", "b"]"#.utf8))]))
             #expect(short.status == .badRequest && short.errorCode == "invalid_request", "\(short.text)")
 
+            // Browsing: labels with their counts, and items page by page (all, or of one label).
+            let labels = try await client.execute(uri: "/v1/indexes/own/labels", method: .get)
+            #expect((labels.json["labels"] as? [[String: Any]])?.map { "\($0["label"]!):\($0["count"]!)" } == ["a:3", "b:2", "c:1"], "\(labels.text)")
+            let page = try await client.execute(uri: "/v1/indexes/own/items?label=a&limit=2", method: .get)
+            #expect((page.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [1, 3] && page.json["next"] as? Int == 4, "\(page.text)")
+            let last = try await client.execute(uri: "/v1/indexes/own/items?label=a&from=4", method: .get)
+            #expect((last.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [4] && last.json["next"] == nil, "\(last.text)")
+            let all = try await client.execute(uri: "/v1/indexes/own/items?from=6", method: .get)
+            #expect((all.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [6, 7])
+
             let search = try await client.execute(uri: "/v1/indexes/own/search?k=2", method: .post, headers: [.contentType: "application/x-npy"],
                                                   body: ByteBuffer(data: NPY.encode(Matrix(stacking: [v(0)]))))
             #expect((search.json["results"] as? [[[String: Any]]])?.first?.map { $0["id"] as! Int } == [1, 3], "\(search.text)")
