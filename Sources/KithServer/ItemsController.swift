@@ -116,9 +116,7 @@ struct ItemsController {
     @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
         let index = try await service.index(try context.indexName())
         let parameters = request.uri.queryParameters
-        let from = try API.integer("from", parameters.get("from"), as: UInt64.self) ?? 0
-        let size = try API.integer("limit", parameters.get("limit")) ?? 100
-        try service.configuration.limits.check(pageSize: size)
+        let (from, size) = try API.page(request, limits: service.configuration.limits)
         let label = parameters.get("label")
         let items = try await offload { try index.items(from: from, limit: size + 1, label: label) }
         return Page(items: items.prefix(size).map { ItemBody($0) }, next: items.count > size ? items[size].id : nil)

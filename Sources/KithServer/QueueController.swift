@@ -53,9 +53,7 @@ struct QueueController {
     @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
         let index = try await service.index(try context.indexName())
         let parameters = request.uri.queryParameters
-        let from = try API.integer("from", parameters.get("from"), as: UInt64.self) ?? 0
-        let size = try API.integer("limit", parameters.get("limit")) ?? 100
-        try service.configuration.limits.check(pageSize: size)
+        let (from, size) = try API.page(request, limits: service.configuration.limits)
         let queue = parameters.get("queue") ?? ""
         let page = try await offload { try index.queue(queue, from: from, limit: size) }
         let next = page.entries.last.map { $0.sequence + 1 }.flatMap { $0 < page.next ? $0 : nil }

@@ -1,4 +1,5 @@
-"""The page at `/`, in a real browser: Debian's chromium, headless, driven by Selenium.
+"""The page at `/`, in real browsers: Debian's Chromium (headless, driven by Selenium) and Firefox
+ESR (headless, over Marionette).
 
 Screenshots go to $KITH_ARTIFACTS (default: test-artifacts/ in the repository), which CI keeps."""
 from __future__ import annotations
@@ -116,3 +117,43 @@ def test_the_page_asks_for_the_token_once(tmp_path, browser) -> None:
         assert all("401" in e["message"] for e in console_errors(browser))
     finally:
         server.stop()
+
+
+def test_firefox(server: Server, client: kith.Client, tmp_path) -> None:
+    """The same page in Debian's Firefox ESR, driven over Marionette (Debian has no geckodriver):
+    search, thumbnail, classify, evaluate, with no JavaScript error in Firefox's console."""
+    marionette = pytest.importorskip("marionette_driver.marionette")
+    from marionette_driver import By as MBy, Wait
+    if not shutil.which("firefox-esr"):
+        pytest.fail("firefox-esr is missing: tools/setup installs it")
+    client.create_index("page-ff", model="resnet18-random")
+    ids = client.add_images("page-ff", [IMAGES / "coffee-256.png", IMAGES / "chelsea.jpg", IMAGES / "camera-grey.png"],
+                            labels=["cup", "cat", "camera"]).ids
+    log = tmp_path / "gecko.log"
+    firefox = marionette.Marionette(bin=shutil.which("firefox-esr"), headless=True, startup_timeout=120, port=2831,
+                                    workspace=str(tmp_path), gecko_log=str(log),
+                                    prefs={"devtools.console.stdout.content": True})
+    try:
+        firefox.start_session()
+        firefox.navigate(server.url + "/")
+        wait = Wait(firefox, timeout=60)
+        wait.until(lambda f: f.execute_script("return [...document.querySelectorAll('#index option')].some(o => o.value == 'page-ff')"))
+        firefox.execute_script("const s = document.getElementById('index'); s.value = 'page-ff'; s.dispatchEvent(new Event('change'))")
+        wait.until(lambda f: "3 items" in f.find_element(MBy.ID, "summary").text)
+        firefox.find_element(MBy.ID, "file").send_keys(str(IMAGES / "coffee-256.png"))
+        first = wait.until(lambda f: (f.find_elements(MBy.CSS_SELECTOR, "#results li button") or [None])[0])
+        assert int(first.get_attribute("data-id")) == int(ids[0]) and "1.0000" in first.text
+        image = first.find_element(MBy.TAG_NAME, "img")
+        wait.until(lambda f: f.execute_script("return arguments[0].complete && arguments[0].naturalWidth", script_args=[image]) > 0)
+        firefox.find_element(MBy.ID, "classify").click()
+        wait.until(lambda f: f.find_elements(MBy.CSS_SELECTOR, "#probabilities li"))
+        assert firefox.find_element(MBy.CSS_SELECTOR, "#probabilities li span").text == "cup"
+        import base64
+        (ARTIFACTS / "6-firefox.png").write_bytes(base64.b64decode(firefox.screenshot()))
+        assert firefox.find_element(MBy.ID, "message").get_attribute("hidden") is not None
+    finally:
+        firefox.delete_session()
+        firefox.cleanup()
+    errors = [line for line in log.read_text(errors="replace").splitlines() if "JavaScript error" in line or "Uncaught" in line]
+    assert errors == [], errors
+    client.drop_index("page-ff")
