@@ -289,7 +289,7 @@ class _Operations:
         keeps only items with one of them; ``exclude_labels`` drops items with one of them."""
         options = {"k": k, "labels": list(labels) if labels is not None else None,
                    "exclude_labels": list(exclude_labels) if exclude_labels else None}
-        reply = yield self._queries(f"/v1/indexes/{index}/search", queries, options)
+        reply = yield _Operations._queries(f"/v1/indexes/{index}/search", queries, options)
         hits = reply.json()["results"]
         width = max([len(row) for row in hits] + [0])
         ids = np.full((len(hits), width), -1, dtype=np.int64)
@@ -306,7 +306,7 @@ class _Operations:
         ``prototype``, ``knn``) fitted on the index's labelled items; ``balanced`` weights the
         logistic regression's classes n / (K·n_k)."""
         options = {"head": head, "top": top, "balanced": balanced}
-        reply = yield self._queries(f"/v1/indexes/{index}/classify", queries, options)
+        reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", queries, options)
         return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]])
                 for p in reply.json()["predictions"]]
 
@@ -436,7 +436,7 @@ def _async(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate["As
     return method
 
 
-class Client(_Operations):
+class Client:
     """A Kith server, from Python: ``kith.Client("http://127.0.0.1:8080", token=...)``.
 
     One connection pool (keep-alive) per client; close it with ``close()`` or a ``with`` block.
@@ -476,6 +476,8 @@ class Client(_Operations):
         try:
             call = next(op)
             while True:
+                if call is None:
+                    raise KithError("an operation asked for a stream's next line outside a stream", code="http_error")
                 if call.lines:
                     with self._http.stream(call.method, call.path, **self._transport.request(call)) as response:
                         if response.status_code >= 400:
@@ -513,7 +515,7 @@ class Client(_Operations):
     eval_fewshot = _sync(_Operations.eval_fewshot)
 
 
-class AsyncClient(_Operations):
+class AsyncClient:
     """``Client``'s methods as coroutines, over ``httpx.AsyncClient``: ``await client.search(...)``."""
 
     def __init__(self, url: str = "http://127.0.0.1:8080", token: Optional[str] = None, *, timeout: float = 120.0,
@@ -547,6 +549,8 @@ class AsyncClient(_Operations):
         try:
             call = next(op)
             while True:
+                if call is None:
+                    raise KithError("an operation asked for a stream's next line outside a stream", code="http_error")
                 if call.lines:
                     async with self._http.stream(call.method, call.path, **self._transport.request(call)) as response:
                         if response.status_code >= 400:
