@@ -8,22 +8,18 @@ import KithMath
 /// The encoder and decoder of every JSON answer and request.
 public enum KithJSON {
     /// snake_case keys, sorted; ISO 8601 dates; slashes as they are.
-    public static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }()
+    public static let encoder = makeEncoder(pretty: false)
 
     /// `encoder`, indented (for people).
-    public static let prettyEncoder: JSONEncoder = {
+    public static let prettyEncoder = makeEncoder(pretty: true)
+
+    private static func makeEncoder(pretty: Bool) -> JSONEncoder {
         let e = JSONEncoder()
         e.keyEncodingStrategy = .convertToSnakeCase
         e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        e.outputFormatting = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
         return e
-    }()
+    }
 
     /// snake_case keys.
     public static let decoder: JSONDecoder = {

@@ -256,8 +256,13 @@ extension IndexCommand {
 
         func run() throws {
             let index = try reporting { try location.open(name) }
-            let progress = Progress(total: try reporting { try index.itemsWithoutThumbnail() }.count, label: "thumbnails")
-            let summary = try reporting { try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, _ in progress.update(done) } }
+            var progress: Progress?  // made on the first batch, which knows how many items there are
+            let summary = try reporting {
+                try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, total in
+                    if progress == nil { progress = Progress(total: total, label: "thumbnails") }
+                    progress?.update(done)
+                }
+            }
             for (id, source) in summary.unreadable.prefix(20) { printError("no thumbnail for item \(id): cannot read \(source)") }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
             print("added \(summary.added) thumbnails to '\(name)'; \(summary.unreadable.count) items have no readable source")
