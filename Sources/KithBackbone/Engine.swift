@@ -149,14 +149,14 @@ final class ExecutionContext {
         stream = try DNNLStream()
         let bufferOf = program.bufferAssignment()
         self.bufferOf = bufferOf
-        // Feature maps are kept in oneDNN's blocked layout of 16 channels, whose kernels split
-        // best across threads (BENCHMARKS.md); the pooled features keep it where it is byte for
+        // Feature maps are kept in oneDNN's blocked layout (channels in blocks of the vector
+        // width), whose kernels split best across threads (BENCHMARKS.md); the pooled features keep it where it is byte for
         // byte the plain [batch, channels] matrix. The NHWC input is reordered to NCHW, which the
         // first convolution's kernel reads.
         let layouts = try (0..<program.shapes.count).map { value throws(BackboneError) in
             let shape = program.shape(value)
             let layout: DNNLDescriptor.Layout = value == program.input ? .nchw
-                : value == program.output && shape.c % 16 != 0 ? .nhwc : .blocked
+                : value == program.output && shape.c % OneDNN.channelBlock != 0 ? .nhwc : .blocked
             return try DNNLDescriptor.activation(batch: batch, shape, layout)
         }
         var bytes = Array(repeating: 0, count: (bufferOf.max() ?? 0) + 1)

@@ -40,6 +40,15 @@ enum OneDNN {
         _ = kith_omp_set_num_threads(Int32(max(1, threads)))
     }
 
+    /// Channels per block of the blocked feature-map layout: the vector width of the kernels
+    /// oneDNN dispatches to on this CPU (16 floats with AVX-512, else 8). Its JIT convolutions
+    /// take only their own width; any other falls back to the reference kernels, hundreds of
+    /// times slower.
+    static let channelBlock: Int = {
+        let isa = dnnl_get_effective_cpu_isa().rawValue, avx512 = dnnl_cpu_isa_avx512_core.rawValue
+        return isa & avx512 == avx512 ? 16 : 8
+    }()
+
     /// A plain (dense) memory descriptor of `dims` in the order `tag`.
     static func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) throws(BackboneError) -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
@@ -60,12 +69,13 @@ struct DNNLDescriptor {
     enum Layout { case nhwc, nchw, blocked }
 
     /// A feature map of `batch` images of `shape` in `layout`; `blocked` keeps channels in
-    /// blocks of 16 (nChw16c, padded with zeros). oneDNN's dims are always N, C, H, W.
+    /// blocks of `OneDNN.channelBlock` (nChw16c or nChw8c, padded with zeros). oneDNN's dims are
+    /// always N, C, H, W.
     static func activation(batch: Int, _ shape: TensorShape, _ layout: Layout) throws(BackboneError) -> DNNLDescriptor {
         let tag = switch layout {
         case .nhwc: dnnl_nhwc
         case .nchw: dnnl_nchw
-        case .blocked: dnnl_nChw16c
+        case .blocked: OneDNN.channelBlock == 16 ? dnnl_nChw16c : dnnl_nChw8c
         }
         return DNNLDescriptor(md: try OneDNN.descriptor([batch, shape.c, shape.h, shape.w], tag))
     }
