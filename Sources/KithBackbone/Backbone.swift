@@ -57,13 +57,15 @@ public struct ModelInfo: Encodable, Sendable {
     public var inputSize: Int
     /// The weights file, in the models folder.
     public var weights: String
+    /// The SHA-256 of the weights: what an index built from this backbone's embeddings records.
+    public var weightsSha256: String
     /// Whether it has a named ImageNet classifier (`kith imagenet`).
     public var classifier: Bool
     public var source: String
 
     public init(_ m: ModelManifest) {
         (name, architecture, dimension, inputSize) = (m.name, m.architecture.rawValue, m.dimension, m.preprocessing.inputSize)
-        (weights, classifier, source) = (m.weights, m.classNames != nil, m.source)
+        (weights, weightsSha256, classifier, source) = (m.weights, m.sha256, m.classNames != nil, m.source)
     }
 }
 

@@ -125,10 +125,33 @@ extension Index {
         try storage {
             try env.read { txn -> [Float]? in
                 guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { return nil }
-                return try txn.withValue(.vectors, key(item.block)) { block in
-                    var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * metadata.dimension * 4)...]))
-                    return try reader.floats(metadata.dimension)
+                return try storedVector(of: item, txn)
+            }
+        }
+    }
+
+    /// The vector of `item` in its block, copied out of the transaction's pages.
+    private func storedVector(of item: Item, _ txn: Transaction) throws -> [Float]? {
+        try txn.withValue(.vectors, key(item.block)) { block in
+            var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * metadata.dimension * 4)...]))
+            return try reader.floats(metadata.dimension)
+        }
+    }
+
+    /// At most `limit` items from id `first` on, in id order, each with its stored (normalised)
+    /// vector, read in one transaction: a page of an export.
+    public func itemsWithVectors(from first: UInt64, limit: Int) throws(IndexError) -> [(item: Item, vector: [Float])] {
+        try storage {
+            try env.read { txn in
+                var page: [(item: Item, vector: [Float])] = []
+                guard limit > 0 else { return page }
+                try txn.forEach(.items, from: key(first)) { k, v in
+                    let item = try Item(id: uint64(key: k), decoding: v)
+                    guard let vector = try storedVector(of: item, txn) else { throw IndexError(.inconsistent(["item \(item.id) has no vector block \(item.block)"])) }
+                    page.append((item, vector))
+                    return page.count < limit
                 }
+                return page
             }
         }
     }

@@ -14,6 +14,19 @@ public struct ContentHash: Hashable, Sendable, CustomStringConvertible {
         self.init(bytes: data.withUnsafeBytes { SHA256.digest($0) })
     }
 
+    /// The hash written as 64 hexadecimal digits (`description`), or nil.
+    public init?(hex: String) {
+        let digits = Array(hex.utf8)
+        guard digits.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let high = hexValue(digits[i]), let low = hexValue(digits[i + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        self.init(bytes: bytes)
+    }
+
     public var description: String { bytes.map { String($0, radix: 16).leftPadded(2) }.joined() }
 }
 
@@ -73,4 +86,13 @@ enum SHA256 {
 
 private extension UInt32 {
     @inline(__always) func rotr(_ n: UInt32) -> UInt32 { (self >> n) | (self << (32 - n)) }
+}
+
+private func hexValue(_ digit: UInt8) -> UInt8? {
+    switch digit {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+    default: nil
+    }
 }

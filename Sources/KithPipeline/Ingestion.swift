@@ -70,18 +70,9 @@ public struct Ingestor: Sendable {
                 let t0 = Date()
                 let chunk = Array(files[first..<min(first + batchSize, files.count)])
                 // Read and hash in parallel; skip what is already indexed or already seen.
-                let loaded = ShardResults<Result<(Data, ContentHash), ImageError>>(count: chunk.count)
-                DispatchQueue.concurrentPerform(iterations: chunk.count) { i in
-                    do {
-                        let data = try Data(contentsOf: URL(fileURLWithPath: chunk[i].path), options: .mappedIfSafe)
-                        loaded.set(i, .success((data, ContentHash(of: data))))
-                    } catch {
-                        loaded.set(i, .failure(ImageError.unreadableFile(chunk[i].path, (error as NSError).localizedDescription)))
-                    }
-                }
+                let results = readFiles(chunk.map(\.path))
                 var failures: [ImageError] = []
                 var keep: [(IngestionFile, Data, ContentHash)] = []
-                let results = loaded.values
                 let present: [ContentHash: UInt64]
                 do throws(IndexError) {
                     present = try index.existing(results.compactMap { try? $0.get().1 })
@@ -205,6 +196,21 @@ extension Index {
         }
         return outcomes.map { $0! }
     }
+}
+
+/// Reads files in parallel and hashes their contents (SHA-256, how an index recognises a second
+/// copy), in input order; a file that cannot be read is an `unreadable_file` error naming it.
+public func readFiles(_ paths: [String]) -> [Result<(data: Data, hash: ContentHash), ImageError>] {
+    let loaded = ShardResults<Result<(data: Data, hash: ContentHash), ImageError>>(count: paths.count)
+    DispatchQueue.concurrentPerform(iterations: paths.count) { i in
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: paths[i]), options: .mappedIfSafe)
+            loaded.set(i, .success((data, ContentHash(of: data))))
+        } catch {
+            loaded.set(i, .failure(ImageError.unreadableFile(paths[i], (error as NSError).localizedDescription)))
+        }
+    }
+    return loaded.values
 }
 
 extension ModelManifest {

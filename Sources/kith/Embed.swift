@@ -1,15 +1,21 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithImage
+import KithIndex
 import KithMath
+import KithPipeline
+import KithQuery
 
 struct Embed: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write one L2-normalised embedding per image.",
         discussion: """
             Folders are walked for .jpg/.jpeg/.png files. Images that cannot be read are reported on \
-            standard error and skipped; the exit status is non-zero only if none could be embedded.
-            jsonl: one {"path", "model", "embedding"} object per line (standard output by default).
+            standard error (and in --failures) and skipped; the exit status is non-zero only if none \
+            could be embedded.
+            jsonl: one {"path", "model", "sha256", "embedding"} object per line (standard output by \
+            default); sha256 is the file's content hash, the one indexes deduplicate by.
             npy: a float32 [images × dimension] array in --output, with the source of each row in \
             OUTPUT.paths.txt.
             """)
@@ -24,41 +30,64 @@ struct Embed: ParsableCommand {
     @Option(name: [.short, .long], help: "Write here instead of standard output (required for npy).")
     var output: String?
 
+    @Option(help: ArgumentHelp("Also embed the paths listed in this file, one per line ('-': standard input).", valueName: "file"))
+    var list: String?
+
+    @Option(help: ArgumentHelp("Write each skipped image here as a JSON line {path, code, message}.", valueName: "file"))
+    var failures: String?
+
     @Argument(help: "Image files or folders.")
-    var paths: [String]
+    var paths: [String] = []
 
     func validate() throws {
         if format == .npy && output == nil { throw ValidationError("--format npy needs --output FILE") }
+        if paths.isEmpty && list == nil { throw ValidationError("give image files or folders, or --list FILE") }
+    }
+
+    /// One line of the jsonl output.
+    private struct Line: Encodable {
+        var path: String
+        var model: String
+        var sha256: String
+        var embedding: [Float]
+    }
+
+    /// One line of --failures.
+    private struct Failure: Encodable {
+        var path: String
+        var code: String
+        var message: String
     }
 
     func run() throws {
         let encoder = try reporting { try options.encoder() }
-        let files = try imageFiles(paths)
-        guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
+        let files = try imageFiles(paths) + imageFiles(listedPaths())
+        guard !files.isEmpty else { throw ValidationError("no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))") }
         let progress = Progress(total: files.count, label: "embedding")
-        let failures = FailureReport()
+        let report = FailureReport()
         let model = encoder.backbone.manifest.name
+        let failureSink = try failures.map(createFile)
         // Each batch is written as soon as it is embedded: memory stays flat for any number of files.
-        let write: ([EncodedImage]) throws -> Void
+        let write: ([(EncodedImage, ContentHash)]) throws -> Void
         let close: () throws -> Void
         switch format {
         case .jsonl:
             let sink = try output.map(createFile) ?? FileHandle.standardOutput
             write = { items in
-                var text = ""
-                for item in items {
-                    let object: [String: Any] = ["path": item.source, "model": model, "embedding": item.embedding.map(Double.init)]
-                    text += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]), as: UTF8.self) + "\n"
+                var text = Data()
+                for (item, hash) in items {
+                    text += try KithJSON.encoder.encode(Line(path: item.source, model: model, sha256: hash.description, embedding: item.embedding))
+                    text.append(0x0A)
                 }
-                try sink.write(contentsOf: Data(text.utf8))
+                try sink.write(contentsOf: text)
             }
             close = { if output != nil { try sink.close() } }
         case .npy:
             let matrix = try NPY.Writer(file: createFile(output!), columns: encoder.backbone.dimension)
             let sources = try createFile(output! + ".paths.txt")
             write = { items in
-                try matrix.append(items.flatMap(\.embedding))
-                try sources.write(contentsOf: Data(items.map { $0.source + "\n" }.joined().utf8))
+                try matrix.append(items.flatMap(\.0.embedding))
+                try sources.write(contentsOf: Data(items.map { $0.0.source + "\n" }.joined().utf8))
             }
             close = {
                 try matrix.close()
@@ -66,13 +95,50 @@ struct Embed: ParsableCommand {
             }
         }
         var done = 0
-        try encoder.encode(files: files) { batch in
-            try write(failures.take(batch))
-            done += batch.count
+        for start in stride(from: 0, to: files.count, by: max(1, encoder.configuration.batchSize)) {
+            let chunk = Array(files[start..<min(start + max(1, encoder.configuration.batchSize), files.count)])
+            let results = embed(chunk, encoder)
+            if let failureSink {
+                var text = Data()
+                for case .failure(let error) in results {
+                    text += try KithJSON.encoder.encode(Failure(path: error.file ?? "", code: error.code.rawValue, message: error.description))
+                    text.append(0x0A)
+                }
+                try failureSink.write(contentsOf: text)
+            }
+            try write(report.take(results))
+            done += chunk.count
             progress.update(done)
         }
         try close()
-        try failures.finish()
+        try failureSink?.close()
+        try report.finish()
+    }
+
+    /// The paths in --list, if given: one per line, blank lines ignored.
+    private func listedPaths() throws -> [String] {
+        guard let list else { return [] }
+        let data: Data
+        if list == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: list) else { throw failure("cannot read \(list)") }
+            data = contents
+        }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+    }
+
+    /// Reads, hashes and embeds one batch of files; results in file order.
+    private func embed(_ files: [String], _ encoder: Encoder) -> [Result<(EncodedImage, ContentHash), ImageError>] {
+        let read = readFiles(files)
+        let inputs = zip(files, read).compactMap { path, result in (try? result.get()).map { ImageInput.data($0.data, name: path) } }
+        var embedded = encoder.embed(encoder.prepare(inputs)).makeIterator()
+        return read.map { result in
+            switch result {
+            case .failure(let error): .failure(error)
+            case .success(let (_, hash)): embedded.next()!.map { ($0, hash) }
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
-        subcommands: [Create.self, Add.self, AddVectors.self, List.self, Stats.self, Labels.self, Remove.self,
+        subcommands: [Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self,
                       Relabel.self, Thumbnails.self, Snapshot.self, Check.self, Drop.self])
 }
 
