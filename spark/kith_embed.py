@@ -247,7 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     embedded, failed = sum(r["embedded"] for r in results), sum(r["failed"] for r in results)
     summary = {"images": len(rows), "partitions": len(partitions), "ran": len(results),
                "skipped": len(partitions) - len(todo), "embedded": embedded, "failed": failed,
-               "seconds": round(seconds, 3), "images_per_second": round((embedded + failed) / seconds, 2) if results else None,
+               "seconds": round(seconds, 3), "task_seconds": round(sum(r["seconds"] for r in results), 3),
+               "images_per_second": round((embedded + failed) / seconds, 2) if results else None,
                "settings": asdict(settings)}
     print(json.dumps(summary), flush=True)
     return 0

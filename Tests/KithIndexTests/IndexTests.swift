@@ -47,6 +47,33 @@ struct IndexTests {
         #expect(try reopened.add([NewItem(vector: vector(4), source: "d.jpg")]) == [.added(4)])
     }
 
+    @Test("An export's pages carry every item with its stored vector, across blocks and after deletes")
+    func itemsWithVectors() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create { $0.blockSize = 4 }
+        try index.add((1...11).map { NewItem(vector: vector($0), source: "\($0).jpg") })
+        try index.delete([2, 7])
+        var pages: [[UInt64]] = [], next: UInt64 = 0
+        while case let page = try index.itemsWithVectors(from: next, limit: 4), let last = page.last {
+            for (item, stored) in page { #expect(stored == (try index.vector(item.id)), "item \(item.id)") }
+            pages.append(page.map(\.item.id))
+            next = last.item.id + 1
+        }
+        #expect(pages == [[1, 3, 4, 5], [6, 8, 9, 10], [11]])
+        #expect(try index.itemsWithVectors(from: 0, limit: 0).isEmpty)
+    }
+
+    @Test("A content hash reads back from its 64 hex digits, and nothing else is one", arguments: [
+        "", "abc", String(repeating: "g", count: 64), String(repeating: "0", count: 63), String(repeating: "0", count: 65),
+    ])
+    func hashFromHex(bad: String) throws {
+        let h = hash("some bytes")
+        #expect(ContentHash(hex: h.description) == h)
+        #expect(ContentHash(hex: h.description.uppercased()) == h)
+        #expect(ContentHash(hex: bad) == nil)
+    }
+
     @Test("The same content is not added twice, in one batch or across batches")
     func duplicates() throws {
         let tmp = TemporaryIndex()

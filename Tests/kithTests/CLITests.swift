@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KithIndex
 import KithTestSupport
 
 /// The `kith` executable, run as a user would.
@@ -22,7 +23,7 @@ struct CLITests {
         #expect(lines.count == 2)
         for line in lines {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-            let embedding = object["embedding"] as! [Double]
+            let embedding = (object["embedding"] as! [Any]).map { ($0 as! NSNumber).doubleValue }
             #expect(embedding.count == 1280)
             #expect(abs(embedding.reduce(0) { $0 + $1 * $1 } - 1) < 1e-4)
             #expect(object["model"] as? String == "efficientnet-lite0")
@@ -54,6 +55,32 @@ struct CLITests {
         #expect((10 + headerLength) % 64 == 0)
         #expect(data.count == 10 + headerLength + 2 * 512 * 4)
         #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
+    }
+
+    @Test("embed --list reads paths from a file; jsonl gives each file's sha256; --failures records the skipped")
+    func embedList() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-list-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let images = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("bad/truncated.jpg"), Fixtures.path("images/horse-alpha.png")]
+        let list = dir.appendingPathComponent("list.txt").path, failures = dir.appendingPathComponent("failures.jsonl").path
+        try (images.joined(separator: "\n") + "\n\n").write(toFile: list, atomically: true, encoding: .utf8)
+        let run = try cli.kith(["embed", "--model", "resnet18-random", "--list", list, "--failures", failures])
+        #expect(run.status == 0, "\(run.stderr)")
+        let lines = try run.text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(lines.map { $0["path"] as? String } == [images[0], images[2]])
+        for (line, path) in zip(lines, [images[0], images[2]]) {
+            #expect(line["sha256"] as? String == ContentHash(of: try Data(contentsOf: URL(fileURLWithPath: path))).description)
+            #expect((line["embedding"] as? [Any])?.count == 512)
+            #expect(line["model"] as? String == "resnet18-random")
+        }
+        let skipped = try String(contentsOfFile: failures, encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: String] }
+        #expect(skipped.count == 1)
+        #expect(skipped.first?["path"] == images[1] && skipped.first?["code"] == "corrupt_image")
+        #expect(skipped.first?["message"]?.contains("truncated.jpg: corrupt or truncated JPEG") == true)
+        let nothing = try cli.kith(["embed"])
+        #expect(nothing.status != 0 && nothing.stderr.contains("give image files or folders, or --list FILE"))
     }
 
     @Test("models lists every installed backbone with its dimension")
