@@ -143,8 +143,9 @@ extension IndexCommand {
             var batch: [NewItem] = []
             func flush() throws {
                 let outcomes = try reporting { try index.add(batch) }
-                added += outcomes.filter { if case .added = $0 { true } else { false } }.count
-                duplicates += outcomes.count - outcomes.filter { if case .added = $0 { true } else { false } }.count
+                let new = outcomes.filter { if case .added = $0 { true } else { false } }.count
+                added += new
+                duplicates += outcomes.count - new
                 done += batch.count
                 batch.removeAll(keepingCapacity: true)
                 progress.update(done)

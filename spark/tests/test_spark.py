@@ -19,6 +19,8 @@ from PIL import Image
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPOSITORY / "tools"))
+sys.path.insert(0, str(REPOSITORY / "clients" / "python" / "tests"))
+from conftest import kith_binary  # noqa: E402  (the client tests' one way to find the binary)
 from make_fashion_mnist import CLASSES, load  # noqa: E402
 
 PYTHON = sys.executable
@@ -26,16 +28,6 @@ MODELS = pathlib.Path(os.environ.get("KITH_MODELS", REPOSITORY / "models"))
 MODEL = "efficientnet-lite0"
 JOB = str(REPOSITORY / "spark" / "kith_embed.py")
 IMAGES = 250
-
-
-def kith_binary() -> str:
-    if os.environ.get("KITH_BINARY"):
-        return os.environ["KITH_BINARY"]
-    builds = [REPOSITORY / ".build" / kind / "kith" for kind in ("release", "debug")]
-    found = [b for b in builds if b.exists()]
-    if not found:
-        pytest.fail("no kith binary: run the set-up (tools/setup) or swift build first")
-    return str(max(found, key=lambda b: b.stat().st_mtime))
 
 
 KITH = kith_binary()
