@@ -27,6 +27,21 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// `gemm` in double precision, for small problems that need it (fitting heads by gradients).
+    public static func gemm(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Double>, lda: Int, transposeA: Bool = false,
+        b: UnsafePointer<Double>, ldb: Int, transposeB: Bool = false,
+        c: UnsafeMutablePointer<Double>, ldc: Int,
+        alpha: Double = 1, beta: Double = 0
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
+        guard m > 0, n > 0 else { return }
+        cblas_dgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
     /// y = A · x for row-major A (m × n): one query against many rows without packing them, as a
     /// one-row gemm would.
     public static func gemv(m: Int, n: Int, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {

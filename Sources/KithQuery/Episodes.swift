@@ -11,9 +11,36 @@ public struct EpisodeConfiguration: Sendable, Codable {
     public var queries: Int = 15
     public var episodes: Int = 600
     public var seed: UInt64 = 0
+    /// Fine classes within one coarse class: each episode first draws a coarse class (among those
+    /// with N eligible fine classes), then N of its fine classes.
+    public var withinCoarse = false
+    /// A long-tailed support set: the episode's classes, in drawn order, get
+    /// round(M · r^(−log M / log N)) shots for rank r = 1…N (M for the first, 1 for the last),
+    /// M = `shots`; queries stay balanced.
+    public var longTail = false
 
-    public init(ways: Int = 5, shots: Int = 1, queries: Int = 15, episodes: Int = 600, seed: UInt64 = 0) {
+    public init(ways: Int = 5, shots: Int = 1, queries: Int = 15, episodes: Int = 600, seed: UInt64 = 0,
+                withinCoarse: Bool = false, longTail: Bool = false) {
         (self.ways, self.shots, self.queries, self.episodes, self.seed) = (ways, shots, queries, episodes, seed)
+        (self.withinCoarse, self.longTail) = (withinCoarse, longTail)
+    }
+
+    /// Shots of each of the episode's classes, in drawn order.
+    var shotsPerClass: [Int] {
+        guard longTail, ways > 1 else { return [Int](repeating: shots, count: ways) }
+        let exponent = Foundation.log(Double(shots)) / Foundation.log(Double(ways))
+        return (1...ways).map { max(1, Int((Double(shots) * Foundation.pow(Double($0), -exponent)).rounded())) }
+    }
+
+    enum CodingKeys: String, CodingKey { case ways, shots, queries, episodes, seed, withinCoarse, longTail }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(ways: try c.decode(Int.self, forKey: .ways), shots: try c.decode(Int.self, forKey: .shots),
+                  queries: try c.decode(Int.self, forKey: .queries), episodes: try c.decode(Int.self, forKey: .episodes),
+                  seed: try c.decode(UInt64.self, forKey: .seed),
+                  withinCoarse: try c.decodeIfPresent(Bool.self, forKey: .withinCoarse) ?? false,
+                  longTail: try c.decodeIfPresent(Bool.self, forKey: .longTail) ?? false)
     }
 }
 
@@ -27,17 +54,34 @@ public struct Episode: Sendable, Codable, Equatable {
 /// A head's accuracy over episodes: the mean and 1.96·std/√E (std over episodes, ddof = 0).
 /// As JSON (the server's stream and `kith eval fewshot --json` alike): `head`, `mean`, `ci95`,
 /// `episodes` and the per-episode `accuracies`.
+/// With a long-tailed support set also `rarest_mean`, `rarest_ci95` and `rarest_accuracies`: the
+/// accuracy on the queries of the rarest third of the classes (those with the fewest shots).
+/// Queries are balanced, so the accuracy is also the balanced accuracy.
 public struct EpisodicResult: Sendable, Encodable {
     public let head: String
     public let accuracies: [Double]
-    public var mean: Double { accuracies.reduce(0, +) / Double(max(accuracies.count, 1)) }
-    public var confidence95: Double {
-        let m = mean
-        let variance = accuracies.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(max(accuracies.count, 1))
-        return 1.96 * variance.squareRoot() / Double(max(accuracies.count, 1)).squareRoot()
+    /// Per-episode accuracy on the rarest third of the classes (long-tailed episodes only).
+    public let rarest: [Double]?
+    public var mean: Double { Self.mean(accuracies) }
+    public var confidence95: Double { Self.confidence95(accuracies) }
+
+    public init(head: String, accuracies: [Double], rarest: [Double]? = nil) {
+        (self.head, self.accuracies, self.rarest) = (head, accuracies, rarest)
     }
 
-    enum CodingKeys: String, CodingKey { case head, mean, ci95, episodes, accuracies }
+    public static func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
+
+    /// 1.96·σ/√E with the population σ (ddof = 0).
+    public static func confidence95(_ values: [Double]) -> Double {
+        let m = mean(values)
+        let variance = values.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(max(values.count, 1))
+        return 1.96 * variance.squareRoot() / Double(max(values.count, 1)).squareRoot()
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case head, mean, ci95, episodes, accuracies
+        case rarestMean = "rarest_mean", rarestCI95 = "rarest_ci95", rarestAccuracies = "rarest_accuracies"
+    }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -46,6 +90,11 @@ public struct EpisodicResult: Sendable, Encodable {
         try c.encode(confidence95, forKey: .ci95)
         try c.encode(accuracies.count, forKey: .episodes)
         try c.encode(accuracies, forKey: .accuracies)
+        if let rarest {
+            try c.encode(Self.mean(rarest), forKey: .rarestMean)
+            try c.encode(Self.confidence95(rarest), forKey: .rarestCI95)
+            try c.encode(rarest, forKey: .rarestAccuracies)
+        }
     }
 }
 
@@ -53,32 +102,62 @@ public struct EpisodicResult: Sendable, Encodable {
 public struct EpisodicEvaluation: Sendable {
     public let vectors: Matrix
     public let labels: [String]
+    /// Each row's coarse label, if any (for `withinCoarse` episodes and `angular` heads).
+    public let coarseLabels: [String?]
     public let configuration: EpisodeConfiguration
+    /// The collection heads' options draw on (whitening statistics, neighbours to expand with);
+    /// nil: the evaluated rows themselves, outside the episode.
+    public let collection: Matrix?
 
     /// - Throws: `out_of_range` for a shape outside `limits`, `not_enough_data` when too few
     ///   classes have enough examples.
-    public init(vectors: Matrix, labels: [String], configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
+    ///   `withinCoarse` episodes without coarse labels are `invalid_query`.
+    public init(vectors: Matrix, labels: [String], coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
+                collection: Matrix? = nil, limits: QueryLimits = .init()) throws(QueryError) {
         guard vectors.rows == labels.count else { throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors") }
+        let coarse = coarseLabels ?? [String?](repeating: nil, count: labels.count)
+        guard coarse.count == labels.count else { throw QueryError(.invalidQuery, "\(coarse.count) coarse labels for \(labels.count) rows") }
+        if let collection, collection.columns != vectors.columns {
+            throw QueryError(.invalidQuery, "the collection has \(collection.columns)-d vectors; the evaluated rows are \(vectors.columns)-d")
+        }
         let c = configuration
         try limits.check(c)
-        let eligible = Self.eligibleClasses(labels, needed: c.shots + c.queries)
-        guard eligible.count >= c.ways else {
-            throw QueryError(.notEnoughData, "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes of at least \(c.shots + c.queries) examples; only \(eligible.count) have that many")
+        if c.withinCoarse, !coarse.contains(where: { $0 != nil }) {
+            throw QueryError(.invalidQuery, "fine-within-coarse episodes need coarse labels")
+        }
+        let eligible = Self.eligibleClasses(labels, coarse, needed: c.shots + c.queries)
+        let groups = Self.coarseGroups(eligible, ways: c.ways)
+        guard eligible.count >= c.ways, !c.withinCoarse || !groups.isEmpty else {
+            throw QueryError(.notEnoughData, "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes\(c.withinCoarse ? " of one coarse class" : "") of at least \(c.shots + c.queries) examples; only \(c.withinCoarse ? groups.map(\.count).max() ?? 0 : eligible.count) have that many")
         }
         self.vectors = vectors
         self.labels = labels
+        self.coarseLabels = coarse
         self.configuration = configuration
+        self.collection = collection
     }
 
     /// An evaluation of a labelled support set (an index's labelled items, say).
-    public init(_ support: SupportSet, configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
-        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, configuration: configuration, limits: limits)
+    public init(_ support: SupportSet, coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
+                collection: Matrix? = nil, limits: QueryLimits = .init()) throws(QueryError) {
+        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, coarseLabels: coarseLabels,
+                      configuration: configuration, collection: collection, limits: limits)
     }
 
-    private static func eligibleClasses(_ labels: [String], needed: Int) -> [(String, [Int])] {
+    /// Classes with enough rows, sorted by label, with their rows and coarse label (the first row's).
+    private static func eligibleClasses(_ labels: [String], _ coarse: [String?], needed: Int) -> [EligibleClass] {
         var rows: [String: [Int]] = [:]
         for (i, label) in labels.enumerated() { rows[label, default: []].append(i) }
-        return rows.filter { $0.value.count >= needed }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return rows.filter { $0.value.count >= needed }.sorted { $0.key < $1.key }
+            .map { EligibleClass(label: $0.key, rows: $0.value, coarse: coarse[$0.value[0]]) }
+    }
+
+    /// For fine-within-coarse episodes: the eligible classes' indices grouped by coarse label
+    /// (sorted), keeping the groups with at least `ways` classes.
+    static func coarseGroups(_ eligible: [EligibleClass], ways: Int) -> [[Int]] {
+        var groups: [String: [Int]] = [:]
+        for (i, c) in eligible.enumerated() { if let coarse = c.coarse { groups[coarse, default: []].append(i) } }
+        return groups.filter { $0.value.count >= ways }.sorted { $0.key < $1.key }.map(\.value)
     }
 
     /// The episodes for the configured seed: the same seed gives the same episodes.
@@ -86,8 +165,8 @@ public struct EpisodicEvaluation: Sendable {
 
     /// The same episodes, drawn one at a time (an evaluation never holds them all).
     public func sampler() -> EpisodeSampler {
-        EpisodeSampler(eligible: Self.eligibleClasses(labels, needed: configuration.shots + configuration.queries),
-                       configuration: configuration)
+        let eligible = Self.eligibleClasses(labels, coarseLabels, needed: configuration.shots + configuration.queries)
+        return EpisodeSampler(eligible: eligible, groups: Self.coarseGroups(eligible, ways: configuration.ways), configuration: configuration)
     }
 
     /// Accuracy of each head on every episode (the same episodes for all heads).
@@ -95,33 +174,140 @@ public struct EpisodicEvaluation: Sendable {
     ///   - progress: called after each episode with the number done.
     ///   - shouldContinue: asked before each episode; once it answers false the evaluation stops
     ///     with `cancelled` (a client that went away).
+    ///
+    /// Options that draw on the collection see, for each episode: the whitening statistics of
+    /// `collection` (default: every evaluated row, labels unused), coarse means of the evaluated
+    /// rows without the episode's queries, and as unlabelled neighbours the rows of `collection`
+    /// or, by default, every evaluated row outside the episode.
+    public func run(_ specs: [HeadSpec], progress: (Int) -> Void = { _ in },
+                    shouldContinue: () -> Bool = { true }) throws(QueryError) -> [EpisodicResult] {
+        let context = try EpisodeContexts(self, specs)
+        return try run(names: specs.map(\.description), progress: progress, shouldContinue: shouldContinue) { h, episode in
+            specs[h].head(context.context(for: episode, specs[h]))
+        }
+    }
+
+    /// Accuracy of each head (used as it is, without the collection) on every episode.
     public func run(_ heads: [any Head], progress: (Int) -> Void = { _ in },
                     shouldContinue: () -> Bool = { true }) throws(QueryError) -> [EpisodicResult] {
-        var accuracies = [[Double]](repeating: [], count: heads.count)
+        try run(names: heads.map(\.name), progress: progress, shouldContinue: shouldContinue) { h, _ in heads[h] }
+    }
+
+    private func run(names: [String], progress: (Int) -> Void, shouldContinue: () -> Bool,
+                     head: (Int, Episode) -> any Head) throws(QueryError) -> [EpisodicResult] {
+        var accuracies = [[Double]](repeating: [], count: names.count)
+        var rarest = [[Double]](repeating: [], count: names.count)
         for (e, episode) in sampler().enumerated() {
             guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
             let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
             let queries = vectors.gathering(rows: episode.queries)
-            for (h, head) in heads.enumerated() {
-                let predictions = try head.fit(support).predict(queries, top: 1)
-                let correct = zip(predictions, episode.queries).filter { $0.label == labels[$1] }.count
-                accuracies[h].append(Double(correct) / Double(episode.queries.count))
+            // The rarest third of the classes: fewest shots, ties to the earlier class.
+            let shots = episode.classes.map { c in episode.support.filter { labels[$0] == c }.count }
+            let rare = Set(shots.indices.sorted { (shots[$0], $0) < (shots[$1], $1) }.prefix((shots.count + 2) / 3))
+            for h in names.indices {
+                let predictions = try head(h, episode).fit(support).predict(queries, top: 1)
+                let correct = zip(predictions, episode.queries).map { $0.label == labels[$1] }
+                accuracies[h].append(Double(correct.filter { $0 }.count) / Double(episode.queries.count))
+                if configuration.longTail {
+                    let rareRows = correct.indices.filter { rare.contains($0 / configuration.queries) }
+                    rarest[h].append(Double(rareRows.filter { correct[$0] }.count) / Double(rareRows.count))
+                }
             }
             progress(e + 1)
         }
-        return zip(heads, accuracies).map { EpisodicResult(head: $0.name, accuracies: $1) }
+        return names.indices.map { EpisodicResult(head: names[$0], accuracies: accuracies[$0], rarest: configuration.longTail ? rarest[$0] : nil) }
     }
+}
+
+/// What the heads' options know of the collection in each episode of an evaluation.
+struct EpisodeContexts {
+    let evaluation: EpisodicEvaluation
+    /// Whitening statistics by shrinkage, computed once.
+    let whitenings: [Float: Whitening]
+    /// The neighbours `expand` draws on (the collection, else every evaluated row), whitened
+    /// once for each shrinkage that expanding heads use (nil key: not whitened).
+    let pools: [Float?: Matrix]
+    /// Sum and count of the evaluated rows of each coarse label ("" for all rows).
+    let coarseSums: [String: ([Double], Int)]
+    let needsCoarse: Bool
+
+    init(_ evaluation: EpisodicEvaluation, _ specs: [HeadSpec]) throws(QueryError) {
+        self.evaluation = evaluation
+        var whitenings: [Float: Whitening] = [:]
+        for alpha in Set(specs.compactMap(\.whitening)) {
+            whitenings[alpha] = try Whitening(evaluation.collection ?? evaluation.vectors, shrinkage: alpha)
+        }
+        self.whitenings = whitenings
+        var pools: [Float?: Matrix] = [:]
+        for alpha in Set(specs.filter { $0.expand > 0 }.map(\.whitening)) {
+            let rows = evaluation.collection ?? evaluation.vectors
+            pools[alpha] = alpha.map { whitenings[$0]!.apply(rows) } ?? rows
+        }
+        self.pools = pools
+        needsCoarse = specs.contains(where: \.angular)
+        var sums: [String: ([Double], Int)] = [:]
+        if needsCoarse {
+            let d = evaluation.vectors.columns
+            for (r, coarse) in evaluation.coarseLabels.enumerated() {
+                for key in Set(["", coarse ?? ""]) {
+                    var (sum, count) = sums[key] ?? ([Double](repeating: 0, count: d), 0)
+                    for (j, v) in evaluation.vectors.row(r).enumerated() { sum[j] += Double(v) }
+                    count += 1
+                    sums[key] = (sum, count)
+                }
+            }
+        }
+        coarseSums = sums
+    }
+
+    func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {
+        var context = HeadContext(whitening: spec.whitening.flatMap { whitenings[$0] })
+        let vectors = evaluation.vectors
+        if spec.expand > 0, let pool = pools[spec.whitening] {
+            if evaluation.collection != nil {
+                context.pool = pool
+            } else {
+                let inEpisode = Set(episode.support + episode.queries)
+                context.pool = pool.gathering(rows: (0..<vectors.rows).filter { !inEpisode.contains($0) })
+            }
+        }
+        if spec.angular {
+            // Coarse means without the episode's queries (they are not known in advance).
+            context.supportCoarse = episode.support.map { evaluation.coarseLabels[$0] }
+            let d = vectors.columns
+            for (key, (sum, count)) in coarseSums {
+                var mean = sum
+                var n = count
+                for q in episode.queries where key.isEmpty || evaluation.coarseLabels[q] == key {
+                    for (j, v) in vectors.row(q).enumerated() { mean[j] -= Double(v) }
+                    n -= 1
+                }
+                guard n > 0 else { continue }
+                context.coarseMeans[key] = (0..<d).map { Float(mean[$0] / Double(n)) }
+            }
+        }
+        return context
+    }
+}
+
+/// An eligible class of an evaluation.
+struct EligibleClass: Sendable {
+    let label: String
+    let rows: [Int]
+    let coarse: String?
 }
 
 /// Draws the episodes of an evaluation one at a time, in order, from its seed.
 public struct EpisodeSampler: Sequence, IteratorProtocol, Sendable {
-    let eligible: [(String, [Int])]
+    let eligible: [EligibleClass]
+    let groups: [[Int]]
     let configuration: EpisodeConfiguration
     private var rng: SplitMix64
     private var drawn = 0
 
-    init(eligible: [(String, [Int])], configuration: EpisodeConfiguration) {
+    init(eligible: [EligibleClass], groups: [[Int]], configuration: EpisodeConfiguration) {
         self.eligible = eligible
+        self.groups = groups
         self.configuration = configuration
         rng = SplitMix64(seed: configuration.seed)
     }
@@ -130,13 +316,18 @@ public struct EpisodeSampler: Sequence, IteratorProtocol, Sendable {
         let c = configuration
         guard drawn < c.episodes else { return nil }
         drawn += 1
-        let chosen = rng.sample(Array(eligible.indices), c.ways).sorted()
+        let candidates = c.withinCoarse ? groups[rng.below(groups.count)] : Array(eligible.indices)
+        // Long-tailed shots follow the drawn order; the classes are then listed sorted.
+        let drawnOrder = rng.sample(candidates, c.ways)
+        let shots = Dictionary(uniqueKeysWithValues: zip(drawnOrder, c.shotsPerClass))
+        let chosen = drawnOrder.sorted()
         var support: [Int] = [], queries: [Int] = []
         for index in chosen {
-            let picked = rng.sample(eligible[index].1, c.shots + c.queries)
-            support += picked.prefix(c.shots)
-            queries += picked.dropFirst(c.shots)
+            let k = shots[index]!
+            let picked = rng.sample(eligible[index].rows, k + c.queries)
+            support += picked.prefix(k)
+            queries += picked.dropFirst(k)
         }
-        return Episode(classes: chosen.map { eligible[$0].0 }, support: support, queries: queries)
+        return Episode(classes: chosen.map { eligible[$0].label }, support: support, queries: queries)
     }
 }

@@ -45,9 +45,10 @@ extension FittedHead {
     }
 }
 
-/// The heads Kith knows by name (`--head`, the API's `head`), each with its default settings.
+/// The heads Kith knows by name (`--head`, the API's `head`), each with its default settings;
+/// `HeadSpec` adds options to them.
 public enum HeadKind: String, CaseIterable, Sendable {
-    case logreg, prototype, knn
+    case logreg, prototype, knn, copa
 
     /// The head called `name`; an unknown name is `unknown_head`.
     public init(named name: String) throws(QueryError) {
@@ -55,21 +56,6 @@ public enum HeadKind: String, CaseIterable, Sendable {
             throw QueryError(.unknownHead, "unknown head '\(name)'; known: \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         self = kind
-    }
-
-    /// The heads of `kinds` (none named: every head), as an evaluation scores them.
-    public static func heads(_ kinds: [HeadKind], classBalanced: Bool = false) -> [any Head] {
-        (kinds.isEmpty ? allCases : kinds).map { $0.head(classBalanced: classBalanced) }
-    }
-
-    /// The head with its default settings; `classBalanced` weights the logistic-regression head's
-    /// classes n / (K·n_k).
-    public func head(classBalanced: Bool = false) -> any Head {
-        switch self {
-        case .logreg: LogisticRegressionHead(classBalanced: classBalanced)
-        case .prototype: PrototypeHead()
-        case .knn: KNNHead()
-        }
     }
 }
 
@@ -112,8 +98,8 @@ public struct PrototypeHead: Head {
         let d = support.vectors.columns
         var prototypes = Matrix(zeros: support.classes.count, d)
         for (row, target) in support.targets.enumerated() {
-            let v = support.vectors.row(row)
-            for j in 0..<d { prototypes.values[target * d + j] += v[v.startIndex + j] }
+            let v = support.vectors.row(row), w = support.weights[row]
+            for j in 0..<d { prototypes.values[target * d + j] += w * v[v.startIndex + j] }
         }
         prototypes.normalizeRows()
         return Fitted(head: name, classes: support.classes, prototypes: prototypes, temperature: temperature)
@@ -171,7 +157,7 @@ public struct KNNHead: Head {
                 let best = neighbours.first?.score ?? 0
                 var total: Float = 0
                 for (j, s) in neighbours {
-                    let w = Foundation.exp((s - best) / temperature)
+                    let w = support.weights[j] * Foundation.exp((s - best) / temperature)
                     out.values[r * classes.count + support.targets[j]] += w
                     total += w
                 }

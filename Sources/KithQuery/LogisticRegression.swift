@@ -34,8 +34,12 @@ public struct LogisticRegressionHead: Head {
             // One class: every query belongs to it (scikit-learn refuses to fit; Kith answers).
             return Fitted(head: name, classes: support.classes, weights: Matrix(zeros: 1, d), bias: [0])
         }
-        let counts = support.classCounts
-        let sampleWeights: [Float] = support.targets.map { classBalanced ? Float(n) / Float(k * counts[$0]) : 1 }
+        // Each row's weight (1 for a labelled example), times n / (K·n_k) with class balancing,
+        // n and n_k the summed weights of all rows and of class k's.
+        let totals = support.classWeights, total = totals.reduce(0, +)
+        let sampleWeights: [Float] = zip(support.targets, support.weights).map { target, weight in
+            classBalanced ? weight * total / (Float(k) * totals[target]) : weight
+        }
         let scale = c * sampleWeights.reduce(0) { $0 + Double($1) }
 
         // With fewer examples than dimensions the optimum lies in the span of the examples (any
@@ -43,7 +47,7 @@ public struct LogisticRegressionHead: Head {
         // X Xᵀ = L Lᵀ, the rows of Q = L⁻¹ X are an orthonormal basis of that span and X = L Q, so
         // the same problem on the n-dimensional features L has the solution M with W = M Q.
         // Exact, and far cheaper per iteration.
-        if n * 2 <= d, let l = cholesky(gram(support.vectors)) {
+        if n * 2 <= d, let l = Self.cholesky(gram(support.vectors)) {
             let features = Matrix(rows: n, columns: n, values: l.map(Float.init))
             let (m, bias) = solve(features, support.targets, k, sampleWeights, scale)
             // W = M L⁻¹ X: solve A L = M for A (K × n) by substitution, then multiply by X.
@@ -88,13 +92,13 @@ public struct LogisticRegressionHead: Head {
 
     /// The lower-triangular L with L Lᵀ = g (n × n, row-major), or nil if g is not safely
     /// positive definite (e.g. the same example twice).
-    private func cholesky(_ g: [Double]) -> [Double]? {
+    static func cholesky(_ g: [Double], pivot: Double = 1e-6) -> [Double]? {
         let n = Int(Double(g.count).squareRoot())
         var l = [Double](repeating: 0, count: n * n)
         for j in 0..<n {
             var diagonal = g[j * n + j]
             for p in 0..<j { diagonal -= l[j * n + p] * l[j * n + p] }
-            guard diagonal > 1e-6 else { return nil }
+            guard diagonal > pivot else { return nil }
             l[j * n + j] = diagonal.squareRoot()
             for i in (j + 1)..<n {
                 var v = g[i * n + j]

@@ -174,34 +174,88 @@ public actor QueryEngine {
     /// The labelled items as a support set.
     public func supportSet() async throws(QueryError) -> SupportSet {
         let snapshot = try await currentSnapshot()
+        return try await blocking { try Self.supportSet(snapshot).support }
+    }
+
+    /// The labelled items of `snapshot` (with their rows) and their coarse labels.
+    static func supportSet(_ snapshot: VectorSnapshot) throws(QueryError) -> (support: SupportSet, rows: [Int]) {
+        let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
+        return (try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! }), rows)
+    }
+
+    /// The labelled items and their coarse labels, for an episodic evaluation.
+    public func labelledItems() async throws(QueryError) -> (support: SupportSet, coarseLabels: [String?]) {
+        let snapshot = try await currentSnapshot()
         return try await blocking {
-            let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
-            return try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! })
+            let (support, rows) = try Self.supportSet(snapshot)
+            return (support, rows.map { snapshot.coarseLabels[$0] })
         }
+    }
+
+    /// What `spec`'s options know of the index: whitening statistics of all its items, the mean
+    /// of each coarse label's items (and of all items), and the unlabelled items as neighbours.
+    static func context(_ spec: HeadSpec, _ snapshot: VectorSnapshot, supportRows: [Int]) throws(QueryError) -> HeadContext {
+        var context = HeadContext()
+        if let alpha = spec.whitening { context.whitening = try Whitening(snapshot.matrix, shrinkage: alpha) }
+        if spec.expand > 0 {
+            let pool = snapshot.matrix.gathering(rows: snapshot.labels.indices.filter { snapshot.labels[$0] == nil })
+            context.pool = context.whitening.map { $0.apply(pool) } ?? pool
+        }
+        if spec.angular {
+            context.supportCoarse = supportRows.map { snapshot.coarseLabels[$0] }
+            let d = snapshot.matrix.columns
+            var sums: [String: ([Double], Int)] = [:]
+            for r in 0..<snapshot.matrix.rows {
+                for key in Set(["", snapshot.coarseLabels[r] ?? ""]) {
+                    var (sum, count) = sums[key] ?? ([Double](repeating: 0, count: d), 0)
+                    for (j, v) in snapshot.matrix.row(r).enumerated() { sum[j] += Double(v) }
+                    sums[key] = (sum, count + 1)
+                }
+            }
+            context.coarseMeans = sums.mapValues { sum, count in sum.map { Float($0 / Double(count)) } }
+        }
+        return context
     }
 
     /// `head` fitted on the current support set: cached, and refitted only after the labelled
     /// items change (concurrent callers share one fit). Without labelled items:
     /// `empty_support_set`; with one label only: `not_enough_data` (nothing to tell apart).
     public func fitted(_ head: any Head) async throws(QueryError) -> any FittedHead {
-        let index = index
-        let generation = try await blocking { try index.generations().support }
-        if let cached = heads[head.name], cached.generation >= generation { return try await result(of: cached.fit, head: head) }
-        let fit = Task { () throws -> any FittedHead in
-            let support = try await self.supportSet()
-            guard support.classes.count >= 2 else {
-                throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
-            }
-            return try await offload { try head.fit(support) }
+        try await fitted(name: head.name, collection: false) { _, _ in head }
+    }
+
+    /// The head `spec` names, fitted and cached like `fitted(_: any Head)`; a head whose options
+    /// draw on the whole index (whitening, angular, expand) is refitted after any change to it.
+    public func fitted(_ spec: HeadSpec) async throws(QueryError) -> any FittedHead {
+        try await fitted(name: spec.description, collection: spec.usesCollection) { snapshot, rows throws(QueryError) in
+            spec.head(try Self.context(spec, snapshot, supportRows: rows))
         }
-        heads[head.name] = (generation, fit)
-        return try await result(of: fit, head: head)
+    }
+
+    private func fitted(name: String, collection: Bool,
+                        make: @escaping @Sendable (VectorSnapshot, [Int]) throws(QueryError) -> any Head) async throws(QueryError) -> any FittedHead {
+        let index = index
+        let generations = try await blocking { try index.generations() }
+        let generation = collection ? generations.items : generations.support
+        if let cached = heads[name], cached.generation >= generation { return try await result(of: cached.fit, name: name) }
+        let fit = Task { () throws -> any FittedHead in
+            let snapshot = try await self.currentSnapshot()
+            return try await offload {
+                let (support, rows) = try Self.supportSet(snapshot)
+                guard support.classes.count >= 2 else {
+                    throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
+                }
+                return try make(snapshot, rows).fit(support)
+            }
+        }
+        heads[name] = (generation, fit)
+        return try await result(of: fit, name: name)
     }
 
     /// The fit's result; a failed fit is forgotten, so the next call tries again.
-    private func result(of fit: Task<any FittedHead, any Error>, head: any Head) async throws(QueryError) -> any FittedHead {
+    private func result(of fit: Task<any FittedHead, any Error>, name: String) async throws(QueryError) -> any FittedHead {
         do { return try await fit.value } catch {
-            if heads[head.name]?.fit == fit { heads[head.name] = nil }
+            if heads[name]?.fit == fit { heads[name] = nil }
             throw QueryError(wrapping: error)
         }
     }
@@ -214,11 +268,29 @@ public actor QueryEngine {
         return try await blocking { fitted.predict(matrix, top: top) }
     }
 
+    /// Predictions for each query from the head `spec` names, with its options.
+    public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5) async throws(QueryError) -> [Prediction] {
+        let matrix = try await vectors(for: queries)
+        guard !queries.isEmpty else { return [] }
+        let fitted = try await fitted(spec)
+        return try await blocking { fitted.predict(matrix, top: top) }
+    }
+
     /// Whether `head` is fitted for the current support set (for tests and metrics).
     public func isCached(_ head: any Head) async throws(QueryError) -> Bool {
-        guard let cached = heads[head.name] else { return false }
+        try await isCached(name: head.name, collection: false)
+    }
+
+    /// Whether the head `spec` names is fitted for the current index.
+    public func isCached(_ spec: HeadSpec) async throws(QueryError) -> Bool {
+        try await isCached(name: spec.description, collection: spec.usesCollection)
+    }
+
+    private func isCached(name: String, collection: Bool) async throws(QueryError) -> Bool {
+        guard let cached = heads[name] else { return false }
         let index = index
-        return try await cached.generation == blocking { try index.generations().support }
+        let generations = try await blocking { try index.generations() }
+        return cached.generation == (collection ? generations.items : generations.support)
     }
 }
 

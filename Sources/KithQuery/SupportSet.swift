@@ -8,6 +8,9 @@ public struct SupportSet: Sendable {
     public let targets: [Int]
     /// Class names, sorted; `targets` index into them.
     public let classes: [String]
+    /// How much each row counts when a head is fitted: 1 for a labelled example, less for a
+    /// neighbour added to its class (`expand`).
+    public let weights: [Float]
 
     /// - Throws: `emptySupportSet` without rows, `invalidLabel` for an empty label, and
     ///   `invalidQuery` if the counts differ.
@@ -23,6 +26,12 @@ public struct SupportSet: Sendable {
         let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
         targets = labels.map { index[$0]! }
         self.vectors = normalised
+        weights = [Float](repeating: 1, count: labels.count)
+    }
+
+    /// Rows already normalised, with their classes and weights (a transformed or expanded set).
+    init(normalised vectors: Matrix, targets: [Int], classes: [String], weights: [Float]) {
+        (self.vectors, self.targets, self.classes, self.weights) = (vectors, targets, classes, weights)
     }
 
     /// Labels given as raw bytes (from a file or a network peer): each must be valid UTF-8.
@@ -42,5 +51,12 @@ public struct SupportSet: Sendable {
         var counts = [Int](repeating: 0, count: classes.count)
         for t in targets { counts[t] += 1 }
         return counts
+    }
+
+    /// The sum of the weights of each class's rows.
+    public var classWeights: [Float] {
+        var totals = [Float](repeating: 0, count: classes.count)
+        for (t, w) in zip(targets, weights) { totals[t] += w }
+        return totals
     }
 }

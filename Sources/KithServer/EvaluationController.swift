@@ -18,11 +18,12 @@ struct EvaluationController {
         let engine = try await service.engine(try context.indexName())
         let body = try await API.decode(FewShotRequest.self, request, context)
         let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
-                                                 episodes: body.episodes ?? 600, seed: body.seed ?? 0)
+                                                 episodes: body.episodes ?? 600, seed: body.seed ?? 0,
+                                                 withinCoarse: body.withinCoarse ?? false, longTail: body.longTail ?? false)
         try engine.limits.check(configuration)
-        let heads = HeadKind.heads(try (body.heads ?? []).map { try HeadKind(named: $0) }, classBalanced: body.balanced ?? false)
-        let support = try await engine.supportSet()
-        let evaluation = try EpisodicEvaluation(support, configuration: configuration, limits: engine.limits)
+        let heads = try HeadSpec.list(body.heads ?? [], classBalanced: body.balanced ?? false)
+        let (support, coarse) = try await engine.labelledItems()
+        let evaluation = try EpisodicEvaluation(support, coarseLabels: coarse, configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }

@@ -71,7 +71,7 @@ struct QueryController {
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
-        let head = try HeadKind(named: options.head ?? HeadKind.logreg.rawValue).head(classBalanced: options.balanced ?? false)
-        return ["predictions": try await engine.classify(queries, head: head, top: options.top ?? 5)]
+        let spec = try HeadSpec.list([options.head ?? HeadKind.logreg.rawValue], classBalanced: options.balanced ?? false)[0]
+        return ["predictions": try await engine.classify(queries, spec: spec, top: options.top ?? 5)]
     }
 }

@@ -73,6 +73,8 @@ struct FewShotRequest: Decodable {
     var seed: UInt64?
     var heads: [String]?
     var balanced: Bool?
+    var withinCoarse: Bool?
+    var longTail: Bool?
 }
 
 /// What became of one image or vector given to the index.

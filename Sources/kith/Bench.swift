@@ -194,20 +194,29 @@ struct SearchBench: ParsableCommand {
 struct HeadsBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "heads",
-        abstract: "Time fitting the logistic-regression head (tools/bench runs this beside scikit-learn).",
+        abstract: "Time fitting a few-shot head (tools/bench runs the logistic-regression head beside scikit-learn).",
         discussion: "Fits on the support set given as a .npy matrix and a label file, --repeats times; reports milliseconds per fit and the predictions for --queries.")
 
     @Option(help: "Support embeddings (.npy).") var support: String
     @Option(help: "One label per support row.") var labels: String
     @Option(help: "Query embeddings (.npy) to predict after fitting.") var queries: String?
     @Option(help: "Fits to time.") var repeats: Int = 5
+    @Option(help: "The head: logreg, prototype, knn or copa with options that need no collection (e.g. copa+steps=100).")
+    var head: String = "logreg"
     @Flag(help: "Print JSON lines.") var json = false
+
+    func validate() throws {
+        do {
+            let spec = try HeadSpec(parsing: head)
+            if spec.usesCollection { throw ValidationError("--head \(head): whiten, angular and expand need a collection; time them with kith eval fewshot") }
+        } catch let error as QueryError { throw ValidationError(error.description) }
+    }
 
     func run() throws {
         let s = try readNpy(support)
         let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
         let set = try SupportSet(vectors: Matrix(rows: s.rows, columns: s.columns, values: s.values), labels: rows)
-        let head = LogisticRegressionHead()
+        let head = try HeadSpec(parsing: self.head).head()
         BLAS.setThreads(1)
         var fitted = try head.fit(set)
         let t0 = Date()

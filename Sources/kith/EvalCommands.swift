@@ -31,22 +31,42 @@ extension Evaluate {
         @Option(help: "Query examples per class.") var queries: Int = 15
         @Option(help: "Number of episodes.") var episodes: Int = 600
         @Option(help: "Seed of the episode sampler.") var seed: UInt64 = 0
-        @Option(name: .customLong("head"), help: "Heads to score (repeatable; default: all).") var heads: [HeadKind] = []
+        @Option(name: .customLong("head"), help: ArgumentHelp(
+            "A head to score, with its options (repeatable): logreg, prototype, knn or copa, then +whiten[=α], +angular, +expand=K, +adjust[=τ], e.g. prototype+whiten; `all`: every head and recommended combination (default: each head plain; docs/heads.md).",
+            valueName: "head"))
+        var heads: [String] = []
         @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
+        @Flag(help: "Episodes of fine classes within one coarse class (needs coarse labels).") var withinCoarse = false
+        @Flag(help: "A long-tailed support set: --shot for the first class down to 1 for the last (Zipf); reports the rarest third too.")
+        var longTail = false
         @Option(help: ArgumentHelp("Write episodes and per-episode results to this JSON file.", valueName: "file")) var json: String?
         @Option(help: ArgumentHelp("With a .npy SOURCE: one label per row.", valueName: "file")) var labels: String?
+        @Option(help: ArgumentHelp("With a .npy SOURCE: one coarse label per row (an empty line: none).", valueName: "file"))
+        var coarseLabels: String?
+        @Option(help: ArgumentHelp("A .npy of unlabelled embeddings the heads' options draw on (whitening statistics, neighbours for expand); default: SOURCE itself, outside each episode.", valueName: "file.npy"))
+        var collection: String?
         @Argument(help: "A folder tree or an index name.") var source: String
 
+        func validate() throws {
+            do { _ = try HeadSpec.list(heads) } catch { throw ValidationError(error.description) }
+        }
+
         func run() async throws {
-            let (vectors, labels) = try await data()
-            let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed)
-            let heads = HeadKind.heads(self.heads, classBalanced: balanced)
-            let evaluation = try reporting { try EpisodicEvaluation(vectors: vectors, labels: labels, configuration: configuration) }
+            let (vectors, labels, coarse) = try await data()
+            let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed,
+                                                     withinCoarse: withinCoarse, longTail: longTail)
+            let heads = try reporting { try HeadSpec.list(self.heads, classBalanced: balanced) }
+            let collection = try self.collection.map(readNpy)
+            let evaluation = try reporting {
+                try EpisodicEvaluation(vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration, collection: collection)
+            }
             let progress = Progress(total: episodes, label: "episodes")
             let results = try await reporting { try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) } }
             for result in results.0 {
-                print(String(format: "%@: %.2f%% ± %.2f  (%d episodes, %d-way %d-shot, %d queries per class, seed %llu, %d classes)",
-                             result.head, 100 * result.mean, 100 * result.confidence95, episodes, way, shot, queries, seed, Set(labels).count))
+                let rarest = result.rarest.map { String(format: "; rarest third %.2f%% ± %.2f", 100 * EpisodicResult.mean($0), 100 * EpisodicResult.confidence95($0)) } ?? ""
+                print(String(format: "%@: %.2f%% ± %.2f%@  (%d episodes, %d-way %d-shot%@%@, %d queries per class, seed %llu, %d classes)",
+                             result.head, 100 * result.mean, 100 * result.confidence95, rarest, episodes, way, shot,
+                             longTail ? " long-tailed" : "", withinCoarse ? " within coarse classes" : "", queries, seed, Set(labels).count))
             }
             if let json {
                 struct Report: Encodable {
@@ -56,20 +76,28 @@ extension Evaluate {
                     var episodes: [Episode]
                     var results: [EpisodicResult]
                 }
-                let report = Report(configuration: ["way": UInt64(way), "shot": UInt64(shot), "queries": UInt64(queries), "episodes": UInt64(episodes), "seed": seed],
+                let report = Report(configuration: ["way": UInt64(way), "shot": UInt64(shot), "queries": UInt64(queries), "episodes": UInt64(episodes), "seed": seed,
+                                                    "within_coarse": withinCoarse ? 1 : 0, "long_tail": longTail ? 1 : 0],
                                     source: source, model: backbone.model, episodes: results.1, results: results.0)
                 try KithJSON.encoder.encode(report).write(to: URL(fileURLWithPath: json))
             }
         }
 
-        /// Embeddings and labels from a folder tree (labels = folder names) or an index.
-        func data() async throws -> (Matrix, [String]) {
+        /// Embeddings, labels and coarse labels from a .npy, a folder tree (labels = folder names,
+        /// no coarse labels) or an index.
+        func data() async throws -> (Matrix, [String], [String?]?) {
             if source.hasSuffix(".npy") {
                 guard let labels else { throw ValidationError("a .npy SOURCE needs --labels FILE") }
                 let m = try readNpy(source)
-                let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
-                guard rows.count == m.rows else { throw failure("\(labels) has \(rows.count) labels for \(m.rows) rows") }
-                return (m, rows)
+                func lines(_ file: String, _ what: String) throws -> [String] {
+                    let rows = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                    let trimmed = rows.last == "" ? Array(rows.dropLast()) : rows
+                    guard trimmed.count == m.rows else { throw failure("\(file) has \(trimmed.count) \(what) for \(m.rows) rows") }
+                    return trimmed
+                }
+                let rows = try lines(labels, "labels")
+                let coarse = try coarseLabels.map { try lines($0, "coarse labels").map { $0.isEmpty ? nil : $0 } }
+                return (m, rows, coarse)
             }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -88,11 +116,11 @@ extension Evaluate {
                     case .failure(let error): printError("skipped \(error)")
                     }
                 }
-                return (Matrix(stacking: vectors), labels)
+                return (Matrix(stacking: vectors), labels, nil)
             }
             let engine = try await engine(source, location: location, backbone: backbone)
-            let support = try await reporting { try await engine.supportSet() }
-            return (support.vectors, support.targets.map { support.classes[$0] })
+            let (support, coarse) = try await reporting { try await engine.labelledItems() }
+            return (support.vectors, support.targets.map { support.classes[$0] }, coarse)
         }
     }
 

@@ -191,4 +191,3 @@ func printJSON(_ value: some Encodable) throws { print(try KithJSON.line(value))
 
 extension QueuePartition: ExpressibleByArgument {}
 extension Metric: ExpressibleByArgument {}
-extension HeadKind: ExpressibleByArgument {}

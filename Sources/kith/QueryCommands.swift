@@ -82,7 +82,8 @@ struct Classify: AsyncParsableCommand {
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
-    @Option(help: "The few-shot head.") var head: HeadKind = .logreg
+    @Option(help: "The few-shot head and its options: logreg, prototype, knn or copa, then +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
+    var head: String = "logreg"
     @Flag(help: "Class-balanced weights n / (K·n_k) for the logistic-regression head.") var balanced = false
     @Option(help: "Classes to print per query.") var top: Int = 3
     @Flag(help: "Print one JSON object per query.") var json = false
@@ -91,12 +92,14 @@ struct Classify: AsyncParsableCommand {
 
     func validate() throws {
         guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+        do { _ = try HeadSpec(parsing: head) } catch { throw ValidationError(error.description) }
     }
 
     func run() async throws {
+        let spec = try reporting { try HeadSpec.list([head], classBalanced: balanced)[0] }
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let predictions = try await reporting { try await engine.classify(queries, head: head.head(classBalanced: balanced), top: top) }
+        let predictions = try await reporting { try await engine.classify(queries, spec: spec, top: top) }
         for (query, prediction) in zip(queries, predictions) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: prediction))

@@ -89,13 +89,13 @@ struct HeadTests {
         // One class: every head answers it with certainty.
         let one = try SupportSet(vectors: Matrix(rows: 2, columns: 2, values: [1, 0, 0.9, 0.1]), labels: ["only", "only"])
         for name in HeadKind.allCases {
-            let prediction = try name.head().fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
+            let prediction = try HeadSpec(name).head().fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
             #expect(prediction.label == "only" && abs(prediction.top[0].probability - 1) < 1e-6, "\(name)")
         }
         // A class with a single example is fine.
         let single = try SupportSet(vectors: Matrix(rows: 3, columns: 2, values: [1, 0, 0.9, 0.1, 0, 1]), labels: ["x", "x", "y"])
         for name in HeadKind.allCases {
-            #expect(try name.head().fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
+            #expect(try HeadSpec(name).head().fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
         }
         let unknown = #expect(throws: QueryError.self) { try HeadKind(named: "svm") }
         #expect(unknown?.code == .unknownHead)

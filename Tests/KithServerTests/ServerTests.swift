@@ -96,7 +96,7 @@ struct ServerTests {
                                                     body: jsonBody(["vectors": [axis(0)], "exclude_labels": ["x"]]))
             #expect((filtered.json["results"] as! [[[String: Any]]])[0].map { $0["source"] as! String } == ["b"])
 
-            for head in ["logreg", "prototype", "knn"] {
+            for head in ["logreg", "prototype", "knn", "copa", "copa+whiten", "prototype+angular+adjust", "logreg+balanced+expand=2"] {
                 let classified = try await client.execute(uri: "/v1/indexes/v/classify", method: .post, headers: jsonHeaders,
                                                           body: jsonBody(["vectors": [axis(1, 0.1)], "head": head, "top": 2]))
                 let prediction = (classified.json["predictions"] as! [[String: Any]])[0]
@@ -223,6 +223,9 @@ struct ServerTests {
         ("GET", "/v1/indexes/e/items?label=", "", "", 400, "invalid_label"),
         ("GET", "/v1/indexes/e/items?limit=0", "", "", 400, "out_of_range"),
         ("POST", "/v1/indexes/e/classify", #"{"ids": [1], "head": "svm"}"#, "application/json", 400, "unknown_head"),
+        ("POST", "/v1/indexes/e/classify", #"{"ids": [1], "head": "copa+steps=0"}"#, "application/json", 400, "invalid_query"),
+        ("POST", "/v1/indexes/e/eval/fewshot", #"{"heads": ["prototype+tau=1"]}"#, "application/json", 400, "invalid_query"),
+        ("POST", "/v1/indexes/e/eval/fewshot", #"{"within_coarse": true}"#, "application/json", 400, "invalid_query"),
         ("POST", "/v1/indexes/e/classify", #"{"vectors": []}"#, "application/json", 400, "invalid_query"),
         ("POST", "/v1/indexes/e/items", "hello", "text/plain", 415, "unsupported_media_type"),
         ("POST", "/v1/indexes/e/items", "not an image", "image/jpeg", 400, "unsupported_format"),
@@ -312,6 +315,13 @@ struct ServerTests {
             #expect(lines.dropLast().allSatisfy { $0["done"] != nil } && lines.count > 2)
             let results = lines.last?["results"] as? [[String: Any]]
             #expect(results?.first?["head"] as? String == "prototype" && results?.first?["mean"] as? Double == 1)
+            let tail = try await client.execute(uri: "/v1/indexes/f/eval/fewshot", method: .post, headers: jsonHeaders,
+                                                body: jsonBody(["way": 3, "shot": 4, "queries": 5, "episodes": 10, "long_tail": true,
+                                                                "heads": ["prototype+whiten", "logreg+adjust"]]))
+            let last = try JSONSerialization.jsonObject(with: Data(tail.text.split(separator: "\n").last!.utf8)) as? [String: Any]
+            let tailResults = last?["results"] as? [[String: Any]]
+            #expect(tailResults?.map { $0["head"] as! String } == ["prototype+whiten", "logreg+adjust"], "\(tail.text)")
+            #expect(tailResults?.allSatisfy { ($0["rarest_accuracies"] as? [Double])?.count == 10 && $0["rarest_mean"] is Double } == true)
         }
     }
 

@@ -35,7 +35,10 @@ struct QueryCLITests {
             #expect(answer["label"] as? String == "green" && answer["head"] as? String == head, "\(head): \(run.text)\(run.stderr)")
         }
         let unknown = try cli.kith(["classify", "q", paths[0], "--head", "svm"], indexes: indexes)
-        #expect(unknown.status != 0 && unknown.stderr.contains("'svm' is invalid for '--head"))
+        #expect(unknown.status != 0 && unknown.stderr.contains("unknown head 'svm'"))
+        let options = try cli.kith(["classify", "q", Fixtures.path("images/camera-grey.png"), "--head", "copa+whiten+angular", "--json"], indexes: indexes)
+        let optioned = try JSONSerialization.jsonObject(with: options.stdout) as? [String: Any]
+        #expect(optioned?["label"] as? String == "green" && optioned?["head"] as? String == "copa+whiten+angular", "\(options.text)\(options.stderr)")
 
         let eval = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                  "--json", dir + "/episodes.json"], indexes: indexes)
@@ -43,7 +46,11 @@ struct QueryCLITests {
         #expect(eval.text.contains("logreg: 100.00% ± 0.00  (10 episodes, 3-way 1-shot"))
         let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/episodes.json"))) as! [String: Any]
         #expect((written["episodes"] as! [Any]).count == 10)
-        #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["logreg", "prototype", "knn"])
+        #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["logreg", "prototype", "knn", "copa"])
+        let named = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
+                                  "--head", "prototype+whiten", "--head", "logreg", "--head", "prototype+whiten=3"], indexes: indexes)
+        #expect(named.status == 0 && named.text.contains("prototype+whiten: ") && named.text.contains("logreg: 100.00%"), "\(named.text)\(named.stderr)")
+        #expect(named.text.components(separatedBy: "prototype+whiten: ").count == 2)  // the same head once
         let again = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                   "--json", dir + "/again.json"], indexes: indexes)
         #expect(again.status == 0)

@@ -1,0 +1,281 @@
+import Foundation
+import KithMath
+
+/// A head and its options as users name it (`--head`, the API's `head`): the head's name, then
+/// `+option` or `+option=value` in any order, e.g. `logreg`, `prototype+whiten`,
+/// `copa+angular+expand=5`, `logreg+balanced+adjust=1`. The maths is in docs/heads.md.
+///
+/// Options every head takes:
+/// - `whiten[=α]`: whiten embeddings with the collection's mean and covariance (shrinkage α,
+///   default 3);
+/// - `angular`: angular normalisation around the coarse class (ANCOR): x ↦ unit(x − u_c);
+/// - `expand=K`: add each support example's K nearest unlabelled items to its class, weighted
+///   by similarity (NNCLR's neighbours as positives);
+/// - `adjust[=τ]`: logit adjustment by the support set's class prior, p_k ∝ p_k·π_k^(−τ)
+///   (DSCL; default τ = 1).
+/// `balanced` (class-balanced weights) is for `logreg`; `steps=N` and `lr=η` for `copa`.
+public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
+    public var kind: HeadKind
+    public var classBalanced = false
+    /// Whitening shrinkage α; nil: no whitening.
+    public var whitening: Float?
+    public var angular = false
+    /// K of `expand`; 0: none.
+    public var expand = 0
+    /// τ of the logit adjustment; nil: none.
+    public var logitAdjustment: Float?
+    /// CoPA's optimiser steps and learning rate (nil: its defaults).
+    public var steps: Int?
+    public var learningRate: Float?
+
+    public static let defaultWhitening: Float = 3
+
+    public init(_ kind: HeadKind) { self.kind = kind }
+
+    /// Parses `name+option+option=value…`; an unknown head or option, a bad value or an option
+    /// given twice is `unknown_head` or `invalid_query` naming it.
+    public init(parsing text: String) throws(QueryError) {
+        let parts = text.split(separator: "+", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        self.init(try HeadKind(named: parts[0]))
+        var seen: Set<String> = []
+        for part in parts.dropFirst() {
+            let pieces = part.split(separator: "=", maxSplits: 1).map(String.init)
+            let option = pieces.first ?? "", value = pieces.count > 1 ? pieces[1] : nil
+            guard seen.insert(option).inserted else { throw QueryError(.invalidQuery, "head '\(text)': option '\(option)' is given twice") }
+            func number(_ what: String, default fallback: Float? = nil, _ valid: (Float) -> Bool) throws(QueryError) -> Float {
+                if value == nil, let fallback { return fallback }
+                guard let value, let v = Float(value), v.isFinite, valid(v) else {
+                    throw QueryError(.invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
+                }
+                return v
+            }
+            func integer(_ what: String, _ range: ClosedRange<Int>) throws(QueryError) -> Int {
+                guard let value, let v = Int(value), range.contains(v) else {
+                    throw QueryError(.invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
+                }
+                return v
+            }
+            func flag() throws(QueryError) {
+                if let value { throw QueryError(.invalidQuery, "head '\(text)': \(option) takes no value, not '\(value)'") }
+            }
+            switch option {
+            case "balanced" where kind == .logreg: try flag(); classBalanced = true
+            case "whiten": whitening = try number("a shrinkage ≥ 0", default: Self.defaultWhitening) { $0 >= 0 }
+            case "angular": try flag(); angular = true
+            case "expand": expand = try integer("a number of neighbours from 1 to 100", 1...100)
+            case "adjust": logitAdjustment = try number("a τ ≥ 0", default: 1) { $0 >= 0 }
+            case "steps" where kind == .copa: steps = try integer("a number of steps from 1 to 10,000 (0 steps is the prototype head)", 1...10_000)
+            case "lr" where kind == .copa: learningRate = try number("a learning rate > 0") { $0 > 0 }
+            default:
+                throw QueryError(.invalidQuery, "head '\(text)': unknown option '\(option)' for \(kind.rawValue); known: \(Self.options(kind).joined(separator: ", "))")
+            }
+        }
+    }
+
+    static func options(_ kind: HeadKind) -> [String] {
+        (kind == .logreg ? ["balanced"] : []) + ["whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
+            + (kind == .copa ? ["steps=N", "lr=η"] : [])
+    }
+
+    /// The canonical name: options in a fixed order, defaults left out.
+    public var description: String {
+        var parts = [kind.rawValue]
+        if classBalanced { parts.append("balanced") }
+        if let steps { parts.append("steps=\(steps)") }
+        if let learningRate { parts.append("lr=\(learningRate)") }
+        if let whitening { parts.append(whitening == Self.defaultWhitening ? "whiten" : "whiten=\(whitening)") }
+        if angular { parts.append("angular") }
+        if expand > 0 { parts.append("expand=\(expand)") }
+        if let logitAdjustment { parts.append(logitAdjustment == 1 ? "adjust" : "adjust=\(logitAdjustment)") }
+        return parts.joined(separator: "+")
+    }
+
+    /// Whether fitting draws on the collection beyond the support set (its statistics, coarse
+    /// classes or unlabelled items), so that any change to the collection refits it.
+    public var usesCollection: Bool { whitening != nil || angular || expand > 0 }
+
+    /// The head with these options, fitted with what `context` knows of the collection.
+    public func head(_ context: HeadContext = .init()) -> any Head {
+        let base: any Head = switch kind {
+        case .logreg: LogisticRegressionHead(classBalanced: classBalanced)
+        case .prototype: PrototypeHead()
+        case .knn: KNNHead()
+        case .copa: CoPAHead(steps: steps ?? CoPAHead.defaultSteps, learningRate: learningRate ?? CoPAHead.defaultLearningRate)
+        }
+        guard usesCollection || logitAdjustment != nil else { return base }
+        return ConfiguredHead(spec: self, base: base, context: context)
+    }
+
+    /// The heads an evaluation or classification names: `all` is `recommended`, none is every
+    /// head with its defaults; `classBalanced` adds `balanced` to the logistic-regression heads.
+    public static func list(_ names: [String], classBalanced: Bool = false) throws(QueryError) -> [HeadSpec] {
+        var specs: [HeadSpec] = []
+        for name in names {
+            if name == "all" { specs += recommended } else { specs.append(try HeadSpec(parsing: name)) }
+        }
+        if names.isEmpty { specs = HeadKind.allCases.map(HeadSpec.init) }
+        if classBalanced { for i in specs.indices where specs[i].kind == .logreg { specs[i].classBalanced = true } }
+        var seen: Set<String> = []
+        return specs.filter { seen.insert($0.description).inserted }
+    }
+
+    /// Every head and the combinations benchmarks recommend (`--head all`).
+    public static let recommended: [HeadSpec] = ["logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
+                                                 "copa+whiten", "logreg+angular", "prototype+angular", "logreg+expand=10",
+                                                 "logreg+whiten+expand=10"].map { try! HeadSpec(parsing: $0) }
+}
+
+/// What a head's options know of the collection beyond the support set. The query engine fills
+/// it from the index; an evaluation from the data set, without the episode's queries.
+public struct HeadContext: Sendable {
+    /// Unlabelled unit rows that `expand` may add to classes, already whitened when `whitening`
+    /// is set (so that an evaluation whitens its data set once, not once per episode).
+    public var pool: Matrix?
+    /// The coarse label of each support row (nil or empty: none).
+    public var supportCoarse: [String?]
+    /// The mean (not normalised) of the items of each coarse label; under "": of the whole collection.
+    public var coarseMeans: [String: [Float]]
+    public var whitening: Whitening?
+
+    public init(pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:], whitening: Whitening? = nil) {
+        (self.pool, self.supportCoarse, self.coarseMeans, self.whitening) = (pool, supportCoarse, coarseMeans, whitening)
+    }
+}
+
+/// A base head behind its options: embeddings are whitened, then angularly normalised, the
+/// support set is expanded, the base head is fitted, and its probabilities are logit-adjusted.
+struct ConfiguredHead: Head {
+    let spec: HeadSpec
+    let base: any Head
+    let context: HeadContext
+
+    var name: String { spec.description }
+
+    func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
+        if spec.whitening != nil, context.whitening == nil {
+            throw QueryError(.notEnoughData, "head '\(name)': whitening needs the statistics of a collection")
+        }
+        var vectors = support.vectors, pool = context.pool
+        if let whitening = context.whitening { vectors = whitening.apply(vectors) }
+        var directions: [[Float]] = []
+        if spec.angular {
+            let (rows, candidates) = angularDirections(support, vectors)
+            vectors = Self.angular(vectors, around: rows.map { candidates[$0] })
+            pool = pool.map { Self.angular($0, around: Self.nearest($0, of: candidates).map { candidates[$0] }) }
+            directions = candidates
+        }
+        var transformed = SupportSet(normalised: vectors, targets: support.targets, classes: support.classes, weights: support.weights)
+        if spec.expand > 0, let pool, pool.rows > 0 { transformed = Self.expand(transformed, from: pool, k: spec.expand) }
+        let fitted = try base.fit(transformed)
+        let prior = support.classWeights
+        let total = prior.reduce(0, +)
+        return Fitted(head: name, classes: support.classes, base: fitted, whitening: context.whitening, directions: directions,
+                      logPrior: spec.logitAdjustment.map { tau in prior.map { tau * Foundation.log($0 / total) } })
+    }
+
+    /// For each support row, which of the candidate unit directions it is normalised around: its
+    /// coarse class's mean, else the collection's (unless whitened), else the support set's.
+    private func angularDirections(_ support: SupportSet, _ vectors: Matrix) -> (rows: [Int], candidates: [[Float]]) {
+        func unit(_ v: [Float]) -> [Float] {
+            if let whitening = context.whitening { return whitening.apply(direction: v) }
+            var copy = v
+            copy.withUnsafeMutableBufferPointer { normalize($0) }
+            return copy
+        }
+        var keys: [String] = [], rows: [Int] = []
+        for i in 0..<support.vectors.rows {
+            let coarse = i < context.supportCoarse.count ? context.supportCoarse[i] ?? "" : ""
+            // Whitening centres on the collection's mean already: around it, nothing would be left.
+            let collection = context.coarseMeans[""] != nil && context.whitening == nil
+            let key = !coarse.isEmpty && context.coarseMeans[coarse] != nil ? coarse : collection ? "" : "\u{0}support"
+            if let k = keys.firstIndex(of: key) { rows.append(k) } else { keys.append(key); rows.append(keys.count - 1) }
+        }
+        let candidates = keys.map { key -> [Float] in
+            if let mean = context.coarseMeans[key] { return unit(mean) }
+            // The support set's own mean, in the (possibly whitened) space of `vectors`.
+            var mean = [Float](repeating: 0, count: vectors.columns)
+            for r in 0..<vectors.rows { for (j, v) in vectors.row(r).enumerated() { mean[j] += v } }
+            mean.withUnsafeMutableBufferPointer { normalize($0) }
+            return mean
+        }
+        return (rows, candidates)
+    }
+
+    /// unit(x − u) for each row x and its direction u.
+    static func angular(_ m: Matrix, around directions: [[Float]]) -> Matrix {
+        var out = m
+        let d = m.columns
+        for (r, u) in directions.enumerated() {
+            for j in 0..<d { out.values[r * d + j] -= u[j] }
+        }
+        out.normalizeRows()
+        return out
+    }
+
+    /// For each row, the index of the most similar direction (a query's coarse class, guessed).
+    static func nearest(_ m: Matrix, of directions: [[Float]]) -> [Int] {
+        guard directions.count > 1 else { return [Int](repeating: 0, count: m.rows) }
+        let similarities = m.multiplyTransposed(Matrix(stacking: directions))
+        return (0..<m.rows).map { r in
+            let row = Array(similarities.row(r))
+            return row.indices.max { row[$0] < row[$1] }!
+        }
+    }
+
+    /// The support set with each example's k nearest pool rows added to its class, weighted by
+    /// their cosine similarity to it (at least 0). A pool row goes to the support example it is
+    /// most similar to, so it joins one class at most.
+    static func expand(_ support: SupportSet, from pool: Matrix, k: Int) -> SupportSet {
+        let similarities = support.vectors.multiplyTransposed(pool)  // n × m
+        let n = support.vectors.rows, m = pool.rows
+        var owned = [[(score: Float, row: Int)]](repeating: [], count: n)
+        for j in 0..<m {
+            var best = 0
+            for i in 1..<max(n, 1) where similarities.values[i * m + j] > similarities.values[best * m + j] { best = i }
+            owned[best].append((similarities.values[best * m + j], j))
+        }
+        var rows: [Int] = [], targets = support.targets, weights = support.weights
+        for i in 0..<n {
+            var top = TopK(k: k)
+            for (score, j) in owned[i] { top.offer(score, j) }
+            for (j, score) in top.sorted() {
+                rows.append(j)
+                targets.append(support.targets[i])
+                weights.append(max(score, 0) * support.weights[i])
+            }
+        }
+        let added = pool.gathering(rows: rows)
+        let vectors = Matrix(rows: n + rows.count, columns: pool.columns, values: support.vectors.values + added.values)
+        return SupportSet(normalised: vectors, targets: targets, classes: support.classes, weights: weights)
+    }
+
+    struct Fitted: FittedHead {
+        let head: String
+        let classes: [String]
+        let base: any FittedHead
+        let whitening: Whitening?
+        let directions: [[Float]]
+        /// τ·log π_k, subtracted from each class's log-probability; nil: no adjustment.
+        let logPrior: [Float]?
+
+        func probabilities(_ queries: Matrix) -> Matrix {
+            var z = normalised(queries)
+            if let whitening { z = whitening.apply(z) }
+            if !directions.isEmpty { z = ConfiguredHead.angular(z, around: ConfiguredHead.nearest(z, of: directions).map { directions[$0] }) }
+            var p = base.probabilities(z)
+            if let logPrior {
+                // p_k·π_k^(−τ), renormalised: the logits shifted by −τ·log π_k.
+                let k = classes.count
+                for r in 0..<p.rows {
+                    var total: Float = 0
+                    for c in 0..<k {
+                        p.values[r * k + c] *= Foundation.exp(-logPrior[c])
+                        total += p.values[r * k + c]
+                    }
+                    for c in 0..<k { p.values[r * k + c] /= total }
+                }
+            }
+            return p
+        }
+    }
+}
