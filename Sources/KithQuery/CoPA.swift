@@ -11,8 +11,10 @@ import KithMath
 public struct CoPAHead: Head {
     public static let defaultSteps = 50
     public static let defaultLearningRate: Float = 0.01
-    /// The largest support set CoPA fits: each step costs O(n·r²) for n rows spanning r ≤ n dimensions.
-    public static let maxRows = 1_000
+    /// The most work one fit may take, steps · n · r² for n support rows spanning r ≤ min(n, d)
+    /// dimensions (a step costs about 8·n·r² flops): seconds on one core, so that a request
+    /// cannot tie a core up for longer. 5-way 5-shot with 50 steps is 10⁶.
+    public static let maxWork: Double = 1e10
     public var steps: Int
     public var learningRate: Float
     public var temperature: Float
@@ -33,8 +35,9 @@ public struct CoPAHead: Head {
         guard steps >= 0 else { throw QueryError(.invalidQuery, "copa: steps must be ≥ 0, not \(steps)") }
         guard learningRate > 0, learningRate.isFinite else { throw QueryError(.invalidQuery, "copa: the learning rate must be > 0, not \(learningRate)") }
         guard temperature > 0, temperature.isFinite else { throw QueryError(.invalidQuery, "copa: the temperature must be > 0, not \(temperature)") }
-        guard support.vectors.rows <= Self.maxRows else {
-            throw QueryError(.invalidQuery, "copa fits few-shot support sets of at most \(Self.maxRows) rows, not \(support.vectors.rows): use logreg or prototype")
+        let span = min(support.vectors.rows, support.vectors.columns)
+        guard Double(steps) * Double(support.vectors.rows) * Double(span * span) <= Self.maxWork else {
+            throw QueryError(.invalidQuery, "copa: \(steps) steps on \(support.vectors.rows) support rows is too much work (steps · n · r² above \(Int(Self.maxWork))): give fewer steps, or use logreg or prototype for large support sets")
         }
         let basis = Self.orthonormalBasis(support.vectors)
         let r = basis.rows, n = support.vectors.rows, k = support.classes.count

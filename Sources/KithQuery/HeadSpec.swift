@@ -72,6 +72,13 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Parses one head to classify with; `classBalanced` (a separate flag of the CLI and the API)
+    /// adds `balanced` to a logistic-regression head.
+    public init(parsing text: String, classBalanced: Bool) throws(QueryError) {
+        try self.init(parsing: text)
+        if classBalanced, kind == .logreg { self.classBalanced = true }
+    }
+
     static func options(_ kind: HeadKind) -> [String] {
         (kind == .logreg ? ["balanced"] : []) + ["whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
             + (kind == .copa ? ["steps=N", "lr=η"] : [])

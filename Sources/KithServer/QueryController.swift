@@ -71,7 +71,7 @@ struct QueryController {
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
-        let spec = try HeadSpec.list([options.head ?? HeadKind.logreg.rawValue], classBalanced: options.balanced ?? false)[0]
+        let spec = try HeadSpec(parsing: options.head ?? HeadKind.logreg.rawValue, classBalanced: options.balanced ?? false)
         return ["predictions": try await engine.classify(queries, spec: spec, top: options.top ?? 5)]
     }
 }

@@ -96,7 +96,7 @@ struct Classify: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let spec = try reporting { try HeadSpec.list([head], classBalanced: balanced)[0] }
+        let spec = try reporting { try HeadSpec(parsing: head, classBalanced: balanced) }
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let predictions = try await reporting { try await engine.classify(queries, spec: spec, top: top) }

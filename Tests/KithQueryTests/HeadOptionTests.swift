@@ -284,6 +284,10 @@ struct CoPATests {
 
         let bad = #expect(throws: QueryError.self) { try CoPAHead(steps: -1).fit(support) }
         #expect(bad?.code == .invalidQuery && bad?.description.contains("steps") == true)
+        let big = try SupportSet(vectors: Matrix(rows: 600, columns: 600, values: (0..<360_000).map { Float($0 % 601 == 0 ? 1 : 0) }),
+                                 labels: (0..<600).map { "c\($0 % 3)" })
+        let tooMuch = #expect(throws: QueryError.self) { try CoPAHead(steps: 50).fit(big) }
+        #expect(tooMuch?.code == .invalidQuery && tooMuch?.description.contains("too much work") == true)
         let cold = #expect(throws: QueryError.self) { try CoPAHead(temperature: 0).fit(support) }
         #expect(cold?.description.contains("temperature") == true)
     }

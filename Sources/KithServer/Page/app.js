@@ -110,7 +110,7 @@ async function searchItem(id) {
 async function classify() {
   if (!state.image) return;
   const head = $("head").value;
-  const body = await json(`/v1/indexes/${encodeURIComponent(state.index)}/classify?head=${head}&top=5`,
+  const body = await json(`/v1/indexes/${encodeURIComponent(state.index)}/classify?head=${encodeURIComponent(head)}&top=5`,
     { method: "POST", headers: { "Content-Type": state.image.type || "application/octet-stream" }, body: state.image });
   const prediction = body.predictions[0];
   $("probabilities").replaceChildren(...prediction.top.map((c) => {

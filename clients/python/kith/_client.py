@@ -143,6 +143,8 @@ class EvalResult:
     mean: float
     ci95: float
     accuracies: np.ndarray
+    #: With ``long_tail``: the accuracy on the rarest third of the classes, per episode.
+    rarest: Optional[np.ndarray] = None
 
 
 def _added(items: List[Dict[str, Any]]) -> Added:
@@ -303,8 +305,9 @@ class _Operations:
     def classify(self, index: str, queries: Union[np.ndarray, Sequence[int]], head: str = "logreg", top: int = 5,
                  balanced: bool = False) -> Op[List[Prediction]]:
         """Classifies each query (vectors or item ids) with a few-shot ``head`` (``logreg``,
-        ``prototype``, ``knn``) fitted on the index's labelled items; ``balanced`` weights the
-        logistic regression's classes n / (K·n_k)."""
+        ``prototype``, ``knn``, ``copa``, with options such as ``prototype+whiten``: docs/heads.md)
+        fitted on the index's labelled items; ``balanced`` weights the logistic regression's
+        classes n / (K·n_k)."""
         options = {"head": head, "top": top, "balanced": balanced}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", queries, options)
         return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]])
@@ -353,12 +356,16 @@ class _Operations:
     # Evaluation.
 
     def eval_fewshot(self, index: str, way: int = 5, shot: int = 1, queries: int = 15, episodes: int = 600, seed: int = 0,
-                     heads: Optional[Sequence[str]] = None, balanced: bool = False,
-                     progress: Optional[Callable[[int, int], None]] = None) -> Op[List[EvalResult]]:
-        """Episodic ``way``-way ``shot``-shot accuracy of the heads (default: all) on the index's
-        labelled items, mean ± 95% confidence interval; ``progress(done, episodes)`` is called as
-        episodes finish. The same seed gives the same episodes."""
-        body: Dict[str, Any] = {"way": way, "shot": shot, "queries": queries, "episodes": episodes, "seed": seed, "balanced": balanced}
+                     heads: Optional[Sequence[str]] = None, balanced: bool = False, within_coarse: bool = False,
+                     long_tail: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> Op[List[EvalResult]]:
+        """Episodic ``way``-way ``shot``-shot accuracy of the heads (names with options, e.g.
+        ``prototype+whiten``; default: each head plain; ``all``: the recommended ones) on the index's
+        labelled items, mean ± 95% confidence interval; ``within_coarse`` draws each episode's
+        classes from one coarse class, ``long_tail`` gives them Zipf-distributed shots (and reports
+        the rarest third). ``progress(done, episodes)`` is called as episodes finish. The same seed
+        gives the same episodes."""
+        body: Dict[str, Any] = {"way": way, "shot": shot, "queries": queries, "episodes": episodes, "seed": seed, "balanced": balanced,
+                                "within_coarse": within_coarse, "long_tail": long_tail}
         if heads is not None:
             body["heads"] = list(heads)
         yield _Call("POST", f"/v1/indexes/{index}/eval/fewshot", json=body, lines=True)
@@ -372,7 +379,8 @@ class _Operations:
             if "done" in event and progress is not None:
                 progress(event["done"], event["episodes"])
             elif "results" in event:
-                return [EvalResult(r["head"], r["mean"], r["ci95"], np.array(r.get("accuracies", []), dtype=np.float64))
+                return [EvalResult(r["head"], r["mean"], r["ci95"], np.array(r.get("accuracies", []), dtype=np.float64),
+                                   np.array(r["rarest_accuracies"], dtype=np.float64) if "rarest_accuracies" in r else None)
                         for r in event["results"]]
             elif "error" in event:
                 raise KithError.from_response(400, event)

@@ -78,9 +78,15 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     # Evaluation, with progress.
     seen = []
     results = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total)))
-    assert [r.head for r in results] == ["logreg", "prototype", "knn"]
-    assert all(r.mean > 0.9 and len(r.accuracies) == 20 for r in results)
+    assert [r.head for r in results] == ["logreg", "prototype", "knn", "copa"]
+    assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None for r in results)
     assert seen and seen[-1] == (20, 20)
+    tail = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True)
+    assert [r.head for r in tail] == ["prototype+whiten", "copa+steps=20"]
+    assert all(r.rarest is not None and len(r.rarest) == 5 for r in tail)
+    with pytest.raises(kith.KithError, match="fine-within-coarse episodes need coarse labels"):
+        client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, within_coarse=True)
+    assert client.classify(name, vectors[:1], head="copa+whiten")[0].head == "copa+whiten"
 
     assert client.snapshot(name, name + "-copy") == name + "-copy"
     client.drop_index(name)
