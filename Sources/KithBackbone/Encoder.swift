@@ -154,6 +154,21 @@ public struct Encoder: Sendable {
         return PreparedBatch(sources: inputs.map(\.name), errors: errors, input: packed, thumbnails: thumbnails.values)
     }
 
+    /// Embeds images already decoded (views of an image, say): one normalised row each, in order.
+    public func embed(images: [RGBImage]) -> Matrix {
+        guard !images.isEmpty else { return Matrix(zeros: 0, backbone.dimension) }
+        let preprocessing = backbone.preprocessing
+        let size = preprocessing.inputSize * preprocessing.inputSize * 3
+        var tensors = [Float](repeating: 0, count: images.count * size)
+        tensors.withUnsafeMutableBufferPointer { buffer in
+            let buffer = buffer
+            parallelFor(images.count, threads: configuration.threads) { i in
+                preprocessing.write(images[i], into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
+            }
+        }
+        return run(tensors, count: images.count).embeddings
+    }
+
     /// Runs the network on a prepared batch (the second half of `encode`); results in input order.
     public func embed(_ batch: PreparedBatch) -> [Result<EncodedImage, ImageError>] {
         let good = batch.errors.filter { $0 == nil }.count

@@ -268,6 +268,7 @@ extension Index {
                     }
                     if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
                     try txn.delete(.thumbnails, key(id))
+                    try txn.delete(.views, key(id))
                     deleted.append(id)
                     state.items -= 1
                 }

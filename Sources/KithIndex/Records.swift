@@ -16,11 +16,13 @@ enum Database: String, CaseIterable {
     case queue
     /// Item id → a small JPEG of the image (items added as images, when asked for).
     case thumbnails
+    /// Item id → embeddings of label-preserving views of its image (count × dimension float32).
+    case views
 
     var flags: UInt32 { self == .labels ? DatabaseFlags.duplicateFixedIDs : DatabaseFlags.plain }
 
     /// Databases that indexes made before them lack: created when such an index is opened.
-    var createdOnOpen: Bool { self == .thumbnails }
+    var createdOnOpen: Bool { self == .thumbnails || self == .views }
 }
 
 

@@ -108,12 +108,14 @@ public struct EpisodicEvaluation: Sendable {
     /// The collection heads' options draw on (whitening statistics, neighbours to expand with);
     /// nil: the evaluated rows themselves, outside the episode.
     public let collection: Matrix?
+    /// Each row's views (for heads with `views`); empty or nil entries: none.
+    public let views: [Matrix?]
 
     /// - Throws: `out_of_range` for a shape outside `limits`, `not_enough_data` when too few
     ///   classes have enough examples.
     ///   `withinCoarse` episodes without coarse labels are `invalid_query`.
     public init(vectors: Matrix, labels: [String], coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
-                collection: Matrix? = nil, limits: QueryLimits = .init()) throws(QueryError) {
+                collection: Matrix? = nil, views: [Matrix?] = [], limits: QueryLimits = .init()) throws(QueryError) {
         guard vectors.rows == labels.count else { throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors") }
         let coarse = coarseLabels ?? [String?](repeating: nil, count: labels.count)
         guard coarse.count == labels.count else { throw QueryError(.invalidQuery, "\(coarse.count) coarse labels for \(labels.count) rows") }
@@ -135,6 +137,7 @@ public struct EpisodicEvaluation: Sendable {
         self.coarseLabels = coarse
         self.configuration = configuration
         self.collection = collection
+        self.views = views
     }
 
     /// An evaluation of a labelled support set (an index's labelled items, say).
@@ -142,6 +145,14 @@ public struct EpisodicEvaluation: Sendable {
                 collection: Matrix? = nil, limits: QueryLimits = .init()) throws(QueryError) {
         try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, coarseLabels: coarseLabels,
                       configuration: configuration, collection: collection, limits: limits)
+    }
+
+    /// An evaluation of an index's labelled items, with their coarse labels and stored views.
+    public init(_ items: LabelledItems, configuration: EpisodeConfiguration, collection: Matrix? = nil,
+                limits: QueryLimits = .init()) throws(QueryError) {
+        let support = items.support
+        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, coarseLabels: items.coarseLabels,
+                      configuration: configuration, collection: collection, views: items.views, limits: limits)
     }
 
     /// Classes with enough rows, sorted by label, with their rows and coarse label (the first row's).
@@ -263,6 +274,10 @@ struct EpisodeContexts {
     func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {
         var context = HeadContext(whitening: spec.whitening.flatMap { whitenings[$0] })
         let vectors = evaluation.vectors
+        if spec.views {
+            let views = evaluation.views
+            context.views = episode.support.map { $0 < views.count ? views[$0] : nil }
+        }
         if spec.expand > 0, let pool = pools[spec.whitening] {
             if evaluation.collection != nil {
                 context.pool = pool

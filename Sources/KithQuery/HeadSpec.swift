@@ -12,7 +12,9 @@ import KithMath
 /// - `expand=K`: add each support example's K nearest unlabelled items to its class, weighted
 ///   by similarity (NNCLR's neighbours as positives);
 /// - `adjust[=τ]`: logit adjustment by the support set's class prior, p_k ∝ p_k·π_k^(−τ)
-///   (DSCL; default τ = 1).
+///   (DSCL; default τ = 1);
+/// - `views`: fit on the stored embeddings of label-preserving views of each support image
+///   as well (SCL; made by `kith index views`).
 /// `balanced` (class-balanced weights) is for `logreg`; `steps=N` and `lr=η` for `copa`.
 public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     public var kind: HeadKind
@@ -20,6 +22,8 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     /// Whitening shrinkage α; nil: no whitening.
     public var whitening: Float?
     public var angular = false
+    /// Whether the support images' stored views join the support set.
+    public var views = false
     /// K of `expand`; 0: none.
     public var expand = 0
     /// τ of the logit adjustment; nil: none.
@@ -62,6 +66,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
             case "balanced" where kind == .logreg: try flag(); classBalanced = true
             case "whiten": whitening = try number("a shrinkage ≥ 0", default: Self.defaultWhitening) { $0 >= 0 }
             case "angular": try flag(); angular = true
+            case "views": try flag(); views = true
             case "expand": expand = try integer("a number of neighbours from 1 to 100", 1...100)
             case "adjust": logitAdjustment = try number("a τ ≥ 0", default: 1) { $0 >= 0 }
             case "steps" where kind == .copa: steps = try integer("a number of steps from 1 to 10,000 (0 steps is the prototype head)", 1...10_000)
@@ -80,7 +85,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func options(_ kind: HeadKind) -> [String] {
-        (kind == .logreg ? ["balanced"] : []) + ["whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
+        (kind == .logreg ? ["balanced"] : []) + ["views", "whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
             + (kind == .copa ? ["steps=N", "lr=η"] : [])
     }
 
@@ -90,6 +95,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         if classBalanced { parts.append("balanced") }
         if let steps { parts.append("steps=\(steps)") }
         if let learningRate { parts.append("lr=\(learningRate)") }
+        if views { parts.append("views") }
         if let whitening { parts.append(whitening == Self.defaultWhitening ? "whiten" : "whiten=\(whitening)") }
         if angular { parts.append("angular") }
         if expand > 0 { parts.append("expand=\(expand)") }
@@ -109,7 +115,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         case .knn: KNNHead()
         case .copa: CoPAHead(steps: steps ?? CoPAHead.defaultSteps, learningRate: learningRate ?? CoPAHead.defaultLearningRate)
         }
-        guard usesCollection || logitAdjustment != nil else { return base }
+        guard usesCollection || views || logitAdjustment != nil else { return base }
         return ConfiguredHead(spec: self, base: base, context: context)
     }
 
@@ -135,6 +141,8 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
 /// What a head's options know of the collection beyond the support set. The query engine fills
 /// it from the index; an evaluation from the data set, without the episode's queries.
 public struct HeadContext: Sendable {
+    /// Per support row, the embeddings of its image's views (nil: none), for `views`.
+    public var views: [Matrix?] = []
     /// Unlabelled unit rows that `expand` may add to classes, already whitened when `whitening`
     /// is set (so that an evaluation whitens its data set once, not once per episode).
     public var pool: Matrix?
@@ -149,8 +157,9 @@ public struct HeadContext: Sendable {
     }
 }
 
-/// A base head behind its options: embeddings are whitened, then angularly normalised, the
-/// support set is expanded, the base head is fitted, and its probabilities are logit-adjusted.
+/// A base head behind its options: the support images' views join the support set, embeddings
+/// are whitened, then angularly normalised, the support set is expanded, the base head is
+/// fitted, and its probabilities are logit-adjusted.
 struct ConfiguredHead: Head {
     let spec: HeadSpec
     let base: any Head
@@ -158,15 +167,17 @@ struct ConfiguredHead: Head {
 
     var name: String { spec.description }
 
-    func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
+    func fit(_ given: SupportSet) throws(QueryError) -> any FittedHead {
         if spec.whitening != nil, context.whitening == nil {
             throw QueryError(.notEnoughData, "head '\(name)': whitening needs the statistics of a collection")
         }
+        var support = given, coarse = context.supportCoarse
+        if spec.views { (support, coarse) = try withViews(given) }
         var vectors = support.vectors, pool = context.pool
         if let whitening = context.whitening { vectors = whitening.apply(vectors) }
         var directions: [[Float]] = []
         if spec.angular {
-            let (rows, candidates) = angularDirections(support, vectors)
+            let (rows, candidates) = angularDirections(support, vectors, coarse)
             vectors = Self.angular(vectors, around: rows.map { candidates[$0] })
             pool = pool.map { Self.angular($0, around: Self.nearest($0, of: candidates).map { candidates[$0] }) }
             directions = candidates
@@ -174,7 +185,7 @@ struct ConfiguredHead: Head {
         var transformed = SupportSet(normalised: vectors, targets: support.targets, classes: support.classes, weights: support.weights)
         if spec.expand > 0, let pool, pool.rows > 0 { transformed = Self.expand(transformed, from: pool, k: spec.expand) }
         let fitted = try base.fit(transformed)
-        let prior = support.classWeights
+        let prior = given.classWeights
         let total = prior.reduce(0, +)
         return Fitted(head: name, classes: support.classes, base: fitted, whitening: context.whitening, directions: directions,
                       logPrior: spec.logitAdjustment.map { tau in prior.map { tau * Foundation.log($0 / total) } })
@@ -182,7 +193,7 @@ struct ConfiguredHead: Head {
 
     /// For each support row, which of the candidate unit directions it is normalised around: its
     /// coarse class's mean, else the collection's (unless whitened), else the support set's.
-    private func angularDirections(_ support: SupportSet, _ vectors: Matrix) -> (rows: [Int], candidates: [[Float]]) {
+    private func angularDirections(_ support: SupportSet, _ vectors: Matrix, _ supportCoarse: [String?]) -> (rows: [Int], candidates: [[Float]]) {
         func unit(_ v: [Float]) -> [Float] {
             if let whitening = context.whitening { return whitening.apply(direction: v) }
             var copy = v
@@ -191,7 +202,7 @@ struct ConfiguredHead: Head {
         }
         var keys: [String] = [], rows: [Int] = []
         for i in 0..<support.vectors.rows {
-            let coarse = i < context.supportCoarse.count ? context.supportCoarse[i] ?? "" : ""
+            let coarse = i < supportCoarse.count ? supportCoarse[i] ?? "" : ""
             // Whitening centres on the collection's mean already: around it, nothing would be left.
             let collection = context.coarseMeans[""] != nil && context.whitening == nil
             let key = !coarse.isEmpty && context.coarseMeans[coarse] != nil ? coarse : collection ? "" : "\u{0}support"
@@ -206,6 +217,27 @@ struct ConfiguredHead: Head {
             return mean
         }
         return (rows, candidates)
+    }
+
+    /// The support set with each example's views added to its class (with its weight), and the
+    /// coarse labels to match; none at all is `not_enough_data`.
+    private func withViews(_ support: SupportSet) throws(QueryError) -> (SupportSet, [String?]) {
+        let n = support.vectors.rows, d = support.vectors.columns
+        guard context.views.prefix(n).contains(where: { ($0?.rows ?? 0) > 0 }) else {
+            throw QueryError(.notEnoughData, "head '\(name)': the support set has no stored views; make them with `kith index views` (an index of images; an index of your own vectors has none)")
+        }
+        var values = support.vectors.values, targets = support.targets, weights = support.weights
+        var coarse = (0..<n).map { $0 < context.supportCoarse.count ? context.supportCoarse[$0] : nil }
+        for (i, views) in context.views.prefix(n).enumerated() {
+            guard var views, views.columns == d else { continue }
+            views.normalizeRows()
+            values += views.values
+            targets += [Int](repeating: support.targets[i], count: views.rows)
+            weights += [Float](repeating: support.weights[i], count: views.rows)
+            coarse += [String?](repeating: coarse[i], count: views.rows)
+        }
+        let vectors = Matrix(rows: targets.count, columns: d, values: values)
+        return (SupportSet(normalised: vectors, targets: targets, classes: support.classes, weights: weights), coarse)
     }
 
     /// unit(x − u) for each row x and its direction u.

@@ -183,19 +183,30 @@ public actor QueryEngine {
         return (try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! }), rows)
     }
 
-    /// The labelled items and their coarse labels, for an episodic evaluation.
-    public func labelledItems() async throws(QueryError) -> (support: SupportSet, coarseLabels: [String?]) {
+    /// The labelled items with their coarse labels and stored views, for an episodic evaluation.
+    public func labelledItems() async throws(QueryError) -> LabelledItems {
         let snapshot = try await currentSnapshot()
+        let index = index
         return try await blocking {
             let (support, rows) = try Self.supportSet(snapshot)
-            return (support, rows.map { snapshot.coarseLabels[$0] })
+            let views = try Self.views(index, snapshot, rows)
+            return LabelledItems(support: support, coarseLabels: rows.map { snapshot.coarseLabels[$0] }, views: views)
         }
+    }
+
+    /// The stored views of the snapshot's `rows`, nil for a row without.
+    static func views(_ index: Index, _ snapshot: VectorSnapshot, _ rows: [Int]) throws(QueryError) -> [Matrix?] {
+        let ids = rows.map { snapshot.ids[$0] }
+        let found: [UInt64: Matrix]
+        do { found = try index.views(ids) } catch { throw QueryError(error) }
+        return ids.map { found[$0] }
     }
 
     /// What `spec`'s options know of the index: whitening statistics of all its items, the mean
     /// of each coarse label's items (and of all items), and the unlabelled items as neighbours.
-    static func context(_ spec: HeadSpec, _ snapshot: VectorSnapshot, supportRows: [Int]) throws(QueryError) -> HeadContext {
+    static func context(_ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int]) throws(QueryError) -> HeadContext {
         var context = HeadContext()
+        if spec.views { context.views = try views(index, snapshot, supportRows) }
         if let alpha = spec.whitening { context.whitening = try Whitening(snapshot.matrix, shrinkage: alpha) }
         if spec.expand > 0 {
             let pool = snapshot.matrix.gathering(rows: snapshot.labels.indices.filter { snapshot.labels[$0] == nil })
@@ -227,8 +238,9 @@ public actor QueryEngine {
     /// The head `spec` names, fitted and cached like `fitted(_: any Head)`; a head whose options
     /// draw on the whole index (whitening, angular, expand) is refitted after any change to it.
     public func fitted(_ spec: HeadSpec) async throws(QueryError) -> any FittedHead {
-        try await fitted(name: spec.description, collection: spec.usesCollection) { snapshot, rows throws(QueryError) in
-            spec.head(try Self.context(spec, snapshot, supportRows: rows))
+        let index = index
+        return try await fitted(name: spec.description, collection: spec.usesCollection) { snapshot, rows throws(QueryError) in
+            spec.head(try Self.context(spec, index, snapshot, supportRows: rows))
         }
     }
 

@@ -60,3 +60,15 @@ public struct SupportSet: Sendable {
         return totals
     }
 }
+
+/// An index's labelled items as an evaluation needs them: the support set, each row's coarse
+/// label, and each row's stored views (nil: none).
+public struct LabelledItems: Sendable {
+    public var support: SupportSet
+    public var coarseLabels: [String?]
+    public var views: [Matrix?]
+
+    public init(support: SupportSet, coarseLabels: [String?], views: [Matrix?]) {
+        (self.support, self.coarseLabels, self.views) = (support, coarseLabels, views)
+    }
+}

@@ -32,7 +32,7 @@ extension Evaluate {
         @Option(help: "Number of episodes.") var episodes: Int = 600
         @Option(help: "Seed of the episode sampler.") var seed: UInt64 = 0
         @Option(name: .customLong("head"), help: ArgumentHelp(
-            "A head to score, with its options (repeatable): logreg, prototype, knn or copa, then +whiten[=α], +angular, +expand=K, +adjust[=τ], e.g. prototype+whiten; `all`: every head and recommended combination (default: each head plain; docs/heads.md).",
+            "A head to score, with its options (repeatable): logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ], e.g. prototype+whiten; `all`: every head and recommended combination (default: each head plain; docs/heads.md).",
             valueName: "head"))
         var heads: [String] = []
         @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
@@ -52,13 +52,14 @@ extension Evaluate {
         }
 
         func run() async throws {
-            let (vectors, labels, coarse) = try await data()
+            let (vectors, labels, coarse, views) = try await data()
             let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed,
                                                      withinCoarse: withinCoarse, longTail: longTail)
             let heads = try reporting { try HeadSpec.list(self.heads, classBalanced: balanced) }
             let collection = try self.collection.map(readNpy)
             let evaluation = try reporting {
-                try EpisodicEvaluation(vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration, collection: collection)
+                try EpisodicEvaluation(vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration,
+                                       collection: collection, views: views)
             }
             let progress = Progress(total: episodes, label: "episodes")
             let results = try await reporting { try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) } }
@@ -83,9 +84,9 @@ extension Evaluate {
             }
         }
 
-        /// Embeddings, labels and coarse labels from a .npy, a folder tree (labels = folder names,
-        /// no coarse labels) or an index.
-        func data() async throws -> (Matrix, [String], [String?]?) {
+        /// Embeddings, labels, coarse labels and views from a .npy, a folder tree (labels = folder
+        /// names, no coarse labels or views) or an index (its stored views).
+        func data() async throws -> (Matrix, [String], [String?]?, [Matrix?]) {
             if source.hasSuffix(".npy") {
                 guard let labels else { throw ValidationError("a .npy SOURCE needs --labels FILE") }
                 let m = try readNpy(source)
@@ -97,7 +98,7 @@ extension Evaluate {
                 }
                 let rows = try lines(labels, "labels")
                 let coarse = try coarseLabels.map { try lines($0, "coarse labels").map { $0.isEmpty ? nil : $0 } }
-                return (m, rows, coarse)
+                return (m, rows, coarse, [])
             }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -116,11 +117,11 @@ extension Evaluate {
                     case .failure(let error): printError("skipped \(error)")
                     }
                 }
-                return (Matrix(stacking: vectors), labels, nil)
+                return (Matrix(stacking: vectors), labels, nil, [])
             }
             let engine = try await engine(source, location: location, backbone: backbone)
-            let (support, coarse) = try await reporting { try await engine.labelledItems() }
-            return (support.vectors, support.targets.map { support.classes[$0] }, coarse)
+            let items = try await reporting { try await engine.labelledItems() }
+            return (items.support.vectors, items.support.targets.map { items.support.classes[$0] }, items.coarseLabels, items.views)
         }
     }
 

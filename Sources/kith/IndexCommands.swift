@@ -11,7 +11,7 @@ struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
-        subcommands: [Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self,
+        subcommands: [Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self, Views.self,
                       Relabel.self, Thumbnails.self, Snapshot.self, Check.self, Drop.self])
 }
 
@@ -266,6 +266,43 @@ extension IndexCommand {
             for (id, source) in summary.unreadable.prefix(20) { printError("no thumbnail for item \(id): cannot read \(source)") }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
             print("added \(summary.added) thumbnails to '\(name)'; \(summary.unreadable.count) items have no readable source")
+        }
+    }
+
+    struct Views: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Embed label-preserving views of the labelled images (crops, small turns, mirroring where allowed) for heads with +views.",
+            discussion: """
+                Views are made from each labelled item's source file where it can still be read, \
+                embedded once by the index's backbone and stored in the index; items that already \
+                have views of the same recipe are skipped, and another recipe replaces them all. \
+                Heads with the `views` option (e.g. --head logreg+views) fit on them as well.
+                """)
+        @OptionGroup var location: IndexOptions
+        @OptionGroup var backbone: BackboneOptions
+        @Option(help: "Views per image (1–\(ViewRecipe.maxCount)).") var count: Int = 4
+        @Flag(help: "Mirror every other view (only where mirroring keeps the label: photos, not text or digits).") var flip = false
+        @Option(help: "Seed of the views' crops and turns.") var seed: UInt64 = 0
+        @Argument(help: "Name of the index.") var name: String
+
+        func validate() throws {
+            do { _ = try ViewRecipe(count: count) } catch { throw ValidationError(error.description) }
+        }
+
+        func run() throws {
+            let index = try reporting { try location.open(name) }
+            let recipe = try reporting { try ViewRecipe(count: count, flip: flip, seed: seed) }
+            let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
+            var progress: Progress?  // made on the first batch, which knows how many items there are
+            let summary = try reporting {
+                try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe) { done, total in
+                    if progress == nil { progress = Progress(total: total, label: "items") }
+                    progress?.update(done)
+                }
+            }
+            for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
+            if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
+            print("added views of \(summary.added) labelled items to '\(name)' (\(recipe)); \(summary.unreadable.count) have no readable source")
         }
     }
 

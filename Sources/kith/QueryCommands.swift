@@ -82,7 +82,7 @@ struct Classify: AsyncParsableCommand {
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
-    @Option(help: "The few-shot head and its options: logreg, prototype, knn or copa, then +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
+    @Option(help: "The few-shot head and its options: logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
     var head: String = "logreg"
     @Flag(help: "Class-balanced weights n / (K·n_k) for the logistic-regression head.") var balanced = false
     @Option(help: "Classes to print per query.") var top: Int = 3

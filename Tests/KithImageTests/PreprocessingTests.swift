@@ -49,3 +49,42 @@ struct PreprocessingTests {
         #expect(abs(t[0] - 1) < 1e-6 && t[1] == 0 && t[2] == 127)
     }
 }
+
+@Suite("Views of an image")
+struct ViewTests {
+    /// A 6 × 6 image whose every pixel is distinct: (x, y, x + 6y).
+    func grid() -> RGBImage {
+        RGBImage(width: 6, height: 6, pixels: (0..<36).flatMap { [UInt8($0 % 6), UInt8($0 / 6), UInt8($0)] })
+    }
+
+    func pixel(_ image: RGBImage, _ x: Int, _ y: Int) -> [UInt8] { Array(image.pixels[((y * image.width + x) * 3)...].prefix(3)) }
+
+    @Test("The identity view is the image; a mirror, a quarter turn and a corner crop move pixels exactly")
+    func exactViews() {
+        let image = grid()
+        #expect(image.view(ViewTransform()) == image)
+        let mirrored = image.view(ViewTransform(flip: true))
+        let turned = image.view(ViewTransform(degrees: 90))
+        let corner = image.view(ViewTransform(scale: 0.5, offsetX: -1, offsetY: -1))
+        #expect(corner.width == 3 && corner.height == 3)
+        for y in 0..<6 {
+            for x in 0..<6 {
+                #expect(pixel(mirrored, x, y) == pixel(image, 5 - x, y))
+                // Counter-clockwise: the output's (x, y) shows the source's (y, 5 − x).
+                #expect(pixel(turned, x, y) == pixel(image, y, 5 - x), "\(x), \(y)")
+                if x < 3 && y < 3 { #expect(pixel(corner, x, y) == pixel(image, x, y)) }
+            }
+        }
+        #expect(mirrored.view(ViewTransform(flip: true)) == image)
+    }
+
+    @Test("A small turn interpolates between neighbours and keeps the edges' colour outside the image")
+    func smallTurn() {
+        let white = RGBImage(width: 8, height: 8, pixels: [UInt8](repeating: 255, count: 192))
+        #expect(white.view(ViewTransform(scale: 0.8, offsetX: 1, offsetY: -0.5, degrees: 10)).pixels.allSatisfy { $0 == 255 })
+        let turned = grid().view(ViewTransform(degrees: 7))
+        #expect(turned.width == 6 && turned != grid())
+        // Near the centre the turn moves pixels by under one: values stay close to the source's.
+        #expect(abs(Int(pixel(turned, 3, 3)[2]) - Int(pixel(grid(), 3, 3)[2])) <= 6)
+    }
+}

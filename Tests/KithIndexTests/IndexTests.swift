@@ -4,6 +4,7 @@ import KithTestSupport
 import KithBackbone
 import KithImage
 @testable import KithIndex
+import KithMath
 
 @Suite("Index store (real LMDB)")
 struct IndexTests {
@@ -294,5 +295,41 @@ struct ContentHashTests {
     func long() {
         #expect(ContentHash(of: [UInt8](repeating: 0x61, count: 1_000_000)).description
                 == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+}
+
+@Suite("Stored views of labelled items")
+struct ViewStoreTests {
+    @Test("Views are stored normalised, replaced by another recipe, deleted with their item, and refit the heads")
+    func views() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 3)
+        try index.add([NewItem(vector: [1, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0], source: "b"),
+                       NewItem(vector: [0, 0, 1], source: "c", label: "y")])
+        #expect(try index.viewRecipe() == nil && index.labelledItemsWithoutViews().map(\.id) == [1, 3])
+        let before = try index.generations()
+        let stored = try index.setViews([(id: 1, vectors: Matrix(rows: 2, columns: 3, values: [2, 0, 0, 0, 3, 4])),
+                                         (id: 99, vectors: Matrix(rows: 1, columns: 3, values: [1, 1, 1]))], recipe: "two views")
+        #expect(stored == [1])  // no item 99
+        #expect(try index.viewRecipe() == "two views" && index.labelledItemsWithoutViews().map(\.id) == [3])
+        let views = try index.views([1, 2, 3])
+        #expect(views.keys.sorted() == [1] && views[1]?.values == [1, 0, 0, 0, 0.6, 0.8])
+        let after = try index.generations()
+        #expect(after.support == before.support + 1 && after.items == before.items)  // heads refit; search stays
+
+        // Views of an unlabelled item are kept but change no head.
+        try index.setViews([(id: 2, vectors: Matrix(rows: 1, columns: 3, values: [0, 1, 1]))], recipe: "two views")
+        #expect(try index.generations().support == after.support)
+        let bad = #expect(throws: IndexError.self) {
+            try index.setViews([(id: 3, vectors: Matrix(rows: 1, columns: 2, values: [1, 1]))], recipe: "two views")
+        }
+        #expect(bad?.code == .invalidVector && bad?.description.contains("view 0 of item 3") == true)
+
+        // Another recipe replaces every view, in the same transaction.
+        try index.setViews([(id: 3, vectors: Matrix(rows: 1, columns: 3, values: [0, 0, 5]))], recipe: "one view")
+        #expect(try index.views([1, 2, 3]).keys.sorted() == [3] && index.viewRecipe() == "one view")
+        try index.delete([3])
+        #expect(try index.views([3]).isEmpty && index.check().isEmpty)
     }
 }

@@ -90,4 +90,48 @@ struct IngestionTests {
         #expect(try index.setThumbnails([(id: 99, jpeg: Data([0xFF, 0xD8]))]).isEmpty)  // no such item
         #expect(try index.check().isEmpty)
     }
+
+    @Test("Support views: embedded from readable sources of labelled items, skipped when present, remade for another recipe")
+    func supportViews() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let backbone = try Fixtures.models.load("resnet18-random")
+        let index = try Index.create(at: tmp.path, space: backbone.manifest.space)
+        let encoder = Encoder(backbone: backbone)
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("kith-views-\(UUID()).png").path
+        try FileManager.default.copyItem(atPath: Fixtures.path("images/coffee-256.png"), toPath: copy)
+        _ = try Ingestor(index: index, encoder: encoder).ingest([
+            IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"), IngestionFile(path: copy, label: "cup"),
+            IngestionFile(path: Fixtures.path("images/horse-alpha.png")),
+        ])
+        try FileManager.default.removeItem(atPath: copy)
+        let recipe = try ViewRecipe(count: 3, flip: true, seed: 7)
+        #expect(recipe.transforms.count == 3 && recipe.transforms.map(\.flip) == [false, true, false])
+        #expect(recipe.transforms.allSatisfy { (0.75...1).contains($0.scale) && abs($0.degrees) <= 10 })
+        var summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe)
+        #expect(summary.added == 1 && summary.unreadable.map(\.id) == [2])  // the horse has no label; the cup's file is gone
+        let views = try #require(try index.views([1])[1])
+        #expect(views.rows == 3 && views.columns == 512)
+        // Each view is the encoder's embedding of that view of the decoded image.
+        let image = try ImageDecoder().decode(contentsOf: Fixtures.path("images/chelsea.jpg"), minimumShortSide: 2 * backbone.preprocessing.minimumShortSide)
+        let direct = encoder.embed(images: recipe.transforms.map(image.view))
+        #expect(zip(views.values, direct.values).allSatisfy { abs($0 - $1) < 1e-5 })
+        let original = try #require(try index.vector(1))
+        for r in 0..<3 {
+            let cos = zip(views.row(r), original).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            #expect(cos > 0.5 && cos < 0.99999, "view \(r): cosine \(cos) to the image")  // near the image, not the image
+        }
+        summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe)
+        #expect(summary.added == 0)
+        summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: ViewRecipe(count: 2))
+        #expect(summary.added == 1)
+        #expect(try index.views([1])[1]?.rows == 2)
+        #expect(throws: IndexError.self) { try ViewRecipe(count: 0) }
+
+        let vectors = TemporaryIndex()
+        defer { vectors.cleanup() }
+        let own = try Index.create(at: vectors.path, space: .vectors(dimension: 512))
+        let refused = #expect(throws: IndexError.self) { try SupportViews.addMissing(to: own, encoder: encoder, recipe: recipe) }
+        #expect(refused?.code == .noBackbone)
+    }
 }

@@ -26,6 +26,7 @@ struct HeadSpecTests {
         ("logreg+adjust=1+balanced", "logreg+balanced+adjust"),
         ("knn+expand=5+whiten=0.5+adjust=0.5", "knn+whiten=0.5+expand=5+adjust=0.5"),
         ("copa+lr=0.05", "copa+lr=0.05"),
+        ("prototype+whiten+views", "prototype+views+whiten"),
     ])
     func canonical(text: String, name: String) throws {
         let spec = try HeadSpec(parsing: text)
@@ -206,6 +207,23 @@ struct HeadOptionTests {
         #expect(try PrototypeHead().fit(support).predict(query)[0].label == "b")
         #expect(try HeadSpec(parsing: "prototype+expand=1").head(HeadContext(pool: near)).fit(support).predict(query)[0].label == "a")
         #expect(try HeadSpec(parsing: "prototype+expand=1").head().fit(support).predict(query)[0].label == "b")  // no pool: no change
+    }
+
+    @Test("Views join the support set in their example's class; without any the head says how to make them")
+    func views() throws {
+        let support = try SupportSet(vectors: Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0]), labels: ["a", "b"])
+        let viewsOfA = Matrix(rows: 2, columns: 3, values: [2, 0, 1, 1, 0.2, 0.4])  // not normalised: the head does it
+        var context = HeadContext()
+        context.views = [viewsOfA, nil]
+        let queries = Matrix(rows: 2, columns: 3, values: unit([0.05, 0.1, 1]) + unit([0.2, 1, 0.3]))
+        let reference = try LogisticRegressionHead().fit(SupportSet(vectors: Matrix(rows: 4, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + unit([1, 0.2, 0.4]) + [0, 1, 0]),
+                                                                   labels: ["a", "a", "a", "b"]))
+        let fitted = try HeadSpec(parsing: "logreg+views").head(context).fit(support)
+        #expect(largestDifference(fitted.probabilities(queries), reference.probabilities(queries)) < 1e-5)
+        #expect(try HeadSpec(parsing: "prototype+views").head(context).fit(support).predict(queries).map(\.label) == ["a", "b"])
+        #expect(try PrototypeHead().fit(support).predict(queries).map(\.label) == ["b", "b"])
+        let none = #expect(throws: QueryError.self) { try HeadSpec(parsing: "logreg+views").head().fit(support) }
+        #expect(none?.code == .notEnoughData && none?.description.contains("kith index views") == true)
     }
 
     @Test("Class weights: the prototype is the weighted mean, logistic regression weighs each row's loss")
@@ -422,6 +440,19 @@ struct EngineHeadOptionTests {
         let prediction = try await engine.classify([query], spec: expand)[0]
         #expect(prediction.label == "x" && prediction.head == "prototype+expand=1")
         #expect(try await engine.isCached(expand))
+
+        // Stored views of x's image: a view near the query takes it over to x, for heads with `views` only.
+        let views = try HeadSpec(parsing: "prototype+views")
+        let near = query
+        #expect(try await engine.classify([near], spec: plain)[0].label == "y")
+        let noViews = await #expect(throws: QueryError.self) { try await engine.classify([near], spec: views) }
+        #expect(noViews?.code == .notEnoughData)
+        try index.setViews([(id: 1, vectors: Matrix(rows: 1, columns: 3, values: unit([0.3, 0, 0.95])))], recipe: "test")
+        #expect(try await !engine.isCached(plain))  // views of a labelled item change the support set
+        #expect(try await engine.classify([near], spec: views)[0].label == "x")
+        #expect(try await engine.classify([near], spec: plain)[0].label == "y")
+        let items = try await engine.labelledItems()
+        #expect(items.views.map { $0?.rows } == [1, nil] && items.support.classes == ["x", "y"])
 
         let whiten = try HeadSpec(parsing: "logreg+whiten+angular")
         #expect(try await engine.classify([.vector([0.9, 0.1, 0])], spec: whiten)[0].label == "x")

@@ -152,7 +152,10 @@ struct IndexCLITests {
         #expect(eval.status == 0 && eval.text.contains("logreg:"), "\(eval.stderr)")
         let stats = try cli.kith(["index", "stats", "own"], indexes: indexes)
         #expect(stats.text.contains("none: 3-d vectors of your own"), "\(stats.text)")
-        for arguments in [["index", "add", "own", Fixtures.path("images/coffee-256.png")], ["search", "own", Fixtures.path("images/coffee-256.png")]] {
+        let viewless = try cli.kith(["classify", "own", dir + "/q.npy", "--head", "prototype+views"], indexes: indexes)
+        #expect(viewless.status != 0 && viewless.stderr.contains("the support set has no stored views"), "\(viewless.stderr)")
+        for arguments in [["index", "add", "own", Fixtures.path("images/coffee-256.png")], ["search", "own", Fixtures.path("images/coffee-256.png")],
+                          ["index", "views", "own"]] {
             let refused = try cli.kith(arguments, indexes: indexes)
             #expect(refused.status == 1 && refused.stderr.contains("'own' holds vectors of your own and has no backbone"), "\(arguments): \(refused.stderr)")
         }

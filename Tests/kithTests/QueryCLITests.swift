@@ -34,6 +34,15 @@ struct QueryCLITests {
             let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
             #expect(answer["label"] as? String == "green" && answer["head"] as? String == head, "\(head): \(run.text)\(run.stderr)")
         }
+        // Views of the labelled images (SCL), then heads that fit on them.
+        let views = try cli.kith(["index", "views", "q", "--count", "2"], indexes: indexes)
+        #expect(views.status == 0 && views.text.contains("added views of 12 labelled items to 'q' (2 views: crop"), "\(views.text)\(views.stderr)")
+        #expect(try cli.kith(["index", "views", "q", "--count", "2"], indexes: indexes).text.contains("added views of 0 labelled items"))
+        let viewed = try cli.kith(["classify", "q", Fixtures.path("images/camera-grey.png"), "--head", "logreg+views", "--json"], indexes: indexes)
+        #expect((try JSONSerialization.jsonObject(with: viewed.stdout) as? [String: Any])?["label"] as? String == "green", "\(viewed.stderr)")
+        let badCount = try cli.kith(["index", "views", "q", "--count", "99"], indexes: indexes)
+        #expect(badCount.status != 0 && badCount.stderr.contains("1 to 16 views per image, not 99"))
+
         let unknown = try cli.kith(["classify", "q", paths[0], "--head", "svm"], indexes: indexes)
         #expect(unknown.status != 0 && unknown.stderr.contains("unknown head 'svm'"))
         let options = try cli.kith(["classify", "q", Fixtures.path("images/camera-grey.png"), "--head", "copa+whiten+angular", "--json"], indexes: indexes)
@@ -51,6 +60,9 @@ struct QueryCLITests {
                                   "--head", "prototype+whiten", "--head", "logreg", "--head", "prototype+whiten=3"], indexes: indexes)
         #expect(named.status == 0 && named.text.contains("prototype+whiten: ") && named.text.contains("logreg: 100.00%"), "\(named.text)\(named.stderr)")
         #expect(named.text.components(separatedBy: "prototype+whiten: ").count == 2)  // the same head once
+        let withViews = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "5",
+                                      "--head", "logreg+views"], indexes: indexes)
+        #expect(withViews.status == 0 && withViews.text.contains("logreg+views: "), "\(withViews.stderr)")
         let again = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                   "--json", dir + "/again.json"], indexes: indexes)
         #expect(again.status == 0)

@@ -1,0 +1,89 @@
+import Foundation
+import KithBackbone
+import KithImage
+import KithIndex
+import KithMath
+
+/// How the views of support images are made (SCL's augmented support sets): `count` fixed,
+/// seeded transforms, the same for every image: a crop of 75–100% of the side at a random
+/// place, a turn of up to ±10°, and, where the domain allows it (`flip`), every other view
+/// mirrored. The description is stored with the views, so an index never mixes two recipes.
+public struct ViewRecipe: Sendable, Equatable, CustomStringConvertible {
+    /// Views per image, 1…16.
+    public var count: Int
+    /// Whether mirrored views keep the label (photos: yes; text, digits, glyphs: no). Default: false.
+    public var flip: Bool
+    public var seed: UInt64
+
+    public static let maxCount = 16
+
+    /// - Throws: `invalid_configuration` for a count outside 1…16.
+    public init(count: Int = 4, flip: Bool = false, seed: UInt64 = 0) throws(IndexError) {
+        guard (1...Self.maxCount).contains(count) else {
+            throw IndexError.invalidConfiguration("a support set has 1 to \(Self.maxCount) views per image, not \(count)")
+        }
+        (self.count, self.flip, self.seed) = (count, flip, seed)
+    }
+
+    /// The transforms, in order: view k from SplitMix64(seed + k).
+    public var transforms: [ViewTransform] {
+        (0..<count).map { k in
+            var rng = SplitMix64(seed: seed &+ UInt64(k))
+            let scale = 0.75 + 0.25 * rng.nextDouble()
+            let x = 2 * rng.nextDouble() - 1, y = 2 * rng.nextDouble() - 1
+            let degrees = 20 * rng.nextDouble() - 10
+            return ViewTransform(scale: scale, offsetX: x, offsetY: y, degrees: degrees, flip: flip && k % 2 == 1)
+        }
+    }
+
+    public var description: String {
+        "\(count) views: crop 0.75–1 of the side, turn ±10°, \(flip ? "every other mirrored" : "no mirroring"), seed \(seed)"
+    }
+}
+
+/// Views of the labelled images of an index, embedded once and stored with it, so that heads
+/// with the `views` option refit without a forward pass.
+public enum SupportViews {
+    /// What `addMissing` did.
+    public struct Summary: Sendable {
+        public var added = 0
+        /// Labelled items whose source could not be read or decoded (moved, deleted, uploaded).
+        public var unreadable: [(id: UInt64, source: String)] = []
+    }
+
+    /// Embeds the views of the labelled items that have none (all of them when the index's
+    /// views were made with another recipe), from their source files where these can still be
+    /// read; stored `batchSize` images at a time (one transaction each).
+    /// - Throws: `index_has_no_backbone` for an index of the caller's own vectors (its items are
+    ///   no images), `incompatible_index` when `encoder` is not the index's backbone.
+    public static func addMissing(to index: Index, encoder: Encoder, recipe: ViewRecipe, decoder: ImageDecoder = ImageDecoder(),
+                                  batchSize: Int = 16, progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
+        _ = try index.backbone()
+        try index.requireSpace(encoder.backbone.manifest.space)
+        if try index.viewRecipe() != recipe.description { try index.setViews([], recipe: recipe.description) }
+        let items = try index.labelledItemsWithoutViews()
+        let transforms = recipe.transforms
+        let minimumSide = encoder.backbone.preprocessing.minimumShortSide
+        var summary = Summary()
+        for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {
+            let batch = items[start..<min(start + batchSize, items.count)]
+            var images: [RGBImage] = [], ids: [UInt64] = []
+            for item in batch {
+                // The source at full size: the crops are taken before the model's resize.
+                guard let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: 2 * minimumSide) else {
+                    summary.unreadable.append((item.id, item.source))
+                    continue
+                }
+                images += transforms.map(image.view)
+                ids.append(item.id)
+            }
+            let embedded = encoder.embed(images: images)
+            let views = ids.enumerated().map { i, id in
+                (id: id, vectors: embedded.gathering(rows: Array((i * transforms.count)..<((i + 1) * transforms.count))))
+            }
+            summary.added += try index.setViews(views, recipe: recipe.description).count
+            progress(start + batch.count, items.count)
+        }
+        return summary
+    }
+}
