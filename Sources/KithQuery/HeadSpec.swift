@@ -13,8 +13,8 @@ import KithMath
 ///   by similarity (NNCLR's neighbours as positives);
 /// - `adjust[=τ]`: logit adjustment by the support set's class prior, p_k ∝ p_k·π_k^(−τ)
 ///   (DSCL; default τ = 1);
-/// - `views`: fit on the stored embeddings of label-preserving views of each support image
-///   as well (SCL; made by `kith index views`).
+/// - `views[=N]`: fit on the stored embeddings of label-preserving views of each support image
+///   as well, at most N of them (SCL; made by `kith index views`; default: all stored).
 /// `balanced` (class-balanced weights) is for `logreg`; `steps=N` and `lr=η` for `copa`.
 public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     public var kind: HeadKind
@@ -24,6 +24,8 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     public var angular = false
     /// Whether the support images' stored views join the support set.
     public var views = false
+    /// At most this many views per support image (nil: all that are stored).
+    public var viewLimit: Int?
     /// K of `expand`; 0: none.
     public var expand = 0
     /// τ of the logit adjustment; nil: none.
@@ -66,7 +68,9 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
             case "balanced" where kind == .logreg: try flag(); classBalanced = true
             case "whiten": whitening = try number("a shrinkage ≥ 0", default: Self.defaultWhitening) { $0 >= 0 }
             case "angular": try flag(); angular = true
-            case "views": try flag(); views = true
+            case "views":
+                views = true
+                if value != nil { viewLimit = try integer("a number of views from 1 to 16", 1...16) }
             case "expand": expand = try integer("a number of neighbours from 1 to 100", 1...100)
             case "adjust": logitAdjustment = try number("a τ ≥ 0", default: 1) { $0 >= 0 }
             case "steps" where kind == .copa: steps = try integer("a number of steps from 1 to 10,000 (0 steps is the prototype head)", 1...10_000)
@@ -85,7 +89,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func options(_ kind: HeadKind) -> [String] {
-        (kind == .logreg ? ["balanced"] : []) + ["views", "whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
+        (kind == .logreg ? ["balanced"] : []) + ["views[=N]", "whiten[=α]", "angular", "expand=K", "adjust[=τ]"]
             + (kind == .copa ? ["steps=N", "lr=η"] : [])
     }
 
@@ -95,7 +99,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         if classBalanced { parts.append("balanced") }
         if let steps { parts.append("steps=\(steps)") }
         if let learningRate { parts.append("lr=\(learningRate)") }
-        if views { parts.append("views") }
+        if views { parts.append(viewLimit.map { "views=\($0)" } ?? "views") }
         if let whitening { parts.append(whitening == Self.defaultWhitening ? "whiten" : "whiten=\(whitening)") }
         if angular { parts.append("angular") }
         if expand > 0 { parts.append("expand=\(expand)") }
@@ -230,6 +234,7 @@ struct ConfiguredHead: Head {
         var coarse = (0..<n).map { $0 < context.supportCoarse.count ? context.supportCoarse[$0] : nil }
         for (i, views) in context.views.prefix(n).enumerated() {
             guard var views, views.columns == d else { continue }
+            if let limit = spec.viewLimit, views.rows > limit { views = views.gathering(rows: Array(0..<limit)) }
             views.normalizeRows()
             values += views.values
             targets += [Int](repeating: support.targets[i], count: views.rows)

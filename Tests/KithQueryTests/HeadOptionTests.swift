@@ -27,6 +27,7 @@ struct HeadSpecTests {
         ("knn+expand=5+whiten=0.5+adjust=0.5", "knn+whiten=0.5+expand=5+adjust=0.5"),
         ("copa+lr=0.05", "copa+lr=0.05"),
         ("prototype+whiten+views", "prototype+views+whiten"),
+        ("logreg+views=2", "logreg+views=2"),
     ])
     func canonical(text: String, name: String) throws {
         let spec = try HeadSpec(parsing: text)
@@ -47,6 +48,7 @@ struct HeadSpecTests {
         ("logreg+expand=0", .invalidQuery, "expand needs a number of neighbours from 1 to 100, not '0'"),
         ("logreg+expand", .invalidQuery, "expand needs a number of neighbours"),
         ("logreg+angular=1", .invalidQuery, "angular takes no value"),
+        ("logreg+views=0", .invalidQuery, "views needs a number of views from 1 to 16, not '0'"),
         ("logreg+whiten+whiten=2", .invalidQuery, "option 'whiten' is given twice"),
         ("logreg+", .invalidQuery, "unknown option ''"),
     ])
@@ -222,6 +224,11 @@ struct HeadOptionTests {
         #expect(largestDifference(fitted.probabilities(queries), reference.probabilities(queries)) < 1e-5)
         #expect(try HeadSpec(parsing: "prototype+views").head(context).fit(support).predict(queries).map(\.label) == ["a", "b"])
         #expect(try PrototypeHead().fit(support).predict(queries).map(\.label) == ["b", "b"])
+        // views=1: the first view only.
+        let first = try HeadSpec(parsing: "prototype+views=1").head(context).fit(support)
+        let firstReference = try PrototypeHead().fit(SupportSet(vectors: Matrix(rows: 3, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + [0, 1, 0]),
+                                                                labels: ["a", "a", "b"]))
+        #expect(largestDifference(first.probabilities(queries), firstReference.probabilities(queries)) < 1e-5)
         let none = #expect(throws: QueryError.self) { try HeadSpec(parsing: "logreg+views").head().fit(support) }
         #expect(none?.code == .notEnoughData && none?.description.contains("kith index views") == true)
     }
