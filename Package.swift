@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KithServerTests",
-            dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithTestSupport",
+            dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithPipeline", "KithBackbone", "KithTestSupport",
                            .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: strict),
         .testTarget(name: "kithTests", dependencies: ["KithIndex", "KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),

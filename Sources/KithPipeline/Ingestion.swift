@@ -131,6 +131,8 @@ public struct Ingestor: Sendable {
         }
         if let firstError { throw firstError }
         if let error = producerError.current { throw error }
+        // Labelled images of an index with stored views get theirs (same recipe).
+        _ = try SupportViews.addMissing(to: index, encoder: encoder)
         summary.decodeSeconds = producerTime.current
         summary.seconds = Date().timeIntervalSince(start)
         return summary

@@ -7,8 +7,9 @@ import KithMath
 /// How the views of support images are made (SCL's augmented support sets): `count` fixed,
 /// seeded transforms, the same for every image: a crop of 75–100% of the side at a random
 /// place, a turn of up to ±10°, and, where the domain allows it (`flip`), every other view
-/// mirrored. The description is stored with the views, so an index never mixes two recipes.
-public struct ViewRecipe: Sendable, Equatable, CustomStringConvertible {
+/// mirrored. The recipe is stored with the views (`stored`), so an index never mixes two, and
+/// images added later get views of the same recipe.
+public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Views per image, 1…16.
     public var count: Int
     /// Whether mirrored views keep the label (photos: yes; text, digits, glyphs: no). Default: false.
@@ -39,6 +40,21 @@ public struct ViewRecipe: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         "\(count) views: crop 0.75–1 of the side, turn ±10°, \(flip ? "every other mirrored" : "no mirroring"), seed \(seed)"
     }
+
+    /// The recipe as an index stores it (JSON with sorted keys).
+    public var stored: String { String(decoding: (try? Self.encoder.encode(self)) ?? Data(), as: UTF8.self) }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return encoder
+    }()
+
+    /// The recipe `index`'s views were made with; nil when it has none (or one this Kith cannot read).
+    public static func of(_ index: Index) throws(IndexError) -> ViewRecipe? {
+        guard let stored = try index.viewRecipe() else { return nil }
+        return try? JSONDecoder().decode(ViewRecipe.self, from: Data(stored.utf8))
+    }
 }
 
 /// Views of the labelled images of an index, embedded once and stored with it, so that heads
@@ -60,30 +76,54 @@ public enum SupportViews {
                                   batchSize: Int = 16, progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
         _ = try index.backbone()
         try index.requireSpace(encoder.backbone.manifest.space)
-        if try index.viewRecipe() != recipe.description { try index.setViews([], recipe: recipe.description) }
+        if try index.viewRecipe() != recipe.stored { try index.setViews([], recipe: recipe.stored) }
         let items = try index.labelledItemsWithoutViews()
-        let transforms = recipe.transforms
-        let minimumSide = encoder.backbone.preprocessing.minimumShortSide
+        let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
         var summary = Summary()
         for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {
             let batch = items[start..<min(start + batchSize, items.count)]
-            var images: [RGBImage] = [], ids: [UInt64] = []
+            var images: [(id: UInt64, image: RGBImage)] = []
             for item in batch {
                 // The source at full size: the crops are taken before the model's resize.
-                guard let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: 2 * minimumSide) else {
+                guard let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide) else {
                     summary.unreadable.append((item.id, item.source))
                     continue
                 }
-                images += transforms.map(image.view)
-                ids.append(item.id)
+                images.append((item.id, image))
             }
-            let embedded = encoder.embed(images: images)
-            let views = ids.enumerated().map { i, id in
-                (id: id, vectors: embedded.gathering(rows: Array((i * transforms.count)..<((i + 1) * transforms.count))))
-            }
-            summary.added += try index.setViews(views, recipe: recipe.description).count
+            summary.added += try store(images, in: index, encoder: encoder, recipe: recipe)
             progress(start + batch.count, items.count)
         }
         return summary
+    }
+
+    /// After an ingestion: views of the labelled items that have none, with the recipe the
+    /// index's views were made with (nothing when it has none).
+    public static func addMissing(to index: Index, encoder: Encoder) throws(IndexError) -> Summary {
+        guard let recipe = try ViewRecipe.of(index) else { return Summary() }
+        return try addMissing(to: index, encoder: encoder, recipe: recipe)
+    }
+
+    /// Views of images just added from memory (uploads, which leave no file to read later), for
+    /// the labelled ones among them, when the index has a recipe; returns how many got views.
+    public static func add(_ uploads: [(id: UInt64, data: Data)], to index: Index, encoder: Encoder,
+                           decoder: ImageDecoder = ImageDecoder()) throws(IndexError) -> Int {
+        guard !uploads.isEmpty, let recipe = try ViewRecipe.of(index) else { return 0 }
+        let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
+        let images = uploads.compactMap { upload in
+            (try? decoder.decode(upload.data, minimumShortSide: minimumSide)).map { (id: upload.id, image: $0) }
+        }
+        return try store(images, in: index, encoder: encoder, recipe: recipe)
+    }
+
+    /// Embeds `recipe`'s views of each image and stores them with its item.
+    private static func store(_ images: [(id: UInt64, image: RGBImage)], in index: Index, encoder: Encoder,
+                              recipe: ViewRecipe) throws(IndexError) -> Int {
+        let transforms = recipe.transforms
+        let embedded = encoder.embed(images: images.flatMap { image in transforms.map(image.image.view) })
+        let views = images.enumerated().map { i, image in
+            (id: image.id, vectors: embedded.gathering(rows: Array((i * transforms.count)..<((i + 1) * transforms.count))))
+        }
+        return try index.setViews(views, recipe: recipe.stored).count
     }
 }

@@ -39,6 +39,11 @@ struct ItemsController {
         }
         let embedded = try await service.embed(uploads.inputs, for: index, thumbnails: true)
         let outcomes = try await offload { try index.add(records, embedded: embedded) }
+        if label != nil {
+            // An index with stored views gets them for its new labelled images now: uploads leave no file to read later.
+            let added = zip(files, outcomes).compactMap { file, outcome in if case .added(let id) = outcome { (id: id, data: file.data) } else { nil } }
+            try await service.addViews(added, to: index)
+        }
         let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
         return try API.json(body, status: body.status)
     }

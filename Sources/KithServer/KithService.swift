@@ -158,6 +158,13 @@ actor KithService {
         return try await batcher.embed(inputs, thumbnails: thumbnails)
     }
 
+    /// Stores views of just-uploaded labelled images when `index` has stored views (its recipe).
+    nonisolated func addViews(_ uploads: [(id: UInt64, data: Data)], to index: Index) async throws {
+        guard !uploads.isEmpty, try await offload({ try index.viewRecipe() }) != nil else { return }
+        let encoder = try await batcher(model: try index.backbone()).encoder
+        _ = try await offload { try SupportViews.add(uploads, to: index, encoder: encoder) }
+    }
+
     /// Embeddings of uploaded images for `index`; a bad image fails the request.
     nonisolated func embeddings(_ inputs: [ImageInput], for index: Index) async throws -> [[Float]] {
         try await embed(inputs, for: index).map { try $0.get().embedding }

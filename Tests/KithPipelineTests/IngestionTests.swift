@@ -126,6 +126,11 @@ struct IngestionTests {
         summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: ViewRecipe(count: 2))
         #expect(summary.added == 1)
         #expect(try index.views([1])[1]?.rows == 2)
+        #expect(try ViewRecipe.of(index) == ViewRecipe(count: 2))
+        // Labelled images ingested later get views of the same recipe; unlabelled ones none.
+        _ = try Ingestor(index: index, encoder: encoder).ingest([IngestionFile(path: Fixtures.path("images/camera-grey.png"), label: "camera"),
+                                                                  IngestionFile(path: Fixtures.path("images/rocket-exif6.jpg"))])
+        #expect(try index.views([4, 5]).mapValues(\.rows) == [4: 2])
         #expect(throws: IndexError.self) { try ViewRecipe(count: 0) }
 
         let vectors = TemporaryIndex()

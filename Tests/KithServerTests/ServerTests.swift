@@ -6,6 +6,7 @@ import KithTestSupport
 import KithIndex
 import KithMath
 @testable import KithServer
+import KithPipeline
 
 /// A server configuration over fresh temporary folders, removed by `cleanup`.
 struct TestServer {
@@ -162,6 +163,36 @@ struct ServerTests {
             #expect(try await client.execute(uri: "/v1/indexes/q/queue", method: .delete).status == .noContent)
             let empty = try await client.execute(uri: "/v1/indexes/q/queue/nn", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)]]))
             #expect(empty.status == .badRequest && empty.errorCode == "not_enough_data")
+        }
+    }
+
+    @Test("Uploaded labelled images of an index with stored views get their views at once; heads with +views use them")
+    func uploadedViews() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        do {  // an index whose views were made with a 2-view recipe (closed before the server opens it)
+            let backbone = try Fixtures.models.load("resnet18-random")
+            let index = try Index.create(at: server.directory + "/indexes/viewed", space: backbone.manifest.space)
+            try index.setViews([], recipe: ViewRecipe(count: 2).stored)
+        }
+        let coffee = try Fixtures.data("images/coffee-256.png"), chelsea = try Fixtures.data("images/chelsea.jpg")
+        try await buildApplication(server.configuration).test(.router) { client in
+            for (data, label, type) in [(coffee, "cup", "image/png"), (chelsea, "cat", "image/jpeg")] {
+                let added = try await client.execute(uri: "/v1/indexes/viewed/items?label=\(label)", method: .post, headers: [.contentType: type], body: ByteBuffer(data: data))
+                #expect(added.status == .ok, "\(added.text)")
+            }
+            let classified = try await client.execute(uri: "/v1/indexes/viewed/classify?head=prototype%2Bviews", method: .post,
+                                                      headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
+            let prediction = (classified.json["predictions"] as? [[String: Any]])?.first
+            #expect(prediction?["label"] as? String == "cat" && prediction?["head"] as? String == "prototype+views", "\(classified.text)")
+            // Without stored views, the same head is a clear 400.
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "plain", "model": "resnet18-random"]))
+            for (data, label, type) in [(coffee, "cup", "image/png"), (chelsea, "cat", "image/jpeg")] {
+                _ = try await client.execute(uri: "/v1/indexes/plain/items?label=\(label)", method: .post, headers: [.contentType: type], body: ByteBuffer(data: data))
+            }
+            let refused = try await client.execute(uri: "/v1/indexes/plain/classify?head=prototype%2Bviews", method: .post,
+                                                   headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
+            #expect(refused.status == .badRequest && refused.errorCode == "not_enough_data" && refused.text.contains("kith index views"), "\(refused.text)")
         }
     }
 
