@@ -136,10 +136,14 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         return specs.filter { seen.insert($0.description).inserted }
     }
 
-    /// Every head and the combinations benchmarks recommend (`--head all`).
+    /// Every head and the combinations that gained somewhere in the benchmarks (`--head all`;
+    /// BENCHMARKS.md): whitening (many fine classes), centring (`whiten=1000`), expansion (unlabelled
+    /// items of the same classes), angular (within a coarse class), adjustment (long tails).
+    /// `views` is left out: it needs views stored in the index.
     public static let recommended: [HeadSpec] = ["logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
-                                                 "copa+whiten", "logreg+angular", "prototype+angular", "logreg+expand=10",
-                                                 "logreg+whiten+expand=10"].map { try! HeadSpec(parsing: $0) }
+                                                 "copa+whiten", "prototype+whiten=1000", "logreg+expand=10",
+                                                 "prototype+whiten+expand=10", "prototype+angular", "logreg+adjust",
+                                                 "copa+adjust"].map { try! HeadSpec(parsing: $0) }
 }
 
 /// What a head's options know of the collection beyond the support set. The query engine fills
