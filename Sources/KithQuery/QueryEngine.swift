@@ -116,7 +116,10 @@ public actor QueryEngine {
 
     /// The `k` most similar items for each query, best first (fewer when the collection is
     /// smaller; no queries, no results). k beyond `limits.maxK` is refused.
-    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil) async throws(QueryError) -> [[SearchResult]] {
+    /// With `coarse`, only items of one coarse class are searched, ranked by the cosine or by
+    /// ANCOR's angularly normalised similarity (`CoarseSearch`).
+    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil,
+                                   coarse: CoarseSearch? = nil) async throws(QueryError) -> [[SearchResult]] {
         try limits.check(k: k)
         let matrix = try await vectors(for: queries)
         guard !queries.isEmpty else { return [] }
@@ -124,7 +127,12 @@ public actor QueryEngine {
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let (index, configuration) = (index, searchConfiguration)
         return try await blocking {
-            let hits = ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+            let hits: [[Hit]]
+            if let coarse {
+                hits = try coarse.search(matrix, in: snapshot, k: k, filter: filter, excluding: excluding, configuration: configuration)
+            } else {
+                hits = ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+            }
             return try hits.map { row in
                 try row.map { hit in
                     let item = try index.item(hit.id)

@@ -160,3 +160,78 @@ extension VectorSnapshot {
         return lo < ids.count && ids[lo] == id ? lo : nil
     }
 }
+
+/// Search inside one coarse class (ANCOR, docs/heads.md): only items with that coarse label, ranked
+/// by the cosine or, with `angular`, by cos(unit(q − u_c), unit(x − u_c)), where u_c is the unit
+/// direction of the mean of the class's items. That removes the direction every item of the
+/// class shares, so the differences between its fine classes decide.
+public struct CoarseSearch: Sendable, Equatable {
+    /// The coarse class; nil: each query's own (an item's coarse label; for a vector or an image,
+    /// the coarse class whose mean direction is nearest).
+    public var coarseLabel: String?
+    public var angular: Bool
+
+    public init(coarseLabel: String? = nil, angular: Bool = true) {
+        (self.coarseLabel, self.angular) = (coarseLabel, angular)
+    }
+
+    /// The search a caller's options describe (`--coarse`/`coarse_label`, `--angular`/`angular`),
+    /// nil when they restrict nothing.
+    public init?(options coarseLabel: String?, angular: Bool) {
+        guard coarseLabel != nil || angular else { return nil }
+        self.init(coarseLabel: coarseLabel, angular: angular)
+    }
+
+    /// The hits of each query; `not_enough_data` when no item has a coarse label and the class is
+    /// to be guessed. A named class no item has gives no hits.
+    func search(_ queries: Matrix, in snapshot: VectorSnapshot, k: Int, filter: LabelFilter?, excluding: [UInt64?],
+                configuration: SearchConfiguration) throws(QueryError) -> [[Hit]] {
+        var rowsOf: [String: [Int]] = [:]
+        for (r, c) in snapshot.coarseLabels.enumerated() { if let c { rowsOf[c, default: []].append(r) } }
+        let d = snapshot.matrix.columns
+        func direction(_ rows: [Int]) -> [Float] {
+            var mean = [Float](repeating: 0, count: d)
+            for r in rows { for (j, v) in snapshot.matrix.row(r).enumerated() { mean[j] += v } }
+            mean.withUnsafeMutableBufferPointer { normalize($0) }
+            return mean
+        }
+        let classes = rowsOf.keys.sorted()
+        var directions: [String: [Float]] = [:]
+        func unit(_ c: String) -> [Float] {
+            if let u = directions[c] { return u }
+            let u = direction(rowsOf[c] ?? [])
+            directions[c] = u
+            return u
+        }
+        var normalisedQueries = queries
+        normalisedQueries.normalizeRows()
+        // Each query's coarse class.
+        var wanted: [String?] = []
+        for q in 0..<queries.rows {
+            if let named = coarseLabel { wanted.append(named); continue }
+            if let id = excluding[q], let row = snapshot.row(of: id), let own = snapshot.coarseLabels[row] { wanted.append(own); continue }
+            guard !classes.isEmpty else {
+                throw QueryError(.notEnoughData, "searching within a coarse class needs items with coarse labels; this index has none")
+            }
+            let z = Array(normalisedQueries.row(q))
+            wanted.append(classes.max { cosine(unit($0), z) < cosine(unit($1), z) })
+        }
+        var hits = [[Hit]](repeating: [], count: queries.rows)
+        for c in Set(wanted.compactMap { $0 }) {
+            guard let rows = rowsOf[c] else { continue }
+            let asked = wanted.indices.filter { wanted[$0] == c }
+            var items = snapshot.matrix.gathering(rows: rows), z = normalisedQueries.gathering(rows: asked)
+            if angular {
+                let u = unit(c)
+                items = ConfiguredHead.angular(items, around: [[Float]](repeating: u, count: items.rows))
+                z = ConfiguredHead.angular(z, around: [[Float]](repeating: u, count: z.rows))
+            }
+            let sub = VectorSnapshot(ids: rows.map { snapshot.ids[$0] }, labels: rows.map { snapshot.labels[$0] }, matrix: items)
+            let found = ExactSearch(snapshot: sub, configuration: configuration).search(z, k: k, filter: filter, excluding: asked.map { excluding[$0] })
+            for (i, q) in asked.enumerated() {
+                hits[q] = found[i].map { Hit(row: rows[$0.row], id: $0.id, score: $0.score) }
+            }
+        }
+        return hits
+    }
+}

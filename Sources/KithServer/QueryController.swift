@@ -58,6 +58,7 @@ struct QueryController {
         func value(_ key: String) -> String? { uploads?.fields[key] ?? request.uri.queryParameters.get(key) }
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
         return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
+                            coarseLabel: value("coarse_label"), angular: value("angular") == "true",
                             head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")))
     }
 
@@ -65,7 +66,7 @@ struct QueryController {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
-        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter)]
+        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch)]
     }
 
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {

@@ -48,11 +48,17 @@ struct QueryRequest: Decodable {
     var k: Int?
     var labels: [String]?
     var excludeLabels: [String]?
+    /// search: only items of this coarse class.
+    var coarseLabel: String?
+    /// search: within one coarse class (`coarse_label`, else each query's own), angularly normalised.
+    var angular: Bool?
     var head: String?
     var balanced: Bool?
     var top: Int?
 
     var queries: [Query] { (vectors ?? []).map { .vector($0) } + (ids ?? []).map { .item($0) } }
+
+    var coarseSearch: CoarseSearch? { CoarseSearch(options: coarseLabel, angular: angular ?? false) }
 }
 
 struct EnqueueRequest: Decodable {

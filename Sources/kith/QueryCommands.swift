@@ -52,17 +52,23 @@ struct Search: AsyncParsableCommand {
     @Option(name: .short, help: "Results per query.") var k: Int = 10
     @Option(name: .customLong("label"), help: "Only items with this label (repeatable).") var labels: [String] = []
     @Option(name: .customLong("exclude-label"), help: "Never items with this label (repeatable).") var excludedLabels: [String] = []
+    @Option(help: "Only items of this coarse class.") var coarse: String?
+    @Flag(help: "Within one coarse class (--coarse, else each query's own), ranked by angularly normalised similarity (ANCOR).")
+    var angular = false
     @Flag(help: "Print one JSON object per query.") var json = false
     @Argument(help: "Name of the index.") var name: String
     @Argument(help: "Queries.") var queries: [String]
 
     func validate() throws { guard k >= 1 else { throw ValidationError("-k must be at least 1") } }
 
+    /// The coarse-class search the options ask for, if any.
+    var coarseSearch: CoarseSearch? { CoarseSearch(options: coarse, angular: angular) }
+
     func run() async throws {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
-        let results = try await reporting { try await engine.search(queries, k: k, filter: filter) }
+        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch) }
         for (query, hits) in zip(queries, results) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits)))

@@ -466,4 +466,51 @@ struct EngineHeadOptionTests {
         let unknown = #expect(throws: QueryError.self) { try HeadSpec.list(["prototype+nope"]) }
         #expect(unknown?.code == .invalidQuery)
     }
+
+    @Test("Search within a coarse class: only its items, ranked by the angularly normalised similarity computed by hand")
+    func coarseSearch() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 4)
+        var rng = SplitMix64(seed: 21)
+        var items: [NewItem] = []
+        for i in 0..<12 {  // two coarse classes around (1, 1, 0, 0) and (0, 0, 1, 1), one item without
+            let base: [Float] = i < 6 ? [1, 1, 0, 0] : [0, 0, 1, 1]
+            items.append(NewItem(vector: unit(base.map { $0 + Float(rng.nextDouble() - 0.5) }), source: "s\(i)", label: "f\(i % 3)",
+                                 coarseLabel: i < 6 ? "latin" : "greek"))
+        }
+        items.append(NewItem(vector: unit([1, 1, 0.1, 0]), source: "loose"))
+        try index.add(items)
+        let engine = try QueryEngine(index: index)
+        let query: [Float] = unit([1, 0.6, 0.2, 0.1])
+        // By hand: the mean direction of the latin items, then cos(unit(q − u), unit(x − u)).
+        var mean = [Float](repeating: 0, count: 4)
+        for item in items.prefix(6) { for j in 0..<4 { mean[j] += item.vector[j] } }
+        let u = unit(mean)
+        func centred(_ x: [Float]) -> [Float] { unit(zip(x, u).map { $0 - $1 }) }
+        func dot(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
+        var expected: [(id: UInt64, score: Float)] = []
+        for id in 1...6 { expected.append((UInt64(id), dot(centred(items[id - 1].vector), centred(query)))) }
+        expected.sort { $0.score > $1.score }
+        let expectedIDs: [UInt64] = expected.map { $0.id }
+        let hits = try await engine.search([.vector(query)], k: 10, coarse: CoarseSearch())[0]  // latin guessed: the nearest mean
+        #expect(hits.map(\.id) == expectedIDs)
+        #expect(zip(hits, expected).allSatisfy { abs($0.score - $1.score) < 1e-5 })
+        let plain = try await engine.search([.vector(query)], k: 10, coarse: CoarseSearch(coarseLabel: "latin", angular: false))[0]
+        #expect(Set(plain.map(\.id)) == Set(1...6) && plain.map(\.id) != hits.map(\.id))  // a cosine ranking within the class
+        let greek = try await engine.search([.item(8)], k: 3, coarse: CoarseSearch())[0]  // an item: its own class, never itself
+        #expect(greek.count == 3 && greek.allSatisfy { (7...12).contains($0.id) && $0.id != 8 && $0.coarseLabel == "greek" })
+        #expect(try await engine.search([.vector(query)], k: 5, coarse: CoarseSearch(coarseLabel: "cyrillic"))[0].isEmpty)
+        let filtered = try await engine.search([.vector(query)], k: 10, filter: LabelFilter(include: ["f0"]), coarse: CoarseSearch())[0]
+        let expectedF0: [UInt64] = expectedIDs.filter { ($0 - 1) % 3 == 0 }
+        #expect(filtered.map(\.id) == expectedF0)
+        #expect(CoarseSearch(options: nil, angular: false) == nil && CoarseSearch(options: "x", angular: false)?.angular == false)
+
+        let bare = TemporaryIndex()
+        defer { bare.cleanup() }
+        let none = try bare.create(dimension: 4)
+        try none.add([NewItem(vector: [1, 0, 0, 0], source: "a")])
+        let refused = await #expect(throws: QueryError.self) { try await QueryEngine(index: none).search([.vector([1, 0, 0, 0])], coarse: CoarseSearch()) }
+        #expect(refused?.code == .notEnoughData && refused?.description.contains("coarse labels") == true)
+    }
 }

@@ -93,6 +93,9 @@ struct ServerTests {
             #expect((npy.json["results"] as? [[[String: Any]]])?.map { $0.map { $0["source"] as! String } } == [["b"], ["c"]], "\(npy.text)")
             let badNpy = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: [.contentType: "application/x-npy"], body: ByteBuffer(string: "nope"))
             #expect(badNpy.status == .badRequest && badNpy.errorCode == "malformed_npy")
+            let noCoarse = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
+                                                    body: jsonBody(["vectors": [axis(0)], "angular": true]))
+            #expect(noCoarse.status == .badRequest && noCoarse.errorCode == "not_enough_data", "\(noCoarse.text)")
             let filtered = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
                                                     body: jsonBody(["vectors": [axis(0)], "exclude_labels": ["x"]]))
             #expect((filtered.json["results"] as! [[[String: Any]]])[0].map { $0["source"] as! String } == ["b"])
@@ -110,6 +113,9 @@ struct ServerTests {
                                                         body: jsonBody(["items": [["id": 3, "label": "w", "coarse_label": "letters"]]]))
             #expect(batchRelabel.json["relabelled"] as? [Int] == [3])
             #expect(try await client.execute(uri: "/v1/indexes/v/items/3", method: .get).json["coarse_label"] as? String == "letters")
+            let within = try await client.execute(uri: "/v1/indexes/v/search", method: .post, headers: jsonHeaders,
+                                                  body: jsonBody(["vectors": [axis(1)], "coarse_label": "letters", "angular": true]))
+            #expect((within.json["results"] as? [[[String: Any]]])?.first?.map { $0["id"] as! Int } == [3], "\(within.text)")  // the only item of 'letters' 
             let snapshot = try await client.execute(uri: "/v1/indexes/v/snapshot", method: .post, headers: jsonHeaders, body: jsonBody(["name": "copy"]))
             #expect(snapshot.status == .created && snapshot.json["name"] as? String == "copy")
             #expect(try Index.open(at: server.directory + "/snapshots/copy").stats().items == 3)

@@ -70,6 +70,13 @@ struct QueryCLITests {
         let second = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/again.json"))) as! [String: Any]
         #expect(NSDictionary(dictionary: first).isEqual(to: second))  // same seed, same episodes and results
 
+        let angular = try cli.kith(["search", "q", "id:1", "--angular"], indexes: indexes)
+        #expect(angular.status != 0 && angular.stderr.contains("needs items with coarse labels"), "\(angular.stderr)")
+        #expect(try cli.kith(["index", "relabel", "q", "1", "--label", "blue", "--coarse-label", "warm"], indexes: indexes).status == 0)
+        let warm = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "--coarse", "warm", "--angular", "--json"], indexes: indexes)
+        let warmHits = (try JSONSerialization.jsonObject(with: warm.stdout) as? [String: Any])?["results"] as? [[String: Any]]
+        #expect(warmHits?.map { $0["id"] as! Int } == [1], "\(warm.text)\(warm.stderr)")  // the only item of 'warm'
+
         let tooMany = try cli.kith(["eval", "fewshot", "q", "--way", "5"], indexes: indexes)
         #expect(tooMany.status != 0 && tooMany.stderr.contains("need 5 classes"))
     }
