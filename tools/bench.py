@@ -434,6 +434,23 @@ def embed_folder(folder: str, out: str) -> tuple[str, str, list[str]]:
     return out, out + ".labels.txt", paths
 
 
+def glyph_folder() -> str:
+    """The glyph set of tools/make_glyphs.py (up to 40 fonts), built once under bench-out/."""
+    folder = os.path.join(ROOT, "bench-out", "glyphs")
+    if not os.path.isdir(folder):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_glyphs.py"), folder, "--max-fonts", "40"], check=True)
+    return folder
+
+
+def fashion_folder() -> str:
+    """3,000 Fashion-MNIST test images, one folder per class, built once under bench-out/."""
+    folder = os.path.join(ROOT, "bench-out", "fashion-t10k")
+    if not os.path.isdir(folder):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), folder, "--split", "t10k", "--count", "3000"],
+                       check=True, capture_output=True)
+    return folder
+
+
 # Heads and options of the few-shot section: every head plain, then each option on the heads it may help.
 FEWSHOT_HEADS = ["logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten", "copa+whiten", "knn+whiten",
                  "prototype+whiten=1", "prototype+whiten=10", "logreg+angular", "prototype+angular", "prototype+whiten+angular",
@@ -462,9 +479,7 @@ def cell(values: list[float]) -> str:
 def fewshot(args) -> str:
     from PIL import Image
     from sklearn.linear_model import LogisticRegression
-    data = os.path.join(ROOT, "bench-out", "glyphs")
-    if not os.path.isdir(data):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_glyphs.py"), data, "--max-fonts", "40"], check=True)
+    data = glyph_folder()
     tmp = tempfile.mkdtemp(prefix="kith-bench-fewshot-")
     npy, label_file, paths = embed_folder(data, os.path.join(tmp, "glyphs.npy"))
     x = np.load(npy)
@@ -544,10 +559,7 @@ def fewshot(args) -> str:
               "; ".join(f"`{r['head']}` {cell(r['accuracies'])}" for r in again["results"]) + "."]
 
     # 4. Long tails: Zipf shots from M down to 1, balanced queries; balanced accuracy and the rarest third.
-    fashion = os.path.join(ROOT, "bench-out", "fashion-t10k")
-    if not os.path.isdir(fashion):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), fashion, "--split", "t10k", "--count", "3000"],
-                       check=True, capture_output=True)
+    fashion = fashion_folder()
     fnpy, flabels, _ = embed_folder(fashion, os.path.join(tmp, "fashion.npy"))
     tail: dict = {}
     for name, (data_npy, data_labels, shots, queries) in {"glyphs": (npy, label_file, 20, 10), "fashion": (fnpy, flabels, 50, 15)}.items():
@@ -586,13 +598,7 @@ WHITENING_HEADS = ["logreg", "prototype", "copa", "prototype+whiten=1", "prototy
 
 def whitening(args) -> str:
     """Whitening against the number of classes: the glyph set (231 characters) beside Fashion-MNIST (10 classes)."""
-    glyphs = os.path.join(ROOT, "bench-out", "glyphs")
-    if not os.path.isdir(glyphs):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_glyphs.py"), glyphs, "--max-fonts", "40"], check=True)
-    fashion = os.path.join(ROOT, "bench-out", "fashion-t10k")
-    if not os.path.isdir(fashion):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), fashion, "--split", "t10k", "--count", "3000"],
-                       check=True, capture_output=True)
+    glyphs, fashion = glyph_folder(), fashion_folder()
     tmp = tempfile.mkdtemp(prefix="kith-bench-whitening-")
     table: dict = {}
     for name, folder in [("glyphs", glyphs), ("fashion", fashion)]:
@@ -617,13 +623,7 @@ VIEW_HEADS = ["logreg", "logreg+views", "prototype", "prototype+views", "copa", 
 def views(args) -> str:
     """SCL's augmented support sets: an index of the glyph set (and of Fashion-MNIST, where mirroring keeps the label)
     with 4 stored views per labelled image, every head with and without them on the same episodes."""
-    glyphs = os.path.join(ROOT, "bench-out", "glyphs")
-    if not os.path.isdir(glyphs):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_glyphs.py"), glyphs, "--max-fonts", "40"], check=True)
-    fashion = os.path.join(ROOT, "bench-out", "fashion-t10k")
-    if not os.path.isdir(fashion):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), fashion, "--split", "t10k", "--count", "3000"],
-                       check=True, capture_output=True)
+    glyphs, fashion = glyph_folder(), fashion_folder()
     indexes = tempfile.mkdtemp(prefix="kith-bench-views-")
     rows: dict = {}
     timings = []
