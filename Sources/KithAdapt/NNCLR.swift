@@ -1,0 +1,166 @@
+import Foundation
+import KithMath
+
+/// NNCLR (Dwibedi et al., ICCV 2021) on frozen embeddings: a projector z = proj(x) and a
+/// predictor p = pred(z); for two views of a batch, the positive of view 1's ẑ₁ is its nearest
+/// neighbour in a support queue Q of past projections, NN(ẑ₁, Q), and the loss is InfoNCE of
+/// those neighbours against the batch's other-view predictions p̂₂, symmetrised:
+///   L = ½ [InfoNCE(NN(ẑ₁, Q), p̂₂) + InfoNCE(NN(ẑ₂, Q), p̂₁)],
+///   InfoNCE(a, p̂) = −(1/n) Σᵢ log softmaxᵢ(aᵢ · p̂ᵀ / τ).
+/// The neighbours are constants (no gradient flows through the queue or the choice). Without a
+/// queue the positive is the view's own ẑ, also a constant: the same objective without the
+/// support set (SimCLR-style positives), the ablation that measures what the queue adds.
+public struct NNCLR: Sendable, Codable, Equatable {
+    public var projector: MLP
+    public var predictor: MLP
+    public var temperature: Float
+
+    /// NNCLR's shapes, narrowed for a CPU: input → 1024 → 1024 → `dimension` with a BatchNorm on
+    /// the output, and a predictor `dimension` → 1024 → `dimension`.
+    public init(inputs: Int, dimension: Int = 256, hidden: Int = 1024, temperature: Float = 0.1, seed: UInt64 = 0) {
+        projector = MLP(widths: [inputs, hidden, hidden, dimension], outputBatchNorm: true, seed: seed)
+        predictor = MLP(widths: [dimension, hidden, dimension], seed: seed &+ 1)
+        self.temperature = temperature
+    }
+
+    public init(projector: MLP, predictor: MLP, temperature: Float = 0.1) {
+        (self.projector, self.predictor, self.temperature) = (projector, predictor, temperature)
+    }
+
+    /// The adapted embedding of frozen embeddings: ẑ = unit(proj(x)), with the projector's running statistics.
+    public func embed(_ x: Matrix) -> Matrix {
+        var projector = projector
+        var z = projector.forward(x, training: false).output
+        z.normalizeRows()
+        return z
+    }
+
+    /// The loss of one batch and its gradients (training-mode batch statistics, updated).
+    /// - Parameters:
+    ///   - first, second: two views of the same items, row for row.
+    ///   - queue: unit rows of past projections; nil or empty: the other view's ẑ is the positive.
+    /// - Returns: also ẑ₁, which the caller enqueues.
+    public mutating func step(_ first: Matrix, _ second: Matrix, queue: Matrix?) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
+        step(first, second) { _, z in Self.neighbours(z, in: queue) }
+    }
+
+    /// `step` with the positives of each view's ẑ (view 1 or 2) given by `positives`: constants
+    /// to the gradient.
+    mutating func step(_ first: Matrix, _ second: Matrix,
+                       positives: (Int, Matrix) -> Matrix) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
+        let (z1, projected1) = projector.forward(first, training: true)
+        let (z2, projected2) = projector.forward(second, training: true)
+        let (p1, predicted1) = predictor.forward(z1, training: true)
+        let (p2, predicted2) = predictor.forward(z2, training: true)
+        var unit1 = z1, unit2 = z2
+        unit1.normalizeRows()
+        unit2.normalizeRows()
+        let anchors1 = positives(1, unit1), anchors2 = positives(2, unit2)
+        let (l12, dp2) = Self.infoNCE(anchors1, p2, temperature: temperature)
+        let (l21, dp1) = Self.infoNCE(anchors2, p1, temperature: temperature)
+        let half = { (m: Matrix) in Matrix(rows: m.rows, columns: m.columns, values: m.values.map { $0 / 2 }) }
+        let back1 = predictor.backward(half(dp1), cache: predicted1), back2 = predictor.backward(half(dp2), cache: predicted2)
+        let proj1 = projector.backward(back1.input, cache: projected1), proj2 = projector.backward(back2.input, cache: projected2)
+        return ((l12 + l21) / 2, Self.sum(proj1.parameters, proj2.parameters), Self.sum(back1.parameters, back2.parameters), unit1)
+    }
+
+    /// Each row's most similar row of `queue` (itself without one).
+    static func neighbours(_ z: Matrix, in queue: Matrix?) -> Matrix {
+        guard let queue, queue.rows > 0 else { return z }
+        let similarities = product(z, queue, transposeB: true)
+        let best = (0..<z.rows).map { r -> Int in
+            let row = similarities.values[(r * queue.rows)..<((r + 1) * queue.rows)]
+            return row.indices.max { row[$0] < row[$1] }! - r * queue.rows
+        }
+        return queue.gathering(rows: best)
+    }
+
+    /// InfoNCE(a, p̂) with p̂ = unit(p), and its gradient with respect to p.
+    static func infoNCE(_ anchors: Matrix, _ p: Matrix, temperature: Float) -> (Float, Matrix) {
+        let n = p.rows, d = p.columns
+        var unit = p
+        var norms = [Float](repeating: 0, count: n)
+        for r in 0..<n {
+            norms[r] = max(p.values[(r * d)..<((r + 1) * d)].reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            for j in 0..<d { unit.values[r * d + j] /= norms[r] }
+        }
+        var logits = product(anchors, unit, transposeB: true)  // n × n: anchor i against prediction k
+        var loss: Float = 0
+        for i in 0..<n {
+            for k in 0..<n { logits.values[i * n + k] /= temperature }
+            let row = logits.values[(i * n)..<((i + 1) * n)]
+            let peak = row.max()!
+            let e = row.map { Foundation.exp($0 - peak) }, total = e.reduce(0, +)
+            loss += peak + Foundation.log(total) - logits.values[i * n + i]
+            for k in 0..<n { logits.values[i * n + k] = (e[k] / total - (i == k ? 1 : 0)) / Float(n) }
+        }
+        // dS is in `logits`; dp̂ = dSᵀ a / τ, then through the normalisation.
+        var dUnit = product(logits, anchors, transposeA: true)
+        for r in 0..<n {
+            var along: Float = 0
+            for j in 0..<d { dUnit.values[r * d + j] /= temperature; along += dUnit.values[r * d + j] * unit.values[r * d + j] }
+            for j in 0..<d { dUnit.values[r * d + j] = (dUnit.values[r * d + j] - unit.values[r * d + j] * along) / norms[r] }
+        }
+        return (loss / Float(n), dUnit)
+    }
+
+    static func sum(_ a: [[Float]], _ b: [[Float]]) -> [[Float]] { zip(a, b).map { zip($0, $1).map(+) } }
+}
+
+/// Adam (Kingma & Ba; β = 0.9, 0.999, ε = 10⁻⁸) with decoupled weight decay, over arrays of
+/// parameters, and NNCLR's cosine schedule lr_t = lr · ½(1 + cos(π t / T)).
+public struct Adam: Sendable, Codable, Equatable {
+    public var learningRate: Float
+    public var weightDecay: Float
+    public var totalSteps: Int
+    private(set) var t = 0
+    private var m: [[Float]] = [], v: [[Float]] = []
+
+    public init(learningRate: Float = 1e-3, weightDecay: Float = 1e-6, totalSteps: Int) {
+        (self.learningRate, self.weightDecay, self.totalSteps) = (learningRate, weightDecay, max(1, totalSteps))
+    }
+
+    /// The learning rate of the next step.
+    public var currentRate: Float { learningRate * 0.5 * (1 + Foundation.cos(Float.pi * Float(min(t, totalSteps)) / Float(totalSteps))) }
+
+    public mutating func step(_ parameters: inout [[Float]], _ gradients: [[Float]]) {
+        if m.isEmpty { m = gradients.map { [Float](repeating: 0, count: $0.count) }; v = m }
+        let rate = currentRate
+        t += 1
+        let c1 = 1 - Foundation.pow(0.9, Float(t)), c2 = 1 - Foundation.pow(0.999, Float(t))
+        for a in parameters.indices {
+            for i in parameters[a].indices {
+                let g = gradients[a][i]
+                m[a][i] = 0.9 * m[a][i] + 0.1 * g
+                v[a][i] = 0.999 * v[a][i] + 0.001 * g * g
+                parameters[a][i] -= rate * ((m[a][i] / c1) / ((v[a][i] / c2).squareRoot() + 1e-8) + weightDecay * parameters[a][i])
+            }
+        }
+    }
+}
+
+/// A FIFO queue of unit rows with a fixed capacity: newest in, oldest out (the support set Q).
+public struct ProjectionQueue: Sendable {
+    public let capacity: Int
+    public let dimension: Int
+    private var values: [Float] = []
+    private var next = 0
+    public private(set) var count = 0
+
+    public init(capacity: Int, dimension: Int) {
+        precondition(capacity > 0 && dimension > 0)
+        (self.capacity, self.dimension) = (capacity, dimension)
+        values = [Float](repeating: 0, count: capacity * dimension)
+    }
+
+    public mutating func enqueue(_ rows: Matrix) {
+        for r in 0..<rows.rows {
+            for j in 0..<dimension { values[next * dimension + j] = rows.values[r * dimension + j] }
+            next = (next + 1) % capacity
+            count = min(count + 1, capacity)
+        }
+    }
+
+    /// The entries (order does not matter for NN(z, Q)).
+    public var matrix: Matrix { Matrix(rows: count, columns: dimension, values: Array(values.prefix(count * dimension))) }
+}

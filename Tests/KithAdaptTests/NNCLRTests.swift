@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import KithTestSupport
+import KithMath
+@testable import KithAdapt
+
+func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
+    Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(rng.nextDouble() - 0.5) * 2 * scale })
+}
+
+func unitRows(_ m: Matrix) -> Matrix {
+    var m = m
+    m.normalizeRows()
+    return m
+}
+
+@Suite("NNCLR on frozen embeddings")
+struct NNCLRTests {
+    /// The loss of `model` on the views with fixed positives (the model is not changed).
+    func loss(_ model: NNCLR, _ a: Matrix, _ b: Matrix, _ positives: [Int: Matrix]) -> Float {
+        var copy = model
+        return copy.step(a, b) { view, _ in positives[view]! }.loss
+    }
+
+    @Test("The hand-written backward pass matches central differences along random directions", arguments: [true, false])
+    func gradients(withQueue: Bool) {
+        var rng = SplitMix64(seed: withQueue ? 3 : 4)
+        let model = NNCLR(projector: MLP(widths: [6, 5, 4], outputBatchNorm: true, seed: 1), predictor: MLP(widths: [4, 5, 4], seed: 2), temperature: 0.5)
+        let a = randomMatrix(5, 6, &rng), b = randomMatrix(5, 6, &rng)
+        let queue = withQueue ? unitRows(randomMatrix(7, 4, &rng)) : nil
+        var copy = model
+        var positives: [Int: Matrix] = [:]  // the neighbours (or the views' own ẑ) at the starting point, held fixed
+        let analytic = copy.step(a, b) { view, z in
+            positives[view] = NNCLR.neighbours(z, in: queue)
+            return positives[view]!
+        }
+        var again = model
+        #expect(again.step(a, b, queue: queue).loss == analytic.loss)  // the public step chooses the same positives
+        let gradient = analytic.projector + analytic.predictor
+        let h: Float = 1e-3
+        for trial in 0..<6 {
+            let direction = gradient.map { $0.map { _ in Float(rng.nextDouble() - 0.5) } }
+            func moved(_ sign: Float) -> NNCLR {
+                var m = model
+                let n = m.projector.parameters.count
+                m.projector.parameters = zip(m.projector.parameters, direction.prefix(n)).map { zip($0, $1).map { $0 + sign * h * $1 } }
+                m.predictor.parameters = zip(m.predictor.parameters, direction.dropFirst(n)).map { zip($0, $1).map { $0 + sign * h * $1 } }
+                return m
+            }
+            let numeric = (Double(loss(moved(1), a, b, positives)) - Double(loss(moved(-1), a, b, positives))) / (2 * Double(h))
+            let exact = zip(gradient, direction).reduce(0.0) { $0 + zip($1.0, $1.1).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
+            #expect(abs(numeric - exact) <= 2e-2 * max(1, abs(exact)), "direction \(trial): numeric \(numeric), backward \(exact)")
+        }
+    }
+
+    @Test("The MLP's input gradient matches central differences; eval mode uses the running statistics")
+    func mlp() {
+        var rng = SplitMix64(seed: 8)
+        var net = MLP(widths: [5, 7, 3], outputBatchNorm: true, seed: 3)
+        let x = randomMatrix(6, 5, &rng), weights = randomMatrix(6, 3, &rng)
+        func f(_ x: Matrix) -> Double {
+            var n = net
+            let y = n.forward(x, training: true).output
+            return zip(y.values, weights.values).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        }
+        let (_, cache) = net.forward(x, training: true)
+        let dx = net.backward(weights, cache: cache).input
+        let direction = randomMatrix(6, 5, &rng)
+        let h: Float = 1e-2
+        let plus = Matrix(rows: 6, columns: 5, values: zip(x.values, direction.values).map { $0 + h * $1 })
+        let minus = Matrix(rows: 6, columns: 5, values: zip(x.values, direction.values).map { $0 - h * $1 })
+        let numeric = (f(plus) - f(minus)) / (2 * Double(h))
+        let exact = zip(dx.values, direction.values).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        #expect(abs(numeric - exact) <= 2e-2 * max(1, abs(exact)), "numeric \(numeric), backward \(exact)")
+        // Training mode: every output column has mean β = 0 and variance about γ² = 1 over the batch.
+        let y = net.forward(x, training: true).output
+        for j in 0..<3 {
+            let column = (0..<6).map { y.values[$0 * 3 + j] }
+            #expect(abs(column.reduce(0, +) / 6) < 1e-5)
+        }
+        // Eval mode: the same input row gives the same output whatever the batch around it.
+        let one = net.forward(Matrix(rows: 1, columns: 5, values: Array(x.row(0))), training: false).output
+        let all = net.forward(x, training: false).output
+        #expect(zip(one.values, all.values.prefix(3)).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test("A small run on clustered data lowers the loss, with the queue and without; the queue is FIFO")
+    func training() {
+        var rng = SplitMix64(seed: 12)
+        let centres = unitRows(randomMatrix(4, 16, &rng))
+        let items = (0..<128).map { i in Array(centres.row(i % 4)).map { $0 + Float(rng.nextDouble() - 0.5) * 0.6 } }
+        func view(_ rows: [[Float]]) -> Matrix {
+            unitRows(Matrix(rows: rows.count, columns: 16, values: rows.flatMap { $0.map { $0 + Float(rng.nextDouble() - 0.5) * 0.2 } }))
+        }
+        for useQueue in [true, false] {
+            var model = NNCLR(inputs: 16, dimension: 8, hidden: 32, seed: 5)
+            var queue = ProjectionQueue(capacity: 64, dimension: 8)
+            var adam = Adam(learningRate: 3e-3, totalSteps: 120), predictorAdam = adam  // one optimiser state per network
+            var losses: [Float] = []
+            for step in 0..<120 {
+                let batch = (0..<32).map { items[(step * 32 + $0) % items.count] }
+                let result = model.step(view(batch), view(batch), queue: useQueue && queue.count > 0 ? queue.matrix : nil)
+                var projector = model.projector.parameters, predictor = model.predictor.parameters
+                adam.step(&projector, result.projector)
+                predictorAdam.step(&predictor, result.predictor)
+                model.projector.parameters = projector
+                model.predictor.parameters = predictor
+                queue.enqueue(result.z1)
+                losses.append(result.loss)
+            }
+            let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
+            #expect(last < first - 0.2, "queue \(useQueue): loss \(first) → \(last)")
+            let embedded = model.embed(view(Array(items.prefix(8))))
+            #expect((0..<8).allSatisfy { r in abs(embedded.row(r).reduce(0) { $0 + $1 * $1 } - 1) < 1e-4 })
+        }
+        var queue = ProjectionQueue(capacity: 3, dimension: 1)
+        queue.enqueue(Matrix(rows: 4, columns: 1, values: [1, 2, 3, 4]))
+        #expect(queue.count == 3 && Set(queue.matrix.values) == [2, 3, 4])  // the oldest went out
+        var adam = Adam(learningRate: 0.1, totalSteps: 10)
+        #expect(adam.currentRate == 0.1)
+        var p: [[Float]] = [[1]]
+        for _ in 0..<10 { adam.step(&p, [[1]]) }
+        #expect(abs(adam.currentRate) < 1e-7 && p[0][0] < 1)
+    }
+}
