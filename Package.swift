@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
         .target(name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"], swiftSettings: strict),
-        .target(name: "KithAdapt", dependencies: ["KithMath"], swiftSettings: strict),
+        .target(name: "KithAdapt", dependencies: ["KithMath", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
         .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
         .target(
             name: "KithServer",
@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery", "KithServer",
+                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery", "KithServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithPipelineTests", dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithAdaptTests", dependencies: ["KithAdapt", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithAdaptTests", dependencies: ["KithAdapt", "KithMath", "KithIndex", "KithBackbone", "KithPipeline", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KithServerTests",

@@ -29,6 +29,62 @@ public enum Layer: Sendable, Codable, Equatable {
     case relu
 }
 
+extension Layer {
+    private enum CodingKeys: String, CodingKey { case kind, inputs, outputs, features, weight, bias, gamma, beta, runningMean, runningVariance }
+
+    /// Weights as little-endian float32 bytes (base64 in JSON): a 1280 → 1024 → 256 head is 10 MB, not 40.
+    private static func bytes(_ values: [Float]) -> Data {
+        var data = Data(capacity: values.count * 4)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        return data
+    }
+
+    private static func floats(_ data: Data, count: Int, _ key: CodingKeys, _ c: KeyedDecodingContainer<CodingKeys>) throws -> [Float] {
+        guard data.count == count * 4 else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\(data.count) bytes for \(count) values")
+        }
+        return (0..<count).map { i in Float(bitPattern: UInt32(littleEndian: data.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) })) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .dense(let inputs, let outputs, let weight, let bias):
+            try c.encode("dense", forKey: .kind)
+            try c.encode(inputs, forKey: .inputs)
+            try c.encode(outputs, forKey: .outputs)
+            try c.encode(Self.bytes(weight), forKey: .weight)
+            try c.encode(Self.bytes(bias), forKey: .bias)
+        case .batchNorm(let features, let gamma, let beta, let mean, let variance):
+            try c.encode("batchNorm", forKey: .kind)
+            try c.encode(features, forKey: .features)
+            for (values, key) in [(gamma, CodingKeys.gamma), (beta, .beta), (mean, .runningMean), (variance, .runningVariance)] {
+                try c.encode(Self.bytes(values), forKey: key)
+            }
+        case .relu:
+            try c.encode("relu", forKey: .kind)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        switch try c.decode(String.self, forKey: .kind) {
+        case "dense":
+            let inputs = try c.decode(Int.self, forKey: .inputs), outputs = try c.decode(Int.self, forKey: .outputs)
+            self = .dense(inputs: inputs, outputs: outputs, weight: try Self.floats(c.decode(Data.self, forKey: .weight), count: inputs * outputs, .weight, c),
+                          bias: try Self.floats(c.decode(Data.self, forKey: .bias), count: outputs, .bias, c))
+        case "batchNorm":
+            let f = try c.decode(Int.self, forKey: .features)
+            func read(_ key: CodingKeys) throws -> [Float] { try Self.floats(c.decode(Data.self, forKey: key), count: f, key, c) }
+            self = .batchNorm(features: f, gamma: try read(.gamma), beta: try read(.beta), runningMean: try read(.runningMean), runningVariance: try read(.runningVariance))
+        case "relu":
+            self = .relu
+        case let kind:
+            throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription: "unknown layer '\(kind)'")
+        }
+    }
+}
+
 /// A multilayer perceptron with hand-written backward passes, NNCLR's projection and prediction
 /// heads: Linear → BatchNorm → ReLU for each hidden width, then Linear (and a BatchNorm on the
 /// output when asked, as NNCLR's projector has).

@@ -70,16 +70,36 @@ extension Index {
     }
 
     /// The labelled items that have no views, in id order.
-    public func labelledItemsWithoutViews() throws(IndexError) -> [Item] {
+    public func labelledItemsWithoutViews() throws(IndexError) -> [Item] { try itemsWithoutViews(labelledOnly: true) }
+
+    /// The items (or only the labelled ones) that have no views, in id order.
+    public func itemsWithoutViews(labelledOnly: Bool) throws(IndexError) -> [Item] {
         try storage {
             try env.read { txn in
                 var found: [Item] = []
                 try txn.forEach(.items) { k, v in
                     let item = try Item(id: uint64(key: k), decoding: v)
-                    if item.label != nil, try txn.withValue(.views, Array(k), { _ in true }) == nil { found.append(item) }
+                    if !labelledOnly || item.label != nil, try txn.withValue(.views, Array(k), { _ in true }) == nil { found.append(item) }
                     return true
                 }
                 return found
+            }
+        }
+    }
+
+    private static let adaptedKey = Array("adapted".utf8)
+
+    /// The adapted embedding head stored with the index (`kith adapt`; opaque to the index), or nil.
+    public func adaptedHead() throws(IndexError) -> Data? {
+        try storage { try env.read { txn in try txn.get(.meta, Self.adaptedKey).map { Data($0) } } }
+    }
+
+    /// Stores (or with nil removes) the adapted head in one transaction: a new one replaces the
+    /// old atomically.
+    public func setAdaptedHead(_ head: Data?) throws(IndexError) {
+        try storage {
+            try env.write { txn in
+                if let head { try txn.put(.meta, Self.adaptedKey, Array(head)) } else { _ = try txn.delete(.meta, Self.adaptedKey) }
             }
         }
     }

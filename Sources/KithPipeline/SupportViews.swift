@@ -72,12 +72,14 @@ public enum SupportViews {
     /// read; stored `batchSize` images at a time (one transaction each).
     /// - Throws: `index_has_no_backbone` for an index of the caller's own vectors (its items are
     ///   no images), `incompatible_index` when `encoder` is not the index's backbone.
+    /// - Parameter allItems: views of every item, not only the labelled ones (for `kith adapt`).
     public static func addMissing(to index: Index, encoder: Encoder, recipe: ViewRecipe, decoder: ImageDecoder = ImageDecoder(),
-                                  batchSize: Int = 16, progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
+                                  batchSize: Int = 16, allItems: Bool = false,
+                                  progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
         _ = try index.backbone()
         try index.requireSpace(encoder.backbone.manifest.space)
         if try index.viewRecipe() != recipe.stored { try index.setViews([], recipe: recipe.stored) }
-        let items = try index.labelledItemsWithoutViews()
+        let items = try index.itemsWithoutViews(labelledOnly: !allItems)
         let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
         var summary = Summary()
         for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {

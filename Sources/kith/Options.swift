@@ -106,16 +106,21 @@ func imageFiles(_ paths: [String]) throws -> [String] {
 final class Progress: Sendable {
     private let total: Int
     private let label: String
+    private let unit: String
     private let start = Date()
     private let lastPrint = Locked(Date.distantPast)
     private let terminal = isatty(STDERR_FILENO) != 0
 
-    init(total: Int, label: String) {
+    init(total: Int, label: String, unit: String = "images") {
         self.total = total
         self.label = label
+        self.unit = unit
     }
 
-    @Sendable func update(_ done: Int) {
+    @Sendable func update(_ done: Int) { update(done, note: "") }
+
+    /// Progress with a note after the rate (a loss, say).
+    @Sendable func update(_ done: Int, note: String) {
         let now = Date()
         let due = lastPrint.withLock { last in
             guard done == total || now.timeIntervalSince(last) >= (terminal ? 0.2 : 5) else { return false }
@@ -126,7 +131,7 @@ final class Progress: Sendable {
         let elapsed = now.timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
-        let line = String(format: "%@ %d/%d  %.1f images/s  ETA %.0fs", label, done, total, rate, eta)
+        let line = String(format: "%@ %d/%d  %.1f %@/s  ETA %.0fs%@", label, done, total, rate, unit, eta, note.isEmpty ? "" : "  " + note)
         if terminal {
             FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
             if done == total { FileHandle.standardError.write(Data("\n".utf8)) }

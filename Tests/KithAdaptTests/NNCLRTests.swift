@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import KithTestSupport
 import KithMath
+import KithIndex
+import KithBackbone
+import KithPipeline
 @testable import KithAdapt
 
 func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
@@ -121,5 +124,48 @@ struct NNCLRTests {
         var p: [[Float]] = [[1]]
         for _ in 0..<10 { adam.step(&p, [[1]]) }
         #expect(abs(adam.currentRate) < 1e-7 && p[0][0] < 1)
+    }
+}
+
+@Suite("kith adapt on a real index")
+struct AdaptationTests {
+    @Test("Views of every item, a short training, and the head stored, replaced and refused when stopped")
+    func adapt() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let backbone = try Fixtures.models.load("resnet18-random")
+        let index = try Index.create(at: tmp.path, space: backbone.manifest.space)
+        let encoder = Encoder(backbone: backbone)
+        let files = ["chelsea.jpg", "coffee-256.png", "horse-alpha.png", "camera-grey.png", "rocket-exif6.jpg"]
+        _ = try Ingestor(index: index, encoder: encoder).ingest(files.map { IngestionFile(path: Fixtures.path("images/" + $0)) })
+        var configuration = AdaptationConfiguration()
+        (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize, configuration.queueCapacity) = (3, 8, 16, 4, 16)
+        let recipe = try ViewRecipe(count: 2)
+        let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration)
+        #expect(summary.items == 5 && summary.viewsAdded == 5 && summary.steps == 3 && summary.unreadable.isEmpty)
+        #expect(try index.views([1, 2, 3, 4, 5]).count == 5)  // every item, labelled or not
+        let stored = try AdaptedHead(decoding: try #require(try index.adaptedHead()))
+        #expect(stored == summary.head && stored.views == recipe.stored && stored.configuration == configuration)
+        let adapted = stored.model.embed(try index.loadVectors().matrix)
+        #expect(adapted.rows == 5 && adapted.columns == 8)
+
+        // A stopped run stores nothing; another run replaces the head.
+        var other = configuration
+        other.seed = 9
+        #expect(throws: AdaptationCancelled.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, shouldContinue: { false })
+        }
+        #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
+        _ = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other)
+        let replaced = try AdaptedHead(decoding: try #require(try index.adaptedHead()))
+        #expect(replaced.configuration.seed == 9 && replaced.model != stored.model)
+        try index.setAdaptedHead(nil)
+        #expect(try index.adaptedHead() == nil && index.check().isEmpty)
+
+        let vectors = TemporaryIndex()
+        defer { vectors.cleanup() }
+        let own = try Index.create(at: vectors.path, space: .vectors(dimension: 512))
+        #expect(throws: IndexError.self) { try Adaptation.adapt(own, encoder: encoder, recipe: recipe, configuration: configuration) }
+        #expect(throws: AdaptationError.self) { try Adaptation.train([], configuration: configuration) }
     }
 }

@@ -77,6 +77,10 @@ struct QueryCLITests {
         let warmHits = (try JSONSerialization.jsonObject(with: warm.stdout) as? [String: Any])?["results"] as? [[String: Any]]
         #expect(warmHits?.map { $0["id"] as! Int } == [1], "\(warm.text)\(warm.stderr)")  // the only item of 'warm'
 
+        let adapt = try cli.kith(["adapt", "q", "--epochs", "2", "--dimension", "8", "--hidden", "16", "--items-per-step", "4", "--views", "2"], indexes: indexes)
+        #expect(adapt.status == 0 && adapt.text.contains("adapted 'q': 12 items with views, 6 steps (2 epochs)"), "\(adapt.text)\(adapt.stderr)")
+        let noViews = try cli.kith(["adapt", "q", "--views", "0"], indexes: indexes)
+        #expect(noViews.status != 0 && noViews.stderr.contains("1 to 16 views per image, not 0"))
         let tooMany = try cli.kith(["eval", "fewshot", "q", "--way", "5"], indexes: indexes)
         #expect(tooMany.status != 0 && tooMany.stderr.contains("need 5 classes"))
     }

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import KithAdapt
+import KithMath
+import KithPipeline
+
+struct Adapt: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Learn a projection head on the index's own images with NNCLR (docs/adapt.md) and store it in the index.",
+        discussion: """
+            Embeds --views label-preserving views of every item once (stored in the index, as \\
+            `kith index views` does for the labelled ones), then trains NNCLR's projector and \\
+            predictor on the frozen embeddings on this machine's CPU, the positive of each view being \\
+            its nearest neighbour in a FIFO queue of past projections. The head is stored with its \\
+            settings and replaces an earlier one at once; an interrupted run stores nothing.
+            """)
+
+    @OptionGroup var location: IndexOptions
+    @OptionGroup var backbone: BackboneOptions
+    @Option(help: "Passes over the items.") var epochs: Int = 20
+    @Option(help: "The adapted embedding's dimension.") var dimension: Int = 256
+    @Option(help: "Width of the hidden layers.") var hidden: Int = 1024
+    @Option(help: "Items per training step.") var itemsPerStep: Int = 128
+    @Option(help: "Entries of the queue of projections (the support set Q).") var queueCapacity: Int = 8192
+    @Option(help: "Views per item (1–\(ViewRecipe.maxCount)).") var views: Int = 4
+    @Flag(help: "Mirror every other view (only where mirroring keeps the meaning).") var flip = false
+    @Flag(help: "The ablation: each view's own projection as its positive, no queue.") var noQueue = false
+    @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = 0
+    @Argument(help: "Name of the index.") var name: String
+
+    func validate() throws {
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        guard (1...4096).contains(dimension), (1...8192).contains(hidden) else { throw ValidationError("--dimension must be 1–4096 and --hidden 1–8192") }
+        guard itemsPerStep >= 2 else { throw ValidationError("--items-per-step must be at least 2") }
+        guard queueCapacity >= 1 else { throw ValidationError("--queue-capacity must be at least 1") }
+        do { _ = try ViewRecipe(count: views) } catch { throw ValidationError(error.description) }
+    }
+
+    func run() async throws {
+        let index = try reporting { try location.open(name) }
+        let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
+        let recipe = try reporting { try ViewRecipe(count: views, flip: flip, seed: seed) }
+        var configuration = AdaptationConfiguration()
+        (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (epochs, dimension, hidden, itemsPerStep)
+        (configuration.queueCapacity, configuration.usesQueue, configuration.seed) = (queueCapacity, !noQueue, seed)
+        let start = Date()
+        // Made on the first report, which knows the totals.
+        let viewBar = Locked<Progress?>(nil), stepBar = Locked<Progress?>(nil)
+        let summary = try await reporting {
+            try await offload { [configuration] in
+                try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, viewProgress: { done, total in
+                    viewBar.withLock { $0 = $0 ?? Progress(total: total, label: "views of items", unit: "items") }
+                    viewBar.current?.update(done)
+                }, progress: { p in
+                    stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
+                    stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
+                })
+            }
+        }
+        for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
+        print(String(format: "adapted '%@': %d items with views, %d steps (%d epochs), loss %.3f → %.3f, in %.0f s; the head is stored in the index",
+                     name, summary.items, summary.steps, epochs, summary.firstLoss, summary.finalLoss, Date().timeIntervalSince(start)))
+    }
+}
