@@ -88,33 +88,32 @@ struct NNCLRTests {
     }
 
     @Test("A small run on clustered data lowers the loss, with the queue and without; the queue is FIFO")
-    func training() {
+    func training() throws {
         var rng = SplitMix64(seed: 12)
         let centres = unitRows(randomMatrix(4, 16, &rng))
-        let items = (0..<128).map { i in Array(centres.row(i % 4)).map { $0 + Float(rng.nextDouble() - 0.5) * 0.6 } }
-        func view(_ rows: [[Float]]) -> Matrix {
-            unitRows(Matrix(rows: rows.count, columns: 16, values: rows.flatMap { $0.map { $0 + Float(rng.nextDouble() - 0.5) * 0.2 } }))
+        // 128 items around 4 centres, each with its embedding and 4 noisy views.
+        let items = (0..<128).map { i -> Matrix in
+            let item = Array(centres.row(i % 4)).map { $0 + Float(rng.nextDouble() - 0.5) * 0.6 }
+            return unitRows(Matrix(rows: 5, columns: 16, values: (0..<5).flatMap { v in item.map { $0 + (v == 0 ? 0 : Float(rng.nextDouble() - 0.5) * 0.2) } }))
         }
         for useQueue in [true, false] {
-            var model = NNCLR(inputs: 16, dimension: 8, hidden: 32, seed: 5)
-            var queue = ProjectionQueue(capacity: 64, dimension: 8)
-            var adam = Adam(learningRate: 3e-3, totalSteps: 120), predictorAdam = adam  // one optimiser state per network
-            var losses: [Float] = []
-            for step in 0..<120 {
-                let batch = (0..<32).map { items[(step * 32 + $0) % items.count] }
-                let result = model.step(view(batch), view(batch), queue: useQueue && queue.count > 0 ? queue.matrix : nil)
-                var projector = model.projector.parameters, predictor = model.predictor.parameters
-                adam.step(&projector, result.projector)
-                predictorAdam.step(&predictor, result.predictor)
-                model.projector.parameters = projector
-                model.predictor.parameters = predictor
-                queue.enqueue(result.z1)
-                losses.append(result.loss)
+            var configuration = AdaptationConfiguration()
+            (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (30, 8, 32, 32)
+            (configuration.queueCapacity, configuration.usesQueue, configuration.learningRate, configuration.seed) = (64, useQueue, 3e-3, 5)
+            var reported = 0
+            let (model, losses) = try Adaptation.train(items, configuration: configuration) { p in
+                reported += 1
+                #expect(p.step == reported && p.steps == 120 && p.epoch == (p.step - 1) / 4 + 1)
             }
+            #expect(losses.count == 120 && reported == 120)
             let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
             #expect(last < first - 0.2, "queue \(useQueue): loss \(first) → \(last)")
-            let embedded = model.embed(view(Array(items.prefix(8))))
-            #expect((0..<8).allSatisfy { r in abs(embedded.row(r).reduce(0) { $0 + $1 * $1 } - 1) < 1e-4 })
+            let embedded = model.embed(items[0])
+            #expect((0..<5).allSatisfy { r in abs(embedded.row(r).reduce(0) { $0 + $1 * $1 } - 1) < 1e-4 })
+            var calls = 0
+            #expect(throws: AdaptationCancelled.self) {
+                try Adaptation.train(items, configuration: configuration, shouldContinue: { calls += 1; return calls <= 3 })
+            }
         }
         var queue = ProjectionQueue(capacity: 3, dimension: 1)
         queue.enqueue(Matrix(rows: 4, columns: 1, values: [1, 2, 3, 4]))
