@@ -141,10 +141,9 @@ public struct EpisodicEvaluation: Sendable {
     }
 
     /// An evaluation of a labelled support set (an index's labelled items, say).
-    public init(_ support: SupportSet, coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
-                collection: Matrix? = nil, limits: QueryLimits = .init()) throws(QueryError) {
-        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, coarseLabels: coarseLabels,
-                      configuration: configuration, collection: collection, limits: limits)
+    public init(_ support: SupportSet, configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
+        try self.init(LabelledItems(support: support, coarseLabels: [String?](repeating: nil, count: support.targets.count), views: []),
+                      configuration: configuration, limits: limits)
     }
 
     /// An evaluation of an index's labelled items, with their coarse labels and stored views.
@@ -239,8 +238,7 @@ struct EpisodeContexts {
     /// once for each shrinkage that expanding heads use (nil key: not whitened).
     let pools: [Float?: Matrix]
     /// Sum and count of the evaluated rows of each coarse label ("" for all rows).
-    let coarseSums: [String: ([Double], Int)]
-    let needsCoarse: Bool
+    let coarseSums: [String: (sum: [Double], count: Int)]
 
     init(_ evaluation: EpisodicEvaluation, _ specs: [HeadSpec]) throws(QueryError) {
         self.evaluation = evaluation
@@ -255,20 +253,7 @@ struct EpisodeContexts {
             pools[alpha] = alpha.map { whitenings[$0]!.apply(rows) } ?? rows
         }
         self.pools = pools
-        needsCoarse = specs.contains(where: \.angular)
-        var sums: [String: ([Double], Int)] = [:]
-        if needsCoarse {
-            let d = evaluation.vectors.columns
-            for (r, coarse) in evaluation.coarseLabels.enumerated() {
-                for key in Set(["", coarse ?? ""]) {
-                    var (sum, count) = sums[key] ?? ([Double](repeating: 0, count: d), 0)
-                    for (j, v) in evaluation.vectors.row(r).enumerated() { sum[j] += Double(v) }
-                    count += 1
-                    sums[key] = (sum, count)
-                }
-            }
-        }
-        coarseSums = sums
+        coarseSums = specs.contains(where: \.angular) ? HeadContext.coarseSums(evaluation.vectors, evaluation.coarseLabels) : [:]
     }
 
     func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {

@@ -163,6 +163,20 @@ public struct HeadContext: Sendable {
     public init(pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:], whitening: Whitening? = nil) {
         (self.pool, self.supportCoarse, self.coarseMeans, self.whitening) = (pool, supportCoarse, coarseMeans, whitening)
     }
+
+    /// The sum and count of the rows of each coarse label, and under "" of all rows: what
+    /// `coarseMeans` is made of (the query engine over an index, an evaluation over its data set).
+    static func coarseSums(_ m: Matrix, _ coarseLabels: [String?]) -> [String: (sum: [Double], count: Int)] {
+        var sums: [String: (sum: [Double], count: Int)] = [:]
+        for (r, coarse) in coarseLabels.enumerated() {
+            for key in Set(["", coarse ?? ""]) {
+                var (sum, count) = sums[key] ?? ([Double](repeating: 0, count: m.columns), 0)
+                for (j, v) in m.row(r).enumerated() { sum[j] += Double(v) }
+                sums[key] = (sum, count + 1)
+            }
+        }
+        return sums
+    }
 }
 
 /// A base head behind its options: the support images' views join the support set, embeddings

@@ -222,16 +222,8 @@ public actor QueryEngine {
         }
         if spec.angular {
             context.supportCoarse = supportRows.map { snapshot.coarseLabels[$0] }
-            let d = snapshot.matrix.columns
-            var sums: [String: ([Double], Int)] = [:]
-            for r in 0..<snapshot.matrix.rows {
-                for key in Set(["", snapshot.coarseLabels[r] ?? ""]) {
-                    var (sum, count) = sums[key] ?? ([Double](repeating: 0, count: d), 0)
-                    for (j, v) in snapshot.matrix.row(r).enumerated() { sum[j] += Double(v) }
-                    sums[key] = (sum, count + 1)
-                }
-            }
-            context.coarseMeans = sums.mapValues { sum, count in sum.map { Float($0 / Double(count)) } }
+            context.coarseMeans = HeadContext.coarseSums(snapshot.matrix, snapshot.coarseLabels)
+                .mapValues { sum, count in sum.map { Float($0 / Double(count)) } }
         }
         return context
     }

@@ -160,7 +160,7 @@ actor KithService {
 
     /// Stores views of just-uploaded labelled images when `index` has stored views (its recipe).
     nonisolated func addViews(_ uploads: [(id: UInt64, data: Data)], to index: Index) async throws {
-        guard !uploads.isEmpty, try await offload({ try index.viewRecipe() }) != nil else { return }
+        guard !uploads.isEmpty else { return }
         let encoder = try await batcher(model: try index.backbone()).encoder
         _ = try await offload { try SupportViews.add(uploads, to: index, encoder: encoder) }
     }
