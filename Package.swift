@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
         .target(name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"], swiftSettings: strict),
         .target(name: "KithAdapt", dependencies: ["KithMath", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
-        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
+        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"], swiftSettings: strict),
         .target(
             name: "KithServer",
             dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithPipelineTests", dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithAdaptTests", dependencies: ["KithAdapt", "KithMath", "KithIndex", "KithBackbone", "KithPipeline", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithAdapt", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KithServerTests",
             dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithPipeline", "KithBackbone", "KithTestSupport",

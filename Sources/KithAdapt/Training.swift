@@ -112,6 +112,25 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
 
     public func encoded() throws -> Data { try JSONEncoder().encode(self) }
 
+    /// The backbone dimension the head takes.
+    public var inputs: Int { model.projector.inputSize }
+    /// The adapted space's dimension.
+    public var dimension: Int { model.predictor.inputSize }
+
+    /// Backbone embeddings in the adapted space, unit rows ẑ = unit(proj(x)), 4,096 rows at a
+    /// time (bounded working memory; each row depends on itself only).
+    public func embed(_ x: Matrix) -> Matrix {
+        precondition(x.columns == inputs || x.rows == 0, "AdaptedHead.embed: \(x.columns) columns for a head of \(inputs)")
+        let chunk = 4096
+        guard x.rows > chunk else { return x.rows == 0 ? Matrix(zeros: 0, dimension) : model.embed(x) }
+        var values: [Float] = []
+        values.reserveCapacity(x.rows * dimension)
+        for start in stride(from: 0, to: x.rows, by: chunk) {
+            values += model.embed(x.gathering(rows: Array(start..<min(start + chunk, x.rows)))).values
+        }
+        return Matrix(rows: x.rows, columns: dimension, values: values)
+    }
+
     public init(decoding data: Data) throws {
         self = try JSONDecoder().decode(AdaptedHead.self, from: data)
         guard version <= Self.currentVersion else {
@@ -160,5 +179,18 @@ extension Adaptation {
         try index.setAdaptedHead(try adapted.encoded())
         summary.head = adapted
         return summary
+    }
+}
+
+extension Adaptation {
+    /// Copies the adapted head of `source` into `target` (replacing any there): indexes of the
+    /// same backbone share a head trained on one of them.
+    public static func copyHead(from source: Index, to target: Index) throws {
+        guard let data = try source.adaptedHead() else {
+            throw AdaptationError("index '\(source.name)' has no adapted head to copy")
+        }
+        try target.requireSpace(source.metadata.space)
+        _ = try AdaptedHead(decoding: data)
+        try target.setAdaptedHead(data)
     }
 }

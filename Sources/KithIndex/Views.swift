@@ -87,19 +87,39 @@ extension Index {
         }
     }
 
-    private static let adaptedKey = Array("adapted".utf8)
+    private static let adaptedKey = Array("adapted".utf8), adaptedStampKey = Array("adapted.stamp".utf8)
 
     /// The adapted embedding head stored with the index (`kith adapt`; opaque to the index), or nil.
     public func adaptedHead() throws(IndexError) -> Data? {
         try storage { try env.read { txn in try txn.get(.meta, Self.adaptedKey).map { Data($0) } } }
     }
 
+    /// A number that changes whenever the adapted head is replaced (nil: no head), read without
+    /// reading the head: a query engine checks it to know when to reload the head.
+    public func adaptedHeadStamp() throws(IndexError) -> UInt64? {
+        try storage {
+            try env.read { txn in
+                guard try txn.withValue(.meta, Self.adaptedKey, { _ in true }) != nil else { return nil }
+                return try Self.stamp(txn) ?? 0  // 0: a head stored before stamps existed
+            }
+        }
+    }
+
+    private static func stamp(_ txn: Transaction) throws -> UInt64? {
+        try txn.withValue(.meta, adaptedStampKey, { $0.count == 8 ? uint64(key: $0) : nil }) ?? nil
+    }
+
     /// Stores (or with nil removes) the adapted head in one transaction: a new one replaces the
-    /// old atomically.
+    /// old atomically. The stamp only grows, also across a removal.
     public func setAdaptedHead(_ head: Data?) throws(IndexError) {
         try storage {
             try env.write { txn in
-                if let head { try txn.put(.meta, Self.adaptedKey, Array(head)) } else { _ = try txn.delete(.meta, Self.adaptedKey) }
+                if let head {
+                    try txn.put(.meta, Self.adaptedKey, Array(head))
+                    try txn.put(.meta, Self.adaptedStampKey, key((try Self.stamp(txn) ?? 0) + 1))
+                } else {
+                    _ = try txn.delete(.meta, Self.adaptedKey)
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import KithAdapt
 import KithBackbone
 import KithImage
 import KithIndex
@@ -40,19 +41,49 @@ public struct QueueNeighbour: Sendable, Equatable {
     public let similarity: Float
 }
 
+/// The embedding space a query is answered in.
+public enum QuerySpace: String, Sendable, CaseIterable, Codable {
+    /// The adapted space when the index has an adapted head (`kith adapt`), else the backbone's.
+    case automatic
+    /// The frozen backbone's embeddings, as the index stores them.
+    case backbone
+    /// The backbone's embeddings through the index's adapted head (none: `no_adapted_head`).
+    case adapted
+}
+
+/// An adapted head as an engine uses it, with the stamp it was stored under.
+struct Projection: Sendable {
+    let stamp: UInt64
+    let head: AdaptedHead
+}
+
+/// What an engine caches per space: a head or a queue's rows.
+struct CacheKey: Hashable, Sendable {
+    let name: String
+    /// The adapted head's stamp; nil: the backbone space.
+    let stamp: UInt64?
+}
+
 /// Answers queries on one index. It keeps the index's search matrix (refreshed incrementally
 /// when the index changes), its queues' matrices and fitted heads (refitted when the labelled
 /// support set changes). Only the caches are actor-isolated; every read of the index, forward
 /// pass, fit and product runs through `offload`, never on the actor or Swift's cooperative
 /// threads, so concurrent queries run in parallel.
+///
+/// Every query runs in a `QuerySpace`: by default the index's adapted space once it has an
+/// adapted head, checked at each call (a new head replaces the old at the next query; the
+/// collection is mapped through it once, then only the new items).
 public actor QueryEngine {
     public nonisolated let index: Index
     public nonisolated let encoder: Encoder?
     public nonisolated let searchConfiguration: SearchConfiguration
     public nonisolated let limits: QueryLimits
     private var snapshot: VectorSnapshot?
-    private var heads: [String: (generation: UInt64, fit: Task<any FittedHead, any Error>)] = [:]
-    private var queues: [String: QueueCache] = [:]
+    private var heads: [CacheKey: (generation: UInt64, fit: Task<any FittedHead, any Error>)] = [:]
+    private var queues: [CacheKey: QueueCache] = [:]
+    /// The adapted head last loaded, and the collection in its space.
+    private var projection: Projection?
+    private var adaptedSnapshot: (stamp: UInt64, snapshot: VectorSnapshot)?
 
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
     /// - Parameter limits: bounds on k, the number of queries and evaluations (out of range: `out_of_range`).
@@ -67,8 +98,73 @@ public actor QueryEngine {
         self.limits = limits
     }
 
-    /// The current search matrix: re-read only when the index has changed.
-    public func currentSnapshot() async throws(QueryError) -> VectorSnapshot {
+    /// The current search matrix in `space`: re-read only when the index has changed.
+    public func currentSnapshot(_ space: QuerySpace = .automatic) async throws(QueryError) -> VectorSnapshot {
+        try await snapshot(in: try await resolve(space))
+    }
+
+    /// The adapted head `requested` calls for now (nil: the backbone space), loaded once per stamp.
+    func resolve(_ requested: QuerySpace) async throws(QueryError) -> Projection? {
+        guard requested != .backbone else { return nil }
+        let index = index
+        guard let stamp = try await blocking({ try index.adaptedHeadStamp() }) else {
+            if requested == .adapted {
+                throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head: `kith adapt \(index.name)` trains one")
+            }
+            return nil
+        }
+        if let projection, projection.stamp == stamp { return projection }
+        let head = try await blocking { () throws -> AdaptedHead in
+            guard let data = try index.adaptedHead() else { throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head") }
+            let head: AdaptedHead
+            do { head = try AdaptedHead(decoding: data) } catch {
+                throw QueryError(.internalError, "index '\(index.name)': its adapted head cannot be read: \(error)")
+            }
+            guard head.inputs == index.metadata.dimension else {
+                throw QueryError(.internalError, "index '\(index.name)': its adapted head takes \(head.inputs)-d vectors; the index holds \(index.metadata.dimension)-d")
+            }
+            return head
+        }
+        let loaded = Projection(stamp: stamp, head: head)
+        // A concurrent call may have loaded a newer head meanwhile; caches of older heads go.
+        if (projection?.stamp ?? 0) < stamp || projection == nil {
+            projection = loaded
+            adaptedSnapshot = nil
+            heads = heads.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
+            queues = queues.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
+        }
+        return loaded
+    }
+
+    /// The collection in the space of `projection` (nil: the backbone's), mapping only the rows
+    /// added since the last call when nothing else changed.
+    func snapshot(in projection: Projection?) async throws(QueryError) -> VectorSnapshot {
+        let backbone = try await backboneSnapshot()
+        guard let projection else { return backbone }
+        let previous = adaptedSnapshot.flatMap { $0.stamp == projection.stamp ? $0.snapshot : nil }
+        if let previous, previous.generation == backbone.generation { return previous }
+        let adapted = await offload { Self.project(backbone, previous: previous, projection.head) }
+        if self.projection?.stamp == projection.stamp, adapted.generation >= (adaptedSnapshot?.snapshot.generation ?? 0) {
+            adaptedSnapshot = (projection.stamp, adapted)
+        }
+        return adapted
+    }
+
+    /// `backbone` through `head`, reusing the rows of `previous` (of the same head) when the
+    /// collection only grew since.
+    static func project(_ backbone: VectorSnapshot, previous: VectorSnapshot?, _ head: AdaptedHead) -> VectorSnapshot {
+        var adapted = backbone
+        if let previous, previous.ids.count <= backbone.ids.count, backbone.ids.starts(with: previous.ids) {
+            let added = head.embed(backbone.matrix.gathering(rows: Array(previous.ids.count..<backbone.ids.count)))
+            adapted.matrix = Matrix(rows: backbone.ids.count, columns: head.dimension, values: previous.matrix.values + added.values)
+        } else {
+            adapted.matrix = head.embed(backbone.matrix)
+        }
+        return adapted
+    }
+
+    /// The backbone's search matrix: re-read only when the index has changed.
+    private func backboneSnapshot() async throws(QueryError) -> VectorSnapshot {
         let (index, previous) = (index, snapshot)
         let fresh = try await blocking { try previous.map { try index.refresh($0) } ?? index.loadVectors() }
         // A concurrent call may have stored a newer one meanwhile.
@@ -76,33 +172,50 @@ public actor QueryEngine {
         return fresh
     }
 
-    /// Embeds queries: vectors as given, items from the index (missing: `item_not_found`),
-    /// images with the backbone (a failure names the file).
-    public nonisolated func vectors(for queries: [Query]) async throws(QueryError) -> Matrix {
+    /// Embeds queries in `space`: vectors as given (of that space: a vector of the other one is
+    /// `wrong_space`), items from the index (missing: `item_not_found`), images with the backbone
+    /// (a failure names the file); items and images through the adapted head in the adapted space.
+    public nonisolated func vectors(for queries: [Query], space: QuerySpace = .automatic) async throws(QueryError) -> Matrix {
+        try await vectors(for: queries, in: try await resolve(space))
+    }
+
+    nonisolated func vectors(for queries: [Query], in projection: Projection?) async throws(QueryError) -> Matrix {
         try limits.check(queryCount: queries.count)
         // Vectors as given need neither the index nor the backbone: no blocking work to hand off.
         if queries.allSatisfy({ if case .vector = $0 { true } else { false } }) {
-            do { return try embed(queries) } catch { throw QueryError(wrapping: error) }
+            do { return try embed(queries, projection) } catch { throw QueryError(wrapping: error) }
         }
-        return try await blocking { [self] in try embed(queries) }
+        return try await blocking { [self] in try embed(queries, projection) }
     }
 
-    private nonisolated func embed(_ queries: [Query]) throws -> Matrix {
-        let d = index.metadata.dimension
+    private nonisolated func embed(_ queries: [Query], _ projection: Projection?) throws -> Matrix {
+        let backbone = index.metadata.dimension
+        let d = projection?.head.dimension ?? backbone
         var rows: [[Float]] = Array(repeating: [], count: queries.count)
         var images: [(Int, String)] = []
+        var stored: [Int] = []  // rows of backbone embeddings, to map in the adapted space
         for (i, query) in queries.enumerated() {
             switch query {
             case .vector(let v):
-                guard v.count == d else { throw QueryError(.invalidQuery, "query \(i) has \(v.count) values; the index holds \(d)-d vectors") }
+                if v.count != d, let projection {
+                    let (theirs, ours) = projection.head.dimension == v.count ? ("adapted", "backbone's") : v.count == backbone ? ("backbone's", "adapted") : ("", "")
+                    if !theirs.isEmpty {
+                        throw QueryError(.wrongSpace, "query \(i) has \(v.count) values: a vector of the \(theirs) space, but this query is answered in the \(ours) space (\(d)-d); ask for space \(theirs == "adapted" ? "adapted" : "backbone")")
+                    }
+                }
+                guard v.count == d else {
+                    throw QueryError(.invalidQuery, "query \(i) has \(v.count) values; the index answers in \(d)-d vectors of the \(projection == nil ? "backbone's" : "adapted") space")
+                }
                 guard v.allSatisfy(\.isFinite) else { throw QueryError(.invalidQuery, "query \(i) has a non-finite value") }
                 guard v.contains(where: { $0 != 0 }) else { throw QueryError(.invalidQuery, "query \(i) is all zeros: it has no direction") }
                 rows[i] = v
             case .item(let id):
                 guard let v = try index.vector(id) else { throw IndexError.itemNotFound(id) }
                 rows[i] = v
+                stored.append(i)
             case .image(let path):
                 images.append((i, path))
+                stored.append(i)
             }
         }
         if !images.isEmpty {
@@ -111,6 +224,10 @@ public actor QueryEngine {
                 rows[i] = try result.get().embedding
             }
         }
+        if let projection, !stored.isEmpty {
+            let mapped = projection.head.embed(Matrix(stacking: stored.map { rows[$0] }))
+            for (r, i) in stored.enumerated() { rows[i] = Array(mapped.row(r)) }
+        }
         return rows.isEmpty ? Matrix(zeros: 0, d) : Matrix(stacking: rows)
     }
 
@@ -118,12 +235,13 @@ public actor QueryEngine {
     /// smaller; no queries, no results). k beyond `limits.maxK` is refused.
     /// With `coarse`, only items of one coarse class are searched, ranked by the cosine or by
     /// ANCOR's angularly normalised similarity (`CoarseSearch`).
-    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil,
-                                   coarse: CoarseSearch? = nil) async throws(QueryError) -> [[SearchResult]] {
+    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil, coarse: CoarseSearch? = nil,
+                                   space: QuerySpace = .automatic) async throws(QueryError) -> [[SearchResult]] {
         try limits.check(k: k)
-        let matrix = try await vectors(for: queries)
+        let projection = try await resolve(space)
+        let matrix = try await vectors(for: queries, in: projection)
         guard !queries.isEmpty else { return [] }
-        let snapshot = try await currentSnapshot()
+        let snapshot = try await snapshot(in: projection)
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let (index, configuration) = (index, searchConfiguration)
         return try await blocking {
@@ -143,16 +261,19 @@ public actor QueryEngine {
         }
     }
 
-    /// NN(z, Q) for each query vector: the most similar entry of queue `queue`.
+    /// NN(z, Q) for each query vector (of `space`): the most similar entry of queue `queue`, whose
+    /// entries are mapped into that space (and so is the vector returned).
     /// No queries, no neighbours; an empty queue is `not_enough_data`.
-    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "") async throws(QueryError) -> [QueueNeighbour] {
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "", space: QuerySpace = .automatic) async throws(QueryError) -> [QueueNeighbour] {
         try limits.check(queryCount: queries.rows)
-        let d = index.metadata.dimension
+        let projection = try await resolve(space)
+        let d = projection?.head.dimension ?? index.metadata.dimension
         guard queries.columns == d || queries.rows == 0 else {
-            throw QueryError(.invalidQuery, "the queries have \(queries.columns) values; the index holds \(d)-d vectors")
+            let other = projection == nil ? "" : queries.columns == index.metadata.dimension ? " (the backbone's space; ask for space backbone)" : ""
+            throw QueryError(other.isEmpty ? .invalidQuery : .wrongSpace, "the queries have \(queries.columns) values\(other); the index answers in \(d)-d vectors")
         }
         do { try Index.validate(queueName: queue) } catch { throw QueryError(error) }
-        let cache = await queueCache(queue)
+        let cache = await queueCache(queue, projection)
         let (index, configuration) = (index, searchConfiguration)
         do {
             return try await blocking {
@@ -168,20 +289,26 @@ public actor QueryEngine {
     }
 
     private func forget(_ cache: QueueCache) {
-        if queues[cache.name] === cache { queues[cache.name] = nil }
+        let key = CacheKey(name: cache.name, stamp: cache.stamp)
+        if queues[key] === cache { queues[key] = nil }
     }
 
-    /// The in-memory copy of queue `name`, created on first use (an actor hop; no reads here).
-    private func queueCache(_ name: String) -> QueueCache {
-        if let cache = queues[name] { return cache }
-        let cache = QueueCache(name: name, dimension: index.metadata.dimension, capacity: index.metadata.queueCapacity)
-        queues[name] = cache
+    /// The in-memory copy of queue `name` in the space of `projection`, created on first use (an
+    /// actor hop; no reads here).
+    private func queueCache(_ name: String, _ projection: Projection?) -> QueueCache {
+        let key = CacheKey(name: name, stamp: projection?.stamp)
+        if let cache = queues[key] { return cache }
+        var map: (@Sendable (Matrix) -> Matrix)?
+        if let head = projection?.head { map = { head.embed($0) } }
+        let cache = QueueCache(name: name, capacity: index.metadata.queueCapacity, dimension: projection?.head.dimension ?? index.metadata.dimension,
+                               stamp: projection?.stamp, map: map)
+        queues[key] = cache
         return cache
     }
 
-    /// The labelled items as a support set.
-    public func supportSet() async throws(QueryError) -> SupportSet {
-        let snapshot = try await currentSnapshot()
+    /// The labelled items as a support set, in `space`.
+    public func supportSet(_ space: QuerySpace = .automatic) async throws(QueryError) -> SupportSet {
+        let snapshot = try await snapshot(in: try await resolve(space))
         return try await blocking { try Self.supportSet(snapshot).support }
     }
 
@@ -191,30 +318,44 @@ public actor QueryEngine {
         return (try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! }), rows)
     }
 
-    /// The labelled items with their coarse labels and stored views, for an episodic evaluation.
-    public func labelledItems() async throws(QueryError) -> LabelledItems {
-        let snapshot = try await currentSnapshot()
+    /// The labelled items with their coarse labels and stored views, for an episodic evaluation, in `space`.
+    public func labelledItems(_ space: QuerySpace = .automatic) async throws(QueryError) -> LabelledItems {
+        let projection = try await resolve(space)
+        let snapshot = try await snapshot(in: projection)
         let index = index
         return try await blocking {
             let (support, rows) = try Self.supportSet(snapshot)
-            let views = try Self.views(index, snapshot, rows)
+            let views = try Self.views(index, snapshot, rows, projection)
             return LabelledItems(support: support, coarseLabels: rows.map { snapshot.coarseLabels[$0] }, views: views)
         }
     }
 
-    /// The stored views of the snapshot's `rows`, nil for a row without.
-    static func views(_ index: Index, _ snapshot: VectorSnapshot, _ rows: [Int]) throws(QueryError) -> [Matrix?] {
+    /// The stored views of the snapshot's `rows` (in the space of `projection`), nil for a row without.
+    static func views(_ index: Index, _ snapshot: VectorSnapshot, _ rows: [Int], _ projection: Projection?) throws(QueryError) -> [Matrix?] {
         let ids = rows.map { snapshot.ids[$0] }
-        let found: [UInt64: Matrix]
+        var found: [UInt64: Matrix]
         do { found = try index.views(ids) } catch { throw QueryError(error) }
+        if let projection, !found.isEmpty {
+            // All views through the head at once, then back to their items.
+            let order = Array(found.keys)
+            let mapped = projection.head.embed(Matrix(rows: order.reduce(0) { $0 + found[$1]!.rows }, columns: index.metadata.dimension,
+                                                      values: order.flatMap { found[$0]!.values }))
+            var start = 0
+            for id in order {
+                let n = found[id]!.rows
+                found[id] = mapped.gathering(rows: Array(start..<(start + n)))
+                start += n
+            }
+        }
         return ids.map { found[$0] }
     }
 
     /// What `spec`'s options know of the index: whitening statistics of all its items, the mean
     /// of each coarse label's items (and of all items), and the unlabelled items as neighbours.
-    static func context(_ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int]) throws(QueryError) -> HeadContext {
+    static func context(_ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int],
+                        _ projection: Projection?) throws(QueryError) -> HeadContext {
         var context = HeadContext()
-        if spec.views { context.views = try views(index, snapshot, supportRows) }
+        if spec.views { context.views = try views(index, snapshot, supportRows, projection) }
         if let alpha = spec.whitening { context.whitening = try Whitening(snapshot.matrix, shrinkage: alpha) }
         if spec.expand > 0 {
             let pool = snapshot.matrix.gathering(rows: snapshot.labels.indices.filter { snapshot.labels[$0] == nil })
@@ -228,30 +369,39 @@ public actor QueryEngine {
         return context
     }
 
-    /// `head` fitted on the current support set: cached, and refitted only after the labelled
-    /// items change (concurrent callers share one fit). Without labelled items:
+    /// `head` fitted on the current support set in `space`: cached, and refitted only after the
+    /// labelled items change (concurrent callers share one fit). Without labelled items:
     /// `empty_support_set`; with one label only: `not_enough_data` (nothing to tell apart).
-    public func fitted(_ head: any Head) async throws(QueryError) -> any FittedHead {
-        try await fitted(name: head.name, collection: false) { _, _ in head }
+    public func fitted(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> any FittedHead {
+        try await fitted(head, try await resolve(space))
+    }
+
+    func fitted(_ head: any Head, _ projection: Projection?) async throws(QueryError) -> any FittedHead {
+        try await fitted(name: head.name, collection: false, projection) { _, _ in head }
     }
 
     /// The head `spec` names, fitted and cached like `fitted(_: any Head)`; a head whose options
     /// draw on the whole index (whitening, angular, expand) is refitted after any change to it.
-    public func fitted(_ spec: HeadSpec) async throws(QueryError) -> any FittedHead {
+    public func fitted(_ spec: HeadSpec, space: QuerySpace = .automatic) async throws(QueryError) -> any FittedHead {
+        try await fitted(spec, try await resolve(space))
+    }
+
+    func fitted(_ spec: HeadSpec, _ projection: Projection?) async throws(QueryError) -> any FittedHead {
         let index = index
-        return try await fitted(name: spec.description, collection: spec.usesCollection) { snapshot, rows throws(QueryError) in
-            spec.head(try Self.context(spec, index, snapshot, supportRows: rows))
+        return try await fitted(name: spec.description, collection: spec.usesCollection, projection) { snapshot, rows throws(QueryError) in
+            spec.head(try Self.context(spec, index, snapshot, supportRows: rows, projection))
         }
     }
 
-    private func fitted(name: String, collection: Bool,
+    private func fitted(name: String, collection: Bool, _ projection: Projection?,
                         make: @escaping @Sendable (VectorSnapshot, [Int]) throws(QueryError) -> any Head) async throws(QueryError) -> any FittedHead {
         let index = index
+        let key = CacheKey(name: name, stamp: projection?.stamp)
         let generations = try await blocking { try index.generations() }
         let generation = collection ? generations.items : generations.support
-        if let cached = heads[name], cached.generation >= generation { return try await result(of: cached.fit, name: name) }
+        if let cached = heads[key], cached.generation >= generation { return try await result(of: cached.fit, key: key) }
         let fit = Task { () throws -> any FittedHead in
-            let snapshot = try await self.currentSnapshot()
+            let snapshot = try await self.snapshot(in: projection)
             return try await offload {
                 let (support, rows) = try Self.supportSet(snapshot)
                 guard support.classes.count >= 2 else {
@@ -260,46 +410,48 @@ public actor QueryEngine {
                 return try make(snapshot, rows).fit(support)
             }
         }
-        heads[name] = (generation, fit)
-        return try await result(of: fit, name: name)
+        heads[key] = (generation, fit)
+        return try await result(of: fit, key: key)
     }
 
     /// The fit's result; a failed fit is forgotten, so the next call tries again.
-    private func result(of fit: Task<any FittedHead, any Error>, name: String) async throws(QueryError) -> any FittedHead {
+    private func result(of fit: Task<any FittedHead, any Error>, key: CacheKey) async throws(QueryError) -> any FittedHead {
         do { return try await fit.value } catch {
-            if heads[name]?.fit == fit { heads[name] = nil }
+            if heads[key]?.fit == fit { heads[key] = nil }
             throw QueryError(wrapping: error)
         }
     }
 
-    /// Predictions for each query from `head` fitted on the index's labelled items.
-    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5) async throws(QueryError) -> [Prediction] {
-        let matrix = try await vectors(for: queries)
+    /// Predictions for each query from `head` fitted on the index's labelled items, in `space`.
+    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5, space: QuerySpace = .automatic) async throws(QueryError) -> [Prediction] {
+        let projection = try await resolve(space)
+        let matrix = try await vectors(for: queries, in: projection)
         guard !queries.isEmpty else { return [] }
-        let fitted = try await fitted(head)
+        let fitted = try await fitted(head, projection)
         return try await blocking { fitted.predict(matrix, top: top) }
     }
 
-    /// Predictions for each query from the head `spec` names, with its options.
-    public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5) async throws(QueryError) -> [Prediction] {
-        let matrix = try await vectors(for: queries)
+    /// Predictions for each query from the head `spec` names, with its options, in `space`.
+    public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5, space: QuerySpace = .automatic) async throws(QueryError) -> [Prediction] {
+        let projection = try await resolve(space)
+        let matrix = try await vectors(for: queries, in: projection)
         guard !queries.isEmpty else { return [] }
-        let fitted = try await fitted(spec)
+        let fitted = try await fitted(spec, projection)
         return try await blocking { fitted.predict(matrix, top: top) }
     }
 
-    /// Whether `head` is fitted for the current support set (for tests and metrics).
-    public func isCached(_ head: any Head) async throws(QueryError) -> Bool {
-        try await isCached(name: head.name, collection: false)
+    /// Whether `head` is fitted for the current support set in `space` (for tests and metrics).
+    public func isCached(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
+        try await isCached(name: head.name, collection: false, try await resolve(space))
     }
 
-    /// Whether the head `spec` names is fitted for the current index.
-    public func isCached(_ spec: HeadSpec) async throws(QueryError) -> Bool {
-        try await isCached(name: spec.description, collection: spec.usesCollection)
+    /// Whether the head `spec` names is fitted for the current index in `space`.
+    public func isCached(_ spec: HeadSpec, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
+        try await isCached(name: spec.description, collection: spec.usesCollection, try await resolve(space))
     }
 
-    private func isCached(name: String, collection: Bool) async throws(QueryError) -> Bool {
-        guard let cached = heads[name] else { return false }
+    private func isCached(name: String, collection: Bool, _ projection: Projection?) async throws(QueryError) -> Bool {
+        guard let cached = heads[CacheKey(name: name, stamp: projection?.stamp)] else { return false }
         let index = index
         let generations = try await blocking { try index.generations() }
         return cached.generation == (collection ? generations.items : generations.support)

@@ -11,6 +11,10 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         public static let unknownHead = Code(rawValue: "unknown_head")
         public static let invalidQuery = Code(rawValue: "invalid_query")
         public static let notEnoughData = Code(rawValue: "not_enough_data")
+        /// A vector of the backbone's space where the adapted one is asked for, or the reverse.
+        public static let wrongSpace = Code(rawValue: "wrong_space")
+        /// The adapted space is asked for and the index has no adapted head (`kith adapt`).
+        public static let noAdaptedHead = Code(rawValue: "no_adapted_head")
         /// A number from the caller is outside its bounds (`parameter` and `bounds` say which).
         public static let outOfRange = Code(rawValue: "out_of_range")
         /// The caller went away (an evaluation stopped early).

@@ -5,13 +5,16 @@ import KithMath
 /// of what changed: a ring of at most the queue's capacity rows, in which new entries overwrite
 /// the evicted ones in place (a training loop enqueues and evicts a batch every step). Sequence
 /// numbers only grow and entries never change, so a refresh reads only the entries after the
-/// newest one held, and drops the oldest the index no longer keeps.
+/// newest one held, and drops the oldest the index no longer keeps. In an adapted space the
+/// entries are held mapped through the adapted head (`map`, of the head stored as `stamp`).
 final class QueueCache: Sendable {
     private let ring: Locked<Ring>
     let name: String
+    let stamp: UInt64?
+    private let map: (@Sendable (Matrix) -> Matrix)?
 
-    init(name: String, dimension: Int, capacity: Int) {
-        self.name = name
+    init(name: String, capacity: Int, dimension: Int, stamp: UInt64? = nil, map: (@Sendable (Matrix) -> Matrix)? = nil) {
+        (self.name, self.stamp, self.map) = (name, stamp, map)
         ring = Locked(Ring(dimension: dimension, capacity: capacity))
     }
 
@@ -19,7 +22,7 @@ final class QueueCache: Sendable {
     /// to the oldest entry. An empty queue is `not_enough_data`.
     func nearest(_ queries: Matrix, in index: Index, configuration: SearchConfiguration) throws -> [QueueNeighbour] {
         try ring.withLock { ring in
-            try ring.refresh(from: index, queue: name)
+            try ring.refresh(from: index, queue: name, map: map)
             guard ring.count > 0 else { throw QueryError(.notEnoughData, "queue '\(name)' is empty") }
             guard queries.rows > 0 else { return [] }
             var best = [(row: Int, score: Float)?](repeating: nil, count: queries.rows)
@@ -83,14 +86,19 @@ struct Ring: Sendable {
                           vector: Array(values[(row * dimension)..<((row + 1) * dimension)]))
     }
 
-    /// Brings the ring up to date with queue `name` of `index`.
-    mutating func refresh(from index: Index, queue name: String) throws {
+    /// Brings the ring up to date with queue `name` of `index`, the new entries' vectors through `map`.
+    mutating func refresh(from index: Index, queue name: String, map: ((Matrix) -> Matrix)? = nil) throws {
         let read = try index.queue(name, from: next)
         guard read.head != head || read.next != next else { return }
         // The entries held that the index still keeps: those from read.head on.
         let kept = next > read.head ? Int(next - max(read.head, head)) : 0
         dropOldest(count - kept)
-        for entry in read.entries { append(entry) }
+        var entries = read.entries
+        if let map, let first = entries.first {
+            let mapped = map(Matrix(rows: entries.count, columns: first.vector.count, values: entries.flatMap(\.vector)))
+            for i in entries.indices { entries[i].vector = Array(mapped.row(i)) }
+        }
+        for entry in entries { append(entry) }
         (head, next) = (read.head, read.next)
     }
 

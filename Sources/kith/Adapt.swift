@@ -26,6 +26,9 @@ struct Adapt: AsyncParsableCommand {
     @Flag(help: "Mirror every other view (only where mirroring keeps the meaning).") var flip = false
     @Flag(help: "The ablation: each view's own projection as its positive, no queue.") var noQueue = false
     @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = 0
+    @Option(help: ArgumentHelp("Copy this index's adapted head instead of training one (same backbone).", valueName: "index"))
+    var headFrom: String?
+    @Flag(help: "Remove the index's adapted head: queries go back to the backbone's space.") var remove = false
     @Argument(help: "Name of the index.") var name: String
 
     func validate() throws {
@@ -34,10 +37,19 @@ struct Adapt: AsyncParsableCommand {
         guard itemsPerStep >= 2 else { throw ValidationError("--items-per-step must be at least 2") }
         guard queueCapacity >= 1 else { throw ValidationError("--queue-capacity must be at least 1") }
         do { _ = try ViewRecipe(count: views) } catch { throw ValidationError(error.description) }
+        guard !(remove && headFrom != nil) else { throw ValidationError("--remove and --head-from exclude each other") }
     }
 
     func run() async throws {
         let index = try reporting { try location.open(name) }
+        if remove {
+            try reporting { try index.setAdaptedHead(nil) }
+            return print("removed the adapted head of '\(name)': queries are answered in the backbone's space")
+        }
+        if let headFrom {
+            try reporting { try Adaptation.copyHead(from: try location.open(headFrom), to: index) }
+            return print("copied the adapted head of '\(headFrom)' to '\(name)'")
+        }
         let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
         let recipe = try reporting { try ViewRecipe(count: views, flip: flip, seed: seed) }
         var configuration = AdaptationConfiguration()

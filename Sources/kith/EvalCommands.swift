@@ -26,6 +26,7 @@ extension Evaluate {
 
         @OptionGroup var location: IndexOptions
         @OptionGroup var backbone: BackboneOptions
+        @OptionGroup var spaceOptions: SpaceOptions
         @Option(help: "N: classes per episode.") var way: Int = 5
         @Option(help: "K: support examples per class.") var shot: Int = 1
         @Option(help: "Query examples per class.") var queries: Int = 15
@@ -87,6 +88,8 @@ extension Evaluate {
         /// Embeddings, labels, coarse labels and views from a .npy, a folder tree (labels = folder
         /// names, no coarse labels or views) or an index (its stored views).
         func data() async throws -> (Matrix, [String], [String?]?, [Matrix?]) {
+            let isIndex = !source.hasSuffix(".npy") && !FileManager.default.fileExists(atPath: source)
+            guard isIndex || spaceOptions.space == .automatic else { throw ValidationError("--space needs an index SOURCE (it has the adapted head)") }
             if source.hasSuffix(".npy") {
                 guard let labels else { throw ValidationError("a .npy SOURCE needs --labels FILE") }
                 let m = try readNpy(source)
@@ -120,7 +123,7 @@ extension Evaluate {
                 return (Matrix(stacking: vectors), labels, nil, [])
             }
             let engine = try await engine(source, location: location, backbone: backbone)
-            let items = try await reporting { try await engine.labelledItems() }
+            let items = try await reporting { try await engine.labelledItems(spaceOptions.space) }
             return (items.support.vectors, items.support.targets.map { items.support.classes[$0] }, items.coarseLabels, items.views)
         }
     }
@@ -145,6 +148,7 @@ extension Evaluate {
 
         @OptionGroup var location: IndexOptions
         @OptionGroup var backbone: BackboneOptions
+        @OptionGroup var spaceOptions: SpaceOptions
         @Option(help: ArgumentHelp("The query list.", valueName: "file.tsv")) var queries: String
         @Flag(help: "Print JSON.") var json = false
         @Argument(help: "Name of the gallery index.") var name: String
@@ -165,7 +169,7 @@ extension Evaluate {
             let progress = Progress(total: pairs.count, label: "queries")
             for start in stride(from: 0, to: pairs.count, by: 64) {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
-                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!) }
+                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: spaceOptions.space) }
                 for (pair, found) in zip(chunk, results) {
                     guard let rank = found.firstIndex(where: { $0.source == pair.target }) else { continue }
                     for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KithAdapt
 import KithBackbone
 import KithImage
 import KithIndex
@@ -72,6 +73,7 @@ private func reported(_ error: any Error) -> any Error {
     case let error as ImageError: printError(error.description)
     case let error as BackboneError: printError(error.description)
     case let error as NPY.FormatError: printError(error.description)
+    case let error as AdaptationError: printError(error.description)
     default: return error
     }
     return ExitCode.failure

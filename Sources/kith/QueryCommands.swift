@@ -18,6 +18,14 @@ func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, i
     }
 }
 
+extension QuerySpace: ExpressibleByArgument {}
+
+/// The embedding space of a query command.
+struct SpaceOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("backbone or adapted (default: adapted when the index has an adapted head, `kith adapt`).", valueName: "space"))
+    var space: QuerySpace = .automatic
+}
+
 /// Query arguments: `id:N` for an item, a `.npy` file for one vector per row, else an image file.
 func parseQueries(_ arguments: [String]) throws -> [Query] {
     var queries: [Query] = []
@@ -49,6 +57,7 @@ struct Search: AsyncParsableCommand {
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
+    @OptionGroup var spaceOptions: SpaceOptions
     @Option(name: .short, help: "Results per query.") var k: Int = 10
     @Option(name: .customLong("label"), help: "Only items with this label (repeatable).") var labels: [String] = []
     @Option(name: .customLong("exclude-label"), help: "Never items with this label (repeatable).") var excludedLabels: [String] = []
@@ -68,7 +77,7 @@ struct Search: AsyncParsableCommand {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
-        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch) }
+        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: spaceOptions.space) }
         for (query, hits) in zip(queries, results) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits)))
@@ -88,6 +97,7 @@ struct Classify: AsyncParsableCommand {
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
+    @OptionGroup var spaceOptions: SpaceOptions
     @Option(help: "The few-shot head and its options: logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
     var head: String = "logreg"
     @Flag(help: "Class-balanced weights n / (K·n_k) for the logistic-regression head.") var balanced = false
@@ -105,7 +115,7 @@ struct Classify: AsyncParsableCommand {
         let spec = try reporting { try HeadSpec(parsing: head, classBalanced: balanced) }
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let predictions = try await reporting { try await engine.classify(queries, spec: spec, top: top) }
+        let predictions = try await reporting { try await engine.classify(queries, spec: spec, top: top, space: spaceOptions.space) }
         for (query, prediction) in zip(queries, predictions) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: prediction))
@@ -123,6 +133,7 @@ struct NearestInQueue: AsyncParsableCommand {
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
+    @OptionGroup var spaceOptions: SpaceOptions
     @Option(help: "Which queue, when the index keeps one per label or coarse label.") var queue: String = ""
     @Flag(help: "Print one JSON object per query, with the entry's vector.") var json = false
     @Argument(help: "Name of the index.") var name: String
@@ -131,7 +142,7 @@ struct NearestInQueue: AsyncParsableCommand {
     func run() async throws {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries), queue: queue) }
+        let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries, space: spaceOptions.space), queue: queue, space: spaceOptions.space) }
         for (query, n) in zip(queries, neighbours) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: n))

@@ -79,6 +79,29 @@ struct QueryCLITests {
 
         let adapt = try cli.kith(["adapt", "q", "--epochs", "2", "--dimension", "8", "--hidden", "16", "--items-per-step", "4", "--views", "2"], indexes: indexes)
         #expect(adapt.status == 0 && adapt.text.contains("adapted 'q': 12 items with views, 6 steps (2 epochs)"), "\(adapt.text)\(adapt.stderr)")
+        // Queries now run in the adapted (8-d) space; --space backbone goes back.
+        let adaptedHits = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "-k", "3", "--json"], indexes: indexes)
+        #expect(adaptedHits.status == 0, "\(adaptedHits.stderr)")
+        var backboneVector = [Float](repeating: 0, count: 1280)
+        backboneVector[0] = 1
+        try writeNpy([backboneVector], to: dir + "/backbone.npy")
+        let wrongSpace = try cli.kith(["search", "q", dir + "/backbone.npy"], indexes: indexes)
+        #expect(wrongSpace.status != 0 && wrongSpace.stderr.contains("a vector of the backbone's space"), "\(wrongSpace.stderr)")
+        let backboneSpace = try cli.kith(["search", "q", dir + "/backbone.npy", "--space", "backbone", "-k", "1"], indexes: indexes)
+        #expect(backboneSpace.status == 0, "\(backboneSpace.stderr)")
+        for space in ["adapted", "backbone"] {
+            let scored = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "5", "--space", space], indexes: indexes)
+            #expect(scored.status == 0 && scored.text.contains("logreg: "), "\(space): \(scored.stderr)")
+        }
+        #expect(try cli.kith(["index", "create", "copy"], indexes: indexes).status == 0)
+        let copied = try cli.kith(["adapt", "copy", "--head-from", "q"], indexes: indexes)
+        #expect(copied.status == 0 && copied.text.contains("copied the adapted head of 'q' to 'copy'"), "\(copied.stderr)")
+        #expect(try cli.kith(["adapt", "copy", "--remove"], indexes: indexes).text.contains("removed the adapted head"))
+        let noHead = try cli.kith(["search", "copy", dir + "/backbone.npy", "--space", "adapted"], indexes: indexes)
+        #expect(noHead.status != 0 && noHead.stderr.contains("has no adapted head"), "\(noHead.stderr)")
+        let nothingToCopy = try cli.kith(["adapt", "q", "--head-from", "copy"], indexes: indexes)
+        #expect(nothingToCopy.status != 0 && nothingToCopy.stderr.contains("'copy' has no adapted head to copy"), "\(nothingToCopy.stderr)")
+
         let noViews = try cli.kith(["adapt", "q", "--views", "0"], indexes: indexes)
         #expect(noViews.status != 0 && noViews.stderr.contains("1 to 16 views per image, not 0"))
         let tooMany = try cli.kith(["eval", "fewshot", "q", "--way", "5"], indexes: indexes)

@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+import KithAdapt
+import KithIndex
+import KithMath
+import KithTestSupport
+@testable import KithQuery
+
+/// The query engine in an index's adapted space: every answer equals the same computation done by
+/// hand on the backbone vectors mapped through the stored head.
+@Suite("The adapted space")
+struct AdaptedSpaceTests {
+    /// An (untrained) adapted head 8 → 4-d: a fixed, non-linear map is all the engine needs.
+    static func head(seed: UInt64) -> AdaptedHead {
+        AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 16, seed: seed), configuration: AdaptationConfiguration(),
+                    views: "", finalLoss: 0)
+    }
+
+    /// An index of 40 seeded unit vectors labelled a, b, c or none, with `head` stored.
+    static func index(_ tmp: TemporaryIndex, head: AdaptedHead?) throws -> Index {
+        let index = try tmp.create(dimension: 8)
+        var rng = SplitMix64(seed: 7)
+        let labels: [String?] = ["a", "b", "c", nil]
+        try index.add((0..<40).map { i in NewItem(vector: unit(rng.vector(8)), source: "s\(i)", label: labels[i % 4]) })
+        if let head { try index.setAdaptedHead(try head.encoded()) }
+        return index
+    }
+
+    /// Ids of the `k` rows of `matrix` most similar to `query`, best first, leaving out `excluding`.
+    static func bruteForce(_ query: [Float], _ matrix: Matrix, ids: [UInt64], k: Int, excluding: UInt64? = nil) -> [UInt64] {
+        let scores = (0..<matrix.rows).map { r in zip(query, matrix.row(r)).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
+        return ids.indices.filter { ids[$0] != excluding }.sorted { scores[$0] > scores[$1] }.prefix(k).map { ids[$0] }
+    }
+
+    @Test("Search runs in the adapted space by default, in the backbone's on request, and refuses vectors of the other space")
+    func search() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let head = Self.head(seed: 1)
+        let index = try Self.index(tmp, head: head)
+        let engine = try QueryEngine(index: index)
+        let backbone = try index.loadVectors()
+        let mapped = head.embed(backbone.matrix)
+        let id = backbone.ids[5]
+
+        let adapted = try await engine.search([.item(id)], k: 5)[0].map(\.id)
+        #expect(adapted == Self.bruteForce(Array(mapped.row(5)), mapped, ids: backbone.ids, k: 5, excluding: id))
+        let plain = try await engine.search([.item(id)], k: 5, space: .backbone)[0].map(\.id)
+        #expect(plain == Self.bruteForce(Array(backbone.matrix.row(5)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
+        #expect(adapted != plain)  // the head is not a rotation: the spaces really differ
+
+        let query = unit([1, -1, 0.5, 2])
+        let hits = try await engine.search([.vector(query)], k: 3, space: .adapted)[0]
+        #expect(hits.map(\.id) == Self.bruteForce(query, mapped, ids: backbone.ids, k: 3))
+        let best = Array(mapped.row(backbone.ids.firstIndex(of: hits[0].id)!))
+        #expect(abs(hits[0].score - zip(query, best).reduce(0) { $0 + $1.0 * $1.1 }) < 1e-5)
+
+        let backboneVector = await #expect(throws: QueryError.self) { try await engine.search([.vector(Array(backbone.matrix.row(0)))]) }
+        #expect(backboneVector?.code == .wrongSpace)
+        #expect(backboneVector?.message.contains("backbone") == true)
+        let adaptedVector = await #expect(throws: QueryError.self) { try await engine.search([.vector(query)], space: .backbone) }
+        #expect(adaptedVector?.code == .invalidQuery && adaptedVector?.message.contains("backbone's space") == true)
+        let neither = await #expect(throws: QueryError.self) { try await engine.search([.vector([1, 2, 3])]) }
+        #expect(neither?.code == .invalidQuery)
+    }
+
+    @Test("A new head replaces the old at the next query; without a head the default is the backbone's space")
+    func replaceAndRemove() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let first = Self.head(seed: 1), second = Self.head(seed: 2)
+        let index = try Self.index(tmp, head: first)
+        let engine = try QueryEngine(index: index)
+        let backbone = try index.loadVectors()
+        let id = backbone.ids[3]
+        func expected(_ matrix: Matrix) -> [UInt64] { Self.bruteForce(Array(matrix.row(3)), matrix, ids: backbone.ids, k: 10, excluding: id) }
+        #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(first.embed(backbone.matrix)))
+        let firstFit = try await engine.classify([.item(id)], spec: HeadSpec(parsing: "prototype"))[0]
+
+        try index.setAdaptedHead(try second.encoded())
+        #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(second.embed(backbone.matrix)))
+        #expect(try await engine.currentSnapshot().matrix.columns == 4)
+        let secondFit = try await engine.classify([.item(id)], spec: HeadSpec(parsing: "prototype"))[0]
+        #expect(firstFit.top.map(\.probability) != secondFit.top.map(\.probability))  // refitted in the new space
+
+        try index.setAdaptedHead(nil)
+        #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(backbone.matrix))
+        let none = await #expect(throws: QueryError.self) { try await engine.search([.item(id)], space: .adapted) }
+        #expect(none?.code == .noAdaptedHead)
+        #expect(try index.adaptedHeadStamp() == nil)
+        try index.setAdaptedHead(try first.encoded())
+        #expect(try index.adaptedHeadStamp() == 3)  // stamps only grow, also across a removal
+    }
+
+    @Test("Items added after a query are mapped once; the collection equals the whole mapped anew")
+    func incremental() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let head = Self.head(seed: 3)
+        let index = try Self.index(tmp, head: head)
+        let engine = try QueryEngine(index: index)
+        _ = try await engine.search([.item(1)])
+        var rng = SplitMix64(seed: 9)
+        try index.add((0..<7).map { i in NewItem(vector: unit(rng.vector(8)), source: "new\(i)") })
+        let snapshot = try await engine.currentSnapshot(.adapted)
+        let whole = head.embed(try index.loadVectors().matrix)
+        #expect(snapshot.matrix.rows == 47 && snapshot.matrix.columns == 4)
+        #expect(zip(snapshot.matrix.values, whole.values).allSatisfy { abs($0 - $1) < 1e-5 })
+        _ = try index.delete([2])
+        let afterDelete = try await engine.currentSnapshot(.adapted)
+        #expect(afterDelete.ids.count == 46 && !afterDelete.ids.contains(2))
+        #expect(zip(afterDelete.matrix.values, head.embed(try index.loadVectors().matrix).values).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
+    @Test("Classification, NN(z, Q) and the labelled items with their views are in the adapted space")
+    func headsQueuesViews() async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let head = Self.head(seed: 4)
+        let index = try Self.index(tmp, head: head)
+        let engine = try QueryEngine(index: index)
+        let backbone = try index.loadVectors()
+        let labelled = backbone.labels.indices.filter { backbone.labels[$0] != nil }
+
+        // Logistic regression fitted by hand on the mapped support set.
+        let support = try SupportSet(vectors: head.embed(backbone.matrix.gathering(rows: labelled)), labels: labelled.map { backbone.labels[$0]! })
+        let byHand = try LogisticRegressionHead().fit(support)
+        let queries = (0..<6).map { Query.item(backbone.ids[$0 * 5]) }
+        let mappedQueries = head.embed(backbone.matrix.gathering(rows: (0..<6).map { $0 * 5 }))
+        let ours = try await engine.classify(queries, spec: HeadSpec(parsing: "logreg"), top: 3)
+        #expect(ours.map(\.label) == byHand.predict(mappedQueries, top: 3).map(\.label))
+        let unmapped = try await engine.classify(queries, spec: HeadSpec(parsing: "logreg"), top: 3, space: .backbone)
+        #expect(unmapped.map { $0.top.map(\.probability) } != ours.map { $0.top.map(\.probability) })
+
+        // The queue holds backbone vectors; NN(z, Q) compares mapped entries and returns them mapped.
+        let entries = (10..<20).map { NewQueueEntry(vector: Array(backbone.matrix.row($0)), itemID: backbone.ids[$0]) }
+        _ = try index.enqueue(entries)
+        let mappedQueue = head.embed(backbone.matrix.gathering(rows: Array(10..<20)))
+        let z = Array(mappedQueries.row(1))
+        let nearest = try await engine.nearestInQueue(Matrix(rows: 1, columns: 4, values: z))[0]
+        let best = Self.bruteForce(z, mappedQueue, ids: Array(backbone.ids[10..<20]), k: 1)[0]
+        #expect(nearest.entry.itemID == best && nearest.entry.vector.count == 4)
+        #expect(zip(nearest.entry.vector, mappedQueue.row(backbone.ids[10..<20].firstIndex(of: best)! - 10)).allSatisfy { abs($0 - $1) < 1e-5 })
+        let wrong = await #expect(throws: QueryError.self) {
+            try await engine.nearestInQueue(Matrix(rows: 1, columns: 8, values: Array(backbone.matrix.row(0))))
+        }
+        #expect(wrong?.code == .wrongSpace)
+        #expect(try await engine.nearestInQueue(Matrix(rows: 1, columns: 8, values: Array(backbone.matrix.row(0))), space: .backbone)[0].entry.vector.count == 8)
+
+        // Stored views are mapped with their items.
+        let views = Matrix(rows: 2, columns: 8, values: Array(backbone.matrix.row(30)) + Array(backbone.matrix.row(31)))
+        try index.setViews([(id: backbone.ids[labelled[0]], vectors: views)], recipe: "test")
+        let items = try await engine.labelledItems()
+        #expect(items.support.vectors.columns == 4)
+        let mappedViews = try #require(items.views[0])
+        #expect(zip(mappedViews.values, head.embed(views).values).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(try await engine.labelledItems(.backbone).views[0]?.columns == 8)
+    }
+}
