@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"], swiftSettings: strict),
         .target(
             name: "KithServer",
-            dependencies: ["KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
+            dependencies: ["KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             resources: [.copy("openapi.json"), .copy("Page")], swiftSettings: strict),
         .executableTarget(

@@ -39,9 +39,13 @@ public struct NNCLR: Sendable, Codable, Equatable {
     /// - Parameters:
     ///   - first, second: two views of the same items, row for row.
     ///   - queue: unit rows of past projections; nil or empty: the other view's ẑ is the positive.
+    ///   - owners, items: which item each queue entry and each batch row came from: a row's
+    ///     positive is never an entry of its own item (in a small collection the queue holds every
+    ///     item's earlier projection, and its nearest entry would be itself).
     /// - Returns: also ẑ₁, which the caller enqueues.
-    public mutating func step(_ first: Matrix, _ second: Matrix, queue: Matrix?) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
-        step(first, second) { _, z in Self.neighbours(z, in: queue) }
+    public mutating func step(_ first: Matrix, _ second: Matrix, queue: Matrix?, owners: [Int]? = nil,
+                              items: [Int]? = nil) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
+        step(first, second) { _, z in Self.neighbours(z, in: queue, owners: owners, excluding: items) }
     }
 
     /// `step` with the positives of each view's ẑ (view 1 or 2) given by `positives`: constants
@@ -64,15 +68,22 @@ public struct NNCLR: Sendable, Codable, Equatable {
         return ((l12 + l21) / 2, Self.sum(proj1.parameters, proj2.parameters), Self.sum(back1.parameters, back2.parameters), unit1)
     }
 
-    /// Each row's most similar row of `queue` (itself without one).
-    static func neighbours(_ z: Matrix, in queue: Matrix?) -> Matrix {
+    /// Each row's most similar row of `queue` (itself without one), leaving out the entries whose
+    /// owner is the row's own item (`excluding[r]`); a row with no other entry keeps itself.
+    static func neighbours(_ z: Matrix, in queue: Matrix?, owners: [Int]? = nil, excluding: [Int]? = nil) -> Matrix {
         guard let queue, queue.rows > 0 else { return z }
         let similarities = product(z, queue, transposeB: true)
-        let best = (0..<z.rows).map { r -> Int in
-            let row = similarities.values[(r * queue.rows)..<((r + 1) * queue.rows)]
-            return row.indices.max { row[$0] < row[$1] }! - r * queue.rows
+        var result = z
+        for r in 0..<z.rows {
+            var best = -1, score = -Float.infinity
+            for e in 0..<queue.rows where similarities.values[r * queue.rows + e] > score {
+                if let owners, let excluding, owners[e] == excluding[r] { continue }
+                (best, score) = (e, similarities.values[r * queue.rows + e])
+            }
+            guard best >= 0 else { continue }
+            for j in 0..<z.columns { result.values[r * z.columns + j] = queue.values[best * z.columns + j] }
         }
-        return queue.gathering(rows: best)
+        return result
     }
 
     /// InfoNCE(a, p̂) with p̂ = unit(p), and its gradient with respect to p.
@@ -144,6 +155,7 @@ public struct ProjectionQueue: Sendable {
     public let capacity: Int
     public let dimension: Int
     private var values: [Float] = []
+    private var ownerOf: [Int] = []
     private var next = 0
     public private(set) var count = 0
 
@@ -151,11 +163,14 @@ public struct ProjectionQueue: Sendable {
         precondition(capacity > 0 && dimension > 0)
         (self.capacity, self.dimension) = (capacity, dimension)
         values = [Float](repeating: 0, count: capacity * dimension)
+        ownerOf = [Int](repeating: -1, count: capacity)
     }
 
-    public mutating func enqueue(_ rows: Matrix) {
+    /// Appends `rows` (evicting the oldest beyond the capacity), each from the item `owners[r]`.
+    public mutating func enqueue(_ rows: Matrix, owners: [Int]? = nil) {
         for r in 0..<rows.rows {
             for j in 0..<dimension { values[next * dimension + j] = rows.values[r * dimension + j] }
+            ownerOf[next] = owners?[r] ?? -1
             next = (next + 1) % capacity
             count = min(count + 1, capacity)
         }
@@ -163,4 +178,6 @@ public struct ProjectionQueue: Sendable {
 
     /// The entries (order does not matter for NN(z, Q)).
     public var matrix: Matrix { Matrix(rows: count, columns: dimension, values: Array(values.prefix(count * dimension))) }
+    /// The item of each entry of `matrix` (−1: none given).
+    public var owners: [Int] { Array(ownerOf.prefix(count)) }
 }

@@ -23,6 +23,21 @@ public struct AdaptationConfiguration: Sendable, Codable, Equatable {
     public var seed: UInt64 = 0
 
     public init() {}
+
+    /// Settings outside these bounds are refused (a request cannot ask for a week of training).
+    public func validate() throws(AdaptationError) {
+        func check(_ name: String, _ value: Int, _ bounds: ClosedRange<Int>) throws(AdaptationError) {
+            guard bounds.contains(value) else { throw AdaptationError(.invalidConfiguration, "\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)") }
+        }
+        try check("epochs", epochs, 1...1000)
+        try check("dimension", dimension, 1...4096)
+        try check("hidden", hidden, 1...8192)
+        try check("items per step", batchSize, 2...4096)
+        try check("queue capacity", queueCapacity, 1...1_048_576)
+        guard learningRate > 0, learningRate.isFinite, temperature > 0, temperature.isFinite else {
+            throw AdaptationError(.invalidConfiguration, "the learning rate and the temperature must be positive")
+        }
+    }
 }
 
 /// One step's report.
@@ -51,7 +66,7 @@ public enum Adaptation {
                              shouldContinue: () -> Bool = { true }) throws -> (model: NNCLR, losses: [Float]) {
         let usable = items.filter { $0.rows >= 2 }
         guard let first = usable.first, usable.count >= 2 else {
-            throw AdaptationError("adapting needs at least 2 items with views; \(usable.count) have any")
+            throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with views; \(usable.count) have any")
         }
         let d = first.columns
         var model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
@@ -67,20 +82,21 @@ public enum Adaptation {
             for s in 0..<perEpoch {
                 guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count) }
                 var firstViews: [Float] = [], secondViews: [Float] = []
-                for i in order[(s * batch)..<((s + 1) * batch)] {
+                let members = Array(order[(s * batch)..<((s + 1) * batch)])
+                for i in members {
                     let pair = rng.sample(Array(0..<usable[i].rows), 2)
                     firstViews += usable[i].row(pair[0])
                     secondViews += usable[i].row(pair[1])
                 }
                 let positives = c.usesQueue && queue.count > 0 ? queue.matrix : nil
                 let result = model.step(Matrix(rows: batch, columns: d, values: firstViews), Matrix(rows: batch, columns: d, values: secondViews),
-                                        queue: positives)
+                                        queue: positives, owners: queue.owners, items: members)
                 var projector = model.projector.parameters, predictor = model.predictor.parameters
                 projectorAdam.step(&projector, result.projector)
                 predictorAdam.step(&predictor, result.predictor)
                 model.projector.parameters = projector
                 model.predictor.parameters = predictor
-                queue.enqueue(result.z1)
+                queue.enqueue(result.z1, owners: members)
                 losses.append(result.loss)
                 progress(AdaptationProgress(step: losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
             }
@@ -91,8 +107,21 @@ public enum Adaptation {
 
 /// Why an adaptation cannot run.
 public struct AdaptationError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable {
+        public let rawValue: String
+        /// A setting out of its bounds.
+        public static let invalidConfiguration = Code(rawValue: "invalid_configuration")
+        /// Too few items (with views) to train on.
+        public static let notEnoughData = Code(rawValue: "not_enough_data")
+        /// A head to copy is missing.
+        public static let noAdaptedHead = Code(rawValue: "no_adapted_head")
+        /// A stored head this version cannot read.
+        public static let unreadableHead = Code(rawValue: "unreadable_head")
+    }
+
+    public let code: Code
     public let description: String
-    init(_ description: String) { self.description = description }
+    init(_ code: Code, _ description: String) { (self.code, self.description) = (code, description) }
 }
 
 /// An adapted head as an index stores it: the model, how it was trained, and a version.
@@ -134,7 +163,7 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
     public init(decoding data: Data) throws {
         self = try JSONDecoder().decode(AdaptedHead.self, from: data)
         guard version <= Self.currentVersion else {
-            throw AdaptationError("the index's adapted head has version \(version), newer than this Kith's \(Self.currentVersion)")
+            throw AdaptationError(.unreadableHead, "the index's adapted head has version \(version), newer than this Kith's \(Self.currentVersion)")
         }
     }
 }
@@ -159,8 +188,11 @@ extension Adaptation {
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
                              shouldContinue: () -> Bool = { true }) throws -> AdaptationSummary {
+        try configuration.validate()
         var summary = AdaptationSummary()
-        let views = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe, allItems: true, progress: viewProgress)
+        let views = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe, allItems: true, progress: viewProgress,
+                                                shouldContinue: shouldContinue)
+        guard shouldContinue() else { throw AdaptationCancelled(steps: 0) }
         (summary.viewsAdded, summary.unreadable) = (views.added, views.unreadable)
         let snapshot = try index.loadVectors()
         let stored = try index.views(snapshot.ids)
@@ -187,7 +219,7 @@ extension Adaptation {
     /// same backbone share a head trained on one of them.
     public static func copyHead(from source: Index, to target: Index) throws {
         guard let data = try source.adaptedHead() else {
-            throw AdaptationError("index '\(source.name)' has no adapted head to copy")
+            throw AdaptationError(.noAdaptedHead, "index '\(source.name)' has no adapted head to copy")
         }
         try target.requireSpace(source.metadata.space)
         _ = try AdaptedHead(decoding: data)

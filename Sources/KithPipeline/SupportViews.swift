@@ -74,8 +74,8 @@ public enum SupportViews {
     ///   no images), `incompatible_index` when `encoder` is not the index's backbone.
     /// - Parameter allItems: views of every item, not only the labelled ones (for `kith adapt`).
     public static func addMissing(to index: Index, encoder: Encoder, recipe: ViewRecipe, decoder: ImageDecoder = ImageDecoder(),
-                                  batchSize: Int = 16, allItems: Bool = false,
-                                  progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
+                                  batchSize: Int = 16, allItems: Bool = false, progress: (Int, Int) -> Void = { _, _ in },
+                                  shouldContinue: () -> Bool = { true }) throws(IndexError) -> Summary {
         _ = try index.backbone()
         try index.requireSpace(encoder.backbone.manifest.space)
         if try index.viewRecipe() != recipe.stored { try index.setViews([], recipe: recipe.stored) }
@@ -83,6 +83,7 @@ public enum SupportViews {
         let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
         var summary = Summary()
         for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {
+            guard shouldContinue() else { break }  // the views stored so far stay: a rerun adds the rest
             let batch = items[start..<min(start + batchSize, items.count)]
             var images: [(id: UInt64, image: RGBImage)] = []
             for item in batch {

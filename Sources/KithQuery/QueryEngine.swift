@@ -8,8 +8,11 @@ import KithPipeline
 
 /// What to search with.
 public enum Query: Sendable, Equatable {
-    /// A raw vector of the index's dimension.
+    /// A vector of the space the query is answered in.
     case vector([Float])
+    /// An embedding by the index's backbone (of an image the caller embedded with it): as is in
+    /// the backbone's space, through the adapted head in the adapted space.
+    case embedding([Float])
     /// An item already in the index: "more like this", never returning the item itself.
     case item(UInt64)
     /// An image file, embedded with the index's backbone.
@@ -211,6 +214,12 @@ public actor QueryEngine {
                 rows[i] = v
             case .item(let id):
                 guard let v = try index.vector(id) else { throw IndexError.itemNotFound(id) }
+                rows[i] = v
+                stored.append(i)
+            case .embedding(let v):
+                guard v.count == backbone, v.allSatisfy(\.isFinite) else {
+                    throw QueryError(.invalidQuery, "query \(i) is not a finite \(backbone)-d embedding of the index's backbone")
+                }
                 rows[i] = v
                 stored.append(i)
             case .image(let path):

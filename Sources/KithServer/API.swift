@@ -49,6 +49,15 @@ enum API {
         return value
     }
 
+    /// The embedding space a query asks for (`space`: backbone or adapted; default automatic).
+    static func space(_ text: String?) throws -> QuerySpace {
+        guard let text else { return .automatic }
+        guard let space = QuerySpace(rawValue: text) else {
+            throw APIError.badRequest("invalid_request", "space must be backbone, adapted or automatic; got '\(text.prefix(40))'")
+        }
+        return space
+    }
+
     /// Where a page starts (`from`, default 0) and how long it is (`limit`, default 100, within
     /// the page-size limit), from the query string.
     static func page(_ request: Request, limits: QueryLimits) throws -> (from: UInt64, size: Int) {

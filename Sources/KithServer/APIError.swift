@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KithAdapt
 import KithBackbone
 import KithImage
 import KithIndex
@@ -76,6 +77,8 @@ public struct APIError: HTTPResponseError, Sendable {
         case let error as BackboneError:
             // A broken installation is the server's fault: a 500 whose details stay in the log.
             return error.code == .unknownModel ? APIError(.badRequest, error.code.rawValue, error.description) : nil
+        case let error as AdaptationError:
+            return error.code == .unreadableHead ? nil : APIError(.badRequest, error.code.rawValue, error.description)
         case let error as DecodingError:
             return APIError(.badRequest, "malformed_json", describe(error))
         default:

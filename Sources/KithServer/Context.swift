@@ -88,6 +88,7 @@ enum APIRoutes {
             + QueryController(service: service).routes
             + QueueController(service: service).routes
             + EvaluationController(service: service).routes
+            + AdaptationController(service: service).routes
     }
 }
 

@@ -22,7 +22,7 @@ struct EvaluationController {
                                                  withinCoarse: body.withinCoarse ?? false, longTail: body.longTail ?? false)
         try engine.limits.check(configuration)
         let heads = try HeadSpec.list(body.heads ?? [], classBalanced: body.balanced ?? false)
-        let evaluation = try EpisodicEvaluation(try await engine.labelledItems(), configuration: configuration, limits: engine.limits)
+        let evaluation = try EpisodicEvaluation(try await engine.labelledItems(body.space ?? .automatic), configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }

@@ -15,6 +15,7 @@ actor KithService {
     nonisolated let indexes: IndexLibrary
     nonisolated let models: ModelLibrary
     nonisolated let metrics: Metrics
+    nonisolated let adaptations = Adaptations()
     /// Installed manifests' names → their loading (an alias never loads the weights twice).
     private var backbones: [String: Task<Backbone, any Error>] = [:]
     /// Names asked for → the manifest's own name.

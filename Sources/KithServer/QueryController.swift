@@ -50,7 +50,7 @@ struct QueryController {
         }
         let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
         let options = try options(request, uploads)
-        return (try await service.embeddings(uploads.inputs, for: index).map { .vector($0) }, options)
+        return (try await service.embeddings(uploads.inputs, for: index).map { .embedding($0) }, options)
     }
 
     /// Search and classify options from form fields or the query string.
@@ -59,20 +59,22 @@ struct QueryController {
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
         return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
                             coarseLabel: value("coarse_label"), angular: value("angular") == "true",
-                            head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")))
+                            head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")),
+                            space: try API.space(value("space")))
     }
 
     @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> [String: [[SearchResult]]] {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
-        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch)]
+        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch,
+                                                   space: options.space ?? .automatic)]
     }
 
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let spec = try HeadSpec(parsing: options.head ?? HeadKind.logreg.rawValue, classBalanced: options.balanced ?? false)
-        return ["predictions": try await engine.classify(queries, spec: spec, top: options.top ?? 5)]
+        return ["predictions": try await engine.classify(queries, spec: spec, top: options.top ?? 5, space: options.space ?? .automatic)]
     }
 }

@@ -71,20 +71,22 @@ struct QueueController {
     /// application/x-npy` the answer is one .npy array of records (`QueueNeighbour.npy`), else JSON.
     @Sendable func nearest(_ request: Request, context: KithRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.indexName())
-        let matrix: Matrix, queue: String
+        let matrix: Matrix, queue: String, space: QuerySpace
         if API.isType(request, "application/x-npy") {
-            matrix = try await engine.vectors(for: Query.rows(of: try await API.npy(request, context)))
+            space = try API.space(request.uri.queryParameters.get("space"))
+            matrix = try await engine.vectors(for: Query.rows(of: try await API.npy(request, context)), space: space)
             queue = request.uri.queryParameters.get("queue") ?? ""
         } else {
             let body = try await API.decode(NNRequest.self, request, context)
-            matrix = try await engine.vectors(for: body.vectors.map { .vector($0) })
+            space = body.space ?? .automatic
+            matrix = try await engine.vectors(for: body.vectors.map { .vector($0) }, space: space)
             queue = body.queue ?? ""
         }
-        let neighbours = try await engine.nearestInQueue(matrix, queue: queue)
+        let neighbours = try await engine.nearestInQueue(matrix, queue: queue, space: space)
         guard request.headers[.accept]?.lowercased().contains("application/x-npy") == true else {
             return try API.json(["neighbours": neighbours])
         }
-        let dimension = engine.index.metadata.dimension
+        let dimension = matrix.columns  // of the space asked for
         let body = await offload { QueueNeighbour.npy(neighbours, dimension: dimension) }
         var headers = HTTPFields()
         headers[.contentType] = "application/x-npy"

@@ -55,6 +55,8 @@ struct QueryRequest: Decodable {
     var head: String?
     var balanced: Bool?
     var top: Int?
+    /// backbone, adapted or automatic (the default: adapted once the index has an adapted head).
+    var space: QuerySpace?
 
     var queries: [Query] { (vectors ?? []).map { .vector($0) } + (ids ?? []).map { .item($0) } }
 
@@ -69,6 +71,7 @@ struct EnqueueRequest: Decodable {
 struct NNRequest: Decodable {
     var vectors: [[Float]]
     var queue: String?
+    var space: QuerySpace?
 }
 
 struct FewShotRequest: Decodable {
@@ -81,6 +84,7 @@ struct FewShotRequest: Decodable {
     var balanced: Bool?
     var withinCoarse: Bool?
     var longTail: Bool?
+    var space: QuerySpace?
 }
 
 /// What became of one image or vector given to the index.

@@ -32,12 +32,16 @@ struct Adapt: AsyncParsableCommand {
     @Argument(help: "Name of the index.") var name: String
 
     func validate() throws {
-        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-        guard (1...4096).contains(dimension), (1...8192).contains(hidden) else { throw ValidationError("--dimension must be 1–4096 and --hidden 1–8192") }
-        guard itemsPerStep >= 2 else { throw ValidationError("--items-per-step must be at least 2") }
-        guard queueCapacity >= 1 else { throw ValidationError("--queue-capacity must be at least 1") }
+        do { try configuration.validate() } catch { throw ValidationError(error.description) }
         do { _ = try ViewRecipe(count: views) } catch { throw ValidationError(error.description) }
         guard !(remove && headFrom != nil) else { throw ValidationError("--remove and --head-from exclude each other") }
+    }
+
+    var configuration: AdaptationConfiguration {
+        var configuration = AdaptationConfiguration()
+        (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (epochs, dimension, hidden, itemsPerStep)
+        (configuration.queueCapacity, configuration.usesQueue, configuration.seed) = (queueCapacity, !noQueue, seed)
+        return configuration
     }
 
     func run() async throws {
@@ -52,9 +56,7 @@ struct Adapt: AsyncParsableCommand {
         }
         let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
         let recipe = try reporting { try ViewRecipe(count: views, flip: flip, seed: seed) }
-        var configuration = AdaptationConfiguration()
-        (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (epochs, dimension, hidden, itemsPerStep)
-        (configuration.queueCapacity, configuration.usesQueue, configuration.seed) = (queueCapacity, !noQueue, seed)
+        let configuration = configuration
         let start = Date()
         // Made on the first report, which knows the totals.
         let viewBar = Locked<Progress?>(nil), stepBar = Locked<Progress?>(nil)

@@ -44,7 +44,7 @@ func parseQueries(_ arguments: [String]) throws -> [Query] {
 
 func describe(_ query: Query) -> String {
     switch query {
-    case .vector: "vector"
+    case .vector, .embedding: "vector"
     case .item(let id): "id:\(id)"
     case .image(let path): path
     }

@@ -118,6 +118,15 @@ struct NNCLRTests {
         var queue = ProjectionQueue(capacity: 3, dimension: 1)
         queue.enqueue(Matrix(rows: 4, columns: 1, values: [1, 2, 3, 4]))
         #expect(queue.count == 3 && Set(queue.matrix.values) == [2, 3, 4])  // the oldest went out
+
+        // A row's positive is the nearest entry of another item; with none, the row itself.
+        var owned = ProjectionQueue(capacity: 4, dimension: 2)
+        owned.enqueue(Matrix(rows: 3, columns: 2, values: [1, 0, 0.8, 0.6, 0, 1]), owners: [7, 8, 9])
+        let z = Matrix(rows: 2, columns: 2, values: [1, 0, 0.6, 0.8])
+        #expect(NNCLR.neighbours(z, in: owned.matrix).values == [1, 0, 0.8, 0.6])
+        #expect(NNCLR.neighbours(z, in: owned.matrix, owners: owned.owners, excluding: [7, 8]).values == [0.8, 0.6, 0, 1])
+        let alone = Matrix(rows: 1, columns: 2, values: [1, 0])
+        #expect(NNCLR.neighbours(Matrix(rows: 1, columns: 2, values: [0.6, 0.8]), in: alone, owners: [3], excluding: [3]).values == [0.6, 0.8])
         var adam = Adam(learningRate: 0.1, totalSteps: 10)
         #expect(adam.currentRate == 0.1)
         var p: [[Float]] = [[1]]

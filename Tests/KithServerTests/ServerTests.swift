@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 import KithTestSupport
+import KithBackbone
 import KithIndex
 import KithMath
 @testable import KithServer
@@ -199,6 +200,81 @@ struct ServerTests {
             let refused = try await client.execute(uri: "/v1/indexes/plain/classify?head=prototype%2Bviews", method: .post,
                                                    headers: [.contentType: "image/jpeg"], body: ByteBuffer(data: chelsea))
             #expect(refused.status == .badRequest && refused.errorCode == "not_enough_data" && refused.text.contains("kith index views"), "\(refused.text)")
+        }
+    }
+
+    @Test("Adaptation jobs: 202 with an id, one at a time, progress, cancel, then queries in the adapted space")
+    func adaptationJobs() async throws {
+        let server = TestServer()
+        defer { server.cleanup() }
+        do {  // an index of image files (views are made from the files), closed before the server opens it
+            let backbone = try Fixtures.models.load("resnet18-random")
+            let index = try Index.create(at: server.directory + "/indexes/a", space: backbone.manifest.space)
+            let files = ["camera-grey.png", "chelsea.jpg", "coffee-256.png", "horse-alpha.png", "rocket-exif6.jpg", "chelsea-cmyk.jpg"]
+                .map { Fixtures.path("images/\($0)") }
+            let encoded = Encoder(backbone: backbone).encode(files: files)
+            try index.add(zip(files, encoded).map { NewItem(vector: try $1.get().embedding, source: $0, label: $0.contains("chelsea") ? "cat" : "other") })
+        }
+        try await buildApplication(server.configuration).test(.router) { client in
+            func post(_ body: [String: Any]) async throws -> TestResponse {
+                try await client.execute(uri: "/v1/indexes/a/adaptations", method: .post, headers: jsonHeaders, body: jsonBody(body))
+            }
+            func poll(_ id: String, index: String = "a", until done: ([String: Any]) -> Bool) async throws -> [String: Any] {
+                for _ in 0..<1200 {
+                    let job = try await client.execute(uri: "/v1/indexes/\(index)/adaptations/\(id)", method: .get).json
+                    if done(job) { return job }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                return [:]
+            }
+            let bad = try await post(["epochs": 0])
+            #expect(bad.status == .badRequest && bad.errorCode == "invalid_configuration" && bad.text.contains("epochs must be 1"), "\(bad.text)")
+
+            // A long job: a second one is refused while it runs; cancelled, it stores nothing.
+            let long = try await post(["epochs": 1000, "dimension": 8, "hidden": 64, "items_per_step": 2, "views": 2])
+            #expect(long.status == .accepted && long.json["state"] as? String == "running", "\(long.text)")
+            let longID = try #require(long.json["id"] as? String)
+            let refused = try await post(["epochs": 1])
+            #expect(refused.status == .conflict && refused.errorCode == "adaptation_running", "\(refused.text)")
+            let training = try await poll(longID) { $0["phase"] as? String == "training" || $0["state"] as? String != "running" }
+            #expect(training["state"] as? String == "running" && (training["total"] as? Int ?? 0) == 3000, "\(training)")
+            let cancelling = try await client.execute(uri: "/v1/indexes/a/adaptations/\(longID)", method: .delete)
+            #expect(cancelling.status == .ok && cancelling.json["cancel_requested"] as? Bool == true, "\(cancelling.text)")
+            let cancelled = try await poll(longID) { $0["state"] as? String != "running" }
+            #expect(cancelled["state"] as? String == "cancelled" && cancelled["finished"] != nil, "\(cancelled)")
+            let noHead = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [1], "space": "adapted"]))
+            #expect(noHead.status == .badRequest && noHead.errorCode == "no_adapted_head", "\(noHead.text)")
+
+            // A short job succeeds; queries then run in its 8-d space.
+            let short = try await post(["epochs": 2, "dimension": 8, "hidden": 16, "items_per_step": 3, "views": 2])
+            #expect(short.status == .accepted, "\(short.text)")
+            let done = try await poll(try #require(short.json["id"] as? String)) { $0["state"] as? String != "running" }
+            let result = done["result"] as? [String: Any]
+            #expect(done["state"] as? String == "succeeded" && result?["steps"] as? Int == 4 && result?["dimension"] as? Int == 8, "\(done)")
+            #expect(result?["items"] as? Int == 6 && result?["views_added"] as? Int == 0)  // the cancelled job had made the views
+            let adapted = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [2], "k": 2]))
+            #expect(adapted.status == .ok && (adapted.json["results"] as? [[Any]])?.first?.count == 2, "\(adapted.text)")
+            let wrong = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)]]))
+            #expect(wrong.status == .badRequest && wrong.errorCode == "wrong_space", "\(wrong.text)")
+            let backbone = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders,
+                                                    body: jsonBody(["vectors": [axis(0)], "space": "backbone"]))
+            #expect(backbone.status == .ok, "\(backbone.text)")
+            let image = try await client.execute(uri: "/v1/indexes/a/classify?top=1", method: .post, headers: [.contentType: "image/jpeg"],
+                                                 body: ByteBuffer(data: try Fixtures.data("images/chelsea.jpg")))
+            #expect(image.status == .ok, "\(image.text)")  // an uploaded image is embedded, then mapped through the head
+            let nn = try await client.execute(uri: "/v1/indexes/a/queue/nn", method: .post, headers: jsonHeaders,
+                                              body: jsonBody(["vectors": [[1, 0, 0, 0, 0, 0, 0, 0]]]))
+            #expect(nn.errorCode == "not_enough_data", "\(nn.text)")  // an 8-d query is accepted; the queue is empty
+            let badSpace = try await client.execute(uri: "/v1/indexes/a/search?space=sideways", method: .post, headers: [.contentType: "application/x-npy"],
+                                                    body: ByteBuffer(bytes: [0]))
+            #expect(badSpace.status == .badRequest, "\(badSpace.text)")
+            let missing = try await client.execute(uri: "/v1/indexes/a/adaptations/99", method: .get)
+            #expect(missing.status == .notFound && missing.errorCode == "job_not_found")
+            _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "b", "model": "resnet18-random"]))
+            #expect(try await client.execute(uri: "/v1/indexes/b/adaptations/\(longID)", method: .get).status == .notFound)
+            let empty = try await client.execute(uri: "/v1/indexes/b/adaptations", method: .post, headers: jsonHeaders, body: jsonBody([:]))
+            let failed = try await poll(try #require(empty.json["id"] as? String), index: "b") { $0["state"] as? String != "running" }
+            #expect(failed["state"] as? String == "failed" && (failed["error"] as? [String: Any])?["code"] as? String == "not_enough_data", "\(failed)")
         }
     }
 

@@ -1,0 +1,170 @@
+import Foundation
+import Hummingbird
+import KithAdapt
+import KithBackbone
+import KithIndex
+import KithMath
+import KithPipeline
+
+/// `kith adapt` as jobs: start one (202 with its id), poll it, cancel it. Queries use the adapted
+/// space as soon as a job has stored its head.
+struct AdaptationController {
+    let service: KithService
+
+    var routes: [Route] {
+        [
+            .json(.post, "v1/indexes/:index/adaptations", .write, status: .accepted, start),
+            .json(.get, "v1/indexes/:index/adaptations/:job", .read, job),
+            .json(.delete, "v1/indexes/:index/adaptations/:job", .write, cancel),
+        ]
+    }
+
+    @Sendable func start(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
+        let index = try await service.index(try context.indexName())
+        let body = try await API.decode(AdaptationRequest.self, request, context)
+        let configuration = body.configuration
+        do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
+        let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, seed: body.seed ?? 0)
+        let encoder = try await service.batcher(model: try index.backbone()).encoder
+        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration)
+    }
+
+    @Sendable func job(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
+        try await service.adaptations.job(try context.parameters.require("job"), index: try context.indexName())
+    }
+
+    /// Asks the job to stop; it stops before its next step (`state` turns `cancelled`) and stores nothing.
+    @Sendable func cancel(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
+        try await service.adaptations.cancel(try context.parameters.require("job"), index: try context.indexName())
+    }
+}
+
+/// The body of `POST /v1/indexes/{index}/adaptations`: `kith adapt`'s options, each optional.
+struct AdaptationRequest: Decodable {
+    var epochs: Int?
+    var dimension: Int?
+    var hidden: Int?
+    var itemsPerStep: Int?
+    var queueCapacity: Int?
+    var views: Int?
+    var flip: Bool?
+    var noQueue: Bool?
+    var seed: UInt64?
+
+    var configuration: AdaptationConfiguration {
+        var c = AdaptationConfiguration()
+        c.epochs = epochs ?? c.epochs
+        c.dimension = dimension ?? c.dimension
+        c.hidden = hidden ?? c.hidden
+        c.batchSize = itemsPerStep ?? c.batchSize
+        c.queueCapacity = queueCapacity ?? c.queueCapacity
+        c.usesQueue = !(noQueue ?? false)
+        c.seed = seed ?? c.seed
+        return c
+    }
+}
+
+/// An adaptation job as the API reports it.
+struct AdaptationJob: Encodable, Sendable {
+    enum State: String, Encodable, Sendable { case running, succeeded, failed, cancelled }
+
+    struct Outcome: Encodable, Sendable {
+        var items: Int
+        var viewsAdded: Int
+        var unreadable: Int
+        var steps: Int
+        var firstLoss: Float
+        var finalLoss: Float
+        var dimension: Int
+    }
+
+    var id: String
+    var index: String
+    var state: State
+    /// `views` while the items' views are embedded, then `training`.
+    var phase: String
+    /// Items with views so far (views), or steps taken (training), out of `total`.
+    var done: Int
+    var total: Int
+    var epoch: Int?
+    var loss: Float?
+    var cancelRequested: Bool
+    var started: Date
+    var finished: Date?
+    var error: ErrorBody?
+    var result: Outcome?
+}
+
+/// The server's adaptation jobs: one runs at a time (training takes every core), finished ones
+/// are kept for polling (the last 32).
+actor Adaptations {
+    private struct Entry {
+        let job: Locked<AdaptationJob>
+        let cancelled: Locked<Bool>
+    }
+
+    private var jobs: [String: Entry] = [:]
+    private var order: [String] = []
+    private var next = 1
+
+    func start(_ index: Index, encoder: KithBackbone.Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration) throws -> AdaptationJob {
+        if let running = jobs.values.first(where: { $0.job.current.state == .running })?.job.current {
+            throw APIError(.conflict, "adaptation_running", "adaptation \(running.id) of index '\(running.index)' is running; one runs at a time")
+        }
+        let id = "\(next)"
+        next += 1
+        let entry = Entry(job: Locked(AdaptationJob(id: id, index: index.name, state: .running, phase: "views", done: 0, total: 0,
+                                                    cancelRequested: false, started: Date())),
+                          cancelled: Locked(false))
+        jobs[id] = entry
+        order.append(id)
+        while order.count > 32, let oldest = order.first(where: { jobs[$0]?.job.current.state != .running }) {
+            order.removeAll { $0 == oldest }
+            jobs[oldest] = nil
+        }
+        let (job, cancelled) = (entry.job, entry.cancelled)
+        Task.detached {
+            await offload {
+                do {
+                    let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, viewProgress: { done, total in
+                        job.withLock { ($0.done, $0.total) = (done, total) }
+                    }, progress: { p in
+                        job.withLock { ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = ("training", p.step, p.steps, p.epoch, p.loss) }
+                    }, shouldContinue: { !cancelled.current })
+                    job.withLock {
+                        $0.state = .succeeded
+                        $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
+                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: configuration.dimension)
+                    }
+                } catch is AdaptationCancelled {
+                    job.withLock { $0.state = .cancelled }
+                } catch {
+                    let api = APIError.from(error)
+                    job.withLock {
+                        $0.state = .failed
+                        $0.error = ErrorBody(code: api?.code ?? "internal_error", message: api?.message ?? "the adaptation failed")
+                    }
+                }
+                job.withLock { $0.finished = Date() }
+            }
+        }
+        return entry.job.current
+    }
+
+    func job(_ id: String, index: String) throws -> AdaptationJob {
+        guard let entry = jobs[id], entry.job.current.index == index else {
+            throw APIError(.notFound, "job_not_found", "index '\(index)' has no adaptation job '\(id.prefix(40))'")
+        }
+        return entry.job.current
+    }
+
+    func cancel(_ id: String, index: String) throws -> AdaptationJob {
+        _ = try job(id, index: index)
+        let entry = jobs[id]!
+        entry.cancelled.withLock { $0 = true }
+        return entry.job.withLock { job in
+            if job.state == .running { job.cancelRequested = true }
+            return job
+        }
+    }
+}
