@@ -19,6 +19,21 @@ func product(_ a: Matrix, _ b: Matrix, transposeA: Bool = false, transposeB: Boo
     return c
 }
 
+/// Floats as little-endian float32 bytes (base64 in JSON): a 1280 → 1024 → 256 head is 10 MB, not 40.
+func packed(_ values: [Float]) -> Data {
+    var data = Data(capacity: values.count * 4)
+    for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+    return data
+}
+
+/// The floats of `packed`; nil unless there are `count` (when given).
+func unpacked(_ data: Data, count: Int? = nil) -> [Float]? {
+    guard data.count % 4 == 0, count.map({ data.count == $0 * 4 }) ?? true else { return nil }
+    return data.withUnsafeBytes { raw in
+        (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+    }
+}
+
 /// One layer of a multilayer perceptron over a batch (rows are examples).
 public enum Layer: Sendable, Codable, Equatable {
     /// y = x Wᵀ + b, W out × in (row-major), b of length out.
@@ -32,18 +47,13 @@ public enum Layer: Sendable, Codable, Equatable {
 extension Layer {
     private enum CodingKeys: String, CodingKey { case kind, inputs, outputs, features, weight, bias, gamma, beta, runningMean, runningVariance }
 
-    /// Weights as little-endian float32 bytes (base64 in JSON): a 1280 → 1024 → 256 head is 10 MB, not 40.
-    private static func bytes(_ values: [Float]) -> Data {
-        var data = Data(capacity: values.count * 4)
-        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
-        return data
-    }
+    private static func bytes(_ values: [Float]) -> Data { packed(values) }
 
     private static func floats(_ data: Data, count: Int, _ key: CodingKeys, _ c: KeyedDecodingContainer<CodingKeys>) throws -> [Float] {
-        guard data.count == count * 4 else {
+        guard let values = unpacked(data, count: count) else {
             throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\(data.count) bytes for \(count) values")
         }
-        return (0..<count).map { i in Float(bitPattern: UInt32(littleEndian: data.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) })) }
+        return values
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -244,5 +254,26 @@ public struct MLP: Sendable, Codable, Equatable {
                 }
             }
         }
+    }
+}
+
+/// Stores a float array as packed float32 bytes when encoded.
+@propertyWrapper
+struct PackedFloats: Sendable, Codable, Equatable {
+    var wrappedValue: [Float]
+
+    init(wrappedValue: [Float]) { self.wrappedValue = wrappedValue }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(packed(wrappedValue))
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        guard let values = unpacked(try c.decode(Data.self)) else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "not float32 bytes")
+        }
+        wrappedValue = values
     }
 }

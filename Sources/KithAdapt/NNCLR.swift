@@ -127,6 +127,32 @@ public struct Adam: Sendable, Codable, Equatable {
     private(set) var t = 0
     private var m: [[Float]] = [], v: [[Float]] = []
 
+    private enum CodingKeys: String, CodingKey { case learningRate, weightDecay, totalSteps, t, m, v }
+
+    // The moments as packed float32 (a checkpoint holds two of them per parameter).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(weightDecay, forKey: .weightDecay)
+        try c.encode(totalSteps, forKey: .totalSteps)
+        try c.encode(t, forKey: .t)
+        try c.encode(m.map(packed), forKey: .m)
+        try c.encode(v.map(packed), forKey: .v)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        (learningRate, weightDecay) = (try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .weightDecay))
+        (totalSteps, t) = (try c.decode(Int.self, forKey: .totalSteps), try c.decode(Int.self, forKey: .t))
+        func read(_ key: CodingKeys) throws -> [[Float]] {
+            try c.decode([Data].self, forKey: key).map { data in
+                guard let values = unpacked(data) else { throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "not float32 bytes") }
+                return values
+            }
+        }
+        (m, v) = (try read(.m), try read(.v))
+    }
+
     public init(learningRate: Float = 1e-3, weightDecay: Float = 1e-6, totalSteps: Int) {
         (self.learningRate, self.weightDecay, self.totalSteps) = (learningRate, weightDecay, max(1, totalSteps))
     }
@@ -151,10 +177,10 @@ public struct Adam: Sendable, Codable, Equatable {
 }
 
 /// A FIFO queue of unit rows with a fixed capacity: newest in, oldest out (the support set Q).
-public struct ProjectionQueue: Sendable {
+public struct ProjectionQueue: Sendable, Codable, Equatable {
     public let capacity: Int
     public let dimension: Int
-    private var values: [Float] = []
+    @PackedFloats private var values: [Float] = []
     private var ownerOf: [Int] = []
     private var next = 0
     public private(set) var count = 0

@@ -48,9 +48,41 @@ public struct AdaptationProgress: Sendable {
     public let loss: Float
 }
 
-/// A stopped adaptation (interrupted by its caller).
+/// A stopped adaptation (interrupted by its caller), with where it stood after its last whole epoch.
 public struct AdaptationCancelled: Error, Sendable {
     public let steps: Int
+    public let checkpoint: AdaptationCheckpoint?
+}
+
+/// Where a training stands after a whole epoch: everything it needs to go on exactly as if it
+/// had never stopped (model, optimiser moments, the sampler's state, the queue).
+public struct AdaptationCheckpoint: Sendable, Codable {
+    public static let currentVersion = 1
+    public var version = AdaptationCheckpoint.currentVersion
+    public var configuration: AdaptationConfiguration
+    /// The view recipe (as the index stores it) and a hash of the ids trained on, set by `adapt`.
+    public var views = ""
+    public var itemsHash = ""
+    /// Items trained on and epochs done.
+    public var items: Int
+    public var epochs: Int
+    var model: NNCLR
+    var projectorAdam: Adam
+    var predictorAdam: Adam
+    var rng: SplitMix64
+    var queue: ProjectionQueue
+    var losses: [Float]
+}
+
+extension AdaptationCheckpoint {
+    public func encoded() throws -> Data { try JSONEncoder().encode(self) }
+
+    public init(decoding data: Data) throws {
+        self = try JSONDecoder().decode(AdaptationCheckpoint.self, from: data)
+        guard version <= Self.currentVersion else {
+            throw AdaptationError(.unreadableHead, "the index's adaptation checkpoint has version \(version), newer than this Kith's \(Self.currentVersion)")
+        }
+    }
 }
 
 public enum Adaptation {
@@ -58,10 +90,13 @@ public enum Adaptation {
     /// - Parameters:
     ///   - items: for each item, its embedding and those of its views, one per row (at least
     ///     two rows: each step takes two different ones).
+    ///   - resume: a checkpoint of the same items and configuration to go on from.
+    ///   - checkpoint: after every whole epoch but the last.
     ///   - progress: after every step.
     ///   - shouldContinue: asked before every step; false stops with `AdaptationCancelled`.
-    /// - Returns: the trained model and the loss of every step.
-    public static func train(_ items: [Matrix], configuration c: AdaptationConfiguration,
+    /// - Returns: the trained model and the loss of every step (since the start, resumed or not).
+    public static func train(_ items: [Matrix], configuration c: AdaptationConfiguration, resume: AdaptationCheckpoint? = nil,
+                             checkpoint: (AdaptationCheckpoint) throws -> Void = { _ in },
                              progress: (AdaptationProgress) -> Void = { _ in },
                              shouldContinue: () -> Bool = { true }) throws -> (model: NNCLR, losses: [Float]) {
         let usable = items.filter { $0.rows >= 2 }
@@ -69,39 +104,53 @@ public enum Adaptation {
             throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with views; \(usable.count) have any")
         }
         let d = first.columns
-        var model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
-        var queue = ProjectionQueue(capacity: max(1, c.queueCapacity), dimension: c.dimension)
         let batch = min(max(2, c.batchSize), usable.count)
         let perEpoch = max(1, usable.count / batch)
-        let steps = perEpoch * max(1, c.epochs)
-        var projectorAdam = Adam(learningRate: c.learningRate, totalSteps: steps), predictorAdam = projectorAdam
-        var rng = SplitMix64(seed: c.seed &+ 0x5EED)
-        var losses: [Float] = []
-        for epoch in 0..<max(1, c.epochs) {
-            let order = rng.sample(Array(usable.indices), usable.count)
+        let epochs = max(1, c.epochs), steps = perEpoch * epochs
+        var state: AdaptationCheckpoint
+        if let resume {
+            guard resume.configuration == c, resume.items == usable.count, resume.epochs <= epochs else {
+                throw AdaptationError(.invalidConfiguration, "the checkpoint is of another training (\(resume.items) items, other settings)")
+            }
+            state = resume
+        } else {
+            let model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
+            let adam = Adam(learningRate: c.learningRate, totalSteps: steps)
+            state = AdaptationCheckpoint(configuration: c, items: usable.count, epochs: 0, model: model, projectorAdam: adam, predictorAdam: adam,
+                                         rng: SplitMix64(seed: c.seed &+ 0x5EED), queue: ProjectionQueue(capacity: max(1, c.queueCapacity), dimension: c.dimension),
+                                         losses: [])
+        }
+        var last: AdaptationCheckpoint? = resume
+        for epoch in state.epochs..<epochs {
+            let order = state.rng.sample(Array(usable.indices), usable.count)
             for s in 0..<perEpoch {
-                guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count) }
+                guard shouldContinue() else { throw AdaptationCancelled(steps: state.losses.count, checkpoint: last) }
                 var firstViews: [Float] = [], secondViews: [Float] = []
                 let members = Array(order[(s * batch)..<((s + 1) * batch)])
                 for i in members {
-                    let pair = rng.sample(Array(0..<usable[i].rows), 2)
+                    let pair = state.rng.sample(Array(0..<usable[i].rows), 2)
                     firstViews += usable[i].row(pair[0])
                     secondViews += usable[i].row(pair[1])
                 }
-                let positives = c.usesQueue && queue.count > 0 ? queue.matrix : nil
-                let result = model.step(Matrix(rows: batch, columns: d, values: firstViews), Matrix(rows: batch, columns: d, values: secondViews),
-                                        queue: positives, owners: queue.owners, items: members)
-                var projector = model.projector.parameters, predictor = model.predictor.parameters
-                projectorAdam.step(&projector, result.projector)
-                predictorAdam.step(&predictor, result.predictor)
-                model.projector.parameters = projector
-                model.predictor.parameters = predictor
-                queue.enqueue(result.z1, owners: members)
-                losses.append(result.loss)
-                progress(AdaptationProgress(step: losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
+                let positives = c.usesQueue && state.queue.count > 0 ? state.queue.matrix : nil
+                let result = state.model.step(Matrix(rows: batch, columns: d, values: firstViews), Matrix(rows: batch, columns: d, values: secondViews),
+                                              queue: positives, owners: state.queue.owners, items: members)
+                var projector = state.model.projector.parameters, predictor = state.model.predictor.parameters
+                state.projectorAdam.step(&projector, result.projector)
+                state.predictorAdam.step(&predictor, result.predictor)
+                state.model.projector.parameters = projector
+                state.model.predictor.parameters = predictor
+                state.queue.enqueue(result.z1, owners: members)
+                state.losses.append(result.loss)
+                progress(AdaptationProgress(step: state.losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
+            }
+            state.epochs = epoch + 1
+            if state.epochs < epochs {
+                last = state
+                try checkpoint(state)
             }
         }
-        return (model, losses)
+        return (state.model, state.losses)
     }
 }
 
@@ -117,6 +166,8 @@ public struct AdaptationError: Error, Sendable, CustomStringConvertible {
         public static let noAdaptedHead = Code(rawValue: "no_adapted_head")
         /// A stored head this version cannot read.
         public static let unreadableHead = Code(rawValue: "unreadable_head")
+        /// Nothing to resume, or a checkpoint of items since changed.
+        public static let noCheckpoint = Code(rawValue: "no_checkpoint")
     }
 
     public let code: Code
@@ -184,31 +235,67 @@ public struct AdaptationSummary: Sendable {
 extension Adaptation {
     /// `kith adapt`: views of every item of `index` (made once and stored, `recipe`), NNCLR's
     /// heads trained on them, and the head stored in the index, replacing any earlier one in one
-    /// transaction. Nothing is stored when training fails or is stopped.
+    /// transaction. While it trains, a checkpoint is stored at most every `checkpointInterval`
+    /// seconds (after a whole epoch) and when stopped; no head is stored when training fails or is
+    /// stopped. With `resume`, the training goes on from the index's checkpoint, with its settings
+    /// and view recipe (`configuration` and `recipe` are not used).
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
+                             resume: Bool = false, checkpointInterval: TimeInterval = 30,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
                              shouldContinue: () -> Bool = { true }) throws -> AdaptationSummary {
+        var (configuration, recipe) = (configuration, recipe)
+        var resumed: AdaptationCheckpoint?
+        if resume {
+            guard let data = try index.adaptationCheckpoint() else {
+                throw AdaptationError(.noCheckpoint, "index '\(index.name)' has no stopped adaptation to resume")
+            }
+            let checkpoint = try AdaptationCheckpoint(decoding: data)
+            guard let stored = ViewRecipe(stored: checkpoint.views) else {
+                throw AdaptationError(.unreadableHead, "the checkpoint's view recipe cannot be read")
+            }
+            (configuration, recipe, resumed) = (checkpoint.configuration, stored, checkpoint)
+        }
         try configuration.validate()
         var summary = AdaptationSummary()
         let views = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe, allItems: true, progress: viewProgress,
                                                 shouldContinue: shouldContinue)
-        guard shouldContinue() else { throw AdaptationCancelled(steps: 0) }
+        guard shouldContinue() else { throw AdaptationCancelled(steps: 0, checkpoint: nil) }
         (summary.viewsAdded, summary.unreadable) = (views.added, views.unreadable)
         let snapshot = try index.loadVectors()
         let stored = try index.views(snapshot.ids)
-        var items: [Matrix] = []
+        var items: [Matrix] = [], ids: [UInt64] = []
         for (r, id) in snapshot.ids.enumerated() {
-            guard let extra = stored[id] else { continue }
+            guard let extra = stored[id], extra.rows >= 1 else { continue }
             items.append(Matrix(rows: 1 + extra.rows, columns: extra.columns, values: Array(snapshot.matrix.row(r)) + extra.values))
+            ids.append(id)
+        }
+        let itemsHash = ContentHash(of: ids.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }).description
+        if let resumed, resumed.itemsHash != itemsHash {
+            throw AdaptationError(.noCheckpoint, "the items of '\(index.name)' changed since the adaptation stopped: start it again (without resume)")
         }
         summary.items = items.count
-        let (model, losses) = try train(items, configuration: configuration, progress: progress, shouldContinue: shouldContinue)
+        var lastStored = Date()
+        func store(_ checkpoint: AdaptationCheckpoint) throws {
+            var checkpoint = checkpoint
+            (checkpoint.views, checkpoint.itemsHash) = (recipe.stored, itemsHash)
+            try index.setAdaptationCheckpoint(try checkpoint.encoded())
+            lastStored = Date()
+        }
+        let (model, losses): (NNCLR, [Float])
+        do {
+            (model, losses) = try train(items, configuration: configuration, resume: resumed, checkpoint: { checkpoint in
+                if Date().timeIntervalSince(lastStored) >= checkpointInterval { try store(checkpoint) }
+            }, progress: progress, shouldContinue: shouldContinue)
+        } catch let stopped as AdaptationCancelled {
+            if let checkpoint = stopped.checkpoint, checkpoint.epochs > (resumed?.epochs ?? 0) { try store(checkpoint) }
+            throw stopped
+        }
         summary.steps = losses.count
         let tail = losses.suffix(max(1, losses.count / 10)), head = losses.prefix(max(1, losses.count / 10))
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
         let adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
-        try index.setAdaptedHead(try adapted.encoded())
+        try index.setAdaptedHead(try adapted.encoded())  // and the checkpoint goes
         summary.head = adapted
         return summary
     }

@@ -88,6 +88,21 @@ extension Index {
     }
 
     private static let adaptedKey = Array("adapted".utf8), adaptedStampKey = Array("adapted.stamp".utf8)
+    private static let checkpointKey = Array("adapted.checkpoint".utf8)
+
+    /// A stopped adaptation's checkpoint (opaque to the index), or nil.
+    public func adaptationCheckpoint() throws(IndexError) -> Data? {
+        try storage { try env.read { txn in try txn.get(.meta, Self.checkpointKey).map { Data($0) } } }
+    }
+
+    /// Stores (or with nil removes) the checkpoint of an adaptation in progress.
+    public func setAdaptationCheckpoint(_ checkpoint: Data?) throws(IndexError) {
+        try storage {
+            try env.write { txn in
+                if let checkpoint { try txn.put(.meta, Self.checkpointKey, Array(checkpoint)) } else { _ = try txn.delete(.meta, Self.checkpointKey) }
+            }
+        }
+    }
 
     /// The adapted embedding head stored with the index (`kith adapt`; opaque to the index), or nil.
     public func adaptedHead() throws(IndexError) -> Data? {
@@ -110,10 +125,12 @@ extension Index {
     }
 
     /// Stores (or with nil removes) the adapted head in one transaction: a new one replaces the
-    /// old atomically. The stamp only grows, also across a removal.
+    /// old atomically, and ends any stopped adaptation (its checkpoint goes). The stamp only
+    /// grows, also across a removal.
     public func setAdaptedHead(_ head: Data?) throws(IndexError) {
         try storage {
             try env.write { txn in
+                _ = try txn.delete(.meta, Self.checkpointKey)
                 if let head {
                     try txn.put(.meta, Self.adaptedKey, Array(head))
                     try txn.put(.meta, Self.adaptedStampKey, key((try Self.stamp(txn) ?? 0) + 1))

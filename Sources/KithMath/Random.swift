@@ -1,6 +1,6 @@
 /// SplitMix64: a small, fast, seedable generator, so that the same seed gives the same episodes
 /// on every platform and in every version of Kith.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
+public struct SplitMix64: RandomNumberGenerator, Sendable, Codable, Equatable {
     private var state: UInt64
 
     public init(seed: UInt64) { state = seed }

@@ -52,8 +52,13 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
 
     /// The recipe `index`'s views were made with; nil when it has none (or one this Kith cannot read).
     public static func of(_ index: Index) throws(IndexError) -> ViewRecipe? {
-        guard let stored = try index.viewRecipe() else { return nil }
-        return try? JSONDecoder().decode(ViewRecipe.self, from: Data(stored.utf8))
+        try index.viewRecipe().flatMap(ViewRecipe.init(stored:))
+    }
+
+    /// The recipe of `stored`; nil if this Kith cannot read it.
+    public init?(stored: String) {
+        guard let recipe = try? JSONDecoder().decode(ViewRecipe.self, from: Data(stored.utf8)) else { return nil }
+        self = recipe
     }
 }
 

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import KithAdapt
+import KithBackbone
+import KithIndex
 import KithMath
 import KithPipeline
 
@@ -8,11 +10,14 @@ struct Adapt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Learn a projection head on the index's own images with NNCLR (docs/adapt.md) and store it in the index.",
         discussion: """
-            Embeds --views label-preserving views of every item once (stored in the index, as \\
-            `kith index views` does for the labelled ones), then trains NNCLR's projector and \\
-            predictor on the frozen embeddings on this machine's CPU, the positive of each view being \\
-            its nearest neighbour in a FIFO queue of past projections. The head is stored with its \\
-            settings and replaces an earlier one at once; an interrupted run stores nothing.
+            Embeds --views label-preserving views of every item once (stored in the index, as \
+            `kith index views` does for the labelled ones), then trains NNCLR's projector and \
+            predictor on the frozen embeddings on this machine's CPU, the positive of each view being \
+            its nearest neighbour (of another item) in a FIFO queue of past projections. The head is \
+            stored with its settings and replaces an earlier one at once. Ctrl-C stops the run \
+            without storing a head; the views made stay, and a checkpoint of the training (after \
+            its last whole epoch; also every 30 s while it trains) lets --resume go on from there \
+            exactly as if it had not stopped.
             """)
 
     @OptionGroup var location: IndexOptions
@@ -29,12 +34,13 @@ struct Adapt: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Copy this index's adapted head instead of training one (same backbone).", valueName: "index"))
     var headFrom: String?
     @Flag(help: "Remove the index's adapted head: queries go back to the backbone's space.") var remove = false
+    @Flag(help: "Go on with a stopped adaptation, with its own settings (the others given are not used).") var resume = false
     @Argument(help: "Name of the index.") var name: String
 
     func validate() throws {
         do { try configuration.validate() } catch { throw ValidationError(error.description) }
         do { _ = try ViewRecipe(count: views) } catch { throw ValidationError(error.description) }
-        guard !(remove && headFrom != nil) else { throw ValidationError("--remove and --head-from exclude each other") }
+        guard [remove, headFrom != nil, resume].filter({ $0 }).count <= 1 else { throw ValidationError("--remove, --head-from and --resume exclude each other") }
     }
 
     var configuration: AdaptationConfiguration {
@@ -60,19 +66,40 @@ struct Adapt: AsyncParsableCommand {
         let start = Date()
         // Made on the first report, which knows the totals.
         let viewBar = Locked<Progress?>(nil), stepBar = Locked<Progress?>(nil)
-        let summary = try await reporting {
-            try await offload { [configuration] in
-                try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, viewProgress: { done, total in
+        // Ctrl-C asks the run to stop (it stores its checkpoint); a second one ends the process.
+        let stop = Locked(false)
+        signal(SIGINT, SIG_IGN)
+        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        interrupt.setEventHandler { if stop.withLock({ let again = $0; $0 = true; return again }) { Foundation.exit(130) } }
+        interrupt.resume()
+        defer { interrupt.cancel(); signal(SIGINT, SIG_DFL) }
+        let summary: AdaptationSummary
+        do {
+            summary = try await reporting {
+                try await adapt(index, encoder, recipe, configuration, resume, viewBar, stepBar, stop)
+            }
+        } catch let stopped as AdaptationCancelled {
+            printError("stopped after \(stopped.steps) steps: no head stored; "
+                       + (stopped.checkpoint.map { "`kith adapt \(name) --resume` goes on from epoch \($0.epochs + 1)" } ?? "the views made are kept"))
+            throw ExitCode(130)
+        }
+        for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
+        print(String(format: "adapted '%@': %d items with views, %d steps (%d epochs), loss %.3f → %.3f, in %.0f s; the head is stored in the index",
+                     name, summary.items, summary.steps, summary.head?.configuration.epochs ?? epochs, summary.firstLoss, summary.finalLoss,
+                     Date().timeIntervalSince(start)))
+    }
+
+    /// The adaptation off the cooperative threads, with progress bars.
+    private func adapt(_ index: Index, _ encoder: Encoder, _ recipe: ViewRecipe, _ configuration: AdaptationConfiguration, _ resume: Bool,
+                       _ viewBar: Locked<Progress?>, _ stepBar: Locked<Progress?>, _ stop: Locked<Bool>) async throws -> AdaptationSummary {
+        try await offload {
+                try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume, viewProgress: { done, total in
                     viewBar.withLock { $0 = $0 ?? Progress(total: total, label: "views of items", unit: "items") }
                     viewBar.current?.update(done)
                 }, progress: { p in
                     stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
                     stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
-                })
-            }
+                }, shouldContinue: { !stop.current })
         }
-        for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
-        print(String(format: "adapted '%@': %d items with views, %d steps (%d epochs), loss %.3f → %.3f, in %.0f s; the head is stored in the index",
-                     name, summary.items, summary.steps, epochs, summary.firstLoss, summary.finalLoss, Date().timeIntervalSince(start)))
     }
 }

@@ -101,10 +101,10 @@ struct NNCLRTests {
             (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (30, 8, 32, 32)
             (configuration.queueCapacity, configuration.usesQueue, configuration.learningRate, configuration.seed) = (64, useQueue, 3e-3, 5)
             var reported = 0
-            let (model, losses) = try Adaptation.train(items, configuration: configuration) { p in
+            let (model, losses) = try Adaptation.train(items, configuration: configuration, progress: { p in
                 reported += 1
                 #expect(p.step == reported && p.steps == 120 && p.epoch == (p.step - 1) / 4 + 1)
-            }
+            })
             #expect(losses.count == 120 && reported == 120)
             let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
             #expect(last < first - 0.2, "queue \(useQueue): loss \(first) → \(last)")
@@ -169,6 +169,40 @@ struct AdaptationTests {
         #expect(replaced.configuration.seed == 9 && replaced.model != stored.model)
         try index.setAdaptedHead(nil)
         #expect(try index.adaptedHead() == nil && index.check().isEmpty)
+
+        // Stopped before the last epoch (one step each), it keeps a checkpoint of the third;
+        // resumed, it ends with exactly the head of a run never stopped.
+        var longer = configuration
+        (longer.epochs, longer.seed) = (4, 3)
+        let whole = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer)
+        var steps = 0
+        let stopped = #expect(throws: AdaptationCancelled.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 3600,
+                                 progress: { _ in steps += 1 }, shouldContinue: { steps < 3 })
+        }
+        #expect(stopped?.steps == 3 && stopped?.checkpoint?.epochs == 3)
+        #expect(try index.adaptedHead() != nil && index.adaptationCheckpoint() != nil)
+        let checkpoint = try AdaptationCheckpoint(decoding: try #require(try index.adaptationCheckpoint()))
+        #expect(checkpoint.epochs == 3 && checkpoint.configuration == longer && checkpoint.views == recipe.stored)
+        var other2 = longer
+        other2.epochs = 1  // ignored: a resumed run takes the checkpoint's settings
+        let resumed = try Adaptation.adapt(index, encoder: encoder, recipe: try ViewRecipe(count: 3), configuration: other2, resume: true)
+        #expect(resumed.steps == 4 && resumed.head?.model == whole.head?.model && resumed.head?.configuration == longer)
+        #expect(try index.adaptationCheckpoint() == nil)  // the stored head ended it
+        let nothing = #expect(throws: AdaptationError.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, resume: true)
+        }
+        #expect(nothing?.code == .noCheckpoint)
+        // A checkpoint of other items is refused.
+        steps = 0
+        _ = try? Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 0,
+                                  progress: { _ in steps += 1 }, shouldContinue: { steps < 2 })
+        #expect(try index.adaptationCheckpoint() != nil)
+        _ = try index.delete([5])
+        let changed = #expect(throws: AdaptationError.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, resume: true)
+        }
+        #expect(changed?.code == .noCheckpoint && changed?.description.contains("changed") == true)
 
         let vectors = TemporaryIndex()
         defer { vectors.cleanup() }
