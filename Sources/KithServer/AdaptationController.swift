@@ -26,7 +26,7 @@ struct AdaptationController {
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
         let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, seed: body.seed ?? 0)
         let encoder = try await service.batcher(model: try index.backbone()).encoder
-        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration)
+        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: body.resume ?? false)
     }
 
     @Sendable func job(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
@@ -50,6 +50,8 @@ struct AdaptationRequest: Decodable {
     var flip: Bool?
     var noQueue: Bool?
     var seed: UInt64?
+    /// Go on with the index's stopped adaptation (cancelled or interrupted), with its settings.
+    var resume: Bool?
 
     var configuration: AdaptationConfiguration {
         var c = AdaptationConfiguration()
@@ -107,7 +109,8 @@ actor Adaptations {
     private var order: [String] = []
     private var next = 1
 
-    func start(_ index: Index, encoder: KithBackbone.Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration) throws -> AdaptationJob {
+    func start(_ index: Index, encoder: KithBackbone.Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
+               resume: Bool) throws -> AdaptationJob {
         if let running = jobs.values.first(where: { $0.job.current.state == .running })?.job.current {
             throw APIError(.conflict, "adaptation_running", "adaptation \(running.id) of index '\(running.index)' is running; one runs at a time")
         }
@@ -126,7 +129,7 @@ actor Adaptations {
         Task.detached {
             await offload {
                 do {
-                    let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, viewProgress: { done, total in
+                    let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume, viewProgress: { done, total in
                         job.withLock { ($0.done, $0.total) = (done, total) }
                     }, progress: { p in
                         job.withLock { ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = ("training", p.step, p.steps, p.epoch, p.loss) }
@@ -134,7 +137,7 @@ actor Adaptations {
                     job.withLock {
                         $0.state = .succeeded
                         $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
-                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: configuration.dimension)
+                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension)
                     }
                 } catch is AdaptationCancelled {
                     job.withLock { $0.state = .cancelled }

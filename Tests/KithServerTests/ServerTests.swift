@@ -275,6 +275,9 @@ struct ServerTests {
             let empty = try await client.execute(uri: "/v1/indexes/b/adaptations", method: .post, headers: jsonHeaders, body: jsonBody([:]))
             let failed = try await poll(try #require(empty.json["id"] as? String), index: "b") { $0["state"] as? String != "running" }
             #expect(failed["state"] as? String == "failed" && (failed["error"] as? [String: Any])?["code"] as? String == "not_enough_data", "\(failed)")
+            let resume = try await client.execute(uri: "/v1/indexes/b/adaptations", method: .post, headers: jsonHeaders, body: jsonBody(["resume": true]))
+            let nothing = try await poll(try #require(resume.json["id"] as? String), index: "b") { $0["state"] as? String != "running" }
+            #expect((nothing["error"] as? [String: Any])?["code"] as? String == "no_checkpoint", "\(nothing)")
         }
     }
 

@@ -108,6 +108,35 @@ struct QueryCLITests {
         #expect(tooMany.status != 0 && tooMany.stderr.contains("need 5 classes"))
     }
 
+    @Test("Ctrl-C stops kith adapt with a checkpoint; --resume finishes it")
+    func interruptAndResume() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-adapt-cli-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        _ = try images.makeImages(12, in: dir + "/photos")
+        #expect(try cli.kith(["index", "create", "r", "--model", "resnet18-random"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add", "r", dir + "/photos"], indexes: indexes).status == 0)
+        let settings = ["--epochs", "200", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2"]
+        let started = try cli.start(["adapt", "r"] + settings, indexes: indexes)
+        // Interrupted once its progress (a line every 5 s) shows the third epoch or later.
+        for _ in 0..<600 where started.process.isRunning {
+            let log = (try? String(contentsOf: started.err, encoding: .utf8)) ?? ""
+            let epochs = log.components(separatedBy: "epoch ").dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
+            if (epochs.max() ?? 0) >= 3 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        kill(started.process.processIdentifier, SIGINT)
+        started.process.waitUntilExit()
+        let stopped = try cli.finish(started)
+        #expect(stopped.status == 130 && stopped.stderr.contains("no head stored; `kith adapt r --resume` goes on from epoch"), "\(stopped.text)\(stopped.stderr)")
+        let noHead = try cli.kith(["search", "r", "id:1", "--space", "adapted"], indexes: indexes)
+        #expect(noHead.status != 0 && noHead.stderr.contains("has no adapted head"))
+        let resumed = try cli.kith(["adapt", "r", "--resume"], indexes: indexes)
+        #expect(resumed.status == 0 && resumed.text.contains("adapted 'r': 12 items with views, 1200 steps (200 epochs)"), "\(resumed.text)\(resumed.stderr)")
+        let again = try cli.kith(["adapt", "r", "--resume"], indexes: indexes)
+        #expect(again.status != 0 && again.stderr.contains("no stopped adaptation to resume"), "\(again.stderr)")
+    }
+
     @Test("nn returns the nearest queue entry; an empty queue is a clear error")
     func nearestInQueue() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-nn-cli-\(UUID())").path
