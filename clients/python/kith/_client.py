@@ -285,12 +285,14 @@ class _Operations:
         return _Call("POST", path, json={"ids": [int(i) for i in queries], **options})
 
     def search(self, index: str, queries: Union[np.ndarray, Sequence[int]], k: int = 10,
-               labels: Optional[Sequence[str]] = None, exclude_labels: Optional[Sequence[str]] = None) -> Op[SearchResults]:
+               labels: Optional[Sequence[str]] = None, exclude_labels: Optional[Sequence[str]] = None,
+               space: Optional[str] = None) -> Op[SearchResults]:
         """The ``k`` most similar items of ``index`` for each query: rows of a float matrix
         (one vector each), or item ids ("more like this", never the item itself). ``labels``
-        keeps only items with one of them; ``exclude_labels`` drops items with one of them."""
+        keeps only items with one of them; ``exclude_labels`` drops items with one of them.
+        ``space``: ``backbone`` or ``adapted`` (default: adapted once the index has an adapted head)."""
         options = {"k": k, "labels": list(labels) if labels is not None else None,
-                   "exclude_labels": list(exclude_labels) if exclude_labels else None}
+                   "exclude_labels": list(exclude_labels) if exclude_labels else None, "space": space}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/search", queries, options)
         hits = reply.json()["results"]
         width = max([len(row) for row in hits] + [0])
@@ -303,12 +305,12 @@ class _Operations:
         return SearchResults(ids, scores, names, hits)
 
     def classify(self, index: str, queries: Union[np.ndarray, Sequence[int]], head: str = "logreg", top: int = 5,
-                 balanced: bool = False) -> Op[List[Prediction]]:
+                 balanced: bool = False, space: Optional[str] = None) -> Op[List[Prediction]]:
         """Classifies each query (vectors or item ids) with a few-shot ``head`` (``logreg``,
         ``prototype``, ``knn``, ``copa``, with options such as ``prototype+whiten``: docs/heads.md)
         fitted on the index's labelled items; ``balanced`` weights the logistic regression's
         classes n / (K·n_k)."""
-        options = {"head": head, "top": top, "balanced": balanced}
+        options = {"head": head, "top": top, "balanced": balanced, "space": space}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", queries, options)
         return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]])
                 for p in reply.json()["predictions"]]
@@ -331,10 +333,12 @@ class _Operations:
         reply = yield call
         return np.array(reply.json()["sequences"], dtype=np.uint64)
 
-    def nearest_in_queue(self, index: str, z: np.ndarray, queue: str = "") -> Op[Neighbours]:
+    def nearest_in_queue(self, index: str, z: np.ndarray, queue: str = "", space: Optional[str] = None) -> Op[Neighbours]:
         """NN(z, Q): for each row of ``z``, the most similar entry of the queue, as arrays
-        ``(vectors, ids, scores)`` (ids are the entries' item ids, -1 for none)."""
-        reply = yield _Call("POST", f"/v1/indexes/{index}/queue/nn", params={"queue": queue} if queue else {},
+        ``(vectors, ids, scores)`` (ids are the entries' item ids, -1 for none); in the adapted
+        space the entries are mapped through the index's adapted head."""
+        params = {k: v for k, v in {"queue": queue, "space": space}.items() if v}
+        reply = yield _Call("POST", f"/v1/indexes/{index}/queue/nn", params=params,
                             content=_npy(z), content_type=NPY, accept=NPY)
         records = reply.array()
         return Neighbours(np.ascontiguousarray(records["vector"]), records["item"].astype(np.int64),
@@ -353,11 +357,31 @@ class _Operations:
         """Empties a queue."""
         yield _Call("DELETE", f"/v1/indexes/{index}/queue", params={"queue": queue} if queue else {})
 
+    # Adaptation (kith adapt as a job).
+
+    def adapt(self, index: str, **settings: Any) -> Op[Dict[str, Any]]:
+        """Starts adapting ``index`` (NNCLR on its items' views; docs/adapt.md) with ``kith adapt``'s
+        settings (``epochs``, ``dimension``, ``hidden``, ``items_per_step``, ``queue_capacity``,
+        ``views``, ``flip``, ``no_queue``, ``seed``, ``resume``); returns the job (``id``, ``state``…)."""
+        reply = yield _Call("POST", f"/v1/indexes/{index}/adaptations", json=settings)
+        return reply.json()
+
+    def adaptation(self, index: str, job: str) -> Op[Dict[str, Any]]:
+        """An adaptation job: ``state`` (running, succeeded, failed, cancelled), ``phase``, ``done``/``total``, ``loss``."""
+        reply = yield _Call("GET", f"/v1/indexes/{index}/adaptations/{job}")
+        return reply.json()
+
+    def cancel_adaptation(self, index: str, job: str) -> Op[Dict[str, Any]]:
+        """Asks a job to stop before its next step (it stores no head)."""
+        reply = yield _Call("DELETE", f"/v1/indexes/{index}/adaptations/{job}")
+        return reply.json()
+
     # Evaluation.
 
     def eval_fewshot(self, index: str, way: int = 5, shot: int = 1, queries: int = 15, episodes: int = 600, seed: int = 0,
                      heads: Optional[Sequence[str]] = None, balanced: bool = False, within_coarse: bool = False,
-                     long_tail: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> Op[List[EvalResult]]:
+                     long_tail: bool = False, progress: Optional[Callable[[int, int], None]] = None,
+                     space: Optional[str] = None) -> Op[List[EvalResult]]:
         """Episodic ``way``-way ``shot``-shot accuracy of the heads (names with options, e.g.
         ``prototype+whiten``; default: each head plain; ``all``: the recommended ones) on the index's
         labelled items, mean ± 95% confidence interval; ``within_coarse`` draws each episode's
@@ -368,6 +392,8 @@ class _Operations:
                                 "within_coarse": within_coarse, "long_tail": long_tail}
         if heads is not None:
             body["heads"] = list(heads)
+        if space is not None:
+            body["space"] = space
         yield _Call("POST", f"/v1/indexes/{index}/eval/fewshot", json=body, lines=True)
         while True:
             line = yield None  # the next line of the stream
@@ -521,6 +547,9 @@ class Client:
     queue = _sync(_Operations.queue)
     clear_queue = _sync(_Operations.clear_queue)
     eval_fewshot = _sync(_Operations.eval_fewshot)
+    adapt = _sync(_Operations.adapt)
+    adaptation = _sync(_Operations.adaptation)
+    cancel_adaptation = _sync(_Operations.cancel_adaptation)
 
 
 class AsyncClient:
@@ -594,3 +623,6 @@ class AsyncClient:
     queue = _async(_Operations.queue)
     clear_queue = _async(_Operations.clear_queue)
     eval_fewshot = _async(_Operations.eval_fewshot)
+    adapt = _async(_Operations.adapt)
+    adaptation = _async(_Operations.adaptation)
+    cancel_adaptation = _async(_Operations.cancel_adaptation)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
+import time
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,19 @@ def test_images(client: kith.Client, name: str) -> None:
     embeddings = client.embed(paths, model="resnet18-random")
     assert embeddings.shape == (2, 512) and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
     assert list(client.search(name, embeddings[:1], k=1).ids[0]) == [1]
+    assert list(client.search(name, embeddings[:1], k=1, space="backbone").ids[0]) == [1]
+    with pytest.raises(kith.NoAdaptedHeadError):
+        client.search(name, [1], space="adapted")
+    job = client.adapt(name, epochs=1, views=2)  # uploads leave no image file to make views from
+    assert job["state"] == "running" and job["phase"] == "views"
+    for _ in range(600):
+        job = client.adaptation(name, job["id"])
+        if job["state"] != "running":
+            break
+        time.sleep(0.05)
+    assert job["state"] == "failed" and job["error"]["code"] == "not_enough_data", job
+    with pytest.raises(kith.JobNotFoundError):
+        client.cancel_adaptation(name, "999")
     assert any(m["name"] == "resnet18-random" and m["dimension"] == 512 for m in client.models())
     with pytest.raises(kith.CorruptImageError):
         client.embed([(FIXTURES.parent / "bad" / "truncated.jpg").read_bytes()], model="resnet18-random")
