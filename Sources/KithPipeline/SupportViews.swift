@@ -4,41 +4,76 @@ import KithImage
 import KithIndex
 import KithMath
 
-/// How the views of support images are made (SCL's augmented support sets): `count` fixed,
-/// seeded transforms, the same for every image: a crop of 75–100% of the side at a random
-/// place, a turn of up to ±10°, and, where the domain allows it (`flip`), every other view
-/// mirrored. The recipe is stored with the views (`stored`), so an index never mixes two, and
-/// images added later get views of the same recipe.
+/// How the views of support images are made (SCL's augmented support sets; NNCLR's views for
+/// `kith adapt`): `count` fixed, seeded transforms, the same for every image: a crop of 75–100%
+/// of the side at a random place, a turn of up to ±10°, and, where the domain allows it, every
+/// other view mirrored (`flip`), colour jitter (`jitter`: brightness, contrast and saturation
+/// each by a factor of 0.6–1.4, SimCLR's strength 0.5 without hue) and a Gaussian blur of every
+/// other view (`blur`: σ of 0.1–2 pixels at 224, as SimCLR). The recipe is stored with the views
+/// (`stored`), so an index never mixes two, and images added later get views of the same recipe.
 public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Views per image, 1…16.
     public var count: Int
     /// Whether mirrored views keep the label (photos: yes; text, digits, glyphs: no). Default: false.
     public var flip: Bool
+    /// Whether colours may change without changing the label. Default: false.
+    public var jitter: Bool
+    /// Whether blurred images keep the label. Default: false.
+    public var blur: Bool
     public var seed: UInt64
 
     public static let maxCount = 16
 
     /// - Throws: `invalid_configuration` for a count outside 1…16.
-    public init(count: Int = 4, flip: Bool = false, seed: UInt64 = 0) throws(IndexError) {
+    public init(count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, seed: UInt64 = 0) throws(IndexError) {
         guard (1...Self.maxCount).contains(count) else {
             throw IndexError.invalidConfiguration("a support set has 1 to \(Self.maxCount) views per image, not \(count)")
         }
-        (self.count, self.flip, self.seed) = (count, flip, seed)
+        (self.count, self.flip, self.jitter, self.blur, self.seed) = (count, flip, jitter, blur, seed)
     }
 
-    /// The transforms, in order: view k from SplitMix64(seed + k).
+    /// The transforms, in order: view k from SplitMix64(seed + k). The draws for jitter and blur
+    /// come after the geometric ones, so adding them leaves the crops and turns as they were.
     public var transforms: [ViewTransform] {
         (0..<count).map { k in
             var rng = SplitMix64(seed: seed &+ UInt64(k))
             let scale = 0.75 + 0.25 * rng.nextDouble()
             let x = 2 * rng.nextDouble() - 1, y = 2 * rng.nextDouble() - 1
             let degrees = 20 * rng.nextDouble() - 10
-            return ViewTransform(scale: scale, offsetX: x, offsetY: y, degrees: degrees, flip: flip && k % 2 == 1)
+            var transform = ViewTransform(scale: scale, offsetX: x, offsetY: y, degrees: degrees, flip: flip && k % 2 == 1)
+            if jitter {
+                transform.brightness = 0.6 + 0.8 * rng.nextDouble()
+                transform.contrast = 0.6 + 0.8 * rng.nextDouble()
+                transform.saturation = 0.6 + 0.8 * rng.nextDouble()
+            }
+            if blur && k % 2 == 0 { transform.blur = 0.1 + 1.9 * rng.nextDouble() }
+            return transform
         }
     }
 
+    private enum CodingKeys: String, CodingKey { case count, flip, jitter, blur, seed }
+
+    public init(from decoder: any Swift.Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(count: try c.decode(Int.self, forKey: .count), flip: try c.decode(Bool.self, forKey: .flip),
+                      jitter: try c.decodeIfPresent(Bool.self, forKey: .jitter) ?? false,
+                      blur: try c.decodeIfPresent(Bool.self, forKey: .blur) ?? false, seed: try c.decode(UInt64.self, forKey: .seed))
+    }
+
+    /// `jitter` and `blur` are written only when set: a recipe without them is stored exactly as
+    /// before they existed, so the views of older indexes stay valid.
+    public func encode(to encoder: any Swift.Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(count, forKey: .count)
+        try c.encode(flip, forKey: .flip)
+        if jitter { try c.encode(jitter, forKey: .jitter) }
+        if blur { try c.encode(blur, forKey: .blur) }
+        try c.encode(seed, forKey: .seed)
+    }
+
     public var description: String {
-        "\(count) views: crop 0.75–1 of the side, turn ±10°, \(flip ? "every other mirrored" : "no mirroring"), seed \(seed)"
+        "\(count) views: crop 0.75–1 of the side, turn ±10°, \(flip ? "every other mirrored" : "no mirroring")"
+            + (jitter ? ", colour jitter" : "") + (blur ? ", every other blurred" : "") + ", seed \(seed)"
     }
 
     /// The recipe as an index stores it (JSON with sorted keys).

@@ -24,7 +24,8 @@ struct AdaptationController {
         let body = try await API.decode(AdaptationRequest.self, request, context)
         let configuration = body.configuration
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
-        let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, seed: body.seed ?? 0)
+        let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
+                                    seed: body.seed ?? 0)
         let encoder = try await service.batcher(model: try index.backbone()).encoder
         return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: body.resume ?? false)
     }
@@ -48,6 +49,8 @@ struct AdaptationRequest: Decodable {
     var queueCapacity: Int?
     var views: Int?
     var flip: Bool?
+    var jitter: Bool?
+    var blur: Bool?
     var noQueue: Bool?
     var seed: UInt64?
     /// Go on with the index's stopped adaptation (cancelled or interrupted), with its settings.

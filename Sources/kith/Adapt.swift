@@ -28,7 +28,7 @@ struct Adapt: AsyncParsableCommand {
     @Option(help: "Items per training step.") var itemsPerStep: Int = 128
     @Option(help: "Entries of the queue of projections (the support set Q).") var queueCapacity: Int = 8192
     @Option(help: "Views per item (1–\(ViewRecipe.maxCount)).") var views: Int = 4
-    @Flag(help: "Mirror every other view (only where mirroring keeps the meaning).") var flip = false
+    @OptionGroup(title: "Views") var domain: ViewDomainOptions
     @Flag(help: "The ablation: each view's own projection as its positive, no queue.") var noQueue = false
     @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = 0
     @Option(help: ArgumentHelp("Copy this index's adapted head instead of training one (same backbone).", valueName: "index"))
@@ -61,7 +61,7 @@ struct Adapt: AsyncParsableCommand {
             return print("copied the adapted head of '\(headFrom)' to '\(name)'")
         }
         let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
-        let recipe = try reporting { try ViewRecipe(count: views, flip: flip, seed: seed) }
+        let recipe = try reporting { try domain.recipe(count: views, seed: seed) }
         let configuration = configuration
         let start = Date()
         // Made on the first report, which knows the totals.

@@ -5,6 +5,7 @@ import KithBackbone
 import KithImage
 import KithIndex
 import KithMath
+import KithPipeline
 import KithQuery
 
 /// How images are decoded and embedded: shared by the commands that run a backbone and `serve`.
@@ -52,6 +53,20 @@ struct BackboneOptions: ParsableArguments {
         configuration.computesLogits = logits
         configuration.thumbnailSize = thumbnails
         return Encoder(backbone: try library.load(model ?? self.model), configuration: configuration)
+    }
+}
+
+/// What a view may change without changing an image's meaning (`kith index views`, `kith adapt`).
+struct ViewDomainOptions: ParsableArguments {
+    @Flag(help: "Mirror every other view (only where mirroring keeps the meaning: photos, not text or digits).")
+    var flip = false
+    @Flag(help: "Jitter brightness, contrast and saturation (where colour does not carry the meaning).")
+    var jitter = false
+    @Flag(help: "Blur every other view (where fine detail does not carry the meaning).")
+    var blur = false
+
+    func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
+        try ViewRecipe(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed)
     }
 }
 

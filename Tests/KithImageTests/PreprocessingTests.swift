@@ -87,4 +87,48 @@ struct ViewTests {
         // Near the centre the turn moves pixels by under one: values stay close to the source's.
         #expect(abs(Int(pixel(turned, 3, 3)[2]) - Int(pixel(grid(), 3, 3)[2])) <= 6)
     }
+
+    /// The committed reference (tools/make_view_fixtures.py): a seeded 13 × 9 image, Pillow's
+    /// ImageEnhance for the jitter and scipy's gaussian_filter for the blur.
+    func viewReference() throws -> (image: RGBImage, json: [String: Any]) {
+        let json = try Fixtures.json("views/reference.json")
+        let image = RGBImage(width: json["width"] as! Int, height: json["height"] as! Int, pixels: (json["pixels"] as! [Int]).map(UInt8.init))
+        return (image, json)
+    }
+
+    @Test("Colour jitter matches Pillow's ImageEnhance brightness, contrast and colour")
+    func jitterMatchesPillow() throws {
+        let (image, json) = try viewReference()
+        for entry in json["jitter"] as! [[String: Any]] {
+            let transform = ViewTransform(brightness: entry["brightness"] as! Double, contrast: entry["contrast"] as! Double,
+                                          saturation: entry["saturation"] as! Double)
+            let ours = image.view(transform).pixels, expected = (entry["pixels"] as! [Int])
+            let diffs = zip(ours, expected).map { abs(Int($0) - $1) }
+            // Pillow truncates each blend where Kith rounds: at most one per step (half on average), three steps.
+            #expect(diffs.max()! <= 3, "\(entry["brightness"]!): max \(diffs.max()!)")
+            #expect(Double(diffs.reduce(0, +)) / Double(diffs.count) < 2)
+            #expect(ours != image.pixels)
+        }
+    }
+
+    @Test("Blur matches scipy's gaussian_filter (edges extended, truncated at 3σ)", arguments: [0, 1, 2])
+    func blurMatchesScipy(case number: Int) throws {
+        let (image, json) = try viewReference()
+        let entry = (json["blur"] as! [[String: Any]])[number]
+        let sigma = entry["sigma"] as! Double
+        // The transform's σ is in pixels of a 224-pixel side; this image's shorter side is 9.
+        let ours = image.view(ViewTransform(blur: sigma * 224 / 9)).pixels, expected = entry["pixels"] as! [Int]
+        let diffs = zip(ours, expected).map { abs(Int($0) - $1) }
+        #expect(diffs.max()! <= 1, "σ \(sigma): max \(diffs.max()!)")
+        #expect(ours != image.pixels)
+    }
+
+    @Test("Jitter and blur keep a flat grey image grey; factors of 1 and no blur change nothing")
+    func jitterAndBlurIdentities() throws {
+        let (image, _) = try viewReference()
+        #expect(image.view(ViewTransform(brightness: 1, contrast: 1, saturation: 1, blur: 0)) == image)
+        let grey = RGBImage(width: 7, height: 5, pixels: [UInt8](repeating: 100, count: 105))
+        #expect(grey.view(ViewTransform(contrast: 1.4, saturation: 0.6, blur: 50)) == grey)
+        #expect(grey.view(ViewTransform(brightness: 1.2)).pixels.allSatisfy { $0 == 120 })
+    }
 }

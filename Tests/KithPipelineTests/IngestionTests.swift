@@ -139,4 +139,21 @@ struct IngestionTests {
         let refused = #expect(throws: IndexError.self) { try SupportViews.addMissing(to: own, encoder: encoder, recipe: recipe) }
         #expect(refused?.code == .noBackbone)
     }
+
+    @Test("A recipe with jitter and blur keeps the same crops and turns; one without them is stored as before")
+    func jitterAndBlurRecipes() throws {
+        let plain = try ViewRecipe(count: 4, flip: true, seed: 3), rich = try ViewRecipe(count: 4, flip: true, jitter: true, blur: true, seed: 3)
+        // Recipes stored before jitter and blur existed must still compare equal (views stay valid).
+        #expect(plain.stored == #"{"count":4,"flip":true,"seed":3}"#)
+        #expect(ViewRecipe(stored: plain.stored) == plain && ViewRecipe(stored: rich.stored) == rich)
+        #expect(rich.stored.contains(#""blur":true"#) && rich.stored.contains(#""jitter":true"#))
+        for (a, b) in zip(plain.transforms, rich.transforms) {
+            #expect(a.scale == b.scale && a.offsetX == b.offsetX && a.degrees == b.degrees && a.flip == b.flip)
+            #expect(a.brightness == 1 && a.contrast == 1 && a.saturation == 1 && a.blur == 0)
+            #expect([b.brightness, b.contrast, b.saturation].allSatisfy { (0.6...1.4).contains($0) && $0 != 1 })
+        }
+        #expect(rich.transforms.map { $0.blur > 0 } == [true, false, true, false])
+        #expect(rich.transforms.allSatisfy { $0.blur == 0 || (0.1...2).contains($0.blur) })
+        #expect(rich.description.contains("colour jitter") && rich.description.contains("blurred"))
+    }
 }

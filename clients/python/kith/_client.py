@@ -362,7 +362,7 @@ class _Operations:
     def adapt(self, index: str, **settings: Any) -> Op[Dict[str, Any]]:
         """Starts adapting ``index`` (NNCLR on its items' views; docs/adapt.md) with ``kith adapt``'s
         settings (``epochs``, ``dimension``, ``hidden``, ``items_per_step``, ``queue_capacity``,
-        ``views``, ``flip``, ``no_queue``, ``seed``, ``resume``); returns the job (``id``, ``state``…)."""
+        ``views``, ``flip``, ``jitter``, ``blur``, ``no_queue``, ``seed``, ``resume``); returns the job (``id``, ``state``…)."""
         reply = yield _Call("POST", f"/v1/indexes/{index}/adaptations", json=settings)
         return reply.json()
 
