@@ -26,7 +26,9 @@ let package = Package(
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
 
-        .target(name: "KithMath", dependencies: ["CBLAS"], swiftSettings: strict),
+        // Kith's own SIMD kernels in C (8-bit code scoring), chosen at run time by the CPU's features.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "KithMath", dependencies: ["CBLAS", "CKernels"], swiftSettings: strict),
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: strict),
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),

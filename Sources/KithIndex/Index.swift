@@ -8,6 +8,8 @@ public final class Index: Sendable {
     public let path: String
     public let metadata: IndexMetadata
     let env: Environment
+    /// The approximate-search model last read, by stamp (centroids are megabytes: read once).
+    let annCache = Locked<(stamp: UInt64, model: ANNModel)?>(nil)
 
     static let maxLabelBytes = 400
     /// The most values a vector may have.

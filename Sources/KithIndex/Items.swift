@@ -17,6 +17,7 @@ extension Index {
                 var outcomes: [AddOutcome] = []
                 var seen: [ContentHash: UInt64] = [:]
                 var pending: [(vector: [Float], scale: Float)] = []
+                var added: [UInt64] = []
                 let now = Date()
                 for (item, scale) in zip(items, scales) {
                     if let hash = item.contentHash {
@@ -39,10 +40,12 @@ extension Index {
                     }
                     if let thumbnail = item.thumbnail { try txn.put(.thumbnails, key(id), Array(thumbnail)) }
                     pending.append((item.vector, scale))
+                    added.append(id)
                     outcomes.append(.added(id))
                     state.items += 1
                 }
                 try writeVectors(pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
+                try addCodes(added, pending.map { p in p.vector.map { $0 * p.scale } }, txn)
                 if !pending.isEmpty {
                     state.generation += 1
                     if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
@@ -269,6 +272,7 @@ extension Index {
                     if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
                     try txn.delete(.thumbnails, key(id))
                     try txn.delete(.views, key(id))
+                    try removeCode(id, txn)
                     deleted.append(id)
                     state.items -= 1
                 }

@@ -93,6 +93,7 @@ extension Index {
                     if try txn.get(.items, key(id)) == nil { problems.append("a thumbnail is kept for missing item \(id)") }
                     return true
                 }
+                problems += try checkANN(txn, state)
                 return problems
             }
         }

@@ -18,11 +18,15 @@ enum Database: String, CaseIterable {
     case thumbnails
     /// Item id → embeddings of label-preserving views of its image (count × dimension float32).
     case views
+    /// List number (u32 big-endian), item id → the item's 8-bit code (approximate search).
+    case annLists
+    /// Item id → the list holding its code (u32).
+    case annItems
 
     var flags: UInt32 { self == .labels ? DatabaseFlags.duplicateFixedIDs : DatabaseFlags.plain }
 
     /// Databases that indexes made before them lack: created when such an index is opened.
-    var createdOnOpen: Bool { self == .thumbnails || self == .views }
+    var createdOnOpen: Bool { self == .thumbnails || self == .views || self == .annLists || self == .annItems }
 }
 
 

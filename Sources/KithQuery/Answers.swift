@@ -129,11 +129,14 @@ public struct IndexInfo: Encodable, Sendable {
     public var name: String
     public var metadata: IndexMetadata
     public var stats: IndexStats?
+    /// The approximate-search structure, if the index has one.
+    public var ann: ANNStatus?
 
     public init(_ index: Index) throws(IndexError) {
         name = index.name
         metadata = index.metadata
         stats = try index.stats()
+        ann = try index.annStatus()
     }
 }
 

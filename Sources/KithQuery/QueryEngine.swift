@@ -244,23 +244,51 @@ public actor QueryEngine {
     /// smaller; no queries, no results). k beyond `limits.maxK` is refused.
     /// With `coarse`, only items of one coarse class are searched, ranked by the cosine or by
     /// ANCOR's angularly normalised similarity (`CoarseSearch`).
+    /// - Parameters:
+    ///   - method: exact, approximate (the index's inverted file, in the backbone's space), or
+    ///     automatic (approximate for large indexes that have one ready; docs/ann.md).
+    ///   - probes: lists an approximate search probes (nil: the index's default).
     public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil, coarse: CoarseSearch? = nil,
-                                   space: QuerySpace = .automatic) async throws(QueryError) -> [[SearchResult]] {
+                                   space: QuerySpace = .automatic, method: SearchMethod = .automatic,
+                                   probes: Int? = nil) async throws(QueryError) -> [[SearchResult]] {
         try limits.check(k: k)
+        if let probes { try limits.check(probes: probes) }
         let projection = try await resolve(space)
         let matrix = try await vectors(for: queries, in: projection)
         guard !queries.isEmpty else { return [] }
-        let snapshot = try await snapshot(in: projection)
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let (index, configuration) = (index, searchConfiguration)
-        return try await blocking {
-            let hits: [[Hit]]
-            if let coarse {
-                hits = try coarse.search(matrix, in: snapshot, k: k, filter: filter, excluding: excluding, configuration: configuration)
-            } else {
-                hits = ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+        if method == .approximate && (projection != nil || coarse != nil) {
+            throw QueryError(.invalidQuery, projection != nil
+                ? "approximate search runs on the backbone's embeddings; ask for space backbone, or for exact search"
+                : "a search within a coarse class is exact; do not ask for approximate search with it")
+        }
+        if method != .exact, projection == nil, coarse == nil {
+            let hits = try await blocking { () throws -> [[(id: UInt64, score: Float)]]? in
+                if method == .automatic, try index.stats().items < configuration.approximateFrom { return nil }
+                return try ApproximateSearch(index: index, probes: probes, threads: configuration.threads)
+                    .search(matrix, k: k, filter: filter, excluding: excluding)
             }
-            return try hits.map { row in
+            if let hits { return try await results(hits) }
+            if method == .approximate {
+                throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready; build one with `kith index build-ann \(index.name)`")
+            }
+        }
+        let snapshot = try await snapshot(in: projection)
+        let hits = try await blocking {
+            if let coarse {
+                return try coarse.search(matrix, in: snapshot, k: k, filter: filter, excluding: excluding, configuration: configuration)
+            }
+            return ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+        }
+        return try await results(hits.map { $0.map { ($0.id, $0.score) } })
+    }
+
+    /// Search hits with their items' labels, sources and metadata.
+    private nonisolated func results(_ hits: [[(id: UInt64, score: Float)]]) async throws(QueryError) -> [[SearchResult]] {
+        let index = index
+        return try await blocking {
+            try hits.map { row in
                 try row.map { hit in
                     let item = try index.item(hit.id)
                     return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,

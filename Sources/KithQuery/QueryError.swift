@@ -15,6 +15,8 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         public static let wrongSpace = Code(rawValue: "wrong_space")
         /// The adapted space is asked for and the index has no adapted head (`kith adapt`).
         public static let noAdaptedHead = Code(rawValue: "no_adapted_head")
+        /// Approximate search is asked for and the index has no structure ready (`kith index build-ann`).
+        public static let noApproximateIndex = Code(rawValue: "no_approximate_index")
         /// A number from the caller is outside its bounds (`parameter` and `bounds` say which).
         public static let outOfRange = Code(rawValue: "out_of_range")
         /// The caller went away (an evaluation stopped early).
@@ -93,6 +95,8 @@ public struct QueryLimits: Sendable {
     public var maxEpisodes: Int = 10_000
     /// Most items or queue entries returned by one read. Default: 1,000.
     public var maxPageSize: Int = 1_000
+    /// Most lists one approximate search probes (beyond an index's lists, all are probed). Default: 65,536.
+    public var maxProbes: Int = 65_536
 
     public init() {}
 
@@ -111,6 +115,7 @@ public struct QueryLimits: Sendable {
 
     /// Checks k and the size of a page.
     public func check(k: Int) throws(QueryError) { try QueryError.require("k", k, in: 1...maxK) }
+    public func check(probes: Int) throws(QueryError) { try QueryError.require("nprobe", probes, in: 1...maxProbes) }
     public func check(pageSize: Int, parameter: String = "limit") throws(QueryError) {
         try QueryError.require(parameter, pageSize, in: 1...maxPageSize)
     }

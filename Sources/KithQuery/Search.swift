@@ -43,6 +43,10 @@ public struct SearchConfiguration: Sendable {
     /// Threads: a batch of queries is split between them; a single query splits the items.
     /// Default: the number of active processors.
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Searches with `SearchMethod.automatic` are approximate from this many items on, when the
+    /// index has an approximate-search structure ready (below, exact search is fast and exact).
+    /// Default: 100,000.
+    public var approximateFrom: Int = 100_000
 
     public init() {}
 }

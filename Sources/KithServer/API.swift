@@ -49,6 +49,13 @@ enum API {
         return value
     }
 
+    /// `true` or `false` from a query string or form field; nil when absent.
+    static func boolean(_ name: String, _ text: String?) throws -> Bool? {
+        guard let text else { return nil }
+        guard let value = Bool(text) else { throw APIError.badRequest("invalid_request", "\(name) must be true or false; got '\(text.prefix(40))'") }
+        return value
+    }
+
     /// The embedding space a query asks for (`space`: backbone or adapted; default automatic).
     static func space(_ text: String?) throws -> QuerySpace {
         guard let text else { return .automatic }

@@ -60,7 +60,8 @@ struct QueryController {
         return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
                             coarseLabel: value("coarse_label"), angular: value("angular") == "true",
                             head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")),
-                            space: try API.space(value("space")))
+                            space: try API.space(value("space")), exact: try API.boolean("exact", value("exact")),
+                            nprobe: try API.integer("nprobe", value("nprobe")))
     }
 
     @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> [String: [[SearchResult]]] {
@@ -68,7 +69,7 @@ struct QueryController {
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
         return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch,
-                                                   space: options.space ?? .automatic)]
+                                                   space: options.space ?? .automatic, method: options.method, probes: options.nprobe)]
     }
 
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {

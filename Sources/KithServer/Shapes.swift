@@ -57,6 +57,13 @@ struct QueryRequest: Decodable {
     var top: Int?
     /// backbone, adapted or automatic (the default: adapted once the index has an adapted head).
     var space: QuerySpace?
+    /// search: true scores every item, false uses the approximate-search structure; absent:
+    /// approximate for large indexes that have one ready.
+    var exact: Bool?
+    /// search: lists an approximate search probes (default: the index's).
+    var nprobe: Int?
+
+    var method: SearchMethod { exact.map { $0 ? .exact : .approximate } ?? .automatic }
 
     var queries: [Query] { (vectors ?? []).map { .vector($0) } + (ids ?? []).map { .item($0) } }
 

@@ -12,7 +12,7 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
         subcommands: [Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self, Views.self,
-                      Relabel.self, Thumbnails.self, Snapshot.self, Check.self, Drop.self])
+                      Relabel.self, Thumbnails.self, BuildANN.self, Snapshot.self, Check.self, Drop.self])
 }
 
 /// Where the indexes live.
@@ -200,6 +200,7 @@ extension IndexCommand {
                 queue       \(stats.queueEntries) entries in \(stats.queues) queue(s), capacity \(m.queueCapacity) each, partition \(m.queuePartition.rawValue)
                 vectors     \(stats.vectorBlocks) blocks of \(m.blockSize), \(stats.deadSlots) dead slots
                 disk        \(stats.fileBytes) bytes file, \(stats.usedBytes) used, map \(stats.mapBytes)
+                ann         \(info.ann.map { "\($0.phase.rawValue): \($0.configuration.lists ?? 0) lists of 8-bit codes, \($0.configuration.probes ?? 0) probes by default" } ?? "none (exact search only)")
                 """)
         }
     }
@@ -281,8 +282,8 @@ extension IndexCommand {
         @OptionGroup var location: IndexOptions
         @OptionGroup var backbone: BackboneOptions
         @Option(help: "Views per image (1–\(ViewRecipe.maxCount)).") var count: Int = 4
-        @Flag(help: "Mirror every other view (only where mirroring keeps the label: photos, not text or digits).") var flip = false
-        @Option(help: "Seed of the views' crops and turns.") var seed: UInt64 = 0
+        @OptionGroup(title: "Views") var domain: ViewDomainOptions
+        @Option(help: "Seed of the views' crops, turns, jitter and blur.") var seed: UInt64 = 0
         @Argument(help: "Name of the index.") var name: String
 
         func validate() throws {
@@ -291,7 +292,7 @@ extension IndexCommand {
 
         func run() throws {
             let index = try reporting { try location.open(name) }
-            let recipe = try reporting { try ViewRecipe(count: count, flip: flip, seed: seed) }
+            let recipe = try reporting { try domain.recipe(count: count, seed: seed) }
             let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
             var progress: Progress?  // made on the first batch, which knows how many items there are
             let summary = try reporting {
@@ -328,6 +329,67 @@ extension IndexCommand {
             if problems.isEmpty { print("'\(name)' is consistent"); return }
             for problem in problems { printError(problem) }
             throw ExitCode.failure
+        }
+    }
+
+    struct BuildANN: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "build-ann",
+            abstract: "Build the approximate-search structure (an inverted file of 8-bit codes, kept in the index).",
+            discussion: """
+                Trains spherical k-means centroids and an 8-bit quantiser on a seeded sample of the \
+                items, then codes every item into the list of its nearest centroid, a batch per \
+                transaction: interrupted (even by kill -9), the same command goes on where it \
+                stopped. From then on the index keeps it up to date as items are added and \
+                deleted, and searches of indexes of --approximate-from items or more use it (\
+                kith search --exact scans everything). Run again with other --lists, --sample or \
+                --seed to rebuild; --probes alone only changes the default. Without --probes, the \
+                default is calibrated: the fewest lists at which 200 of the index's own items find \
+                --recall of their exact 10 nearest neighbours (docs/ann.md).
+                """)
+        @OptionGroup var location: IndexOptions
+        @Option(help: "Inverted lists (default: 4√n, at most n/39).") var lists: Int?
+        @Option(help: "Items the centroids are trained on (default: 64 per list).") var sample: Int?
+        @Option(help: "Rounds of k-means.") var iterations: Int = 10
+        @Option(help: "Lists a search probes by default (default: calibrated for --recall).") var probes: Int?
+        @Option(help: "The recall@10 the default probes are calibrated for.") var recall: Double = 0.95
+        @Option(help: "Seed of the sample and of k-means.") var seed: UInt64 = 0
+        @Option(help: "Items coded per transaction.") var batch: Int = 8192
+        @Flag(help: "Remove the structure: searches are exact again.") var drop = false
+        @Argument(help: "Name of the index.") var name: String
+
+        var annConfiguration: ANNConfiguration {
+            var c = ANNConfiguration()
+            (c.lists, c.trainingSample, c.iterations, c.probes, c.seed) = (lists, sample, iterations, probes, seed)
+            return c
+        }
+
+        func validate() throws {
+            do { try annConfiguration.validate() } catch { throw ValidationError(error.description) }
+            guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+            guard recall > 0 && recall <= 1 else { throw ValidationError("--recall must be in (0, 1]") }
+        }
+
+        func run() throws {
+            let index = try reporting { try location.open(name) }
+            if drop {
+                try reporting { try index.dropANN() }
+                return print("removed the approximate-search structure of '\(name)'")
+            }
+            let start = Date()
+            let bar = Progress(total: try reporting { try index.stats().items }, label: "coding", unit: "items")
+            printError("training centroids (k-means) on a sample of '\(name)'…")
+            var status = try reporting { try index.buildANN(annConfiguration, batch: batch) { done, _ in bar.update(done) } }
+            if status.phase == .ready && probes == nil {
+                printError("calibrating the default probes for recall@10 \(recall)…")
+                try reporting { try ApproximateSearch.calibrate(index, target: recall) }
+                status = try reporting { try index.annStatus()! }
+            }
+            let c = status.configuration
+            print(String(format: "'%@': approximate search %@, %d lists, trained on %d items, %d probes by default%@ (%.0f s)", name,
+                         status.phase == .ready ? "ready" : "not finished", c.lists ?? 0, c.trainingSample ?? 0, c.probes ?? 0,
+                         status.calibratedRecall.map { String(format: " (recall@10 %.3f on the index's own items)", $0) } ?? "",
+                         Date().timeIntervalSince(start)))
         }
     }
 

@@ -64,11 +64,20 @@ struct Search: AsyncParsableCommand {
     @Option(help: "Only items of this coarse class.") var coarse: String?
     @Flag(help: "Within one coarse class (--coarse, else each query's own), ranked by angularly normalised similarity (ANCOR).")
     var angular = false
+    @Flag(help: "Score every item, even where the index has an approximate-search structure.") var exact = false
+    @Flag(help: "Use the approximate-search structure whatever the index's size (kith index build-ann).") var approximate = false
+    @Option(help: "Lists an approximate search probes (default: the index's).") var nprobe: Int?
     @Flag(help: "Print one JSON object per query.") var json = false
     @Argument(help: "Name of the index.") var name: String
     @Argument(help: "Queries.") var queries: [String]
 
-    func validate() throws { guard k >= 1 else { throw ValidationError("-k must be at least 1") } }
+    func validate() throws {
+        guard k >= 1 else { throw ValidationError("-k must be at least 1") }
+        guard !(exact && approximate) else { throw ValidationError("--exact and --approximate exclude each other") }
+        guard nprobe.map({ $0 >= 1 }) ?? true else { throw ValidationError("--nprobe must be at least 1") }
+    }
+
+    var method: SearchMethod { exact ? .exact : approximate ? .approximate : .automatic }
 
     /// The coarse-class search the options ask for, if any.
     var coarseSearch: CoarseSearch? { CoarseSearch(options: coarse, angular: angular) }
@@ -77,7 +86,8 @@ struct Search: AsyncParsableCommand {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
-        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: spaceOptions.space) }
+        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: spaceOptions.space,
+                                                                                   method: method, probes: nprobe) }
         for (query, hits) in zip(queries, results) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits)))

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import KithTestSupport
 import KithIndex
+import KithMath
 
 /// `kith index …` as a user runs it, on real LMDB environments in temporary folders.
 @Suite("kith index")
@@ -108,6 +109,52 @@ struct IndexCLITests {
         #expect(Set(try after.items().map(\.source)).count == total)
         #expect(try after.check().isEmpty)
         #expect(try cli.kith(["index", "check", "crash"], indexes: indexes).status == 0)
+    }
+
+    @Test("A SIGKILL during build-ann leaves a consistent index; the rerun finishes it; searches use it")
+    func crashDuringBuildANN() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-ann-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var rng = SplitMix64(seed: 5)
+        let centres = (0..<30).map { _ in rng.vector(16) }
+        let rows = (0..<30_000).map { _ in zip(centres[rng.below(30)], rng.vector(16)).map { $0 + 0.5 * $1 } }
+        try writeNpy(rows, to: dir + "/x.npy")
+        #expect(try cli.kith(["index", "create", "big", "--dimension", "16"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add-vectors", "big", dir + "/x.npy"], indexes: indexes).status == 0)
+
+        let child = try cli.start(["index", "build-ann", "big", "--batch", "200"], indexes: indexes)
+        let deadline = Date().addingTimeInterval(120)
+        var coded: UInt64 = 0
+        while Date() < deadline && child.process.isRunning {
+            coded = (try? Index.open(at: indexes + "/big").annStatus()?.builtThrough) ?? 0
+            if coded >= 1000 { break }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        #expect(child.process.isRunning, "the build finished before it could be killed")
+        kill(child.process.processIdentifier, SIGKILL)
+        child.process.waitUntilExit()
+        _ = try cli.finish(child)
+
+        let index = try Index.open(at: indexes + "/big")
+        let status = try #require(try index.annStatus())
+        #expect(status.phase == .building && status.builtThrough >= coded && status.builtThrough < 30_000)
+        #expect(try index.check().isEmpty)
+        #expect(try cli.kith(["index", "check", "big"], indexes: indexes).status == 0)
+        let refused = try cli.kith(["search", "big", "id:1", "--approximate"], indexes: indexes)
+        #expect(refused.status != 0 && refused.stderr.contains("build-ann"), "\(refused.stderr)")
+
+        let rerun = try cli.kith(["index", "build-ann", "big"], indexes: indexes)
+        #expect(rerun.status == 0 && rerun.text.contains("approximate search ready"), "\(rerun.stderr)")
+        #expect(try index.annStatus()?.stamp == status.stamp, "the rerun went on with the same centroids")
+        #expect(try cli.kith(["index", "check", "big"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "stats", "big"], indexes: indexes).text.contains("ann         ready"))
+        let exact = try cli.kith(["search", "big", "id:7", "--exact", "-k", "5", "--json"], indexes: indexes)
+        let approximate = try cli.kith(["search", "big", "id:7", "--approximate", "--nprobe", "64", "-k", "5", "--json"], indexes: indexes)
+        #expect(exact.status == 0 && approximate.status == 0)
+        func ids(_ run: KithCLI.Run) -> [Int] { ((object(run.stdout)["results"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? Int } }
+        #expect(ids(exact).count == 5 && ids(approximate) == ids(exact), "\(approximate.text)")
     }
 
     @Test("add-vectors refuses a matrix of the wrong dimension")

@@ -1,0 +1,427 @@
+import Foundation
+import KithMath
+
+/// Settings of an index's approximate-search structure (docs/ann.md): an inverted file whose
+/// coarse quantiser is spherical k-means over a sample of the items, holding each item's 8-bit
+/// scalar-quantised code in the list of its nearest centroid.
+public struct ANNConfiguration: Sendable, Codable, Equatable {
+    /// Inverted lists (k-means centroids). nil: 4√n, at most n / 39 (FAISS's floor of training
+    /// points per centroid), at least 1.
+    public var lists: Int?
+    /// Vectors the centroids and the quantiser are trained on. nil: 64 per list, at most every item.
+    public var trainingSample: Int?
+    /// Rounds of k-means. Default: 10.
+    public var iterations = 10
+    /// Lists a search probes when it names none. nil: lists / 32, at least 8 (at most all).
+    public var probes: Int?
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    /// These settings for `items` items: every nil filled in.
+    public func resolved(items: Int) -> ANNConfiguration {
+        var c = self
+        let n = max(1, items)
+        c.lists = c.lists ?? max(1, min(Int(4 * Double(n).squareRoot()), n / 39))
+        c.trainingSample = min(n, c.trainingSample ?? 64 * c.lists!)
+        c.probes = min(c.lists!, c.probes ?? max(8, c.lists! / 32))
+        return c
+    }
+
+    /// Settings outside these bounds are refused.
+    public func validate() throws(IndexError) {
+        func check(_ name: String, _ value: Int?, _ bounds: ClosedRange<Int>) throws(IndexError) {
+            guard let value, !bounds.contains(value) else { return }
+            throw IndexError.invalidConfiguration("\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)")
+        }
+        try check("lists", lists, 1...1 << 20)
+        try check("training sample", trainingSample, 1...1 << 26)
+        try check("iterations", iterations, 0...1000)
+        try check("probes", probes, 1...1 << 20)
+    }
+}
+
+/// Where an index's approximate-search structure stands (`Index.annStatus()`).
+public struct ANNStatus: Sendable, Codable, Equatable {
+    public enum Phase: String, Sendable, Codable { case building, ready }
+    public var configuration: ANNConfiguration
+    public var phase: Phase
+    /// Items up to this id have their codes (while building; every item once ready).
+    public var builtThrough: UInt64
+    /// Grows with every new build: what cached centroids are checked against.
+    public var stamp: UInt64
+    public var built: Date?
+    /// Recall@10 of the default probes on the index's own items when they were calibrated
+    /// (`ApproximateSearch.calibrate`); nil when the probes were set by hand or by the rule.
+    public var calibratedRecall: Double?
+}
+
+/// The trained part of the structure: centroids and the quantiser.
+public struct ANNModel: Sendable {
+    /// One unit row per list.
+    public let centroids: Matrix
+    public let quantizer: ScalarQuantizer
+
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.u32(UInt32(centroids.rows))
+        w.u32(UInt32(centroids.columns))
+        w.floats(centroids.values)
+        w.floats(quantizer.minimum)
+        w.floats(quantizer.step)
+        return w.bytes
+    }
+
+    init(centroids: Matrix, quantizer: ScalarQuantizer) { (self.centroids, self.quantizer) = (centroids, quantizer) }
+
+    init(decoding bytes: UnsafeRawBufferPointer) throws {
+        var r = ByteReader(bytes)
+        let rows = Int(try r.u32()), d = Int(try r.u32())
+        centroids = Matrix(rows: rows, columns: d, values: try r.floats(rows * d))
+        quantizer = ScalarQuantizer(minimum: try r.floats(d), step: try r.floats(d))
+    }
+}
+
+/// Reads the approximate-search structure inside one read transaction (`Index.withANN`): the
+/// lists' codes in place in the memory map, and the stored vectors for exact re-ranking.
+/// Valid only inside the closure it is given to.
+public struct ANNReader {
+    let txn: Transaction
+    let index: Index
+    public let status: ANNStatus
+    public let model: ANNModel
+    /// Items in the index now.
+    public let items: Int
+    /// Ids are below this.
+    public let nextID: UInt64
+
+    /// Calls `body` with the id and the code of every entry of list `list` (the code's bytes are
+    /// the memory map's, valid during the call only).
+    public func scan(list: Int, _ body: (UInt64, UnsafeRawBufferPointer) -> Void) throws(IndexError) {
+        let prefix = listPrefix(list)
+        try storage {
+            try txn.forEach(.annLists, from: prefix) { k, v in
+                guard k.count == 12, k.starts(with: prefix) else { return false }
+                body(uint64(key: UnsafeRawBufferPointer(rebasing: k[4...])), v)
+                return true
+            }
+        }
+    }
+
+    /// The inner product of `query` with item `id`'s stored vector, read in place; nil when the
+    /// item does not exist.
+    public func exactScore(of id: UInt64, query: UnsafeBufferPointer<Float>) throws(IndexError) -> Float? {
+        try storage {
+            guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { return nil }
+            let rowBytes = query.count * 4
+            return try txn.withValue(.vectors, key(item.block)) { block -> Float in
+                guard (item.slot + 1) * rowBytes <= block.count else {
+                    throw IndexError(.inconsistent(["item \(id) points beyond its vector block \(item.block)"]))
+                }
+                var sum: Float = 0
+                let row = block.baseAddress! + item.slot * rowBytes
+                for j in 0..<query.count { sum += query[j] * row.loadUnaligned(fromByteOffset: j * 4, as: Float.self) }
+                return sum
+            }
+        }
+    }
+
+    /// The ids of the items with `label`, ascending.
+    public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
+        try storage {
+            var ids: [UInt64] = []
+            try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
+                ids.append(uint64(key: v))
+                return true
+            }
+            return ids
+        }
+    }
+
+    /// Entries in each list (what `kith index stats` reports about balance).
+    public func listSizes() throws(IndexError) -> [Int] {
+        var sizes = [Int](repeating: 0, count: model.centroids.rows)
+        try storage {
+            try txn.forEach(.annLists) { k, _ in
+                let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self)))
+                if list < sizes.count { sizes[list] += 1 }
+                return true
+            }
+        }
+        return sizes
+    }
+}
+
+/// List number (u32), then item id (u64), both big-endian: a list's entries are one key range.
+func listPrefix(_ list: Int) -> [UInt8] { withUnsafeBytes(of: UInt32(list).bigEndian) { Array($0) } }
+func listKey(_ list: Int, _ id: UInt64) -> [UInt8] { listPrefix(list) + key(id) }
+
+private let statusKey = Array("ann".utf8), modelKey = Array("ann.model".utf8)
+
+extension Index {
+    /// The approximate-search structure's status; nil when the index has none.
+    public func annStatus() throws(IndexError) -> ANNStatus? {
+        try storage { try env.read { try annStatus($0) } }
+    }
+
+    func annStatus(_ txn: Transaction) throws -> ANNStatus? {
+        try txn.withValue(.meta, statusKey) { try JSONDecoder.iso8601.decode(ANNStatus.self, from: Data($0)) }
+    }
+
+    private func saveANN(_ status: ANNStatus, _ txn: Transaction) throws {
+        try txn.put(.meta, statusKey, Array(try JSONEncoder.sorted.encode(status)))
+    }
+
+    /// The model of `status`, from this handle's cache when its stamp matches.
+    func annModel(_ status: ANNStatus, _ txn: Transaction) throws -> ANNModel {
+        if let cached = annCache.current, cached.stamp == status.stamp { return cached.model }
+        guard let model = try txn.withValue(.meta, modelKey, { try ANNModel(decoding: $0) }) else {
+            throw IndexError(.inconsistent(["the approximate-search structure has no centroids"]))
+        }
+        guard model.centroids.columns == metadata.dimension else {
+            throw IndexError(.inconsistent(["the approximate-search centroids are \(model.centroids.columns)-d in a \(metadata.dimension)-d index"]))
+        }
+        annCache.withLock { $0 = (status.stamp, model) }
+        return model
+    }
+
+    /// Runs `body` with a reader of the approximate-search structure in one read transaction;
+    /// nil (without calling it) when the index has no structure ready.
+    public func withANN<T>(_ body: (ANNReader) throws -> T) throws(IndexError) -> T? {
+        try storage {
+            try env.read { txn -> T? in
+                guard let status = try annStatus(txn), status.phase == .ready else { return nil }
+                let state = try State(txn)
+                let reader = ANNReader(txn: txn, index: self, status: status, model: try annModel(status, txn), items: state.items,
+                                       nextID: state.nextID)
+                return try body(reader)
+            }
+        }
+    }
+
+    /// Builds the approximate-search structure, or goes on with one whose build was interrupted
+    /// with the same settings (a build with other settings starts over). Trains the centroids
+    /// and the quantiser on a seeded sample, then codes the items `batch` at a time, one
+    /// transaction each, so that a killed build leaves the index consistent and resumable. Items
+    /// added while it runs are coded too; searches use the structure once it is ready.
+    /// - Parameters:
+    ///   - progress: items coded so far and the total, after each batch.
+    ///   - shouldContinue: asked between batches (and k-means rounds); false stops, keeping what is built.
+    /// - Returns: the status as the build left it (`ready`, or `building` when stopped).
+    @discardableResult
+    public func buildANN(_ configuration: ANNConfiguration = .init(), batch: Int = 8192,
+                         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                         shouldContinue: () -> Bool = { true }) throws(IndexError) -> ANNStatus {
+        try configuration.validate()
+        return try storage {
+            let (items, existing) = try env.read { txn in (try State(txn).items, try annStatus(txn)) }
+            guard items > 0 else { throw IndexError.invalidConfiguration("an approximate-search structure needs items; '\(name)' has none") }
+            var settings = configuration.resolved(items: items)
+            if let existing, existing.configuration.seed == settings.seed,
+               configuration.lists == nil || configuration.lists == existing.configuration.lists,
+               configuration.trainingSample == nil || configuration.trainingSample == existing.configuration.trainingSample,
+               configuration.iterations == existing.configuration.iterations {
+                // The same build: go on (or only change the default probes).
+                settings = existing.configuration
+                if let probes = configuration.probes { settings.probes = min(probes, settings.lists!) }
+                if existing.phase == .ready {
+                    if settings != existing.configuration {
+                        try env.write { txn in
+                            var status = existing
+                            status.configuration = settings
+                            status.calibratedRecall = nil
+                            try saveANN(status, txn)
+                        }
+                    }
+                    return try env.read { try annStatus($0)! }
+                }
+            } else {
+                guard let model = try trainANN(settings, shouldContinue: shouldContinue) else {
+                    return existing ?? ANNStatus(configuration: settings, phase: .building, builtThrough: 0, stamp: 0)
+                }
+                try env.write { txn in
+                    try txn.clear(.annLists)
+                    try txn.clear(.annItems)
+                    try txn.put(.meta, modelKey, model.encoded)
+                    try saveANN(ANNStatus(configuration: settings, phase: .building, builtThrough: 0,
+                                          stamp: (existing?.stamp ?? 0) + 1), txn)
+                }
+            }
+            while true {
+                guard shouldContinue() else { return try env.read { try annStatus($0)! } }
+                let finished = try env.write { txn -> Bool in
+                    guard var status = try annStatus(txn) else { throw IndexError(.inconsistent(["the approximate-search structure was removed during its build"])) }
+                    let model = try annModel(status, txn)
+                    var ids: [UInt64] = [], vectors: [Float] = []
+                    try readVectors(txn, after: status.builtThrough, limit: batch) { id, row in
+                        ids.append(id)
+                        vectors.append(contentsOf: row)
+                    }
+                    if ids.isEmpty {
+                        status.phase = .ready
+                        status.built = Date()
+                        try saveANN(status, txn)
+                        return true
+                    }
+                    try putCodes(ids, Matrix(rows: ids.count, columns: metadata.dimension, values: vectors), model, txn)
+                    status.builtThrough = ids.last!
+                    try saveANN(status, txn)
+                    let done = try txn.count(.annItems)
+                    progress(done, max(done, try State(txn).items))
+                    return false
+                }
+                if finished { return try env.read { try annStatus($0)! } }
+            }
+        }
+    }
+
+    /// Sets the lists a search probes by default (and the recall measured for them, if any).
+    public func setANNProbes(_ probes: Int, recall: Double?) throws(IndexError) {
+        guard probes >= 1 else { throw IndexError.invalidConfiguration("probes must be at least 1, not \(probes)") }
+        try storage {
+            try env.write { txn in
+                guard var status = try annStatus(txn) else { throw IndexError.invalidConfiguration("'\(name)' has no approximate-search structure") }
+                status.configuration.probes = min(probes, status.configuration.lists ?? probes)
+                status.calibratedRecall = recall
+                try saveANN(status, txn)
+            }
+        }
+    }
+
+    /// The ids of every item, ascending (keys only: no record is decoded).
+    public func itemIDs() throws(IndexError) -> [UInt64] {
+        try storage {
+            try env.read { txn in
+                var ids: [UInt64] = []
+                try txn.forEach(.items) { k, _ in
+                    ids.append(uint64(key: k))
+                    return true
+                }
+                return ids
+            }
+        }
+    }
+
+    /// Removes the approximate-search structure; searches are exact again.
+    public func dropANN() throws(IndexError) {
+        try storage {
+            try env.write { txn in
+                try txn.clear(.annLists)
+                try txn.clear(.annItems)
+                try txn.delete(.meta, statusKey)
+                try txn.delete(.meta, modelKey)
+            }
+        }
+    }
+
+    /// Centroids and quantiser trained on a seeded sample of the items; nil when stopped.
+    private func trainANN(_ settings: ANNConfiguration, shouldContinue: () -> Bool) throws -> ANNModel? {
+        let sample = try env.read { txn -> Matrix in
+            var ids: [UInt64] = []
+            try txn.forEach(.items) { k, _ in
+                ids.append(uint64(key: k))
+                return true
+            }
+            var rng = SplitMix64(seed: settings.seed)
+            let chosen = Set(rng.sample(ids, min(settings.trainingSample!, ids.count)))
+            var values: [Float] = []
+            values.reserveCapacity(chosen.count * metadata.dimension)
+            try readVectors(txn, after: 0, limit: .max) { id, row in
+                if chosen.contains(id) { values.append(contentsOf: row) }
+            }
+            return Matrix(rows: values.count / metadata.dimension, columns: metadata.dimension, values: values)
+        }
+        let lists = min(settings.lists!, sample.rows)
+        guard let centroids = KMeans.train(sample, k: lists, iterations: settings.iterations, seed: settings.seed,
+                                           shouldContinue: shouldContinue) else { return nil }
+        return ANNModel(centroids: centroids, quantizer: ScalarQuantizer(training: sample))
+    }
+
+    /// Calls `body` with each item after id `after` (at most `limit`) and its stored vector.
+    private func readVectors(_ txn: Transaction, after: UInt64, limit: Int, _ body: (UInt64, UnsafeBufferPointer<Float>) -> Void) throws {
+        let dim = metadata.dimension, rowBytes = dim * 4
+        var row = [Float](repeating: 0, count: dim)
+        var count = 0
+        var currentBlock: UInt64 = .max
+        var blockBytes: [UInt8] = []
+        try txn.forEach(.items, from: key(after &+ 1)) { k, v in
+            guard count < limit else { return false }
+            let item = try Item(id: uint64(key: k), decoding: v)
+            if item.block != currentBlock {
+                blockBytes = try txn.get(.vectors, key(item.block)) ?? []
+                currentBlock = item.block
+            }
+            guard (item.slot + 1) * rowBytes <= blockBytes.count else {
+                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"]))
+            }
+            row.withUnsafeMutableBytes { out in
+                blockBytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)])) }
+            }
+            row.withUnsafeBufferPointer { body(item.id, $0) }
+            count += 1
+            return true
+        }
+    }
+
+    /// Codes `vectors` (unit rows of items `ids`) into the lists of their nearest centroids,
+    /// replacing any code an item had.
+    private func putCodes(_ ids: [UInt64], _ vectors: Matrix, _ model: ANNModel, _ txn: Transaction) throws {
+        let assigned = KMeans.assign(vectors, to: model.centroids)
+        let d = metadata.dimension
+        var code = [UInt8](repeating: 0, count: d)
+        try vectors.values.withUnsafeBufferPointer { v in
+            for (r, id) in ids.enumerated() {
+                let list = assigned[r].list
+                if let old = try txn.withValue(.annItems, key(id), { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }), old != list {
+                    try txn.delete(.annLists, listKey(old, id))
+                }
+                code.withUnsafeMutableBytes { model.quantizer.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]), into: $0) }
+                try txn.put(.annLists, listKey(list, id), code)
+                try txn.put(.annItems, key(id), withUnsafeBytes(of: UInt32(list).littleEndian) { Array($0) })
+            }
+        }
+    }
+
+    /// In an add's transaction: codes for the new items when the structure is ready (while it is
+    /// being built, its builder codes them).
+    func addCodes(_ ids: [UInt64], _ vectors: [[Float]], _ txn: Transaction) throws {
+        guard !ids.isEmpty, let status = try annStatus(txn), status.phase == .ready else { return }
+        try putCodes(ids, Matrix(stacking: vectors), try annModel(status, txn), txn)
+    }
+
+    /// In a delete's transaction: removes the item's code.
+    func removeCode(_ id: UInt64, _ txn: Transaction) throws {
+        guard let list = try txn.withValue(.annItems, key(id), { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }) else { return }
+        try txn.delete(.annLists, listKey(list, id))
+        try txn.delete(.annItems, key(id))
+    }
+
+    /// The structure's problems, for `check()`: entries of missing items, an item coded in a list
+    /// other than the one it is recorded in, codes of the wrong length, and once ready, items
+    /// without a code.
+    func checkANN(_ txn: Transaction, _ state: State) throws -> [String] {
+        guard let status = try annStatus(txn) else {
+            return try txn.count(.annLists) + txn.count(.annItems) > 0 ? ["approximate-search entries are stored without their status"] : []
+        }
+        var problems: [String] = []
+        let model = try annModel(status, txn)
+        var coded = 0
+        try txn.forEach(.annLists) { k, v in
+            guard k.count == 12 else { problems.append("an approximate-search key of \(k.count) bytes"); return true }
+            let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self))), id = uint64(key: UnsafeRawBufferPointer(rebasing: k[4...]))
+            coded += 1
+            if list >= model.centroids.rows { problems.append("item \(id) is coded in list \(list) of \(model.centroids.rows)") }
+            if v.count != metadata.dimension { problems.append("item \(id)'s code has \(v.count) bytes, not \(metadata.dimension)") }
+            if try txn.get(.items, key(id)) == nil { problems.append("approximate search keeps a code for missing item \(id)") }
+            let recorded = try txn.withValue(.annItems, key(id)) { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+            if recorded != list { problems.append("item \(id) is coded in list \(list) but recorded in \(recorded.map(String.init) ?? "none")") }
+            return true
+        }
+        let recorded = try txn.count(.annItems)
+        if recorded != coded { problems.append("\(recorded) items recorded in approximate-search lists, \(coded) coded") }
+        if status.phase == .ready, coded != state.items {
+            problems.append("the approximate-search structure codes \(coded) items; the index holds \(state.items)")
+        }
+        return problems
+    }
+}

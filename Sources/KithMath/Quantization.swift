@@ -1,0 +1,143 @@
+import CKernels
+import Foundation
+
+/// 8-bit scalar quantisation, one range per dimension: value j of a vector is stored as the
+/// byte c = round((x_j − min_j) / step_j), with step_j = (max_j − min_j) / 255 over the training
+/// vectors (values outside the range are clamped). It decodes as min_j + c·step_j.
+public struct ScalarQuantizer: Sendable, Equatable {
+    public let minimum: [Float]
+    public let step: [Float]
+    public var dimension: Int { minimum.count }
+
+    public init(minimum: [Float], step: [Float]) {
+        precondition(minimum.count == step.count)
+        (self.minimum, self.step) = (minimum, step)
+    }
+
+    /// The ranges of the rows of `vectors`.
+    public init(training vectors: Matrix) {
+        let d = vectors.columns
+        var low = [Float](repeating: .infinity, count: d), high = [Float](repeating: -.infinity, count: d)
+        for r in 0..<vectors.rows {
+            for (j, v) in vectors.row(r).enumerated() {
+                low[j] = min(low[j], v)
+                high[j] = max(high[j], v)
+            }
+        }
+        if vectors.rows == 0 { (low, high) = ([Float](repeating: -1, count: d), [Float](repeating: 1, count: d)) }
+        self.init(minimum: low, step: zip(low, high).map { max(($1 - $0) / 255, Float.leastNormalMagnitude) })
+    }
+
+    /// The code of `vector` (`dimension` bytes) written to `out`.
+    public func encode(_ vector: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
+        for j in 0..<dimension {
+            let c = ((vector[j] - minimum[j]) / step[j]).rounded()
+            out[j] = UInt8(min(max(c, 0), 255))
+        }
+    }
+
+    public func encode(_ vector: [Float]) -> [UInt8] {
+        var code = [UInt8](repeating: 0, count: dimension)
+        vector.withUnsafeBufferPointer { v in code.withUnsafeMutableBytes { encode(v, into: $0) } }
+        return code
+    }
+
+    public func decode(_ code: [UInt8]) -> [Float] { (0..<dimension).map { minimum[$0] + Float(code[$0]) * step[$0] } }
+
+    /// The inner product of `query` with decoded codes is `offset + Σ_j weights_j · c_j`.
+    public func scorer(for query: UnsafeBufferPointer<Float>) -> CodeScorer {
+        var offset: Float = 0
+        var weights = [Float](repeating: 0, count: dimension)
+        for j in 0..<dimension {
+            offset += query[j] * minimum[j]
+            weights[j] = query[j] * step[j]
+        }
+        return CodeScorer(weights: weights, offset: offset)
+    }
+}
+
+/// A query prepared for scoring 8-bit codes (`ScalarQuantizer.scorer`).
+public struct CodeScorer: Sendable {
+    public let weights: [Float]
+    public let offset: Float
+
+    /// The approximate inner product of the query with the vector of `code` (at least
+    /// `weights.count` bytes).
+    public func score(_ code: UnsafeRawBufferPointer) -> Float {
+        offset + weights.withUnsafeBufferPointer { w in
+            kith_dot_u8(w.baseAddress, code.baseAddress!.assumingMemoryBound(to: UInt8.self), w.count)
+        }
+    }
+}
+
+/// Spherical k-means (the centroids of unit vectors, renormalised: clusters of directions), the
+/// coarse quantiser of an inverted-file index. Assignments are blocked matrix products over BLAS.
+public enum KMeans {
+    /// `k` unit centroids of the rows of `vectors` (unit rows), after `iterations` rounds of
+    /// assignment and update from `k` distinct rows drawn with `seed`. An empty cluster takes
+    /// over half of the largest one (its centroid nudged apart), as FAISS does.
+    public static func train(_ vectors: Matrix, k: Int, iterations: Int = 10, seed: UInt64 = 0,
+                             shouldContinue: () -> Bool = { true }) -> Matrix? {
+        let n = vectors.rows, d = vectors.columns
+        precondition(k >= 1 && k <= n, "k-means: \(k) centroids from \(n) vectors")
+        var rng = SplitMix64(seed: seed)
+        var centroids = vectors.gathering(rows: rng.sample(Array(0..<n), k))
+        for _ in 0..<iterations {
+            guard shouldContinue() else { return nil }
+            let assigned = assign(vectors, to: centroids).map(\.list)
+            var sums = [Double](repeating: 0, count: k * d), counts = [Int](repeating: 0, count: k)
+            for (r, c) in assigned.enumerated() {
+                counts[c] += 1
+                for (j, v) in vectors.row(r).enumerated() { sums[c * d + j] += Double(v) }
+            }
+            for c in 0..<k where counts[c] == 0 {
+                // Split the largest cluster: this centroid and that one, pushed apart a little.
+                let largest = counts.indices.max { counts[$0] < counts[$1] }!
+                for j in 0..<d {
+                    let noise = 1e-3 * (rng.nextDouble() - 0.5)
+                    sums[c * d + j] = sums[largest * d + j] * (1 + noise)
+                    sums[largest * d + j] *= (1 - noise)
+                }
+                counts[c] = counts[largest] / 2
+                counts[largest] -= counts[c]
+            }
+            var values = sums.map(Float.init)
+            values.withUnsafeMutableBufferPointer { v in
+                for c in 0..<k { normalize(UnsafeMutableBufferPointer(rebasing: v[(c * d)..<((c + 1) * d)])) }
+            }
+            centroids = Matrix(rows: k, columns: d, values: values)
+        }
+        return centroids
+    }
+
+    /// For each row of `vectors`, the centroid with the largest inner product and that product;
+    /// blocks of rows are split between `threads` threads (one BLAS thread each).
+    public static func assign(_ vectors: Matrix, to centroids: Matrix, block: Int = 512,
+                              threads: Int = ProcessInfo.processInfo.activeProcessorCount) -> [(list: Int, score: Float)] {
+        let n = vectors.rows, k = centroids.rows, d = vectors.columns
+        let blocks = (n + block - 1) / block
+        let results = ShardResults<[(list: Int, score: Float)]>(count: blocks)
+        BLAS.setThreads(1)
+        vectors.values.withUnsafeBufferPointer { x in
+            centroids.values.withUnsafeBufferPointer { c in
+                parallelFor(blocks, threads: threads) { b in
+                    let start = b * block, rows = min(block, n - start)
+                    var scores = [Float](repeating: 0, count: rows * k)
+                    var found = [(list: Int, score: Float)]()
+                    found.reserveCapacity(rows)
+                    scores.withUnsafeMutableBufferPointer { s in
+                        BLAS.gemm(m: rows, n: k, k: d, a: x.baseAddress! + start * d, lda: d, b: c.baseAddress!, ldb: d,
+                                  transposeB: true, c: s.baseAddress!, ldc: k)
+                        for i in 0..<rows {
+                            var best = 0, top = s[i * k]
+                            for j in 1..<max(k, 1) where s[i * k + j] > top { (best, top) = (j, s[i * k + j]) }
+                            found.append((best, top))
+                        }
+                    }
+                    results.set(b, found)
+                }
+            }
+        }
+        return results.values.flatMap { $0 }
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import KithIndex
+import KithMath
+
+/// How a search finds its neighbours.
+public enum SearchMethod: Sendable, Equatable {
+    /// Approximate when the index has an approximate-search structure ready and at least
+    /// `SearchConfiguration.approximateFrom` items; exact otherwise.
+    case automatic
+    /// Every item is scored (`ExactSearch`).
+    case exact
+    /// The inverted file (`ApproximateSearch`); `no_approximate_index` when the index has none ready.
+    case approximate
+}
+
+/// Top-k over an index's inverted file (docs/ann.md): the query is compared with the centroids,
+/// the `probes` nearest lists are scanned in place in the memory map, scoring each item's 8-bit
+/// code, and the best `rerank` candidates are re-ranked by their stored float32 vectors. Filters
+/// and deletes are honoured exactly: a label filter is a set of ids read in the same transaction,
+/// lists are probed beyond `probes` until k allowed items are found, and a filter that leaves
+/// fewer items than the probed lists would hold is answered by scoring those items exactly.
+public struct ApproximateSearch: Sendable {
+    public let index: Index
+    /// Lists to probe; nil: the index's default (`kith index build-ann --probes`).
+    public var probes: Int?
+    /// Candidates re-ranked exactly; nil: max(4k, 32).
+    public var rerank: Int?
+    /// Threads: a batch of queries is split between them.
+    public var threads: Int
+
+    public init(index: Index, probes: Int? = nil, rerank: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        (self.index, self.probes, self.rerank, self.threads) = (index, probes, rerank, threads)
+    }
+
+    /// The `k` best items (id, cosine) for each row of `queries`, best first; nil when the index
+    /// has no approximate-search structure ready.
+    /// - Parameter excluding: per query, an item id never to return.
+    public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil,
+                       excluding: [UInt64?] = []) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+        guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
+        var queries = queries
+        queries.normalizeRows()
+        let parts = max(1, min(threads, queries.rows))
+        let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
+        BLAS.setThreads(1)
+        parallelFor(parts, threads: parts) { p in
+            let range = queries.rows * p / parts ..< queries.rows * (p + 1) / parts
+            do {
+                let found = try index.withANN { reader in
+                    let allowed = try Allowed(filter, reader)
+                    return try range.map { q in
+                        try nearest(queries.row(q), k: k, reader: reader, allowed: allowed, excluding: q < excluding.count ? excluding[q] : nil)
+                    }
+                }
+                results.set(p, .success(found))
+            } catch {
+                results.set(p, .failure(QueryError(wrapping: error)))
+            }
+        }
+        var all: [[(id: UInt64, score: Float)]] = []
+        for part in results.values {
+            guard let found = try part.get() else { return nil }
+            all += found
+        }
+        return all
+    }
+
+    private func nearest(_ query: ArraySlice<Float>, k: Int, reader: ANNReader, allowed: Allowed,
+                         excluding: UInt64?) throws(IndexError) -> [(id: UInt64, score: Float)] {
+        let model = reader.model, lists = model.centroids.rows, d = model.centroids.columns
+        let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
+        let q = Array(query)
+        return try q.withUnsafeBufferPointer { (q) throws(IndexError) -> [(id: UInt64, score: Float)] in
+            // A filter that leaves fewer items than the probes would scan: score those exactly.
+            if let ids = allowed.ids, ids.count <= max(k, reader.items * probes / lists) {
+                var best = TopK(k: k)
+                for id in ids where id != excluding {
+                    if let score = try reader.exactScore(of: id, query: q) { best.offer(score, Int(id)) }
+                }
+                return best.sorted().map { (UInt64($0.index), $0.score) }
+            }
+            var centroidScores = [Float](repeating: 0, count: lists)
+            model.centroids.values.withUnsafeBufferPointer { c in
+                centroidScores.withUnsafeMutableBufferPointer { s in
+                    BLAS.gemv(m: lists, n: d, a: c.baseAddress!, lda: d, x: q.baseAddress!, y: s.baseAddress!)
+                }
+            }
+            let order = centroidScores.indices.sorted { centroidScores[$0] > centroidScores[$1] }
+            let scorer = model.quantizer.scorer(for: q)
+            var candidates = TopK(k: max(k, rerank ?? max(4 * k, 32)))
+            var found = 0
+            for (probed, list) in order.enumerated() {
+                // Past the probes, go on only until k allowed items have been seen.
+                if probed >= probes && found >= k { break }
+                try reader.scan(list: list) { id, code in
+                    guard id != excluding, allowed.contains(id) else { return }
+                    found += 1
+                    let score = scorer.score(code)
+                    if score > candidates.threshold { candidates.offer(score, Int(id)) }
+                }
+            }
+            var best = TopK(k: k)
+            for candidate in candidates.sorted() {
+                if let score = try reader.exactScore(of: UInt64(candidate.index), query: q) { best.offer(score, candidate.index) }
+            }
+            return best.sorted().map { (UInt64($0.index), $0.score) }
+        }
+    }
+}
+
+extension ApproximateSearch {
+    /// Chooses the index's default probes for a recall: `sample` of its own items (seeded) are
+    /// the queries, their exact `k` nearest other items (scored over every stored vector) the
+    /// truth, and the probes double from 1 until the mean recall@k reaches `target`. Stores
+    /// them with the recall measured; returns both.
+    @discardableResult
+    public static func calibrate(_ index: Index, target: Double = 0.95, k: Int = 10, sample: Int = 200, seed: UInt64 = 0,
+                                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(QueryError) -> (probes: Int, recall: Double) {
+        do {
+            guard let status = try index.annStatus(), status.phase == .ready, let lists = status.configuration.lists else {
+                throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready")
+            }
+            var rng = SplitMix64(seed: seed)
+            let ids = rng.sample(try index.itemIDs(), sample)
+            let queries = Matrix(stacking: try ids.map { id in try index.vector(id)! })
+            let truth = try exactNeighbours(of: queries, ids: ids, in: index, k: k, threads: threads)
+            var probes = 1, recall = 0.0
+            while true {
+                let found = try ApproximateSearch(index: index, probes: probes, threads: threads)
+                    .search(queries, k: k, excluding: ids.map { Optional($0) }) ?? []
+                let hits = zip(found, truth).map { Set($0.map(\.id)).intersection($1).count }.reduce(0, +)
+                recall = Double(hits) / Double(max(1, truth.map(\.count).reduce(0, +)))
+                if recall >= target || probes >= lists { break }
+                probes = min(lists, probes * 2)
+            }
+            try index.setANNProbes(probes, recall: recall)
+            return (probes, recall)
+        } catch {
+            throw QueryError(wrapping: error)
+        }
+    }
+
+    /// The ids of the exact `k` nearest items of each query but its own, streaming the stored
+    /// vectors a page at a time (no copy of the whole collection).
+    static func exactNeighbours(of queries: Matrix, ids: [UInt64], in index: Index, k: Int, threads: Int) throws -> [Set<UInt64>] {
+        var best = [TopK](repeating: TopK(k: k), count: queries.rows)
+        var next: UInt64 = 0, pageIDs: [UInt64] = []
+        while true {
+            let page = try index.itemsWithVectors(from: next, limit: 4096)
+            guard let last = page.last else { break }
+            next = last.item.id + 1
+            pageIDs = page.map(\.item.id)
+            let snapshot = VectorSnapshot(ids: pageIDs, labels: page.map(\.item.label), matrix: Matrix(stacking: page.map(\.vector)))
+            var configuration = SearchConfiguration()
+            configuration.threads = threads
+            let found = ExactSearch(snapshot: snapshot, configuration: configuration).search(queries, k: k, excluding: ids.map { Optional($0) })
+            for (q, hits) in found.enumerated() { for hit in hits { best[q].offer(hit.score, Int(hit.id)) } }
+        }
+        return best.map { Set($0.sorted().map { UInt64($0.index) }) }
+    }
+}
+
+/// The items a filter allows, read in the search's transaction: the ids of the included labels
+/// (nil: any) less those of the excluded ones, as bits over the id range.
+private struct Allowed {
+    /// The allowed ids ascending, when the filter names labels to include.
+    let ids: [UInt64]?
+    private let bits: [UInt64]?
+    private let refused: [UInt64]?
+
+    init(_ filter: LabelFilter?, _ reader: ANNReader) throws(IndexError) {
+        func bitmap(_ ids: [UInt64]) -> [UInt64] {
+            var words = [UInt64](repeating: 0, count: Int(reader.nextID / 64) + 1)
+            for id in ids where id < reader.nextID { words[Int(id / 64)] |= 1 << (id % 64) }
+            return words
+        }
+        guard let filter else { (ids, bits, refused) = (nil, nil, nil); return }
+        var excluded: [UInt64] = []
+        for label in filter.exclude { excluded += try reader.ids(withLabel: label) }
+        refused = excluded.isEmpty ? nil : bitmap(excluded)
+        if let include = filter.include {
+            var included = Set<UInt64>()
+            for label in include { included.formUnion(try reader.ids(withLabel: label)) }
+            let kept = included.subtracting(excluded).sorted()
+            ids = kept
+            bits = bitmap(kept)
+        } else {
+            (ids, bits) = (nil, nil)
+        }
+    }
+
+    func contains(_ id: UInt64) -> Bool {
+        func has(_ words: [UInt64]) -> Bool { id < UInt64(words.count * 64) && words[Int(id / 64)] & (1 << (id % 64)) != 0 }
+        if let bits, !has(bits) { return false }
+        if let refused, has(refused) { return false }
+        return true
+    }
+}

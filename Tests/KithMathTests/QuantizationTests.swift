@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import KithMath
+import KithTestSupport
+
+@Suite("Quantisation and k-means")
+struct QuantizationTests {
+    /// `n` unit rows scattered around `centres` directions (seeded).
+    static func clustered(n: Int, d: Int, centres: Int, spread: Float, seed: UInt64) -> (Matrix, [Int]) {
+        var rng = SplitMix64(seed: seed)
+        var directions = Matrix(stacking: (0..<centres).map { _ in rng.vector(d) })
+        directions.normalizeRows()
+        var labels: [Int] = [], rows: [[Float]] = []
+        for _ in 0..<n {
+            let c = rng.below(centres)
+            labels.append(c)
+            rows.append(zip(directions.row(c), rng.vector(d)).map { $0 + spread * $1 })
+        }
+        var x = Matrix(stacking: rows)
+        x.normalizeRows()
+        return (x, labels)
+    }
+
+    @Test("8-bit codes decode within half a step; scores of codes equal the products with the decoded vectors",
+          arguments: [7, 37, 1280])
+    func scalarQuantizer(dimension d: Int) {
+        let (x, _) = Self.clustered(n: 200, d: d, centres: 5, spread: 0.3, seed: UInt64(d))
+        let sq = ScalarQuantizer(training: x)
+        var rng = SplitMix64(seed: 9)
+        for r in 0..<20 {
+            let row = Array(x.row(r)), code = sq.encode(row), decoded = sq.decode(code)
+            for j in 0..<d { #expect(abs(decoded[j] - row[j]) <= sq.step[j] / 2 + 1e-6) }
+            let query = rng.vector(d)
+            let direct = zip(query, decoded).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            let scored = query.withUnsafeBufferPointer { q in code.withUnsafeBytes { sq.scorer(for: q).score($0) } }
+            #expect(abs(direct - scored) <= 1e-4 * max(1, abs(direct)), "\(direct) vs \(scored)")
+        }
+        // Values outside the trained range are clamped, not wrapped.
+        let outside = sq.encode([Float](repeating: 10, count: d)) + sq.encode([Float](repeating: -10, count: d))
+        #expect(outside.prefix(d).allSatisfy { $0 == 255 } && outside.suffix(d).allSatisfy { $0 == 0 })
+    }
+
+    @Test("k-means: one centroid is the normalised mean; rounds never lower the mean similarity; assignment is the argmax")
+    func kMeans() throws {
+        let (x, _) = Self.clustered(n: 1200, d: 24, centres: 6, spread: 0.3, seed: 3)
+        let one = try #require(KMeans.train(x, k: 1, iterations: 1, seed: 1))
+        var mean = [Float](repeating: 0, count: 24)
+        for r in 0..<x.rows { for j in 0..<24 { mean[j] += x.row(r)[x.row(r).startIndex + j] } }
+        mean.withUnsafeMutableBufferPointer { normalize($0) }
+        #expect(zip(one.row(0), mean).allSatisfy { abs($0 - $1) < 1e-4 })
+        func objective(_ centroids: Matrix) -> Float {
+            KMeans.assign(x, to: centroids).map(\.score).reduce(0, +) / Float(x.rows)
+        }
+        var previous: Float = -1
+        for iterations in [0, 1, 3, 10] {
+            let centroids = try #require(KMeans.train(x, k: 8, iterations: iterations, seed: 2))
+            #expect(centroids.rows == 8 && centroids.columns == 24)
+            let value = objective(centroids)
+            #expect(value >= previous - 1e-5, "\(iterations) rounds: \(value) after \(previous)")
+            previous = value
+        }
+        #expect(previous > 0.9, "clusters of spread 0.3 in 24-d: mean cosine to the centroid \(previous)")
+        let centroids = try #require(KMeans.train(x, k: 8, seed: 2))
+        for (r, a) in KMeans.assign(x, to: centroids, block: 100, threads: 2).enumerated() {
+            let scores = (0..<8).map { c in zip(x.row(r), centroids.row(c)).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
+            #expect(abs(scores.max()! - a.score) < 1e-4 && scores[a.list] == scores.max()!)
+        }
+        // Stopped before the first round: nothing.
+        #expect(KMeans.train(x, k: 6, shouldContinue: { false }) == nil)
+    }
+}
