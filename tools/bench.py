@@ -365,6 +365,225 @@ def search(args) -> str:
     return "\n".join(lines)
 
 
+def ann_data(n: int, d: int, queries: int, seed: int = 0) -> tuple[str, int]:
+    """Clustered synthetic vectors in bench-out/ann-N: a mixture of n/500 directions on the sphere
+    (sizes falling as rank^-0.5, each cluster's spread drawn so that an item's cosine to its
+    direction is 0.67-0.86, like embeddings around a class), written in chunks of 100,000 rows
+    (chunk-I.npy, chunk-I.txt: a label l0..l99 per row at random), queries.npy from the same
+    mixture, and truth.npy, their exact top 10 (and truth-l7.npy within label l7)."""
+    folder = os.path.join(ROOT, "bench-out", f"ann-{n}")
+    chunk = 100_000
+    done = os.path.join(folder, "done")
+    if os.path.exists(done):
+        return folder, chunk
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = max(2, n // 500)
+    mu = rng.standard_normal((centres, d)).astype(np.float32)
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    weights = 1 / np.sqrt(np.arange(1, centres + 1))
+    weights /= weights.sum()
+    spread = rng.uniform(0.6, 1.1, centres).astype(np.float32)
+
+    def draw(count):
+        c = rng.choice(centres, count, p=weights)
+        x = mu[c] + spread[c, None] * rng.standard_normal((count, d), dtype=np.float32) / np.sqrt(d)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    q = draw(queries)
+    np.save(os.path.join(folder, "queries.npy"), q)
+    top = np.full((queries, 10), -np.inf, dtype=np.float32)
+    top_ids = np.zeros((queries, 10), dtype=np.int64)
+    top_l, top_l_ids = top.copy(), top_ids.copy()
+    for i, start in enumerate(range(0, n, chunk)):
+        x = draw(min(chunk, n - start))
+        labels = rng.integers(0, 100, len(x))
+        np.save(os.path.join(folder, f"chunk-{i}.npy"), x)
+        with open(os.path.join(folder, f"chunk-{i}.txt"), "w") as f:
+            f.write("\n".join(f"l{v}" for v in labels) + "\n")
+        scores = q @ x.T
+        ids = np.arange(start, start + len(x))[None, :].repeat(queries, 0)
+        for (t, t_ids, mask) in ((top, top_ids, None), (top_l, top_l_ids, labels == 7)):
+            s = scores if mask is None else np.where(mask[None, :], scores, -np.inf)
+            merged = np.concatenate([t, s], axis=1)
+            merged_ids = np.concatenate([t_ids, ids], axis=1)
+            best = np.argsort(-merged, axis=1, kind="stable")[:, :10]
+            t[:] = np.take_along_axis(merged, best, 1)
+            t_ids[:] = np.take_along_axis(merged_ids, best, 1)
+        print(f"ann data: {start + len(x):,}/{n:,}", file=sys.stderr)
+    np.save(os.path.join(folder, "truth.npy"), top_ids)
+    np.save(os.path.join(folder, "truth-l7.npy"), top_l_ids)
+    open(done, "w").close()
+    return folder, chunk
+
+
+def ann(args) -> str:
+    """Approximate search against FAISS's IVF-Flat, IVF-SQ8 and HNSW32 on the same clustered vectors."""
+    import faiss
+    n, d, k, nq = args.ann_items, 1280, 10, 1000
+    folder, chunk = ann_data(n, d, nq)
+    chunks = sorted(f for f in os.listdir(folder) if f.startswith("chunk-") and f.endswith(".npy"))
+    q = np.load(os.path.join(folder, "queries.npy"))
+    truth = np.load(os.path.join(folder, "truth.npy"))
+    truth_l7 = np.load(os.path.join(folder, "truth-l7.npy"))
+
+    def recall(found: np.ndarray, exact: np.ndarray) -> float:
+        return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+
+    def best_at(rows: list[dict], key: str) -> dict | None:
+        good = [r for r in rows if r["recall"] >= 0.95]
+        return max(good, key=lambda r: r[key]) if good else None
+
+    # Kith: an index of the vectors (one add-vectors per chunk), build-ann, then bench ann.
+    indexes = tempfile.mkdtemp(prefix="kith-bench-ann-", dir=os.path.join(ROOT, "bench-out"))
+    run = lambda *a: subprocess.run([KITH, *a, "--indexes", indexes], check=True, capture_output=True, text=True).stdout
+    run("index", "create", "ann", "--dimension", str(d))
+    t = time.perf_counter()
+    for c in chunks:
+        run("index", "add-vectors", "ann", os.path.join(folder, c), "--labels", os.path.join(folder, c.replace(".npy", ".txt")),
+            "--batch-size", "5000")
+    add_seconds = time.perf_counter() - t
+    print(f"ann: kith added {n:,} in {add_seconds:.0f} s", file=sys.stderr)
+    data_mdb = os.path.join(indexes, "ann", "data.mdb")
+    size_before = os.path.getsize(data_mdb)
+    build_seconds, build_mib = max_rss_mib([KITH, "index", "build-ann", "ann", "--indexes", indexes])
+    status = json.loads(run("index", "stats", "ann", "--json"))["ann"]
+    size_after = os.path.getsize(data_mdb)
+    print(f"ann: kith built in {build_seconds:.0f} s: {status}", file=sys.stderr)
+    probes_list = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    ids_prefix = os.path.join(indexes, "ids")
+
+    def kith_bench(*extra: str) -> list[dict]:
+        out = subprocess.run([KITH, "bench", "ann", "ann", "--indexes", indexes, "--queries", os.path.join(folder, "queries.npy"),
+                              "--json", "--singles", "200", *extra], check=True, capture_output=True, text=True).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    exact_rows = kith_bench("--nprobe", "0", "--threads", "2")
+    kith_rows = []
+    for line in kith_bench("--nprobe", *map(str, probes_list), "--threads", "1", "2", "--ids", ids_prefix):
+        if line["kind"] == "open":
+            kith_open = line
+            continue
+        found = np.load(f"{ids_prefix}.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
+        kith_rows.append(dict(line, recall=recall(found, truth)))
+    filtered = []
+    for line in kith_bench("--nprobe", str(status["configuration"]["probes"]), "--threads", "2", "--label", "l7", "--ids", ids_prefix + "-l7"):
+        if line["kind"] == "ann":
+            found = np.load(f"{ids_prefix}-l7.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
+            filtered.append(dict(line, recall=recall(found, truth_l7)))
+    print("ann: kith searched", file=sys.stderr)
+
+    # FAISS: the same vectors, its three indexes, each swept over its knob.
+    faiss_rows = {}
+    builds = {}
+    x = np.concatenate([np.load(os.path.join(folder, c)) for c in chunks])
+    nlist = status["configuration"]["lists"]
+    for name in ("IVF-Flat", "IVF-SQ8", "HNSW32"):
+        faiss.omp_set_num_threads(2)
+        t = time.perf_counter()
+        if name == "HNSW32":
+            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            index.add(x)
+            knobs = [16, 32, 64, 128, 256, 512]
+        else:
+            quantizer = faiss.IndexFlatIP(d)
+            index = (faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT) if name == "IVF-Flat" else
+                     faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT))
+            index.cp.niter = 10  # Kith's rounds and sample: the same k-means
+            index.cp.max_points_per_centroid = 64
+            index.cp.seed = 0
+            index.train(x)
+            index.add(x)
+            knobs = probes_list
+        builds[name] = time.perf_counter() - t
+        print(f"ann: faiss {name} built in {builds[name]:.0f} s", file=sys.stderr)
+        rows = []
+        for knob in knobs:
+            if name == "HNSW32":
+                index.hnsw.efSearch = knob
+            else:
+                index.nprobe = knob
+            for threads in (1, 2):
+                faiss.omp_set_num_threads(threads)
+                index.search(q[:2], k)
+                t = time.perf_counter()
+                for i in range(200):
+                    index.search(q[i:i + 1], k)
+                single = 200 / (time.perf_counter() - t)
+                t = time.perf_counter()
+                _, found = index.search(q, k)
+                batch = nq / (time.perf_counter() - t)
+                rows.append({"knob": knob, "threads": threads, "single_queries_per_second": single,
+                             "batch_queries_per_second": batch, "recall": recall(found, truth)})
+        faiss_rows[name] = rows
+        del index
+    del x
+    shutil.rmtree(indexes, ignore_errors=True)
+
+    lines = [f"Measured by `tools/bench ann --ann-items {n}` on {time.strftime('%Y-%m-%d')}: {n:,} clustered unit vectors of {d} "
+             f"float32 (a mixture of {max(2, n // 500):,} directions, cosine 0.67-0.86 to their direction; tools/bench.py "
+             f"`ann_data`), {nq:,} queries from the same mixture, recall@{k} against exact search. Kith: `kith index build-ann` "
+             f"defaults ({nlist:,} lists, trained on {status['configuration']['training_sample']:,} items, 10 rounds; 8-bit codes "
+             f"scanned in the memory map, the best {max(4 * k, 32)} re-ranked from float32), `kith bench ann`; FAISS "
+             f"{faiss.__version__}: IVF-Flat and IVF-SQ8 with the same lists, sample and rounds, HNSW32 (efConstruction 40). "
+             "Single queries one after another, then one batch; q/s.", ""]
+    lines += ["| index | build s | knob | recall@10 | single q/s, 1 thread | single q/s, 2 threads | batch q/s, 1 thread | batch q/s, 2 threads |",
+              "|---|---|---|---|---|---|---|---|"]
+
+    def table(name: str, build: float, rows: list[dict], knob: str) -> None:
+        by_knob: dict = {}
+        for r in rows:
+            by_knob.setdefault(r[knob], {})[r["threads"]] = r
+        for value, per in sorted(by_knob.items()):
+            one, two = per.get(1, {}), per.get(2, {})
+            lines.append(f"| {name} | {build:.0f} | {knob} {value} | {two.get('recall', one.get('recall', 0)):.3f} | "
+                         f"{one.get('single_queries_per_second', 0):,.0f} | {two.get('single_queries_per_second', 0):,.0f} | "
+                         f"{one.get('batch_queries_per_second', 0):,.0f} | {two.get('batch_queries_per_second', 0):,.0f} |")
+
+    table("Kith IVF, 8-bit + re-rank", build_seconds, kith_rows, "nprobe")
+    for name, rows in faiss_rows.items():
+        table(f"FAISS {name}", builds[name], [dict(r, nprobe=r["knob"]) if name != "HNSW32" else dict(r, efSearch=r["knob"]) for r in rows],
+              "nprobe" if name != "HNSW32" else "efSearch")
+    lines += ["", "At recall@10 ≥ 0.95, the fastest setting of each (q/s; Kith's ratio to it):", "",
+              "| index | single, 1 thread | single, 2 threads | batch, 1 thread | batch, 2 threads |", "|---|---|---|---|---|"]
+    kith_best = {}
+    for threads in (1, 2):
+        for mode in ("single", "batch"):
+            key = f"{mode}_queries_per_second"
+            kith_best[(mode, threads)] = best_at([r for r in kith_rows if r["threads"] == threads], key)
+    def fmt(best, key, ours=None):
+        if not best:
+            return "—"
+        text = f"{best[key]:,.0f}"
+        if ours:
+            text += f" ({ours[key] / best[key]:.2f})"
+        return text
+    cells = [fmt(kith_best[(m, t)], f"{m}_queries_per_second") for t in (1, 2) for m in ("single",)] + \
+            [fmt(kith_best[(m, t)], f"{m}_queries_per_second") for t in (1, 2) for m in ("batch",)]
+    lines.append("| Kith | " + " | ".join(cells) + " |")
+    for name, rows in faiss_rows.items():
+        cells = []
+        for m in ("single", "batch"):
+            for t in (1, 2):
+                key = f"{m}_queries_per_second"
+                cells.append(fmt(best_at([r for r in rows if r["threads"] == t], key), key, kith_best[(m, t)]))
+        lines.append(f"| FAISS {name} | " + " | ".join(cells) + " |")
+    mib = lambda b: f"{b / 2**20:,.0f} MiB"
+    lines += ["", f"Kith: adding the vectors {add_seconds:.0f} s (`add-vectors`, 5,000 per transaction); build-ann {build_seconds:.0f} s "
+              f"(peak {build_mib:,.0f} MiB), data.mdb {mib(size_before)} before and {mib(size_after)} after (the codes and lists). "
+              f"Default probes calibrated by the build: {status['configuration']['probes']} "
+              f"(recall@10 {status.get('calibrated_recall') or 0:.3f} on the index's own items). "
+              f"Opening the index and answering a first query: exact {exact_rows[0]['seconds']:.2f} s with {mib(exact_rows[0]['rss_bytes'])} "
+              f"resident (the float32 matrix is copied in), approximate {kith_open['seconds']:.2f} s with {mib(kith_open['rss_bytes'])}. "
+              f"Exact search on the same index: {exact_rows[1]['single_queries_per_second']:,.1f} single q/s, "
+              f"{exact_rows[1]['batch_queries_per_second']:,.1f} batch q/s (2 threads)."]
+    if filtered:
+        f = filtered[0]
+        lines += ["", f"Filtered (label l7 of 100, {n // 100:,} items): recall@10 {f['recall']:.3f} against exact search "
+                  f"within the label, {f['single_queries_per_second']:,.0f} single and {f['batch_queries_per_second']:,.0f} batch q/s (2 threads)."]
+    return "\n".join(lines)
+
+
 def clusters(classes: int, per_class: int, queries: int, d: int, seed: int):
     """Unit vectors around random class means: support and query sets with labels."""
     rng = np.random.default_rng(seed)
@@ -1004,6 +1223,7 @@ SECTIONS = {
     "whitening": ("Query engine: whitening against the number of classes", whitening),
     "views": ("Query engine: augmented support sets (stored views)", views),
     "adapt": ("kith adapt: NNCLR on the collection, measured without leaks", adapt),
+    "ann": ("Approximate search against FAISS", ann),
     "retrieval": ("Query engine: near-duplicate retrieval on Fashion-MNIST", retrieval),
     "server": ("HTTP service: overhead against the library", server),
     "client": ("Python client: the NNCLR queue step over loopback", client),
@@ -1020,6 +1240,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--spark-images", type=int, default=5000, help="images of the spark section")
     parser.add_argument("--max-items", type=int, default=1_000_000, help="largest collection for the search section")
+    parser.add_argument("--ann-items", type=int, default=1_000_000, help="vectors of the ann section")
     parser.add_argument("--adapt-epochs", type=int, default=20, help="epochs of the adapt section")
     parser.add_argument("--adapt-items", type=int, default=10_000, help="Fashion-MNIST training images of the adapt section")
     parser.add_argument("--adapt-classes", type=int, default=1000, help="glyph classes of the adapt section (at most all)")

@@ -242,6 +242,7 @@ extension Index {
                 try env.write { txn in
                     try txn.clear(.annLists)
                     try txn.clear(.annItems)
+                    try requireFormat(3, txn)
                     try txn.put(.meta, modelKey, model.encoded)
                     try saveANN(ANNStatus(configuration: settings, phase: .building, builtThrough: 0,
                                           stamp: (existing?.stamp ?? 0) + 1), txn)
@@ -312,6 +313,15 @@ extension Index {
                 try txn.delete(.meta, modelKey)
             }
         }
+    }
+
+    /// Raises the stored format version to at least `version` (an older Kith then refuses the index).
+    private func requireFormat(_ version: Int, _ txn: Transaction) throws {
+        guard let raw = try txn.get(.meta, Array("metadata".utf8)) else { throw IndexError(.inconsistent(["no metadata record"])) }
+        var stored = try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw))
+        guard stored.formatVersion < version else { return }
+        stored.formatVersion = version
+        try txn.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(stored)))
     }
 
     /// Centroids and quantiser trained on a seeded sample of the items; nil when stopped.

@@ -41,8 +41,9 @@ public enum Metric: String, Codable, Sendable, CaseIterable {
 /// What an index records about itself; fixed at creation.
 public struct IndexMetadata: Codable, Sendable, Equatable {
     /// 1: an index of a backbone's embeddings; 2: also indexes of the caller's own vectors (no
-    /// model), which an older Kith refuses to open.
-    public static let currentFormatVersion = 2
+    /// model), which an older Kith refuses to open; 3: an index with an approximate-search
+    /// structure, which an older Kith would not keep up to date and so must refuse.
+    public static let currentFormatVersion = 3
 
     public var formatVersion: Int
     /// The backbone whose embeddings the index holds; nil for an index of the caller's own vectors.

@@ -9,7 +9,7 @@ import KithQuery
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
-        subcommands: [Inference.self, Store.self, SearchBench.self, HeadsBench.self, EngineBench.self], defaultSubcommand: Inference.self)
+        subcommands: [Inference.self, Store.self, SearchBench.self, ANNBench.self, HeadsBench.self, EngineBench.self], defaultSubcommand: Inference.self)
 }
 
 /// One JSON line (or key=value line) per measurement on standard output.
@@ -189,6 +189,82 @@ struct SearchBench: ParsableCommand {
         report(["kind": "search", "items": items, "dimension": dimension, "k": k, "threads": threads,
                 "single_queries_per_second": single, "batch": batch, "batch_queries_per_second": batched], json: json)
     }
+}
+
+struct ANNBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ann",
+        abstract: "Measure search on a stored index (tools/bench ann runs this beside FAISS).",
+        discussion: """
+            Opens the index, answers --queries (.npy) exactly or approximately with each --nprobe, \
+            one query at a time and as one batch, with each thread count; reports queries per \
+            second, the time to open and answer a first query, and the resident memory. With \
+            --ids, writes the batch answers' item ids (one row per query, k columns, as .npy of \
+            float32) for each setting to FILE.nprobe-N.npy, so that recall can be computed outside.
+            """)
+
+    @OptionGroup var location: IndexOptions
+    @Option(help: "Query vectors (.npy).") var queries: String
+    @Option(help: "Results per query.") var k: Int = 10
+    @Option(parsing: .upToNextOption, help: "Probes to time (0: exact search).") var nprobe: [Int] = [0]
+    @Option(parsing: .upToNextOption, help: "Thread counts to time.") var threads: [Int] = [1, 2]
+    @Option(help: "Single queries to time (the first ones of --queries).") var singles: Int = 200
+    @Option(help: "Write the batch answers' ids to FILE.nprobe-N.npy.") var ids: String?
+    @Option(help: "Only items with this label.") var label: String?
+    @Flag(help: "Print JSON lines.") var json = false
+    @Argument(help: "Name of the index.") var name: String
+
+    func run() async throws {
+        let filter = label.map { LabelFilter(include: [$0]) }
+        let queryMatrix = try readNpy(queries)
+        var t0 = Date()
+        let index = try reporting { try location.open(name) }
+        let engineFor = { (threads: Int) throws -> QueryEngine in
+            var configuration = SearchConfiguration()
+            configuration.threads = threads
+            return try QueryEngine(index: index, searchConfiguration: configuration)
+        }
+        let first = Query.rows(of: Matrix(rows: 1, columns: queryMatrix.columns, values: Array(queryMatrix.row(0))))
+        let method: SearchMethod = nprobe.first == 0 ? .exact : .approximate
+        _ = try await reporting { try await engineFor(1).search(first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first) }
+        let openSeconds = Date().timeIntervalSince(t0)
+        report(["kind": "open", "index": name, "seconds": openSeconds, "method": nprobe.first == 0 ? "exact" : "approximate",
+                "rss_bytes": residentBytes()], json: json)
+        for probes in nprobe {
+            for count in threads {
+                let engine = try engineFor(count)
+                let method: SearchMethod = probes == 0 ? .exact : .approximate
+                let all = Query.rows(of: queryMatrix)
+                _ = try await reporting { try await engine.search(Array(all.prefix(2)), k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes) }
+                let singles = min(self.singles, all.count)
+                t0 = Date()
+                for q in all.prefix(singles) {
+                    _ = try await reporting { try await engine.search([q], k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes) }
+                }
+                let single = Double(singles) / Date().timeIntervalSince(t0)
+                var answers: [[SearchResult]] = []
+                t0 = Date()
+                for start in stride(from: 0, to: all.count, by: 1024) {
+                    answers += try await reporting { try await engine.search(Array(all[start..<min(all.count, start + 1024)]), k: k, filter: filter, method: method,
+                                                                            probes: probes == 0 ? nil : probes) }
+                }
+                let batched = Double(all.count) / Date().timeIntervalSince(t0)
+                if let ids, count == threads.first {
+                    let rows = answers.map { hits in (0..<k).map { $0 < hits.count ? Float(hits[$0].id) : -1 } }
+                    try NPY.encode(Matrix(stacking: rows)).write(to: URL(fileURLWithPath: "\(ids).nprobe-\(probes).npy"))
+                }
+                report(["kind": "ann", "nprobe": probes, "threads": count, "k": k, "single_queries_per_second": single,
+                        "batch": all.count, "batch_queries_per_second": batched, "rss_bytes": residentBytes()], json: json)
+            }
+        }
+    }
+}
+
+/// This process's resident memory (VmRSS), in bytes; 0 where /proc is not there.
+func residentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
 }
 
 struct HeadsBench: ParsableCommand {

@@ -126,6 +126,8 @@ struct ApproximateSearchTests {
         let stopped = try index.buildANN(batch: 500, progress: { _, _ in batches += 1 }, shouldContinue: { batches < 2 })
         #expect(stopped.phase == .building && stopped.builtThrough == 1000)
         #expect(try index.check().isEmpty)
+        // An older Kith would not keep the lists up to date: the index now says format 3.
+        #expect(try Index.open(at: temporary.path).metadata.formatVersion == 3)
         #expect(try ApproximateSearch(index: index).search(Self.queries(3), k: 5) == nil)
         let engine = try QueryEngine(index: index)
         let queries = Query.rows(of: Self.queries(5))

@@ -280,19 +280,24 @@ class _Operations:
         item ids as JSON with the options beside them."""
         options = {k: v for k, v in options.items() if v is not None}
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
-            params = {k: ",".join(v) if isinstance(v, list) else ("true" if v is True else v) for k, v in options.items() if v is not False}
+            params = {k: ",".join(v) if isinstance(v, list) else ({True: "true", False: "false"}[v] if isinstance(v, bool) else v)
+                      for k, v in options.items()}
             return _Call("POST", path, params=params, content=_npy(queries), content_type=NPY)
         return _Call("POST", path, json={"ids": [int(i) for i in queries], **options})
 
     def search(self, index: str, queries: Union[np.ndarray, Sequence[int]], k: int = 10,
                labels: Optional[Sequence[str]] = None, exclude_labels: Optional[Sequence[str]] = None,
-               space: Optional[str] = None) -> Op[SearchResults]:
+               space: Optional[str] = None, exact: Optional[bool] = None, nprobe: Optional[int] = None) -> Op[SearchResults]:
         """The ``k`` most similar items of ``index`` for each query: rows of a float matrix
         (one vector each), or item ids ("more like this", never the item itself). ``labels``
         keeps only items with one of them; ``exclude_labels`` drops items with one of them.
-        ``space``: ``backbone`` or ``adapted`` (default: adapted once the index has an adapted head)."""
+        ``space``: ``backbone`` or ``adapted`` (default: adapted once the index has an adapted head).
+        ``exact``: True scores every item, False uses the index's approximate-search structure
+        (``kith index build-ann``; default: approximate for large indexes that have one);
+        ``nprobe``: the lists an approximate search probes (default: the index's)."""
         options = {"k": k, "labels": list(labels) if labels is not None else None,
-                   "exclude_labels": list(exclude_labels) if exclude_labels else None, "space": space}
+                   "exclude_labels": list(exclude_labels) if exclude_labels else None, "space": space,
+                   "exact": exact, "nprobe": nprobe}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/search", queries, options)
         hits = reply.json()["results"]
         width = max([len(row) for row in hits] + [0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import pathlib
 
 import time
@@ -11,7 +12,7 @@ import pytest
 
 import kith
 
-from conftest import REPOSITORY, Server
+from conftest import REPOSITORY, Server, kith_binary
 
 FIXTURES = REPOSITORY / "Tests" / "Fixtures" / "images"
 
@@ -94,6 +95,39 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     client.drop_index(name)
     with pytest.raises(kith.IndexNotFoundError):
         client.index(name)
+
+
+def test_approximate_search(client: kith.Client, server: Server, name: str) -> None:
+    """An index built by `kith index build-ann` next to the server: the client asks for
+    approximate or exact search, the answers agree on clustered data, and adds over HTTP are
+    found at once."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 16)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, 3000)] + rng.normal(0, 0.2, (3000, 16)).astype(np.float32)
+    client.create_index(name, dimension=16)
+    client.add_vectors(name, vectors, labels=[f"l{i % 10}" for i in range(3000)])
+    with pytest.raises(kith.NoApproximateIndexError):
+        client.search(name, vectors[:2], exact=False)
+    built = subprocess.run([kith_binary(), "index", "build-ann", name, "--indexes", str(server.root / "indexes")],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0 and "approximate search ready" in built.stdout, built.stderr
+    assert client.index(name)["ann"]["phase"] == "ready"
+    queries = vectors[:50] + rng.normal(0, 0.05, (50, 16)).astype(np.float32)
+    exact = client.search(name, queries, k=10, exact=True)
+    approximate = client.search(name, queries, k=10, exact=False)
+    overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate.ids, exact.ids)])
+    assert overlap >= 0.9
+    same = approximate.ids == exact.ids  # re-ranked by the stored vectors: the exact scores
+    assert same.mean() >= 0.9 and np.allclose(approximate.scores[same], exact.scores[same], atol=1e-5)
+    everything = client.search(name, queries, k=10, exact=False, nprobe=65536)
+    assert (everything.ids == exact.ids).all()
+    only = client.search(name, [5], k=5, exact=False, labels=["l3"])
+    assert set(only.labels[0]) == {"l3"} and 5 not in only.ids[0]
+    new = client.add_vectors(name, queries[:1] * 1.0)
+    assert client.search(name, queries[:1], k=1, exact=False).ids[0, 0] == new.ids[0]
+    with pytest.raises(kith.OutOfRangeError):
+        client.search(name, queries[:1], exact=False, nprobe=0)
+    client.drop_index(name)
 
 
 def test_images(client: kith.Client, name: str) -> None:
