@@ -33,25 +33,32 @@ public struct ApproximateSearch: Sendable {
     }
 
     /// The `k` best items (id, cosine) for each row of `queries`, best first; nil when the index
-    /// has no approximate-search structure ready.
+    /// has no approximate-search structure ready. A batch is split between the threads by
+    /// queries; a single query's lists are split between them.
     /// - Parameter excluding: per query, an item id never to return.
     public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil,
                        excluding: [UInt64?] = []) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
         var queries = queries
         queries.normalizeRows()
-        let parts = max(1, min(threads, queries.rows))
-        let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
+        let threads = max(1, self.threads)
         BLAS.setThreads(1)
+        if queries.rows < threads {
+            var all: [[(id: UInt64, score: Float)]] = []
+            for q in 0..<queries.rows {
+                guard let found = try nearest(queries.gathering(rows: [q]), k: k, filter: filter,
+                                              excluding: [q < excluding.count ? excluding[q] : nil], parts: threads) else { return nil }
+                all += found
+            }
+            return all
+        }
+        let parts = min(threads, queries.rows)
+        let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
         parallelFor(parts, threads: parts) { p in
             let range = queries.rows * p / parts ..< queries.rows * (p + 1) / parts
             do {
-                let found = try index.withANN { reader in
-                    let allowed = try Allowed(filter, reader)
-                    return try range.map { q in
-                        try nearest(queries.row(q), k: k, reader: reader, allowed: allowed, excluding: q < excluding.count ? excluding[q] : nil)
-                    }
-                }
+                let found = try nearest(queries.gathering(rows: Array(range)), k: k, filter: filter,
+                                        excluding: range.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1)
                 results.set(p, .success(found))
             } catch {
                 results.set(p, .failure(QueryError(wrapping: error)))
@@ -65,46 +72,117 @@ public struct ApproximateSearch: Sendable {
         return all
     }
 
-    private func nearest(_ query: ArraySlice<Float>, k: Int, reader: ANNReader, allowed: Allowed,
-                         excluding: UInt64?) throws(IndexError) -> [(id: UInt64, score: Float)] {
-        let model = reader.model, lists = model.centroids.rows, d = model.centroids.columns
-        let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
-        let q = Array(query)
-        return try q.withUnsafeBufferPointer { (q) throws(IndexError) -> [(id: UInt64, score: Float)] in
-            // A filter that leaves fewer items than the probes would scan: score those exactly.
-            if let ids = allowed.ids, ids.count <= max(k, reader.items * probes / lists) {
-                var best = TopK(k: k)
-                for id in ids where id != excluding {
-                    if let score = try reader.exactScore(of: id, query: q) { best.offer(score, Int(id)) }
+    /// The answers for unit `queries`, each query's probed lists split into `parts` scanned on
+    /// as many threads (each in its own read transaction).
+    private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?],
+                         parts: Int) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+        do {
+            return try index.withANN { reader in
+                let allowed = try Allowed(filter, reader)
+                let model = reader.model, lists = model.centroids.rows
+                let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
+                let centroidScores = model.centroids.scores(of: queries)
+                var answers: [[(id: UInt64, score: Float)]] = []
+                for q in 0..<queries.rows {
+                    let query = Array(queries.row(q))
+                    let own = excluding[q]
+                    // A filter that leaves fewer items than the probes would scan: score those exactly.
+                    if let ids = allowed.ids, ids.count <= max(k, reader.items * probes / lists) {
+                        var best = TopK(k: k)
+                        try query.withUnsafeBufferPointer { q in
+                            for id in ids where id != own {
+                                if let score = try reader.exactScore(of: id, query: q) { best.offer(score, Int(id)) }
+                            }
+                        }
+                        answers.append(best.sorted().map { (UInt64($0.index), $0.score) })
+                        continue
+                    }
+                    let scores = Array(centroidScores[(q * lists)..<((q + 1) * lists)])
+                    var nearestLists = TopK(k: probes)
+                    for (list, score) in scores.enumerated() where score > nearestLists.threshold { nearestLists.offer(score, list) }
+                    let probed = nearestLists.sorted().map(\.index)
+                    let scorer = query.withUnsafeBufferPointer { model.quantizer.scorer(for: $0) }
+                    let candidates = max(k, rerank ?? max(4 * k, 32))
+                    var (best, seen) = try scan(probed, scorer: scorer, keep: candidates, allowed: allowed, excluding: own, reader: reader, parts: parts)
+                    if seen < k && probes < lists {
+                        // Past the probes, go on only until k allowed items have been seen.
+                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.filter { !probed.contains($0) }
+                        for list in rest where seen < k {
+                            let (more, count) = try scan([list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
+                                                         reader: reader, parts: 1)
+                            best.merge(more)
+                            seen += count
+                        }
+                    }
+                    var exact = TopK(k: k)
+                    try query.withUnsafeBufferPointer { q in
+                        for candidate in best.sorted() {
+                            if let score = try reader.exactScore(of: UInt64(candidate.index), query: q) { exact.offer(score, candidate.index) }
+                        }
+                    }
+                    answers.append(exact.sorted().map { (UInt64($0.index), $0.score) })
                 }
-                return best.sorted().map { (UInt64($0.index), $0.score) }
+                return answers
             }
-            var centroidScores = [Float](repeating: 0, count: lists)
-            model.centroids.values.withUnsafeBufferPointer { c in
-                centroidScores.withUnsafeMutableBufferPointer { s in
-                    BLAS.gemv(m: lists, n: d, a: c.baseAddress!, lda: d, x: q.baseAddress!, y: s.baseAddress!)
-                }
-            }
-            let order = centroidScores.indices.sorted { centroidScores[$0] > centroidScores[$1] }
-            let scorer = model.quantizer.scorer(for: q)
-            var candidates = TopK(k: max(k, rerank ?? max(4 * k, 32)))
-            var found = 0
-            for (probed, list) in order.enumerated() {
-                // Past the probes, go on only until k allowed items have been seen.
-                if probed >= probes && found >= k { break }
+        } catch {
+            throw QueryError(wrapping: error)
+        }
+    }
+
+    /// The best `keep` allowed entries of `lists` by their codes' scores, and how many allowed
+    /// entries were seen; the lists split between `parts` threads.
+    private func scan(_ lists: [Int], scorer: CodeScorer, keep: Int, allowed: Allowed, excluding: UInt64?,
+                      reader: ANNReader, parts: Int) throws -> (TopK, Int) {
+        func scanPart(_ part: ArraySlice<Int>, _ reader: ANNReader) throws -> (TopK, Int) {
+            var best = TopK(k: keep), seen = 0
+            for list in part {
                 try reader.scan(list: list) { id, code in
                     guard id != excluding, allowed.contains(id) else { return }
-                    found += 1
+                    seen += 1
                     let score = scorer.score(code)
-                    if score > candidates.threshold { candidates.offer(score, Int(id)) }
+                    if score > best.threshold { best.offer(score, Int(id)) }
                 }
             }
-            var best = TopK(k: k)
-            for candidate in candidates.sorted() {
-                if let score = try reader.exactScore(of: UInt64(candidate.index), query: q) { best.offer(score, candidate.index) }
-            }
-            return best.sorted().map { (UInt64($0.index), $0.score) }
+            return (best, seen)
         }
+        guard parts > 1, lists.count > 1 else { return try scanPart(lists[...], reader) }
+        let count = min(parts, lists.count)
+        let results = ShardResults<Result<(TopK, Int), any Error>>(count: count)
+        parallelFor(count, threads: count) { p in
+            // Every other list to each thread: the nearest lists, often the longest, are shared out.
+            let part = lists.indices.filter { $0 % count == p }.map { lists[$0] }
+            results.set(p, Result {
+                if p == 0 { return try scanPart(part[...], reader) }
+                return try index.withANN { try scanPart(part[...], $0) } ?? (TopK(k: keep), 0)
+            })
+        }
+        var best = TopK(k: keep), seen = 0
+        for result in results.values {
+            let (part, count) = try result.get()
+            best.merge(part)
+            seen += count
+        }
+        return (best, seen)
+    }
+}
+
+extension Matrix {
+    /// The products of every row of `queries` with every row of this matrix (queries × rows, row-major).
+    func scores(of queries: Matrix) -> [Float] {
+        var out = [Float](repeating: 0, count: queries.rows * rows)
+        values.withUnsafeBufferPointer { c in
+            queries.values.withUnsafeBufferPointer { q in
+                out.withUnsafeMutableBufferPointer { s in
+                    if queries.rows == 1 {
+                        BLAS.gemv(m: rows, n: columns, a: c.baseAddress!, lda: columns, x: q.baseAddress!, y: s.baseAddress!)
+                    } else {
+                        BLAS.gemm(m: queries.rows, n: rows, k: columns, a: q.baseAddress!, lda: columns, b: c.baseAddress!, ldb: columns,
+                                  transposeB: true, c: s.baseAddress!, ldc: rows)
+                    }
+                }
+            }
+        }
+        return out
     }
 }
 

@@ -57,6 +57,11 @@ struct ApproximateSearchTests {
         let approximate = try #require(try ApproximateSearch(index: index).search(queries, k: 10))
         let r = recall(approximate, exact)
         #expect(r >= 0.9, "recall@10 \(r) at the default probes")
+        // One query alone (its lists split between two threads) gets the answer it gets in a batch.
+        for q in 0..<5 {
+            let alone = try #require(try ApproximateSearch(index: index, threads: 2).search(queries.gathering(rows: [q]), k: 10))
+            #expect(alone[0].map { $0.id } == approximate[q].map { $0.id })
+        }
         // Probing every list and re-ranking enough candidates is exact.
         let everything = try #require(try ApproximateSearch(index: index, probes: 1 << 20, rerank: 6000).search(queries, k: 10))
         #expect(recall(everything, exact) == 1)
