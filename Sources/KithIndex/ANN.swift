@@ -95,14 +95,16 @@ public struct ANNReader {
     /// Ids are below this.
     public let nextID: UInt64
 
-    /// Calls `body` with the id and the code of every entry of list `list` (the code's bytes are
-    /// the memory map's, valid during the call only).
-    public func scan(list: Int, _ body: (UInt64, UnsafeRawBufferPointer) -> Void) throws(IndexError) {
-        let prefix = listPrefix(list)
+    /// Calls `body` with each block of list `list`: its entries' ids (`count` u64, little-endian,
+    /// unaligned) and their codes (`count` × dimension bytes, one after the other), both the
+    /// memory map's bytes, valid during the call only.
+    public func scan(list: Int, _ body: (_ ids: UnsafeRawBufferPointer, _ codes: UnsafeRawBufferPointer, _ count: Int) -> Void) throws(IndexError) {
+        let prefix = listPrefix(list), entry = 8 + index.metadata.dimension
         try storage {
             try txn.forEach(.annLists, from: prefix) { k, v in
-                guard k.count == 12, k.starts(with: prefix) else { return false }
-                body(uint64(key: UnsafeRawBufferPointer(rebasing: k[4...])), v)
+                guard k.count == 8, k.loadUnaligned(as: UInt32.self) == prefix.withUnsafeBytes({ $0.loadUnaligned(as: UInt32.self) }) else { return false }
+                let count = v.count / entry
+                body(UnsafeRawBufferPointer(rebasing: v[..<(count * 8)]), UnsafeRawBufferPointer(rebasing: v[(count * 8)..<(count * entry)]), count)
                 return true
             }
         }
@@ -112,16 +114,19 @@ public struct ANNReader {
     /// item does not exist.
     public func exactScore(of id: UInt64, query: UnsafeBufferPointer<Float>) throws(IndexError) -> Float? {
         try storage {
-            guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { return nil }
+            guard let (block, slot) = try txn.withValue(.items, key(id), { try Item.place(decoding: $0) }) else { return nil }
             let rowBytes = query.count * 4
-            return try txn.withValue(.vectors, key(item.block)) { block -> Float in
-                guard (item.slot + 1) * rowBytes <= block.count else {
-                    throw IndexError(.inconsistent(["item \(id) points beyond its vector block \(item.block)"]))
+            return try txn.withValue(.vectors, key(block)) { bytes -> Float in
+                guard (slot + 1) * rowBytes <= bytes.count else {
+                    throw IndexError(.inconsistent(["item \(id) points beyond its vector block \(block)"]))
                 }
-                var sum: Float = 0
-                let row = block.baseAddress! + item.slot * rowBytes
-                for j in 0..<query.count { sum += query[j] * row.loadUnaligned(fromByteOffset: j * 4, as: Float.self) }
-                return sum
+                let row = bytes.baseAddress! + slot * rowBytes
+                // Blocks are stored on their own pages, so rows are aligned for floats; copied where not.
+                if Int(bitPattern: row) % MemoryLayout<Float>.alignment == 0 {
+                    return BLAS.dot(query.count, query.baseAddress!, row.assumingMemoryBound(to: Float.self))
+                }
+                let copy = (0..<query.count).map { row.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                return BLAS.dot(query.count, query.baseAddress!, copy)
             }
         }
     }
@@ -141,10 +146,11 @@ public struct ANNReader {
     /// Entries in each list (what `kith index stats` reports about balance).
     public func listSizes() throws(IndexError) -> [Int] {
         var sizes = [Int](repeating: 0, count: model.centroids.rows)
+        let entry = 8 + index.metadata.dimension
         try storage {
-            try txn.forEach(.annLists) { k, _ in
+            try txn.forEach(.annLists) { k, v in
                 let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self)))
-                if list < sizes.count { sizes[list] += 1 }
+                if list < sizes.count { sizes[list] += v.count / entry }
                 return true
             }
         }
@@ -152,9 +158,38 @@ public struct ANNReader {
     }
 }
 
-/// List number (u32), then item id (u64), both big-endian: a list's entries are one key range.
+/// A list's blocks are one key range: list number (u32), then block number (u32), big-endian.
 func listPrefix(_ list: Int) -> [UInt8] { withUnsafeBytes(of: UInt32(list).bigEndian) { Array($0) } }
-func listKey(_ list: Int, _ id: UInt64) -> [UInt8] { listPrefix(list) + key(id) }
+func blockKey(_ list: Int, _ block: Int) -> [UInt8] { listPrefix(list) + withUnsafeBytes(of: UInt32(block).bigEndian) { Array($0) } }
+
+/// Where an item's code is: list, block, slot (`annItems` values: three u32, little-endian).
+struct CodePlace: Equatable {
+    var list: Int, block: Int, slot: Int
+
+    init(list: Int, block: Int, slot: Int) { (self.list, self.block, self.slot) = (list, block, slot) }
+
+    init(_ bytes: UnsafeRawBufferPointer) throws {
+        guard bytes.count == 12 else { throw IndexError(.inconsistent(["an approximate-search place of \(bytes.count) bytes"])) }
+        list = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
+        block = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        slot = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+    }
+
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        for v in [list, block, slot] { w.u32(UInt32(v)) }
+        return w.bytes
+    }
+}
+
+extension Item {
+    /// The (block, slot) of an item record's vector, without decoding its strings.
+    static func place(decoding bytes: UnsafeRawBufferPointer) throws -> (UInt64, Int) {
+        var r = ByteReader(bytes)
+        guard try r.u8() == 1 else { throw IndexError(.inconsistent(["an item has an unknown record version"])) }
+        return (try r.u64(), Int(try r.u32()))
+    }
+}
 
 private let statusKey = Array("ann".utf8), modelKey = Array("ann.model".utf8)
 
@@ -373,22 +408,78 @@ extension Index {
         }
     }
 
+    /// Codes in one stored block: about 64 KiB of ids and codes, so that a list is scanned in
+    /// long contiguous runs of the memory map.
+    var codesPerBlock: Int { max(1, 65_536 / (8 + metadata.dimension)) }
+
     /// Codes `vectors` (unit rows of items `ids`) into the lists of their nearest centroids,
-    /// replacing any code an item had.
+    /// replacing any code an item had; each list's last block is rewritten once.
     private func putCodes(_ ids: [UInt64], _ vectors: Matrix, _ model: ANNModel, _ txn: Transaction) throws {
+        for id in ids { try removeCode(id, txn) }
         let assigned = KMeans.assign(vectors, to: model.centroids)
         let d = metadata.dimension
-        var code = [UInt8](repeating: 0, count: d)
+        var rowsOf: [Int: [Int]] = [:]
+        for (r, a) in assigned.enumerated() { rowsOf[a.list, default: []].append(r) }
         try vectors.values.withUnsafeBufferPointer { v in
-            for (r, id) in ids.enumerated() {
-                let list = assigned[r].list
-                if let old = try txn.withValue(.annItems, key(id), { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }), old != list {
-                    try txn.delete(.annLists, listKey(old, id))
+            for list in rowsOf.keys.sorted() {
+                let rows = rowsOf[list]!
+                var codes = [UInt8](repeating: 0, count: rows.count * d)
+                codes.withUnsafeMutableBytes { out in
+                    for (i, r) in rows.enumerated() {
+                        model.quantizer.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]),
+                                               into: UnsafeMutableRawBufferPointer(rebasing: out[(i * d)..<((i + 1) * d)]))
+                    }
                 }
-                code.withUnsafeMutableBytes { model.quantizer.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]), into: $0) }
-                try txn.put(.annLists, listKey(list, id), code)
-                try txn.put(.annItems, key(id), withUnsafeBytes(of: UInt32(list).littleEndian) { Array($0) })
+                try append(rows.map { ids[$0] }, codes, to: list, txn)
             }
+        }
+    }
+
+    /// The last block of `list`: its number and bytes (nil when the list is empty).
+    private func lastBlock(of list: Int, _ txn: Transaction) throws -> (block: Int, bytes: [UInt8])? {
+        guard let (k, v) = try txn.last(.annLists, below: listPrefix(list + 1)), k.count == 8, Array(k.prefix(4)) == listPrefix(list) else { return nil }
+        return (Int(UInt32(bigEndian: k.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })), v)
+    }
+
+    /// Writes a block of `ids` and their `codes` (ids first, then the codes).
+    private func putBlock(_ list: Int, _ block: Int, ids: ArraySlice<UInt64>, codes: ArraySlice<UInt8>, _ txn: Transaction) throws {
+        try txn.put(.annLists, blockKey(list, block), reserving: ids.count * 8 + codes.count) { out in
+            var offset = 0
+            for id in ids {
+                withUnsafeBytes(of: id.littleEndian) { UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + 8)]).copyMemory(from: $0) }
+                offset += 8
+            }
+            codes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[offset...]).copyMemory(from: $0) }
+        }
+    }
+
+    /// The ids and codes of a stored block.
+    private func entries(of bytes: [UInt8]) -> (ids: [UInt64], codes: [UInt8]) {
+        let count = bytes.count / (8 + metadata.dimension)
+        let ids = bytes.withUnsafeBytes { raw in (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) } }
+        return (ids, Array(bytes[(count * 8)...]))
+    }
+
+    /// Appends entries to `list`: the last block filled up, then new blocks.
+    private func append(_ ids: [UInt64], _ codes: [UInt8], to list: Int, _ txn: Transaction) throws {
+        let d = metadata.dimension, capacity = codesPerBlock
+        var (block, blockIDs, blockCodes) = (0, [UInt64](), [UInt8]())
+        if let last = try lastBlock(of: list, txn) {
+            block = last.block
+            (blockIDs, blockCodes) = entries(of: last.bytes)
+            if blockIDs.count >= capacity { (block, blockIDs, blockCodes) = (block + 1, [], []) }
+        }
+        var next = 0
+        while next < ids.count {
+            let take = min(capacity - blockIDs.count, ids.count - next)
+            for (i, id) in ids[next..<(next + take)].enumerated() {
+                try txn.put(.annItems, key(id), CodePlace(list: list, block: block, slot: blockIDs.count + i).encoded)
+            }
+            blockIDs += ids[next..<(next + take)]
+            blockCodes += codes[(next * d)..<((next + take) * d)]
+            try putBlock(list, block, ids: blockIDs[...], codes: blockCodes[...], txn)
+            next += take
+            (block, blockIDs, blockCodes) = (block + 1, [], [])
         }
     }
 
@@ -399,32 +490,77 @@ extension Index {
         try putCodes(ids, Matrix(stacking: vectors), try annModel(status, txn), txn)
     }
 
-    /// In a delete's transaction: removes the item's code.
+    /// In a delete's transaction: removes the item's code, moving its list's last entry into the
+    /// hole so that every block but the last stays full.
     func removeCode(_ id: UInt64, _ txn: Transaction) throws {
-        guard let list = try txn.withValue(.annItems, key(id), { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }) else { return }
-        try txn.delete(.annLists, listKey(list, id))
+        guard let place = try txn.withValue(.annItems, key(id), { try CodePlace($0) }) else { return }
+        guard let last = try lastBlock(of: place.list, txn) else {
+            throw IndexError(.inconsistent(["item \(id) is recorded in the empty approximate-search list \(place.list)"]))
+        }
+        let d = metadata.dimension
+        var (lastIDs, lastCodes) = entries(of: last.bytes)
+        let movedID = lastIDs.removeLast(), movedCode = Array(lastCodes.suffix(d))
+        lastCodes.removeLast(d)
+        if movedID != id {
+            if place.block == last.block {
+                lastIDs[place.slot] = movedID
+                lastCodes.replaceSubrange((place.slot * d)..<((place.slot + 1) * d), with: movedCode)
+            } else {
+                guard let bytes = try txn.get(.annLists, blockKey(place.list, place.block)) else {
+                    throw IndexError(.inconsistent(["item \(id)'s approximate-search block \(place.list)/\(place.block) is missing"]))
+                }
+                var (holeIDs, holeCodes) = entries(of: bytes)
+                holeIDs[place.slot] = movedID
+                holeCodes.replaceSubrange((place.slot * d)..<((place.slot + 1) * d), with: movedCode)
+                try putBlock(place.list, place.block, ids: holeIDs[...], codes: holeCodes[...], txn)
+            }
+            try txn.put(.annItems, key(movedID), place.encoded)
+        }
+        if lastIDs.isEmpty {
+            try txn.delete(.annLists, blockKey(place.list, last.block))
+        } else {
+            try putBlock(place.list, last.block, ids: lastIDs[...], codes: lastCodes[...], txn)
+        }
         try txn.delete(.annItems, key(id))
     }
 
-    /// The structure's problems, for `check()`: entries of missing items, an item coded in a list
-    /// other than the one it is recorded in, codes of the wrong length, and once ready, items
-    /// without a code.
+    /// The structure's problems, for `check()`: blocks that are not whole entries, lists whose
+    /// blocks are not numbered from 0 or have a block not full before the last, entries of missing
+    /// items or not where `annItems` records them, and once ready, items without a code.
     func checkANN(_ txn: Transaction, _ state: State) throws -> [String] {
         guard let status = try annStatus(txn) else {
             return try txn.count(.annLists) + txn.count(.annItems) > 0 ? ["approximate-search entries are stored without their status"] : []
         }
         var problems: [String] = []
         let model = try annModel(status, txn)
+        let entry = 8 + metadata.dimension, capacity = codesPerBlock
         var coded = 0
+        var previous: (list: Int, block: Int, count: Int)?
         try txn.forEach(.annLists) { k, v in
-            guard k.count == 12 else { problems.append("an approximate-search key of \(k.count) bytes"); return true }
-            let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self))), id = uint64(key: UnsafeRawBufferPointer(rebasing: k[4...]))
-            coded += 1
-            if list >= model.centroids.rows { problems.append("item \(id) is coded in list \(list) of \(model.centroids.rows)") }
-            if v.count != metadata.dimension { problems.append("item \(id)'s code has \(v.count) bytes, not \(metadata.dimension)") }
-            if try txn.get(.items, key(id)) == nil { problems.append("approximate search keeps a code for missing item \(id)") }
-            let recorded = try txn.withValue(.annItems, key(id)) { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
-            if recorded != list { problems.append("item \(id) is coded in list \(list) but recorded in \(recorded.map(String.init) ?? "none")") }
+            guard k.count == 8 else { problems.append("an approximate-search key of \(k.count) bytes"); return true }
+            let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self)))
+            let block = Int(UInt32(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            let count = v.count / entry
+            if list >= model.centroids.rows { problems.append("approximate-search list \(list) of \(model.centroids.rows)") }
+            if v.count % entry != 0 || count == 0 || count > capacity {
+                problems.append("approximate-search block \(list)/\(block) holds \(v.count) bytes")
+            }
+            if let p = previous, p.list == list {
+                if block != p.block + 1 { problems.append("approximate-search list \(list) jumps from block \(p.block) to \(block)") }
+                if p.count != capacity { problems.append("approximate-search block \(list)/\(p.block) is not full but not the last") }
+            } else if block != 0 {
+                problems.append("approximate-search list \(list) starts at block \(block)")
+            }
+            previous = (list, block, count)
+            for slot in 0..<count {
+                let id = UInt64(littleEndian: v.loadUnaligned(fromByteOffset: slot * 8, as: UInt64.self))
+                coded += 1
+                if try txn.get(.items, key(id)) == nil { problems.append("approximate search keeps a code for missing item \(id)") }
+                let recorded = try txn.withValue(.annItems, key(id)) { try CodePlace($0) }
+                if recorded != CodePlace(list: list, block: block, slot: slot) {
+                    problems.append("item \(id) is coded in \(list)/\(block)/\(slot) but recorded \(recorded.map { "in \($0.list)/\($0.block)/\($0.slot)" } ?? "nowhere")")
+                }
+            }
             return true
         }
         let recorded = try txn.count(.annItems)

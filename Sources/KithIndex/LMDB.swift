@@ -350,6 +350,24 @@ struct Transaction {
         if code != MDB_NOTFOUND { try check(code, "iterate '\(db)'") }
     }
 
+    /// The last entry whose key is below `limit` (in LMDB's byte order), copied out; nil if none.
+    func last(_ db: Database, below limit: [UInt8]) throws -> (key: [UInt8], value: [UInt8])? {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(handle, database(db), &cursor), "open cursor on '\(db)'")
+        defer { mdb_cursor_close(cursor) }
+        var key = MDB_val(), value = MDB_val()
+        var code: Int32 = limit.withUnsafeBytes { l in
+            key = MDB_val(mv_size: l.count, mv_data: UnsafeMutableRawPointer(mutating: l.baseAddress))
+            return mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE)
+        }
+        // At the first key at or after the limit, step back one; past the end, take the last.
+        code = code == 0 ? mdb_cursor_get(cursor, &key, &value, MDB_PREV) : code == MDB_NOTFOUND ? mdb_cursor_get(cursor, &key, &value, MDB_LAST) : code
+        if code == MDB_NOTFOUND { return nil }
+        try check(code, "seek in '\(db)'")
+        return (Array(UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size)),
+                Array(UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size)))
+    }
+
     /// Number of duplicates stored under `key` in a DUPSORT database.
     func duplicateCount(_ db: Database, _ key: [UInt8]) throws -> Int {
         var cursor: OpaquePointer?

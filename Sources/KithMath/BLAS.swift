@@ -42,6 +42,11 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// x · y over `n` values.
+    public static func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+        n > 0 ? cblas_sdot(Int32(n), x, 1, y, 1) : 0
+    }
+
     /// y = A · x for row-major A (m × n): one query against many rows without packing them, as a
     /// one-row gemm would.
     public static func gemv(m: Int, n: Int, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {

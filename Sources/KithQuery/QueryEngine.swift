@@ -264,12 +264,13 @@ public actor QueryEngine {
                 : "a search within a coarse class is exact; do not ask for approximate search with it")
         }
         if method != .exact, projection == nil, coarse == nil {
-            let hits = try await blocking { () throws -> [[(id: UInt64, score: Float)]]? in
+            // One hand-off for the search and its items' records: single queries pay it once.
+            let answers = try await blocking { () throws -> [[SearchResult]]? in
                 if method == .automatic, try index.stats().items < configuration.approximateFrom { return nil }
                 return try ApproximateSearch(index: index, probes: probes, threads: configuration.threads)
-                    .search(matrix, k: k, filter: filter, excluding: excluding)
+                    .search(matrix, k: k, filter: filter, excluding: excluding).map { try Self.results($0, index) }
             }
-            if let hits { return try await results(hits) }
+            if let answers { return answers }
             if method == .approximate {
                 throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready; build one with `kith index build-ann \(index.name)`")
             }
@@ -281,19 +282,16 @@ public actor QueryEngine {
             }
             return ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
         }
-        return try await results(hits.map { $0.map { ($0.id, $0.score) } })
+        return try await blocking { try Self.results(hits.map { $0.map { ($0.id, $0.score) } }, index) }
     }
 
     /// Search hits with their items' labels, sources and metadata.
-    private nonisolated func results(_ hits: [[(id: UInt64, score: Float)]]) async throws(QueryError) -> [[SearchResult]] {
-        let index = index
-        return try await blocking {
-            try hits.map { row in
-                try row.map { hit in
-                    let item = try index.item(hit.id)
-                    return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
-                                        source: item?.source ?? "", metadata: item?.metadata)
-                }
+    private static func results(_ hits: [[(id: UInt64, score: Float)]], _ index: Index) throws -> [[SearchResult]] {
+        try hits.map { row in
+            try row.map { hit in
+                let item = try index.item(hit.id)
+                return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
+                                    source: item?.source ?? "", metadata: item?.metadata)
             }
         }
     }

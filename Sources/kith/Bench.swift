@@ -191,7 +191,7 @@ struct SearchBench: ParsableCommand {
     }
 }
 
-struct ANNBench: ParsableCommand {
+struct ANNBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ann",
         abstract: "Measure search on a stored index (tools/bench ann runs this beside FAISS).",
@@ -229,7 +229,7 @@ struct ANNBench: ParsableCommand {
         _ = try await reporting { try await engineFor(1).search(first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first) }
         let openSeconds = Date().timeIntervalSince(t0)
         report(["kind": "open", "index": name, "seconds": openSeconds, "method": nprobe.first == 0 ? "exact" : "approximate",
-                "rss_bytes": residentBytes()], json: json)
+                "rss_bytes": residentBytes(), "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
         for probes in nprobe {
             for count in threads {
                 let engine = try engineFor(count)
@@ -254,16 +254,18 @@ struct ANNBench: ParsableCommand {
                     try NPY.encode(Matrix(stacking: rows)).write(to: URL(fileURLWithPath: "\(ids).nprobe-\(probes).npy"))
                 }
                 report(["kind": "ann", "nprobe": probes, "threads": count, "k": k, "single_queries_per_second": single,
-                        "batch": all.count, "batch_queries_per_second": batched, "rss_bytes": residentBytes()], json: json)
+                        "batch": all.count, "batch_queries_per_second": batched, "rss_bytes": residentBytes(),
+                        "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
             }
         }
     }
 }
 
-/// This process's resident memory (VmRSS), in bytes; 0 where /proc is not there.
-func residentBytes() -> Int {
+/// This process's resident memory in bytes (VmRSS; with `kind` "RssFile", the pages of mapped
+/// files such as an index's, or "RssAnon", its own); 0 where /proc is not there.
+func residentBytes(_ kind: String = "VmRSS") -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(kind + ":") }) else { return 0 }
     return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
 }
 

@@ -120,6 +120,35 @@ struct ApproximateSearchTests {
         #expect(zip(own, addedIDs).allSatisfy { hits, id in !hits.contains { $0.id == id } })
     }
 
+    @Test("Lists of several blocks: deletes fill holes from the last block, adds fill it up, every item stays findable")
+    func blocks() throws {
+        let temporary = TemporaryIndex()
+        defer { temporary.cleanup() }
+        let index = try temporary.create(dimension: Self.d)
+        let rows = Self.data(5000, seed: 3)  // 1,638 codes of 32 bytes per block: 4 blocks in the one list
+        try index.add(rows.enumerated().map { NewItem(vector: $1, source: "v\($0)") })
+        var one = ANNConfiguration()
+        one.lists = 1
+        #expect(try index.buildANN(one, batch: 1500).phase == .ready)
+        #expect(try index.withANN { try $0.listSizes() } == [5000])
+        #expect(try index.check().isEmpty)
+        // Holes in the first, a middle and the last block, and the very last entry.
+        let gone: [UInt64] = [1, 2, 700, 2000, 3300, 4999, 5000]
+        try index.delete(gone)
+        #expect(try index.check().isEmpty)
+        #expect(try index.withANN { try $0.listSizes() } == [4993])
+        let more = try index.add((0..<2000).map { NewItem(vector: rows[$0].map { -$0 }, source: "n\($0)") })
+        #expect(more.count == 2000)
+        #expect(try index.check().isEmpty)
+        #expect(try index.withANN { try $0.listSizes() } == [6993])
+        // Every item is found as its own nearest neighbour; the deleted ones never.
+        let queries = Matrix(stacking: (0..<5000).filter { !gone.contains(UInt64($0 + 1)) }.prefix(300).map { rows[$0] })
+        let found = try #require(try ApproximateSearch(index: index, rerank: 50).search(queries, k: 1))
+        let expected = (0..<5000).filter { !gone.contains(UInt64($0 + 1)) }.prefix(300).map { UInt64($0 + 1) }
+        #expect(found.map { $0[0].id } == expected)
+        #expect(found.allSatisfy { abs($0[0].score - 1) < 1e-5 })
+    }
+
     @Test("A stopped build is consistent and resumable; the engine falls back to exact search until it is ready")
     func stopAndResume() async throws {
         let temporary = TemporaryIndex()

@@ -119,18 +119,20 @@ struct IndexCLITests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var rng = SplitMix64(seed: 5)
         let centres = (0..<30).map { _ in rng.vector(16) }
-        let rows = (0..<30_000).map { _ in zip(centres[rng.below(30)], rng.vector(16)).map { $0 + 0.5 * $1 } }
+        let rows = (0..<60_000).map { _ in zip(centres[rng.below(30)], rng.vector(16)).map { $0 + 0.5 * $1 } }
         try writeNpy(rows, to: dir + "/x.npy")
         #expect(try cli.kith(["index", "create", "big", "--dimension", "16"], indexes: indexes).status == 0)
         #expect(try cli.kith(["index", "add-vectors", "big", dir + "/x.npy"], indexes: indexes).status == 0)
 
-        let child = try cli.start(["index", "build-ann", "big", "--batch", "200"], indexes: indexes)
+        let watched = try Index.open(at: indexes + "/big")
+        let child = try cli.start(["index", "build-ann", "big", "--batch", "100"], indexes: indexes)
+        // Kill it as soon as its first batches have committed (each a transaction of 100 items).
         let deadline = Date().addingTimeInterval(120)
         var coded: UInt64 = 0
         while Date() < deadline && child.process.isRunning {
-            coded = (try? Index.open(at: indexes + "/big").annStatus()?.builtThrough) ?? 0
-            if coded >= 1000 { break }
-            Thread.sleep(forTimeInterval: 0.02)
+            coded = (try? watched.annStatus()?.builtThrough) ?? 0
+            if coded >= 100 { break }
+            Thread.sleep(forTimeInterval: 0.001)
         }
         #expect(child.process.isRunning, "the build finished before it could be killed")
         kill(child.process.processIdentifier, SIGKILL)
@@ -139,7 +141,7 @@ struct IndexCLITests {
 
         let index = try Index.open(at: indexes + "/big")
         let status = try #require(try index.annStatus())
-        #expect(status.phase == .building && status.builtThrough >= coded && status.builtThrough < 30_000)
+        #expect(status.phase == .building && status.builtThrough >= coded && status.builtThrough < 60_000)
         #expect(try index.check().isEmpty)
         #expect(try cli.kith(["index", "check", "big"], indexes: indexes).status == 0)
         let refused = try cli.kith(["search", "big", "id:1", "--approximate"], indexes: indexes)
