@@ -405,8 +405,9 @@ def ann_data(n: int, d: int, queries: int, seed: int = 0) -> tuple[str, int]:
         ids = np.arange(start, start + len(x))[None, :].repeat(queries, 0)
         for (t, t_ids, mask) in ((top, top_ids, None), (top_l, top_l_ids, labels == 7)):
             s = scores if mask is None else np.where(mask[None, :], scores, -np.inf)
-            merged = np.concatenate([t, s], axis=1)
-            merged_ids = np.concatenate([t_ids, ids], axis=1)
+            part = np.argpartition(-s, 10, axis=1)[:, :10]  # this chunk's best 10, then merged with the best so far
+            merged = np.concatenate([t, np.take_along_axis(s, part, 1)], axis=1)
+            merged_ids = np.concatenate([t_ids, np.take_along_axis(ids, part, 1)], axis=1)
             best = np.argsort(-merged, axis=1, kind="stable")[:, :10]
             t[:] = np.take_along_axis(merged, best, 1)
             t_ids[:] = np.take_along_axis(merged_ids, best, 1)

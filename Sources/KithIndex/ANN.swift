@@ -236,15 +236,16 @@ extension Index {
 
     /// Builds the approximate-search structure, or goes on with one whose build was interrupted
     /// with the same settings (a build with other settings starts over). Trains the centroids
-    /// and the quantiser on a seeded sample, then codes the items `batch` at a time, one
-    /// transaction each, so that a killed build leaves the index consistent and resumable. Items
+    /// and the quantiser on a seeded sample, then codes the items `batch` at a time (default:
+    /// 16 per list, at least 8,192, so that each list's last block is rewritten for many new
+    /// codes at once), one transaction each, so that a killed build leaves the index consistent and resumable. Items
     /// added while it runs are coded too; searches use the structure once it is ready.
     /// - Parameters:
     ///   - progress: items coded so far and the total, after each batch.
     ///   - shouldContinue: asked between batches (and k-means rounds); false stops, keeping what is built.
     /// - Returns: the status as the build left it (`ready`, or `building` when stopped).
     @discardableResult
-    public func buildANN(_ configuration: ANNConfiguration = .init(), batch: Int = 8192,
+    public func buildANN(_ configuration: ANNConfiguration = .init(), batch: Int? = nil,
                          progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
                          shouldContinue: () -> Bool = { true }) throws(IndexError) -> ANNStatus {
         try configuration.validate()
@@ -289,7 +290,7 @@ extension Index {
                     guard var status = try annStatus(txn) else { throw IndexError(.inconsistent(["the approximate-search structure was removed during its build"])) }
                     let model = try annModel(status, txn)
                     var ids: [UInt64] = [], vectors: [Float] = []
-                    try readVectors(txn, after: status.builtThrough, limit: batch) { id, row in
+                    try readVectors(txn, after: status.builtThrough, limit: batch ?? max(8192, 16 * (status.configuration.lists ?? 0))) { id, row in
                         ids.append(id)
                         vectors.append(contentsOf: row)
                     }

@@ -354,7 +354,7 @@ extension IndexCommand {
         @Option(help: "Lists a search probes by default (default: calibrated for --recall).") var probes: Int?
         @Option(help: "The recall@10 the default probes are calibrated for.") var recall: Double = 0.95
         @Option(help: "Seed of the sample and of k-means.") var seed: UInt64 = 0
-        @Option(help: "Items coded per transaction.") var batch: Int = 8192
+        @Option(help: "Items coded per transaction (default: 16 per list, at least 8,192).") var batch: Int?
         @Flag(help: "Remove the structure: searches are exact again.") var drop = false
         @Argument(help: "Name of the index.") var name: String
 
@@ -366,7 +366,7 @@ extension IndexCommand {
 
         func validate() throws {
             do { try annConfiguration.validate() } catch { throw ValidationError(error.description) }
-            guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+            guard batch.map({ $0 >= 1 }) ?? true else { throw ValidationError("--batch must be at least 1") }
             guard recall > 0 && recall <= 1 else { throw ValidationError("--recall must be in (0, 1]") }
         }
 

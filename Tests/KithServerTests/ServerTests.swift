@@ -252,6 +252,11 @@ struct ServerTests {
             let result = done["result"] as? [String: Any]
             #expect(done["state"] as? String == "succeeded" && result?["steps"] as? Int == 4 && result?["dimension"] as? Int == 8, "\(done)")
             #expect(result?["items"] as? Int == 6 && result?["views_added"] as? Int == 0)  // the cancelled job had made the views
+            // Jitter and blur are another recipe: every item's views are made anew.
+            let jittered = try await post(["epochs": 1, "dimension": 8, "hidden": 16, "items_per_step": 3, "views": 2, "jitter": true, "blur": true])
+            let jitteredDone = try await poll(try #require(jittered.json["id"] as? String)) { $0["state"] as? String != "running" }
+            #expect(jitteredDone["state"] as? String == "succeeded" && (jitteredDone["result"] as? [String: Any])?["views_added"] as? Int == 6,
+                    "\(jitteredDone)")
             let adapted = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [2], "k": 2]))
             #expect(adapted.status == .ok && (adapted.json["results"] as? [[Any]])?.first?.count == 2, "\(adapted.text)")
             let wrong = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)]]))
