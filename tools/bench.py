@@ -44,6 +44,7 @@ import shutil
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -515,7 +516,13 @@ def ann(args) -> str:
     print(f"ann: kith added {n:,} in {add_seconds:.0f} s", file=sys.stderr)
     data_mdb = os.path.join(indexes, "ann", "data.mdb")
     size_before = os.path.getsize(data_mdb)
-    build_seconds, build_mib = max_rss_mib([KITH, "index", "build-ann", "ann", "--indexes", indexes])
+    def build_ann(*extra: str) -> tuple[float, float]:
+        """(seconds to train and code, seconds to calibrate) of a build-ann, from its own report."""
+        line = run("index", "build-ann", "ann", *extra).strip().splitlines()[-1]
+        built, calibrated = re.search(r"built in ([0-9.]+) s, calibrated in ([0-9.]+) s", line).groups()
+        return float(built), float(calibrated)
+
+    build_seconds, calibrate_seconds = build_ann()
     status = json.loads(run("index", "stats", "ann", "--json"))["ann"]
     size_after = os.path.getsize(data_mdb)
     print(f"ann: kith built in {build_seconds:.0f} s: {status}", file=sys.stderr)
@@ -540,6 +547,14 @@ def ann(args) -> str:
         if line["kind"] == "ann":
             found = np.load(f"{ids_prefix}-l7.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
             filtered.append(dict(line, recall=recall(found, truth_l7)))
+    # Half-precision codes: the same index rebuilt with --codes fp16 (same lists and probes).
+    half_seconds, _ = build_ann("--codes", "fp16", "--probes", str(status["configuration"]["probes"]))
+    half_size = os.path.getsize(data_mdb)
+    half_rows = []
+    for line in kith_bench("--nprobe", *map(str, probes_list[:6]), "--threads", "1", "2", "--ids", ids_prefix + "-fp16"):
+        if line["kind"] == "ann":
+            found = np.load(f"{ids_prefix}-fp16.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
+            half_rows.append(dict(line, recall=recall(found, truth)))
     print("ann: kith searched", file=sys.stderr)
 
     # FAISS: the same vectors, its three indexes, each swept over its knob.
@@ -610,6 +625,7 @@ def ann(args) -> str:
                          f"{one.get('batch_queries_per_second', 0):,.0f} | {two.get('batch_queries_per_second', 0):,.0f} |")
 
     table("Kith IVF, 8-bit + re-rank", build_seconds, kith_rows, "nprobe")
+    table("Kith IVF, fp16 + re-rank", half_seconds, half_rows, "nprobe")
     for name, rows in faiss_rows.items():
         table(f"FAISS {name}", builds[name], [dict(r, nprobe=r["knob"]) if name != "HNSW32" else dict(r, efSearch=r["knob"]) for r in rows],
               "nprobe" if name != "HNSW32" else "efSearch")
@@ -639,11 +655,16 @@ def ann(args) -> str:
         lines.append(f"| FAISS {name} | " + " | ".join(cells) + " |")
     mib = lambda b: f"{b / 2**20:,.0f} MiB"
     lines += ["", f"Kith: adding the vectors {add_seconds:.0f} s (`add-vectors`, 5,000 per transaction); build-ann {build_seconds:.0f} s "
-              f"(peak {build_mib:,.0f} MiB), data.mdb {mib(size_before)} before and {mib(size_after)} after (the codes and lists). "
+              f"to train and code (the build column), then {calibrate_seconds:.0f} s to calibrate the default probes; "
+              f"data.mdb {mib(size_before)} before and {mib(size_after)} after (the 8-bit codes and lists), {mib(half_size)} "
+              f"with half-precision codes instead (built in {half_seconds:.0f} s). "
               f"Default probes calibrated by the build: {status['configuration']['probes']} "
               f"(recall@10 {status.get('calibrated_recall') or 0:.3f} on the index's own items). "
               f"Opening the index and answering a first query: exact {exact_rows[0]['seconds']:.2f} s with {mib(exact_rows[0]['rss_bytes'])} "
               f"resident (the float32 matrix is copied in), approximate {kith_open['seconds']:.2f} s with {mib(kith_open['rss_bytes'])}. "
+              f"After the 8-bit sweep (9 settings × 1,200 queries) the process held {mib(kith_rows[-1]['rss_anon_bytes'])} of its own "
+              f"and {mib(kith_rows[-1]['rss_file_bytes'])} of the index's pages (the page cache's, shared with any other process "
+              "that opens the index; FAISS holds its codes in its own memory). "
               f"Exact search on the same index: {exact_rows[1]['single_queries_per_second']:,.1f} single q/s, "
               f"{exact_rows[1]['batch_queries_per_second']:,.1f} batch q/s (2 threads)."]
     if args.ann_real:

@@ -24,6 +24,56 @@ static int32_t dot_u8_i16_avx2(const int16_t *w, const uint8_t *code, size_t d) 
 }
 #endif
 
+#if defined(__x86_64__)
+// Eight halves converted per instruction (F16C), then multiplied and added.
+__attribute__((target("avx2,fma,f16c")))
+static float dot_f16_avx2(const float *q, const uint8_t *code, size_t d) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        __m256 h0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(code + 2 * j)));
+        __m256 h1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(code + 2 * j + 16)));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), h0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), h1, a1);
+    }
+    __m256 s = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float total = _mm_cvtss_f32(h);
+    for (; j < d; j++) {
+        uint16_t bits = (uint16_t)(code[2 * j] | (code[2 * j + 1] << 8));
+        total += q[j] * _cvtsh_ss(bits);
+    }
+    return total;
+}
+#endif
+
+// IEEE half to float, for machines without F16C.
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF, bits;
+    if (exponent == 0x1F) {
+        bits = sign | 0x7F800000 | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {
+        bits = sign;
+    } else {  // subnormal: normalise
+        exponent = 113;
+        while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+    }
+    float f;
+    __builtin_memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static float dot_f16_portable(const float *q, const uint8_t *code, size_t d) {
+    float total = 0;
+    for (size_t j = 0; j < d; j++) total += q[j] * half_to_float((uint16_t)(code[2 * j] | (code[2 * j + 1] << 8)));
+    return total;
+}
+
 static int32_t dot_u8_i16_portable(const int16_t *w, const uint8_t *code, size_t d) {
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     size_t j = 0;
@@ -53,6 +103,33 @@ static dot_u8_i16_fn chosen_dot(void) {
         __atomic_store_n(&chosen, found, __ATOMIC_RELAXED);
     }
     return found;
+}
+
+typedef float (*dot_f16_fn)(const float *, const uint8_t *, size_t);
+
+static dot_f16_fn chosen_dot_f16(void) {
+    static dot_f16_fn chosen = 0;
+    dot_f16_fn found = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (!found) {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        found = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) ? dot_f16_avx2 : dot_f16_portable;
+#else
+        found = dot_f16_portable;
+#endif
+        __atomic_store_n(&chosen, found, __ATOMIC_RELAXED);
+    }
+    return found;
+}
+
+void kith_dot_f16_many(const float *q, const uint8_t *codes, size_t stride, size_t n, size_t d, float *out) {
+    dot_f16_fn dot = chosen_dot_f16();
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n) {
+            for (size_t b = 0; b < 2 * d; b += 64) __builtin_prefetch(codes + (i + 1) * stride + b, 0, 0);
+        }
+        out[i] = dot(q, codes + i * stride, d);
+    }
 }
 
 void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {

@@ -15,6 +15,8 @@ public struct ANNConfiguration: Sendable, Codable, Equatable {
     /// Lists a search probes when it names none. nil: lists / 32, at least 8 (at most all).
     public var probes: Int?
     public var seed: UInt64 = 0
+    /// How each item is coded in its list. nil: 8-bit codes.
+    public var codes: ANNCodes?
 
     public init() {}
 
@@ -41,6 +43,14 @@ public struct ANNConfiguration: Sendable, Codable, Equatable {
     }
 }
 
+/// How an inverted file codes its vectors.
+public enum ANNCodes: String, Sendable, Codable, CaseIterable {
+    /// 8-bit scalar quantisation: d bytes (1,280 for a 1280-d embedding; a quarter of float32).
+    case sq8
+    /// IEEE half precision: 2d bytes (half of float32), about 2⁻¹¹ relative error.
+    case fp16
+}
+
 /// Where an index's approximate-search structure stands (`Index.annStatus()`).
 public struct ANNStatus: Sendable, Codable, Equatable {
     public enum Phase: String, Sendable, Codable { case building, ready }
@@ -56,29 +66,39 @@ public struct ANNStatus: Sendable, Codable, Equatable {
     public var calibratedRecall: Double?
 }
 
-/// The trained part of the structure: centroids and the quantiser.
+/// The trained part of the structure: centroids and the codec.
 public struct ANNModel: Sendable {
     /// One unit row per list.
     public let centroids: Matrix
-    public let quantizer: ScalarQuantizer
+    public let codec: VectorCodec
 
     var encoded: [UInt8] {
         var w = ByteWriter()
         w.u32(UInt32(centroids.rows))
         w.u32(UInt32(centroids.columns))
         w.floats(centroids.values)
-        w.floats(quantizer.minimum)
-        w.floats(quantizer.step)
+        switch codec {
+        case .scalar8(let q):
+            w.u8(0)
+            w.floats(q.minimum)
+            w.floats(q.step)
+        case .float16:
+            w.u8(1)
+        }
         return w.bytes
     }
 
-    init(centroids: Matrix, quantizer: ScalarQuantizer) { (self.centroids, self.quantizer) = (centroids, quantizer) }
+    init(centroids: Matrix, codec: VectorCodec) { (self.centroids, self.codec) = (centroids, codec) }
 
     init(decoding bytes: UnsafeRawBufferPointer) throws {
         var r = ByteReader(bytes)
         let rows = Int(try r.u32()), d = Int(try r.u32())
         centroids = Matrix(rows: rows, columns: d, values: try r.floats(rows * d))
-        quantizer = ScalarQuantizer(minimum: try r.floats(d), step: try r.floats(d))
+        switch try r.u8() {
+        case 0: codec = .scalar8(ScalarQuantizer(minimum: try r.floats(d), step: try r.floats(d)))
+        case 1: codec = .float16(dimension: d)
+        case let kind: throw IndexError(.inconsistent(["the approximate-search model has an unknown codec \(kind)"]))
+        }
     }
 }
 
@@ -96,10 +116,10 @@ public struct ANNReader {
     public let nextID: UInt64
 
     /// Calls `body` with each block of list `list`: its entries' ids (`count` u64, little-endian,
-    /// unaligned) and their codes (`count` × dimension bytes, one after the other), both the
+    /// unaligned) and their codes (`count` × `codec.codeBytes` bytes, one after the other), both the
     /// memory map's bytes, valid during the call only.
     public func scan(list: Int, _ body: (_ ids: UnsafeRawBufferPointer, _ codes: UnsafeRawBufferPointer, _ count: Int) -> Void) throws(IndexError) {
-        let prefix = listPrefix(list), entry = 8 + index.metadata.dimension
+        let prefix = listPrefix(list), entry = 8 + model.codec.codeBytes
         try storage {
             try txn.forEach(.annLists, from: prefix) { k, v in
                 guard k.count == 8, k.loadUnaligned(as: UInt32.self) == prefix.withUnsafeBytes({ $0.loadUnaligned(as: UInt32.self) }) else { return false }
@@ -146,7 +166,7 @@ public struct ANNReader {
     /// Entries in each list (what `kith index stats` reports about balance).
     public func listSizes() throws(IndexError) -> [Int] {
         var sizes = [Int](repeating: 0, count: model.centroids.rows)
-        let entry = 8 + index.metadata.dimension
+        let entry = 8 + model.codec.codeBytes
         try storage {
             try txn.forEach(.annLists) { k, v in
                 let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self)))
@@ -256,7 +276,8 @@ extension Index {
             if let existing, existing.configuration.seed == settings.seed,
                configuration.lists == nil || configuration.lists == existing.configuration.lists,
                configuration.trainingSample == nil || configuration.trainingSample == existing.configuration.trainingSample,
-               configuration.iterations == existing.configuration.iterations {
+               configuration.iterations == existing.configuration.iterations,
+               (configuration.codes ?? .sq8) == (existing.configuration.codes ?? .sq8) {
                 // The same build: go on (or only change the default probes).
                 settings = existing.configuration
                 if let probes = configuration.probes { settings.probes = min(probes, settings.lists!) }
@@ -380,29 +401,17 @@ extension Index {
         let lists = min(settings.lists!, sample.rows)
         guard let centroids = KMeans.train(sample, k: lists, iterations: settings.iterations, seed: settings.seed,
                                            shouldContinue: shouldContinue) else { return nil }
-        return ANNModel(centroids: centroids, quantizer: ScalarQuantizer(training: sample))
+        let codec: VectorCodec = settings.codes == .fp16 ? .float16(dimension: metadata.dimension) : .scalar8(ScalarQuantizer(training: sample))
+        return ANNModel(centroids: centroids, codec: codec)
     }
 
     /// Calls `body` with each item after id `after` (at most `limit`) and its stored vector.
     private func readVectors(_ txn: Transaction, after: UInt64, limit: Int, _ body: (UInt64, UnsafeBufferPointer<Float>) -> Void) throws {
-        let dim = metadata.dimension, rowBytes = dim * 4
-        var row = [Float](repeating: 0, count: dim)
+        var row = [Float](repeating: 0, count: metadata.dimension)
         var count = 0
-        var currentBlock: UInt64 = .max
-        var blockBytes: [UInt8] = []
-        try txn.forEach(.items, from: key(after &+ 1)) { k, v in
+        try forEachVector(txn, after: after) { item, bytes in
             guard count < limit else { return false }
-            let item = try Item(id: uint64(key: k), decoding: v)
-            if item.block != currentBlock {
-                blockBytes = try txn.get(.vectors, key(item.block)) ?? []
-                currentBlock = item.block
-            }
-            guard (item.slot + 1) * rowBytes <= blockBytes.count else {
-                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"]))
-            }
-            row.withUnsafeMutableBytes { out in
-                blockBytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)])) }
-            }
+            row.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
             row.withUnsafeBufferPointer { body(item.id, $0) }
             count += 1
             return true
@@ -411,27 +420,27 @@ extension Index {
 
     /// Codes in one stored block: about 64 KiB of ids and codes, so that a list is scanned in
     /// long contiguous runs of the memory map.
-    var codesPerBlock: Int { max(1, 65_536 / (8 + metadata.dimension)) }
+    func codesPerBlock(_ codec: VectorCodec) -> Int { max(1, 65_536 / (8 + codec.codeBytes)) }
 
     /// Codes `vectors` (unit rows of items `ids`) into the lists of their nearest centroids,
     /// replacing any code an item had; each list's last block is rewritten once.
     private func putCodes(_ ids: [UInt64], _ vectors: Matrix, _ model: ANNModel, _ txn: Transaction) throws {
         for id in ids { try removeCode(id, txn) }
         let assigned = KMeans.assign(vectors, to: model.centroids)
-        let d = metadata.dimension
+        let d = metadata.dimension, size = model.codec.codeBytes
         var rowsOf: [Int: [Int]] = [:]
         for (r, a) in assigned.enumerated() { rowsOf[a.list, default: []].append(r) }
         try vectors.values.withUnsafeBufferPointer { v in
             for list in rowsOf.keys.sorted() {
                 let rows = rowsOf[list]!
-                var codes = [UInt8](repeating: 0, count: rows.count * d)
+                var codes = [UInt8](repeating: 0, count: rows.count * size)
                 codes.withUnsafeMutableBytes { out in
                     for (i, r) in rows.enumerated() {
-                        model.quantizer.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]),
-                                               into: UnsafeMutableRawBufferPointer(rebasing: out[(i * d)..<((i + 1) * d)]))
+                        model.codec.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]),
+                                           into: UnsafeMutableRawBufferPointer(rebasing: out[(i * size)..<((i + 1) * size)]))
                     }
                 }
-                try append(rows.map { ids[$0] }, codes, to: list, txn)
+                try append(rows.map { ids[$0] }, codes, to: list, model.codec, txn)
             }
         }
     }
@@ -455,19 +464,19 @@ extension Index {
     }
 
     /// The ids and codes of a stored block.
-    private func entries(of bytes: [UInt8]) -> (ids: [UInt64], codes: [UInt8]) {
-        let count = bytes.count / (8 + metadata.dimension)
+    private func entries(of bytes: [UInt8], _ codec: VectorCodec) -> (ids: [UInt64], codes: [UInt8]) {
+        let count = bytes.count / (8 + codec.codeBytes)
         let ids = bytes.withUnsafeBytes { raw in (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) } }
         return (ids, Array(bytes[(count * 8)...]))
     }
 
     /// Appends entries to `list`: the last block filled up, then new blocks.
-    private func append(_ ids: [UInt64], _ codes: [UInt8], to list: Int, _ txn: Transaction) throws {
-        let d = metadata.dimension, capacity = codesPerBlock
+    private func append(_ ids: [UInt64], _ codes: [UInt8], to list: Int, _ codec: VectorCodec, _ txn: Transaction) throws {
+        let d = codec.codeBytes, capacity = codesPerBlock(codec)
         var (block, blockIDs, blockCodes) = (0, [UInt64](), [UInt8]())
         if let last = try lastBlock(of: list, txn) {
             block = last.block
-            (blockIDs, blockCodes) = entries(of: last.bytes)
+            (blockIDs, blockCodes) = entries(of: last.bytes, codec)
             if blockIDs.count >= capacity { (block, blockIDs, blockCodes) = (block + 1, [], []) }
         }
         var next = 0
@@ -495,11 +504,13 @@ extension Index {
     /// hole so that every block but the last stays full.
     func removeCode(_ id: UInt64, _ txn: Transaction) throws {
         guard let place = try txn.withValue(.annItems, key(id), { try CodePlace($0) }) else { return }
+        guard let status = try annStatus(txn) else { throw IndexError(.inconsistent(["item \(id) is coded without an approximate-search status"])) }
+        let codec = try annModel(status, txn).codec
         guard let last = try lastBlock(of: place.list, txn) else {
             throw IndexError(.inconsistent(["item \(id) is recorded in the empty approximate-search list \(place.list)"]))
         }
-        let d = metadata.dimension
-        var (lastIDs, lastCodes) = entries(of: last.bytes)
+        let d = codec.codeBytes
+        var (lastIDs, lastCodes) = entries(of: last.bytes, codec)
         let movedID = lastIDs.removeLast(), movedCode = Array(lastCodes.suffix(d))
         lastCodes.removeLast(d)
         if movedID != id {
@@ -510,7 +521,7 @@ extension Index {
                 guard let bytes = try txn.get(.annLists, blockKey(place.list, place.block)) else {
                     throw IndexError(.inconsistent(["item \(id)'s approximate-search block \(place.list)/\(place.block) is missing"]))
                 }
-                var (holeIDs, holeCodes) = entries(of: bytes)
+                var (holeIDs, holeCodes) = entries(of: bytes, codec)
                 holeIDs[place.slot] = movedID
                 holeCodes.replaceSubrange((place.slot * d)..<((place.slot + 1) * d), with: movedCode)
                 try putBlock(place.list, place.block, ids: holeIDs[...], codes: holeCodes[...], txn)
@@ -534,7 +545,7 @@ extension Index {
         }
         var problems: [String] = []
         let model = try annModel(status, txn)
-        let entry = 8 + metadata.dimension, capacity = codesPerBlock
+        let entry = 8 + model.codec.codeBytes, capacity = codesPerBlock(model.codec)
         var coded = 0
         var previous: (list: Int, block: Int, count: Int)?
         try txn.forEach(.annLists) { k, v in

@@ -24,26 +24,13 @@ extension Index {
 
     private func readVectors(_ txn: Transaction, after: UInt64?, into base: VectorSnapshot?) throws -> VectorSnapshot {
         let state = try State(txn)
-        let dim = metadata.dimension, rowBytes = dim * 4
+        let dim = metadata.dimension
         var ids = base?.ids ?? [], labels = base?.labels ?? [], coarse = base?.coarseLabels ?? []
         var values = base?.matrix.values ?? []
         values.reserveCapacity(state.items * dim)
-        var currentBlock: UInt64 = .max
-        var blockBytes: [UInt8] = []
-        let start = after.map { key($0 + 1) }
-        try txn.forEach(.items, from: start) { k, v in
-            let item = try Item(id: uint64(key: k), decoding: v)
-            if item.block != currentBlock {
-                blockBytes = try txn.get(.vectors, key(item.block)) ?? []
-                currentBlock = item.block
-            }
-            guard (item.slot + 1) * rowBytes <= blockBytes.count else {
-                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"]))
-            }
-            try blockBytes.withUnsafeBytes { raw in
-                var reader = ByteReader(UnsafeRawBufferPointer(rebasing: raw[(item.slot * rowBytes)...]))
-                try reader.floats(dim, appendingTo: &values)
-            }
+        try forEachVector(txn, after: after) { item, row in
+            var reader = ByteReader(row)
+            try reader.floats(dim, appendingTo: &values)
             ids.append(item.id)
             labels.append(item.label)
             coarse.append(item.coarseLabel)
@@ -52,5 +39,25 @@ extension Index {
         return VectorSnapshot(ids: ids, labels: labels, coarseLabels: coarse,
                               matrix: Matrix(rows: ids.count, columns: dim, values: values),
                               generation: state.generation, rewriteGeneration: state.rewriteGeneration)
+    }
+
+    /// Calls `body` with each item after id `after` (from the first when nil), in id order, and
+    /// the bytes of its stored vector (copied out of the transaction a block at a time, valid
+    /// during the call); `body` returns false to stop.
+    func forEachVector(_ txn: Transaction, after: UInt64?, _ body: (Item, UnsafeRawBufferPointer) throws -> Bool) throws {
+        let rowBytes = metadata.dimension * 4
+        var currentBlock: UInt64 = .max
+        var blockBytes: [UInt8] = []
+        try txn.forEach(.items, from: after.map { key($0 + 1) }) { k, v in
+            let item = try Item(id: uint64(key: k), decoding: v)
+            if item.block != currentBlock {
+                blockBytes = try txn.get(.vectors, key(item.block)) ?? []
+                currentBlock = item.block
+            }
+            guard (item.slot + 1) * rowBytes <= blockBytes.count else {
+                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"]))
+            }
+            return try blockBytes.withUnsafeBytes { try body(item, UnsafeRawBufferPointer(rebasing: $0[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)])) }
+        }
     }
 }

@@ -60,40 +60,105 @@ public struct ScalarQuantizer: Sendable, Equatable {
         let integers = weights.map { Int16(($0 / scale).rounded()) }
         // Rounding the weights adds at most scale/2 per value times a code of at most 255.
         variance += Float(dimension) * (255 * scale) * (255 * scale) / 12
-        return CodeScorer(weights: integers, scale: scale, offset: offset, errorBound: 6 * variance.squareRoot())
+        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: dimension,
+                          errorBound: 6 * variance.squareRoot())
     }
 }
 
-/// A query prepared for scoring 8-bit codes (`ScalarQuantizer.scorer`): the score of code c is
-/// offset + scale · Σ_j weights_j · c_j.
+/// How vectors are stored compactly for approximate scoring: 8-bit scalar quantisation (d bytes)
+/// or IEEE half precision (2d bytes).
+public enum VectorCodec: Sendable, Equatable {
+    case scalar8(ScalarQuantizer)
+    case float16(dimension: Int)
+
+    public var dimension: Int {
+        switch self {
+        case .scalar8(let q): q.dimension
+        case .float16(let d): d
+        }
+    }
+
+    /// Bytes of one code.
+    public var codeBytes: Int {
+        switch self {
+        case .scalar8(let q): q.dimension
+        case .float16(let d): 2 * d
+        }
+    }
+
+    /// The code of `vector` written to `out` (`codeBytes` bytes).
+    public func encode(_ vector: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
+        switch self {
+        case .scalar8(let q): q.encode(vector, into: out)
+        case .float16(let d):
+            for j in 0..<d { out.storeBytes(of: Float16(vector[j]).bitPattern.littleEndian, toByteOffset: 2 * j, as: UInt16.self) }
+        }
+    }
+
+    public func encode(_ vector: [Float]) -> [UInt8] {
+        var code = [UInt8](repeating: 0, count: codeBytes)
+        vector.withUnsafeBufferPointer { v in code.withUnsafeMutableBytes { encode(v, into: $0) } }
+        return code
+    }
+
+    /// A scorer of codes against `query`.
+    public func scorer(for query: UnsafeBufferPointer<Float>) -> CodeScorer {
+        switch self {
+        case .scalar8(let q): return q.scorer(for: query)
+        case .float16(let d):
+            // Each value is rounded to 11 significant bits: a relative error uniform within
+            // ±2⁻¹¹, so the score's error has a standard deviation of at most 2⁻¹¹/√3 ‖q‖‖x‖∞.
+            let norm = (0..<d).reduce(Float(0)) { $0 + query[$1] * query[$1] }.squareRoot()
+            return CodeScorer(.float16(query: Array(query)), codeBytes: 2 * d, errorBound: 6 * norm / (2048 * Float(3).squareRoot()))
+        }
+    }
+}
+
+/// A query prepared for scoring codes (`VectorCodec.scorer`).
 public struct CodeScorer: Sendable {
+    enum Kernel: Sendable {
+        /// Score = offset + scale · Σ_j weights_j · c_j.
+        case scalar8(weights: [Int16], scale: Float, offset: Float)
+        /// Score = Σ_j q_j · half_j.
+        case float16(query: [Float])
+    }
+
     /// The largest integer weight: sums of d ≤ 65,536 products with bytes stay within 32 bits.
     static let weightLimit = 16_383
-    public let weights: [Int16]
-    public let scale: Float
-    public let offset: Float
-    /// Six standard deviations of a code's score about the exact product: each value's rounding
-    /// error is uniform over a step, so the score's error has variance Σ_j (q_j step_j)² / 12
-    /// (plus the weights' own rounding); it exceeds this bound with a probability below 10⁻⁸
-    /// (the hard bound, Σ_j |q_j| step_j / 2, is some ten times larger for 1280-d embeddings).
+    let kernel: Kernel
+    /// Bytes of one code.
+    public let codeBytes: Int
+    /// Six standard deviations of a code's score about the exact product (8-bit codes: each
+    /// value's rounding error is uniform over a step, so the score's error has variance
+    /// Σ_j (q_j step_j)² / 12, plus the weights' own rounding; half precision: relative errors
+    /// within ±2⁻¹¹). A score is further off with a probability below 10⁻⁸; the hard bound
+    /// (Σ_j |q_j| step_j / 2 for 8-bit codes) is some ten times larger for 1280-d embeddings.
     public let errorBound: Float
+
+    init(_ kernel: Kernel, codeBytes: Int, errorBound: Float) { (self.kernel, self.codeBytes, self.errorBound) = (kernel, codeBytes, errorBound) }
 
     /// The approximate inner products of the query with `count` codes stored one after the
     /// other in `codes`, written to `scores`.
     public func score(_ codes: UnsafeRawBufferPointer, count: Int, into scores: UnsafeMutablePointer<Float>) {
-        precondition(codes.count >= count * weights.count && weights.count <= 65_536)
+        precondition(codes.count >= count * codeBytes && codeBytes <= 2 * 65_536)
         guard count > 0 else { return }
-        var sums = [Int32](repeating: 0, count: count)
-        weights.withUnsafeBufferPointer { w in
-            sums.withUnsafeMutableBufferPointer { out in
-                kith_dot_u8_i16_many(w.baseAddress, codes.baseAddress!.assumingMemoryBound(to: UInt8.self), w.count, count, w.count, out.baseAddress)
+        let base = codes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        switch kernel {
+        case .scalar8(let weights, let scale, let offset):
+            var sums = [Int32](repeating: 0, count: count)
+            weights.withUnsafeBufferPointer { w in
+                sums.withUnsafeMutableBufferPointer { out in
+                    kith_dot_u8_i16_many(w.baseAddress, base, codeBytes, count, w.count, out.baseAddress)
+                }
             }
+            for i in 0..<count { scores[i] = offset + scale * Float(sums[i]) }
+        case .float16(let query):
+            query.withUnsafeBufferPointer { q in kith_dot_f16_many(q.baseAddress, base, codeBytes, count, q.count, scores) }
         }
-        for i in 0..<count { scores[i] = offset + scale * Float(sums[i]) }
     }
 
     /// The approximate inner product of the query with the vector of `code` (at least
-    /// `weights.count` bytes).
+    /// `codeBytes` bytes).
     public func score(_ code: UnsafeRawBufferPointer) -> Float {
         var result: Float = 0
         score(code, count: 1, into: &result)

@@ -18,8 +18,9 @@ public enum SearchMethod: Sendable, Equatable {
 /// code, and the best `rerank` candidates are re-ranked by their stored float32 vectors (best
 /// first, until none left could enter the top k given the codes' rounding error, `CodeScorer.errorBound`). Filters
 /// and deletes are honoured exactly: a label filter is a set of ids read in the same transaction,
-/// lists are probed beyond `probes` until k allowed items are found, and a filter that leaves
-/// fewer items than the probed lists would hold is answered by scoring those items exactly.
+/// lists are probed beyond `probes` until as many allowed items have been seen as an unfiltered
+/// search would look at (at least k), and a filter that leaves fewer items than that is answered
+/// by scoring those items exactly.
 public struct ApproximateSearch: Sendable {
     public let index: Index
     /// Lists to probe; nil: the index's default (`kith index build-ann --probes`).
@@ -102,16 +103,21 @@ public struct ApproximateSearch: Sendable {
                     var nearestLists = TopK(k: probes)
                     for (list, score) in scores.enumerated() where score > nearestLists.threshold { nearestLists.offer(score, list) }
                     let probed = nearestLists.sorted().map(\.index)
-                    let scorer = query.withUnsafeBufferPointer { model.quantizer.scorer(for: $0) }
+                    let scorer = query.withUnsafeBufferPointer { model.codec.scorer(for: $0) }
                     let candidates = max(k, rerank ?? max(4 * k, 32))
                     // Splitting one query between threads pays from some 20,000 codes on (measured).
                     let split = reader.items * probes / lists >= 20_000 ? parts : 1
                     var (best, seen) = try scan(probed, scorer: scorer, keep: candidates, allowed: allowed, excluding: own, reader: reader, parts: split)
                     if own != nil { seen -= 1 }  // the query item may have been counted
-                    if seen < k && probes < lists {
-                        // Past the probes, go on only until k allowed items have been seen.
-                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.filter { !probed.contains($0) }
-                        for list in rest where seen < k {
+                    // Past the probes, go on until k allowed items have been seen, and under a
+                    // filter until as many as an unfiltered search would have looked at: the
+                    // k-th nearest allowed item lies as far out as the (k/s)-th nearest overall,
+                    // for a filter that keeps a share s.
+                    let wanted = allowed.isEverything ? k : max(k, reader.items * probes / lists)
+                    if seen < wanted && probes < lists {
+                        let probedSet = Set(probed)
+                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.filter { !probedSet.contains($0) }
+                        for list in rest where seen < wanted {
                             let (more, count) = try scan([list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
                                                          reader: reader, parts: 1)
                             best.merge(more)
@@ -140,27 +146,33 @@ public struct ApproximateSearch: Sendable {
     /// entries were seen; the lists split between `parts` threads.
     private func scan(_ lists: [Int], scorer: CodeScorer, keep: Int, allowed: Allowed, excluding: UInt64?,
                       reader: ANNReader, parts: Int) throws -> (TopK, Int) {
+        let d = scorer.codeBytes
         func scanPart(_ part: ArraySlice<Int>, _ reader: ANNReader) throws -> (TopK, Int) {
             var best = TopK(k: keep), seen = 0
             var scores = [Float](repeating: 0, count: 1024)
             for list in part {
                 try reader.scan(list: list) { ids, codes, count in
+                    func id(_ i: Int) -> UInt64 { UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+                    guard allowed.isEverything else {
+                        // Under a filter, only the allowed codes are scored.
+                        for i in 0..<count where allowed.contains(id(i)) {
+                            seen += 1
+                            guard id(i) != excluding else { continue }
+                            let score = scorer.score(UnsafeRawBufferPointer(rebasing: codes[(i * d)..<((i + 1) * d)]))
+                            if score > best.threshold { best.offer(score, Int(id(i))) }
+                        }
+                        return
+                    }
                     if scores.count < count { scores = [Float](repeating: 0, count: count) }
                     scores.withUnsafeMutableBufferPointer { s in
                         scorer.score(codes, count: count, into: s.baseAddress!)
                         var threshold = best.threshold
-                        for i in 0..<count where s[i] > threshold {
-                            let id = UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
-                            guard id != excluding, allowed.contains(id) else { continue }
-                            best.offer(s[i], Int(id))
+                        for i in 0..<count where s[i] > threshold && id(i) != excluding {
+                            best.offer(s[i], Int(id(i)))
                             threshold = best.threshold
                         }
                     }
-                    if allowed.isEverything {
-                        seen += count
-                    } else {
-                        for i in 0..<count where allowed.contains(UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))) { seen += 1 }
-                    }
+                    seen += count
                 }
             }
             return (best, seen)

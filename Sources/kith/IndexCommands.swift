@@ -200,7 +200,7 @@ extension IndexCommand {
                 queue       \(stats.queueEntries) entries in \(stats.queues) queue(s), capacity \(m.queueCapacity) each, partition \(m.queuePartition.rawValue)
                 vectors     \(stats.vectorBlocks) blocks of \(m.blockSize), \(stats.deadSlots) dead slots
                 disk        \(stats.fileBytes) bytes file, \(stats.usedBytes) used, map \(stats.mapBytes)
-                ann         \(info.ann.map { "\($0.phase.rawValue): \($0.configuration.lists ?? 0) lists of 8-bit codes, \($0.configuration.probes ?? 0) probes by default" } ?? "none (exact search only)")
+                ann         \(info.ann.map { "\($0.phase.rawValue): \($0.configuration.lists ?? 0) lists of \(($0.configuration.codes ?? .sq8) == .sq8 ? "8-bit" : "half-precision") codes, \($0.configuration.probes ?? 0) probes by default" } ?? "none (exact search only)")
                 """)
         }
     }
@@ -354,13 +354,14 @@ extension IndexCommand {
         @Option(help: "Lists a search probes by default (default: calibrated for --recall).") var probes: Int?
         @Option(help: "The recall@10 the default probes are calibrated for.") var recall: Double = 0.95
         @Option(help: "Seed of the sample and of k-means.") var seed: UInt64 = 0
+        @Option(help: "How items are coded: sq8 (8-bit, a quarter of float32) or fp16 (half precision, a half).") var codes: ANNCodes = .sq8
         @Option(help: "Items coded per transaction (default: 16 per list, at least 8,192).") var batch: Int?
         @Flag(help: "Remove the structure: searches are exact again.") var drop = false
         @Argument(help: "Name of the index.") var name: String
 
         var annConfiguration: ANNConfiguration {
             var c = ANNConfiguration()
-            (c.lists, c.trainingSample, c.iterations, c.probes, c.seed) = (lists, sample, iterations, probes, seed)
+            (c.lists, c.trainingSample, c.iterations, c.probes, c.seed, c.codes) = (lists, sample, iterations, probes, seed, codes)
             return c
         }
 
@@ -380,16 +381,18 @@ extension IndexCommand {
             let bar = Progress(total: try reporting { try index.stats().items }, label: "coding", unit: "items")
             printError("training centroids (k-means) on a sample of '\(name)'…")
             var status = try reporting { try index.buildANN(annConfiguration, batch: batch) { done, _ in bar.update(done) } }
+            let built = Date()
             if status.phase == .ready && probes == nil {
                 printError("calibrating the default probes for recall@10 \(recall)…")
                 try reporting { try ApproximateSearch.calibrate(index, target: recall) }
                 status = try reporting { try index.annStatus()! }
             }
             let c = status.configuration
-            print(String(format: "'%@': approximate search %@, %d lists, trained on %d items, %d probes by default%@ (%.0f s)", name,
-                         status.phase == .ready ? "ready" : "not finished", c.lists ?? 0, c.trainingSample ?? 0, c.probes ?? 0,
+            print(String(format: "'%@': approximate search %@, %d lists of %@ codes, trained on %d items, %d probes by default%@ "
+                         + "(built in %.1f s, calibrated in %.1f s)", name,
+                         status.phase == .ready ? "ready" : "not finished", c.lists ?? 0, (c.codes ?? .sq8).rawValue, c.trainingSample ?? 0, c.probes ?? 0,
                          status.calibratedRecall.map { String(format: " (recall@10 %.3f on the index's own items)", $0) } ?? "",
-                         Date().timeIntervalSince(start)))
+                         built.timeIntervalSince(start), Date().timeIntervalSince(built)))
         }
     }
 
@@ -404,6 +407,8 @@ extension IndexCommand {
         }
     }
 }
+
+extension ANNCodes: ExpressibleByArgument {}
 
 /// Item arguments: numeric ids, or source paths looked up among the items.
 func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {

@@ -40,6 +40,25 @@ struct QuantizationTests {
         #expect(outside.prefix(d).allSatisfy { $0 == 255 } && outside.suffix(d).allSatisfy { $0 == 0 })
     }
 
+    @Test("Half-precision codes: each value within 2⁻¹¹ relative, scores within the scorer's error bound", arguments: [7, 1280])
+    func halfPrecision(dimension d: Int) {
+        let (x, _) = Self.clustered(n: 50, d: d, centres: 5, spread: 0.3, seed: 4)
+        let codec = VectorCodec.float16(dimension: d)
+        #expect(codec.codeBytes == 2 * d)
+        var rng = SplitMix64(seed: 5)
+        for r in 0..<20 {
+            let row = Array(x.row(r)), code = codec.encode(row)
+            let decoded = (0..<d).map { Float(Float16(bitPattern: UInt16(code[2 * $0]) | UInt16(code[2 * $0 + 1]) << 8)) }
+            for j in 0..<d { #expect(abs(decoded[j] - row[j]) <= abs(row[j]) / 2048 + 1e-7) }
+            var query = rng.vector(d)
+            query.withUnsafeMutableBufferPointer { normalize($0) }
+            let exact = zip(query, row).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            let scorer = query.withUnsafeBufferPointer { codec.scorer(for: $0) }
+            let scored = code.withUnsafeBytes { scorer.score($0) }
+            #expect(abs(scored - exact) <= scorer.errorBound, "\(scored) vs \(exact)")
+        }
+    }
+
     @Test("k-means: one centroid is the normalised mean; rounds never lower the mean similarity; assignment is the argmax")
     func kMeans() throws {
         let (x, _) = Self.clustered(n: 1200, d: 24, centres: 6, spread: 0.3, seed: 3)

@@ -65,6 +65,13 @@ struct ApproximateSearchTests {
         // Probing every list and re-ranking enough candidates is exact.
         let everything = try #require(try ApproximateSearch(index: index, probes: 1 << 20, rerank: 6000).search(queries, k: 10))
         #expect(recall(everything, exact) == 1)
+        // Half-precision codes find the same neighbours at the same probes (re-ranked alike).
+        let half = TemporaryIndex()
+        defer { half.cleanup() }
+        let halfIndex = try Self.index(half) { $0.codes = .fp16 }
+        #expect(try halfIndex.annStatus()?.configuration.codes == .fp16 && halfIndex.check().isEmpty)
+        let halfFound = try #require(try ApproximateSearch(index: halfIndex, probes: status.configuration.probes).search(queries, k: 10))
+        #expect(recall(halfFound, exact) >= r - 0.02, "fp16 \(recall(halfFound, exact)) against sq8 \(r)")
         // One list finds less than the default: the knob works.
         let one = try #require(try ApproximateSearch(index: index, probes: 1).search(queries, k: 10))
         #expect(recall(one, exact) < r)
@@ -107,6 +114,12 @@ struct ApproximateSearchTests {
         #expect(filtered.allSatisfy { $0.count == 10 && $0.allSatisfy { ids.contains($0.id) } })
         let exactFiltered = ExactSearch(snapshot: try index.loadVectors()).search(queries, k: 10, filter: LabelFilter(include: ["l7"]))
         #expect(recall(filtered, exactFiltered) == 1, "a label this small is scored exactly")
+        // A filter keeping a tenth of the items goes through the lists, as far out as it takes: the
+        // recall stays that of an unfiltered search.
+        let tenth = LabelFilter(include: Set((0..<10).map { "l\($0)" }))
+        let wide = try #require(try search.search(queries, k: 10, filter: tenth))
+        let wideExact = ExactSearch(snapshot: try index.loadVectors()).search(queries, k: 10, filter: tenth)
+        #expect(wide.allSatisfy { $0.count == 10 } && recall(wide, wideExact) >= 0.9, "recall \(recall(wide, wideExact))")
         // A label with fewer than k items gives all of them.
         _ = try index.relabel(addedIDs[0], label: "rare", coarseLabel: nil)
         let rare = try #require(try search.search(queries, k: 10, filter: LabelFilter(include: ["rare"])))

@@ -10,4 +10,8 @@
 /// be at most 16,383 and d at most 65,536 (so that no sum leaves 32 bits).
 void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out);
 
+/// out[i] = Σ_j q[j] · h_j for the d IEEE half-precision values h (little-endian) of code i,
+/// which starts at codes + i · stride (bytes).
+void kith_dot_f16_many(const float *q, const uint8_t *codes, size_t stride, size_t n, size_t d, float *out);
+
 #endif
