@@ -1315,7 +1315,7 @@ SECTIONS = {
     "whitening": ("Query engine: whitening against the number of classes", whitening),
     "views": ("Query engine: augmented support sets (stored views)", views),
     "adapt": ("kith adapt: NNCLR on the collection, measured without leaks", adapt),
-    "ann": ("Approximate search against FAISS", ann),
+    "ann": ("Query engine: approximate search against FAISS", ann),
     "retrieval": ("Query engine: near-duplicate retrieval on Fashion-MNIST", retrieval),
     "server": ("HTTP service: overhead against the library", server),
     "client": ("Python client: the NNCLR queue step over loopback", client),
