@@ -88,42 +88,42 @@ static int32_t dot_u8_i16_portable(const int16_t *w, const uint8_t *code, size_t
 }
 
 typedef int32_t (*dot_u8_i16_fn)(const int16_t *, const uint8_t *, size_t);
-
-// Threads racing on the first call all store the same pointer; relaxed atomics make that defined.
-static dot_u8_i16_fn chosen_dot(void) {
-    static dot_u8_i16_fn chosen = 0;
-    dot_u8_i16_fn found = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
-    if (!found) {
-#if defined(__x86_64__)
-        __builtin_cpu_init();
-        found = __builtin_cpu_supports("avx2") ? dot_u8_i16_avx2 : dot_u8_i16_portable;
-#else
-        found = dot_u8_i16_portable;
-#endif
-        __atomic_store_n(&chosen, found, __ATOMIC_RELAXED);
-    }
-    return found;
-}
-
 typedef float (*dot_f16_fn)(const float *, const uint8_t *, size_t);
 
-static dot_f16_fn chosen_dot_f16(void) {
-    static dot_f16_fn chosen = 0;
-    dot_f16_fn found = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
-    if (!found) {
+/// The kernels this CPU runs, chosen once.
+struct kernels {
+    dot_u8_i16_fn dot_u8_i16;
+    dot_f16_fn dot_f16;
+};
+
+static struct kernels choose(void) {
+    struct kernels k = {dot_u8_i16_portable, dot_f16_portable};
 #if defined(__x86_64__)
-        __builtin_cpu_init();
-        found = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) ? dot_f16_avx2 : dot_f16_portable;
-#else
-        found = dot_f16_portable;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) k.dot_u8_i16 = dot_u8_i16_avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) k.dot_f16 = dot_f16_avx2;
 #endif
-        __atomic_store_n(&chosen, found, __ATOMIC_RELAXED);
+    return k;
+}
+
+static struct kernels chosen(void) {
+    static struct kernels k;
+    static int once = 0;
+    // Threads racing on the first calls all compute the same choice; the flag is published
+    // after the pointers (release), and read before them (acquire).
+    if (__atomic_load_n(&once, __ATOMIC_ACQUIRE)) {
+        struct kernels known = {__atomic_load_n(&k.dot_u8_i16, __ATOMIC_RELAXED), __atomic_load_n(&k.dot_f16, __ATOMIC_RELAXED)};
+        return known;
     }
+    struct kernels found = choose();
+    __atomic_store_n(&k.dot_u8_i16, found.dot_u8_i16, __ATOMIC_RELAXED);
+    __atomic_store_n(&k.dot_f16, found.dot_f16, __ATOMIC_RELAXED);
+    __atomic_store_n(&once, 1, __ATOMIC_RELEASE);
     return found;
 }
 
 void kith_dot_f16_many(const float *q, const uint8_t *codes, size_t stride, size_t n, size_t d, float *out) {
-    dot_f16_fn dot = chosen_dot_f16();
+    dot_f16_fn dot = chosen().dot_f16;
     for (size_t i = 0; i < n; i++) {
         if (i + 1 < n) {
             for (size_t b = 0; b < 2 * d; b += 64) __builtin_prefetch(codes + (i + 1) * stride + b, 0, 0);
@@ -133,7 +133,7 @@ void kith_dot_f16_many(const float *q, const uint8_t *codes, size_t stride, size
 }
 
 void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
-    dot_u8_i16_fn dot = chosen_dot();
+    dot_u8_i16_fn dot = chosen().dot_u8_i16;
     for (size_t i = 0; i < n; i++) {
         // The next code's cache lines are asked for while this one is scored: codes sit in the
         // memory map, where the hardware prefetcher stops at every page boundary.
