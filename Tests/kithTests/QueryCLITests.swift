@@ -116,7 +116,8 @@ struct QueryCLITests {
         _ = try images.makeImages(12, in: dir + "/photos")
         #expect(try cli.kith(["index", "create", "r", "--model", "resnet18-random"], indexes: indexes).status == 0)
         #expect(try cli.kith(["index", "add", "r", dir + "/photos"], indexes: indexes).status == 0)
-        let settings = ["--epochs", "200", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2"]
+        // Long enough (6,000 steps) that training outlasts a progress line (every 5 s) on a fast machine.
+        let settings = ["--epochs", "1000", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2"]
         let started = try cli.start(["adapt", "r"] + settings, indexes: indexes)
         // Interrupted once its progress (a line every 5 s) shows the third epoch or later.
         for _ in 0..<600 where started.process.isRunning {
@@ -125,6 +126,7 @@ struct QueryCLITests {
             if (epochs.max() ?? 0) >= 3 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
+        #expect(started.process.isRunning, "the adaptation finished before it could be interrupted")
         kill(started.process.processIdentifier, SIGINT)
         started.process.waitUntilExit()
         let stopped = try cli.finish(started)
@@ -132,7 +134,7 @@ struct QueryCLITests {
         let noHead = try cli.kith(["search", "r", "id:1", "--space", "adapted"], indexes: indexes)
         #expect(noHead.status != 0 && noHead.stderr.contains("has no adapted head"))
         let resumed = try cli.kith(["adapt", "r", "--resume"], indexes: indexes)
-        #expect(resumed.status == 0 && resumed.text.contains("adapted 'r': 12 items with views, 1200 steps (200 epochs)"), "\(resumed.text)\(resumed.stderr)")
+        #expect(resumed.status == 0 && resumed.text.contains("adapted 'r': 12 items with views, 6000 steps (1000 epochs)"), "\(resumed.text)\(resumed.stderr)")
         let again = try cli.kith(["adapt", "r", "--resume"], indexes: indexes)
         #expect(again.status != 0 && again.stderr.contains("no stopped adaptation to resume"), "\(again.stderr)")
     }
