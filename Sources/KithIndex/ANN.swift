@@ -153,17 +153,10 @@ public struct ANNReader {
 
     /// The ids of the items with `label`, ascending.
     public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
-        try storage {
-            var ids: [UInt64] = []
-            try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
-                ids.append(uint64(key: v))
-                return true
-            }
-            return ids
-        }
+        try storage { try index.ids(withLabel: label, txn) }
     }
 
-    /// Entries in each list (what `kith index stats` reports about balance).
+    /// Entries in each list.
     public func listSizes() throws(IndexError) -> [Int] {
         var sizes = [Int](repeating: 0, count: model.centroids.rows)
         let entry = 8 + model.codec.codeBytes

@@ -201,16 +201,17 @@ extension Index {
     /// The ids of the items with `label`, ascending.
     public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
         try Self.validate(label: label)
-        return try storage {
-            try env.read { txn in
-                var ids: [UInt64] = []
-                try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
-                    ids.append(uint64(key: v))
-                    return true
-                }
-                return ids
-            }
+        return try storage { try env.read { txn in try ids(withLabel: label, txn) } }
+    }
+
+    /// The ids of the items with `label`, ascending, read in `txn`.
+    func ids(withLabel label: String, _ txn: Transaction) throws -> [UInt64] {
+        var ids: [UInt64] = []
+        try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
+            ids.append(uint64(key: v))
+            return true
         }
+        return ids
     }
 
     /// Every label with its number of items, sorted by label.

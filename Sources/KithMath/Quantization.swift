@@ -36,12 +36,6 @@ public struct ScalarQuantizer: Sendable, Equatable {
         }
     }
 
-    public func encode(_ vector: [Float]) -> [UInt8] {
-        var code = [UInt8](repeating: 0, count: dimension)
-        vector.withUnsafeBufferPointer { v in code.withUnsafeMutableBytes { encode(v, into: $0) } }
-        return code
-    }
-
     public func decode(_ code: [UInt8]) -> [Float] { (0..<dimension).map { minimum[$0] + Float(code[$0]) * step[$0] } }
 
     /// The inner product of `query` with decoded codes is `offset + Σ_j weights_j · c_j`; the

@@ -266,7 +266,8 @@ public actor QueryEngine {
         if method != .exact, projection == nil, coarse == nil {
             // One hand-off for the search and its items' records: single queries pay it once.
             let answers = try await blocking { () throws -> [[SearchResult]]? in
-                if method == .automatic, try index.stats().items < configuration.approximateFrom { return nil }
+                // The item count from the structure's own read (stats() would walk the labels and queues).
+                if method == .automatic, (try index.withANN { $0.items } ?? 0) < configuration.approximateFrom { return nil }
                 return try ApproximateSearch(index: index, probes: probes, threads: configuration.threads)
                     .search(matrix, k: k, filter: filter, excluding: excluding).map { try Self.results($0, index) }
             }

@@ -25,10 +25,10 @@ struct QuantizationTests {
           arguments: [7, 37, 1280])
     func scalarQuantizer(dimension d: Int) {
         let (x, _) = Self.clustered(n: 200, d: d, centres: 5, spread: 0.3, seed: UInt64(d))
-        let sq = ScalarQuantizer(training: x)
+        let sq = ScalarQuantizer(training: x), codec = VectorCodec.scalar8(sq)
         var rng = SplitMix64(seed: 9)
         for r in 0..<20 {
-            let row = Array(x.row(r)), code = sq.encode(row), decoded = sq.decode(code)
+            let row = Array(x.row(r)), code = codec.encode(row), decoded = sq.decode(code)
             for j in 0..<d { #expect(abs(decoded[j] - row[j]) <= sq.step[j] / 2 + 1e-6) }
             let query = rng.vector(d)
             let direct = zip(query, decoded).reduce(Float(0)) { $0 + $1.0 * $1.1 }
@@ -36,7 +36,7 @@ struct QuantizationTests {
             #expect(abs(direct - scored) <= 1e-4 * max(1, abs(direct)), "\(direct) vs \(scored)")
         }
         // Values outside the trained range are clamped, not wrapped.
-        let outside = sq.encode([Float](repeating: 10, count: d)) + sq.encode([Float](repeating: -10, count: d))
+        let outside = codec.encode([Float](repeating: 10, count: d)) + codec.encode([Float](repeating: -10, count: d))
         #expect(outside.prefix(d).allSatisfy { $0 == 255 } && outside.suffix(d).allSatisfy { $0 == 0 })
     }
 
