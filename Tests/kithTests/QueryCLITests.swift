@@ -116,16 +116,16 @@ struct QueryCLITests {
         _ = try images.makeImages(12, in: dir + "/photos")
         #expect(try cli.kith(["index", "create", "r", "--model", "resnet18-random"], indexes: indexes).status == 0)
         #expect(try cli.kith(["index", "add", "r", dir + "/photos"], indexes: indexes).status == 0)
-        // Long enough (6,000 steps) that training outlasts a progress line (every 5 s) on a fast machine.
+        // 6,000 steps: seconds of training even on a fast machine.
         let settings = ["--epochs", "1000", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2"]
         let started = try cli.start(["adapt", "r"] + settings, indexes: indexes)
-        // Interrupted once its progress (a line every 5 s) shows the third epoch or later.
-        for _ in 0..<600 where started.process.isRunning {
-            let log = (try? String(contentsOf: started.err, encoding: .utf8)) ?? ""
-            let epochs = log.components(separatedBy: "epoch ").dropFirst().compactMap { Int($0.prefix { $0.isNumber }) }
-            if (epochs.max() ?? 0) >= 3 { break }
-            try await Task.sleep(for: .milliseconds(100))
+        // Interrupted a moment after training starts (its first progress line comes at the first
+        // step; later ones only every 5 s), by when whole epochs (6 steps each) have a checkpoint.
+        for _ in 0..<1200 where started.process.isRunning {
+            if ((try? String(contentsOf: started.err, encoding: .utf8)) ?? "").contains("training ") { break }
+            try await Task.sleep(for: .milliseconds(50))
         }
+        try await Task.sleep(for: .milliseconds(300))
         #expect(started.process.isRunning, "the adaptation finished before it could be interrupted")
         kill(started.process.processIdentifier, SIGINT)
         started.process.waitUntilExit()
