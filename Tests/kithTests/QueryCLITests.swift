@@ -121,7 +121,8 @@ struct QueryCLITests {
         let started = try cli.start(["adapt", "r"] + settings, indexes: indexes)
         // Interrupted a moment after training starts (its first progress line comes at the first
         // step; later ones only every 5 s), by when whole epochs (6 steps each) have a checkpoint.
-        for _ in 0..<1200 where started.process.isRunning {
+        // Views come first and can take a minute or more when the whole suite runs at once.
+        for _ in 0..<4800 where started.process.isRunning {
             if ((try? String(contentsOf: started.err, encoding: .utf8)) ?? "").contains("training ") { break }
             try await Task.sleep(for: .milliseconds(50))
         }
