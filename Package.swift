@@ -28,7 +28,7 @@ let package = Package(
 
         // Kith's own SIMD kernels in C (8-bit code scoring), chosen at run time by the CPU's features.
         .target(name: "CKernels"),
-        .target(name: "KithMath", dependencies: ["CBLAS", "CKernels"], swiftSettings: strict),
+        .target(name: "KithMath", dependencies: ["CBLAS", "CDNNL", "CKernels"], swiftSettings: strict),
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: strict),
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
@@ -50,7 +50,7 @@ let package = Package(
 
         // Tests: one target per module (a change runs its own tests), over shared fixtures and helpers.
         .target(name: "KithTestSupport", dependencies: ["KithMath", "KithBackbone", "KithIndex"], path: "Tests/KithTestSupport", swiftSettings: strict),
-        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "CKernels", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithImageTests", dependencies: ["KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),

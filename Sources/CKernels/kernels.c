@@ -25,6 +25,28 @@ static int32_t dot_u8_i16_avx2(const int16_t *w, const uint8_t *code, size_t d) 
 #endif
 
 #if defined(__x86_64__)
+// 32 codes widened to 16 bits per instruction, multiplied in pairs and added into 32-bit lanes
+// by one VNNI instruction; the tail is read with masks.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static int32_t dot_u8_i16_avx512(const int16_t *w, const uint8_t *code, size_t d) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
+    size_t j = 0;
+    for (; j + 128 <= d; j += 128) {
+        a0 = _mm512_dpwssd_epi32(a0, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(code + j))), _mm512_loadu_si512(w + j));
+        a1 = _mm512_dpwssd_epi32(a1, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(code + j + 32))), _mm512_loadu_si512(w + j + 32));
+        a2 = _mm512_dpwssd_epi32(a2, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(code + j + 64))), _mm512_loadu_si512(w + j + 64));
+        a3 = _mm512_dpwssd_epi32(a3, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(code + j + 96))), _mm512_loadu_si512(w + j + 96));
+    }
+    for (; j < d; j += 32) {
+        __mmask32 m = d - j >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (d - j)) - 1);
+        __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, code + j));
+        a0 = _mm512_dpwssd_epi32(a0, c, _mm512_maskz_loadu_epi16(m, w + j));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+}
+#endif
+
+#if defined(__x86_64__)
 // Eight halves converted per instruction (F16C), then multiplied and added.
 __attribute__((target("avx2,fma,f16c")))
 static float dot_f16_avx2(const float *q, const uint8_t *code, size_t d) {
@@ -101,6 +123,7 @@ static struct kernels choose(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) k.dot_u8_i16 = dot_u8_i16_avx2;
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) k.dot_u8_i16 = dot_u8_i16_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) k.dot_f16 = dot_f16_avx2;
 #endif
     return k;
@@ -132,8 +155,7 @@ void kith_dot_f16_many(const float *q, const uint8_t *codes, size_t stride, size
     }
 }
 
-void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
-    dot_u8_i16_fn dot = chosen().dot_u8_i16;
+static void dot_u8_i16_many(dot_u8_i16_fn dot, const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
     for (size_t i = 0; i < n; i++) {
         // The next code's cache lines are asked for while this one is scored: codes sit in the
         // memory map, where the hardware prefetcher stops at every page boundary.
@@ -142,4 +164,20 @@ void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride,
         }
         out[i] = dot(w, codes + i * stride, d);
     }
+}
+
+void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
+    dot_u8_i16_many(chosen().dot_u8_i16, w, codes, stride, n, d, out);
+}
+
+int kith_dot_u8_i16_many_level(int level, const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
+    dot_u8_i16_fn dot = level == 0 ? dot_u8_i16_portable : NULL;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (level == 1 && __builtin_cpu_supports("avx2")) dot = dot_u8_i16_avx2;
+    if (level == 2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) dot = dot_u8_i16_avx512;
+#endif
+    if (!dot) return -1;
+    dot_u8_i16_many(dot, w, codes, stride, n, d, out);
+    return 0;
 }

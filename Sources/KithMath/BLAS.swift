@@ -1,14 +1,18 @@
 import CBLAS
+import CDNNL
 
-/// The BLAS library Kith computes with (OpenBLAS). Every cblas call in Kith goes through here.
+/// The linear algebra Kith computes with: OpenBLAS, except for products of float matrices,
+/// which oneDNN's sgemm computes (its kernels are generated for the CPU it finds: AVX-512 where
+/// there is one, which OpenBLAS 0.3.21 does not use on AMD's Zen 4 and 5; 1.4-2x faster there
+/// and as fast on AVX2, BENCHMARKS.md). Every BLAS call in Kith, and oneDNN's sgemm, go through here.
 public enum BLAS {
-    /// Sets how many threads OpenBLAS may use for one call. Where requests already run in
-    /// parallel, one thread per call is usually faster than two on a busy 2-core machine.
+    /// Sets how many threads one call may use. Where requests already run in parallel, one
+    /// thread per call is usually faster than two on a busy 2-core machine.
     public static func setThreads(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))
     }
 
-    /// The number of threads OpenBLAS currently uses for one call.
+    /// The number of threads one call currently uses.
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
     /// C = alpha · op(A) · op(B) + beta · C for row-major op(A) (m × k), op(B) (k × n) and C (m × n).
@@ -22,10 +26,20 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
         guard m > 0, n > 0 else { return }
-        cblas_sgemm(
-            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        guard k > 0 else {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        // oneDNN runs on OpenMP: the calling thread's next parallel region gets the threads
+        // set for one call.
+        _ = kith_omp_set_num_threads(Int32(threads))
+        let status = dnnl_sgemm(transposeA ? transposed : plain, transposeB ? transposed : plain, Int64(m), Int64(n), Int64(k),
+                                alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
+        // It fails only on arguments that contradict each other, which the callers' shapes rule out.
+        precondition(status == dnnl_success, "dnnl_sgemm: status \(status.rawValue) for \(m) x \(n) x \(k)")
     }
+
+    private static let (plain, transposed) = (CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "T")))
 
     /// `gemm` in double precision, for small problems that need it (fitting heads by gradients).
     public static func gemm(

@@ -84,30 +84,46 @@ public struct ApproximateSearch: Sendable {
                 let model = reader.model, lists = model.centroids.rows
                 let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
                 let centroidScores = model.centroids.scores(of: queries)
-                var answers: [[(id: UInt64, score: Float)]] = []
+                let candidates = max(k, rerank ?? max(4 * k, 32))
+                // Splitting one query between threads pays from some 20,000 codes on (measured).
+                let split = reader.items * probes / lists >= 20_000 ? parts : 1
+                var answers = [[(id: UInt64, score: Float)]?](repeating: nil, count: queries.rows)
+                var pending: [Int] = [], probed: [[Int]] = [], scorers: [CodeScorer] = []
                 for q in 0..<queries.rows {
-                    let query = Array(queries.row(q))
-                    let own = excluding[q]
                     // A filter that leaves fewer items than the probes would scan: score those exactly.
                     if let ids = allowed.ids, ids.count <= max(k, reader.items * probes / lists) {
                         var best = TopK(k: k)
-                        try query.withUnsafeBufferPointer { q in
-                            for id in ids where id != own {
-                                if let score = try reader.exactScore(of: id, query: q) { best.offer(score, Int(id)) }
+                        try queries.row(q).withUnsafeBufferPointer { query in
+                            for id in ids where id != excluding[q] {
+                                if let score = try reader.exactScore(of: id, query: query) { best.offer(score, Int(id)) }
                             }
                         }
-                        answers.append(best.sorted().map { (UInt64($0.index), $0.score) })
+                        answers[q] = best.sorted().map { (UInt64($0.index), $0.score) }
                         continue
                     }
-                    let scores = Array(centroidScores[(q * lists)..<((q + 1) * lists)])
                     var nearestLists = TopK(k: probes)
-                    for (list, score) in scores.enumerated() where score > nearestLists.threshold { nearestLists.offer(score, list) }
-                    let probed = nearestLists.sorted().map(\.index)
-                    let scorer = query.withUnsafeBufferPointer { model.codec.scorer(for: $0) }
-                    let candidates = max(k, rerank ?? max(4 * k, 32))
-                    // Splitting one query between threads pays from some 20,000 codes on (measured).
-                    let split = reader.items * probes / lists >= 20_000 ? parts : 1
-                    var (best, seen) = try scan(probed, scorer: scorer, keep: candidates, allowed: allowed, excluding: own, reader: reader, parts: split)
+                    for list in 0..<lists where centroidScores[q * lists + list] > nearestLists.threshold {
+                        nearestLists.offer(centroidScores[q * lists + list], list)
+                    }
+                    pending.append(q)
+                    probed.append(nearestLists.sorted().map(\.index))
+                    scorers.append(queries.row(q).withUnsafeBufferPointer { model.codec.scorer(for: $0) })
+                }
+                // The probed lists' best codes: a batch scans each list once for all the queries
+                // that probe it (its blocks stay in cache between them), a single query alone.
+                var found: [(best: TopK, seen: Int)]
+                if allowed.isEverything && split == 1 && pending.count > 1 {
+                    found = try scan(grouped: probed, scorers: scorers, keep: candidates, excluding: pending.map { excluding[$0] },
+                                     lists: lists, reader: reader)
+                } else {
+                    found = try pending.indices.map { i in
+                        try scan(probed[i], scorer: scorers[i], keep: candidates, allowed: allowed, excluding: excluding[pending[i]],
+                                 reader: reader, parts: split)
+                    }
+                }
+                for (i, q) in pending.enumerated() {
+                    let own = excluding[q], scorer = scorers[i]
+                    var (best, seen) = found[i]
                     if own != nil { seen -= 1 }  // the query item may have been counted
                     // Past the probes, go on until k allowed items have been seen, and under a
                     // filter until as many as an unfiltered search would have looked at: the
@@ -115,8 +131,9 @@ public struct ApproximateSearch: Sendable {
                     // for a filter that keeps a share s.
                     let wanted = allowed.isEverything ? k : max(k, reader.items * probes / lists)
                     if seen < wanted && probes < lists {
-                        let probedSet = Set(probed)
-                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.filter { !probedSet.contains($0) }
+                        let scores = centroidScores[(q * lists)..<((q + 1) * lists)]
+                        let probedSet = Set(probed[i])
+                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - q * lists }.filter { !probedSet.contains($0) }
                         for list in rest where seen < wanted {
                             let (more, count) = try scan([list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
                                                          reader: reader, parts: 1)
@@ -127,15 +144,15 @@ public struct ApproximateSearch: Sendable {
                     // Re-rank best first; stop once no later candidate can enter the top k unless
                     // its code's rounding error is beyond six standard deviations.
                     var exact = TopK(k: k)
-                    try query.withUnsafeBufferPointer { q in
+                    try queries.row(q).withUnsafeBufferPointer { query in
                         for candidate in best.sorted() {
                             if candidate.score + scorer.errorBound < exact.threshold { break }
-                            if let score = try reader.exactScore(of: UInt64(candidate.index), query: q) { exact.offer(score, candidate.index) }
+                            if let score = try reader.exactScore(of: UInt64(candidate.index), query: query) { exact.offer(score, candidate.index) }
                         }
                     }
-                    answers.append(exact.sorted().map { (UInt64($0.index), $0.score) })
+                    answers[q] = exact.sorted().map { (UInt64($0.index), $0.score) }
                 }
-                return answers
+                return answers.map { $0 ?? [] }
             }
         } catch {
             throw QueryError(wrapping: error)
@@ -195,6 +212,37 @@ public struct ApproximateSearch: Sendable {
             seen += count
         }
         return (best, seen)
+    }
+}
+
+extension ApproximateSearch {
+    /// For each query, the best `keep` entries of its `probed` lists by its codes' scores and
+    /// how many entries it saw (no filter): each list is scanned once, block by block, for every
+    /// query that probes it.
+    private func scan(grouped probed: [[Int]], scorers: [CodeScorer], keep: Int, excluding: [UInt64?], lists: Int,
+                      reader: ANNReader) throws -> [(best: TopK, seen: Int)] {
+        var probing = [[Int]](repeating: [], count: lists)
+        for (q, chosen) in probed.enumerated() { for list in chosen { probing[list].append(q) } }
+        var found = [(best: TopK, seen: Int)](repeating: (TopK(k: keep), 0), count: probed.count)
+        var scores = [Float](repeating: 0, count: 1024)
+        for list in 0..<lists where !probing[list].isEmpty {
+            try reader.scan(list: list) { ids, codes, count in
+                func id(_ i: Int) -> UInt64 { UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+                if scores.count < count { scores = [Float](repeating: 0, count: count) }
+                scores.withUnsafeMutableBufferPointer { s in
+                    for q in probing[list] {
+                        scorers[q].score(codes, count: count, into: s.baseAddress!)
+                        var threshold = found[q].best.threshold
+                        for i in 0..<count where s[i] > threshold && id(i) != excluding[q] {
+                            found[q].best.offer(s[i], Int(id(i)))
+                            threshold = found[q].best.threshold
+                        }
+                        found[q].seen += count
+                    }
+                }
+            }
+        }
+        return found
     }
 }
 

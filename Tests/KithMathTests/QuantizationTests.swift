@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 import KithMath
@@ -38,6 +39,28 @@ struct QuantizationTests {
         // Values outside the trained range are clamped, not wrapped.
         let outside = codec.encode([Float](repeating: 10, count: d)) + codec.encode([Float](repeating: -10, count: d))
         #expect(outside.prefix(d).allSatisfy { $0 == 255 } && outside.suffix(d).allSatisfy { $0 == 0 })
+    }
+
+    @Test("Every integer kernel this CPU runs (portable, AVX2, AVX-512 VNNI) gives the exact sums, at the weights' limits too",
+          arguments: [1, 7, 37, 100, 1280, 1283])
+    func integerKernels(dimension d: Int) {
+        var rng = SplitMix64(seed: UInt64(d))
+        let n = 5, stride = d + 3
+        var weights = (0..<d).map { _ in Int16(Int(rng.below(32_767)) - 16_383) }
+        var codes = (0..<(n * stride)).map { _ in UInt8(rng.below(256)) }
+        // The last code and the weights at their extremes: the largest sums the kernels promise.
+        for j in 0..<d { codes[(n - 1) * stride + j] = 255 }
+        if d > 1 { weights[0] = 16_383; weights[1] = -16_383 }
+        let expected = (0..<n).map { i in (0..<d).reduce(Int64(0)) { $0 + Int64(weights[$1]) * Int64(codes[i * stride + $1]) } }
+        var ran = 0
+        for level in 0...2 {
+            var out = [Int32](repeating: 0, count: n)
+            let status = kith_dot_u8_i16_many_level(Int32(level), weights, codes, stride, n, d, &out)
+            guard status == 0 else { continue }
+            ran += 1
+            #expect(out.map(Int64.init) == expected, "level \(level)")
+        }
+        #expect(ran >= 1)
     }
 
     @Test("Half-precision codes: each value within 2⁻¹¹ relative, scores within the scorer's error bound", arguments: [7, 1280])
