@@ -61,3 +61,73 @@ extension Index {
         }
     }
 }
+
+/// One block of stored vectors read in place (`Index.forEachVectorBlock`) and the items that
+/// point into it.
+public struct VectorBlock {
+    /// The block's rows, row-major float32, `dimension` values each: the memory map's bytes,
+    /// valid only during the call. Rows of deleted items are there too; only `slots` count.
+    public let rows: UnsafeBufferPointer<Float>
+    /// The items stored in the block, ascending, with their rows and (when asked for) labels.
+    public let ids: [UInt64], slots: [Int], labels: [String?]
+}
+
+extension Index {
+    /// The number of items, read from the index's state (no walk).
+    public func itemCount() throws(IndexError) -> Int {
+        try storage { try env.read { try State($0).items } }
+    }
+
+    /// Calls `body` with each block of stored vectors, in id order, read in place in the memory
+    /// map: nothing is copied, so a process holds only the pages it touches, shared with every
+    /// other process that maps the index. With `parts` > 1, only the blocks of the `part`-th of
+    /// the id range, so that parts can be read by as many threads (each in its own read
+    /// transaction). `labels`: decode each item's label too.
+    public func forEachVectorBlock(part: Int = 0, of parts: Int = 1, labels withLabels: Bool = false,
+                                   _ body: (VectorBlock) throws -> Void) throws(IndexError) {
+        precondition(parts >= 1 && (0..<parts).contains(part))
+        let dim = metadata.dimension, rowBytes = dim * 4
+        try storage {
+            try env.read { txn in
+                let nextID = try State(txn).nextID
+                let first = 1 + (nextID - 1) * UInt64(part) / UInt64(parts), end = 1 + (nextID - 1) * UInt64(part + 1) / UInt64(parts)
+                var block: UInt64 = .max, ids: [UInt64] = [], slots: [Int] = [], labels: [String?] = []
+                func flush() throws {
+                    guard !ids.isEmpty else { return }
+                    let found: Void? = try txn.withValue(.vectors, key(block)) { bytes in
+                        let rows = bytes.count / rowBytes
+                        guard let last = slots.max(), last < rows else {
+                            throw IndexError(.inconsistent(["an item points at slot \(slots.max() ?? 0) of vector block \(block), which holds \(rows)"]))
+                        }
+                        // Blocks are stored on their own pages, so rows are aligned for floats; copied where not.
+                        if Int(bitPattern: bytes.baseAddress) % MemoryLayout<Float>.alignment == 0 {
+                            try body(VectorBlock(rows: UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * dim),
+                                                 ids: ids, slots: slots, labels: labels))
+                        } else {
+                            let copy = (0..<(rows * dim)).map { bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                            try copy.withUnsafeBufferPointer { try body(VectorBlock(rows: $0, ids: ids, slots: slots, labels: labels)) }
+                        }
+                    }
+                    guard found != nil else { throw IndexError(.inconsistent(["vector block \(block) is missing"])) }
+                    ids.removeAll(keepingCapacity: true)
+                    slots.removeAll(keepingCapacity: true)
+                    labels.removeAll(keepingCapacity: true)
+                }
+                try txn.forEach(.items, from: key(first)) { k, v in
+                    let id = uint64(key: k)
+                    guard id < end else { return false }
+                    let (itemBlock, slot) = try Item.place(decoding: v)
+                    if itemBlock != block {
+                        try flush()
+                        block = itemBlock
+                    }
+                    ids.append(id)
+                    slots.append(slot)
+                    if withLabels { labels.append(try Item(id: id, decoding: v).label) }
+                    return true
+                }
+                try flush()
+            }
+        }
+    }
+}

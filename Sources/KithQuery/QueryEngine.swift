@@ -276,6 +276,14 @@ public actor QueryEngine {
                 throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready; build one with `kith index build-ann \(index.name)`")
             }
         }
+        if projection == nil, coarse == nil {
+            let answers = try await blocking { () throws -> [[SearchResult]]? in
+                guard try index.itemCount() >= configuration.inPlaceFrom else { return nil }
+                return try Self.results(ExactSearch.inPlace(index, matrix, k: k, filter: filter, excluding: excluding,
+                                                            configuration: configuration), index)
+            }
+            if let answers { return answers }
+        }
         let snapshot = try await snapshot(in: projection)
         let hits = try await blocking {
             if let coarse {
