@@ -7,6 +7,43 @@ extension Index {
         try storage { try env.read { txn in try readVectors(txn, after: nil, into: nil) } }
     }
 
+    /// The labelled items only (their vectors, labels and coarse labels, ids ascending), read in
+    /// one transaction through the labels database: what a few-shot head needs of an index too
+    /// large to copy whole. Not to be `refresh`ed (that would add unlabelled items).
+    public func loadLabelledVectors() throws(IndexError) -> VectorSnapshot {
+        let dim = metadata.dimension, rowBytes = dim * 4
+        return try storage {
+            try env.read { txn in
+                var ids: [UInt64] = []
+                try txn.forEach(.labels) { _, v in
+                    ids.append(uint64(key: v))
+                    return true
+                }
+                ids.sort()
+                var labels: [String?] = [], coarse: [String?] = [], values: [Float] = []
+                values.reserveCapacity(ids.count * dim)
+                for id in ids {
+                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                        throw IndexError(.inconsistent(["the labels name item \(id), which does not exist"]))
+                    }
+                    let row: Void? = try txn.withValue(.vectors, key(item.block)) { bytes in
+                        guard (item.slot + 1) * rowBytes <= bytes.count else {
+                            throw IndexError(.inconsistent(["item \(id) points at slot \(item.slot) of block \(item.block), which holds \(bytes.count / rowBytes)"]))
+                        }
+                        var reader = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)]))
+                        try reader.floats(dim, appendingTo: &values)
+                    }
+                    guard row != nil else { throw IndexError(.inconsistent(["vector block \(item.block) is missing"])) }
+                    labels.append(item.label)
+                    coarse.append(item.coarseLabel)
+                }
+                let state = try State(txn)
+                return VectorSnapshot(ids: ids, labels: labels, coarseLabels: coarse, matrix: Matrix(rows: ids.count, columns: dim, values: values),
+                                      generation: state.generation, rewriteGeneration: state.rewriteGeneration)
+            }
+        }
+    }
+
     /// `snapshot` brought up to date: unchanged if nothing changed, extended with the new rows if
     /// items were only added since, read afresh otherwise.
     public func refresh(_ snapshot: VectorSnapshot) throws(IndexError) -> VectorSnapshot {

@@ -35,8 +35,9 @@ public struct ApproximateSearch: Sendable {
     }
 
     /// The `k` best items (id, cosine) for each row of `queries`, best first; nil when the index
-    /// has no approximate-search structure ready. A batch is split between the threads by
-    /// queries; a single query's lists are split between them.
+    /// has no approximate-search structure ready. A batch (8 queries or more) is split between
+    /// the threads by queries, grouped by their nearest centroid; fewer queries are answered one
+    /// by one, each query's lists split between the threads.
     /// - Parameter excluding: per query, an item id never to return.
     public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil,
                        excluding: [UInt64?] = []) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
@@ -45,7 +46,7 @@ public struct ApproximateSearch: Sendable {
         queries.normalizeRows()
         let threads = max(1, self.threads)
         BLAS.setThreads(1)
-        if queries.rows < threads {
+        if queries.rows < max(threads, 8) {
             var all: [[(id: UInt64, score: Float)]] = []
             for q in 0..<queries.rows {
                 guard let found = try nearest(queries.gathering(rows: [q]), k: k, filter: filter,
@@ -54,36 +55,70 @@ public struct ApproximateSearch: Sendable {
             }
             return all
         }
-        let parts = min(threads, queries.rows)
+        let parts = min(threads, queries.rows), rows = queries.rows
+        let model: (stamp: UInt64, model: ANNModel)?
+        do { model = try index.withANN { ($0.status.stamp, $0.model) } } catch { throw QueryError(error) }
+        guard let (stamp, centroids) = model.map({ ($0.stamp, $0.model.centroids) }) else { return nil }
+        // The centroid scores of the batch (one product per thread), then the queries ordered
+        // by their nearest centroid before they are shared out: queries that probe the same
+        // lists go to the same thread, which scans each of its lists once.
+        let lists = centroids.rows
+        let shares = ShardResults<(scores: [Float], nearest: [Int])>(count: parts)
+        parallelFor(parts, threads: parts) { p in
+            let scores = centroids.scores(of: queries.gathering(rows: Array(rows * p / parts ..< rows * (p + 1) / parts)))
+            let nearest = scores.withUnsafeBufferPointer { s in
+                (0..<(scores.count / lists)).map { q in
+                    var best = 0
+                    for list in 1..<lists where s[q * lists + list] > s[q * lists + best] { best = list }
+                    return best
+                }
+            }
+            shares.set(p, (scores, nearest))
+        }
+        let scores = shares.values.flatMap(\.scores), nearestCentroid = shares.values.flatMap(\.nearest)
+        let order = (0..<rows).sorted { (nearestCentroid[$0], $0) < (nearestCentroid[$1], $1) }
         let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
         parallelFor(parts, threads: parts) { p in
-            let range = queries.rows * p / parts ..< queries.rows * (p + 1) / parts
+            let members = Array(order[(rows * p / parts)..<(rows * (p + 1) / parts)])
+            var share = [Float]()
+            share.reserveCapacity(members.count * lists)
+            for q in members { share += scores[(q * lists)..<((q + 1) * lists)] }
             do {
-                let found = try nearest(queries.gathering(rows: Array(range)), k: k, filter: filter,
-                                        excluding: range.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1)
+                let found = try nearest(queries.gathering(rows: members), k: k, filter: filter,
+                                        excluding: members.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1,
+                                        centroidScores: (stamp, share))
                 results.set(p, .success(found))
             } catch {
                 results.set(p, .failure(QueryError(wrapping: error)))
             }
         }
-        var all: [[(id: UInt64, score: Float)]] = []
-        for part in results.values {
+        var all = [[(id: UInt64, score: Float)]](repeating: [], count: rows)
+        for (p, part) in results.values.enumerated() {
             guard let found = try part.get() else { return nil }
-            all += found
+            for (q, answer) in zip(order[(rows * p / parts)..<(rows * (p + 1) / parts)], found) { all[q] = answer }
         }
         return all
     }
 
     /// The answers for unit `queries`, each query's probed lists split into `parts` scanned on
     /// as many threads (each in its own read transaction).
-    private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?],
-                         parts: Int) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+    /// - Parameter centroidScores: the queries' scores against the centroids of the structure
+    ///   with this stamp (queries × lists), when already computed.
+    private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?], parts: Int,
+                         centroidScores known: (stamp: UInt64, scores: [Float])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         do {
             return try index.withANN { reader in
                 let allowed = try Allowed(filter, reader)
                 let model = reader.model, lists = model.centroids.rows
                 let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
-                let centroidScores = model.centroids.scores(of: queries)
+                // A batch's centroid scores are one matrix product; a single query's lists are
+                // chosen from the centroids' 8-bit codes, then the near ones scored exactly.
+                let batchScores = known.flatMap { $0.stamp == reader.status.stamp && $0.scores.count == queries.rows * lists ? $0.scores : nil }
+                    ?? (queries.rows >= 8 ? model.centroids.scores(of: queries) : nil)
+                func centroidScores(_ q: Int) -> ArraySlice<Float> {
+                    if let batchScores { return batchScores[(q * lists)..<((q + 1) * lists)] }
+                    return model.centroids.scores(of: queries.gathering(rows: [q]))[...]
+                }
                 let candidates = max(k, rerank ?? max(4 * k, 32))
                 // Splitting one query between threads pays from some 20,000 codes on (measured).
                 let split = reader.items * probes / lists >= 20_000 ? parts : 1
@@ -101,12 +136,16 @@ public struct ApproximateSearch: Sendable {
                         answers[q] = best.sorted().map { (UInt64($0.index), $0.score) }
                         continue
                     }
-                    var nearestLists = TopK(k: probes)
-                    for list in 0..<lists where centroidScores[q * lists + list] > nearestLists.threshold {
-                        nearestLists.offer(centroidScores[q * lists + list], list)
-                    }
                     pending.append(q)
-                    probed.append(nearestLists.sorted().map(\.index))
+                    if let batchScores {
+                        var nearestLists = TopK(k: probes)
+                        for list in 0..<lists where batchScores[q * lists + list] > nearestLists.threshold {
+                            nearestLists.offer(batchScores[q * lists + list], list)
+                        }
+                        probed.append(nearestLists.sorted().map(\.index))
+                    } else {
+                        probed.append(queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
+                    }
                     scorers.append(queries.row(q).withUnsafeBufferPointer { model.codec.scorer(for: $0) })
                 }
                 // The probed lists' best codes: a batch scans each list once for all the queries
@@ -131,7 +170,7 @@ public struct ApproximateSearch: Sendable {
                     // for a filter that keeps a share s.
                     let wanted = allowed.isEverything ? k : max(k, reader.items * probes / lists)
                     if seen < wanted && probes < lists {
-                        let scores = centroidScores[(q * lists)..<((q + 1) * lists)]
+                        let scores = centroidScores(q)
                         let probedSet = Set(probed[i])
                         let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - q * lists }.filter { !probedSet.contains($0) }
                         for list in rest where seen < wanted {
@@ -157,6 +196,28 @@ public struct ApproximateSearch: Sendable {
         } catch {
             throw QueryError(wrapping: error)
         }
+    }
+
+    /// The `probes` lists whose centroids are nearest to unit `query`, best first: every
+    /// centroid's 8-bit code is scored, and those within twice the codes' error bound of the
+    /// `probes`-th best code score are scored exactly; the same lists as scoring every centroid
+    /// exactly, unless a rounding error beyond six standard deviations intervenes.
+    static func nearestLists(_ query: UnsafeBufferPointer<Float>, _ probes: Int, _ model: ANNModel) -> [Int] {
+        let lists = model.centroids.rows, scorer = model.centroidCodes.codec.scorer(for: query)
+        var approximate = [Float](repeating: 0, count: lists)
+        model.centroidCodes.codes.withUnsafeBytes { codes in
+            approximate.withUnsafeMutableBufferPointer { scorer.score(codes, count: lists, into: $0.baseAddress!) }
+        }
+        var best = TopK(k: probes)
+        for (list, score) in approximate.enumerated() where score > best.threshold { best.offer(score, list) }
+        let cut = best.threshold - 2 * scorer.errorBound
+        var exact = TopK(k: probes)
+        model.centroids.values.withUnsafeBufferPointer { c in
+            for (list, score) in approximate.enumerated() where score >= cut {
+                exact.offer(BLAS.dot(query.count, query.baseAddress!, c.baseAddress! + list * query.count), list)
+            }
+        }
+        return exact.sorted().map(\.index)
     }
 
     /// The best `keep` allowed entries of `lists` by their codes' scores, and how many allowed

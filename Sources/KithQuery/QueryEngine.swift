@@ -166,6 +166,20 @@ public actor QueryEngine {
         return adapted
     }
 
+    /// What a head that draws on the labelled items alone needs: the collection's snapshot, or
+    /// from `SearchConfiguration.inPlaceFrom` items on (where the engine copies no index whole)
+    /// the labelled items only, read afresh (fits are cached, so that is once per change of
+    /// the labels).
+    private func labelledSnapshot(in projection: Projection?) async throws(QueryError) -> VectorSnapshot {
+        let (index, inPlaceFrom) = (index, searchConfiguration.inPlaceFrom)
+        let labelled = try await blocking { () throws -> VectorSnapshot? in
+            try index.itemCount() >= inPlaceFrom ? index.loadLabelledVectors() : nil
+        }
+        guard let labelled else { return try await snapshot(in: projection) }
+        guard let projection else { return labelled }
+        return await offload { Self.project(labelled, previous: nil, projection.head) }
+    }
+
     /// The backbone's search matrix: re-read only when the index has changed.
     private func backboneSnapshot() async throws(QueryError) -> VectorSnapshot {
         let (index, previous) = (index, snapshot)
@@ -352,7 +366,7 @@ public actor QueryEngine {
 
     /// The labelled items as a support set, in `space`.
     public func supportSet(_ space: QuerySpace = .automatic) async throws(QueryError) -> SupportSet {
-        let snapshot = try await snapshot(in: try await resolve(space))
+        let snapshot = try await labelledSnapshot(in: try await resolve(space))
         return try await blocking { try Self.supportSet(snapshot).support }
     }
 
@@ -365,7 +379,7 @@ public actor QueryEngine {
     /// The labelled items with their coarse labels and stored views, for an episodic evaluation, in `space`.
     public func labelledItems(_ space: QuerySpace = .automatic) async throws(QueryError) -> LabelledItems {
         let projection = try await resolve(space)
-        let snapshot = try await snapshot(in: projection)
+        let snapshot = try await labelledSnapshot(in: projection)
         let index = index
         return try await blocking {
             let (support, rows) = try Self.supportSet(snapshot)
@@ -445,7 +459,8 @@ public actor QueryEngine {
         let generation = collection ? generations.items : generations.support
         if let cached = heads[key], cached.generation >= generation { return try await result(of: cached.fit, key: key) }
         let fit = Task { () throws -> any FittedHead in
-            let snapshot = try await self.snapshot(in: projection)
+            // Options that draw on the whole index need all of it; the others only the labelled items.
+            let snapshot = collection ? try await self.snapshot(in: projection) : try await self.labelledSnapshot(in: projection)
             return try await offload {
                 let (support, rows) = try Self.supportSet(snapshot)
                 guard support.classes.count >= 2 else {

@@ -66,8 +66,8 @@ actor KithService {
     func engine(_ name: String) async throws -> QueryEngine {
         if let opening = engines[name] { return try await result(of: opening, index: name) }
         guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
-        let (indexes, limits) = (indexes, configuration.limits)
-        let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), limits: limits) } }
+        let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
+        let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits) } }
         engines[name] = opening
         return try await result(of: opening, index: name)
     }
@@ -103,8 +103,10 @@ actor KithService {
             if engines[name] == existing { engines[name] = nil }
             return try await create(name, space: space, configuration: c)
         }
-        let (indexes, limits) = (indexes, configuration.limits)
-        let creating = Task { try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), limits: limits) } }
+        let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
+        let creating = Task {
+            try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search, limits: limits) }
+        }
         engines[name] = creating
         return try await result(of: creating, index: name).index
     }

@@ -40,6 +40,9 @@ public struct ServerConfiguration: Sendable {
     public var snapshots: String?
     /// Bounds on k, query counts, evaluation shapes and page sizes (out of range: 400 `out_of_range`).
     public var limits = QueryLimits()
+    /// How searches run: threads, and the sizes from which they are approximate and read the
+    /// vectors in place instead of copying them (SearchConfiguration's defaults).
+    public var search = SearchConfiguration()
     /// Parts of one multipart/form-data body (files and fields together). Default: 256.
     public var maxFormParts: Int = 256
 

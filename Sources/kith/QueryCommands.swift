@@ -8,13 +8,34 @@ import KithQuery
 
 /// Opens index `name` with a query engine whose backbone (for image queries) is the index's own;
 /// the index is opened and the weights loaded off the cooperative threads.
-func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false) async throws -> QueryEngine {
+func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false,
+            search: SearchConfiguration = .init()) async throws -> QueryEngine {
     try await reporting {
         try await offload {
             let index = try location.open(name)
             let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
-            return try QueryEngine(index: index, encoder: encoder)
+            return try QueryEngine(index: index, encoder: encoder, searchConfiguration: search)
         }
+    }
+}
+
+/// The sizes from which searches are approximate and read the vectors in place (`kith search`, `kith serve`).
+struct SearchSizeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Search approximately from this many items on, where the index has a structure ready (kith index build-ann).", valueName: "n"))
+    var approximateFrom = SearchConfiguration().approximateFrom
+    @Option(help: ArgumentHelp("Exact searches read the vectors in place in the memory map from this many items on, instead of copying them all into memory.", valueName: "n"))
+    var inPlaceFrom = SearchConfiguration().inPlaceFrom
+
+    func validate() throws {
+        guard approximateFrom >= 0 else { throw ValidationError("--approximate-from must be 0 or more") }
+        guard inPlaceFrom >= 0 else { throw ValidationError("--in-place-from must be 0 or more") }
+    }
+
+    /// `base` with these sizes.
+    func configuration(_ base: SearchConfiguration = .init()) -> SearchConfiguration {
+        var configuration = base
+        (configuration.approximateFrom, configuration.inPlaceFrom) = (approximateFrom, inPlaceFrom)
+        return configuration
     }
 }
 
@@ -58,6 +79,7 @@ struct Search: AsyncParsableCommand {
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
     @OptionGroup var spaceOptions: SpaceOptions
+    @OptionGroup var sizes: SearchSizeOptions
     @Option(name: .short, help: "Results per query.") var k: Int = 10
     @Option(name: .customLong("label"), help: "Only items with this label (repeatable).") var labels: [String] = []
     @Option(name: .customLong("exclude-label"), help: "Never items with this label (repeatable).") var excludedLabels: [String] = []
@@ -84,7 +106,8 @@ struct Search: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage),
+                                      search: sizes.configuration())
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
         let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: spaceOptions.space,
                                                                                    method: method, probes: nprobe) }

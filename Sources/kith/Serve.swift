@@ -27,6 +27,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
     var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").encoder.decoder.maxDecodedBytes
     @OptionGroup var encoding: EncoderOptions
+    @OptionGroup var sizes: SearchSizeOptions
     @Option(help: "Longer side of the thumbnail kept with each uploaded image, in pixels (0: none).")
     var thumbnailSize: Int = ServerConfiguration(indexes: "", models: "").encoder.thumbnailSize
 
@@ -46,6 +47,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxPendingImages = maxPendingImages
         configuration.snapshots = snapshots
+        configuration.search = sizes.configuration()
         configuration.encoder = encoding.configuration(configuration.encoder)
         configuration.encoder.decoder.maxDecodedBytes = maxDecodedBytes
         configuration.encoder.thumbnailSize = thumbnailSize

@@ -77,4 +77,32 @@ struct InPlaceSearchTests {
         let after = try await reading.search([queries[1]], k: 1, method: .exact)
         #expect(after[0].first?.id == id)
     }
+
+    @Test("From inPlaceFrom items on, heads are fitted on the labelled items read alone, with the same predictions")
+    func labelledItemsAlone() async throws {
+        let temporary = TemporaryIndex()
+        defer { temporary.cleanup() }
+        let (index, _) = try Self.index(temporary)
+        let labelled = try index.loadLabelledVectors()
+        let all = try index.loadVectors()
+        let expectedIDs = zip(all.ids, all.labels).filter { $0.1 != nil }.map(\.0)
+        #expect(labelled.ids == expectedIDs && labelled.labels.allSatisfy { $0 != nil })
+        for (r, id) in labelled.ids.enumerated() { #expect(Array(labelled.matrix.row(r)) == (try index.vector(id))) }
+        var inPlace = SearchConfiguration()
+        inPlace.inPlaceFrom = 0
+        let copying = try QueryEngine(index: index), reading = try QueryEngine(index: index, searchConfiguration: inPlace)
+        #expect(try await reading.supportSet().classes == copying.supportSet().classes)
+        let queries: [Query] = (0..<5).map { .vector(Array(ApproximateSearchTests.queries(5).row($0))) }
+        for head in [PrototypeHead() as any Head, LogisticRegressionHead(), KNNHead()] {
+            let expected = try await copying.classify(queries, head: head)
+            let found = try await reading.classify(queries, head: head)
+            #expect(found.map(\.label) == expected.map(\.label), "\(head.name)")
+        }
+        // A relabel is seen at the next fit.
+        let first = try #require(labelled.ids.first)
+        try index.relabel(first, label: "only-one", coarseLabel: nil)
+        #expect(try await reading.supportSet().classes.contains("only-one"))
+        let items = try await reading.labelledItems()
+        #expect(items.support.vectors.rows == labelled.ids.count)
+    }
 }
