@@ -487,6 +487,28 @@ def ann_real(probes_list: list[int]) -> str:
     return "\n".join(lines)
 
 
+def ann_interleaved(indexes: str, name: str, faiss_index: str, queries: str, probes: int, threads: int, rounds: int = 5) -> dict:
+    """Batch q/s of Kith and FAISS IVF-SQ8 at the same probes and threads, alternating fresh
+    processes round by round (each answers the batch once to warm up, then times it twice);
+    the median of each, so that the machine's drifts hit both alike."""
+    faiss_code = ("import faiss, numpy as np, sys, time\n"
+                  "index = faiss.read_index(sys.argv[1]); index.nprobe = int(sys.argv[3]); q = np.load(sys.argv[2])\n"
+                  "faiss.omp_set_num_threads(int(sys.argv[4])); index.search(q, 10)\n"
+                  "for _ in range(2):\n"
+                  "    t = time.perf_counter(); index.search(q, 10); print(len(q) / (time.perf_counter() - t))\n")
+    kith, theirs = [], []
+    for _ in range(rounds):
+        out = subprocess.run([KITH, "bench", "ann", name, "--indexes", indexes, "--queries", queries, "--json", "--singles", "0",
+                              "--threads", str(threads), "--nprobe", str(probes), str(probes), str(probes)],
+                             check=True, capture_output=True, text=True).stdout
+        kith += [json.loads(line)["batch_queries_per_second"] for line in out.splitlines() if json.loads(line)["kind"] == "ann"][1:]
+        out = subprocess.run([sys.executable, "-c", faiss_code, faiss_index, queries, str(probes), str(threads)],
+                             check=True, capture_output=True, text=True).stdout
+        theirs += [float(v) for v in out.split()]
+    return {"kith": float(np.median(kith)), "faiss": float(np.median(theirs)), "rounds": rounds,
+            "kith_all": kith, "faiss_all": theirs}
+
+
 def ann(args) -> str:
     """Approximate search against FAISS's IVF-Flat, IVF-SQ8 and HNSW32 on the same clustered vectors."""
     import faiss
@@ -615,6 +637,8 @@ def ann(args) -> str:
         "print(json.dumps({k: int(status[k].split()[0]) * 1024 for k in ('VmRSS', 'RssAnon', 'RssFile')}))"),
         os.path.join(indexes, "faiss-sq8.index"), os.path.join(folder, "queries.npy"), str(probes)],
         check=True, capture_output=True, text=True).stdout)
+    interleaved = {t: ann_interleaved(indexes, "ann", os.path.join(indexes, "faiss-sq8.index"), os.path.join(folder, "queries.npy"), probes, t)
+                   for t in (1, 2)}
     shutil.rmtree(indexes, ignore_errors=True)
 
     lines = [f"Measured by `tools/bench ann --ann-items {n}` on {time.strftime('%Y-%m-%d')}: {n:,} clustered unit vectors of {d} "
@@ -686,6 +710,12 @@ def ann(args) -> str:
               "that opens the index; FAISS holds its codes in its own memory). "
               f"Exact search on the same index: {exact_rows[1]['single_queries_per_second']:,.1f} single q/s, "
               f"{exact_rows[1]['batch_queries_per_second']:,.1f} batch q/s (2 threads)."]
+    lines += ["", f"Interleaved: batches of the 1,000 queries at {probes} probes, Kith and FAISS IVF-SQ8 in alternating fresh "
+              "processes, 5 rounds of two timed batches each (after one to warm up); medians, Kith's ratio, and the ranges:", "",
+              "| threads | Kith batch q/s | FAISS IVF-SQ8 batch q/s | ratio | Kith's range | FAISS's range |", "|---|---|---|---|---|---|"]
+    for t, r in interleaved.items():
+        lines.append(f"| {t} | {r['kith']:,.0f} | {r['faiss']:,.0f} | {r['kith'] / r['faiss']:.2f} | "
+                     f"{min(r['kith_all']):,.0f}–{max(r['kith_all']):,.0f} | {min(r['faiss_all']):,.0f}–{max(r['faiss_all']):,.0f} |")
     if args.ann_real:
         lines += ["", ann_real(probes_list)]
     if filtered:

@@ -139,13 +139,12 @@ public struct CodeScorer: Sendable {
         let base = codes.baseAddress!.assumingMemoryBound(to: UInt8.self)
         switch kernel {
         case .scalar8(let weights, let scale, let offset):
-            var sums = [Int32](repeating: 0, count: count)
-            weights.withUnsafeBufferPointer { w in
-                sums.withUnsafeMutableBufferPointer { out in
-                    kith_dot_u8_i16_many(w.baseAddress, base, codeBytes, count, w.count, out.baseAddress)
-                }
+            // The integer sums are written where their scores go (both 4 bytes), then converted in place.
+            scores.withMemoryRebound(to: Int32.self, capacity: count) { sums in
+                weights.withUnsafeBufferPointer { w in kith_dot_u8_i16_many(w.baseAddress, base, codeBytes, count, w.count, sums) }
             }
-            for i in 0..<count { scores[i] = offset + scale * Float(sums[i]) }
+            let sums = UnsafeRawPointer(scores)
+            for i in 0..<count { scores[i] = offset + scale * Float(sums.load(fromByteOffset: 4 * i, as: Int32.self)) }
         case .float16(let query):
             query.withUnsafeBufferPointer { q in kith_dot_f16_many(q.baseAddress, base, codeBytes, count, q.count, scores) }
         }
