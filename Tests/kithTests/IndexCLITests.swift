@@ -157,6 +157,14 @@ struct IndexCLITests {
         #expect(exact.status == 0 && approximate.status == 0)
         func ids(_ run: KithCLI.Run) -> [Int] { ((object(run.stdout)["results"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? Int } }
         #expect(ids(exact).count == 5 && ids(approximate) == ids(exact), "\(approximate.text)")
+        // The sizes from which searches are approximate and read in place (60,000 items here).
+        let inPlace = try cli.kith(["search", "big", "id:7", "--exact", "--in-place-from", "0", "-k", "5", "--json"], indexes: indexes)
+        #expect(inPlace.status == 0 && ids(inPlace) == ids(exact), "\(inPlace.stderr)")
+        let automatic = try cli.kith(["search", "big", "id:7", "--approximate-from", "0", "-k", "5", "--json"], indexes: indexes)
+        let defaultProbes = try cli.kith(["search", "big", "id:7", "--approximate", "-k", "5", "--json"], indexes: indexes)
+        #expect(automatic.status == 0 && ids(automatic) == ids(defaultProbes), "\(automatic.stderr)")
+        let refusedSize = try cli.kith(["search", "big", "id:7", "--in-place-from=-1"], indexes: indexes)
+        #expect(refusedSize.status != 0 && refusedSize.stderr.contains("--in-place-from must be 0 or more"), "\(refusedSize.stderr)")
     }
 
     @Test("add-vectors refuses a matrix of the wrong dimension")
