@@ -118,12 +118,27 @@ struct kernels {
     dot_f16_fn dot_f16;
 };
 
-static struct kernels choose(void) {
-    struct kernels k = {dot_u8_i16_portable, dot_f16_portable};
+/// The integer kernel of `level` (0 portable C, 1 AVX2, 2 AVX-512 with VNNI), NULL where this
+/// CPU cannot run it.
+static dot_u8_i16_fn dot_u8_i16_at(int level) {
+    if (level == 0) return dot_u8_i16_portable;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) k.dot_u8_i16 = dot_u8_i16_avx2;
-    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) k.dot_u8_i16 = dot_u8_i16_avx512;
+    if (level == 1 && __builtin_cpu_supports("avx2")) return dot_u8_i16_avx2;
+    if (level == 2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+        return dot_u8_i16_avx512;
+    }
+#endif
+    return NULL;
+}
+
+static struct kernels choose(void) {
+    struct kernels k = {dot_u8_i16_portable, dot_f16_portable};
+    for (int level = 2; level > 0; level--) {
+        if (dot_u8_i16_at(level)) { k.dot_u8_i16 = dot_u8_i16_at(level); break; }
+    }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) k.dot_f16 = dot_f16_avx2;
 #endif
     return k;
@@ -171,12 +186,7 @@ void kith_dot_u8_i16_many(const int16_t *w, const uint8_t *codes, size_t stride,
 }
 
 int kith_dot_u8_i16_many_level(int level, const int16_t *w, const uint8_t *codes, size_t stride, size_t n, size_t d, int32_t *out) {
-    dot_u8_i16_fn dot = level == 0 ? dot_u8_i16_portable : NULL;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (level == 1 && __builtin_cpu_supports("avx2")) dot = dot_u8_i16_avx2;
-    if (level == 2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) dot = dot_u8_i16_avx512;
-#endif
+    dot_u8_i16_fn dot = dot_u8_i16_at(level);
     if (!dot) return -1;
     dot_u8_i16_many(dot, w, codes, stride, n, d, out);
     return 0;
