@@ -133,10 +133,15 @@ extension Index {
         }
     }
 
-    /// The vector of `item` in its block, copied out of the transaction's pages.
-    private func storedVector(of item: Item, _ txn: Transaction) throws -> [Float]? {
-        try txn.withValue(.vectors, key(item.block)) { block in
-            var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * metadata.dimension * 4)...]))
+    /// The vector of `item` in its block, copied out of the transaction's pages; nil when the
+    /// block is missing.
+    func storedVector(of item: Item, _ txn: Transaction) throws -> [Float]? {
+        let rowBytes = metadata.dimension * 4
+        return try txn.withValue(.vectors, key(item.block)) { block in
+            guard (item.slot + 1) * rowBytes <= block.count else {
+                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(block.count / rowBytes)"]))
+            }
+            var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * rowBytes)...]))
             return try reader.floats(metadata.dimension)
         }
     }

@@ -11,7 +11,7 @@ extension Index {
     /// one transaction through the labels database: what a few-shot head needs of an index too
     /// large to copy whole. Not to be `refresh`ed (that would add unlabelled items).
     public func loadLabelledVectors() throws(IndexError) -> VectorSnapshot {
-        let dim = metadata.dimension, rowBytes = dim * 4
+        let dim = metadata.dimension
         return try storage {
             try env.read { txn in
                 var ids: [UInt64] = []
@@ -26,14 +26,10 @@ extension Index {
                     guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
                         throw IndexError(.inconsistent(["the labels name item \(id), which does not exist"]))
                     }
-                    let row: Void? = try txn.withValue(.vectors, key(item.block)) { bytes in
-                        guard (item.slot + 1) * rowBytes <= bytes.count else {
-                            throw IndexError(.inconsistent(["item \(id) points at slot \(item.slot) of block \(item.block), which holds \(bytes.count / rowBytes)"]))
-                        }
-                        var reader = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)]))
-                        try reader.floats(dim, appendingTo: &values)
+                    guard let row = try storedVector(of: item, txn) else {
+                        throw IndexError(.inconsistent(["item \(id) has no vector block \(item.block)"]))
                     }
-                    guard row != nil else { throw IndexError(.inconsistent(["vector block \(item.block) is missing"])) }
+                    values += row
                     labels.append(item.label)
                     coarse.append(item.coarseLabel)
                 }
