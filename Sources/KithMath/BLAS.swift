@@ -3,8 +3,8 @@ import CDNNL
 
 /// The linear algebra Kith computes with: OpenBLAS, except for products of float matrices,
 /// which oneDNN's sgemm computes (its kernels are generated for the CPU it finds: AVX-512 where
-/// there is one, which OpenBLAS 0.3.21 does not use on AMD's Zen 4 and 5; 1.4-2x faster there
-/// and as fast on AVX2, BENCHMARKS.md). Every BLAS call in Kith, and oneDNN's sgemm, go through here.
+/// there is one, which OpenBLAS 0.3.21 does not use on AMD's Zen 4 and 5; docs/encoder.md).
+/// Every BLAS call in Kith, and oneDNN's sgemm, go through here.
 public enum BLAS {
     /// Sets how many threads one call may use. Where requests already run in parallel, one
     /// thread per call is usually faster than two on a busy 2-core machine.
