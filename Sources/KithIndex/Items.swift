@@ -120,7 +120,12 @@ extension Index {
 
     /// The item `id`, or nil.
     public func item(_ id: UInt64) throws(IndexError) -> Item? {
-        try storage { try env.read { txn in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } } }
+        try items([id])[0]
+    }
+
+    /// The records of `ids`, in their order (nil where an id has none), read in one transaction.
+    public func items(_ ids: [UInt64]) throws(IndexError) -> [Item?] {
+        try storage { try env.read { txn in try ids.map { id in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } } } }
     }
 
     /// The stored (normalised) vector of item `id`, or nil.

@@ -42,19 +42,28 @@ public struct ScalarQuantizer: Sendable, Equatable {
     /// weights are kept as 16-bit integers times a scale, so that codes are scored in exact
     /// integer arithmetic (twice as fast as converting them to floats).
     public func scorer(for query: UnsafeBufferPointer<Float>) -> CodeScorer {
-        var offset: Float = 0, variance: Float = 0
-        var weights = [Float](repeating: 0, count: dimension)
-        for j in 0..<dimension {
-            offset += query[j] * minimum[j]
-            weights[j] = query[j] * step[j]
-            variance += weights[j] * weights[j] / 12
+        let n = dimension
+        var weights = [Float](repeating: 0, count: n), integers = [Int16](repeating: 0, count: n)
+        var offset: Float = 0, variance: Float = 0, scale: Float = 1
+        // Written over buffers, so that each loop is vectorised: this runs once per query.
+        minimum.withUnsafeBufferPointer { low in
+            step.withUnsafeBufferPointer { step in
+                weights.withUnsafeMutableBufferPointer { w in
+                    for j in 0..<n { w[j] = query[j] * step[j] }
+                    offset = BLAS.dot(n, query.baseAddress!, low.baseAddress!)
+                    variance = BLAS.dot(n, w.baseAddress!, w.baseAddress!) / 12
+                    var largest: Float = 0
+                    for j in 0..<n { largest = max(largest, abs(w[j])) }
+                    if largest > 0 { scale = largest / Float(CodeScorer.weightLimit) }
+                    integers.withUnsafeMutableBufferPointer { out in
+                        for j in 0..<n { out[j] = Int16((w[j] / scale).rounded(.toNearestOrEven)) }
+                    }
+                }
+            }
         }
-        let largest = weights.map(abs).max() ?? 0
-        let scale = largest > 0 ? largest / Float(CodeScorer.weightLimit) : 1
-        let integers = weights.map { Int16(($0 / scale).rounded()) }
         // Rounding the weights adds at most scale/2 per value times a code of at most 255.
-        variance += Float(dimension) * (255 * scale) * (255 * scale) / 12
-        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: dimension,
+        variance += Float(n) * (255 * scale) * (255 * scale) / 12
+        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n,
                           errorBound: 6 * variance.squareRoot())
     }
 }

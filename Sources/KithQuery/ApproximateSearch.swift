@@ -75,18 +75,17 @@ public struct ApproximateSearch: Sendable {
             }
             shares.set(p, (scores, nearest))
         }
-        let scores = shares.values.flatMap(\.scores), nearestCentroid = shares.values.flatMap(\.nearest)
+        // Each query's row of scores, a view of its share (the rows are not copied).
+        let scores = shares.values.flatMap { $0.scores.rows(of: lists) }
+        let nearestCentroid = shares.values.flatMap(\.nearest)
         let order = (0..<rows).sorted { (nearestCentroid[$0], $0) < (nearestCentroid[$1], $1) }
         let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
         parallelFor(parts, threads: parts) { p in
             let members = Array(order[(rows * p / parts)..<(rows * (p + 1) / parts)])
-            var share = [Float]()
-            share.reserveCapacity(members.count * lists)
-            for q in members { share += scores[(q * lists)..<((q + 1) * lists)] }
             do {
                 let found = try nearest(queries.gathering(rows: members), k: k, filter: filter,
                                         excluding: members.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1,
-                                        centroidScores: (stamp, share))
+                                        centroidScores: (stamp, members.map { scores[$0] }))
                 results.set(p, .success(found))
             } catch {
                 results.set(p, .failure(QueryError(wrapping: error)))
@@ -102,10 +101,10 @@ public struct ApproximateSearch: Sendable {
 
     /// The answers for unit `queries`, each query's probed lists split into `parts` scanned on
     /// as many threads (each in its own read transaction).
-    /// - Parameter centroidScores: the queries' scores against the centroids of the structure
-    ///   with this stamp (queries × lists), when already computed.
+    /// - Parameter centroidScores: each query's scores against the centroids of the structure
+    ///   with this stamp, when already computed.
     private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?], parts: Int,
-                         centroidScores known: (stamp: UInt64, scores: [Float])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+                         centroidScores known: (stamp: UInt64, rows: [ArraySlice<Float>])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         do {
             return try index.withANN { reader in
                 let allowed = try Allowed(filter, reader)
@@ -113,11 +112,10 @@ public struct ApproximateSearch: Sendable {
                 let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
                 // A batch's centroid scores are one matrix product; a single query's lists are
                 // chosen from the centroids' 8-bit codes, then the near ones scored exactly.
-                let batchScores = known.flatMap { $0.stamp == reader.status.stamp && $0.scores.count == queries.rows * lists ? $0.scores : nil }
-                    ?? (queries.rows >= 8 ? model.centroids.scores(of: queries) : nil)
+                let batchScores = known.flatMap { $0.stamp == reader.status.stamp && $0.rows.count == queries.rows ? $0.rows : nil }
+                    ?? (queries.rows >= 8 ? model.centroids.scores(of: queries).rows(of: lists) : nil)
                 func centroidScores(_ q: Int) -> ArraySlice<Float> {
-                    if let batchScores { return batchScores[(q * lists)..<((q + 1) * lists)] }
-                    return model.centroids.scores(of: queries.gathering(rows: [q]))[...]
+                    batchScores?[q] ?? model.centroids.scores(of: queries.gathering(rows: [q]))[...]
                 }
                 let candidates = max(k, rerank ?? max(4 * k, 32))
                 // Splitting one query between threads pays from some 20,000 codes on (measured).
@@ -137,11 +135,9 @@ public struct ApproximateSearch: Sendable {
                         continue
                     }
                     pending.append(q)
-                    if let batchScores {
+                    if let row = batchScores?[q] {
                         var nearestLists = TopK(k: probes)
-                        for list in 0..<lists where batchScores[q * lists + list] > nearestLists.threshold {
-                            nearestLists.offer(batchScores[q * lists + list], list)
-                        }
+                        for (list, score) in zip(0..., row) where score > nearestLists.threshold { nearestLists.offer(score, list) }
                         probed.append(nearestLists.sorted().map(\.index))
                     } else {
                         probed.append(queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
@@ -172,7 +168,7 @@ public struct ApproximateSearch: Sendable {
                     if seen < wanted && probes < lists {
                         let scores = centroidScores(q)
                         let probedSet = Set(probed[i])
-                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - q * lists }.filter { !probedSet.contains($0) }
+                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - scores.startIndex }.filter { !probedSet.contains($0) }
                         for list in rest where seen < wanted {
                             let (more, count) = try scan([list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
                                                          reader: reader, parts: 1)
@@ -324,6 +320,13 @@ extension Matrix {
             }
         }
         return out
+    }
+}
+
+extension Array where Element == Float {
+    /// Views of consecutive rows of `columns` values.
+    func rows(of columns: Int) -> [ArraySlice<Float>] {
+        (0..<(count / columns)).map { self[($0 * columns)..<(($0 + 1) * columns)] }
     }
 }
 

@@ -308,11 +308,12 @@ public actor QueryEngine {
         return try await blocking { try Self.results(hits.map { $0.map { ($0.id, $0.score) } }, index) }
     }
 
-    /// Search hits with their items' labels, sources and metadata.
+    /// Search hits with their items' labels, sources and metadata, read in one transaction.
     private static func results(_ hits: [[(id: UInt64, score: Float)]], _ index: Index) throws -> [[SearchResult]] {
-        try hits.map { row in
-            try row.map { hit in
-                let item = try index.item(hit.id)
+        var items = try index.items(hits.flatMap { $0.map(\.id) })[...]
+        return hits.map { row in
+            row.map { hit in
+                let item = items.popFirst() ?? nil
                 return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
                                     source: item?.source ?? "", metadata: item?.metadata)
             }
