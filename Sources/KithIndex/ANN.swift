@@ -71,9 +71,10 @@ public struct ANNModel: Sendable {
     /// One unit row per list.
     public let centroids: Matrix
     public let codec: VectorCodec
-    /// The centroids as 8-bit codes of a quantiser trained on them (derived, not stored): a
-    /// quarter of the bytes to read for a single query's choice of lists.
-    public let centroidCodes: (codec: VectorCodec, codes: [UInt8])
+    /// The centroids as 7-bit codes (0...127) of a quantiser trained on them (derived, not
+    /// stored): a quarter of the bytes to read for a single query's choice of lists, and one
+    /// 8-bit integer product for a batch's.
+    public let centroidCodes: (quantizer: ScalarQuantizer, codes: [UInt8], centred: [Int8])
 
     var encoded: [UInt8] {
         var w = ByteWriter()
@@ -96,9 +97,10 @@ public struct ANNModel: Sendable {
         centroidCodes = Self.coded(centroids)
     }
 
-    private static func coded(_ centroids: Matrix) -> (VectorCodec, [UInt8]) {
-        let codec = VectorCodec.scalar8(ScalarQuantizer(training: centroids))
-        return (codec, (0..<centroids.rows).flatMap { codec.encode(Array(centroids.row($0))) })
+    private static func coded(_ centroids: Matrix) -> (ScalarQuantizer, [UInt8], [Int8]) {
+        let quantizer = ScalarQuantizer(training: centroids, maximumCode: 127), codec = VectorCodec.scalar8(quantizer)
+        let codes = (0..<centroids.rows).flatMap { codec.encode(Array(centroids.row($0))) }
+        return (quantizer, codes, ScalarQuantizer.centred(codes))
     }
 
     init(decoding bytes: UnsafeRawBufferPointer) throws {

@@ -41,6 +41,25 @@ public enum BLAS {
 
     private static let (plain, transposed) = (CChar(UInt8(ascii: "N")), CChar(UInt8(ascii: "T")))
 
+    /// C = (A − aOffset) · Bᵀ in 32-bit integer sums, for row-major A (m × k, unsigned bytes),
+    /// B (n × k, signed bytes) and C (m × n): oneDNN's `dnnl_gemm_u8s8s32`. Where the CPU has no
+    /// VNNI, each pair of byte products A·B is first summed in 16 bits with saturation: the sums
+    /// are exact on every CPU when 2 · max A · max |B| ≤ 32,767.
+    public static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<UInt8>, lda: Int, aOffset: UInt8 = 0, b: UnsafePointer<Int8>, ldb: Int,
+                            c: UnsafeMutablePointer<Int32>, ldc: Int) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
+        guard m > 0, n > 0 else { return }
+        guard k > 0 else {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = 0 } }
+            return
+        }
+        _ = kith_omp_set_num_threads(Int32(threads))
+        var offset: Int32 = 0
+        let status = dnnl_gemm_u8s8s32(plain, transposed, CChar(UInt8(ascii: "F")), Int64(m), Int64(n), Int64(k), 1, a, Int64(lda), aOffset,
+                                       b, Int64(ldb), 0, 0, c, Int64(ldc), &offset)
+        precondition(status == dnnl_success, "dnnl_gemm_u8s8s32: status \(status.rawValue) for \(m) x \(n) x \(k)")
+    }
+
     /// `gemm` in double precision, for small problems that need it (fitting heads by gradients).
     public static func gemm(
         m: Int, n: Int, k: Int,

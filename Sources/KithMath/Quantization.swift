@@ -7,15 +7,17 @@ import Foundation
 public struct ScalarQuantizer: Sendable, Equatable {
     public let minimum: [Float]
     public let step: [Float]
+    /// The largest code: 255, or 127 for 7-bit codes (`scores(of:codes:count:)`).
+    public let maximumCode: Int
     public var dimension: Int { minimum.count }
 
-    public init(minimum: [Float], step: [Float]) {
-        precondition(minimum.count == step.count)
-        (self.minimum, self.step) = (minimum, step)
+    public init(minimum: [Float], step: [Float], maximumCode: Int = 255) {
+        precondition(minimum.count == step.count && (1...255).contains(maximumCode))
+        (self.minimum, self.step, self.maximumCode) = (minimum, step, maximumCode)
     }
 
-    /// The ranges of the rows of `vectors`.
-    public init(training vectors: Matrix) {
+    /// The ranges of the rows of `vectors`, in `maximumCode` steps.
+    public init(training vectors: Matrix, maximumCode: Int = 255) {
         let d = vectors.columns
         var low = [Float](repeating: .infinity, count: d), high = [Float](repeating: -.infinity, count: d)
         for r in 0..<vectors.rows {
@@ -25,14 +27,15 @@ public struct ScalarQuantizer: Sendable, Equatable {
             }
         }
         if vectors.rows == 0 { (low, high) = ([Float](repeating: -1, count: d), [Float](repeating: 1, count: d)) }
-        self.init(minimum: low, step: zip(low, high).map { max(($1 - $0) / 255, Float.leastNormalMagnitude) })
+        let levels = Float(maximumCode)
+        self.init(minimum: low, step: zip(low, high).map { max(($1 - $0) / levels, Float.leastNormalMagnitude) }, maximumCode: maximumCode)
     }
 
     /// The code of `vector` (`dimension` bytes) written to `out`.
     public func encode(_ vector: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
         for j in 0..<dimension {
             let c = ((vector[j] - minimum[j]) / step[j]).rounded()
-            out[j] = UInt8(min(max(c, 0), 255))
+            out[j] = UInt8(min(max(c, 0), Float(maximumCode)))
         }
     }
 
@@ -61,11 +64,77 @@ public struct ScalarQuantizer: Sendable, Equatable {
                 }
             }
         }
-        // Rounding the weights adds at most scale/2 per value times a code of at most 255.
-        variance += Float(n) * (255 * scale) * (255 * scale) / 12
+        // Rounding the weights adds at most scale/2 per value times a code of at most maximumCode.
+        let largestCode = Float(maximumCode)
+        variance += Float(n) * (largestCode * scale) * (largestCode * scale) / 12
         return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n,
                           errorBound: 6 * variance.squareRoot())
     }
+
+    /// The approximate inner products of each row of `queries` with `count` 7-bit codes (queries
+    /// × count, row-major), and each query's error bound (six standard deviations, as
+    /// `CodeScorer.errorBound`), from one 8-bit integer matrix product: each query's weights
+    /// q_j·step_j are rounded to integers within ±127 and offset by 128 into bytes, and the codes
+    /// are given centred (`centred(_:)`, within −64...63). Each pair of byte products then stays
+    /// within 16 bits, so the integer sums are exact also on CPUs whose byte products saturate
+    /// there (those without VNNI).
+    public func scores(of queries: Matrix, centredCodes codes: [Int8], count: Int) -> (scores: [Float], errorBounds: [Float]) {
+        precondition(maximumCode <= 127 && queries.columns == dimension && codes.count >= count * dimension)
+        let n = dimension, rows = queries.rows
+        var weights = [UInt8](repeating: 0, count: rows * n)
+        var offsets = [Float](repeating: 0, count: rows), scales = [Float](repeating: 1, count: rows)
+        var bounds = [Float](repeating: 0, count: rows)
+        var w = [Float](repeating: 0, count: n)
+        minimum.withUnsafeBufferPointer { low in
+            step.withUnsafeBufferPointer { step in
+                queries.values.withUnsafeBufferPointer { q in
+                    w.withUnsafeMutableBufferPointer { w in
+                        weights.withUnsafeMutableBufferPointer { out in
+                            for r in 0..<rows {
+                                let query = q.baseAddress! + r * n
+                                for j in 0..<n { w[j] = query[j] * step[j] }
+                                var largest: Float = 0, sum: Float = 0
+                                for j in 0..<n { largest = max(largest, abs(w[j])) }
+                                let scale = largest > 0 ? largest / 127 : 1
+                                for j in 0..<n {
+                                    let weight = (w[j] / scale).rounded(.toNearestOrEven)
+                                    out[r * n + j] = UInt8(weight + 128)
+                                    sum += weight
+                                }
+                                // Σ w·c = Σ w·(c − 64) + 64 Σ w, the weights' sum exact in floats.
+                                offsets[r] = BLAS.dot(n, query, low.baseAddress!) + scale * 64 * sum
+                                scales[r] = scale
+                                let codeError = BLAS.dot(n, w.baseAddress!, w.baseAddress!) / 12
+                                let weightError = Float(n) * (Float(maximumCode) * scale) * (Float(maximumCode) * scale) / 12
+                                bounds[r] = 6 * (codeError + weightError).squareRoot()
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var scores = [Float](repeating: 0, count: rows * count)
+        weights.withUnsafeBufferPointer { a in
+            codes.withUnsafeBufferPointer { b in
+                scores.withUnsafeMutableBufferPointer { out in
+                    // The integer sums are written where their scores go (both 4 bytes), then converted in place.
+                    out.withMemoryRebound(to: Int32.self) { sums in
+                        BLAS.gemm(m: rows, n: count, k: n, a: a.baseAddress!, lda: n, aOffset: 128, b: b.baseAddress!, ldb: n,
+                                  c: sums.baseAddress!, ldc: count)
+                    }
+                    let sums = UnsafeRawPointer(out.baseAddress!)
+                    for r in 0..<rows {
+                        let (offset, scale) = (offsets[r], scales[r])
+                        for i in (r * count)..<((r + 1) * count) { out[i] = offset + scale * Float(sums.load(fromByteOffset: 4 * i, as: Int32.self)) }
+                    }
+                }
+            }
+        }
+        return (scores, bounds)
+    }
+
+    /// 7-bit codes less 64, as signed bytes (`scores(of:centredCodes:count:)`).
+    public static func centred(_ codes: [UInt8]) -> [Int8] { codes.map { Int8(Int($0) - 64) } }
 }
 
 /// How vectors are stored compactly for approximate scoring: 8-bit scalar quantisation (d bytes)

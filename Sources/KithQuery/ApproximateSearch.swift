@@ -56,36 +56,25 @@ public struct ApproximateSearch: Sendable {
             return all
         }
         let parts = min(threads, queries.rows), rows = queries.rows
-        let model: (stamp: UInt64, model: ANNModel)?
-        do { model = try index.withANN { ($0.status.stamp, $0.model) } } catch { throw QueryError(error) }
-        guard let (stamp, centroids) = model.map({ ($0.stamp, $0.model.centroids) }) else { return nil }
-        // The centroid scores of the batch (one product per thread), then the queries ordered
-        // by their nearest centroid before they are shared out: queries that probe the same
-        // lists go to the same thread, which scans each of its lists once.
-        let lists = centroids.rows
-        let shares = ShardResults<(scores: [Float], nearest: [Int])>(count: parts)
+        let structure: (stamp: UInt64, model: ANNModel, probes: Int)?
+        do { structure = try index.withANN { ($0.status.stamp, $0.model, probes(of: $0)) } } catch { throw QueryError(error) }
+        guard let (stamp, model, probes) = structure else { return nil }
+        // Each query's lists (the queries shared out between the threads), then the queries
+        // ordered by their nearest centroid before they are shared out again: queries that probe
+        // the same lists go to the same thread, which scans each of its lists once.
+        let shares = ShardResults<(lists: [[Int]], scores: [ArraySlice<Float>])>(count: parts)
         parallelFor(parts, threads: parts) { p in
-            let scores = centroids.scores(of: queries.gathering(rows: Array(rows * p / parts ..< rows * (p + 1) / parts)))
-            let nearest = scores.withUnsafeBufferPointer { s in
-                (0..<(scores.count / lists)).map { q in
-                    var best = 0
-                    for list in 1..<lists where s[q * lists + list] > s[q * lists + best] { best = list }
-                    return best
-                }
-            }
-            shares.set(p, (scores, nearest))
+            shares.set(p, Self.nearestLists(queries.gathering(rows: Array(rows * p / parts ..< rows * (p + 1) / parts)), probes, model))
         }
-        // Each query's row of scores, a view of its share (the rows are not copied).
-        let scores = shares.values.flatMap { $0.scores.rows(of: lists) }
-        let nearestCentroid = shares.values.flatMap(\.nearest)
-        let order = (0..<rows).sorted { (nearestCentroid[$0], $0) < (nearestCentroid[$1], $1) }
+        let probed = shares.values.flatMap(\.lists), scores = shares.values.flatMap(\.scores)
+        let order = (0..<rows).sorted { (probed[$0].first ?? 0, $0) < (probed[$1].first ?? 0, $1) }
         let results = ShardResults<Result<[[(id: UInt64, score: Float)]]?, QueryError>>(count: parts)
         parallelFor(parts, threads: parts) { p in
             let members = Array(order[(rows * p / parts)..<(rows * (p + 1) / parts)])
             do {
                 let found = try nearest(queries.gathering(rows: members), k: k, filter: filter,
                                         excluding: members.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1,
-                                        centroidScores: (stamp, members.map { scores[$0] }))
+                                        chosen: (stamp, members.map { probed[$0] }, members.map { scores[$0] }))
                 results.set(p, .success(found))
             } catch {
                 results.set(p, .failure(QueryError(wrapping: error)))
@@ -101,21 +90,21 @@ public struct ApproximateSearch: Sendable {
 
     /// The answers for unit `queries`, each query's probed lists split into `parts` scanned on
     /// as many threads (each in its own read transaction).
-    /// - Parameter centroidScores: each query's scores against the centroids of the structure
-    ///   with this stamp, when already computed.
+    /// - Parameter chosen: each query's lists and approximate centroid scores
+    ///   (`nearestLists(_:_:_:)`) in the structure with this stamp, when already chosen.
     private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?], parts: Int,
-                         centroidScores known: (stamp: UInt64, rows: [ArraySlice<Float>])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+                         chosen known: (stamp: UInt64, lists: [[Int]], scores: [ArraySlice<Float>])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         do {
             return try index.withANN { reader in
                 let allowed = try Allowed(filter, reader)
                 let model = reader.model, lists = model.centroids.rows
-                let probes = min(lists, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
-                // A batch's centroid scores are one matrix product; a single query's lists are
-                // chosen from the centroids' 8-bit codes, then the near ones scored exactly.
-                let batchScores = known.flatMap { $0.stamp == reader.status.stamp && $0.rows.count == queries.rows ? $0.rows : nil }
-                    ?? (queries.rows >= 8 ? model.centroids.scores(of: queries).rows(of: lists) : nil)
+                let probes = probes(of: reader)
+                // A batch's lists come chosen; a single query's are chosen here. Lists past the
+                // probes are taken in the order of the batch's approximate centroid scores, or
+                // of a single query's exact ones.
+                let batch = known.flatMap { $0.stamp == reader.status.stamp && $0.lists.count == queries.rows ? $0 : nil }
                 func centroidScores(_ q: Int) -> ArraySlice<Float> {
-                    batchScores?[q] ?? model.centroids.scores(of: queries.gathering(rows: [q]))[...]
+                    batch?.scores[q] ?? model.centroids.scores(of: queries.gathering(rows: [q]))[...]
                 }
                 let candidates = max(k, rerank ?? max(4 * k, 32))
                 // Splitting one query between threads pays from some 20,000 codes on (measured).
@@ -135,13 +124,7 @@ public struct ApproximateSearch: Sendable {
                         continue
                     }
                     pending.append(q)
-                    if let row = batchScores?[q] {
-                        var nearestLists = TopK(k: probes)
-                        for (list, score) in zip(0..., row) where score > nearestLists.threshold { nearestLists.offer(score, list) }
-                        probed.append(nearestLists.sorted().map(\.index))
-                    } else {
-                        probed.append(queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
-                    }
+                    probed.append(batch?.lists[q] ?? queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
                     scorers.append(queries.row(q).withUnsafeBufferPointer { model.codec.scorer(for: $0) })
                 }
                 // The probed lists' best codes: a batch scans each list once for all the queries
@@ -194,22 +177,47 @@ public struct ApproximateSearch: Sendable {
         }
     }
 
+    /// The lists a search probes: `probes`, else the index's default.
+    private func probes(of reader: ANNReader) -> Int {
+        min(reader.model.centroids.rows, max(1, self.probes ?? reader.status.configuration.probes ?? 8))
+    }
+
     /// The `probes` lists whose centroids are nearest to unit `query`, best first: every
-    /// centroid's 8-bit code is scored, and those within twice the codes' error bound of the
-    /// `probes`-th best code score are scored exactly; the same lists as scoring every centroid
-    /// exactly, unless a rounding error beyond six standard deviations intervenes.
+    /// centroid's 7-bit code is scored (16-bit weights), then `nearest(_:approximate:errorBound:_:_:)`.
     static func nearestLists(_ query: UnsafeBufferPointer<Float>, _ probes: Int, _ model: ANNModel) -> [Int] {
-        let lists = model.centroids.rows, scorer = model.centroidCodes.codec.scorer(for: query)
+        let lists = model.centroids.rows, scorer = VectorCodec.scalar8(model.centroidCodes.quantizer).scorer(for: query)
         var approximate = [Float](repeating: 0, count: lists)
         model.centroidCodes.codes.withUnsafeBytes { codes in
             approximate.withUnsafeMutableBufferPointer { scorer.score(codes, count: lists, into: $0.baseAddress!) }
         }
+        return nearest(query, approximate: approximate[...], errorBound: scorer.errorBound, probes, model)
+    }
+
+    /// The `probes` lists nearest to each row of unit `queries`, best first, and each query's
+    /// approximate scores of every centroid: the centroids' 7-bit codes are scored by one 8-bit
+    /// integer matrix product, then `nearest(_:approximate:errorBound:_:_:)`.
+    static func nearestLists(_ queries: Matrix, _ probes: Int, _ model: ANNModel) -> (lists: [[Int]], scores: [ArraySlice<Float>]) {
+        let lists = model.centroids.rows
+        let (approximate, bounds) = model.centroidCodes.quantizer.scores(of: queries, centredCodes: model.centroidCodes.centred, count: lists)
+        let rows = approximate.rows(of: lists)
+        let chosen = (0..<queries.rows).map { q in
+            queries.row(q).withUnsafeBufferPointer { nearest($0, approximate: rows[q], errorBound: bounds[q], probes, model) }
+        }
+        return (chosen, rows)
+    }
+
+    /// The `probes` lists nearest to unit `query`, best first, from `approximate` scores of every
+    /// centroid within `errorBound` of the exact ones: the centroids within twice that bound of
+    /// the `probes`-th best approximate score are scored exactly. The same lists as scoring every
+    /// centroid exactly, unless a rounding error beyond six standard deviations intervenes.
+    private static func nearest(_ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
+                                _ probes: Int, _ model: ANNModel) -> [Int] {
         var best = TopK(k: probes)
-        for (list, score) in approximate.enumerated() where score > best.threshold { best.offer(score, list) }
-        let cut = best.threshold - 2 * scorer.errorBound
+        for (list, score) in zip(0..., approximate) where score > best.threshold { best.offer(score, list) }
+        let cut = best.threshold - 2 * errorBound
         var exact = TopK(k: probes)
         model.centroids.values.withUnsafeBufferPointer { c in
-            for (list, score) in approximate.enumerated() where score >= cut {
+            for (list, score) in zip(0..., approximate) where score >= cut {
                 exact.offer(BLAS.dot(query.count, query.baseAddress!, c.baseAddress! + list * query.count), list)
             }
         }

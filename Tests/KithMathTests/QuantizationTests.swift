@@ -63,6 +63,47 @@ struct QuantizationTests {
         #expect(ran >= 1)
     }
 
+    @Test("The 8-bit integer matrix product gives exact sums at the bytes' limits; a batch's scores of 7-bit codes are the products with the decoded vectors up to the weights' rounding, and within the error bound of the exact products",
+          arguments: [7, 37, 1280])
+    func batchScores(dimension d: Int) {
+        // The integer product at its limits: every unsigned byte 255 or 0 against every signed
+        // byte −64 or 63 (the largest pair sums 2·255·64 that the batch scores promise).
+        var rng = SplitMix64(seed: UInt64(d))
+        let (m, n) = (3, 70)
+        let a = (0..<(m * d)).map { i in i % d == 0 ? UInt8(0) : i < d ? UInt8(255) : UInt8(rng.below(256)) }
+        let b = (0..<(n * d)).map { i in i < d ? Int8(-64) : i < 2 * d ? Int8(63) : Int8(Int(rng.below(128)) - 64) }
+        var c = [Int32](repeating: 0, count: m * n)
+        BLAS.gemm(m: m, n: n, k: d, a: a, lda: d, aOffset: 128, b: b, ldb: d, c: &c, ldc: n)
+        for i in 0..<m {
+            for j in 0..<n {
+                let exact = (0..<d).reduce(Int64(0)) { $0 + (Int64(a[i * d + $1]) - 128) * Int64(b[j * d + $1]) }
+                #expect(Int64(c[i * n + j]) == exact, "row \(i), column \(j)")
+            }
+        }
+        // Scores of 7-bit codes of clustered unit vectors for a batch of unit queries.
+        let (x, _) = Self.clustered(n: 300, d: d, centres: 9, spread: 0.3, seed: 11)
+        let sq = ScalarQuantizer(training: x, maximumCode: 127), codec = VectorCodec.scalar8(sq)
+        let codes = (0..<x.rows).flatMap { codec.encode(Array(x.row($0))) }
+        #expect(codes.allSatisfy { $0 <= 127 })
+        var (queries, _) = Self.clustered(n: 40, d: d, centres: 9, spread: 0.5, seed: 12)
+        queries.normalizeRows()
+        let (scores, bounds) = sq.scores(of: queries, centredCodes: ScalarQuantizer.centred(codes), count: x.rows)
+        #expect(scores.count == queries.rows * x.rows && bounds.count == queries.rows)
+        for q in 0..<queries.rows {
+            let query = Array(queries.row(q))
+            let weights = zip(query, sq.step).map { $0 * $1 }, largest = weights.map(abs).max()!
+            for i in stride(from: 0, to: x.rows, by: 7) {
+                let decoded = sq.decode(Array(codes[(i * d)..<((i + 1) * d)]))
+                let onDecoded = zip(query, decoded).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+                let exact = zip(query, x.row(i)).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+                let score = scores[q * x.rows + i]
+                // Each weight is rounded by at most largest/127/2 and multiplies a code of at most 127.
+                #expect(abs(score - onDecoded) <= Float(d) * largest / 2 + 1e-5, "query \(q), code \(i)")
+                #expect(abs(score - exact) <= bounds[q], "query \(q), code \(i): \(score) vs \(exact), bound \(bounds[q])")
+            }
+        }
+    }
+
     @Test("Half-precision codes: each value within 2⁻¹¹ relative, scores within the scorer's error bound", arguments: [7, 1280])
     func halfPrecision(dimension d: Int) {
         let (x, _) = Self.clustered(n: 50, d: d, centres: 5, spread: 0.3, seed: 4)

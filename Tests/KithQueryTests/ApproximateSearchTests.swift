@@ -62,17 +62,20 @@ struct ApproximateSearchTests {
             let alone = try #require(try ApproximateSearch(index: index, threads: 2).search(queries.gathering(rows: [q]), k: 10))
             #expect(alone[0].map { $0.id } == approximate[q].map { $0.id })
         }
-        // A single query's lists, chosen from the centroids' 8-bit codes, are the exact choice.
+        // A single query's lists, chosen from the centroids' 7-bit codes, are the exact choice.
         let model = try #require(try index.withANN { $0.model })
         var many = Matrix(stacking: Self.data(300, seed: 7))
         many.normalizeRows()
         let all = model.centroids.scores(of: many), lists = model.centroids.rows
-        for q in 0..<many.rows {
-            for probes in [1, 4, lists / 3] {
+        for probes in [1, 4, lists / 3] {
+            // A batch's lists, chosen from one 8-bit integer product with the codes, too.
+            let batch = ApproximateSearch.nearestLists(many, probes, model).lists
+            for q in 0..<many.rows {
                 var exact = TopK(k: probes)
                 for list in 0..<lists { exact.offer(all[q * lists + list], list) }
                 let chosen = many.row(q).withUnsafeBufferPointer { ApproximateSearch.nearestLists($0, probes, model) }
                 #expect(chosen == exact.sorted().map(\.index), "query \(q), \(probes) probes")
+                #expect(batch[q] == chosen, "query \(q), \(probes) probes, in a batch")
             }
         }
         // Probing every list and re-ranking enough candidates is exact.
