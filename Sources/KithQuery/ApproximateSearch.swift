@@ -212,9 +212,12 @@ public struct ApproximateSearch: Sendable {
     /// centroid exactly, unless a rounding error beyond six standard deviations intervenes.
     private static func nearest(_ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
                                 _ probes: Int, _ model: ANNModel) -> [Int] {
-        var best = TopK(k: probes)
-        for (list, score) in zip(0..., approximate) where score > best.threshold { best.offer(score, list) }
-        let cut = best.threshold - 2 * errorBound
+        var best = TopK(k: probes), threshold = best.threshold
+        for (list, score) in zip(0..., approximate) where score > threshold {
+            best.offer(score, list)
+            threshold = best.threshold
+        }
+        let cut = threshold - 2 * errorBound
         var exact = TopK(k: probes)
         model.centroids.values.withUnsafeBufferPointer { c in
             for (list, score) in zip(0..., approximate) where score >= cut {
