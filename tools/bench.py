@@ -569,14 +569,6 @@ def ann(args) -> str:
         if line["kind"] == "ann":
             found = np.load(f"{ids_prefix}-l7.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
             filtered.append(dict(line, recall=recall(found, truth_l7)))
-    # Half-precision codes: the same index rebuilt with --codes fp16 (same lists and probes).
-    half_seconds, _ = build_ann("--codes", "fp16", "--probes", str(status["configuration"]["probes"]))
-    half_size = os.path.getsize(data_mdb)
-    half_rows = []
-    for line in kith_bench("--nprobe", *map(str, probes_list[:6]), "--threads", "1", "2", "--ids", ids_prefix + "-fp16"):
-        if line["kind"] == "ann":
-            found = np.load(f"{ids_prefix}-fp16.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
-            half_rows.append(dict(line, recall=recall(found, truth)))
     print("ann: kith searched", file=sys.stderr)
 
     # FAISS: the same vectors, its three indexes, each swept over its knob.
@@ -639,6 +631,15 @@ def ann(args) -> str:
         check=True, capture_output=True, text=True).stdout)
     interleaved = {t: ann_interleaved(indexes, "ann", os.path.join(indexes, "faiss-sq8.index"), os.path.join(folder, "queries.npy"), probes, t)
                    for t in (1, 2)}
+    # Half-precision codes: the same index rebuilt with --codes fp16 (same lists and probes), last,
+    # so that every comparison above is of the 8-bit codes.
+    half_seconds, _ = build_ann("--codes", "fp16", "--probes", str(status["configuration"]["probes"]))
+    half_size = os.path.getsize(data_mdb)
+    half_rows = []
+    for line in kith_bench("--nprobe", *map(str, probes_list[:6]), "--threads", "1", "2", "--ids", ids_prefix + "-fp16"):
+        if line["kind"] == "ann":
+            found = np.load(f"{ids_prefix}-fp16.nprobe-{line['nprobe']}.npy").astype(np.int64) - 1
+            half_rows.append(dict(line, recall=recall(found, truth)))
     shutil.rmtree(indexes, ignore_errors=True)
 
     lines = [f"Measured by `tools/bench ann --ann-items {n}` on {time.strftime('%Y-%m-%d')}: {n:,} clustered unit vectors of {d} "

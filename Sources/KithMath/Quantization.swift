@@ -7,7 +7,7 @@ import Foundation
 public struct ScalarQuantizer: Sendable, Equatable {
     public let minimum: [Float]
     public let step: [Float]
-    /// The largest code: 255, or 127 for 7-bit codes (`scores(of:codes:count:)`).
+    /// The largest code: 255, or 127 for 7-bit codes (`scores(of:centredCodes:count:)`).
     public let maximumCode: Int
     public var dimension: Int { minimum.count }
 
