@@ -621,7 +621,9 @@ def ann(args) -> str:
     # Resident memory like for like: a fresh process of each answers the batch at the calibrated
     # probes (FAISS reads its index file into its own memory; Kith maps the index).
     probes = status["configuration"]["probes"]
-    kith_memory = [r for r in kith_bench("--nprobe", str(probes), "--threads", "2") if r["kind"] == "ann"][0]
+    memory_rows = kith_bench("--nprobe", str(probes), "--threads", "2", "--mapped-pages")
+    kith_memory = [r for r in memory_rows if r["kind"] == "ann"][0]
+    kith_mapped = [r for r in memory_rows if r["kind"] == "mapped"][0]
     faiss_memory = json.loads(subprocess.run([sys.executable, "-c", (
         "import faiss, json, numpy as np, sys\n"
         "index = faiss.read_index(sys.argv[1]); index.nprobe = int(sys.argv[3]); index.search(np.load(sys.argv[2]), 10)\n"
@@ -704,7 +706,9 @@ def ann(args) -> str:
               f"(and {mib(kith_open['rss_file_bytes'])} mapped). "
               f"Resident memory of a fresh process answering the batch at {probes} probes (2 threads): Kith {mib(kith_memory['rss_anon_bytes'])} "
               f"of its own and {mib(kith_memory['rss_file_bytes'])} of the index's pages mapped (page cache, shared; the kernel maps "
-              f"64 KiB around each page touched); FAISS IVF-SQ8 after `read_index` {mib(faiss_memory['RssAnon'])} of its own "
+              f"64 KiB around each page touched): {mib(kith_mapped['codes_bytes'])} of codes (and their ids), "
+              f"{mib(kith_mapped['vectors_bytes'])} of float32 vectors read to re-rank, {mib(kith_mapped['other_bytes'])} of item records "
+              f"and B-tree pages (`kith bench ann --mapped-pages`); FAISS IVF-SQ8 after `read_index` {mib(faiss_memory['RssAnon'])} of its own "
               f"(VmRSS {mib(faiss_memory['VmRSS'])}). "
               f"After the 8-bit sweep (9 settings × 1,200 queries) the process held {mib(kith_rows[-1]['rss_anon_bytes'])} of its own "
               f"and {mib(kith_rows[-1]['rss_file_bytes'])} of the index's pages (the page cache's, shared with any other process "

@@ -211,6 +211,8 @@ struct ANNBench: AsyncParsableCommand {
     @Option(help: "Single queries to time (the first ones of --queries).") var singles: Int = 200
     @Option(help: "Write the batch answers' ids to FILE.nprobe-N.npy.") var ids: String?
     @Option(help: "Only items with this label.") var label: String?
+    @Flag(help: "At the end, report which of the index's pages this process has mapped: codes, vectors, or other.")
+    var mappedPages = false
     @Flag(help: "Print JSON lines.") var json = false
     @Argument(help: "Name of the index.") var name: String
 
@@ -258,7 +260,49 @@ struct ANNBench: AsyncParsableCommand {
                         "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
             }
         }
+        if mappedPages, let pages = try mappedIndexPages(index, file: "/\(name)/data.mdb") {
+            report(["kind": "mapped", "codes_bytes": pages.codes, "vectors_bytes": pages.vectors, "other_bytes": pages.other], json: json)
+        }
     }
+}
+
+/// The bytes of the index's pages that this process has mapped, by what they hold: the
+/// approximate-search codes, the float32 vectors, and the rest (item records, labels, the
+/// B-trees' pages). Which pages are mapped is read from /proc/self/pagemap before the blocks are
+/// walked to classify them (walking them maps pages too); nil where /proc is not there.
+func mappedIndexPages(_ index: Index, file: String) throws -> (codes: Int, vectors: Int, other: Int)? {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8),
+          let line = maps.split(separator: "\n").first(where: { $0.hasSuffix(file) }),
+          let range = line.split(separator: " ").first?.split(separator: "-").compactMap({ Int($0, radix: 16) }), range.count == 2 else { return nil }
+    let start = range[0], count = (range[1] - range[0]) / page
+    let fd = open("/proc/self/pagemap", O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    // One 64-bit entry per page; bit 63: the page is present in this process.
+    var entries = [UInt64](repeating: 0, count: count), done = 0
+    while done < count * 8 {
+        let n = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count * 8 - done, off_t(start / page * 8 + done)) }
+        guard n > 0 else { return nil }
+        done += n
+    }
+    var kind = [UInt8](repeating: 0, count: count)  // 0 other, 1 codes, 2 vectors
+    func mark(_ base: UnsafeRawPointer?, _ bytes: Int, _ what: UInt8) {
+        guard let base, bytes > 0 else { return }
+        let first = max(0, (Int(bitPattern: base) - start) / page), last = min(count - 1, (Int(bitPattern: base) + bytes - 1 - start) / page)
+        guard first <= last else { return }
+        for i in first...last { kind[i] = what }
+    }
+    _ = try index.withANN { reader in
+        for list in 0..<reader.model.centroids.rows {
+            // A block's ids, then its codes, one after the other.
+            try reader.scan(list: list) { ids, codes, _ in mark(ids.baseAddress, ids.count + codes.count, 1) }
+        }
+    }
+    try index.forEachVectorBlock { block in mark(block.rows.baseAddress.map(UnsafeRawPointer.init), block.rows.count * 4, 2) }
+    var bytes = [0, 0, 0]
+    for i in 0..<count where entries[i] >> 63 == 1 { bytes[Int(kind[i])] += page }
+    return (bytes[1], bytes[2], bytes[0])
 }
 
 /// This process's resident memory in bytes (VmRSS; with `kind` "RssFile", the pages of mapped

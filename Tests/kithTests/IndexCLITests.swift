@@ -165,6 +165,15 @@ struct IndexCLITests {
         #expect(automatic.status == 0 && ids(automatic) == ids(defaultProbes), "\(automatic.stderr)")
         let refusedSize = try cli.kith(["search", "big", "id:7", "--in-place-from=-1"], indexes: indexes)
         #expect(refusedSize.status != 0 && refusedSize.stderr.contains("--in-place-from must be 0 or more"), "\(refusedSize.stderr)")
+        // The benchmark's account of the index's pages a search mapped: codes and vectors both
+        // (re-ranking reads the vectors), within the file's size.
+        try writeNpy(Array(rows.prefix(40)), to: dir + "/q.npy")
+        let bench = try cli.kith(["bench", "ann", "big", "--queries", dir + "/q.npy", "--nprobe", "64", "--threads", "1", "--singles", "5",
+                                  "--mapped-pages", "--json"], indexes: indexes)
+        let mapped = bench.text.split(separator: "\n").map { object(Data($0.utf8)) }.first { $0["kind"] as? String == "mapped" }
+        let (codes, vectors, other) = (mapped?["codes_bytes"] as? Int ?? 0, mapped?["vectors_bytes"] as? Int ?? 0, mapped?["other_bytes"] as? Int ?? 0)
+        let fileSize = (try FileManager.default.attributesOfItem(atPath: indexes + "/big/data.mdb")[.size] as? Int) ?? 0
+        #expect(bench.status == 0 && codes > 0 && vectors > 0 && codes + vectors + other <= fileSize, "\(bench.text)")
     }
 
     @Test("add-vectors refuses a matrix of the wrong dimension")
