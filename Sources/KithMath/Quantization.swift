@@ -47,28 +47,36 @@ public struct ScalarQuantizer: Sendable, Equatable {
     public func scorer(for query: UnsafeBufferPointer<Float>) -> CodeScorer {
         let n = dimension
         var weights = [Float](repeating: 0, count: n), integers = [Int16](repeating: 0, count: n)
-        var offset: Float = 0, variance: Float = 0, scale: Float = 1
-        // Written over buffers, so that each loop is vectorised: this runs once per query.
-        minimum.withUnsafeBufferPointer { low in
+        let (offset, scale, errorBound) = weights.withUnsafeMutableBufferPointer { w in
+            let prepared = weighting(query.baseAddress!, limit: Float(CodeScorer.weightLimit), into: w)
+            integers.withUnsafeMutableBufferPointer { out in
+                for j in 0..<n { out[j] = Int16((w[j] / prepared.scale).rounded(.toNearestOrEven)) }
+            }
+            return prepared
+        }
+        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n, errorBound: errorBound)
+    }
+
+    /// A query's weights q_j·step_j, written to `w`; the offset Σ_j q_j·min_j; the scale that
+    /// takes the largest weight to `limit`; and the error bound (six standard deviations) of
+    /// scores from the weights rounded to integers at that scale: each code's rounding error is
+    /// uniform over a step (variance w_j²/12), and each weight's rounding adds at most scale/2
+    /// times a code of at most `maximumCode`. Written over buffers, so that each loop is
+    /// vectorised: this runs once per query.
+    private func weighting(_ query: UnsafePointer<Float>, limit: Float, into w: UnsafeMutableBufferPointer<Float>)
+        -> (offset: Float, scale: Float, errorBound: Float) {
+        let n = dimension
+        return minimum.withUnsafeBufferPointer { low in
             step.withUnsafeBufferPointer { step in
-                weights.withUnsafeMutableBufferPointer { w in
-                    for j in 0..<n { w[j] = query[j] * step[j] }
-                    offset = BLAS.dot(n, query.baseAddress!, low.baseAddress!)
-                    variance = BLAS.dot(n, w.baseAddress!, w.baseAddress!) / 12
-                    var largest: Float = 0
-                    for j in 0..<n { largest = max(largest, abs(w[j])) }
-                    if largest > 0 { scale = largest / Float(CodeScorer.weightLimit) }
-                    integers.withUnsafeMutableBufferPointer { out in
-                        for j in 0..<n { out[j] = Int16((w[j] / scale).rounded(.toNearestOrEven)) }
-                    }
-                }
+                for j in 0..<n { w[j] = query[j] * step[j] }
+                var largest: Float = 0
+                for j in 0..<n { largest = max(largest, abs(w[j])) }
+                let scale = largest > 0 ? largest / limit : 1
+                let codeError = BLAS.dot(n, w.baseAddress!, w.baseAddress!) / 12
+                let weightError = Float(n) * (Float(maximumCode) * scale) * (Float(maximumCode) * scale) / 12
+                return (BLAS.dot(n, query, low.baseAddress!), scale, 6 * (codeError + weightError).squareRoot())
             }
         }
-        // Rounding the weights adds at most scale/2 per value times a code of at most maximumCode.
-        let largestCode = Float(maximumCode)
-        variance += Float(n) * (largestCode * scale) * (largestCode * scale) / 12
-        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n,
-                          errorBound: 6 * variance.squareRoot())
     }
 
     /// The approximate inner products of each row of `queries` with `count` 7-bit codes (queries
@@ -85,30 +93,19 @@ public struct ScalarQuantizer: Sendable, Equatable {
         var offsets = [Float](repeating: 0, count: rows), scales = [Float](repeating: 1, count: rows)
         var bounds = [Float](repeating: 0, count: rows)
         var w = [Float](repeating: 0, count: n)
-        minimum.withUnsafeBufferPointer { low in
-            step.withUnsafeBufferPointer { step in
-                queries.values.withUnsafeBufferPointer { q in
-                    w.withUnsafeMutableBufferPointer { w in
-                        weights.withUnsafeMutableBufferPointer { out in
-                            for r in 0..<rows {
-                                let query = q.baseAddress! + r * n
-                                for j in 0..<n { w[j] = query[j] * step[j] }
-                                var largest: Float = 0, sum: Float = 0
-                                for j in 0..<n { largest = max(largest, abs(w[j])) }
-                                let scale = largest > 0 ? largest / 127 : 1
-                                for j in 0..<n {
-                                    let weight = (w[j] / scale).rounded(.toNearestOrEven)
-                                    out[r * n + j] = UInt8(weight + 128)
-                                    sum += weight
-                                }
-                                // Σ w·c = Σ w·(c − 64) + 64 Σ w, the weights' sum exact in floats.
-                                offsets[r] = BLAS.dot(n, query, low.baseAddress!) + scale * 64 * sum
-                                scales[r] = scale
-                                let codeError = BLAS.dot(n, w.baseAddress!, w.baseAddress!) / 12
-                                let weightError = Float(n) * (Float(maximumCode) * scale) * (Float(maximumCode) * scale) / 12
-                                bounds[r] = 6 * (codeError + weightError).squareRoot()
-                            }
+        queries.values.withUnsafeBufferPointer { q in
+            w.withUnsafeMutableBufferPointer { w in
+                weights.withUnsafeMutableBufferPointer { out in
+                    for r in 0..<rows {
+                        let (offset, scale, bound) = weighting(q.baseAddress! + r * n, limit: 127, into: w)
+                        var sum: Float = 0
+                        for j in 0..<n {
+                            let weight = (w[j] / scale).rounded(.toNearestOrEven)
+                            out[r * n + j] = UInt8(weight + 128)
+                            sum += weight
                         }
+                        // Σ w·c = Σ w·(c − 64) + 64 Σ w, the weights' sum exact in floats.
+                        (offsets[r], scales[r], bounds[r]) = (offset + scale * 64 * sum, scale, bound)
                     }
                 }
             }

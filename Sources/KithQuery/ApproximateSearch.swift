@@ -183,25 +183,25 @@ public struct ApproximateSearch: Sendable {
     }
 
     /// The `probes` lists whose centroids are nearest to unit `query`, best first: every
-    /// centroid's 7-bit code is scored (16-bit weights), then `nearest(_:approximate:errorBound:_:_:)`.
+    /// centroid's 7-bit code is scored (16-bit weights), then `nearestLists(_:approximate:errorBound:_:_:)`.
     static func nearestLists(_ query: UnsafeBufferPointer<Float>, _ probes: Int, _ model: ANNModel) -> [Int] {
         let lists = model.centroids.rows, scorer = VectorCodec.scalar8(model.centroidCodes.quantizer).scorer(for: query)
         var approximate = [Float](repeating: 0, count: lists)
         model.centroidCodes.codes.withUnsafeBytes { codes in
             approximate.withUnsafeMutableBufferPointer { scorer.score(codes, count: lists, into: $0.baseAddress!) }
         }
-        return nearest(query, approximate: approximate[...], errorBound: scorer.errorBound, probes, model)
+        return nearestLists(query, approximate: approximate[...], errorBound: scorer.errorBound, probes, model)
     }
 
     /// The `probes` lists nearest to each row of unit `queries`, best first, and each query's
     /// approximate scores of every centroid: the centroids' 7-bit codes are scored by one 8-bit
-    /// integer matrix product, then `nearest(_:approximate:errorBound:_:_:)`.
+    /// integer matrix product, then `nearestLists(_:approximate:errorBound:_:_:)`.
     static func nearestLists(_ queries: Matrix, _ probes: Int, _ model: ANNModel) -> (lists: [[Int]], scores: [ArraySlice<Float>]) {
         let lists = model.centroids.rows
         let (approximate, bounds) = model.centroidCodes.quantizer.scores(of: queries, centredCodes: model.centroidCodes.centred, count: lists)
         let rows = approximate.rows(of: lists)
         let chosen = (0..<queries.rows).map { q in
-            queries.row(q).withUnsafeBufferPointer { nearest($0, approximate: rows[q], errorBound: bounds[q], probes, model) }
+            queries.row(q).withUnsafeBufferPointer { nearestLists($0, approximate: rows[q], errorBound: bounds[q], probes, model) }
         }
         return (chosen, rows)
     }
@@ -210,7 +210,7 @@ public struct ApproximateSearch: Sendable {
     /// centroid within `errorBound` of the exact ones: the centroids within twice that bound of
     /// the `probes`-th best approximate score are scored exactly. The same lists as scoring every
     /// centroid exactly, unless a rounding error beyond six standard deviations intervenes.
-    private static func nearest(_ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
+    private static func nearestLists(_ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
                                 _ probes: Int, _ model: ANNModel) -> [Int] {
         var best = TopK(k: probes), threshold = best.threshold
         for (list, score) in zip(0..., approximate) where score > threshold {
