@@ -87,3 +87,29 @@ public enum BLAS {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(n), 1, a, Int32(lda), x, 1, 0, y, 1)
     }
 }
+
+/// LAPACK, as OpenBLAS exports it.
+public enum LAPACK {
+    /// The eigenvalues (ascending) and unit eigenvectors of a symmetric n × n matrix (row-major,
+    /// double; only its lower triangle is read): `vectors` is row-major n × n, row j the
+    /// eigenvector of `values[j]`. nil when LAPACK's `dsyevd` does not converge (info > 0).
+    public static func symmetricEigen(_ matrix: [Double], n: Int) -> (values: [Double], vectors: [Double])? {
+        precondition(matrix.count == n * n && n > 0, "symmetricEigen: \(matrix.count) values for \(n) x \(n)")
+        // Row-major symmetric is column-major symmetric: LAPACK's upper triangle is our lower one.
+        var a = matrix, w = [Double](repeating: 0, count: n)
+        var n32 = Int32(n), info: Int32 = 0, lwork: Int32 = -1, liwork: Int32 = -1
+        var workSize = 0.0, iworkSize: Int32 = 0
+        let (jobz, uplo) = (CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")))
+        dsyevd_([jobz], [uplo], &n32, &a, &n32, &w, &workSize, &lwork, &iworkSize, &liwork, &info)
+        guard info == 0 else { return nil }
+        lwork = Int32(workSize)
+        liwork = iworkSize
+        var work = [Double](repeating: 0, count: Int(lwork)), iwork = [Int32](repeating: 0, count: Int(liwork))
+        dsyevd_([jobz], [uplo], &n32, &a, &n32, &w, &work, &lwork, &iwork, &liwork, &info)
+        // info < 0 names a bad argument, which the shapes above rule out.
+        precondition(info >= 0, "dsyevd: argument \(-info) is invalid")
+        guard info == 0 else { return nil }
+        // Column-major eigenvectors (column j for w[j]) read row-major are the rows we want.
+        return (w, a)
+    }
+}

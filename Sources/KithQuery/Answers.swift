@@ -165,3 +165,43 @@ public struct SearchAnswer: Encodable {
     public var results: [SearchResult]
     public init(_ results: [SearchResult]) { self.results = results }
 }
+
+extension HeadChoice: Encodable {
+    enum CodingKeys: String, CodingKey { case head, accuracy, baseline, heldOut, fallback, candidates }
+    struct Measured: Encodable { var head: String; var accuracy: Double }
+
+    /// `{"head", "accuracy", "baseline", "held_out", "fallback", "candidates": [{"head", "accuracy"}]}`;
+    /// accuracy and baseline are null (and fallback says why) when nothing could be validated.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(head.description, forKey: .head)
+        try c.encode(accuracy, forKey: .accuracy)
+        try c.encode(baseline, forKey: .baseline)
+        try c.encode(heldOut, forKey: .heldOut)
+        try c.encode(fallback, forKey: .fallback)
+        try c.encode(candidates.map { Measured(head: $0.head, accuracy: $0.accuracy) }, forKey: .candidates)
+    }
+}
+
+extension Classification: Encodable {
+    enum CodingKeys: String, CodingKey { case predictions, head, space, validation }
+
+    /// `{"predictions", "head", "space", "validation"}`: validation is `auto`'s measurement
+    /// (`HeadChoice`), absent for a head named by the caller.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(predictions, forKey: .predictions)
+        try c.encode(head, forKey: .head)
+        try c.encode(space, forKey: .space)
+        try c.encodeIfPresent(choice, forKey: .validation)
+    }
+}
+
+extension HeadChoice {
+    /// One line for people: what was chosen and by how much it measured against `logreg`.
+    public var summary: String {
+        guard let accuracy, let baseline else { return "auto: \(head) (not validated: \(fallback ?? "too few examples"))" }
+        return String(format: "auto: %@, validation accuracy %.1f%% against logreg's %.1f%% (%d held-out examples of the support set)",
+                      head.description, 100 * accuracy, 100 * baseline, heldOut)
+    }
+}

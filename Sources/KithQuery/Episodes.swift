@@ -53,7 +53,7 @@ public struct Episode: Sendable, Codable, Equatable {
 
 /// A head's accuracy over episodes: the mean and 1.96·std/√E (std over episodes, ddof = 0).
 /// As JSON (the server's stream and `kith eval fewshot --json` alike): `head`, `mean`, `ci95`,
-/// `episodes` and the per-episode `accuracies`.
+/// `episodes` and the per-episode `accuracies`; for `auto` also `chosen`, the episodes per head chosen.
 /// With a long-tailed support set also `rarest_mean`, `rarest_ci95` and `rarest_accuracies`: the
 /// accuracy on the queries of the rarest third of the classes (those with the fewest shots).
 /// Queries are balanced, so the accuracy is also the balanced accuracy.
@@ -62,11 +62,14 @@ public struct EpisodicResult: Sendable, Encodable {
     public let accuracies: [Double]
     /// Per-episode accuracy on the rarest third of the classes (long-tailed episodes only).
     public let rarest: [Double]?
+    /// For `auto`: how many episodes chose each head (the choice made from each episode's
+    /// support set alone).
+    public let chosen: [String: Int]?
     public var mean: Double { Self.mean(accuracies) }
     public var confidence95: Double { Self.confidence95(accuracies) }
 
-    public init(head: String, accuracies: [Double], rarest: [Double]? = nil) {
-        (self.head, self.accuracies, self.rarest) = (head, accuracies, rarest)
+    public init(head: String, accuracies: [Double], rarest: [Double]? = nil, chosen: [String: Int]? = nil) {
+        (self.head, self.accuracies, self.rarest, self.chosen) = (head, accuracies, rarest, chosen)
     }
 
     public static func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
@@ -79,7 +82,7 @@ public struct EpisodicResult: Sendable, Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case head, mean, ci95, episodes, accuracies
+        case head, mean, ci95, episodes, accuracies, chosen
         case rarestMean = "rarest_mean", rarestCI95 = "rarest_ci95", rarestAccuracies = "rarest_accuracies"
     }
 
@@ -90,6 +93,7 @@ public struct EpisodicResult: Sendable, Encodable {
         try c.encode(confidence95, forKey: .ci95)
         try c.encode(accuracies.count, forKey: .episodes)
         try c.encode(accuracies, forKey: .accuracies)
+        try c.encodeIfPresent(chosen, forKey: .chosen)
         if let rarest {
             try c.encode(Self.mean(rarest), forKey: .rarestMean)
             try c.encode(Self.confidence95(rarest), forKey: .rarestCI95)
@@ -207,6 +211,7 @@ public struct EpisodicEvaluation: Sendable {
                      head: (Int, Episode) -> any Head) throws(QueryError) -> [EpisodicResult] {
         var accuracies = [[Double]](repeating: [], count: names.count)
         var rarest = [[Double]](repeating: [], count: names.count)
+        var chosen = [[String: Int]](repeating: [:], count: names.count)
         for (e, episode) in sampler().enumerated() {
             guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
             let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
@@ -215,7 +220,9 @@ public struct EpisodicEvaluation: Sendable {
             let shots = episode.classes.map { c in episode.support.filter { labels[$0] == c }.count }
             let rare = Set(shots.indices.sorted { (shots[$0], $0) < (shots[$1], $1) }.prefix((shots.count + 2) / 3))
             for h in names.indices {
-                let predictions = try head(h, episode).fit(support).predict(queries, top: 1)
+                let fitted = try head(h, episode).fit(support)
+                if let choice = fitted.choice { chosen[h][choice.head.description + (choice.fallback == nil ? "" : " (not validated)"), default: 0] += 1 }
+                let predictions = fitted.predict(queries, top: 1)
                 let correct = zip(predictions, episode.queries).map { $0.label == labels[$1] }
                 accuracies[h].append(Double(correct.filter { $0 }.count) / Double(episode.queries.count))
                 if configuration.longTail {
@@ -225,14 +232,19 @@ public struct EpisodicEvaluation: Sendable {
             }
             progress(e + 1)
         }
-        return names.indices.map { EpisodicResult(head: names[$0], accuracies: accuracies[$0], rarest: configuration.longTail ? rarest[$0] : nil) }
+        return names.indices.map {
+            EpisodicResult(head: names[$0], accuracies: accuracies[$0], rarest: configuration.longTail ? rarest[$0] : nil,
+                           chosen: chosen[$0].isEmpty ? nil : chosen[$0])
+        }
     }
 }
 
 /// What the heads' options know of the collection in each episode of an evaluation.
 struct EpisodeContexts {
     let evaluation: EpisodicEvaluation
-    /// Whitening statistics by shrinkage, computed once.
+    /// The collection's statistics (for whitening and `auto`), computed once.
+    let statistics: CollectionStatistics?
+    /// Whitening by shrinkage, from those statistics.
     let whitenings: [Float: Whitening]
     /// The neighbours `expand` draws on (the collection, else every evaluated row), whitened
     /// once for each shrinkage that expanding heads use (nil key: not whitened).
@@ -242,10 +254,12 @@ struct EpisodeContexts {
 
     init(_ evaluation: EpisodicEvaluation, _ specs: [HeadSpec]) throws(QueryError) {
         self.evaluation = evaluation
+        // One decomposition of the collection's covariance serves every shrinkage and `auto`.
+        let needed = specs.contains { $0.whitening != nil || $0.kind == .auto }
+        let statistics = needed ? try CollectionStatistics(evaluation.collection ?? evaluation.vectors) : nil
+        self.statistics = statistics
         var whitenings: [Float: Whitening] = [:]
-        for alpha in Set(specs.compactMap(\.whitening)) {
-            whitenings[alpha] = try Whitening(evaluation.collection ?? evaluation.vectors, shrinkage: alpha)
-        }
+        for alpha in Set(specs.compactMap(\.whitening)) { whitenings[alpha] = try statistics!.whitening(shrinkage: alpha) }
         self.whitenings = whitenings
         var pools: [Float?: Matrix] = [:]
         for alpha in Set(specs.filter { $0.expand > 0 }.map(\.whitening)) {
@@ -257,7 +271,7 @@ struct EpisodeContexts {
     }
 
     func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {
-        var context = HeadContext(whitening: spec.whitening.flatMap { whitenings[$0] })
+        var context = HeadContext(whitening: spec.whitening.flatMap { whitenings[$0] }, statistics: spec.kind == .auto ? statistics : nil)
         let vectors = evaluation.vectors
         if spec.views {
             let views = evaluation.views

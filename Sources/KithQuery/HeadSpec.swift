@@ -47,6 +47,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
         for part in parts.dropFirst() {
             let pieces = part.split(separator: "=", maxSplits: 1).map(String.init)
             let option = pieces.first ?? "", value = pieces.count > 1 ? pieces[1] : nil
+            if kind == .auto { throw QueryError(.invalidQuery, "head '\(text)': auto takes no options: it chooses them by measurement") }
             guard seen.insert(option).inserted else { throw QueryError(.invalidQuery, "head '\(text)': option '\(option)' is given twice") }
             func number(_ what: String, default fallback: Float? = nil, _ valid: (Float) -> Bool) throws(QueryError) -> Float {
                 if value == nil, let fallback { return fallback }
@@ -109,22 +110,23 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
 
     /// Whether fitting draws on the collection beyond the support set (its statistics, coarse
     /// classes or unlabelled items), so that any change to the collection refits it.
-    public var usesCollection: Bool { whitening != nil || angular || expand > 0 }
+    public var usesCollection: Bool { kind == .auto || whitening != nil || angular || expand > 0 }
 
     /// The head with these options, fitted with what `context` knows of the collection.
     public func head(_ context: HeadContext = .init()) -> any Head {
         let base: any Head = switch kind {
+        case .auto: AutoHead(statistics: context.statistics)
         case .logreg: LogisticRegressionHead(classBalanced: classBalanced)
         case .prototype: PrototypeHead()
         case .knn: KNNHead()
         case .copa: CoPAHead(steps: steps ?? CoPAHead.defaultSteps, learningRate: learningRate ?? CoPAHead.defaultLearningRate)
         }
-        guard usesCollection || views || logitAdjustment != nil else { return base }
+        guard kind != .auto, usesCollection || views || logitAdjustment != nil else { return base }
         return ConfiguredHead(spec: self, base: base, context: context)
     }
 
     /// The heads an evaluation or classification names: `all` is `recommended`, none is every
-    /// head with its defaults; `classBalanced` adds `balanced` to the logistic-regression heads.
+    /// head with its defaults (`auto` first); `classBalanced` adds `balanced` to the logistic-regression heads.
     public static func list(_ names: [String], classBalanced: Bool = false) throws(QueryError) -> [HeadSpec] {
         var specs: [HeadSpec] = []
         for name in names {
@@ -140,7 +142,7 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     /// BENCHMARKS.md): whitening (many fine classes), centring (`whiten=1000`), expansion (unlabelled
     /// items of the same classes), angular (within a coarse class), adjustment (long tails).
     /// `views` is left out: it needs views stored in the index.
-    public static let recommended: [HeadSpec] = ["logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
+    public static let recommended: [HeadSpec] = ["auto", "logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
                                                  "copa+whiten", "prototype+whiten=1000", "logreg+expand=10",
                                                  "prototype+whiten+expand=10", "prototype+angular", "logreg+adjust",
                                                  "copa+adjust"].map { try! HeadSpec(parsing: $0) }
@@ -159,9 +161,13 @@ public struct HeadContext: Sendable {
     /// The mean (not normalised) of the items of each coarse label; under "": of the whole collection.
     public var coarseMeans: [String: [Float]]
     public var whitening: Whitening?
+    /// The collection's statistics, for `auto` (which whitens at the shrinkage it chooses).
+    public var statistics: CollectionStatistics?
 
-    public init(pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:], whitening: Whitening? = nil) {
+    public init(pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:], whitening: Whitening? = nil,
+                statistics: CollectionStatistics? = nil) {
         (self.pool, self.supportCoarse, self.coarseMeans, self.whitening) = (pool, supportCoarse, coarseMeans, whitening)
+        self.statistics = statistics
     }
 
     /// The sum and count of the rows of each coarse label, and under "" of all rows: what

@@ -18,6 +18,12 @@ public protocol FittedHead: Sendable {
     var classes: [String] { get }
     /// Per-class probabilities (each row sums to 1) for each query row (normalised first).
     func probabilities(_ queries: Matrix) -> Matrix
+    /// What `auto` measured and chose (nil: a head named by the caller).
+    var choice: HeadChoice? { get }
+}
+
+extension FittedHead {
+    public var choice: HeadChoice? { nil }
 }
 
 /// One query's answer.
@@ -46,9 +52,10 @@ extension FittedHead {
 }
 
 /// The heads Kith knows by name (`--head`, the API's `head`), each with its default settings;
-/// `HeadSpec` adds options to them.
+/// `HeadSpec` adds options to them. `auto` chooses among the others by measuring them on the
+/// support set (`HeadSelection`).
 public enum HeadKind: String, CaseIterable, Sendable {
-    case logreg, prototype, knn, copa
+    case auto, logreg, prototype, knn, copa
 
     /// The head called `name`; an unknown name is `unknown_head`.
     public init(named name: String) throws(QueryError) {

@@ -27,6 +27,17 @@ extension Query {
     public var isImage: Bool { if case .image = self { true } else { false } }
 }
 
+/// A classification's answer: one prediction per query, the head and the space that produced
+/// them, and for `auto` what it measured to choose the head.
+public struct Classification: Sendable {
+    public let predictions: [Prediction]
+    /// The head that answered, with its options (for `auto`, the one it chose).
+    public let head: String
+    /// `backbone` or `adapted`: the space the queries were answered in.
+    public let space: QuerySpace
+    public let choice: HeadChoice?
+}
+
 /// A search hit with what the index knows about the item.
 public struct SearchResult: Sendable, Equatable {
     public let id: UInt64
@@ -82,7 +93,12 @@ public actor QueryEngine {
     public nonisolated let searchConfiguration: SearchConfiguration
     public nonisolated let limits: QueryLimits
     private var snapshot: VectorSnapshot?
-    private var heads: [CacheKey: (generation: UInt64, fit: Task<any FittedHead, any Error>)] = [:]
+    /// Fitted heads per name and space.
+    private let heads = GenerationCache<any FittedHead>()
+    /// `auto`'s choice per space, for a support generation.
+    private let choices = GenerationCache<HeadChoice>()
+    /// The collection's statistics per space (whitening, `auto`), for an items generation.
+    private let statistics = GenerationCache<CollectionStatistics>()
     private var queues: [CacheKey: QueueCache] = [:]
     /// The adapted head last loaded, and the collection in its space.
     private var projection: Projection?
@@ -133,7 +149,7 @@ public actor QueryEngine {
         if (projection?.stamp ?? 0) < stamp || projection == nil {
             projection = loaded
             adaptedSnapshot = nil
-            heads = heads.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
+            for cache in [heads, choices, statistics] as [any StampedCache] { cache.keep(stamp: stamp) }
             queues = queues.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
         }
         return loaded
@@ -422,10 +438,10 @@ public actor QueryEngine {
     /// What `spec`'s options know of the index: whitening statistics of all its items, the mean
     /// of each coarse label's items (and of all items), and the unlabelled items as neighbours.
     static func context(_ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int],
-                        _ projection: Projection?) throws(QueryError) -> HeadContext {
+                        _ projection: Projection?, statistics: CollectionStatistics?) throws(QueryError) -> HeadContext {
         var context = HeadContext()
         if spec.views { context.views = try views(index, snapshot, supportRows, projection) }
-        if let alpha = spec.whitening { context.whitening = try Whitening(snapshot.matrix, shrinkage: alpha) }
+        if let alpha = spec.whitening, let statistics { context.whitening = try statistics.whitening(shrinkage: alpha) }
         if spec.expand > 0 {
             let pool = snapshot.matrix.gathering(rows: snapshot.labels.indices.filter { snapshot.labels[$0] == nil })
             context.pool = context.whitening.map { $0.apply(pool) } ?? pool
@@ -456,9 +472,85 @@ public actor QueryEngine {
     }
 
     func fitted(_ spec: HeadSpec, _ projection: Projection?) async throws(QueryError) -> any FittedHead {
+        if spec.kind == .auto {
+            let choice = try await choice(projection)
+            let fitted = try await fitted(choice.head, projection)
+            return AutoHead.Fitted(base: fitted, choice: choice)
+        }
         let index = index
+        let statistics = spec.whitening == nil ? nil : try await collectionStatistics(projection)
         return try await fitted(name: spec.description, collection: spec.usesCollection, projection) { snapshot, rows throws(QueryError) in
-            spec.head(try Self.context(spec, index, snapshot, supportRows: rows, projection))
+            spec.head(try Self.context(spec, index, snapshot, supportRows: rows, projection, statistics: statistics))
+        }
+    }
+
+    /// The head `auto` chooses for the current support set in `space`, by measuring the
+    /// candidates on it (`HeadSelection`): cached until the labelled items change. Without
+    /// labelled items: `empty_support_set`; with one label: `not_enough_data` saying why.
+    public func choice(space: QuerySpace = .automatic) async throws(QueryError) -> HeadChoice {
+        try await choice(try await resolve(space))
+    }
+
+    func choice(_ projection: Projection?) async throws(QueryError) -> HeadChoice {
+        let index = index
+        let generation = try await blocking { try index.generations() }.support
+        return try await cached(choices, CacheKey(name: HeadKind.auto.rawValue, stamp: projection?.stamp), generation) {
+            let snapshot = try await self.labelledSnapshot(in: projection)
+            let support = try Self.supportSet(snapshot).support
+            guard support.classes.count >= 2 else {
+                throw QueryError(.notEnoughData, "auto cannot choose a head: the labelled items all have the label '\(support.classes[0])', and classifying needs at least two labels")
+            }
+            // Without statistics (a collection of one item), whitening is simply not a candidate.
+            let statistics = try? await self.collectionStatistics(projection)
+            return await offload { HeadSelection.choose(support, statistics: statistics) }
+        }
+    }
+
+    /// The mean and covariance of the collection in the space of `projection`, from at most
+    /// `CollectionStatistics.maxRows` items evenly spaced by id (read in place from
+    /// `SearchConfiguration.inPlaceFrom` items on): cached until the items change.
+    func collectionStatistics(_ projection: Projection?) async throws(QueryError) -> CollectionStatistics {
+        let (index, inPlaceFrom) = (index, searchConfiguration.inPlaceFrom)
+        let generation = try await blocking { try index.generations() }.items
+        return try await cached(statistics, CacheKey(name: "", stamp: projection?.stamp), generation) {
+            let sample = try await offload { () throws -> Matrix? in
+                let count = try index.itemCount()
+                guard count >= inPlaceFrom else { return nil }
+                return try Self.evenlySpaced(index, count: count, limit: CollectionStatistics.maxRows)
+            }
+            let rows: Matrix
+            if let sample {
+                rows = projection.map { $0.head.embed(sample) } ?? sample
+            } else {
+                rows = try await self.snapshot(in: projection).matrix
+            }
+            return try await offload { () throws -> CollectionStatistics in try CollectionStatistics(rows) }
+        }
+    }
+
+    /// At most `limit` stored vectors, evenly spaced among the `count` items by id, read in place.
+    static func evenlySpaced(_ index: Index, count: Int, limit: Int) throws(IndexError) -> Matrix {
+        let step = max(1, (count + limit - 1) / limit), d = index.metadata.dimension
+        var values: [Float] = [], seen = 0
+        values.reserveCapacity(min(count, limit) * d)
+        try index.forEachVectorBlock { block in
+            for slot in block.slots {
+                if seen % step == 0 { values += block.rows[(slot * d)..<((slot + 1) * d)] }
+                seen += 1
+            }
+        }
+        return Matrix(rows: values.count / d, columns: d, values: values)
+    }
+
+    /// The value cached under `key` for `generation` or a later one, else made by `make` (once:
+    /// concurrent callers wait for the same task). A task that fails is forgotten, so the next
+    /// call tries again.
+    private func cached<T: Sendable>(_ cache: GenerationCache<T>, _ key: CacheKey, _ generation: UInt64,
+                                     _ make: @escaping @Sendable () async throws -> T) async throws(QueryError) -> T {
+        let task = cache.task(key, generation) ?? cache.store(key, generation, Task { try await make() })
+        do { return try await task.value } catch {
+            cache.forget(key, task)
+            throw QueryError(wrapping: error)
         }
     }
 
@@ -468,8 +560,7 @@ public actor QueryEngine {
         let key = CacheKey(name: name, stamp: projection?.stamp)
         let generations = try await blocking { try index.generations() }
         let generation = collection ? generations.items : generations.support
-        if let cached = heads[key], cached.generation >= generation { return try await result(of: cached.fit, key: key) }
-        let fit = Task { () throws -> any FittedHead in
+        return try await cached(heads, key, generation) {
             // Options that draw on the whole index need all of it; the others only the labelled items.
             let snapshot = collection ? try await self.snapshot(in: projection) : try await self.labelledSnapshot(in: projection)
             return try await offload {
@@ -479,16 +570,6 @@ public actor QueryEngine {
                 }
                 return try make(snapshot, rows).fit(support)
             }
-        }
-        heads[key] = (generation, fit)
-        return try await result(of: fit, key: key)
-    }
-
-    /// The fit's result; a failed fit is forgotten, so the next call tries again.
-    private func result(of fit: Task<any FittedHead, any Error>, key: CacheKey) async throws(QueryError) -> any FittedHead {
-        do { return try await fit.value } catch {
-            if heads[key]?.fit == fit { heads[key] = nil }
-            throw QueryError(wrapping: error)
         }
     }
 
@@ -503,11 +584,21 @@ public actor QueryEngine {
 
     /// Predictions for each query from the head `spec` names, with its options, in `space`.
     public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5, space: QuerySpace = .automatic) async throws(QueryError) -> [Prediction] {
+        try await classification(queries, spec: spec, top: top, space: space).predictions
+    }
+
+    /// Predictions for each query from the head `spec` names, with the head and space that
+    /// produced them and, for `auto`, what it measured to choose. No queries: no predictions, and
+    /// nothing is fitted.
+    public nonisolated func classification(_ queries: [Query], spec: HeadSpec, top: Int = 5,
+                                           space: QuerySpace = .automatic) async throws(QueryError) -> Classification {
         let projection = try await resolve(space)
         let matrix = try await vectors(for: queries, in: projection)
-        guard !queries.isEmpty else { return [] }
+        let answered: QuerySpace = projection == nil ? .backbone : .adapted
+        guard !queries.isEmpty else { return Classification(predictions: [], head: spec.description, space: answered, choice: nil) }
         let fitted = try await fitted(spec, projection)
-        return try await blocking { fitted.predict(matrix, top: top) }
+        let predictions = try await blocking { fitted.predict(matrix, top: top) }
+        return Classification(predictions: predictions, head: fitted.head, space: answered, choice: fitted.choice)
     }
 
     /// Whether `head` is fitted for the current support set in `space` (for tests and metrics).
@@ -517,11 +608,17 @@ public actor QueryEngine {
 
     /// Whether the head `spec` names is fitted for the current index in `space`.
     public func isCached(_ spec: HeadSpec, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
-        try await isCached(name: spec.description, collection: spec.usesCollection, try await resolve(space))
+        let projection = try await resolve(space)
+        guard spec.kind == .auto else { return try await isCached(name: spec.description, collection: spec.usesCollection, projection) }
+        guard let cached = choices.entry(CacheKey(name: HeadKind.auto.rawValue, stamp: projection?.stamp)) else { return false }
+        let index = index
+        let choice = try await blocking { try index.generations() }.support == cached.generation ? try? await cached.task.value : nil
+        guard let choice else { return false }
+        return try await isCached(name: choice.head.description, collection: choice.head.usesCollection, projection)
     }
 
     private func isCached(name: String, collection: Bool, _ projection: Projection?) async throws(QueryError) -> Bool {
-        guard let cached = heads[CacheKey(name: name, stamp: projection?.stamp)] else { return false }
+        guard let cached = heads.entry(CacheKey(name: name, stamp: projection?.stamp)) else { return false }
         let index = index
         let generations = try await blocking { try index.generations() }
         return cached.generation == (collection ? generations.items : generations.support)
@@ -531,4 +628,35 @@ public actor QueryEngine {
 /// `offload`, with every error as a `QueryError`.
 func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws(QueryError) -> T {
     do { return try await offload(work) } catch { throw QueryError(wrapping: error) }
+}
+
+/// Tasks cached per key for a generation of the index (the engine's fitted heads, `auto`'s
+/// choices, the collection's statistics). Owned by the engine and used on it alone.
+final class GenerationCache<Value: Sendable>: StampedCache {
+    private var entries: [CacheKey: (generation: UInt64, task: Task<Value, any Error>)] = [:]
+
+    /// The task cached under `key` if it is for `generation` or a later one.
+    func task(_ key: CacheKey, _ generation: UInt64) -> Task<Value, any Error>? {
+        entries[key].flatMap { $0.generation >= generation ? $0.task : nil }
+    }
+
+    func store(_ key: CacheKey, _ generation: UInt64, _ task: Task<Value, any Error>) -> Task<Value, any Error> {
+        entries[key] = (generation, task)
+        return task
+    }
+
+    /// Drops `task` (failed), unless another has replaced it meanwhile.
+    func forget(_ key: CacheKey, _ task: Task<Value, any Error>) {
+        if entries[key]?.task == task { entries[key] = nil }
+    }
+
+    func entry(_ key: CacheKey) -> (generation: UInt64, task: Task<Value, any Error>)? { entries[key] }
+
+    func keep(stamp: UInt64) { entries = entries.filter { $0.key.stamp == nil || $0.key.stamp == stamp } }
+}
+
+/// A cache whose entries of other adapted heads than the current one can be dropped.
+protocol StampedCache: AnyObject {
+    /// Keeps the backbone space's entries and those of the head `stamp`.
+    func keep(stamp: UInt64)
 }

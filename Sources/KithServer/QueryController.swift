@@ -72,10 +72,10 @@ struct QueryController {
                                                    space: options.space ?? .automatic, method: options.method, probes: options.nprobe)]
     }
 
-    @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> [String: [Prediction]] {
+    @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> Classification {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
-        let spec = try HeadSpec(parsing: options.head ?? HeadKind.logreg.rawValue, classBalanced: options.balanced ?? false)
-        return ["predictions": try await engine.classify(queries, spec: spec, top: options.top ?? 5, space: options.space ?? .automatic)]
+        let spec = try HeadSpec(parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
+        return try await engine.classification(queries, spec: spec, top: options.top ?? 5, space: options.space ?? .automatic)
     }
 }

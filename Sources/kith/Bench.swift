@@ -323,28 +323,41 @@ struct HeadsBench: ParsableCommand {
     @Option(help: "One label per support row.") var labels: String
     @Option(help: "Query embeddings (.npy) to predict after fitting.") var queries: String?
     @Option(help: "Fits to time.") var repeats: Int = 5
-    @Option(help: "The head: logreg, prototype, knn or copa with options that need no collection (e.g. copa+steps=100).")
+    @Option(help: "The head: auto, or logreg, prototype, knn or copa with options that need no collection beyond --collection's statistics (e.g. copa+steps=100, prototype+whiten).")
     var head: String = "logreg"
+    @Option(help: ArgumentHelp("Unlabelled embeddings whose statistics whiten and auto use (computed once, not timed).", valueName: "file.npy"))
+    var collection: String?
+    @Option(help: "Threads: BLAS's, and those auto spreads its validation over.") var threads: Int = 1
     @Flag(help: "Print JSON lines.") var json = false
 
     func validate() throws {
         do {
             let spec = try HeadSpec(parsing: head)
-            if spec.usesCollection { throw ValidationError("--head \(head): whiten, angular and expand need a collection; time them with kith eval fewshot") }
+            if spec.angular || spec.expand > 0 { throw ValidationError("--head \(head): angular and expand need a collection's items; time them with kith eval fewshot") }
+            if spec.usesCollection, collection == nil { throw ValidationError("--head \(head) needs --collection (the statistics it whitens with)") }
         } catch let error as QueryError { throw ValidationError(error.description) }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
         let s = try readNpy(support)
         let rows = try String(contentsOfFile: labels, encoding: .utf8).split(separator: "\n").map(String.init)
         let set = try SupportSet(vectors: Matrix(rows: s.rows, columns: s.columns, values: s.values), labels: rows)
-        let head = try HeadSpec(parsing: self.head).head()
-        BLAS.setThreads(1)
+        let spec = try HeadSpec(parsing: self.head)
+        BLAS.setThreads(threads)
+        let statistics = try collection.map { try CollectionStatistics(try readNpy($0)) }
+        var context = HeadContext(statistics: statistics)
+        if let alpha = spec.whitening { context.whitening = try statistics?.whitening(shrinkage: alpha) }
+        var selection = HeadSelectionConfiguration()
+        selection.threads = threads
+        let head: any Head = spec.kind == .auto ? AutoHead(statistics: statistics, configuration: selection) : spec.head(context)
         var fitted = try head.fit(set)
         let t0 = Date()
         for _ in 0..<max(1, repeats) { fitted = try head.fit(set) }
         let ms = 1000 * Date().timeIntervalSince(t0) / Double(max(1, repeats))
-        var row: [String: Any] = ["kind": "heads", "head": head.name, "support": s.rows, "classes": set.classes.count, "milliseconds_per_fit": ms]
+        var row: [String: Any] = ["kind": "heads", "head": head.name, "support": s.rows, "classes": set.classes.count, "milliseconds_per_fit": ms,
+                                  "threads": threads]
+        if let choice = fitted.choice { row["chosen"] = choice.head.description; row["validation"] = choice.accuracy ?? -1; row["baseline"] = choice.baseline ?? -1 }
         if let queries {
             let q = try readNpy(queries)
             row["predictions"] = fitted.predict(Matrix(rows: q.rows, columns: q.columns, values: q.values), top: 1).map(\.label)

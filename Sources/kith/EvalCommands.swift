@@ -33,7 +33,7 @@ extension Evaluate {
         @Option(help: "Number of episodes.") var episodes: Int = 600
         @Option(help: "Seed of the episode sampler.") var seed: UInt64 = 0
         @Option(name: .customLong("head"), help: ArgumentHelp(
-            "A head to score, with its options (repeatable): logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ], e.g. prototype+whiten; `all`: every head and recommended combination (default: each head plain; docs/heads.md).",
+            "A head to score, with its options (repeatable): auto (chooses in each episode from its support set alone), logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ], e.g. prototype+whiten; `all`: auto, every head and the combinations that gained somewhere (default: auto and each head plain; docs/heads.md).",
             valueName: "head"))
         var heads: [String] = []
         @Flag(help: "Class-balanced weights for the logistic-regression head.") var balanced = false
@@ -69,6 +69,9 @@ extension Evaluate {
                 print(String(format: "%@: %.2f%% ± %.2f%@  (%d episodes, %d-way %d-shot%@%@, %d queries per class, seed %llu, %d classes)",
                              result.head, 100 * result.mean, 100 * result.confidence95, rarest, episodes, way, shot,
                              longTail ? " long-tailed" : "", withinCoarse ? " within coarse classes" : "", queries, seed, Set(labels).count))
+                if let chosen = result.chosen {
+                    print("  chosen: " + chosen.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                }
             }
             if let json {
                 struct Report: Encodable {

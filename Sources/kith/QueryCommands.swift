@@ -131,8 +131,8 @@ struct Classify: AsyncParsableCommand {
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
     @OptionGroup var spaceOptions: SpaceOptions
-    @Option(help: "The few-shot head and its options: logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
-    var head: String = "logreg"
+    @Option(help: "The few-shot head and its options: auto (chosen by measurement on the labelled items), or logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
+    var head: String = "auto"
     @Flag(help: "Class-balanced weights n / (K·n_k) for the logistic-regression head.") var balanced = false
     @Option(help: "Classes to print per query.") var top: Int = 3
     @Flag(help: "Print one JSON object per query.") var json = false
@@ -148,8 +148,12 @@ struct Classify: AsyncParsableCommand {
         let spec = try reporting { try HeadSpec(parsing: head, classBalanced: balanced) }
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let predictions = try await reporting { try await engine.classify(queries, spec: spec, top: top, space: spaceOptions.space) }
-        for (query, prediction) in zip(queries, predictions) {
+        let answer = try await reporting { try await engine.classification(queries, spec: spec, top: top, space: spaceOptions.space) }
+        // Which head and space answered: first on standard output, or with --json on standard error
+        // (each --json line is one query's object, with its head).
+        let origin = "head \(answer.head), \(answer.space.rawValue) space" + (answer.choice.map { "; " + $0.summary } ?? "")
+        if json { printError(origin) } else if !answer.predictions.isEmpty { print(origin) }
+        for (query, prediction) in zip(queries, answer.predictions) {
             if json {
                 try printJSON(QueryAnswer(query: describe(query), answer: prediction))
             } else {

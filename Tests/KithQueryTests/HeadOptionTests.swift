@@ -58,13 +58,13 @@ struct HeadSpecTests {
         #expect(error?.description.contains(message) == true, "\(error?.description ?? "")")
     }
 
-    @Test("A list: all is the recommended heads, none is every head, balanced reaches the logistic-regression heads")
+    @Test("A list: all is auto and the recommended heads, none is every head, balanced reaches the logistic-regression heads")
     func list() throws {
-        #expect(try HeadSpec.list([]).map(\.description) == ["logreg", "prototype", "knn", "copa"])
+        #expect(try HeadSpec.list([]).map(\.description) == ["auto", "logreg", "prototype", "knn", "copa"])
         #expect(try HeadSpec.list(["all"]) == HeadSpec.recommended)
         #expect(try HeadSpec.list(["prototype", "all", "prototype+whiten=3"]).count == HeadSpec.recommended.count)
         #expect(try HeadSpec.list(["logreg+whiten", "prototype"], classBalanced: true).map(\.description) == ["logreg+balanced+whiten", "prototype"])
-        #expect(HeadSpec.recommended.contains { $0.whitening != nil } && HeadSpec.recommended.first?.description == "logreg")
+        #expect(HeadSpec.recommended.contains { $0.whitening != nil } && HeadSpec.recommended.first?.description == "auto")
         #expect(try !HeadSpec(parsing: "logreg+adjust").usesCollection && HeadSpec(parsing: "knn+expand=3").usesCollection)
     }
 }
