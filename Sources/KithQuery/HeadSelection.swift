@@ -4,12 +4,12 @@ import KithMath
 /// How `auto` measures its candidates on a support set (docs/heads.md, "Choosing a head").
 public struct HeadSelectionConfiguration: Sendable {
     /// Most classes one validation episode holds: a larger support set is split into groups of
-    /// classes, each validated on its own (a 100-class set: 5 groups of 20).
-    public var maxWays = 20
+    /// classes, each validated on its own (a 100-class set: 10 groups of 10).
+    public var maxWays = 10
     /// Most folds: fold f holds out one example of each class that has at least two.
     public var folds = 5
     /// Most held-out predictions in all; past it, fewer folds are run (at least 2).
-    public var maxHeldOut = 300
+    public var maxHeldOut = 200
     /// The whitening shrinkages tried, none first (ties go to the earlier).
     public var shrinkages: [Float?] = [nil, 1000, 30, 10, 3, 1]
     /// The support set is imbalanced when its largest class has at least this many times as many
@@ -50,9 +50,9 @@ public struct HeadChoice: Sendable, Equatable {
 /// folds that each hold out one example per class (classes with one example stay as
 /// distractors), every candidate fitted on the rest and scored by balanced accuracy on the
 /// held-out examples. First the whitening shrinkage is chosen with the prototype head (cheap, and
-/// whitening's gain depends on the collection, not on the head), then logreg, prototype and CoPA
-/// (with `+balanced`/`+adjust` on imbalanced support sets) are compared without whitening and at
-/// that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
+/// whitening's gain depends on the collection, not on the head), then logreg and prototype (with
+/// `+balanced`/`+adjust` on imbalanced support sets) are compared without whitening and at that
+/// shrinkage, and CoPA at that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
 public enum HeadSelection {
     /// The choice for `support`; `statistics` (the collection's) makes whitening a candidate.
     public static func choose(_ support: SupportSet, statistics: CollectionStatistics?,
@@ -94,13 +94,16 @@ public enum HeadSelection {
         let alpha = best(prototypes).whitening
         // The heads, plain and at that shrinkage.
         let imbalanced = counts.max()! >= configuration.imbalance * counts.min()!
-        var heads = [HeadSpec(.logreg), HeadSpec(.prototype), HeadSpec(.copa)]
+        var heads = [HeadSpec(.logreg), HeadSpec(.prototype)]
         if imbalanced {
             heads += [with(HeadSpec(.logreg)) { $0.classBalanced = true }, with(HeadSpec(.logreg)) { $0.logitAdjustment = 1 },
-                      with(HeadSpec(.prototype)) { $0.logitAdjustment = 1 }, with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }]
+                      with(HeadSpec(.prototype)) { $0.logitAdjustment = 1 }]
         }
-        let candidates = (alpha == nil ? [nil] : [nil, alpha]).flatMap { a in heads.map { h in with(h) { $0.whitening = a } } }
-        measure(candidates)
+        // CoPA (ten times the cost of the others) at the chosen shrinkage only.
+        let copa = imbalanced ? [HeadSpec(.copa), with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }] : [HeadSpec(.copa)]
+        let plain = heads + (alpha == nil ? copa : [])
+        let whitened = alpha == nil ? [] : (heads + copa).map { h in with(h) { $0.whitening = alpha } }
+        measure(plain + whitened)
         let all = order
         let chosen = best(all)
         return HeadChoice(head: chosen, accuracy: measured[chosen.description]!.accuracy, baseline: measured[baseline.description]!.accuracy,

@@ -121,6 +121,19 @@ async function classify() {
     li.append(name, bar, value);
     return li;
   }));
+  $("classify-note").textContent = answeredBy(body);
+}
+
+/// Which head and space answered, and for auto what it measured on the labelled items.
+function answeredBy(body) {
+  const v = body.validation;
+  let note = `Head ${body.head}, ${body.space} space.`;
+  if (v && v.accuracy !== null) {
+    note += ` auto chose it: ${(100 * v.accuracy).toFixed(1)}% on ${v.held_out} held-out labelled examples, logreg ${(100 * v.baseline).toFixed(1)}%.`;
+  } else if (v) {
+    note += ` auto could not validate (${v.fallback}), so logreg.`;
+  }
+  return note;
 }
 
 async function loadLabels() {

@@ -108,10 +108,15 @@ class SearchResults:
 
 @dataclass
 class Prediction:
-    """A head's answer for one query: the label and the most probable classes, best first."""
+    """A head's answer for one query: the label and the most probable classes, best first, with
+    the head that answered (for ``auto``, the one it chose), the space (``backbone`` or
+    ``adapted``) and, for ``auto``, what it measured to choose: ``validation`` as the API gives it
+    (``head``, ``accuracy``, ``baseline``, ``held_out``, ``fallback``, ``candidates``)."""
     label: str
     head: str
     top: List[Tuple[str, float]]
+    space: str = "backbone"
+    validation: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -309,16 +314,19 @@ class _Operations:
                 ids[r, c], scores[r, c], names[r, c] = hit["id"], hit["score"], hit.get("label")
         return SearchResults(ids, scores, names, hits)
 
-    def classify(self, index: str, queries: Union[np.ndarray, Sequence[int]], head: str = "logreg", top: int = 5,
+    def classify(self, index: str, queries: Union[np.ndarray, Sequence[int]], head: str = "auto", top: int = 5,
                  balanced: bool = False, space: Optional[str] = None) -> Op[List[Prediction]]:
-        """Classifies each query (vectors or item ids) with a few-shot ``head`` (``logreg``,
-        ``prototype``, ``knn``, ``copa``, with options such as ``prototype+whiten``: docs/heads.md)
-        fitted on the index's labelled items; ``balanced`` weights the logistic regression's
-        classes n / (K·n_k)."""
+        """Classifies each query (vectors or item ids) with a few-shot ``head`` fitted on the
+        index's labelled items: ``auto`` (the default) chooses the head by measuring the
+        candidates on the labelled items; or ``logreg``, ``prototype``, ``knn``, ``copa``, with
+        options such as ``prototype+whiten`` (docs/heads.md); ``balanced`` weights the logistic
+        regression's classes n / (K·n_k)."""
         options = {"head": head, "top": top, "balanced": balanced, "space": space}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", queries, options)
-        return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]])
-                for p in reply.json()["predictions"]]
+        body = reply.json()
+        return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]],
+                           body.get("space", "backbone"), body.get("validation"))
+                for p in body["predictions"]]
 
     # The queue.
 

@@ -53,6 +53,12 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
         assert [p.label for p in predictions] == ["a", "b", "c"] and predictions[0].head == head
         assert len(predictions[0].top) == 2 and predictions[0].top[0][0] == "a"
     assert client.classify(name, [2], head="prototype", balanced=True)[0].label == "a"
+    # The default head, auto: the head it chose, measured on held-out labelled items against logreg.
+    chosen = client.classify(name, vectors[[1, 7, 13]])
+    assert [p.label for p in chosen] == ["a", "b", "c"] and chosen[0].space == "backbone"
+    validation = chosen[0].validation
+    assert validation["head"] == chosen[0].head and validation["held_out"] > 0 and validation["fallback"] is None
+    assert validation["candidates"][0]["head"] == "logreg" and validation["accuracy"] >= validation["baseline"]
 
     # Items.
     got = client.get_items(name, [1, 2, 999], vectors=True)

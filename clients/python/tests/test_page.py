@@ -65,6 +65,12 @@ def test_search_classify_browse_evaluate(server: Server, client: kith.Client, br
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 0)
     browser.save_screenshot(str(ARTIFACTS / "1-search.png"))
 
+    # Classify it with the default head, auto: the page says which head and space answered.
+    browser.find_element(By.ID, "classify").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "classify-note"), "backbone space"))
+    note = browser.find_element(By.ID, "classify-note").text
+    assert note.startswith("Head ") and "auto" in note, note
+
     # Classify it with the prototype head: bars, best first.
     Select(browser.find_element(By.ID, "head")).select_by_visible_text("prototype")
     browser.find_element(By.ID, "classify").click()
