@@ -168,9 +168,9 @@ public struct SearchAnswer: Encodable {
 
 extension HeadChoice: Encodable {
     enum CodingKeys: String, CodingKey { case head, accuracy, baseline, heldOut, fallback, candidates }
-    struct Measured: Encodable { var head: String; var accuracy: Double }
+    struct Measured: Encodable { var head: String; var accuracy: Double; var rankScore: Double }
 
-    /// `{"head", "accuracy", "baseline", "held_out", "fallback", "candidates": [{"head", "accuracy"}]}`;
+    /// `{"head", "accuracy", "baseline", "held_out", "fallback", "candidates": [{"head", "accuracy", "rank_score"}]}`;
     /// accuracy and baseline are null (and fallback says why) when nothing could be validated.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -179,7 +179,7 @@ extension HeadChoice: Encodable {
         try c.encode(baseline, forKey: .baseline)
         try c.encode(heldOut, forKey: .heldOut)
         try c.encode(fallback, forKey: .fallback)
-        try c.encode(candidates.map { Measured(head: $0.head, accuracy: $0.accuracy) }, forKey: .candidates)
+        try c.encode(candidates.map { Measured(head: $0.head, accuracy: $0.accuracy, rankScore: $0.rankScore) }, forKey: .candidates)
     }
 }
 

@@ -29,6 +29,9 @@ public struct HeadChoice: Sendable, Equatable {
         /// Balanced accuracy on the held-out examples: the mean over classes of each class's
         /// share of its held-out examples predicted right.
         public let accuracy: Double
+        /// The mean over classes of the mean rank score of each held-out example: 1 − (r − 1)/(K − 1)
+        /// for its true class ranked r-th of the episode's K (1: first, 0: last).
+        public let rankScore: Double
     }
 
     /// The chosen head, with its options.
@@ -49,7 +52,8 @@ public struct HeadChoice: Sendable, Equatable {
 /// Chooses a head for a support set by measuring candidates on the support set itself: stratified
 /// folds that each hold out one example per class (classes with one example stay as
 /// distractors), every candidate fitted on the rest and scored by balanced accuracy on the
-/// held-out examples. First the whitening shrinkage is chosen with the prototype head (cheap, and
+/// held-out examples. First the whitening shrinkage is chosen with the prototype head by the rank
+/// of the true class among the held-out examples' scores (cheap, and
 /// whitening's gain depends on the collection, not on the head), then logreg and prototype (with
 /// `+balanced`/`+adjust` on imbalanced support sets) are compared without whitening and at that
 /// shrinkage, and CoPA at that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
@@ -76,22 +80,23 @@ public enum HeadSelection {
         var measured: [String: HeadChoice.Candidate] = [:], order: [HeadSpec] = []
         func measure(_ specs: [HeadSpec]) {
             let fresh = specs.filter { measured[$0.description] == nil && spaces.keys.contains($0.whitening) }
-            let accuracies = balancedAccuracies(fresh, support, spaces, episodes, threads: configuration.threads)
-            for (spec, accuracy) in zip(fresh, accuracies) {
-                measured[spec.description] = .init(head: spec.description, accuracy: accuracy)
+            let scores = validate(fresh, support, spaces, episodes, threads: configuration.threads)
+            for (spec, score) in zip(fresh, scores) {
+                measured[spec.description] = .init(head: spec.description, accuracy: score.accuracy, rankScore: score.rankScore)
                 order.append(spec)
             }
         }
-        func best(_ specs: [HeadSpec]) -> HeadSpec {
+        func best(_ specs: [HeadSpec], by score: KeyPath<HeadChoice.Candidate, Double> = \.accuracy) -> HeadSpec {
             specs.filter { measured[$0.description] != nil }
-                .enumerated().max { a, b in (measured[a.element.description]!.accuracy, -a.offset) < (measured[b.element.description]!.accuracy, -b.offset) }!.element
+                .enumerated().max { a, b in (measured[a.element.description]![keyPath: score], -a.offset) < (measured[b.element.description]![keyPath: score], -b.offset) }!.element
         }
         let baseline = HeadSpec(.logreg)
         measure([baseline])
-        // The shrinkage, by the prototype head.
+        // The shrinkage, by the prototype head's rank score (the true class's rank says more than a
+        // few held-out hits and misses, and needs no calibration).
         let prototypes = configuration.shrinkages.map { alpha in with(HeadSpec(.prototype)) { $0.whitening = alpha } }
         measure(prototypes)
-        let alpha = best(prototypes).whitening
+        let alpha = best(prototypes, by: \.rankScore).whitening
         // The heads, plain and at that shrinkage.
         let imbalanced = counts.max()! >= configuration.imbalance * counts.min()!
         var heads = [HeadSpec(.logreg), HeadSpec(.prototype)]
@@ -104,8 +109,8 @@ public enum HeadSelection {
         let plain = heads + (alpha == nil ? copa : [])
         let whitened = alpha == nil ? [] : (heads + copa).map { h in with(h) { $0.whitening = alpha } }
         measure(plain + whitened)
-        let all = order
-        let chosen = best(all)
+        // The prototypes at the other shrinkages only chose α*: the rest competes.
+        let all = order, chosen = best([baseline] + plain + whitened)
         return HeadChoice(head: chosen, accuracy: measured[chosen.description]!.accuracy, baseline: measured[baseline.description]!.accuracy,
                           heldOut: heldOut, fallback: nil, candidates: all.map { measured[$0.description]! })
     }
@@ -146,33 +151,41 @@ public enum HeadSelection {
         return episodes
     }
 
-    /// Each spec's balanced accuracy over the episodes' held-out rows (every spec on the same
-    /// episodes, in the space of its whitening; a spec whose fit fails scores 0).
-    static func balancedAccuracies(_ specs: [HeadSpec], _ support: SupportSet, _ spaces: [Float?: Matrix],
-                                   _ episodes: [ValidationEpisode], threads: Int) -> [Double] {
+    /// Each spec's balanced accuracy and rank score over the episodes' held-out rows (every spec
+    /// on the same episodes, in the space of its whitening; a spec whose fit fails scores 0). A
+    /// prediction is the most probable class, ties to the earlier, as `predict`'s; the true
+    /// class's rank counts the classes more probable than it.
+    static func validate(_ specs: [HeadSpec], _ support: SupportSet, _ spaces: [Float?: Matrix],
+                         _ episodes: [ValidationEpisode], threads: Int) -> [(accuracy: Double, rankScore: Double)] {
         guard !specs.isEmpty else { return [] }
         let k = support.classes.count
-        // Per episode, per spec: correct and total held-out predictions of each class.
-        let shares = ShardResults<[[(correct: Int, total: Int)]]>(count: episodes.count)
+        typealias Tally = (correct: Int, total: Int, rankScore: Double)
+        // Per episode, per spec: correct and total held-out predictions of each class, and their rank scores.
+        let shares = ShardResults<[[Tally]]>(count: episodes.count)
         parallelFor(episodes.count, threads: min(threads, episodes.count)) { e in
             let episode = episodes[e]
             var local = [Int](repeating: -1, count: k)
             for (i, c) in episode.classes.enumerated() { local[c] = i }
             let names = episode.classes.map { support.classes[$0] }
             let fitTargets = episode.fit.map { local[support.targets[$0]] }
-            var tallies: [[(correct: Int, total: Int)]] = []
+            var tallies: [[Tally]] = []
             for spec in specs {
-                var tally = [(correct: Int, total: Int)](repeating: (0, 0), count: k)
+                var tally = [Tally](repeating: (0, 0, 0), count: k)
                 let vectors = spaces[spec.whitening]!
                 // Whitened already: the spec's other options act on these rows.
                 let base = with(spec) { $0.whitening = nil }
                 let set = SupportSet(normalised: vectors.gathering(rows: episode.fit), targets: fitTargets, classes: names,
                                      weights: [Float](repeating: 1, count: episode.fit.count))
-                let predictions = try? base.head().fit(set).predict(vectors.gathering(rows: episode.heldOut), top: 1)
+                let p = try? base.head().fit(set).probabilities(vectors.gathering(rows: episode.heldOut))
                 for (r, row) in episode.heldOut.enumerated() {
                     let truth = support.targets[row]
                     tally[truth].total += 1
-                    if predictions?[r].label == support.classes[truth] { tally[truth].correct += 1 }
+                    guard let p else { continue }
+                    let probabilities = p.row(r), mine = probabilities[probabilities.startIndex + local[truth]]
+                    let first = probabilities.indices.first { probabilities[$0] == probabilities.max()! }!
+                    if first - probabilities.startIndex == local[truth] { tally[truth].correct += 1 }
+                    let above = probabilities.filter { $0 > mine }.count
+                    tally[truth].rankScore += 1 - Double(above) / Double(max(names.count - 1, 1))
                 }
                 tallies.append(tally)
             }
@@ -180,12 +193,16 @@ public enum HeadSelection {
         }
         let all = shares.values
         return specs.indices.map { s in
-            var perClass: [Double] = []
+            var accuracy: [Double] = [], rankScore: [Double] = []
             for c in 0..<k {
-                let (correct, total) = all.reduce((0, 0)) { ($0.0 + $1[s][c].correct, $0.1 + $1[s][c].total) }
-                if total > 0 { perClass.append(Double(correct) / Double(total)) }
+                let (correct, total, sum) = all.reduce((0, 0, 0.0)) { ($0.0 + $1[s][c].correct, $0.1 + $1[s][c].total, $0.2 + $1[s][c].rankScore) }
+                if total > 0 {
+                    accuracy.append(Double(correct) / Double(total))
+                    rankScore.append(sum / Double(total))
+                }
             }
-            return perClass.reduce(0, +) / Double(max(perClass.count, 1))
+            let classes = Double(max(accuracy.count, 1))
+            return (accuracy.reduce(0, +) / classes, rankScore.reduce(0, +) / classes)
         }
     }
 }

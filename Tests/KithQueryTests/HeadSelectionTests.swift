@@ -147,7 +147,7 @@ struct HeadSelectionTests {
         let (m, labels) = Collections.longTail()
         let support = try SupportSet(vectors: m, labels: labels)
         let episodes = HeadSelection.episodes(counts: support.classCounts, targets: support.targets, .init())
-        let ours = HeadSelection.balancedAccuracies([HeadSpec(.prototype)], support, [nil: support.vectors], episodes, threads: 2)[0]
+        let ours = HeadSelection.validate([HeadSpec(.prototype)], support, [nil: support.vectors], episodes, threads: 2)[0].accuracy
         var correct = [Int](repeating: 0, count: 5), total = [Int](repeating: 0, count: 5)
         for episode in episodes {
             // Nearest class mean of the rows fitted on, by cosine.
