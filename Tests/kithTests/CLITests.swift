@@ -106,7 +106,7 @@ struct CLITests {
         (["embed", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1"),
         (["embed", "--format", "npy", "x.jpg"], "--format npy needs --output"),
         (["index", "create", "q", "--queue-capacity", "0"], "the queue capacity must be at least 1"),
-        (["classify", "q", "x.npy", "--head", "svm"], "unknown head 'svm'; known: logreg, prototype, knn, copa"),
+        (["classify", "q", "x.npy", "--head", "svm"], "unknown head 'svm'; known: auto, logreg, prototype, knn, copa"),
         (["classify", "q", "x.npy", "--head", "prototype+whiten=-2"], "head 'prototype+whiten=-2': whiten needs a shrinkage ≥ 0, not '-2'"),
         (["eval", "fewshot", "q", "--head", "logreg+bogus"], "unknown option 'bogus' for logreg"),
     ])

@@ -34,6 +34,12 @@ struct QueryCLITests {
             let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
             #expect(answer["label"] as? String == "green" && answer["head"] as? String == head, "\(head): \(run.text)\(run.stderr)")
         }
+        // The default head, auto: the first line says which head and space answered and what was measured.
+        let chosen = try cli.kith(["classify", "q", Fixtures.path("images/camera-grey.png")], indexes: indexes)
+        let lines = chosen.text.split(separator: "\n")
+        #expect(chosen.status == 0 && lines.count == 2, "\(chosen.text)\(chosen.stderr)")
+        #expect(lines.first?.hasPrefix("head ") == true && lines.first?.contains("backbone space; auto: ") == true
+                && lines.first?.contains("against logreg's") == true && lines.last?.contains(": green") == true, "\(chosen.text)")
         // Views of the labelled images (SCL), then heads that fit on them.
         let views = try cli.kith(["index", "views", "q", "--count", "2"], indexes: indexes)
         #expect(views.status == 0 && views.text.contains("added views of 12 labelled items to 'q' (2 views: crop"), "\(views.text)\(views.stderr)")
@@ -55,7 +61,9 @@ struct QueryCLITests {
         #expect(eval.text.contains("logreg: 100.00% ± 0.00  (10 episodes, 3-way 1-shot"))
         let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/episodes.json"))) as! [String: Any]
         #expect((written["episodes"] as! [Any]).count == 10)
-        #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["logreg", "prototype", "knn", "copa"])
+        #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["auto", "logreg", "prototype", "knn", "copa"])
+        // At 1 shot auto cannot validate: logreg in every episode, and the output says so.
+        #expect(eval.text.contains("auto: 100.00% ± 0.00") && eval.text.contains("chosen: logreg (not validated) 10"), "\(eval.text)")
         let named = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                   "--head", "prototype+whiten", "--head", "logreg", "--head", "prototype+whiten=3"], indexes: indexes)
         #expect(named.status == 0 && named.text.contains("prototype+whiten: ") && named.text.contains("logreg: 100.00%"), "\(named.text)\(named.stderr)")
