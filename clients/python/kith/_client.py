@@ -150,6 +150,8 @@ class EvalResult:
     accuracies: np.ndarray
     #: With ``long_tail``: the accuracy on the rarest third of the classes, per episode.
     rarest: Optional[np.ndarray] = None
+    #: For ``auto``: how many episodes chose each head (chosen from each episode's support set).
+    chosen: Optional[Dict[str, int]] = None
 
 
 def _added(items: List[Dict[str, Any]]) -> Added:
@@ -419,7 +421,8 @@ class _Operations:
                 progress(event["done"], event["episodes"])
             elif "results" in event:
                 return [EvalResult(r["head"], r["mean"], r["ci95"], np.array(r.get("accuracies", []), dtype=np.float64),
-                                   np.array(r["rarest_accuracies"], dtype=np.float64) if "rarest_accuracies" in r else None)
+                                   np.array(r["rarest_accuracies"], dtype=np.float64) if "rarest_accuracies" in r else None,
+                                   r.get("chosen"))
                         for r in event["results"]]
             elif "error" in event:
                 raise KithError.from_response(400, event)

@@ -87,7 +87,8 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     # Evaluation, with progress.
     seen = []
     results = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total)))
-    assert [r.head for r in results] == ["logreg", "prototype", "knn", "copa"]
+    assert [r.head for r in results] == ["auto", "logreg", "prototype", "knn", "copa"]
+    assert results[0].chosen == {"logreg (not validated)": 20} and results[1].chosen is None
     assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None for r in results)
     assert seen and seen[-1] == (20, 20)
     tail = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True)
