@@ -53,10 +53,10 @@ public struct HeadChoice: Sendable, Equatable {
 /// folds that each hold out one example per class (classes with one example stay as
 /// distractors), every candidate fitted on the rest and scored by balanced accuracy on the
 /// held-out examples. First the whitening shrinkage is chosen with the prototype head by the rank
-/// of the true class among the held-out examples' scores (cheap, and
-/// whitening's gain depends on the collection, not on the head), then logreg and prototype (with
-/// `+balanced`/`+adjust` on imbalanced support sets) are compared without whitening and at that
-/// shrinkage, and CoPA at that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
+/// of the true class among the held-out examples' scores (cheap, and whitening's gain depends on
+/// the collection, not on the head), then logreg and prototype (with `+balanced`/`+adjust` on
+/// imbalanced support sets) are compared without whitening and at that shrinkage, and CoPA at
+/// that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
 public enum HeadSelection {
     /// The choice for `support`; `statistics` (the collection's) makes whitening a candidate.
     public static func choose(_ support: SupportSet, statistics: CollectionStatistics?,
@@ -182,7 +182,7 @@ public enum HeadSelection {
                     tally[truth].total += 1
                     guard let p else { continue }
                     let probabilities = p.row(r), mine = probabilities[probabilities.startIndex + local[truth]]
-                    let first = probabilities.indices.first { probabilities[$0] == probabilities.max()! }!
+                    let top = probabilities.max()!, first = probabilities.indices.first { probabilities[$0] == top }!
                     if first - probabilities.startIndex == local[truth] { tally[truth].correct += 1 }
                     let above = probabilities.filter { $0 > mine }.count
                     tally[truth].rankScore += 1 - Double(above) / Double(max(names.count - 1, 1))
