@@ -186,8 +186,8 @@ public struct EpisodicEvaluation: Sendable {
     /// Accuracy of each head on every episode (the same episodes for all heads).
     /// - Parameters:
     ///   - progress: called after each episode with the number done.
-    ///   - shouldContinue: asked before each episode; once it answers false the evaluation stops
-    ///     with `cancelled` (a client that went away).
+    ///   - shouldContinue: asked before each head of each episode; once it answers false the
+    ///     evaluation stops with `cancelled` (a client that went away).
     ///
     /// Options that draw on the collection see, for each episode: the whitening statistics of
     /// `collection` (default: every evaluated row, labels unused), coarse means of the evaluated
@@ -213,13 +213,13 @@ public struct EpisodicEvaluation: Sendable {
         var rarest = [[Double]](repeating: [], count: names.count)
         var chosen = [[String: Int]](repeating: [:], count: names.count)
         for (e, episode) in sampler().enumerated() {
-            guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
             let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
             let queries = vectors.gathering(rows: episode.queries)
             // The rarest third of the classes: fewest shots, ties to the earlier class.
             let shots = episode.classes.map { c in episode.support.filter { labels[$0] == c }.count }
             let rare = Set(shots.indices.sorted { (shots[$0], $0) < (shots[$1], $1) }.prefix((shots.count + 2) / 3))
             for h in names.indices {
+                guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
                 let fitted = try head(h, episode).fit(support)
                 if let choice = fitted.choice { chosen[h][choice.head.description + (choice.fallback == nil ? "" : " (not validated)"), default: 0] += 1 }
                 let predictions = fitted.predict(queries, top: 1)

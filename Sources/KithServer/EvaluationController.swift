@@ -31,23 +31,34 @@ struct EvaluationController {
         }
         let metrics = service.metrics
         metrics.evaluation(started: true)
+        // Lines are written under one lock, so that the last line is the answer; `done` is the
+        // episodes done so far, nil once the answer is written.
+        let state = Locked<Int?>(0)
+        @Sendable func progress(_ n: Int) {
+            state.withLock { if $0 != nil { $0 = n; lines.yield(line(["done": n, "episodes": configuration.episodes])) } }
+        }
+        // The progress line again every half second however long an episode takes: writing it is
+        // how a disconnect is noticed.
+        Task {
+            while state.current != nil, !clientGone.current {
+                try? await Task.sleep(for: .milliseconds(500))
+                if let n = state.current { progress(n) }
+            }
+        }
         Task {
             let stopped = await offload { () -> Bool in
                 let step = max(1, configuration.episodes / 20)
-                // A line at least every half second as well: writing it is how a disconnect is noticed.
-                var lastLine = ContinuousClock.now
+                let answer: ByteBuffer, stopped: Bool
                 do throws(QueryError) {
-                    let results = try evaluation.run(heads, progress: { done in
-                        guard done % step == 0 || done == configuration.episodes || ContinuousClock.now - lastLine > .milliseconds(500) else { return }
-                        lastLine = ContinuousClock.now
-                        lines.yield(line(["done": done, "episodes": configuration.episodes]))
+                    let results = try evaluation.run(heads, progress: { n in
+                        if n % step == 0 || n == configuration.episodes { progress(n) } else { state.withLock { $0 = n } }
                     }, shouldContinue: { !clientGone.current })
-                    lines.yield(line(["results": results]))
-                    return false
+                    (answer, stopped) = (line(["results": results]), false)
                 } catch {
-                    lines.yield(line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]))
-                    return error.code == .cancelled
+                    (answer, stopped) = (line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]), error.code == .cancelled)
                 }
+                state.withLock { $0 = nil; lines.yield(answer) }
+                return stopped
             }
             metrics.evaluation(started: false, stopped: stopped)
             lines.finish()
