@@ -52,6 +52,11 @@ public struct AdaptationProgress: Sendable {
 public struct AdaptationCancelled: Error, Sendable {
     public let steps: Int
     public let checkpoint: AdaptationCheckpoint?
+
+    init(steps: Int, checkpoint: AdaptationCheckpoint?) { (self.steps, self.checkpoint) = (steps, checkpoint) }
+
+    /// Stopped after training, while the head was measured: nothing to resume.
+    public static let whileMeasuring = AdaptationCancelled(steps: 0, checkpoint: nil)
 }
 
 /// Where a training stands after a whole epoch: everything it needs to go on exactly as if it
@@ -185,9 +190,47 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
     public var views: String
     public var trained: Date
     public var finalLoss: Float
+    /// The head against the backbone on this index's data (nil: a head stored before Kith
+    /// measured its heads, which queries use only when asked for).
+    public var comparison: SpaceComparison?
 
-    public init(model: NNCLR, configuration: AdaptationConfiguration, views: String, trained: Date = Date(), finalLoss: Float) {
+    public init(model: NNCLR, configuration: AdaptationConfiguration, views: String, trained: Date = Date(), finalLoss: Float,
+                comparison: SpaceComparison? = nil) {
         (self.model, self.configuration, self.views, self.trained, self.finalLoss) = (model, configuration, views, trained, finalLoss)
+        self.comparison = comparison
+    }
+
+    /// Queries use the adapted space by default: the head was measured on this index and won.
+    public var isDefault: Bool { comparison?.adaptedIsDefault ?? false }
+
+    /// What listings show of a head, stored beside it (`Index.adaptedHeadSummary`).
+    public struct Summary: Sendable, Codable, Equatable {
+        public var dimension: Int
+        public var trained: Date
+        public var finalLoss: Float
+        public var configuration: AdaptationConfiguration
+        public var comparison: SpaceComparison?
+
+        public init(decoding data: Data) throws { self = try JSONDecoder().decode(Summary.self, from: data) }
+        init(_ head: AdaptedHead) {
+            (dimension, trained, finalLoss) = (head.dimension, head.trained, head.finalLoss)
+            (configuration, comparison) = (head.configuration, head.comparison)
+        }
+        public var isDefault: Bool { comparison?.adaptedIsDefault ?? false }
+    }
+
+    public var summary: Summary { Summary(self) }
+
+    /// Stores the head and its summary in `index`, replacing any there (and its checkpoint).
+    public func store(in index: Index) throws {
+        try index.setAdaptedHead(try encoded(), summary: try JSONEncoder().encode(summary))
+    }
+
+    /// The summary of the head stored in `index` (read from the head itself when it was stored
+    /// without one), or nil when it has none.
+    public static func summary(of index: Index) throws -> Summary? {
+        if let data = try index.adaptedHeadSummary() { return try Summary(decoding: data) }
+        return try index.adaptedHead().map { try AdaptedHead(decoding: $0).summary }
     }
 
     public func encoded() throws -> Data { try JSONEncoder().encode(self) }
@@ -239,9 +282,13 @@ extension Adaptation {
     /// seconds (after a whole epoch) and when stopped; no head is stored when training fails or is
     /// stopped. With `resume`, the training goes on from the index's checkpoint, with its settings
     /// and view recipe (`configuration` and `recipe` are not used).
+    /// - Parameter measure: compares the trained head with the backbone on the index's data; its
+    ///   answer is stored with the head and decides the index's default space. A stop asked for
+    ///   while it measures stores nothing.
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
                              resume: Bool = false, checkpointInterval: TimeInterval = 30,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
+                             measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil },
                              shouldContinue: () -> Bool = { true }) throws -> AdaptationSummary {
         var (configuration, recipe) = (configuration, recipe)
         var resumed: AdaptationCheckpoint?
@@ -294,8 +341,10 @@ extension Adaptation {
         let tail = losses.suffix(max(1, losses.count / 10)), head = losses.prefix(max(1, losses.count / 10))
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
-        let adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
-        try index.setAdaptedHead(try adapted.encoded())  // and the checkpoint goes
+        var adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
+        adapted.comparison = try measure(adapted)
+        guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
+        try adapted.store(in: index)  // and the checkpoint goes
         summary.head = adapted
         return summary
     }
@@ -303,13 +352,18 @@ extension Adaptation {
 
 extension Adaptation {
     /// Copies the adapted head of `source` into `target` (replacing any there): indexes of the
-    /// same backbone share a head trained on one of them.
-    public static func copyHead(from source: Index, to target: Index) throws {
+    /// same backbone share a head trained on one of them. `measure` compares it with the backbone
+    /// on the target's data (as `adapt` does), which decides the target's default space.
+    @discardableResult
+    public static func copyHead(from source: Index, to target: Index,
+                                measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil }) throws -> AdaptedHead {
         guard let data = try source.adaptedHead() else {
             throw AdaptationError(.noAdaptedHead, "index '\(source.name)' has no adapted head to copy")
         }
         try target.requireSpace(source.metadata.space)
-        _ = try AdaptedHead(decoding: data)
-        try target.setAdaptedHead(data)
+        var head = try AdaptedHead(decoding: data)
+        head.comparison = try measure(head)
+        try head.store(in: target)
+        return head
     }
 }

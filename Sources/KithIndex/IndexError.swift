@@ -56,6 +56,9 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
     /// An index `name` exists already.
     public static func indexExists(_ name: String) -> IndexError { IndexError(.indexExists(name)) }
 
+    /// Something stored in the index cannot be read (for layers above that store opaque data).
+    public static func inconsistent(_ problem: String) -> IndexError { IndexError(.inconsistent([problem])) }
+
     /// There is no item `id` (for layers above that look items up).
     public static func itemNotFound(_ id: UInt64) -> IndexError { IndexError(.itemNotFound(id)) }
 

@@ -88,7 +88,7 @@ extension Index {
     }
 
     private static let adaptedKey = Array("adapted".utf8), adaptedStampKey = Array("adapted.stamp".utf8)
-    private static let checkpointKey = Array("adapted.checkpoint".utf8)
+    private static let checkpointKey = Array("adapted.checkpoint".utf8), summaryKey = Array("adapted.summary".utf8)
 
     /// A stopped adaptation's checkpoint (opaque to the index), or nil.
     public func adaptationCheckpoint() throws(IndexError) -> Data? {
@@ -124,15 +124,23 @@ extension Index {
         try txn.withValue(.meta, adaptedStampKey, { $0.count == 8 ? uint64(key: $0) : nil }) ?? nil
     }
 
-    /// Stores (or with nil removes) the adapted head in one transaction: a new one replaces the
-    /// old atomically, and ends any stopped adaptation (its checkpoint goes). The stamp only
-    /// grows, also across a removal.
-    public func setAdaptedHead(_ head: Data?) throws(IndexError) {
+    /// What the adapted head stored with it says of itself, small enough to read for a listing
+    /// (opaque to the index), or nil.
+    public func adaptedHeadSummary() throws(IndexError) -> Data? {
+        try storage { try env.read { txn in try txn.get(.meta, Self.summaryKey).map { Data($0) } } }
+    }
+
+    /// Stores (or with nil removes) the adapted head and its summary in one transaction: a new
+    /// one replaces the old atomically, and ends any stopped adaptation (its checkpoint goes). The
+    /// stamp only grows, also across a removal.
+    public func setAdaptedHead(_ head: Data?, summary: Data? = nil) throws(IndexError) {
         try storage {
             try env.write { txn in
                 _ = try txn.delete(.meta, Self.checkpointKey)
+                _ = try txn.delete(.meta, Self.summaryKey)
                 if let head {
                     try txn.put(.meta, Self.adaptedKey, Array(head))
+                    if let summary { try txn.put(.meta, Self.summaryKey, Array(summary)) }
                     try txn.put(.meta, Self.adaptedStampKey, key((try Self.stamp(txn) ?? 0) + 1))
                 } else {
                     _ = try txn.delete(.meta, Self.adaptedKey)

@@ -1,4 +1,5 @@
 import Foundation
+import KithAdapt
 import KithIndex
 import KithMath
 
@@ -131,12 +132,52 @@ public struct IndexInfo: Encodable, Sendable {
     public var stats: IndexStats?
     /// The approximate-search structure, if the index has one.
     public var ann: ANNStatus?
+    /// The adapted head, if the index has one, and how it measured against the backbone.
+    public var adapted: AdaptedInfo?
 
     public init(_ index: Index) throws(IndexError) {
         name = index.name
         metadata = index.metadata
         stats = try index.stats()
         ann = try index.annStatus()
+        do { adapted = try AdaptedHead.summary(of: index).map(AdaptedInfo.init) } catch let error as IndexError { throw error } catch {
+            throw IndexError.inconsistent("the adapted head of '\(index.name)' cannot be read: \(error)")
+        }
+    }
+}
+
+/// An adapted head as listings show it: `{"dimension", "trained", "final_loss", "epochs",
+/// "default_space", "comparison": {"index", "measured", "measures": [{"name", "detail",
+/// "backbone", "adapted", "trials", "interval"}], "unmeasured", "summary"}}`; `default_space` is
+/// the space queries use when they name none.
+public struct AdaptedInfo: Encodable, Sendable {
+    public var dimension: Int
+    public var trained: Date
+    public var finalLoss: Float
+    public var epochs: Int
+    public var defaultSpace: QuerySpace
+    public var comparison: Comparison?
+
+    public struct Comparison: Encodable, Sendable {
+        public var index: String
+        public var measured: Date
+        public var measures: [SpaceComparison.Measure]
+        public var unmeasured: String?
+        public var summary: String
+    }
+
+    public init(_ summary: AdaptedHead.Summary) {
+        (dimension, trained, finalLoss, epochs) = (summary.dimension, summary.trained, summary.finalLoss, summary.configuration.epochs)
+        defaultSpace = summary.isDefault ? .adapted : .backbone
+        comparison = summary.comparison.map {
+            Comparison(index: $0.index, measured: $0.measured, measures: $0.measures, unmeasured: $0.unmeasured, summary: $0.summary)
+        }
+    }
+
+    /// One line for people: the head, and which space queries use by default and why.
+    public var line: String {
+        "\(dimension)-d head, \(epochs) epochs, trained \(ISO8601DateFormatter().string(from: trained)); "
+            + (comparison?.summary ?? "not measured (stored by an older Kith): queries use the backbone space unless they ask for the adapted one")
     }
 }
 
@@ -160,10 +201,26 @@ public struct QueryAnswer<Answer: Encodable>: Encodable {
     }
 }
 
-/// `{"results": …}`: what a search answers for its queries.
+/// `{"results": …, "space"}`: what a search answers for a query, and the space that produced it.
 public struct SearchAnswer: Encodable {
     public var results: [SearchResult]
-    public init(_ results: [SearchResult]) { self.results = results }
+    public var space: QuerySpace
+    public init(_ results: [SearchResult], space: QuerySpace) { (self.results, self.space) = (results, space) }
+}
+
+/// An answer's own fields and `"space"`: the space that produced it.
+public struct SpacedAnswer<Answer: Encodable>: Encodable {
+    public var answer: Answer
+    public var space: QuerySpace
+    public init(answer: Answer, space: QuerySpace) { (self.answer, self.space) = (answer, space) }
+
+    enum CodingKeys: String, CodingKey { case space }
+
+    public func encode(to encoder: any Encoder) throws {
+        try answer.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(space, forKey: .space)
+    }
 }
 
 extension HeadChoice: Encodable {

@@ -57,7 +57,8 @@ public struct QueueNeighbour: Sendable, Equatable {
 
 /// The embedding space a query is answered in.
 public enum QuerySpace: String, Sendable, CaseIterable, Codable {
-    /// The adapted space when the index has an adapted head (`kith adapt`), else the backbone's.
+    /// The adapted space when the index has an adapted head (`kith adapt`) that won when it was
+    /// measured against the backbone on the index's data (`SpaceComparison`), else the backbone's.
     case automatic
     /// The frozen backbone's embeddings, as the index stores them.
     case backbone
@@ -85,8 +86,9 @@ struct CacheKey: Hashable, Sendable {
 /// threads, so concurrent queries run in parallel.
 ///
 /// Every query runs in a `QuerySpace`: by default the index's adapted space once it has an
-/// adapted head, checked at each call (a new head replaces the old at the next query; the
-/// collection is mapped through it once, then only the new items).
+/// adapted head that measured better than the backbone, checked at each call (a new head
+/// replaces the old at the next query; the collection is mapped through it once, then only the
+/// new items).
 public actor QueryEngine {
     public nonisolated let index: Index
     public nonisolated let encoder: Encoder?
@@ -132,7 +134,7 @@ public actor QueryEngine {
             }
             return nil
         }
-        if let projection, projection.stamp == stamp { return projection }
+        if let projection, projection.stamp == stamp { return requested == .adapted || projection.head.isDefault ? projection : nil }
         let head = try await blocking { () throws -> AdaptedHead in
             guard let data = try index.adaptedHead() else { throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head") }
             let head: AdaptedHead
@@ -152,7 +154,13 @@ public actor QueryEngine {
             for cache in [heads, choices, statistics] as [any StampedCache] { cache.keep(stamp: stamp) }
             queues = queues.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
         }
-        return loaded
+        return requested == .adapted || head.isDefault ? loaded : nil
+    }
+
+    /// The space a query asking for `requested` is answered in now: `automatic` is the adapted
+    /// space only when the index's head was measured on it and won (`SpaceComparison`).
+    public func answeringSpace(_ requested: QuerySpace) async throws(QueryError) -> QuerySpace {
+        try await resolve(requested) == nil ? .backbone : .adapted
     }
 
     /// The collection in the space of `projection` (nil: the backbone's), mapping only the rows

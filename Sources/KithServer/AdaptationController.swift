@@ -5,9 +5,11 @@ import KithBackbone
 import KithIndex
 import KithMath
 import KithPipeline
+import KithQuery
 
 /// `kith adapt` as jobs: start one (202 with its id), poll it, cancel it. Queries use the adapted
-/// space as soon as a job has stored its head.
+/// space by default as soon as a job has stored its head, if the head measured better than the
+/// backbone on the index's data.
 struct AdaptationController {
     let service: KithService
 
@@ -81,12 +83,15 @@ struct AdaptationJob: Encodable, Sendable {
         var firstLoss: Float
         var finalLoss: Float
         var dimension: Int
+        /// The head stored, with how it measured against the backbone and the default space.
+        var adapted: AdaptedInfo?
     }
 
     var id: String
     var index: String
     var state: State
-    /// `views` while the items' views are embedded, then `training`.
+    /// `views` while the items' views are embedded, then `training`, then `measuring` (the
+    /// head against the backbone, which decides the default space).
     var phase: String
     /// Items with views so far (views), or steps taken (training), out of `total`.
     var done: Int
@@ -136,11 +141,15 @@ actor Adaptations {
                         job.withLock { ($0.done, $0.total) = (done, total) }
                     }, progress: { p in
                         job.withLock { ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = ("training", p.step, p.steps, p.epoch, p.loss) }
+                    }, measure: { head in
+                        job.withLock { $0.phase = "measuring" }
+                        return try SpaceMeasurement.compare(head, on: index, encoder: encoder, shouldContinue: { !cancelled.current })
                     }, shouldContinue: { !cancelled.current })
                     job.withLock {
                         $0.state = .succeeded
                         $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
-                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension)
+                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension,
+                                          adapted: summary.head.map { AdaptedInfo($0.summary) })
                     }
                 } catch is AdaptationCancelled {
                     job.withLock { $0.state = .cancelled }

@@ -12,7 +12,7 @@ struct EvaluationController {
     }
 
     /// Runs an episodic evaluation, streaming progress as JSON lines (`{"done": n, "episodes": E}`)
-    /// and ending with `{"results": [...]}` (or `{"error": ...}`). Episodes are drawn one at a
+    /// and ending with `{"results": [...], "space"}` (or `{"error": ...}`). Episodes are drawn one at a
     /// time; when the client disconnects, the evaluation stops.
     @Sendable func fewShot(_ request: Request, context: KithRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.indexName())
@@ -22,7 +22,8 @@ struct EvaluationController {
                                                  withinCoarse: body.withinCoarse ?? false, longTail: body.longTail ?? false)
         try engine.limits.check(configuration)
         let heads = try HeadSpec.list(body.heads ?? [], classBalanced: body.balanced ?? false)
-        let evaluation = try EpisodicEvaluation(try await engine.labelledItems(body.space ?? .automatic), configuration: configuration, limits: engine.limits)
+        let space = try await engine.answeringSpace(body.space ?? .automatic)
+        let evaluation = try EpisodicEvaluation(try await engine.labelledItems(space), configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }
@@ -53,7 +54,7 @@ struct EvaluationController {
                     let results = try evaluation.run(heads, progress: { n in
                         if n % step == 0 || n == configuration.episodes { progress(n) } else { state.withLock { $0 = n } }
                     }, shouldContinue: { !clientGone.current })
-                    (answer, stopped) = (line(["results": results]), false)
+                    (answer, stopped) = (line(EvaluationAnswer(results: results, space: space)), false)
                 } catch {
                     (answer, stopped) = (line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]), error.code == .cancelled)
                 }
@@ -67,4 +68,10 @@ struct EvaluationController {
         headers[.contentType] = "application/x-ndjson"
         return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: stream))
     }
+}
+
+/// The last line of an evaluation: each head's result, and the space evaluated in.
+struct EvaluationAnswer: Encodable {
+    var results: [EpisodicResult]
+    var space: QuerySpace
 }

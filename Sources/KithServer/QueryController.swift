@@ -64,12 +64,14 @@ struct QueryController {
                             nprobe: try API.integer("nprobe", value("nprobe")))
     }
 
-    @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> [String: [[SearchResult]]] {
+    /// `{"results": [[hit]], "space"}`: the hits of each query and the space that produced them.
+    @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> SearchResponse {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
-        return ["results": try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch,
-                                                   space: options.space ?? .automatic, method: options.method, probes: options.nprobe)]
+        let space = try await engine.answeringSpace(options.space ?? .automatic)
+        return SearchResponse(results: try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch,
+                                                               space: space, method: options.method, probes: options.nprobe), space: space)
     }
 
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> Classification {

@@ -73,18 +73,18 @@ struct QueueController {
         let engine = try await service.engine(try context.indexName())
         let matrix: Matrix, queue: String, space: QuerySpace
         if API.isType(request, "application/x-npy") {
-            space = try API.space(request.uri.queryParameters.get("space"))
+            space = try await engine.answeringSpace(try API.space(request.uri.queryParameters.get("space")))
             matrix = try await engine.vectors(for: Query.rows(of: try await API.npy(request, context)), space: space)
             queue = request.uri.queryParameters.get("queue") ?? ""
         } else {
             let body = try await API.decode(NNRequest.self, request, context)
-            space = body.space ?? .automatic
+            space = try await engine.answeringSpace(body.space ?? .automatic)
             matrix = try await engine.vectors(for: body.vectors.map { .vector($0) }, space: space)
             queue = body.queue ?? ""
         }
         let neighbours = try await engine.nearestInQueue(matrix, queue: queue, space: space)
         guard request.headers[.accept]?.lowercased().contains("application/x-npy") == true else {
-            return try API.json(["neighbours": neighbours])
+            return try API.json(NNResponse(neighbours: neighbours, space: space))
         }
         let dimension = matrix.columns  // of the space asked for
         let body = await offload { QueueNeighbour.npy(neighbours, dimension: dimension) }

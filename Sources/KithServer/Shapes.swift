@@ -165,3 +165,15 @@ struct ItemBody: Encodable {
         self.vector = vector
     }
 }
+
+/// `{"results", "space"}`: a search's hits per query, and the space that produced them.
+struct SearchResponse: Encodable, Sendable {
+    var results: [[SearchResult]]
+    var space: QuerySpace
+}
+
+/// `{"neighbours", "space"}`: NN(z, Q) per query, and the space of the vectors compared.
+struct NNResponse: Encodable {
+    var neighbours: [QueueNeighbour]
+    var space: QuerySpace
+}

@@ -5,6 +5,7 @@ import KithBackbone
 import KithIndex
 import KithMath
 import KithPipeline
+import KithQuery
 
 struct Adapt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,12 +36,16 @@ struct Adapt: AsyncParsableCommand {
     var headFrom: String?
     @Flag(help: "Remove the index's adapted head: queries go back to the backbone's space.") var remove = false
     @Flag(help: "Go on with a stopped adaptation, with its own settings (the others given are not used).") var resume = false
+    @Flag(help: "Measure the index's adapted head against the backbone again, on the index's data as it is now (after labels were added, say); the result decides the default space.")
+    var measure = false
     @Argument(help: "Name of the index.") var name: String
 
     func validate() throws {
         do { try configuration.validate() } catch { throw ValidationError(error.description) }
         do { _ = try ViewRecipe(count: views) } catch { throw ValidationError(error.description) }
-        guard [remove, headFrom != nil, resume].filter({ $0 }).count <= 1 else { throw ValidationError("--remove, --head-from and --resume exclude each other") }
+        guard [remove, headFrom != nil, resume, measure].filter({ $0 }).count <= 1 else {
+            throw ValidationError("--remove, --head-from, --resume and --measure exclude each other")
+        }
     }
 
     var configuration: AdaptationConfiguration {
@@ -56,9 +61,16 @@ struct Adapt: AsyncParsableCommand {
             try reporting { try index.setAdaptedHead(nil) }
             return print("removed the adapted head of '\(name)': queries are answered in the backbone's space")
         }
-        if let headFrom {
-            try reporting { try Adaptation.copyHead(from: try location.open(headFrom), to: index) }
-            return print("copied the adapted head of '\(headFrom)' to '\(name)'")
+        if headFrom != nil || measure {
+            // A head copied (or measured again) is measured on this index's data: views need its images.
+            let encoder = index.metadata.model == nil ? nil : try reporting { try backbone.encoder(model: try index.backbone()) }
+            let source = try headFrom.map { name in try reporting { try location.open(name) } } ?? index
+            printError("measuring the adapted head against the backbone on '\(name)'…")
+            let head = try await reporting {
+                try await offload { try Adaptation.copyHead(from: source, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: encoder) } }
+            }
+            print(headFrom.map { "copied the adapted head of '\($0)' to '\(name)'" } ?? "measured the adapted head of '\(name)' again")
+            return print(head.comparison?.summary ?? "")
         }
         let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
         let recipe = try reporting { try domain.recipe(count: views, seed: seed) }
@@ -87,6 +99,7 @@ struct Adapt: AsyncParsableCommand {
         print(String(format: "adapted '%@': %d items with views, %d steps (%d epochs), loss %.3f → %.3f, in %.0f s; the head is stored in the index",
                      name, summary.items, summary.steps, summary.head?.configuration.epochs ?? epochs, summary.firstLoss, summary.finalLoss,
                      Date().timeIntervalSince(start)))
+        print(summary.head?.comparison?.summary ?? "")
     }
 
     /// The adaptation off the cooperative threads, with progress bars.
@@ -99,6 +112,9 @@ struct Adapt: AsyncParsableCommand {
                 }, progress: { p in
                     stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
                     stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
+                }, measure: { head in
+                    printError("measuring the adapted head against the backbone…")
+                    return try SpaceMeasurement.compare(head, on: index, encoder: encoder, shouldContinue: { !stop.current })
                 }, shouldContinue: { !stop.current })
         }
     }

@@ -126,7 +126,9 @@ extension Evaluate {
                 return (Matrix(stacking: vectors), labels, nil, [])
             }
             let engine = try await engine(source, location: location, backbone: backbone)
-            let items = try await reporting { try await engine.labelledItems(spaceOptions.space) }
+            let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+            print("\(space.rawValue) space of '\(source)'")
+            let items = try await reporting { try await engine.labelledItems(space) }
             return (items.support.vectors, items.support.targets.map { items.support.classes[$0] }, items.coarseLabels, items.views)
         }
     }
@@ -135,12 +137,14 @@ extension Evaluate {
         struct Recall: Encodable {
             var queries: Int
             var recalls: [Double]
+            var space: QuerySpace
 
-            enum CodingKeys: String, CodingKey { case queries, recall1 = "recall@1", recall5 = "recall@5", recall10 = "recall@10" }
+            enum CodingKeys: String, CodingKey { case queries, space, recall1 = "recall@1", recall5 = "recall@5", recall10 = "recall@10" }
 
             func encode(to encoder: any Swift.Encoder) throws {
                 var c = encoder.container(keyedBy: CodingKeys.self)
                 try c.encode(queries, forKey: .queries)
+                try c.encode(space, forKey: .space)
                 for (key, recall) in zip([CodingKeys.recall1, .recall5, .recall10], recalls) { try c.encode(recall, forKey: key) }
             }
         }
@@ -167,12 +171,13 @@ extension Evaluate {
             }
             guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
             let engine = try await engine(name, location: location, backbone: backbone, images: true)
+            let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
             let ks = [1, 5, 10]
             var hits = [Int](repeating: 0, count: ks.count)
             let progress = Progress(total: pairs.count, label: "queries")
             for start in stride(from: 0, to: pairs.count, by: 64) {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
-                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: spaceOptions.space) }
+                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: space) }
                 for (pair, found) in zip(chunk, results) {
                     guard let rank = found.firstIndex(where: { $0.source == pair.target }) else { continue }
                     for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }
@@ -181,9 +186,10 @@ extension Evaluate {
             }
             let recalls = hits.map { Double($0) / Double(pairs.count) }
             if json {
-                try printJSON(Recall(queries: pairs.count, recalls: recalls))
+                try printJSON(Recall(queries: pairs.count, recalls: recalls, space: space))
             } else {
-                print(String(format: "%d queries: recall@1 %.4f, recall@5 %.4f, recall@10 %.4f", pairs.count, recalls[0], recalls[1], recalls[2]))
+                print(String(format: "%d queries: recall@1 %.4f, recall@5 %.4f, recall@10 %.4f (%@ space)", pairs.count, recalls[0], recalls[1], recalls[2],
+                             space.rawValue))
             }
         }
     }

@@ -200,6 +200,7 @@ extension IndexCommand {
                 queue       \(stats.queueEntries) entries in \(stats.queues) queue(s), capacity \(m.queueCapacity) each, partition \(m.queuePartition.rawValue)
                 vectors     \(stats.vectorBlocks) blocks of \(m.blockSize), \(stats.deadSlots) dead slots
                 disk        \(stats.fileBytes) bytes file, \(stats.usedBytes) used, map \(stats.mapBytes)
+                adapted     \(info.adapted?.line ?? "no head (`kith adapt \(name)` trains one)")
                 ann         \(info.ann.map { "\($0.phase.rawValue): \($0.configuration.lists ?? 0) lists of \(($0.configuration.codes ?? .sq8) == .sq8 ? "8-bit" : "half-precision") codes, \($0.configuration.probes ?? 0) probes by default" } ?? "none (exact search only)")
                 """)
         }

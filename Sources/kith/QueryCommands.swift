@@ -43,7 +43,7 @@ extension QuerySpace: ExpressibleByArgument {}
 
 /// The embedding space of a query command.
 struct SpaceOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("backbone or adapted (default: adapted when the index has an adapted head, `kith adapt`).", valueName: "space"))
+    @Option(help: ArgumentHelp("backbone or adapted (default: adapted when the index has an adapted head, `kith adapt`, that measured better than the backbone on the index's data).", valueName: "space"))
     var space: QuerySpace = .automatic
 }
 
@@ -109,11 +109,14 @@ struct Search: AsyncParsableCommand {
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage),
                                       search: sizes.configuration())
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
-        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: spaceOptions.space,
+        let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: space,
                                                                                    method: method, probes: nprobe) }
+        // The space that answered: first on standard output, or in each --json object.
+        if !json, !results.isEmpty { print("\(space.rawValue) space") }
         for (query, hits) in zip(queries, results) {
             if json {
-                try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits)))
+                try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
             } else {
                 print(describe(query))
                 for (rank, hit) in hits.enumerated() {
@@ -179,13 +182,14 @@ struct NearestInQueue: AsyncParsableCommand {
     func run() async throws {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries, space: spaceOptions.space), queue: queue, space: spaceOptions.space) }
+        let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+        let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries, space: space), queue: queue, space: space) }
         for (query, n) in zip(queries, neighbours) {
             if json {
-                try printJSON(QueryAnswer(query: describe(query), answer: n))
+                try printJSON(QueryAnswer(query: describe(query), answer: SpacedAnswer(answer: n, space: space)))
             } else {
                 print(String(format: "%@: sequence %llu, similarity %.4f", describe(query), n.entry.sequence, n.similarity)
-                      + (n.entry.itemID.map { ", item id:\($0)" } ?? "") + (n.entry.label.map { ", label \($0)" } ?? ""))
+                      + (n.entry.itemID.map { ", item id:\($0)" } ?? "") + (n.entry.label.map { ", label \($0)" } ?? "") + " (\(space.rawValue) space)")
             }
         }
     }

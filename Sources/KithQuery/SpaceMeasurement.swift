@@ -1,0 +1,146 @@
+import Foundation
+import KithAdapt
+import KithBackbone
+import KithImage
+import KithIndex
+import KithMath
+import KithPipeline
+
+/// How an adapted head is measured against the backbone on an index (docs/adapt.md).
+public struct SpaceMeasurementConfiguration: Sendable {
+    /// Items whose held-out view is looked for among all items. Default: 300.
+    public var views = 300
+    /// Few-shot episodes per shot count, the same in both spaces. Default: 300.
+    public var episodes = 300
+    /// Shot counts of the few-shot measures (5-way where there are 5 classes, up to 15 queries
+    /// per class). Default: 1 and 5.
+    public var shots = [1, 5]
+    /// Seed of the sampled items, their views and the episodes. Default: 0.
+    public var seed: UInt64 = 0
+
+    public init() {}
+}
+
+/// Measures an adapted head against the backbone on an index's own data, so that the adapted
+/// space is the default only where it wins:
+/// - with images: each sampled item's *held-out view* (a random crop and turn of its image, of the
+///   kinds the head was trained with, drawn per image and never stored or trained on) must find
+///   its item first among all items: recall@1, which is near-duplicate search;
+/// - with labels: `logreg`'s accuracy on few-shot episodes of the index's labelled items.
+public enum SpaceMeasurement {
+    /// Both spaces on every measure the index allows (none: `unmeasured` says why).
+    /// - Parameter encoder: the index's backbone, for the held-out views (nil: no views measure).
+    public static func compare(_ head: AdaptedHead, on index: Index, encoder: Encoder?,
+                               configuration: SpaceMeasurementConfiguration = .init(),
+                               shouldContinue: () -> Bool = { true }) throws -> SpaceComparison {
+        let snapshot = try index.loadVectors()
+        var measures: [SpaceComparison.Measure] = []
+        var missing: [String] = []
+        if let encoder, index.metadata.model != nil,
+           let views = try heldOutViews(index, snapshot, head: head, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue) {
+            measures.append(viewRecall(views, snapshot, head))
+        } else {
+            missing.append(encoder == nil || index.metadata.model == nil ? "no images to make views of" : "no readable images")
+        }
+        let shotMeasures = try fewShot(snapshot, head, configuration: configuration, shouldContinue: shouldContinue)
+        if shotMeasures.isEmpty { missing.append("too few labelled items for few-shot episodes") }
+        measures += shotMeasures
+        return SpaceComparison(index: index.name, measures: measures, unmeasured: measures.isEmpty ? missing.joined(separator: ", ") : nil)
+    }
+
+    /// Embeddings of one fresh view of each of up to `configuration.views` sampled items, with
+    /// the rows of their items in `snapshot`; nil when fewer than 10 could be read.
+    static func heldOutViews(_ index: Index, _ snapshot: VectorSnapshot, head: AdaptedHead, encoder: Encoder,
+                             configuration: SpaceMeasurementConfiguration,
+                             shouldContinue: () -> Bool) throws -> (views: Matrix, rows: [Int])? {
+        let trained = ViewRecipe(stored: head.views)
+        var rng = SplitMix64(seed: configuration.seed &+ 0x71E5)
+        let sampled = rng.sample(Array(snapshot.ids.indices), min(configuration.views, snapshot.ids.count)).sorted()
+        let items = try index.items(sampled.map { snapshot.ids[$0] })
+        let decoder = ImageDecoder(), minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
+        var embedded: [Float] = [], rows: [Int] = []
+        for start in stride(from: 0, to: sampled.count, by: 16) {
+            guard shouldContinue() else { throw AdaptationCancelled.whileMeasuring }
+            var images: [RGBImage] = []
+            for p in start..<min(start + 16, sampled.count) {
+                let r = sampled[p]
+                guard let source = items[p]?.source,
+                      let image = try? decoder.decode(contentsOf: source, minimumShortSide: minimumSide) else { continue }
+                // A transform of its own for every image: drawn like the training's, never the same.
+                let id = snapshot.ids[r]
+                let recipe = try ViewRecipe(count: 2, flip: trained?.flip ?? false, jitter: trained?.jitter ?? false,
+                                            blur: trained?.blur ?? false, seed: (configuration.seed ^ 0xD1CE) &+ id &* 0x9E37_79B9_7F4A_7C15)
+                images.append(image.view(recipe.transforms[Int(id % 2)]))
+                rows.append(r)
+            }
+            if !images.isEmpty { embedded += encoder.embed(images: images).values }
+        }
+        guard rows.count >= 10 else { return nil }
+        return (Matrix(rows: rows.count, columns: snapshot.matrix.columns, values: embedded), rows)
+    }
+
+    /// Recall@1 of the held-out views among all items, in both spaces.
+    static func viewRecall(_ views: (views: Matrix, rows: [Int]), _ snapshot: VectorSnapshot, _ head: AdaptedHead) -> SpaceComparison.Measure {
+        func hits(_ queries: Matrix, _ gallery: Matrix) -> [Double] {
+            var found: [Double] = []
+            for start in stride(from: 0, to: queries.rows, by: 64) {
+                let chunk = Array(start..<min(start + 64, queries.rows))
+                let scores = queries.gathering(rows: chunk).multiplyTransposed(gallery)
+                for (i, q) in chunk.enumerated() {
+                    let row = scores.row(i)
+                    found.append(row.indices.max { row[$0] < row[$1] }! - row.startIndex == views.rows[q] ? 1 : 0)
+                }
+            }
+            return found
+        }
+        let backbone = hits(views.views, snapshot.matrix)
+        let adapted = hits(head.embed(views.views), head.embed(snapshot.matrix))
+        return measure("views", "recall@1 of \(views.rows.count) held-out views among \(snapshot.ids.count) items", backbone, adapted)
+    }
+
+    /// `logreg` on 5-way episodes of the labelled items at each shot count the labels allow.
+    static func fewShot(_ snapshot: VectorSnapshot, _ head: AdaptedHead, configuration: SpaceMeasurementConfiguration,
+                        shouldContinue: () -> Bool) throws -> [SpaceComparison.Measure] {
+        let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
+        let labels = rows.map { snapshot.labels[$0]! }
+        var counts: [String: Int] = [:]
+        for label in labels { counts[label, default: 0] += 1 }
+        let vectors = snapshot.matrix.gathering(rows: rows)
+        let mapped = head.embed(vectors)
+        var measures: [SpaceComparison.Measure] = []
+        let logreg = try HeadSpec(parsing: "logreg")
+        for shots in configuration.shots {
+            // The most queries (up to 15) that still leave min(5, classes with a query) classes.
+            let ways = min(5, counts.values.filter { $0 > shots }.count)
+            guard ways >= 2 else { continue }
+            let queries = (1...15).last { q in counts.values.filter { $0 >= shots + q }.count >= ways }!
+            let episodes = EpisodeConfiguration(ways: ways, shots: shots, queries: queries, episodes: configuration.episodes,
+                                                seed: configuration.seed)
+            var accuracies: [[Double]] = []
+            for space in [vectors, mapped] {
+                var limits = QueryLimits()
+                limits.maxEpisodes = max(limits.maxEpisodes, configuration.episodes)
+                let evaluation = try EpisodicEvaluation(vectors: space, labels: labels, configuration: episodes, limits: limits)
+                let results: [EpisodicResult]
+                do { results = try evaluation.run([logreg], shouldContinue: shouldContinue) } catch {
+                    if error.code == .cancelled { throw AdaptationCancelled.whileMeasuring }
+                    throw error
+                }
+                accuracies.append(results[0].accuracies)
+            }
+            measures.append(measure("\(shots)-shot", "logreg, \(configuration.episodes) episodes of \(ways)-way \(shots)-shot with \(queries) queries per class, of the \(rows.count) labelled items",
+                                    accuracies[0], accuracies[1]))
+        }
+        return measures
+    }
+
+    /// Means of paired trials and the 95% interval of their difference.
+    static func measure(_ name: String, _ detail: String, _ backbone: [Double], _ adapted: [Double]) -> SpaceComparison.Measure {
+        let n = Double(backbone.count)
+        let differences = zip(adapted, backbone).map { $0 - $1 }
+        let mean = differences.reduce(0, +) / n
+        let variance = n > 1 ? differences.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1) : 0
+        return SpaceComparison.Measure(name: name, detail: detail, backbone: backbone.reduce(0, +) / n, adapted: adapted.reduce(0, +) / n,
+                                       trials: backbone.count, interval: 1.96 * (variance / n).squareRoot())
+    }
+}
