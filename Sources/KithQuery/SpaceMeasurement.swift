@@ -40,7 +40,7 @@ public enum SpaceMeasurement {
            let views = try heldOutViews(index, snapshot, head: head, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue) {
             measures.append(viewRecall(views, snapshot, head))
         } else {
-            missing.append(encoder == nil || index.metadata.model == nil ? "no images to make views of" : "no readable images")
+            missing.append(encoder == nil || index.metadata.model == nil ? "no images to make views of" : "fewer than 10 readable images")
         }
         let shotMeasures = try fewShot(snapshot, head, configuration: configuration, shouldContinue: shouldContinue)
         if shotMeasures.isEmpty { missing.append("too few labelled items for few-shot episodes") }

@@ -11,10 +11,19 @@ import KithTestSupport
 @Suite("The adapted space")
 struct AdaptedSpaceTests {
     /// An (untrained) adapted head 8 → 4-d: a fixed, non-linear map is all the engine needs.
-    static func head(seed: UInt64) -> AdaptedHead {
+    /// `measured`: how it compared with the backbone (by default, it won: queries use it).
+    static func head(seed: UInt64, measured: SpaceComparison? = won) -> AdaptedHead {
         AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 16, seed: seed), configuration: AdaptationConfiguration(),
-                    views: "", finalLoss: 0)
+                    views: "", finalLoss: 0, comparison: measured)
     }
+
+    static func comparison(_ figures: [(backbone: Double, adapted: Double)]) -> SpaceComparison {
+        SpaceComparison(index: "test", measures: figures.enumerated().map { i, f in
+            SpaceComparison.Measure(name: "\(i)-shot", detail: "", backbone: f.backbone, adapted: f.adapted, trials: 10, interval: 0.01)
+        })
+    }
+
+    static let won = comparison([(0.5, 0.6)])
 
     /// An index of 40 seeded unit vectors labelled a, b, c or none, with `head` stored.
     static func index(_ tmp: TemporaryIndex, head: AdaptedHead?) throws -> Index {
@@ -22,7 +31,7 @@ struct AdaptedSpaceTests {
         var rng = SplitMix64(seed: 7)
         let labels: [String?] = ["a", "b", "c", nil]
         try index.add((0..<40).map { i in NewItem(vector: unit(rng.vector(8)), source: "s\(i)", label: labels[i % 4]) })
-        if let head { try index.setAdaptedHead(try head.encoded()) }
+        if let head { try head.store(in: index) }
         return index
     }
 
@@ -77,7 +86,7 @@ struct AdaptedSpaceTests {
         #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(first.embed(backbone.matrix)))
         let firstFit = try await engine.classify([.item(id)], spec: HeadSpec(parsing: "prototype"))[0]
 
-        try index.setAdaptedHead(try second.encoded())
+        try second.store(in: index)
         #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(second.embed(backbone.matrix)))
         #expect(try await engine.currentSnapshot().matrix.columns == 4)
         let secondFit = try await engine.classify([.item(id)], spec: HeadSpec(parsing: "prototype"))[0]
@@ -88,7 +97,7 @@ struct AdaptedSpaceTests {
         let none = await #expect(throws: QueryError.self) { try await engine.search([.item(id)], space: .adapted) }
         #expect(none?.code == .noAdaptedHead)
         #expect(try index.adaptedHeadStamp() == nil)
-        try index.setAdaptedHead(try first.encoded())
+        try first.store(in: index)
         #expect(try index.adaptedHeadStamp() == 3)  // stamps only grow, also across a removal
     }
 
@@ -155,5 +164,102 @@ struct AdaptedSpaceTests {
         let mappedViews = try #require(items.views[0])
         #expect(zip(mappedViews.values, head.embed(views).values).allSatisfy { abs($0 - $1) < 1e-5 })
         #expect(try await engine.labelledItems(.backbone).views[0]?.columns == 8)
+    }
+
+    @Test("The adapted space is the default only when it is worse on no measure and better on one",
+          arguments: [([(0.5, 0.6)], true), ([(0.5, 0.6), (0.9, 0.9)], true), ([(0.5, 0.6), (0.9, 0.89)], false),
+                      ([(0.7, 0.7)], false), ([], false)] as [([(Double, Double)], Bool)])
+    func rule(figures: [(Double, Double)], wins: Bool) {
+        let comparison = Self.comparison(figures.map { (backbone: $0.0, adapted: $0.1) })
+        #expect(comparison.adaptedIsDefault == wins)
+        #expect(comparison.summary.hasSuffix(wins ? "queries use the adapted space" : "queries use the backbone space"))
+    }
+
+    @Test("A head that lost, or was never measured, leaves queries in the backbone's space unless they ask for the adapted one",
+          arguments: [Self.comparison([(0.8, 0.7)]), nil] as [SpaceComparison?])
+    func notDefault(measured: SpaceComparison?) async throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let head = Self.head(seed: 5, measured: measured)
+        let index = try Self.index(tmp, head: head)
+        let engine = try QueryEngine(index: index)
+        let backbone = try index.loadVectors()
+        let id = backbone.ids[2]
+        #expect(try await engine.answeringSpace(.automatic) == .backbone)
+        #expect(try await engine.answeringSpace(.adapted) == .adapted)
+        let plain = try await engine.search([.item(id)], k: 5)[0].map(\.id)
+        #expect(plain == Self.bruteForce(Array(backbone.matrix.row(2)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
+        let mapped = head.embed(backbone.matrix)
+        let adapted = try await engine.search([.item(id)], k: 5, space: .adapted)[0].map(\.id)
+        #expect(adapted == Self.bruteForce(Array(mapped.row(2)), mapped, ids: backbone.ids, k: 5, excluding: id))
+        let classified = try await engine.classification([.item(id)], spec: HeadSpec(parsing: "prototype"), top: 1)
+        #expect(classified.space == .backbone)
+        // Listings say so, from the summary stored beside the head.
+        let info = try IndexInfo(index)
+        #expect(info.adapted?.defaultSpace == .backbone && info.adapted?.dimension == 4)
+        #expect(info.adapted?.line.contains(measured == nil ? "not measured" : "does not win") == true)
+        // The same head, having won, turns the default at the next query.
+        var winner = head
+        winner.comparison = Self.won
+        try winner.store(in: index)
+        #expect(try await engine.answeringSpace(.automatic) == .adapted)
+        #expect(try IndexInfo(index).adapted?.defaultSpace == .adapted)
+    }
+}
+
+@Suite("Measuring an adapted head against the backbone")
+struct SpaceMeasurementTests {
+    /// 6 classes of 12 tight clusters in 8-d, around orthogonal-ish centres.
+    static func labelled(_ tmp: TemporaryIndex) throws -> Index {
+        let index = try tmp.create(dimension: 8)
+        var rng = SplitMix64(seed: 11)
+        let centres = (0..<6).map { _ in unit(rng.vector(8)) }
+        try index.add((0..<72).map { i in
+            NewItem(vector: unit(zip(centres[i % 6], rng.vector(8)).map { $0 + 0.15 * $1 }), source: "s\(i)", label: "c\(i % 6)")
+        })
+        return index
+    }
+
+    @Test("A head that collapses the space to one dimension loses at 1 and 5 shots and is not the default; the figures are logreg's on the same episodes")
+    func collapse() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try Self.labelled(tmp)
+        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 1, hidden: 8, seed: 3), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        var configuration = SpaceMeasurementConfiguration()
+        configuration.episodes = 40
+        let comparison = try SpaceMeasurement.compare(head, on: index, encoder: nil, configuration: configuration)
+        #expect(comparison.measures.map(\.name) == ["1-shot", "5-shot"])
+        #expect(comparison.measures.allSatisfy { $0.backbone > 0.9 && $0.adapted < $0.backbone - 0.2 && $0.trials == 40 }, "\(comparison.measures)")
+        #expect(!comparison.adaptedIsDefault)
+        #expect(comparison.summary.contains("1-shot") && comparison.summary.contains("queries use the backbone space"))
+        // 5-way, 12 examples per class: 7 queries per class at 5 shots; the backbone's figure is a plain evaluation's.
+        let snapshot = try index.loadVectors()
+        let evaluation = try EpisodicEvaluation(vectors: snapshot.matrix, labels: snapshot.labels.map { $0! },
+                                                configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 7, episodes: 40))
+        let logreg = try evaluation.run([try HeadSpec(parsing: "logreg")])[0]
+        #expect(abs(comparison.measures[1].backbone - logreg.mean) < 1e-12)
+        #expect(comparison.measures[1].detail.contains("5-way 5-shot with 7 queries"))
+    }
+
+    @Test("Nothing to measure on (no labels, no images): the head is stored but not the default, and the reason is said")
+    func unmeasured() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create(dimension: 8)
+        var rng = SplitMix64(seed: 2)
+        try index.add((0..<20).map { i in NewItem(vector: unit(rng.vector(8)), source: "s\(i)") })
+        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 1), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        let comparison = try SpaceMeasurement.compare(head, on: index, encoder: nil)
+        #expect(comparison.measures.isEmpty && !comparison.adaptedIsDefault)
+        #expect(comparison.unmeasured == "no images to make views of, too few labelled items for few-shot episodes")
+    }
+
+    @Test("The paired interval: mean difference ± 1.96 s/√n, checked by hand")
+    func interval() {
+        let m = SpaceMeasurement.measure("x", "", [1, 0, 1, 1], [1, 1, 1, 0])
+        // differences 0, 1, 0, −1: mean 0, sample variance 2/3.
+        #expect(m.backbone == 0.75 && m.adapted == 0.75 && m.trials == 4)
+        #expect(abs(m.interval - 1.96 * (2.0 / 3.0 / 4.0).squareRoot()) < 1e-12)
     }
 }

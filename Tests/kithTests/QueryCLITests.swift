@@ -87,13 +87,26 @@ struct QueryCLITests {
 
         let adapt = try cli.kith(["adapt", "q", "--epochs", "2", "--dimension", "8", "--hidden", "16", "--items-per-step", "4", "--views", "2"], indexes: indexes)
         #expect(adapt.status == 0 && adapt.text.contains("adapted 'q': 12 items with views, 6 steps (2 epochs)"), "\(adapt.text)\(adapt.stderr)")
-        // Queries now run in the adapted (8-d) space; --space backbone goes back.
-        let adaptedHits = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "-k", "3", "--json"], indexes: indexes)
-        #expect(adaptedHits.status == 0, "\(adaptedHits.stderr)")
+        // The head was measured against the backbone on q's images (held-out views) and labels; the
+        // outcome decides the default space, which stats, search and eval all report.
+        #expect(adapt.text.contains("backbone → adapted on 'q': views recall@1 "), "\(adapt.text)")
+        let stats = try cli.kith(["index", "stats", "q", "--json"], indexes: indexes)
+        let adapted = (try JSONSerialization.jsonObject(with: stats.stdout) as? [String: Any])?["adapted"] as? [String: Any]
+        let defaultSpace = try #require(adapted?["default_space"] as? String, "\(stats.text)")
+        let measures = (adapted?["comparison"] as? [String: Any])?["measures"] as? [[String: Any]]
+        #expect(measures?.first?["name"] as? String == "views" && measures?.first?["trials"] as? Int == 12, "\(stats.text)")
+        let winner = measures.map { $0.allSatisfy { ($0["adapted"] as! Double) >= ($0["backbone"] as! Double) }
+                                    && $0.contains { ($0["adapted"] as! Double) > ($0["backbone"] as! Double) } }
+        #expect(defaultSpace == (winner == true ? "adapted" : "backbone"))
+        #expect(try cli.kith(["index", "stats", "q"], indexes: indexes).text.contains("adapted     8-d head, 2 epochs"))
+        let hits = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "-k", "3"], indexes: indexes)
+        #expect(hits.status == 0 && hits.text.hasPrefix("\(defaultSpace) space\n"), "\(hits.text)\(hits.stderr)")
+        let adaptedHits = try cli.kith(["search", "q", Fixtures.path("images/coffee-256.png"), "-k", "3", "--json", "--space", "adapted"], indexes: indexes)
+        #expect(adaptedHits.status == 0 && adaptedHits.text.contains(#""space":"adapted""#), "\(adaptedHits.stderr)")
         var backboneVector = [Float](repeating: 0, count: 1280)
         backboneVector[0] = 1
         try writeNpy([backboneVector], to: dir + "/backbone.npy")
-        let wrongSpace = try cli.kith(["search", "q", dir + "/backbone.npy"], indexes: indexes)
+        let wrongSpace = try cli.kith(["search", "q", dir + "/backbone.npy", "--space", "adapted"], indexes: indexes)
         #expect(wrongSpace.status != 0 && wrongSpace.stderr.contains("a vector of the backbone's space"), "\(wrongSpace.stderr)")
         let backboneSpace = try cli.kith(["search", "q", dir + "/backbone.npy", "--space", "backbone", "-k", "1"], indexes: indexes)
         #expect(backboneSpace.status == 0, "\(backboneSpace.stderr)")
@@ -104,6 +117,10 @@ struct QueryCLITests {
         #expect(try cli.kith(["index", "create", "copy"], indexes: indexes).status == 0)
         let copied = try cli.kith(["adapt", "copy", "--head-from", "q"], indexes: indexes)
         #expect(copied.status == 0 && copied.text.contains("copied the adapted head of 'q' to 'copy'"), "\(copied.stderr)")
+        // Measured on the copy's own data: an empty index has none.
+        #expect(copied.text.contains("not measured (fewer than 10 readable images, too few labelled items for few-shot episodes): queries use the backbone space"), "\(copied.text)")
+        let remeasured = try cli.kith(["adapt", "q", "--measure"], indexes: indexes)
+        #expect(remeasured.status == 0 && remeasured.text.contains("measured the adapted head of 'q' again\nbackbone → adapted on 'q'"), "\(remeasured.text)\(remeasured.stderr)")
         #expect(try cli.kith(["adapt", "copy", "--remove"], indexes: indexes).text.contains("removed the adapted head"))
         let noHead = try cli.kith(["search", "copy", dir + "/backbone.npy", "--space", "adapted"], indexes: indexes)
         #expect(noHead.status != 0 && noHead.stderr.contains("has no adapted head"), "\(noHead.stderr)")
