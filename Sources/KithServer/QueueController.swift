@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import KithIndex
 import KithMath
@@ -90,6 +91,7 @@ struct QueueController {
         let body = await offload { QueueNeighbour.npy(neighbours, dimension: dimension) }
         var headers = HTTPFields()
         headers[.contentType] = "application/x-npy"
+        headers[HTTPField.Name("Kith-Space")!] = space.rawValue
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -41,7 +41,10 @@ struct SharedShapesTests {
         let hits = object(search.body)["results"] as! [Any]
         let printed = try cliLines(["search", "s", query, "-k", "5"])
         #expect(printed.count == 3 && hits.count == 3)
-        for (line, answered) in zip(printed, hits) { #expect(try answer(line) == canonical(["results": answered])) }
+        // Each CLI line carries the answer's space, which the server gives once for the batch.
+        let space = try #require(object(search.body)["space"] as? String)
+        #expect(space == "backbone")
+        for (line, answered) in zip(printed, hits) { #expect(try answer(line) == canonical(["results": answered, "space": space])) }
 
         let classify = try await server.json("POST", "v1/indexes/s/classify", ["vectors": queries, "head": "prototype", "top": 2])
         let predictions = object(classify.body)["predictions"] as! [Any]
@@ -50,10 +53,11 @@ struct SharedShapesTests {
         for (line, answered) in zip(classified, predictions) { #expect(try answer(line) == canonical(answered)) }
 
         let nn = try await server.json("POST", "v1/indexes/s/queue/nn", ["vectors": queries])
-        let neighbours = object(nn.body)["neighbours"] as! [Any]
+        let neighbours = object(nn.body)["neighbours"] as! [[String: Any]]
+        #expect(object(nn.body)["space"] as? String == space)
         let nearest = try cliLines(["nn", "s", query])
         #expect(nearest.count == 3)
-        for (line, answered) in zip(nearest, neighbours) { #expect(try answer(line) == canonical(answered)) }
+        for (line, answered) in zip(nearest, neighbours) { #expect(try answer(line) == canonical(answered.merging(["space": space]) { $1 })) }
 
         let models = try await server.send("GET", "v1/models")
         let listed = try cli.kith(["models", "--json"])

@@ -95,7 +95,7 @@ async function searchImage(file) {
   $("probabilities").replaceChildren();
   const body = await json(`/v1/indexes/${encodeURIComponent(state.index)}/search?${queryString()}`,
     { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
-  showResults(body.results[0], `Neighbours of ${file.name}`);
+  showResults(body.results[0], `Neighbours of ${file.name}, ${body.space} space`);
 }
 
 async function searchItem(id) {
@@ -104,7 +104,7 @@ async function searchItem(id) {
   if (labels.length) request.labels = labels;
   if (exclude.length) request.exclude_labels = exclude;
   const body = await post(`/v1/indexes/${encodeURIComponent(state.index)}/search`, request);
-  showResults(body.results[0], `Neighbours of item ${id} (never itself)`);
+  showResults(body.results[0], `Neighbours of item ${id} (never itself), ${body.space} space`);
 }
 
 async function classify() {
@@ -122,6 +122,18 @@ async function classify() {
     return li;
   }));
   $("classify-note").textContent = answeredBy(body);
+}
+
+/// The adapted head, if any: which space queries use by default, and the figures that decided it.
+function adaptedNote(adapted) {
+  if (!adapted) return "";
+  const c = adapted.comparison;
+  if (!c) return ` · adapted head not measured: queries use the backbone space`;
+  if (!c.measures.length) return ` · adapted head not measured (${c.unmeasured}): queries use the backbone space`;
+  const figures = c.measures.map((x) => x.name === "views"
+    ? `views recall@1 ${x.backbone.toFixed(3)} → ${x.adapted.toFixed(3)}`
+    : `${x.name} ${(100 * x.backbone).toFixed(1)}% → ${(100 * x.adapted).toFixed(1)}%`);
+  return ` · adapted head (backbone → adapted: ${figures.join(", ")}): queries use the ${adapted.default_space} space`;
 }
 
 /// Which head and space answered, and for auto what it measured on the labelled items.
@@ -174,7 +186,8 @@ async function selectIndex(name) {
   $("eval-chart").replaceChildren();
   const info = await json(`/v1/indexes/${encodeURIComponent(name)}`);
   const m = info.metadata, s = info.stats;
-  $("summary").textContent = `${s.items} items, ${s.labels} labels, ${s.queue_entries} in the queue · ${m.dimension}-d ${m.model || "vectors of your own"}`;
+  $("summary").textContent = `${s.items} items, ${s.labels} labels, ${s.queue_entries} in the queue · ${m.dimension}-d ${m.model || "vectors of your own"}`
+    + adaptedNote(info.adapted);
   const images = Boolean(m.model);
   $("file").disabled = !images;
   $("drop").querySelector("span").textContent = images ? "Drop an image here, or choose one" : "This index holds vectors of your own: no image search";

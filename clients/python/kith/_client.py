@@ -53,6 +53,8 @@ class _Reply:
     status: int
     content_type: str
     body: bytes
+    #: The ``Kith-Space`` header: the space of a binary answer (NN(z, Q) as .npy).
+    space: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -101,6 +103,8 @@ class SearchResults:
     labels: np.ndarray
     #: The API's hits as they came (id, score, label, coarse_label, source, metadata).
     hits: List[List[Dict[str, Any]]]
+    #: The space that produced them: ``backbone`` or ``adapted``.
+    space: str = "backbone"
 
     def __iter__(self):
         return iter((self.ids, self.scores, self.labels))
@@ -127,6 +131,8 @@ class Neighbours:
     ids: np.ndarray
     scores: np.ndarray
     sequences: np.ndarray
+    #: The space of the vectors compared and returned: ``backbone`` or ``adapted``.
+    space: str = "backbone"
 
     def __iter__(self):
         return iter((self.vectors, self.ids, self.scores))
@@ -152,6 +158,8 @@ class EvalResult:
     rarest: Optional[np.ndarray] = None
     #: For ``auto``: how many episodes chose each head (chosen from each episode's support set).
     chosen: Optional[Dict[str, int]] = None
+    #: The space evaluated in: ``backbone`` or ``adapted``.
+    space: str = "backbone"
 
 
 def _added(items: List[Dict[str, Any]]) -> Added:
@@ -298,7 +306,8 @@ class _Operations:
         """The ``k`` most similar items of ``index`` for each query: rows of a float matrix
         (one vector each), or item ids ("more like this", never the item itself). ``labels``
         keeps only items with one of them; ``exclude_labels`` drops items with one of them.
-        ``space``: ``backbone`` or ``adapted`` (default: adapted once the index has an adapted head).
+        ``space``: ``backbone`` or ``adapted`` (default: adapted when the index has an adapted head
+        that measured better than the backbone on its data; ``results.space`` says which answered).
         ``exact``: True scores every item, False uses the index's approximate-search structure
         (``kith index build-ann``; default: approximate for large indexes that have one);
         ``nprobe``: the lists an approximate search probes (default: the index's)."""
@@ -306,7 +315,8 @@ class _Operations:
                    "exclude_labels": list(exclude_labels) if exclude_labels else None, "space": space,
                    "exact": exact, "nprobe": nprobe}
         reply = yield _Operations._queries(f"/v1/indexes/{index}/search", queries, options)
-        hits = reply.json()["results"]
+        body = reply.json()
+        hits = body["results"]
         width = max([len(row) for row in hits] + [0])
         ids = np.full((len(hits), width), -1, dtype=np.int64)
         scores = np.full((len(hits), width), np.nan, dtype=np.float32)
@@ -314,7 +324,7 @@ class _Operations:
         for r, row in enumerate(hits):
             for c, hit in enumerate(row):
                 ids[r, c], scores[r, c], names[r, c] = hit["id"], hit["score"], hit.get("label")
-        return SearchResults(ids, scores, names, hits)
+        return SearchResults(ids, scores, names, hits, body.get("space", "backbone"))
 
     def classify(self, index: str, queries: Union[np.ndarray, Sequence[int]], head: str = "auto", top: int = 5,
                  balanced: bool = False, space: Optional[str] = None) -> Op[List[Prediction]]:
@@ -357,7 +367,7 @@ class _Operations:
                             content=_npy(z), content_type=NPY, accept=NPY)
         records = reply.array()
         return Neighbours(np.ascontiguousarray(records["vector"]), records["item"].astype(np.int64),
-                          records["similarity"].astype(np.float32), records["sequence"])
+                          records["similarity"].astype(np.float32), records["sequence"], reply.space or "backbone")
 
     def queue(self, index: str, queue: str = "", start: int = 0, limit: int = 100) -> Op[Tuple[List[Dict[str, Any]], Optional[int]]]:
         """A page of a queue, oldest first, and where the next page starts (None after the newest)."""
@@ -382,7 +392,9 @@ class _Operations:
         return reply.json()
 
     def adaptation(self, index: str, job: str) -> Op[Dict[str, Any]]:
-        """An adaptation job: ``state`` (running, succeeded, failed, cancelled), ``phase``, ``done``/``total``, ``loss``."""
+        """An adaptation job: ``state`` (running, succeeded, failed, cancelled), ``phase`` (views,
+        training, measuring), ``done``/``total``, ``loss``; once succeeded, ``result.adapted``: the
+        head's comparison with the backbone on the index's data and ``default_space``."""
         reply = yield _Call("GET", f"/v1/indexes/{index}/adaptations/{job}")
         return reply.json()
 
@@ -422,7 +434,7 @@ class _Operations:
             elif "results" in event:
                 return [EvalResult(r["head"], r["mean"], r["ci95"], np.array(r.get("accuracies", []), dtype=np.float64),
                                    np.array(r["rarest_accuracies"], dtype=np.float64) if "rarest_accuracies" in r else None,
-                                   r.get("chosen"))
+                                   r.get("chosen"), event.get("space", "backbone"))
                         for r in event["results"]]
             elif "error" in event:
                 raise KithError.from_response(400, event)
@@ -469,7 +481,7 @@ class _Transport:
                 parsed = None
             if not (call is not None and call.outcomes and isinstance(parsed, dict) and "items" in parsed):
                 raise KithError.from_response(response.status_code, parsed)
-        return _Reply(response.status_code, response.headers.get("content-type", ""), body)
+        return _Reply(response.status_code, response.headers.get("content-type", ""), body, response.headers.get("kith-space", ""))
 
 
 def _sync(op: Callable[Concatenate[Any, P], Op[T]]) -> Callable[Concatenate["Client", P], T]:

@@ -76,7 +76,7 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     nn_vectors, nn_ids, nn_scores = neighbours
     assert nn_vectors.shape == (2, 16) and nn_vectors.dtype == np.float32
     assert list(nn_ids) == [4, -1] and list(neighbours.sequences) == [3, 11]
-    assert np.allclose(nn_scores, 1, atol=1e-5)
+    assert np.allclose(nn_scores, 1, atol=1e-5) and neighbours.space == "backbone"  # from the Kith-Space header
     assert np.allclose(nn_vectors[0], vectors[3] / np.linalg.norm(vectors[3]), atol=1e-6)
     entries, following = client.queue(name, limit=5)
     assert [e["sequence"] for e in entries] == [0, 1, 2, 3, 4] and following == 5
@@ -89,7 +89,7 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     results = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total)))
     assert [r.head for r in results] == ["auto", "logreg", "prototype", "knn", "copa"]
     assert results[0].chosen == {"logreg (not validated)": 20} and results[1].chosen is None
-    assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None for r in results)
+    assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None and r.space == "backbone" for r in results)
     assert seen and seen[-1] == (20, 20)
     tail = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True)
     assert [r.head for r in tail] == ["prototype+whiten", "copa+steps=20"]
@@ -150,7 +150,8 @@ def test_images(client: kith.Client, name: str) -> None:
     embeddings = client.embed(paths, model="resnet18-random")
     assert embeddings.shape == (2, 512) and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
     assert list(client.search(name, embeddings[:1], k=1).ids[0]) == [1]
-    assert list(client.search(name, embeddings[:1], k=1, space="backbone").ids[0]) == [1]
+    found = client.search(name, embeddings[:1], k=1, space="backbone")
+    assert list(found.ids[0]) == [1] and found.space == "backbone"
     with pytest.raises(kith.NoAdaptedHeadError):
         client.search(name, [1], space="adapted")
     job = client.adapt(name, epochs=1, views=2)  # uploads leave no image file to make views from

@@ -80,7 +80,7 @@ def test_search_classify_browse_evaluate(server: Server, client: kith.Client, br
 
     # A click on a result searches for its neighbours (never itself).
     browser.find_elements(By.CSS_SELECTOR, "#results li button")[1].click()
-    wait.until(EC.text_to_be_present_in_element((By.ID, "results-note"), "never itself"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "results-note"), "never itself), backbone space"))
 
     # Labels and the items of one.
     chip = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#label-list button") if b.text.startswith("cat")][0])
