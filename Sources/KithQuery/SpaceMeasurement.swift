@@ -83,8 +83,10 @@ public enum SpaceMeasurement {
     static func viewRecall(_ views: (views: Matrix, rows: [Int]), _ snapshot: VectorSnapshot, _ head: AdaptedHead) -> SpaceComparison.Measure {
         func hits(_ queries: Matrix, _ gallery: Matrix) -> [Double] {
             var found: [Double] = []
-            for start in stride(from: 0, to: queries.rows, by: 64) {
-                let chunk = Array(start..<min(start + 64, queries.rows))
+            // At most 2²⁴ scores (64 MiB) at a time, whatever the collection's size.
+            let step = max(1, min(64, (1 << 24) / max(1, gallery.rows)))
+            for start in stride(from: 0, to: queries.rows, by: step) {
+                let chunk = Array(start..<min(start + step, queries.rows))
                 let scores = queries.gathering(rows: chunk).multiplyTransposed(gallery)
                 for (i, q) in chunk.enumerated() {
                     let row = scores.row(i)
