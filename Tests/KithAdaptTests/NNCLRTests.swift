@@ -164,6 +164,20 @@ struct AdaptationTests {
             try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, shouldContinue: { false })
         }
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
+        // Stopped while the trained head is measured: nothing stored either.
+        let measuring = Locked(false)
+        #expect(throws: AdaptationCancelled.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in
+                measuring.withLock { $0 = true }
+                return SpaceComparison(index: index.name, measures: [])
+            }, shouldContinue: { !measuring.current })
+        }
+        #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
+        // What the measurement answers is stored with the head and in its summary.
+        let measured = SpaceComparison(index: index.name, measures: [.init(name: "views", detail: "", backbone: 0.5, adapted: 0.75, trials: 4, interval: 0.1)])
+        _ = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in measured })
+        #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())).comparison == measured)
+        #expect(try AdaptedHead.summary(of: index)?.isDefault == true)
         _ = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other)
         let replaced = try AdaptedHead(decoding: try #require(try index.adaptedHead()))
         #expect(replaced.configuration.seed == 9 && replaced.model != stored.model)
