@@ -342,7 +342,8 @@ extension Adaptation {
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
         var adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
-        adapted.comparison = try measure(adapted)
+        // A stop while measuring comes after every step: it reports them all, and stores nothing.
+        do { adapted.comparison = try measure(adapted) } catch is AdaptationCancelled { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         try adapted.store(in: index)  // and the checkpoint goes
         summary.head = adapted

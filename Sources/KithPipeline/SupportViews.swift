@@ -107,6 +107,10 @@ public enum SupportViews {
         public var unreadable: [(id: UInt64, source: String)] = []
     }
 
+    /// The shorter side a view's source image is decoded at for `encoder`: twice the model's, as
+    /// views are cropped before the model's resize.
+    public static func sourceSide(for encoder: Encoder) -> Int { 2 * encoder.backbone.preprocessing.minimumShortSide }
+
     /// Embeds the views of the labelled items that have none (all of them when the index's
     /// views were made with another recipe), from their source files where these can still be
     /// read; stored `batchSize` images at a time (one transaction each).
@@ -120,7 +124,7 @@ public enum SupportViews {
         try index.requireSpace(encoder.backbone.manifest.space)
         if try index.viewRecipe() != recipe.stored { try index.setViews([], recipe: recipe.stored) }
         let items = try index.itemsWithoutViews(labelledOnly: !allItems)
-        let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
+        let minimumSide = sourceSide(for: encoder)
         var summary = Summary()
         for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {
             guard shouldContinue() else { break }  // the views stored so far stay: a rerun adds the rest
@@ -152,7 +156,7 @@ public enum SupportViews {
     public static func add(_ uploads: [(id: UInt64, data: Data)], to index: Index, encoder: Encoder,
                            decoder: ImageDecoder = ImageDecoder()) throws(IndexError) -> Int {
         guard !uploads.isEmpty, let recipe = try ViewRecipe.of(index) else { return 0 }
-        let minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
+        let minimumSide = sourceSide(for: encoder)
         let images = uploads.compactMap { upload in
             (try? decoder.decode(upload.data, minimumShortSide: minimumSide)).map { (id: upload.id, image: $0) }
         }

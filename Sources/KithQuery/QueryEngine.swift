@@ -124,7 +124,8 @@ public actor QueryEngine {
         try await snapshot(in: try await resolve(space))
     }
 
-    /// The adapted head `requested` calls for now (nil: the backbone space), loaded once per stamp.
+    /// The adapted head `requested` calls for now (nil: the backbone space): `automatic` takes the
+    /// index's head only when it won its measurement.
     func resolve(_ requested: QuerySpace) async throws(QueryError) -> Projection? {
         guard requested != .backbone else { return nil }
         let index = index
@@ -134,7 +135,14 @@ public actor QueryEngine {
             }
             return nil
         }
-        if let projection, projection.stamp == stamp { return requested == .adapted || projection.head.isDefault ? projection : nil }
+        let loaded = try await projection(stamp: stamp)
+        return requested == .adapted || loaded.head.isDefault ? loaded : nil
+    }
+
+    /// The index's adapted head stored under `stamp`, loaded once per stamp.
+    private func projection(stamp: UInt64) async throws(QueryError) -> Projection {
+        if let projection, projection.stamp == stamp { return projection }
+        let index = index
         let head = try await blocking { () throws -> AdaptedHead in
             guard let data = try index.adaptedHead() else { throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head") }
             let head: AdaptedHead
@@ -154,7 +162,7 @@ public actor QueryEngine {
             for cache in [heads, choices, statistics] as [any StampedCache] { cache.keep(stamp: stamp) }
             queues = queues.filter { $0.key.stamp == nil || $0.key.stamp == stamp }
         }
-        return requested == .adapted || head.isDefault ? loaded : nil
+        return loaded
     }
 
     /// The space a query asking for `requested` is answered in now: `automatic` is the adapted

@@ -57,7 +57,7 @@ public enum SpaceMeasurement {
         var rng = SplitMix64(seed: configuration.seed &+ 0x71E5)
         let sampled = rng.sample(Array(snapshot.ids.indices), min(configuration.views, snapshot.ids.count)).sorted()
         let items = try index.items(sampled.map { snapshot.ids[$0] })
-        let decoder = ImageDecoder(), minimumSide = 2 * encoder.backbone.preprocessing.minimumShortSide
+        let decoder = ImageDecoder(), minimumSide = SupportViews.sourceSide(for: encoder)
         var embedded: [Float] = [], rows: [Int] = []
         for start in stride(from: 0, to: sampled.count, by: 16) {
             guard shouldContinue() else { throw AdaptationCancelled.whileMeasuring }

@@ -166,12 +166,17 @@ struct AdaptationTests {
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
         // Stopped while the trained head is measured: nothing stored either.
         let measuring = Locked(false)
-        #expect(throws: AdaptationCancelled.self) {
+        let afterMeasuring = #expect(throws: AdaptationCancelled.self) {
             try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in
                 measuring.withLock { $0 = true }
                 return SpaceComparison(index: index.name, measures: [])
             }, shouldContinue: { !measuring.current })
         }
+        // Stopped inside the measurement, too: either way every step was taken, and reported.
+        let insideMeasuring = #expect(throws: AdaptationCancelled.self) {
+            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in throw AdaptationCancelled.whileMeasuring })
+        }
+        #expect(afterMeasuring?.steps == 3 && insideMeasuring?.steps == 3)
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
         // What the measurement answers is stored with the head and in its summary.
         let measured = SpaceComparison(index: index.name, measures: [.init(name: "views", detail: "", backbone: 0.5, adapted: 0.75, trials: 4, interval: 0.1)])
