@@ -1034,20 +1034,42 @@ def fashion_gallery() -> str:
 ADAPT_HEADS = ["logreg", "prototype", "prototype+whiten=1000", "logreg+whiten"]
 
 
+def split_classes(folder: str, count: int, destination: str) -> tuple[list[str], dict]:
+    """Up to `count` classes of `folder` at random (seed 0), halved into seen and unseen and copied to
+    destination/seen and destination/unseen; returns the classes and the halves."""
+    import random
+    classes = sorted(os.listdir(folder))
+    random.Random(0).shuffle(classes)
+    classes = classes[:count]
+    halves = {"seen": classes[: len(classes) // 2], "unseen": classes[len(classes) // 2:]}
+    for half, names in halves.items():
+        for c in names:
+            shutil.copytree(os.path.join(folder, c), os.path.join(destination, half, c))
+    return classes, halves
+
+
+def fashion_indexes(args, run) -> str:
+    """Indexes `train` (args.adapt_items Fashion-MNIST training images, built once under bench-out/) and `gallery`
+    (the near-duplicate gallery's 2,000 test images), without labels; returns the gallery's folder."""
+    gallery = fashion_gallery()
+    train = os.path.join(ROOT, "bench-out", f"fashion-train{args.adapt_items}")
+    if not os.path.isdir(train):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), train, "--split", "train",
+                        "--count", str(args.adapt_items)], check=True, capture_output=True)
+    run("index", "create", "train")
+    run("index", "add", "train", train, "--thumbnail-size", "0")
+    run("index", "create", "gallery")
+    run("index", "add", "gallery", os.path.join(gallery, "gallery"), "--thumbnail-size", "0")
+    return gallery
+
+
 def adapt(args) -> str:
     """`kith adapt` without leaks: NNCLR's head learnt on the images of half the glyph classes (and on Fashion-MNIST
     training images), then few-shot accuracy on the other half (and near-duplicate recall on test images), in the
     backbone's space and in the adapted one, with and without the queue."""
-    import random
     glyphs = glyph_folder()
     work = tempfile.mkdtemp(prefix="kith-bench-adapt-")
-    classes = sorted(os.listdir(glyphs))
-    random.Random(0).shuffle(classes)
-    classes = classes[: args.adapt_classes]
-    halves = {"seen": classes[: len(classes) // 2], "unseen": classes[len(classes) // 2:]}
-    for half, names in halves.items():
-        for c in names:
-            shutil.copytree(os.path.join(glyphs, c), os.path.join(work, half, c))
+    classes, halves = split_classes(glyphs, args.adapt_classes, work)
     indexes = os.path.join(work, "indexes")
     run = lambda *a: subprocess.run([KITH, *a, "--indexes", indexes], check=True, capture_output=True, text=True).stdout
     run("index", "create", "seen")
@@ -1087,15 +1109,7 @@ def adapt(args) -> str:
     print("adapt glyphs done", file=sys.stderr)
 
     # Fashion-MNIST: adapt on training images, near-duplicate recall on the test gallery.
-    gallery = fashion_gallery()
-    train = os.path.join(ROOT, "bench-out", f"fashion-train{args.adapt_items}")
-    if not os.path.isdir(train):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), train, "--split", "train",
-                        "--count", str(args.adapt_items)], check=True, capture_output=True)
-    run("index", "create", "train")
-    run("index", "add", "train", train, "--thumbnail-size", "0")
-    run("index", "create", "gallery")
-    run("index", "add", "gallery", os.path.join(gallery, "gallery"), "--thumbnail-size", "0")
+    gallery = fashion_indexes(args, run)
     recalls = {}
 
     def recall(space: str) -> None:
@@ -1429,19 +1443,12 @@ def default_space(args) -> str:
     """After `kith adapt` with its defaults and `--head-from`: the space Kith answers in by default (the head
     measured against the backbone on the target index's data) beside the backbone's and the adapted one, on classes
     the head never saw; and near-duplicate recall on Fashion-MNIST in the default space."""
-    import random
     work = tempfile.mkdtemp(prefix="kith-bench-default-")
     indexes = os.path.join(work, "indexes")
     run = lambda *a: subprocess.run([KITH, *a, "--indexes", indexes], check=True, capture_output=True, text=True).stdout
 
     def split(folder: str, count: int, name: str) -> tuple[str, str, int, int]:
-        classes = sorted(os.listdir(folder))
-        random.Random(0).shuffle(classes)
-        classes = classes[:count]
-        halves = {"seen": classes[: len(classes) // 2], "unseen": classes[len(classes) // 2:]}
-        for half, names in halves.items():
-            for c in names:
-                shutil.copytree(os.path.join(folder, c), os.path.join(work, name, half, c))
+        _, halves = split_classes(folder, count, os.path.join(work, name))
         images = {h: sum(len(os.listdir(os.path.join(work, name, h, c))) for c in halves[h]) for h in halves}
         return os.path.join(work, name, "seen"), os.path.join(work, name, "unseen"), len(halves["seen"]), images["seen"]
 
@@ -1485,15 +1492,7 @@ def default_space(args) -> str:
         print(f"default: {name} done", file=sys.stderr)
 
     # Near-duplicates: the head of Fashion-MNIST training images, copied to the test gallery and measured there.
-    gallery = fashion_gallery()
-    train = os.path.join(ROOT, "bench-out", f"fashion-train{args.adapt_items}")
-    if not os.path.isdir(train):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_fashion_mnist.py"), train, "--split", "train",
-                        "--count", str(args.adapt_items)], check=True, capture_output=True)
-    run("index", "create", "train")
-    run("index", "add", "train", train, "--thumbnail-size", "0")
-    run("index", "create", "gallery")
-    run("index", "add", "gallery", os.path.join(gallery, "gallery"), "--thumbnail-size", "0")
+    gallery = fashion_indexes(args, run)
     run("adapt", "train", "--flip", "--epochs", str(args.adapt_epochs))
     measured = run("adapt", "gallery", "--head-from", "train").splitlines()[-1]
     recall = {space: json.loads(run("eval", "retrieval", "gallery", "--queries", os.path.join(gallery, "queries.tsv"), "--json",
