@@ -14,6 +14,37 @@ public struct NNCLR: Sendable, Codable, Equatable {
     public var projector: MLP
     public var predictor: MLP
     public var temperature: Float
+    /// A fixed linear map added to the projector's output, z = proj(x) + S x (nil: z = proj(x)).
+    public var skip: Skip?
+
+    /// The residual path of a head (docs/adapt.md): S, `dimension` × inputs, row-major.
+    public struct Skip: Sendable, Codable, Equatable {
+        public let rows: Int
+        public let columns: Int
+        @PackedFloats var weight: [Float]
+
+        public init(_ matrix: Matrix) { (rows, columns, weight) = (matrix.rows, matrix.columns, matrix.values) }
+        public var matrix: Matrix { Matrix(rows: rows, columns: columns, values: weight) }
+
+        /// S: the top `dimension` eigenvectors of the second moment of `x`'s rows (uncentred,
+        /// so that S x keeps the cosines of the rows as far as `dimension` dimensions can).
+        public static func principal(of x: Matrix, dimension: Int) -> Skip? {
+            let d = x.columns
+            guard x.rows > 0, dimension <= d else { return nil }
+            var transposed = Matrix(zeros: d, x.rows)
+            for r in 0..<x.rows { for j in 0..<d { transposed.values[j * x.rows + r] = x.values[r * d + j] } }
+            let moment = transposed.multiplyTransposed(transposed).values.map { Double($0) / Double(x.rows) }
+            guard let (_, vectors) = LAPACK.symmetricEigen(moment, n: d) else { return nil }
+            // Eigenvalues ascend: the last `dimension` rows, largest first.
+            var top: [Float] = []
+            top.reserveCapacity(dimension * d)
+            for k in 0..<dimension {
+                let row = d - 1 - k
+                top += vectors[(row * d)..<(row * d + d)].map { Float($0) }
+            }
+            return Skip(Matrix(rows: dimension, columns: d, values: top))
+        }
+    }
 
     /// NNCLR's shapes, narrowed for a CPU: input → 1024 → 1024 → `dimension` with a BatchNorm on
     /// the output, and a predictor `dimension` → 1024 → `dimension`.
@@ -23,14 +54,36 @@ public struct NNCLR: Sendable, Codable, Equatable {
         self.temperature = temperature
     }
 
-    public init(projector: MLP, predictor: MLP, temperature: Float = 0.1) {
-        (self.projector, self.predictor, self.temperature) = (projector, predictor, temperature)
+    public init(projector: MLP, predictor: MLP, temperature: Float = 0.1, skip: Skip? = nil) {
+        (self.projector, self.predictor, self.temperature, self.skip) = (projector, predictor, temperature, skip)
     }
 
-    /// The adapted embedding of frozen embeddings: ẑ = unit(proj(x)), with the projector's running statistics.
+    /// A residual head: z = proj(x) + S x, with the projector's output BatchNorm starting at γ = 0,
+    /// so that training starts from S x exactly.
+    public init(inputs: Int, dimension: Int = 256, hidden: Int = 1024, temperature: Float = 0.1, seed: UInt64 = 0, skip: Skip) {
+        self.init(inputs: inputs, dimension: dimension, hidden: hidden, temperature: temperature, seed: seed)
+        precondition(skip.rows == dimension && skip.columns == inputs, "NNCLR: a skip of \(skip.rows) × \(skip.columns)")
+        self.skip = skip
+        if case .batchNorm(let f, _, let beta, let mean, let variance) = projector.layers[projector.layers.count - 1] {
+            projector.layers[projector.layers.count - 1] = .batchNorm(features: f, gamma: [Float](repeating: 0, count: f), beta: beta,
+                                                                      runningMean: mean, runningVariance: variance)
+        }
+    }
+
+    /// z = proj(x) (+ S x), before normalisation.
+    mutating func project(_ x: Matrix, training: Bool) -> (z: Matrix, cache: MLP.Cache) {
+        var (z, cache) = projector.forward(x, training: training)
+        if let skip {
+            let residual = x.multiplyTransposed(skip.matrix)
+            for i in z.values.indices { z.values[i] += residual.values[i] }
+        }
+        return (z, cache)
+    }
+
+    /// The adapted embedding of frozen embeddings: ẑ = unit(z), with the projector's running statistics.
     public func embed(_ x: Matrix) -> Matrix {
-        var projector = projector
-        var z = projector.forward(x, training: false).output
+        var model = self
+        var z = model.project(x, training: false).z
         z.normalizeRows()
         return z
     }
@@ -52,8 +105,9 @@ public struct NNCLR: Sendable, Codable, Equatable {
     /// to the gradient.
     mutating func step(_ first: Matrix, _ second: Matrix,
                        positives: (Int, Matrix) -> Matrix) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
-        let (z1, projected1) = projector.forward(first, training: true)
-        let (z2, projected2) = projector.forward(second, training: true)
+        // S x is a constant: the gradient of z reaches the projector unchanged.
+        let (z1, projected1) = project(first, training: true)
+        let (z2, projected2) = project(second, training: true)
         let (p1, predicted1) = predictor.forward(z1, training: true)
         let (p2, predicted2) = predictor.forward(z2, training: true)
         var unit1 = z1, unit2 = z2

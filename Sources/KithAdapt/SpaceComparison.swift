@@ -42,6 +42,12 @@ public struct SpaceComparison: Sendable, Codable, Equatable {
         !measures.isEmpty && measures.allSatisfy { $0.difference >= 0 } && measures.contains { $0.difference > 0 }
     }
 
+    /// The mean of adapted − backbone over the measures (nil: none), by which the heads of one
+    /// training are compared (early stopping).
+    public var gain: Double? {
+        measures.isEmpty ? nil : measures.map(\.difference).reduce(0, +) / Double(measures.count)
+    }
+
     /// One line for people: each measure in both spaces, and which space queries use.
     public var summary: String {
         guard !measures.isEmpty else { return "not measured (\(unmeasured ?? "nothing to measure on")): queries use the backbone space" }

@@ -21,8 +21,34 @@ public struct AdaptationConfiguration: Sendable, Codable, Equatable {
     public var learningRate: Float = 1e-3
     public var temperature: Float = 0.1
     public var seed: UInt64 = 0
+    /// A residual head, z = proj(x) + S x with S the collection's principal directions, trained
+    /// from S x (docs/adapt.md); false: z = proj(x) from random weights. Default: true.
+    public var residual = true
+    /// Epochs between measurements of the head on the index's own data while it trains (early
+    /// stopping: the best head measured is kept, and training stops after `patience`
+    /// measurements without a better one); 0: measured only at the end. Default: 5.
+    public var measureEvery = 5
+    /// Measurements without a better head before training stops. Default: 2.
+    public var patience = 2
 
     public init() {}
+
+    private enum CodingKeys: String, CodingKey {
+        case epochs, dimension, hidden, batchSize, queueCapacity, usesQueue, learningRate, temperature, seed, residual, measureEvery, patience
+    }
+
+    /// Settings stored before `residual` and early stopping existed read as they trained.
+    public init(from decoder: any Swift.Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        (epochs, dimension, hidden) = (try c.decode(Int.self, forKey: .epochs), try c.decode(Int.self, forKey: .dimension), try c.decode(Int.self, forKey: .hidden))
+        (batchSize, queueCapacity) = (try c.decode(Int.self, forKey: .batchSize), try c.decode(Int.self, forKey: .queueCapacity))
+        usesQueue = try c.decode(Bool.self, forKey: .usesQueue)
+        (learningRate, temperature) = (try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .temperature))
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        residual = try c.decodeIfPresent(Bool.self, forKey: .residual) ?? false
+        measureEvery = try c.decodeIfPresent(Int.self, forKey: .measureEvery) ?? 0
+        patience = try c.decodeIfPresent(Int.self, forKey: .patience) ?? 2
+    }
 
     /// Settings outside these bounds are refused (a request cannot ask for a week of training).
     public func validate() throws(AdaptationError) {
@@ -34,6 +60,8 @@ public struct AdaptationConfiguration: Sendable, Codable, Equatable {
         try check("hidden", hidden, 1...8192)
         try check("items per step", batchSize, 2...4096)
         try check("queue capacity", queueCapacity, 1...1_048_576)
+        try check("epochs between measurements", measureEvery, 0...1000)
+        try check("patience", patience, 1...1000)
         guard learningRate > 0, learningRate.isFinite, temperature > 0, temperature.isFinite else {
             throw AdaptationError(.invalidConfiguration, "the learning rate and the temperature must be positive")
         }
@@ -77,6 +105,29 @@ public struct AdaptationCheckpoint: Sendable, Codable {
     var rng: SplitMix64
     var queue: ProjectionQueue
     var losses: [Float]
+    /// Early stopping: the measurements so far, and the best head measured with its epoch.
+    var measurements: [AdaptationMeasurement]?
+    var best: NNCLR?
+    var bestEpoch: Int?
+}
+
+/// The head measured after an epoch of training: the mean of adapted − backbone over the
+/// measures of the index's own data (docs/adapt.md).
+public struct AdaptationMeasurement: Sendable, Codable, Equatable {
+    public var epoch: Int
+    public var gain: Double
+}
+
+/// What a training returns.
+public struct TrainedHead: Sendable {
+    /// The head kept: the best measured, or the last when nothing was measured.
+    public var model: NNCLR
+    /// The loss of every step (since the start, resumed or not).
+    public var losses: [Float]
+    public var measurements: [AdaptationMeasurement]
+    /// The epoch of `model`, and the epochs trained (fewer than asked for when stopped early).
+    public var epoch: Int
+    public var epochs: Int
 }
 
 extension AdaptationCheckpoint {
@@ -99,11 +150,13 @@ public enum Adaptation {
     ///   - checkpoint: after every whole epoch but the last.
     ///   - progress: after every step.
     ///   - shouldContinue: asked before every step; false stops with `AdaptationCancelled`.
-    /// - Returns: the trained model and the loss of every step (since the start, resumed or not).
+    ///   - evaluate: the head's gain over the backbone on the index's own data (nil: nothing to
+    ///     measure), asked every `measureEvery` epochs and after the last: the best head is kept.
     public static func train(_ items: [Matrix], configuration c: AdaptationConfiguration, resume: AdaptationCheckpoint? = nil,
                              checkpoint: (AdaptationCheckpoint) throws -> Void = { _ in },
                              progress: (AdaptationProgress) -> Void = { _ in },
-                             shouldContinue: () -> Bool = { true }) throws -> (model: NNCLR, losses: [Float]) {
+                             evaluate: (NNCLR) throws -> Double? = { _ in nil },
+                             shouldContinue: () -> Bool = { true }) throws -> TrainedHead {
         let usable = items.filter { $0.rows >= 2 }
         guard let first = usable.first, usable.count >= 2 else {
             throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with views; \(usable.count) have any")
@@ -112,6 +165,8 @@ public enum Adaptation {
         let batch = min(max(2, c.batchSize), usable.count)
         let perEpoch = max(1, usable.count / batch)
         let epochs = max(1, c.epochs), steps = perEpoch * epochs
+        // A queue longer than the collection would hold stale copies of items it already holds.
+        let queueCapacity = max(1, min(c.queueCapacity, usable.count))
         var state: AdaptationCheckpoint
         if let resume {
             guard resume.configuration == c, resume.items == usable.count, resume.epochs <= epochs else {
@@ -119,11 +174,16 @@ public enum Adaptation {
             }
             state = resume
         } else {
-            let model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
+            var model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
+            // The residual path starts the head at the collection's principal directions (docs/adapt.md).
+            if c.residual, c.dimension <= d,
+               let skip = NNCLR.Skip.principal(of: Matrix(rows: usable.count, columns: d, values: usable.flatMap { $0.row(0) }), dimension: c.dimension) {
+                model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed, skip: skip)
+            }
             let adam = Adam(learningRate: c.learningRate, totalSteps: steps)
             state = AdaptationCheckpoint(configuration: c, items: usable.count, epochs: 0, model: model, projectorAdam: adam, predictorAdam: adam,
-                                         rng: SplitMix64(seed: c.seed &+ 0x5EED), queue: ProjectionQueue(capacity: max(1, c.queueCapacity), dimension: c.dimension),
-                                         losses: [])
+                                         rng: SplitMix64(seed: c.seed &+ 0x5EED), queue: ProjectionQueue(capacity: queueCapacity, dimension: c.dimension),
+                                         losses: [], measurements: [])
         }
         var last: AdaptationCheckpoint? = resume
         for epoch in state.epochs..<epochs {
@@ -150,12 +210,25 @@ public enum Adaptation {
                 progress(AdaptationProgress(step: state.losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
             }
             state.epochs = epoch + 1
+            if c.measureEvery > 0 && state.epochs % c.measureEvery == 0 || state.epochs == epochs {
+                let gain: Double?
+                do { gain = try evaluate(state.model) } catch is AdaptationCancelled {
+                    throw AdaptationCancelled(steps: state.losses.count, checkpoint: last)
+                }
+                if let gain {
+                    if gain > (state.measurements ?? []).map(\.gain).max() ?? -.infinity { (state.best, state.bestEpoch) = (state.model, state.epochs) }
+                    state.measurements = (state.measurements ?? []) + [AdaptationMeasurement(epoch: state.epochs, gain: gain)]
+                }
+            }
+            let sinceBest = (state.measurements ?? []).filter { $0.epoch > state.bestEpoch ?? Int.max }.count
+            if sinceBest >= c.patience { break }  // stopped early: the best head is kept
             if state.epochs < epochs {
                 last = state
                 try checkpoint(state)
             }
         }
-        return (state.model, state.losses)
+        return TrainedHead(model: state.best ?? state.model, losses: state.losses, measurements: state.measurements ?? [],
+                           epoch: state.best == nil ? state.epochs : state.bestEpoch ?? state.epochs, epochs: state.epochs)
     }
 }
 
@@ -270,6 +343,11 @@ public struct AdaptationSummary: Sendable {
     /// when they have none: such an item is left out).
     public var unreadable: [(id: UInt64, source: String)] = []
     public var steps = 0
+    /// The head measured during training (early stopping), the epoch of the head kept, and the
+    /// epochs trained.
+    public var measurements: [AdaptationMeasurement] = []
+    public var keptEpoch = 0
+    public var epochs = 0
     public var firstLoss: Float = 0
     public var finalLoss: Float = 0
     public var head: AdaptedHead?
@@ -282,9 +360,10 @@ extension Adaptation {
     /// seconds (after a whole epoch) and when stopped; no head is stored when training fails or is
     /// stopped. With `resume`, the training goes on from the index's checkpoint, with its settings
     /// and view recipe (`configuration` and `recipe` are not used).
-    /// - Parameter measure: compares the trained head with the backbone on the index's data; its
-    ///   answer is stored with the head and decides the index's default space. A stop asked for
-    ///   while it measures stores nothing.
+    /// - Parameter measure: compares a head with the backbone on the index's data: every
+    ///   `measureEvery` epochs while training (the best head is kept, docs/adapt.md) and once more
+    ///   for the head kept, whose answer is stored with it and decides the index's default space.
+    ///   A stop asked for while it measures the head kept stores nothing.
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
                              resume: Bool = false, checkpointInterval: TimeInterval = 30,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
@@ -328,22 +407,30 @@ extension Adaptation {
             try index.setAdaptationCheckpoint(try checkpoint.encoded())
             lastStored = Date()
         }
-        let (model, losses): (NNCLR, [Float])
+        let trained: TrainedHead
+        var best: (model: NNCLR, comparison: SpaceComparison?)?  // not measured again at the end
         do {
-            (model, losses) = try train(items, configuration: configuration, resume: resumed, checkpoint: { checkpoint in
+            trained = try train(items, configuration: configuration, resume: resumed, checkpoint: { checkpoint in
                 if Date().timeIntervalSince(lastStored) >= checkpointInterval { try store(checkpoint) }
-            }, progress: progress, shouldContinue: shouldContinue)
+            }, progress: progress, evaluate: { model in
+                let comparison = try measure(AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: 0))
+                if let gain = comparison?.gain, gain > best?.comparison?.gain ?? -.infinity { best = (model, comparison) }
+                return comparison?.gain
+            }, shouldContinue: shouldContinue)
         } catch let stopped as AdaptationCancelled {
             if let checkpoint = stopped.checkpoint, checkpoint.epochs > (resumed?.epochs ?? 0) { try store(checkpoint) }
             throw stopped
         }
-        summary.steps = losses.count
+        let (model, losses) = (trained.model, trained.losses)
+        (summary.steps, summary.measurements, summary.keptEpoch, summary.epochs) = (losses.count, trained.measurements, trained.epoch, trained.epochs)
         let tail = losses.suffix(max(1, losses.count / 10)), head = losses.prefix(max(1, losses.count / 10))
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
         var adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
-        // A stop while measuring comes after every step: it reports them all, and stores nothing.
-        do { adapted.comparison = try measure(adapted) } catch is AdaptationCancelled { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
+        // A stop while measuring the head kept comes after every step: it reports them all, and stores nothing.
+        do {
+            adapted.comparison = try best.flatMap { $0.model == model ? $0.comparison : nil } ?? measure(adapted)
+        } catch is AdaptationCancelled { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         try adapted.store(in: index)  // and the checkpoint goes
         summary.head = adapted

@@ -20,21 +20,33 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
     public var jitter: Bool
     /// Whether blurred images keep the label. Default: false.
     public var blur: Bool
+    /// Whether each image gets transforms of its own (drawn from the seed and its id) rather than
+    /// the same `count` transforms as every other image. Default: true (a recipe stored without
+    /// it reads as false).
+    public var perImage: Bool
     public var seed: UInt64
 
     public static let maxCount = 16
 
     /// - Throws: `invalid_configuration` for a count outside 1…16.
-    public init(count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, seed: UInt64 = 0) throws(IndexError) {
+    public init(count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, perImage: Bool = true,
+                seed: UInt64 = 0) throws(IndexError) {
         guard (1...Self.maxCount).contains(count) else {
             throw IndexError.invalidConfiguration("a support set has 1 to \(Self.maxCount) views per image, not \(count)")
         }
-        (self.count, self.flip, self.jitter, self.blur, self.seed) = (count, flip, jitter, blur, seed)
+        (self.count, self.flip, self.jitter, self.blur, self.perImage, self.seed) = (count, flip, jitter, blur, perImage, seed)
+    }
+
+    /// The transforms of the item `id`: those of its own seed when `perImage`, else `transforms`.
+    public func transforms(for id: UInt64) -> [ViewTransform] {
+        perImage ? Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed &+ id &* 0x9E37_79B9_7F4A_7C15) : transforms
     }
 
     /// The transforms, in order: view k from SplitMix64(seed + k). The draws for jitter and blur
     /// come after the geometric ones, so adding them leaves the crops and turns as they were.
-    public var transforms: [ViewTransform] {
+    public var transforms: [ViewTransform] { Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed) }
+
+    private static func draw(count: Int, flip: Bool, jitter: Bool, blur: Bool, seed: UInt64) -> [ViewTransform] {
         (0..<count).map { k in
             var rng = SplitMix64(seed: seed &+ UInt64(k))
             let scale = 0.75 + 0.25 * rng.nextDouble()
@@ -51,29 +63,32 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case count, flip, jitter, blur, seed }
+    private enum CodingKeys: String, CodingKey { case count, flip, jitter, blur, perImage = "per_image", seed }
 
     public init(from decoder: any Swift.Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try self.init(count: try c.decode(Int.self, forKey: .count), flip: try c.decode(Bool.self, forKey: .flip),
                       jitter: try c.decodeIfPresent(Bool.self, forKey: .jitter) ?? false,
-                      blur: try c.decodeIfPresent(Bool.self, forKey: .blur) ?? false, seed: try c.decode(UInt64.self, forKey: .seed))
+                      blur: try c.decodeIfPresent(Bool.self, forKey: .blur) ?? false,
+                      perImage: try c.decodeIfPresent(Bool.self, forKey: .perImage) ?? false, seed: try c.decode(UInt64.self, forKey: .seed))
     }
 
-    /// `jitter` and `blur` are written only when set: a recipe without them is stored exactly as
-    /// before they existed, so the views of older indexes stay valid.
+    /// `jitter`, `blur` and `per_image` are written only when set: a recipe without them is stored
+    /// exactly as before they existed, so the views of older indexes stay valid.
     public func encode(to encoder: any Swift.Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(count, forKey: .count)
         try c.encode(flip, forKey: .flip)
         if jitter { try c.encode(jitter, forKey: .jitter) }
         if blur { try c.encode(blur, forKey: .blur) }
+        if perImage { try c.encode(perImage, forKey: .perImage) }
         try c.encode(seed, forKey: .seed)
     }
 
     public var description: String {
         "\(count) views: crop 0.75–1 of the side, turn ±10°, \(flip ? "every other mirrored" : "no mirroring")"
-            + (jitter ? ", colour jitter" : "") + (blur ? ", every other blurred" : "") + ", seed \(seed)"
+            + (jitter ? ", colour jitter" : "") + (blur ? ", every other blurred" : "")
+            + (perImage ? ", drawn for each image" : ", the same for every image") + ", seed \(seed)"
     }
 
     /// The recipe as an index stores it (JSON with sorted keys).
@@ -166,10 +181,10 @@ public enum SupportViews {
     /// Embeds `recipe`'s views of each image and stores them with its item.
     private static func store(_ images: [(id: UInt64, image: RGBImage)], in index: Index, encoder: Encoder,
                               recipe: ViewRecipe) throws(IndexError) -> Int {
-        let transforms = recipe.transforms
-        let embedded = encoder.embed(images: images.flatMap { image in transforms.map(image.image.view) })
+        let count = recipe.count
+        let embedded = encoder.embed(images: images.flatMap { image in recipe.transforms(for: image.id).map(image.image.view) })
         let views = images.enumerated().map { i, image in
-            (id: image.id, vectors: embedded.gathering(rows: Array((i * transforms.count)..<((i + 1) * transforms.count))))
+            (id: image.id, vectors: embedded.gathering(rows: Array((i * count)..<((i + 1) * count))))
         }
         return try index.setViews(views, recipe: recipe.stored).count
     }

@@ -33,27 +33,69 @@ public enum SpaceMeasurement {
     public static func compare(_ head: AdaptedHead, on index: Index, encoder: Encoder?,
                                configuration: SpaceMeasurementConfiguration = .init(),
                                shouldContinue: () -> Bool = { true }) throws -> SpaceComparison {
-        let snapshot = try index.loadVectors()
-        var measures: [SpaceComparison.Measure] = []
-        var missing: [String] = []
-        if let encoder, index.metadata.model != nil,
-           let views = try heldOutViews(index, snapshot, head: head, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue) {
-            measures.append(viewRecall(views, snapshot, head))
-        } else {
-            missing.append(encoder == nil || index.metadata.model == nil ? "no images to make views of" : "fewer than 10 readable images")
+        try prepare(index, views: head.views, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue)
+            .compare(head, shouldContinue: shouldContinue)
+    }
+
+    /// A measure of `compare` that prepares once and remembers: the heads of one training (measured
+    /// after several epochs) share their recipe, so its held-out views are embedded only once.
+    public static func measurer(on index: Index, encoder: Encoder?, configuration: SpaceMeasurementConfiguration = .init(),
+                                shouldContinue: @escaping () -> Bool = { true }) -> (AdaptedHead) throws -> SpaceComparison {
+        var prepared: Prepared?
+        return { head in
+            if prepared?.recipe != head.views {
+                prepared = try prepare(index, views: head.views, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue)
+            }
+            return try prepared!.compare(head, shouldContinue: shouldContinue)
         }
-        let shotMeasures = try fewShot(snapshot, head, configuration: configuration, shouldContinue: shouldContinue)
-        if shotMeasures.isEmpty { missing.append("too few labelled items for few-shot episodes") }
-        measures += shotMeasures
-        return SpaceComparison(index: index.name, measures: measures, unmeasured: measures.isEmpty ? missing.joined(separator: ", ") : nil)
+    }
+
+    /// The collection and its held-out views (for heads trained with the view recipe `recipe`),
+    /// read and embedded once.
+    public static func prepare(_ index: Index, views recipe: String, encoder: Encoder?, configuration: SpaceMeasurementConfiguration = .init(),
+                               shouldContinue: () -> Bool = { true }) throws -> Prepared {
+        let snapshot = try index.loadVectors()
+        var missing: [String] = []
+        var views: (views: Matrix, rows: [Int])?
+        if let encoder, index.metadata.model != nil {
+            views = try heldOutViews(index, snapshot, recipe: recipe, encoder: encoder, configuration: configuration, shouldContinue: shouldContinue)
+            if views == nil { missing.append("fewer than 10 readable images") }
+        } else {
+            missing.append("no images to make views of")
+        }
+        return Prepared(index: index.name, recipe: recipe, snapshot: snapshot, views: views, missing: missing, configuration: configuration)
+    }
+
+    /// An index made ready to measure heads on (`prepare`).
+    public struct Prepared: Sendable {
+        let index: String
+        let recipe: String
+        let snapshot: VectorSnapshot
+        let views: (views: Matrix, rows: [Int])?
+        let missing: [String]
+        let configuration: SpaceMeasurementConfiguration
+
+        /// `head` against the backbone on every measure prepared.
+        public func compare(_ head: AdaptedHead, shouldContinue: () -> Bool = { true }) throws -> SpaceComparison {
+            var measures: [SpaceComparison.Measure] = []
+            var missing = missing
+            if let views { measures.append(SpaceMeasurement.viewRecall(views, snapshot, head)) }
+            let shotMeasures = try SpaceMeasurement.fewShot(snapshot, head, configuration: configuration, shouldContinue: shouldContinue)
+            if shotMeasures.isEmpty { missing.append("too few labelled items for few-shot episodes") }
+            measures += shotMeasures
+            return SpaceComparison(index: index, measures: measures, unmeasured: measures.isEmpty ? missing.joined(separator: ", ") : nil)
+        }
     }
 
     /// Embeddings of one fresh view of each of up to `configuration.views` sampled items, with
     /// the rows of their items in `snapshot`; nil when fewer than 10 could be read.
-    static func heldOutViews(_ index: Index, _ snapshot: VectorSnapshot, head: AdaptedHead, encoder: Encoder,
+    static func heldOutViews(_ index: Index, _ snapshot: VectorSnapshot, recipe: String, encoder: Encoder,
                              configuration: SpaceMeasurementConfiguration,
                              shouldContinue: () -> Bool) throws -> (views: Matrix, rows: [Int])? {
-        let trained = ViewRecipe(stored: head.views)
+        // Two transforms of its own for every image (one used), drawn like the training's but from another seed.
+        let trained = ViewRecipe(stored: recipe)
+        let heldOut = try ViewRecipe(count: 2, flip: trained?.flip ?? false, jitter: trained?.jitter ?? false, blur: trained?.blur ?? false,
+                                     perImage: true, seed: configuration.seed ^ 0xD1CE)
         var rng = SplitMix64(seed: configuration.seed &+ 0x71E5)
         let sampled = rng.sample(Array(snapshot.ids.indices), min(configuration.views, snapshot.ids.count)).sorted()
         let items = try index.items(sampled.map { snapshot.ids[$0] })
@@ -66,11 +108,8 @@ public enum SpaceMeasurement {
                 let r = sampled[p]
                 guard let source = items[p]?.source,
                       let image = try? decoder.decode(contentsOf: source, minimumShortSide: minimumSide) else { continue }
-                // A transform of its own for every image: drawn like the training's, never the same.
                 let id = snapshot.ids[r]
-                let recipe = try ViewRecipe(count: 2, flip: trained?.flip ?? false, jitter: trained?.jitter ?? false,
-                                            blur: trained?.blur ?? false, seed: (configuration.seed ^ 0xD1CE) &+ id &* 0x9E37_79B9_7F4A_7C15)
-                images.append(image.view(recipe.transforms[Int(id % 2)]))
+                images.append(image.view(heldOut.transforms(for: id)[Int(id % 2)]))
                 rows.append(r)
             }
             if !images.isEmpty { embedded += encoder.embed(images: images).values }

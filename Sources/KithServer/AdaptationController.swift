@@ -27,7 +27,7 @@ struct AdaptationController {
         let configuration = body.configuration
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
         let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
-                                    seed: body.seed ?? 0)
+                                    perImage: body.perImage ?? true, seed: body.seed ?? 0)
         let encoder = try await service.batcher(model: try index.backbone()).encoder
         return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: body.resume ?? false)
     }
@@ -53,7 +53,12 @@ struct AdaptationRequest: Decodable {
     var flip: Bool?
     var jitter: Bool?
     var blur: Bool?
+    /// Transforms drawn for each image (default) rather than the same for every image.
+    var perImage: Bool?
     var noQueue: Bool?
+    var noResidual: Bool?
+    var measureEvery: Int?
+    var patience: Int?
     var seed: UInt64?
     /// Go on with the index's stopped adaptation (cancelled or interrupted), with its settings.
     var resume: Bool?
@@ -66,6 +71,9 @@ struct AdaptationRequest: Decodable {
         c.batchSize = itemsPerStep ?? c.batchSize
         c.queueCapacity = queueCapacity ?? c.queueCapacity
         c.usesQueue = !(noQueue ?? false)
+        c.residual = !(noResidual ?? false)
+        c.measureEvery = measureEvery ?? c.measureEvery
+        c.patience = patience ?? c.patience
         c.seed = seed ?? c.seed
         return c
     }
@@ -80,6 +88,10 @@ struct AdaptationJob: Encodable, Sendable {
         var viewsAdded: Int
         var unreadable: Int
         var steps: Int
+        /// Epochs trained, the epoch of the head kept, and the measurements that chose it.
+        var epochs: Int
+        var keptEpoch: Int
+        var measurements: [AdaptationMeasurement]
         var firstLoss: Float
         var finalLoss: Float
         var dimension: Int
@@ -141,14 +153,14 @@ actor Adaptations {
                         job.withLock { ($0.done, $0.total) = (done, total) }
                     }, progress: { p in
                         job.withLock { ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = ("training", p.step, p.steps, p.epoch, p.loss) }
-                    }, measure: { head in
+                    }, measure: { [measure = SpaceMeasurement.measurer(on: index, encoder: encoder, shouldContinue: { !cancelled.current })] head in
                         job.withLock { $0.phase = "measuring" }
-                        return try SpaceMeasurement.compare(head, on: index, encoder: encoder, shouldContinue: { !cancelled.current })
+                        return try measure(head)
                     }, shouldContinue: { !cancelled.current })
                     job.withLock {
                         $0.state = .succeeded
                         $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
-                                          firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension,
+                                          epochs: summary.epochs, keptEpoch: summary.keptEpoch, measurements: summary.measurements, firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension,
                                           adapted: summary.head.map { AdaptedInfo($0.summary) })
                     }
                 } catch is AdaptationCancelled {

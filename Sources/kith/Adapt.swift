@@ -18,7 +18,9 @@ struct Adapt: AsyncParsableCommand {
             stored with its settings and replaces an earlier one at once. Ctrl-C stops the run \
             without storing a head; the views made stay, and a checkpoint of the training (after \
             its last whole epoch; also every 30 s while it trains) lets --resume go on from there \
-            exactly as if it had not stopped.
+            exactly as if it had not stopped. Every --measure-every epochs the head is measured \
+            against the backbone on the index's own data (held-out views, and few-shot episodes on \
+            its labels); the best head measured is kept.
             """)
 
     @OptionGroup var location: IndexOptions
@@ -27,10 +29,15 @@ struct Adapt: AsyncParsableCommand {
     @Option(help: "The adapted embedding's dimension.") var dimension: Int = 256
     @Option(help: "Width of the hidden layers.") var hidden: Int = 1024
     @Option(help: "Items per training step.") var itemsPerStep: Int = 128
-    @Option(help: "Entries of the queue of projections (the support set Q).") var queueCapacity: Int = 8192
+    @Option(help: "Entries of the queue of projections (the support set Q; at most one per item).") var queueCapacity: Int = 8192
     @Option(help: "Views per item (1–\(ViewRecipe.maxCount)).") var views: Int = 4
     @OptionGroup(title: "Views") var domain: ViewDomainOptions
     @Flag(help: "The ablation: each view's own projection as its positive, no queue.") var noQueue = false
+    @Flag(help: "A plain head from random weights, without the residual path from the collection's principal directions.")
+    var noResidual = false
+    @Option(help: "Epochs between measurements of the head on the index's own data while it trains; the best is kept (0: measured at the end only).")
+    var measureEvery: Int = 5
+    @Option(help: "Measurements without a better head before training stops.") var patience: Int = 2
     @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = 0
     @Option(help: ArgumentHelp("Copy this index's adapted head instead of training one (same backbone).", valueName: "index"))
     var headFrom: String?
@@ -52,6 +59,7 @@ struct Adapt: AsyncParsableCommand {
         var configuration = AdaptationConfiguration()
         (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (epochs, dimension, hidden, itemsPerStep)
         (configuration.queueCapacity, configuration.usesQueue, configuration.seed) = (queueCapacity, !noQueue, seed)
+        (configuration.residual, configuration.measureEvery, configuration.patience) = (!noResidual, measureEvery, patience)
         return configuration
     }
 
@@ -97,8 +105,13 @@ struct Adapt: AsyncParsableCommand {
         }
         for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
         print(String(format: "adapted '%@': %d items with views, %d steps (%d epochs), loss %.3f → %.3f, in %.0f s; the head is stored in the index",
-                     name, summary.items, summary.steps, summary.head?.configuration.epochs ?? epochs, summary.firstLoss, summary.finalLoss,
+                     name, summary.items, summary.steps, summary.epochs, summary.firstLoss, summary.finalLoss,
                      Date().timeIntervalSince(start)))
+        if !summary.measurements.isEmpty {
+            let gains = summary.measurements.map { String(format: "epoch %d %+.1f", $0.epoch, 100 * $0.gain) }.joined(separator: ", ")
+            print("measured while training (mean gain over the backbone, points): \(gains); kept the head of epoch \(summary.keptEpoch)"
+                  + (summary.epochs < (summary.head?.configuration.epochs ?? epochs) ? ", stopped early" : ""))
+        }
         print(summary.head?.comparison?.summary ?? "")
     }
 
@@ -112,10 +125,8 @@ struct Adapt: AsyncParsableCommand {
                 }, progress: { p in
                     stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
                     stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
-                }, measure: { head in
-                    printError("measuring the adapted head against the backbone…")
-                    return try SpaceMeasurement.compare(head, on: index, encoder: encoder, shouldContinue: { !stop.current })
-                }, shouldContinue: { !stop.current })
+                }, measure: SpaceMeasurement.measurer(on: index, encoder: encoder, shouldContinue: { !stop.current }),
+                shouldContinue: { !stop.current })
         }
     }
 }

@@ -64,9 +64,12 @@ struct ViewDomainOptions: ParsableArguments {
     var jitter = false
     @Flag(help: "Blur every other view (where fine detail does not carry the meaning).")
     var blur = false
+    @Flag(name: .customLong("per-image"), inversion: .prefixedNo,
+          help: "Draw each image's transforms from its own seed (--no-per-image: the same transforms for every image).")
+    var perImage = true
 
     func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
-        try ViewRecipe(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed)
+        try ViewRecipe(count: count, flip: flip, jitter: jitter, blur: blur, perImage: perImage, seed: seed)
     }
 }
 

@@ -25,10 +25,13 @@ struct NNCLRTests {
         return copy.step(a, b) { view, _ in positives[view]! }.loss
     }
 
-    @Test("The hand-written backward pass matches central differences along random directions", arguments: [true, false])
-    func gradients(withQueue: Bool) {
+    @Test("The hand-written backward pass matches central differences along random directions, with a residual path and without",
+          arguments: [true, false], [true, false])
+    func gradients(withQueue: Bool, residual: Bool) {
         var rng = SplitMix64(seed: withQueue ? 3 : 4)
-        let model = NNCLR(projector: MLP(widths: [6, 5, 4], outputBatchNorm: true, seed: 1), predictor: MLP(widths: [4, 5, 4], seed: 2), temperature: 0.5)
+        let skip = residual ? NNCLR.Skip(randomMatrix(4, 6, &rng)) : nil
+        let model = NNCLR(projector: MLP(widths: [6, 5, 4], outputBatchNorm: true, seed: 1), predictor: MLP(widths: [4, 5, 4], seed: 2), temperature: 0.5,
+                          skip: skip)
         let a = randomMatrix(5, 6, &rng), b = randomMatrix(5, 6, &rng)
         let queue = withQueue ? unitRows(randomMatrix(7, 4, &rng)) : nil
         var copy = model
@@ -101,11 +104,12 @@ struct NNCLRTests {
             (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (30, 8, 32, 32)
             (configuration.queueCapacity, configuration.usesQueue, configuration.learningRate, configuration.seed) = (64, useQueue, 3e-3, 5)
             var reported = 0
-            let (model, losses) = try Adaptation.train(items, configuration: configuration, progress: { p in
+            let trained = try Adaptation.train(items, configuration: configuration, progress: { p in
                 reported += 1
                 #expect(p.step == reported && p.steps == 120 && p.epoch == (p.step - 1) / 4 + 1)
             })
-            #expect(losses.count == 120 && reported == 120)
+            let (model, losses) = (trained.model, trained.losses)
+            #expect(losses.count == 120 && reported == 120 && trained.epochs == 30 && trained.measurements.isEmpty)
             let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
             #expect(last < first - 0.2, "queue \(useQueue): loss \(first) → \(last)")
             let embedded = model.embed(items[0])
@@ -132,6 +136,62 @@ struct NNCLRTests {
         var p: [[Float]] = [[1]]
         for _ in 0..<10 { adam.step(&p, [[1]]) }
         #expect(abs(adam.currentRate) < 1e-7 && p[0][0] < 1)
+    }
+}
+
+extension NNCLRTests {
+    @Test("A residual head starts exactly at S x, S the top eigenvectors of the collection's second moment, with orthonormal rows")
+    func residualStart() throws {
+        var rng = SplitMix64(seed: 11)
+        // Most of the rows' energy along axes 2, 5 and 0, in that order.
+        let scales: [Float] = [2, 0.1, 8, 0.1, 0.1, 4, 0.1, 0.1]
+        let x = unitRows(Matrix(rows: 300, columns: 8, values: (0..<300).flatMap { _ in scales.map { Float(rng.nextDouble() - 0.5) * $0 } }))
+        let skip = try #require(NNCLR.Skip.principal(of: x, dimension: 3))
+        let s = skip.matrix
+        let gram = s.multiplyTransposed(s)
+        #expect((0..<9).allSatisfy { abs(gram.values[$0] - ($0 % 4 == 0 ? 1 : 0)) < 1e-4 }, "S Sᵀ = \(gram.values)")
+        for (row, axis) in [(0, 2), (1, 5), (2, 0)] { #expect(abs(abs(s.values[row * 8 + axis]) - 1) < 0.05, "row \(row): \(s.row(row))") }
+        #expect(NNCLR.Skip.principal(of: x, dimension: 9) == nil)
+        let model = NNCLR(inputs: 8, dimension: 3, hidden: 16, seed: 1, skip: skip)
+        let start = unitRows(x.multiplyTransposed(s))
+        #expect(zip(model.embed(x).values, start.values).allSatisfy { abs($0 - $1) < 1e-5 })
+        // Stored and read back with its path; settings stored before residual heads read as they trained.
+        let head = AdaptedHead(model: model, configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        #expect(try AdaptedHead(decoding: head.encoded()).model == model)
+        var old = try #require(try JSONSerialization.jsonObject(with: head.encoded()) as? [String: Any])
+        var settings = try #require(old["configuration"] as? [String: Any])
+        (settings["residual"], settings["measureEvery"], settings["patience"]) = (nil, nil, nil)
+        old["configuration"] = settings
+        var model2 = try #require(old["model"] as? [String: Any])
+        model2["skip"] = nil
+        old["model"] = model2
+        let read = try AdaptedHead(decoding: JSONSerialization.data(withJSONObject: old))
+        #expect(!read.configuration.residual && read.configuration.measureEvery == 0 && read.model.skip == nil)
+    }
+
+    @Test("Early stopping keeps the best head measured, stops after `patience` measurements without a better one, and resumes to the same head")
+    func earlyStopping() throws {
+        var rng = SplitMix64(seed: 12)
+        let items = (0..<40).map { _ in unitRows(randomMatrix(3, 16, &rng)) }
+        var c = AdaptationConfiguration()
+        (c.epochs, c.dimension, c.hidden, c.batchSize, c.queueCapacity, c.measureEvery, c.patience) = (30, 8, 32, 8, 1000, 5, 2)
+        let script: [Int: Double] = [5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.9, 30: 1]
+        var epoch = 0
+        var measured: [Int: NNCLR] = [:]
+        var checkpoints: [AdaptationCheckpoint] = []
+        let trained = try Adaptation.train(items, configuration: c, checkpoint: { checkpoints.append($0) }, progress: { epoch = $0.epoch },
+                                           evaluate: { model in measured[epoch] = model; return script[epoch] })
+        #expect(trained.measurements == [5, 10, 15, 20].map { AdaptationMeasurement(epoch: $0, gain: script[$0]!) })
+        #expect(trained.epochs == 20 && trained.epoch == 10 && trained.losses.count == 20 * 5)
+        #expect(trained.model == measured[10] && trained.model != measured[20])
+        #expect(checkpoints.count == 19 && checkpoints.allSatisfy { $0.queue.capacity == 40 })  // at most one entry per item
+        // Resumed after epoch 12 (measured at 5 and 10): the same measurements and head.
+        let resumed = try Adaptation.train(items, configuration: c, resume: checkpoints[11], progress: { epoch = $0.epoch },
+                                           evaluate: { _ in script[epoch] })
+        #expect(resumed.model == trained.model && resumed.measurements == trained.measurements && resumed.epoch == 10)
+        // Nothing measurable: every epoch is trained, and the last head kept.
+        let unmeasured = try Adaptation.train(items, configuration: c, evaluate: { _ in nil })
+        #expect(unmeasured.epochs == 30 && unmeasured.epoch == 30 && unmeasured.measurements.isEmpty)
     }
 }
 

@@ -114,7 +114,7 @@ struct IngestionTests {
         #expect(views.rows == 3 && views.columns == 512)
         // Each view is the encoder's embedding of that view of the decoded image.
         let image = try ImageDecoder().decode(contentsOf: Fixtures.path("images/chelsea.jpg"), minimumShortSide: 2 * backbone.preprocessing.minimumShortSide)
-        let direct = encoder.embed(images: recipe.transforms.map(image.view))
+        let direct = encoder.embed(images: recipe.transforms(for: 1).map(image.view))
         #expect(zip(views.values, direct.values).allSatisfy { abs($0 - $1) < 1e-5 })
         let original = try #require(try index.vector(1))
         for r in 0..<3 {
@@ -142,7 +142,8 @@ struct IngestionTests {
 
     @Test("A recipe with jitter and blur keeps the same crops and turns; one without them is stored as before")
     func jitterAndBlurRecipes() throws {
-        let plain = try ViewRecipe(count: 4, flip: true, seed: 3), rich = try ViewRecipe(count: 4, flip: true, jitter: true, blur: true, seed: 3)
+        let plain = try ViewRecipe(count: 4, flip: true, perImage: false, seed: 3)
+        let rich = try ViewRecipe(count: 4, flip: true, jitter: true, blur: true, perImage: false, seed: 3)
         // Recipes stored before jitter and blur existed must still compare equal (views stay valid).
         #expect(plain.stored == #"{"count":4,"flip":true,"seed":3}"#)
         #expect(ViewRecipe(stored: plain.stored) == plain && ViewRecipe(stored: rich.stored) == rich)
@@ -155,5 +156,19 @@ struct IngestionTests {
         #expect(rich.transforms.map { $0.blur > 0 } == [true, false, true, false])
         #expect(rich.transforms.allSatisfy { $0.blur == 0 || (0.1...2).contains($0.blur) })
         #expect(rich.description.contains("colour jitter") && rich.description.contains("blurred"))
+    }
+
+    @Test("Per-image views: each image's transforms come from its own seed, the same at every call; stored only when set")
+    func perImageRecipes() throws {
+        let recipe = try ViewRecipe(count: 4, flip: true, seed: 3)
+        #expect(recipe.perImage && recipe.stored == #"{"count":4,"flip":true,"per_image":true,"seed":3}"#)
+        #expect(ViewRecipe(stored: recipe.stored) == recipe)
+        #expect(ViewRecipe(stored: #"{"count":4,"flip":true,"seed":3}"#)?.perImage == false)  // stored before: the same for every image
+        let scales = { (id: UInt64) in recipe.transforms(for: id).map(\.scale) }
+        #expect(scales(1) == scales(1) && scales(1) != scales(2) && scales(2) != scales(3))
+        #expect(recipe.transforms(for: 9).map(\.flip) == [false, true, false, true])  // every other mirrored, as before
+        #expect((1...50).flatMap { recipe.transforms(for: $0) }.allSatisfy { (0.75...1).contains($0.scale) && abs($0.degrees) <= 10 })
+        let shared = try ViewRecipe(count: 4, flip: true, perImage: false, seed: 3)
+        #expect(shared.transforms(for: 1).map(\.scale) == shared.transforms(for: 2).map(\.scale))
     }
 }

@@ -231,7 +231,7 @@ struct ServerTests {
             #expect(bad.status == .badRequest && bad.errorCode == "invalid_configuration" && bad.text.contains("epochs must be 1"), "\(bad.text)")
 
             // A long job: a second one is refused while it runs; cancelled, it stores nothing.
-            let long = try await post(["epochs": 1000, "dimension": 8, "hidden": 64, "items_per_step": 2, "views": 2])
+            let long = try await post(["epochs": 1000, "dimension": 8, "hidden": 64, "items_per_step": 2, "views": 2, "measure_every": 0])
             #expect(long.status == .accepted && long.json["state"] as? String == "running", "\(long.text)")
             let longID = try #require(long.json["id"] as? String)
             let refused = try await post(["epochs": 1])
@@ -252,6 +252,9 @@ struct ServerTests {
             let result = done["result"] as? [String: Any]
             #expect(done["state"] as? String == "succeeded" && result?["steps"] as? Int == 4 && result?["dimension"] as? Int == 8, "\(done)")
             #expect(result?["items"] as? Int == 6 && result?["views_added"] as? Int == 0)  // the cancelled job had made the views
+            // Measured at its last epoch while it trained (every 5 by default), and that head kept.
+            #expect(result?["epochs"] as? Int == 2 && result?["kept_epoch"] as? Int == 2
+                    && (result?["measurements"] as? [[String: Any]])?.map { $0["epoch"] as? Int } == [2], "\(done)")
             // Jitter and blur are another recipe: every item's views are made anew.
             let jittered = try await post(["epochs": 1, "dimension": 8, "hidden": 16, "items_per_step": 3, "views": 2, "jitter": true, "blur": true])
             let jitteredDone = try await poll(try #require(jittered.json["id"] as? String)) { $0["state"] as? String != "running" }

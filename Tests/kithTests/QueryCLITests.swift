@@ -85,8 +85,12 @@ struct QueryCLITests {
         let warmHits = (try JSONSerialization.jsonObject(with: warm.stdout) as? [String: Any])?["results"] as? [[String: Any]]
         #expect(warmHits?.map { $0["id"] as! Int } == [1], "\(warm.text)\(warm.stderr)")  // the only item of 'warm'
 
-        let adapt = try cli.kith(["adapt", "q", "--epochs", "2", "--dimension", "8", "--hidden", "16", "--items-per-step", "4", "--views", "2"], indexes: indexes)
+        let adapt = try cli.kith(["adapt", "q", "--epochs", "2", "--dimension", "8", "--hidden", "16", "--items-per-step", "4", "--views", "2",
+                                  "--measure-every", "1"], indexes: indexes)
         #expect(adapt.status == 0 && adapt.text.contains("adapted 'q': 12 items with views, 6 steps (2 epochs)"), "\(adapt.text)\(adapt.stderr)")
+        // Measured after each epoch while it trained; the better of the two heads is kept.
+        #expect(adapt.text.contains("measured while training (mean gain over the backbone, points): epoch 1 ") && adapt.text.contains(", epoch 2 ")
+                && adapt.text.contains("; kept the head of epoch "), "\(adapt.text)")
         // The head was measured against the backbone on q's images (held-out views) and labels; the
         // outcome decides the default space, which stats, search and eval all report.
         #expect(adapt.text.contains("backbone → adapted on 'q': views recall@1 "), "\(adapt.text)")
@@ -142,7 +146,7 @@ struct QueryCLITests {
         #expect(try cli.kith(["index", "create", "r", "--model", "resnet18-random"], indexes: indexes).status == 0)
         #expect(try cli.kith(["index", "add", "r", dir + "/photos"], indexes: indexes).status == 0)
         // 6,000 steps: seconds of training even on a fast machine.
-        let settings = ["--epochs", "1000", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2"]
+        let settings = ["--epochs", "1000", "--dimension", "8", "--hidden", "32", "--items-per-step", "2", "--views", "2", "--measure-every", "0"]
         let started = try cli.start(["adapt", "r"] + settings, indexes: indexes)
         // Interrupted a moment after training starts (its first progress line comes at the first
         // step; later ones only every 5 s), by when whole epochs (6 steps each) have a checkpoint.

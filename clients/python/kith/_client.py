@@ -387,14 +387,16 @@ class _Operations:
     def adapt(self, index: str, **settings: Any) -> Op[Dict[str, Any]]:
         """Starts adapting ``index`` (NNCLR on its items' views; docs/adapt.md) with ``kith adapt``'s
         settings (``epochs``, ``dimension``, ``hidden``, ``items_per_step``, ``queue_capacity``,
-        ``views``, ``flip``, ``jitter``, ``blur``, ``no_queue``, ``seed``, ``resume``); returns the job (``id``, ``state``…)."""
+        ``views``, ``flip``, ``jitter``, ``blur``, ``per_image``, ``no_queue``, ``no_residual``, ``measure_every``,
+        ``patience``, ``seed``, ``resume``); returns the job (``id``, ``state``…)."""
         reply = yield _Call("POST", f"/v1/indexes/{index}/adaptations", json=settings)
         return reply.json()
 
     def adaptation(self, index: str, job: str) -> Op[Dict[str, Any]]:
         """An adaptation job: ``state`` (running, succeeded, failed, cancelled), ``phase`` (views,
         training, measuring), ``done``/``total``, ``loss``; once succeeded, ``result.adapted``: the
-        head's comparison with the backbone on the index's data and ``default_space``."""
+        head's comparison with the backbone on the index's data and ``default_space``, and
+        ``result.measurements``/``kept_epoch``: the head measured while it trained, and the best kept."""
         reply = yield _Call("GET", f"/v1/indexes/{index}/adaptations/{job}")
         return reply.json()
 
