@@ -1405,7 +1405,7 @@ def auto(args) -> str:
              "| evaluation | `auto` | `logreg` | best fixed | auto − best | auto − logreg | chosen |", "|---|---|---|---|---|---|---|"]
     for name, npy, label_file, shot, extra in evaluations:
         result = kith_eval(npy, label_file, os.path.join(tmp, f"auto-{len(lines)}.json"), shot, ["auto"] + AUTO_FIXED, *extra)
-        by = {r["head"]: r for r in result["results"]}
+        by = dict(zip(["auto"] + AUTO_FIXED, result["results"]))  # in the order asked (the answer writes α as 1000.0)
         mean = {h: 100 * np.mean(r["accuracies"]) for h, r in by.items()}
         best = max(AUTO_FIXED, key=lambda h: mean[h])
         chosen = ", ".join(f"`{h}` {n}" for h, n in sorted(by["auto"]["chosen"].items(), key=lambda kv: -kv[1])[:4])
