@@ -56,7 +56,8 @@ public struct HeadChoice: Sendable, Equatable {
 /// of the true class among the held-out examples' scores (cheap, and whitening's gain depends on
 /// the collection, not on the head), then logreg and prototype (with `+balanced`/`+adjust` on
 /// imbalanced support sets) are compared without whitening and at that shrinkage, and CoPA at
-/// that shrinkage. The best accuracy wins; ties go to the earlier candidate, plain `logreg` first.
+/// that shrinkage. The best accuracy wins; equal accuracies go to the higher rank score, then to the
+/// earlier candidate, plain `logreg` first.
 public enum HeadSelection {
     /// The choice for `support`; `statistics` (the collection's) makes whitening a candidate.
     public static func choose(_ support: SupportSet, statistics: CollectionStatistics?,
@@ -86,9 +87,14 @@ public enum HeadSelection {
                 order.append(spec)
             }
         }
-        func best(_ specs: [HeadSpec], by score: KeyPath<HeadChoice.Candidate, Double> = \.accuracy) -> HeadSpec {
-            specs.filter { measured[$0.description] != nil }
-                .enumerated().max { a, b in (measured[a.element.description]![keyPath: score], -a.offset) < (measured[b.element.description]![keyPath: score], -b.offset) }!.element
+        /// The best by `score`, equal scores by `then`, and the earlier of equals.
+        func best(_ specs: [HeadSpec], by score: KeyPath<HeadChoice.Candidate, Double> = \.accuracy,
+                  then second: KeyPath<HeadChoice.Candidate, Double> = \.rankScore) -> HeadSpec {
+            func key(_ c: (offset: Int, element: HeadSpec)) -> (Double, Double, Int) {
+                let m = measured[c.element.description]!
+                return (m[keyPath: score], m[keyPath: second], -c.offset)
+            }
+            return specs.filter { measured[$0.description] != nil }.enumerated().max { key($0) < key($1) }!.element
         }
         let baseline = HeadSpec(.logreg)
         measure([baseline])
