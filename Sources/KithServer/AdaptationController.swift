@@ -102,8 +102,9 @@ struct AdaptationJob: Encodable, Sendable {
     var id: String
     var index: String
     var state: State
-    /// `views` while the items' views are embedded, then `training`, then `measuring` (the
-    /// head against the backbone, which decides the default space).
+    /// `views` while the items' views are embedded, then `training`, and `measuring` while the head
+    /// is measured against the backbone (every `measure_every` epochs, and at the end: the head
+    /// kept and its measurement decide the default space).
     var phase: String
     /// Items with views so far (views), or steps taken (training), out of `total`.
     var done: Int
