@@ -1129,7 +1129,9 @@ def adapt(args) -> str:
     n_unseen = sum(len(os.listdir(os.path.join(work, "unseen", c))) for c in halves["unseen"])
     columns = ["backbone"] + [column for column, _ in variants]
     lines = [f"Measured by `tools/bench adapt` on {time.strftime('%Y-%m-%d')}, EfficientNet-Lite0, `kith adapt` defaults "
-             f"({epochs} epochs, 4 views per item, 128 items per step, queue of 8,192, 1280 → 1024 → 1024 → 256). "
+             f"({epochs} epochs, 4 views per item drawn for each image, 128 items per step, a queue of 8,192 or one entry per "
+             "item if fewer, a residual head 1280 → 1024 → 1024 → 256 plus the collection's 256 principal directions, measured "
+             "every 5 epochs and the best kept). "
              f"Glyphs: the {len(classes)} characters split at random (seed 0) into {len(halves['seen'])} seen ({n_seen:,} images, added "
              f"without labels and adapted on: {glyph_times['adapted']}) and {len(halves['unseen'])} unseen ({n_unseen:,} images, labelled); "
              "the head is copied to the unseen index (`kith adapt unseen --head-from seen`) and `kith eval fewshot unseen` "
