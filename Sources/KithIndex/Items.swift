@@ -6,20 +6,20 @@ extension Index {
     /// L2-normalised; an item whose content hash is already present is not added again.
     @discardableResult
     public func add(_ items: [NewItem]) throws(IndexError) -> [AddOutcome] {
-        var scales: [Float] = []
-        scales.reserveCapacity(items.count)
+        var units: [[Float]] = []
+        units.reserveCapacity(items.count)
         for (i, item) in items.enumerated() {
-            scales.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
+            units.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
         }
         return try storage {
             try env.write { txn in
                 var state = try State(txn)
                 var outcomes: [AddOutcome] = []
                 var seen: [ContentHash: UInt64] = [:]
-                var pending: [(vector: [Float], scale: Float)] = []
+                var pending: [[Float]] = []
                 var added: [UInt64] = []
                 let now = Date()
-                for (item, scale) in zip(items, scales) {
+                for (item, unit) in zip(items, units) {
                     if let hash = item.contentHash {
                         if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
                         if let existing = try txn.get(.hashes, hash.bytes) {
@@ -39,13 +39,13 @@ extension Index {
                         seen[hash] = id
                     }
                     if let thumbnail = item.thumbnail { try txn.put(.thumbnails, key(id), Array(thumbnail)) }
-                    pending.append((item.vector, scale))
+                    pending.append(unit)
                     added.append(id)
                     outcomes.append(.added(id))
                     state.items += 1
                 }
                 try writeVectors(pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
-                try addCodes(added, pending.map { p in p.vector.map { $0 * p.scale } }, txn)
+                try addCodes(added, pending, txn)
                 if !pending.isEmpty {
                     state.generation += 1
                     if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
@@ -58,7 +58,7 @@ extension Index {
 
     /// Appends `vectors`, each multiplied by its scale, to the block store from slot (block, slot)
     /// on: one put per block, written in place.
-    private func writeVectors(_ vectors: [(vector: [Float], scale: Float)], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
+    private func writeVectors(_ vectors: [[Float]], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
         guard !vectors.isEmpty else { return }
         let size = metadata.blockSize, dim = metadata.dimension, rowBytes = dim * 4
         var block = start.block, slot = start.slot, next = 0
@@ -70,10 +70,8 @@ extension Index {
             }
             try txn.put(.vectors, key(block), reserving: (slot + take) * rowBytes) { out in
                 existing.withUnsafeBytes { out.copyMemory(from: $0) }
-                // LMDB promises values no alignment: the scaled rows are copied in as bytes.
-                var row = [Float](repeating: 0, count: dim)
-                for (i, (vector, scale)) in vectors[next..<(next + take)].enumerated() {
-                    for j in 0..<dim { row[j] = vector[j] * scale }
+                // LMDB promises values no alignment: the rows are copied in as bytes.
+                for (i, row) in vectors[next..<(next + take)].enumerated() {
                     row.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[((slot + i) * rowBytes)...]).copyMemory(from: $0) }
                 }
             }
@@ -83,8 +81,10 @@ extension Index {
         }
     }
 
-    /// 1 / ‖vector‖ after checking the dimension and that the values are finite and not all zero.
-    private func inverseNorm(_ vector: [Float], what: String) throws(IndexError) -> Float {
+    /// `vector` / ‖vector‖ after checking the dimension and that the values are finite and not
+    /// all zero. The division is made in double precision, where no float's square underflows
+    /// or overflows, so that a vector of tiny (even subnormal) or huge values keeps its direction.
+    private func unit(_ vector: [Float], what: String) throws(IndexError) -> [Float] {
         guard vector.count == metadata.dimension else {
             throw IndexError(.invalidVector("\(what) has \(vector.count) values; this index holds \(metadata.dimension)-d vectors"))
         }
@@ -93,14 +93,14 @@ extension Index {
         }
         let norm = vector.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
         guard norm > 0 else { throw IndexError(.invalidVector("\(what) is all zeros")) }
-        return Float(1 / norm)
+        return vector.map { Float(Double($0) / norm) }
     }
 
-    /// 1 / ‖vector‖ after checking the vector and both labels of something to store.
-    func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError) -> Float {
+    /// The unit vector of `vector`, after checking it and both labels of something to store.
+    func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError) -> [Float] {
         try Self.validate(label: label)
         try Self.validate(label: coarseLabel)
-        return try inverseNorm(vector, what: what)
+        return try unit(vector, what: what)
     }
 
     static func validate(label: String?) throws(IndexError) {

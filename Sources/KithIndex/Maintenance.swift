@@ -57,9 +57,13 @@ extension Index {
                 var problems: [String] = []
                 let state = try State(txn)
                 var blockFill: [UInt64: Int] = [:]
+                var badSlots: [UInt64: Set<Int>] = [:]
                 try txn.forEach(.vectors) { k, v in
-                    blockFill[uint64(key: k)] = v.count / (metadata.dimension * 4)
-                    if v.count % (metadata.dimension * 4) != 0 { problems.append("vector block \(uint64(key: k)) has a partial vector") }
+                    let block = uint64(key: k)
+                    blockFill[block] = v.count / (metadata.dimension * 4)
+                    if v.count % (metadata.dimension * 4) != 0 { problems.append("vector block \(block) has a partial vector") }
+                    let bad = nonUnitRows(v)
+                    if !bad.isEmpty { badSlots[block] = Set(bad) }
                     return true
                 }
                 var count = 0
@@ -68,6 +72,7 @@ extension Index {
                     count += 1
                     if item.id >= state.nextID { problems.append("item \(item.id) is beyond the id counter \(state.nextID)") }
                     if item.slot >= blockFill[item.block] ?? 0 { problems.append("item \(item.id) has no vector (block \(item.block), slot \(item.slot))") }
+                    if badSlots[item.block]?.contains(item.slot) == true { problems.append("item \(item.id)'s vector is not a finite unit vector") }
                     if let label = item.label, try !hasDuplicate(txn, .labels, Array(label.utf8), key(item.id)) {
                         problems.append("item \(item.id) is missing from the index of label '\(label)'")
                     }
@@ -93,9 +98,37 @@ extension Index {
                     if try txn.get(.items, key(id)) == nil { problems.append("a thumbnail is kept for missing item \(id)") }
                     return true
                 }
+                try txn.forEach(.views) { k, v in
+                    if !nonUnitRows(v).isEmpty { problems.append("a view of item \(uint64(key: k)) is not a finite unit vector") }
+                    return true
+                }
+                try txn.forEach(.queue) { k, v in
+                    var reader = ByteReader(v)
+                    _ = (try reader.u8(), try reader.u64(), try reader.string(), try reader.string())
+                    let vector = try reader.floats(metadata.dimension)
+                    if !vector.withUnsafeBytes({ nonUnitRows($0) }).isEmpty {
+                        problems.append("queue entry \(uint64(key: UnsafeRawBufferPointer(rebasing: k.suffix(8)))) of queue '\(String(decoding: k.dropLast(9), as: UTF8.self))' is not a finite unit vector")
+                    }
+                    return true
+                }
                 problems += try checkANN(txn, state)
                 return problems
             }
+        }
+    }
+
+    /// The rows of `bytes` (float32 rows of this index's dimension, unaligned) that are not
+    /// finite unit vectors, as every stored vector is.
+    private func nonUnitRows(_ bytes: UnsafeRawBufferPointer) -> [Int] {
+        let dimension = metadata.dimension, rowBytes = 4 * dimension
+        return (0..<(bytes.count / rowBytes)).filter { r in
+            var sum: Double = 0
+            for j in 0..<dimension {
+                let x = bytes.loadUnaligned(fromByteOffset: r * rowBytes + 4 * j, as: Float.self)
+                guard x.isFinite else { return true }
+                sum += Double(x) * Double(x)
+            }
+            return abs(sum - 1) > 1e-3
         }
     }
 

@@ -17,8 +17,7 @@ extension Index {
     public func enqueue(_ entries: [NewQueueEntry]) throws(IndexError) -> [UInt64] {
         var vectors: [[Float]] = []
         for (i, entry) in entries.enumerated() {
-            let scale = try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)")
-            vectors.append(entry.vector.map { $0 * scale })
+            vectors.append(try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)"))
         }
         return try storage {
             try env.write { txn in

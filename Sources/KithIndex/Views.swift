@@ -19,10 +19,10 @@ extension Index {
     public func setViews(_ views: [(id: UInt64, vectors: Matrix)], recipe: String) throws(IndexError) -> [UInt64] {
         var rows: [(id: UInt64, values: [Float])] = []
         for (id, vectors) in views {
-            var values = vectors.values
+            var values: [Float] = []
+            values.reserveCapacity(vectors.values.count)
             for r in 0..<vectors.rows {
-                let scale = try checked(Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)")
-                for j in 0..<vectors.columns { values[r * vectors.columns + j] *= scale }
+                values += try checked(Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)")
             }
             rows.append((id, values))
         }

@@ -31,11 +31,13 @@ public struct ScalarQuantizer: Sendable, Equatable {
         self.init(minimum: low, step: zip(low, high).map { max(($1 - $0) / levels, Float.leastNormalMagnitude) }, maximumCode: maximumCode)
     }
 
-    /// The code of `vector` (`dimension` bytes) written to `out`.
+    /// The code of `vector` (`dimension` bytes) written to `out`. Total: a value outside the
+    /// range is clamped, and a NaN (which no stored vector holds) codes as 0.
     public func encode(_ vector: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
+        let top = Float(maximumCode)
         for j in 0..<dimension {
             let c = ((vector[j] - minimum[j]) / step[j]).rounded()
-            out[j] = UInt8(min(max(c, 0), Float(maximumCode)))
+            out[j] = c >= top ? UInt8(maximumCode) : c > 0 ? UInt8(c) : 0
         }
     }
 

@@ -242,6 +242,41 @@ struct IndexTests {
         #expect(problems.contains { $0.contains("item 1 has no vector") })
     }
 
+    @Test("Vectors of subnormal or huge values are stored as their unit directions; a row that is not a finite unit vector is flagged by the check, in items, views and queues",
+          arguments: [Float(1e-40), 1e-44, 5e37])
+    func extremeNorms(scale: Float) throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try tmp.create()
+        let direction: [Float] = [3, -4, 0, 1, 0, 2, 0, 0]
+        let extreme = direction.map { $0 * scale }
+        try index.add([NewItem(vector: extreme, source: "tiny", label: "cat"), NewItem(vector: vector(2), source: "b")])
+        try index.enqueue([NewQueueEntry(vector: extreme)])
+        try index.setViews([(1, Matrix(rows: 1, columns: 8, values: extreme))], recipe: "r")
+        let norm = direction.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        for stored in [try #require(try index.vector(1)), try index.queue()[0].vector, try #require(try index.views([1])[1]).values] {
+            // Subnormal inputs carry fewer digits: 1e-44 is about 7 times the smallest, 1.4e-45.
+            let tolerance: Float = scale < 1e-38 ? 0.02 : 1e-6
+            #expect(zip(stored, direction).allSatisfy { abs($0 - $1 / norm) <= tolerance }, "\(stored)")
+        }
+        #expect(try index.check().isEmpty)
+        // Rows as the old 1 / norm in float32 stored them, written behind the index's back.
+        let poisoned = [Float](repeating: .infinity, count: 8).withUnsafeBytes { Array($0) }
+        try index.env.write { txn in
+            try txn.put(.vectors, key(0), poisoned + Array((try txn.get(.vectors, key(0)) ?? []).dropFirst(32)))
+            try txn.put(.views, key(1), poisoned)
+            var entry = ByteWriter()
+            entry.u8(0); entry.u64(0); entry.string(nil); entry.string(nil)
+            entry.floats([Float](repeating: .nan, count: 8))
+            try txn.put(.queue, QueueState.entryKey("", 0), entry.bytes)
+        }
+        let problems = try index.check()
+        #expect(problems.contains("item 1's vector is not a finite unit vector"), "\(problems)")
+        #expect(problems.contains("a view of item 1 is not a finite unit vector"), "\(problems)")
+        #expect(problems.contains("queue entry 0 of queue '' is not a finite unit vector"), "\(problems)")
+        #expect(problems.count == 3, "\(problems)")
+    }
+
     @Test("Readers see whole batches while a writer adds")
     func concurrentReaders() async throws {
         let tmp = TemporaryIndex()

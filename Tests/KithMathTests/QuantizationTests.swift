@@ -41,6 +41,16 @@ struct QuantizationTests {
         #expect(outside.prefix(d).allSatisfy { $0 == 255 } && outside.suffix(d).allSatisfy { $0 == 0 })
     }
 
+    @Test("Encoding is total: NaN codes as 0, infinities and values out of range are clamped")
+    func encodingIsTotal() {
+        let quantizer = ScalarQuantizer(minimum: [-1, -1, -1, -1, -1], step: [0.01, 0.01, 0.01, 0.01, 0.01])
+        var code = [UInt8](repeating: 9, count: 5)
+        [Float.nan, .infinity, -.infinity, 7, 0].withUnsafeBufferPointer { v in
+            code.withUnsafeMutableBytes { quantizer.encode(v, into: $0) }
+        }
+        #expect(code == [0, 255, 0, 255, 100])
+    }
+
     @Test("Every integer kernel this CPU runs (portable, AVX2, AVX-512 VNNI) gives the exact sums, at the weights' limits too",
           arguments: [1, 7, 37, 100, 1280, 1283])
     func integerKernels(dimension d: Int) {

@@ -203,6 +203,63 @@ struct HardeningTests {
         try server.stop()
     }
 
+    @Test("A vector of subnormal values keeps its direction on every path in (HTTP items and queue entries, add-vectors), with and without an approximate-search structure; check flags nothing")
+    func tinyNormVectors() async throws {
+        let cli = KithCLI()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-tiny-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let indexes = directory + "/indexes"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var rng = SplitMix64(seed: 11)
+        let rows = (0..<64).map { _ in rng.vector(512) }
+        try writeNpy(rows, to: directory + "/x.npy")
+        try (0..<64).map { "c\($0 % 2)" }.joined(separator: "\n").write(toFile: directory + "/labels.txt", atomically: true, encoding: .utf8)
+        // Norms about 6e-40: 1 / norm overflows a float.
+        let directions = (0..<3).map { _ in rng.vector(512) }
+        let tiny = directions.map { $0.map { $0 * 1e-40 } }
+        #expect(tiny.allSatisfy { $0.contains { $0 != 0 && !$0.isNormal } }, "the values are subnormal")
+        try writeNpy([tiny[0]], to: directory + "/tiny.npy")
+        for arguments in [["index", "create", "few", "--model", "resnet18-random"], ["index", "create", "annless", "--model", "resnet18-random"]] {
+            #expect(try cli.kith(arguments, indexes: indexes).status == 0)
+        }
+        for name in ["few", "annless"] {
+            #expect(try cli.kith(["index", "add-vectors", name, directory + "/x.npy", "--labels", directory + "/labels.txt"], indexes: indexes).status == 0)
+            let added = try cli.kith(["index", "add-vectors", name, directory + "/tiny.npy"], indexes: indexes)
+            #expect(added.status == 0, "\(added.stderr)")
+        }
+        #expect(try cli.kith(["index", "build-ann", "few", "--lists", "4"], indexes: indexes).status == 0)
+
+        let server = try LiveServer(indexes: indexes)
+        for name in ["few", "annless"] {
+            let added = try await server.json("POST", "v1/indexes/\(name)/vectors", ["items": [["vector": tiny[1], "source": "tiny-1", "label": "c0"]]])
+            #expect(added.status == 200, "\(name): \(String(decoding: added.body, as: UTF8.self))")
+            #expect(try await server.json("POST", "v1/indexes/\(name)/queue", ["entries": [["vector": tiny[2]]]]).status == 200)
+            // Each stored tiny vector is found by its direction, with a cosine of about 1.
+            for (i, direction) in directions.prefix(2).enumerated() {
+                let search = try await server.json("POST", "v1/indexes/\(name)/search", ["vectors": [direction], "k": 1])
+                let top = (object(search.body)["results"] as? [[[String: Any]]])?.first?.first
+                #expect(search.status == 200 && top?["id"] as? Int == 65 + i && (top?["score"] as? Double ?? 0) > 0.99,
+                        "\(name) #\(i): \(String(decoding: search.body, as: UTF8.self).prefix(300))")
+            }
+            let nn = try await server.json("POST", "v1/indexes/\(name)/queue/nn", ["vectors": [directions[2]]])
+            let neighbour = (object(nn.body)["neighbours"] as? [[String: Any]])?.first
+            let stored = neighbour?["vector"] as? [Double] ?? []
+            #expect(nn.status == 200 && stored.count == 512 && Double(cosine(stored.map(Float.init), directions[2])) > 0.99,
+                    "\(String(decoding: nn.body, as: UTF8.self).prefix(300))")
+            for path in ["items/65", "items/66", "queue"] {
+                #expect(try await server.send("GET", "v1/indexes/\(name)/\(path)").status == 200, "\(name)/\(path)")
+            }
+            for head in ["prototype", "knn", "logreg"] {
+                let classified = try await server.json("POST", "v1/indexes/\(name)/classify", ["vectors": [directions[1]], "head": head])
+                #expect(classified.status == 200, "\(name) \(head): \(String(decoding: classified.body, as: UTF8.self).prefix(300))")
+            }
+        }
+        let rebuilt = try cli.kith(["index", "build-ann", "few", "--lists", "4"], indexes: indexes)
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
     @Test("Concurrent PATCH and DELETE of the same items: each answer is 200, 204 or 404, never a crash")
     func relabelDeleteRace() async throws {
         let server = try LiveServer()
