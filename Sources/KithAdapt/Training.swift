@@ -364,6 +364,26 @@ extension Adaptation {
     ///   `measureEvery` epochs while training (the best head is kept, docs/adapt.md) and once more
     ///   for the head kept, whose answer is stored with it and decides the index's default space.
     ///   A stop asked for while it measures the head kept stores nothing.
+    /// Checks what an adaptation of `index` needs before any work: a stopped adaptation to go on
+    /// with (`resume`; returned), or at least 2 items that have views or a source file to make
+    /// them from (uploaded items without views have neither). A job is refused up front rather
+    /// than accepted and failed.
+    @discardableResult
+    public static func checkStart(_ index: Index, resume: Bool) throws -> AdaptationCheckpoint? {
+        guard resume else {
+            let items = try index.itemCount(), withoutViews = try index.itemsWithoutViews(labelledOnly: false)
+            let usable = items - withoutViews.filter(\.uploaded).count
+            guard usable >= 2 else {
+                throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with images (views, or a source file to make them from); index '\(index.name)' has \(usable) of \(items) items")
+            }
+            return nil
+        }
+        guard let data = try index.adaptationCheckpoint() else {
+            throw AdaptationError(.noCheckpoint, "index '\(index.name)' has no stopped adaptation to resume")
+        }
+        return try AdaptationCheckpoint(decoding: data)
+    }
+
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
                              resume: Bool = false, checkpointInterval: TimeInterval = 30,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
@@ -371,11 +391,7 @@ extension Adaptation {
                              shouldContinue: () -> Bool = { true }) throws -> AdaptationSummary {
         var (configuration, recipe) = (configuration, recipe)
         var resumed: AdaptationCheckpoint?
-        if resume {
-            guard let data = try index.adaptationCheckpoint() else {
-                throw AdaptationError(.noCheckpoint, "index '\(index.name)' has no stopped adaptation to resume")
-            }
-            let checkpoint = try AdaptationCheckpoint(decoding: data)
+        if let checkpoint = try checkStart(index, resume: resume) {
             guard let stored = ViewRecipe(stored: checkpoint.views) else {
                 throw AdaptationError(.unreadableHead, "the checkpoint's view recipe cannot be read")
             }

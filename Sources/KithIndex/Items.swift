@@ -31,7 +31,8 @@ extension Index {
                     state.nextID += 1
                     let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
                     let record = Item(id: id, source: item.source, contentHash: item.contentHash, label: item.label,
-                                      coarseLabel: item.coarseLabel, metadata: item.metadata, inserted: now, block: block, slot: slot)
+                                      coarseLabel: item.coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
+                                      block: block, slot: slot)
                     try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
                     if let label = item.label { try txn.put(.labels, Array(label.utf8), key(id)) }
                     if let hash = item.contentHash {
@@ -243,24 +244,36 @@ extension Index {
     /// that transaction left it.
     @discardableResult
     public func relabel(_ id: UInt64, label: String?, coarseLabel: String?) throws(IndexError) -> Item {
-        try Self.validate(label: label)
-        try Self.validate(label: coarseLabel)
+        try relabel([(id, label, coarseLabel)])[0]
+    }
+
+    /// Sets the labels of several items in one transaction: all of them change, or (on an
+    /// invalid label or a missing item) none. Returns the items as that transaction left them.
+    @discardableResult
+    public func relabel(_ changes: [(id: UInt64, label: String?, coarseLabel: String?)]) throws(IndexError) -> [Item] {
+        for change in changes {
+            try Self.validate(label: change.label)
+            try Self.validate(label: change.coarseLabel)
+        }
         return try storage {
             try env.write { txn in
-                guard var item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
-                    throw IndexError(.itemNotFound(id))
+                let items = try changes.map { id, label, coarseLabel in
+                    guard var item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                        throw IndexError(.itemNotFound(id))
+                    }
+                    if let old = item.label { try txn.delete(.labels, Array(old.utf8), value: key(id)) }
+                    if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                    item.label = label
+                    item.coarseLabel = coarseLabel
+                    try txn.put(.items, key(id), item.encoded)
+                    return item
                 }
-                if let old = item.label { try txn.delete(.labels, Array(old.utf8), value: key(id)) }
-                if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
-                item.label = label
-                item.coarseLabel = coarseLabel
-                try txn.put(.items, key(id), item.encoded)
                 var state = try State(txn)
                 state.generation += 1
                 state.rewriteGeneration += 1
                 state.supportGeneration += 1
                 try txn.put(.meta, Array("state".utf8), state.encoded)
-                return item
+                return items
             }
         }
     }

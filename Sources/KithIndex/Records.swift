@@ -120,6 +120,9 @@ extension Item {
         label = try r.string()
         coarseLabel = try r.string()
         metadata = try r.string()
+        // A trailing flags byte, written only when set: older readers ignore it.
+        let flags = r.remaining > 0 ? try r.u8() : 0
+        uploaded = flags & 1 == 1
     }
 
     var encoded: [UInt8] {
@@ -134,6 +137,7 @@ extension Item {
         w.string(label)
         w.string(coarseLabel)
         w.string(metadata)
+        if uploaded { w.u8(1) }
         return w.bytes
     }
 }

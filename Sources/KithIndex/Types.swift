@@ -128,10 +128,13 @@ public struct NewItem: Sendable {
     public var metadata: String?
     /// A small JPEG of the image, shown by listings instead of the source (never read again).
     public var thumbnail: Data?
+    /// It came over the network: its source is only a name, never opened as a file.
+    public var uploaded: Bool
 
     public init(vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
-                coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil) {
+                coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil, uploaded: Bool = false) {
         self.thumbnail = thumbnail
+        self.uploaded = uploaded
         self.vector = vector
         self.source = source
         self.contentHash = contentHash
@@ -150,6 +153,8 @@ public struct Item: Sendable, Equatable {
     public var coarseLabel: String?
     public var metadata: String?
     public var inserted: Date
+    /// It came over the network: its source is only a name, never opened as a file.
+    public var uploaded: Bool
     let block: UInt64
     let slot: Int
 }

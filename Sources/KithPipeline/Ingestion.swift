@@ -147,6 +147,8 @@ public struct ImageRecord: Sendable {
     public var coarseLabel: String?
     /// User metadata as a JSON text.
     public var metadata: String?
+    /// It came over the network: its source is only a name, never opened as a file.
+    public var uploaded = false
 
     public init(source: String, contentHash: ContentHash, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil) {
         self.source = source
@@ -184,7 +186,7 @@ extension Index {
             case .success(let encoded):
                 items.append(NewItem(vector: encoded.embedding, source: record.source, contentHash: record.contentHash,
                                      label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata,
-                                     thumbnail: encoded.thumbnail))
+                                     thumbnail: encoded.thumbnail, uploaded: record.uploaded))
                 rows.append(i)
             case .failure(let error):
                 outcomes[i] = .failed(error)

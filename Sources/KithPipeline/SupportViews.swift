@@ -118,7 +118,8 @@ public enum SupportViews {
     /// What `addMissing` did.
     public struct Summary: Sendable {
         public var added = 0
-        /// Labelled items whose source could not be read or decoded (moved, deleted, uploaded).
+        /// Labelled items whose source could not be read or decoded (moved, deleted), or is no
+        /// file (uploaded: never opened).
         public var unreadable: [(id: UInt64, source: String)] = []
     }
 
@@ -147,7 +148,7 @@ public enum SupportViews {
             var images: [(id: UInt64, image: RGBImage)] = []
             for item in batch {
                 // The source at full size: the crops are taken before the model's resize.
-                guard let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide) else {
+                guard !item.uploaded, let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide) else {
                     summary.unreadable.append((item.id, item.source))
                     continue
                 }

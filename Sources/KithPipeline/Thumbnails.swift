@@ -11,7 +11,8 @@ public enum Thumbnails {
     /// What `addMissing` did.
     public struct Summary: Sendable {
         public var added = 0
-        /// Items whose source could not be read or decoded (moved, deleted, or vectors only).
+        /// Items whose source could not be read or decoded (moved, deleted, or vectors only), or
+        /// is no file (uploaded: never opened).
         public var unreadable: [(id: UInt64, source: String)] = []
     }
 
@@ -26,7 +27,7 @@ public enum Thumbnails {
             var made: [(id: UInt64, jpeg: Data)] = []
             for item in batch {
                 // Decoded at the smallest DCT scale that still covers the thumbnail.
-                guard let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: size),
+                guard !item.uploaded, let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: size),
                       let jpeg = try? image.thumbnail(longestSide: size).jpeg() else {
                     summary.unreadable.append((item.id, item.source))
                     continue

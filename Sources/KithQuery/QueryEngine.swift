@@ -315,7 +315,7 @@ public actor QueryEngine {
                 // The item count from the structure's own read (stats() would walk the labels and queues).
                 if method == .automatic, (try index.withANN { $0.items } ?? 0) < configuration.approximateFrom { return nil }
                 return try ApproximateSearch(index: index, probes: probes, threads: configuration.threads)
-                    .search(matrix, k: k, filter: filter, excluding: excluding).map { try Self.results($0, index, threads: configuration.threads) }
+                    .search(matrix, k: k, filter: filter, excluding: excluding).map { try Self.results($0, index, filter: filter, threads: configuration.threads) }
             }
             if let answers { return answers }
             if method == .approximate {
@@ -326,7 +326,7 @@ public actor QueryEngine {
             let answers = try await blocking { () throws -> [[SearchResult]]? in
                 guard try index.itemCount() >= configuration.inPlaceFrom else { return nil }
                 return try Self.results(ExactSearch.inPlace(index, matrix, k: k, filter: filter, excluding: excluding,
-                                                            configuration: configuration), index, threads: configuration.threads)
+                                                            configuration: configuration), index, filter: filter, threads: configuration.threads)
             }
             if let answers { return answers }
         }
@@ -337,12 +337,14 @@ public actor QueryEngine {
             }
             return ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
         }
-        return try await blocking { try Self.results(hits.map { $0.map { ($0.id, $0.score) } }, index, threads: configuration.threads) }
+        return try await blocking { try Self.results(hits.map { $0.map { ($0.id, $0.score) } }, index, filter: filter, threads: configuration.threads) }
     }
 
     /// Search hits with their items' labels, sources and metadata; a batch's records are read
-    /// by `threads` threads, each in one transaction.
-    private static func results(_ hits: [[(id: UInt64, score: Float)]], _ index: Index, threads: Int) throws -> [[SearchResult]] {
+    /// by `threads` threads, each in one transaction. A hit whose item was deleted, or relabelled
+    /// out of `filter`, after the search read it is dropped: an answer never holds a ghost.
+    private static func results(_ hits: [[(id: UInt64, score: Float)]], _ index: Index, filter: LabelFilter?,
+                                threads: Int) throws -> [[SearchResult]] {
         // Splitting pays from some thousands of records on (a batch of 1,000 queries reads 10,000).
         let parts = hits.count >= 64 ? max(1, min(threads, hits.count)) : 1
         let shares = ShardResults<Result<[[SearchResult]], IndexError>>(count: parts)
@@ -351,10 +353,10 @@ public actor QueryEngine {
             shares.set(p, Result { () throws(IndexError) in
                 var items = try index.items(rows.flatMap { $0.map(\.id) })[...]
                 return rows.map { row in
-                    row.map { hit in
-                        let item = items.popFirst() ?? nil
-                        return SearchResult(id: hit.id, score: hit.score, label: item?.label, coarseLabel: item?.coarseLabel,
-                                            source: item?.source ?? "", metadata: item?.metadata)
+                    row.compactMap { hit in
+                        guard let item = items.popFirst() ?? nil, filter?.allows(item.label) ?? true else { return nil }
+                        return SearchResult(id: hit.id, score: hit.score, label: item.label, coarseLabel: item.coarseLabel,
+                                            source: item.source, metadata: item.metadata)
                     }
                 }
             })

@@ -106,8 +106,9 @@ public enum SpaceMeasurement {
             var images: [RGBImage] = []
             for p in start..<min(start + 16, sampled.count) {
                 let r = sampled[p]
-                guard let source = items[p]?.source,
-                      let image = try? decoder.decode(contentsOf: source, minimumShortSide: minimumSide) else { continue }
+                // An uploaded item's source is only a name: never opened.
+                guard let item = items[p], !item.uploaded,
+                      let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide) else { continue }
                 let id = snapshot.ids[r]
                 images.append(image.view(heldOut.transforms(for: id)[Int(id % 2)]))
                 rows.append(r)

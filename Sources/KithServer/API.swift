@@ -28,7 +28,11 @@ enum API {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the request as application/json")
         }
-        return try context.requestDecoder.decode(T.self, from: try await body(request, context))
+        do {
+            return try StrictJSON.decode(T.self, from: try await body(request, context), using: context.requestDecoder)
+        } catch let unknown as UnknownFields {
+            throw APIError.badRequest("unknown_field", unknown.message)
+        }
     }
 
     /// Whether the body is of this media type.

@@ -28,8 +28,10 @@ struct AdaptationController {
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
         let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
                                     perImage: body.perImage ?? true, seed: body.seed ?? 0)
+        let resume = body.resume ?? false
+        try await offload { try Adaptation.checkStart(index, resume: resume) }
         let encoder = try await service.batcher(model: try index.backbone()).encoder
-        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: body.resume ?? false)
+        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume)
     }
 
     @Sendable func job(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {

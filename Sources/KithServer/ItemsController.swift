@@ -35,7 +35,11 @@ struct ItemsController {
         let metadata = try API.metadata(uploads.value("metadata", request))
         let files = uploads.files
         let records = await offload {  // hashing a large upload is blocking work too
-            files.map { ImageRecord(source: $0.name, contents: $0.data, label: label, coarseLabel: coarseLabel, metadata: metadata) }
+            files.map { file in
+                var record = ImageRecord(source: file.name, contents: file.data, label: label, coarseLabel: coarseLabel, metadata: metadata)
+                record.uploaded = true  // a client never names a server-side path
+                return record
+            }
         }
         let embedded = try await service.embed(uploads.inputs, for: index, thumbnails: true)
         let outcomes = try await offload { try index.add(records, embedded: embedded) }
@@ -56,12 +60,13 @@ struct ItemsController {
         if let upload = try await VectorUpload.read(request, context, maxParts: service.configuration.maxFormParts) {
             items = upload.rows.indices.map { i in
                 NewItem(vector: upload.rows[i], source: upload.sources[i] ?? "vector-\(i)", label: upload.labels[i],
-                        coarseLabel: upload.coarseLabels[i], metadata: upload.metadata[i])
+                        coarseLabel: upload.coarseLabels[i], metadata: upload.metadata[i], uploaded: true)
             }
         } else {
             let body = try await API.decode(AddVectorsRequest.self, request, context)
             items = body.items.enumerated().map { i, item in
-                NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel, metadata: item.metadata?.text)
+                NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel,
+                        metadata: item.metadata?.text, uploaded: true)
             }
         }
         let outcomes = try await offload { try index.add(items) }
@@ -176,7 +181,7 @@ struct ItemsController {
     @Sendable func relabelMany(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
         let index = try await service.index(try context.indexName())
         let body = try await API.decode(BatchRelabelRequest.self, request, context)
-        try await offload { for e in body.items { try index.relabel(e.id, label: e.label, coarseLabel: e.coarseLabel) } }
+        try await offload { try index.relabel(body.items.map { ($0.id, $0.label, $0.coarseLabel) }) }
         return ["relabelled": body.items.map(\.id)]
     }
 }

@@ -240,9 +240,8 @@ extension IndexCommand {
 
         func run() throws {
             let index = try reporting { try location.open(name) }
-            for id in try resolve(items, in: index) {
-                try reporting { try index.relabel(id, label: label, coarseLabel: coarseLabel) }
-            }
+            let ids = try resolve(items, in: index)
+            try reporting { try index.relabel(ids.map { ($0, label, coarseLabel) }) }
             print("relabelled \(items.count) item(s)")
         }
     }

@@ -166,6 +166,19 @@ struct HardeningTests {
         Case(method: "POST", path: "v1/indexes", body: json(["name": "m1", "model": "../../models/resnet18-random"]), type: "application/json", status: 400, code: "unknown_model"),
         Case(method: "POST", path: "v1/embed?model=./resnet18-random", body: pngDeclaring(width: 4, height: 4), type: "image/png", status: 400, code: "unknown_model"),
         Case(method: "POST", path: "v1/embed?model=..%2F..%2Fetc%2Fpasswd", body: pngDeclaring(width: 4, height: 4), type: "image/png", status: 400, code: "unknown_model"),
+        // Strict requests: a field the route does not take is refused, named, at any depth.
+        Case(method: "POST", path: "v1/indexes/few/adaptations", body: json(["epoch": 5]), type: "application/json", status: 400, code: "unknown_field"),
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": [one], "kk": 3]), type: "application/json", status: 400, code: "unknown_field"),
+        Case(method: "POST", path: "v1/indexes", body: json(["name": "typo", "model": "resnet18-random", "queue_capacty": 3]), type: "application/json", status: 400, code: "unknown_field"),
+        Case(method: "POST", path: "v1/indexes/few/items/relabel", body: json(["items": [["id": 1, "lable": "x"]]]), type: "application/json", status: 400, code: "unknown_field"),
+        Case(method: "POST", path: "v1/indexes/few/vectors", body: json(["items": [["vector": one, "source": "s", "labels": "x"]]]), type: "application/json", status: 400, code: "unknown_field"),
+        Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "heads": ["logreg"], "shots": 1]), type: "application/json", status: 400, code: "unknown_field"),
+        // What a job needs is checked before it is accepted: uploaded vectors are no images.
+        Case(method: "POST", path: "v1/indexes/bare/adaptations", body: json(["epochs": 1]), type: "application/json", status: 400, code: "not_enough_data"),
+        Case(method: "POST", path: "v1/indexes/bare/adaptations", body: json(["resume": true]), type: "application/json", status: 400, code: "no_checkpoint"),
+        // A batch relabel with one bad entry changes nothing (checked below).
+        Case(method: "POST", path: "v1/indexes/few/items/relabel", body: json(["items": [["id": 1, "label": "changed"], ["id": 999, "label": "b"]]]), type: "application/json", status: 404, code: "item_not_found"),
+        Case(method: "POST", path: "v1/indexes/few/items/relabel", body: json(["items": [["id": 2, "label": "changed"], ["id": 3, "label": ""]]]), type: "application/json", status: 400, code: "invalid_label"),
         Case(method: "GET", path: "v1/indexes/bare/queue?queue=\(longName)", body: nil, type: nil, status: 400, code: "invalid_queue_name"),
         Case(method: "DELETE", path: "v1/indexes/bare/queue?queue=\(longName)", body: nil, type: nil, status: 400, code: "invalid_queue_name"),
         Case(method: "POST", path: "v1/indexes/bare/queue/nn", body: json(["vectors": [one], "queue": longName]), type: "application/json", status: 400, code: "invalid_queue_name"),
@@ -187,6 +200,15 @@ struct HardeningTests {
             #expect(!String(decoding: body, as: UTF8.self).contains(server.directory), "\(c.testDescription) shows a server path")
         }
         #expect(!FileManager.default.fileExists(atPath: "/tmp/kith-escape"))
+        let unknown = try await server.json("POST", "v1/indexes/few/adaptations", ["epoch": 5])
+        #expect(String(decoding: unknown.body, as: UTF8.self).contains("unknown field 'epoch'; it takes "), "\(String(decoding: unknown.body, as: UTF8.self))")
+        let nested = try await server.json("POST", "v1/indexes/few/items/relabel", ["items": [["id": 1, "lable": "x"]]])
+        #expect(String(decoding: nested.body, as: UTF8.self).contains("'items.0.lable'"))
+        #expect(try await server.send("GET", "v1/indexes/typo").status == 404)
+        for id in 1...3 {
+            let item = object(try await server.send("GET", "v1/indexes/few/items/\(id)").body)
+            #expect(item["label"] as? String == ["a", "b", "c"][(id - 1) % 3], "item \(id) was relabelled by a refused batch")
+        }
         // Empty results where the answer is empty.
         let noNeighbours = try await server.send("POST", "v1/indexes/few/queue", body: Self.json(["entries": [["vector": Self.one]]]), type: "application/json")
         #expect(noNeighbours.status == 200)
@@ -256,6 +278,62 @@ struct HardeningTests {
         }
         let rebuilt = try cli.kith(["index", "build-ann", "few", "--lists", "4"], indexes: indexes)
         #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Searches while items are deleted and relabelled never answer a ghost: every hit has its source and passes the label filter")
+    func noGhostHits() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("ghosts", labels: (0..<1200).map { "l\($0 % 2)" })
+        var rng = SplitMix64(seed: 21)
+        let queries = (0..<8).map { _ in rng.vector(512) }
+        let churn = Task {
+            for start in stride(from: 1, through: 1200, by: 10) {
+                let ids = Array(start..<(start + 10))
+                _ = try await server.json("POST", "v1/indexes/ghosts/items/relabel", ["items": ids.prefix(5).map { ["id": $0, "label": "moved"] }])
+                _ = try await server.json("POST", "v1/indexes/ghosts/items/delete", ["ids": Array(ids.suffix(5))])
+            }
+        }
+        let searcher = Task {
+            var searches = 0
+            while !Task.isCancelled {
+                guard let answer = try? await server.json("POST", "v1/indexes/ghosts/search", ["vectors": queries, "k": 100, "labels": ["l0"]]) else { break }
+                #expect(answer.status == 200)
+                for hit in (object(answer.body)["results"] as? [[[String: Any]]] ?? []).joined() {
+                    #expect(hit["label"] as? String == "l0" && !(hit["source"] as? String ?? "").isEmpty, "a ghost: \(hit)")
+                }
+                searches += 1
+            }
+            return searches
+        }
+        try await churn.value
+        searcher.cancel()
+        #expect(await searcher.value > 0)
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("An item that arrived over HTTP is never opened as a file: its source names a photo on the server, and neither thumbnails, views nor an adaptation read it")
+    func uploadedSourcesAreNames() async throws {
+        let server = try LiveServer()
+        let photo = Fixtures.path("images/chelsea.jpg")
+        #expect(try await server.json("POST", "v1/indexes", ["name": "names", "model": "resnet18-random"]).status == 201)
+        var rng = SplitMix64(seed: 5)
+        let items: [[String: Any]] = [["vector": rng.vector(512), "source": photo, "label": "cat"],
+                                      ["vector": rng.vector(512), "source": "/no/such/file.jpg", "label": "cat"]]
+        #expect(try await server.json("POST", "v1/indexes/names/vectors", ["items": items]).status == 200)
+        let thumbnails = try KithCLI().kith(["index", "thumbnails", "names"], indexes: server.indexes)
+        #expect(thumbnails.status == 0 && thumbnails.text.contains("added 0 thumbnails") && thumbnails.text.contains("2 items have no readable source"),
+                "\(thumbnails.text) \(thumbnails.stderr)")
+        let thumbnail = try await server.send("GET", "v1/indexes/names/items/1/thumbnail")
+        #expect(thumbnail.status == 200 && String(decoding: thumbnail.body, as: UTF8.self).hasPrefix("<svg"), "the photo became a thumbnail")
+        let views = try KithCLI().kith(["index", "views", "names"], indexes: server.indexes)
+        #expect(views.status == 0 && views.text.contains("added views of 0 labelled items") && views.text.contains("2 have no readable source"),
+                "\(views.text) \(views.stderr)")
+        let adaptation = try await server.json("POST", "v1/indexes/names/adaptations", ["epochs": 1])
+        #expect(adaptation.status == 400 && String(decoding: adaptation.body, as: UTF8.self).contains("not_enough_data"),
+                "\(String(decoding: adaptation.body, as: UTF8.self))")
         try await server.expectHealthy()
         try server.stop()
     }
