@@ -365,12 +365,13 @@ extension Adaptation {
     ///   for the head kept, whose answer is stored with it and decides the index's default space.
     ///   A stop asked for while it measures the head kept stores nothing.
     /// Checks what an adaptation of `index` needs before any work: a stopped adaptation to go on
-    /// with (`resume`; returned), or at least 2 items that have views or a source file to make
-    /// them from (uploaded items without views have neither). A job is refused up front rather
+    /// with (`resume`; returned), or a backbone and at least 2 items that have views or a source
+    /// file to make them from (uploaded items without views have neither). A job is refused up front rather
     /// than accepted and failed.
     @discardableResult
     public static func checkStart(_ index: Index, resume: Bool) throws -> AdaptationCheckpoint? {
         guard resume else {
+            _ = try index.backbone()  // an index of the caller's own vectors has no images
             let items = try index.itemCount(), withoutViews = try index.itemsWithoutViews(labelledOnly: false)
             let usable = items - withoutViews.filter(\.uploaded).count
             guard usable >= 2 else {

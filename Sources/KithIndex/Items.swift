@@ -6,10 +6,10 @@ extension Index {
     /// L2-normalised; an item whose content hash is already present is not added again.
     @discardableResult
     public func add(_ items: [NewItem]) throws(IndexError) -> [AddOutcome] {
-        var units: [[Float]] = []
-        units.reserveCapacity(items.count)
+        var checkedItems: [(vector: [Float], label: String?, coarseLabel: String?)] = []
+        checkedItems.reserveCapacity(items.count)
         for (i, item) in items.enumerated() {
-            units.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
+            checkedItems.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
         }
         return try storage {
             try env.write { txn in
@@ -19,7 +19,7 @@ extension Index {
                 var pending: [[Float]] = []
                 var added: [UInt64] = []
                 let now = Date()
-                for (item, unit) in zip(items, units) {
+                for (item, (unit, label, coarseLabel)) in zip(items, checkedItems) {
                     if let hash = item.contentHash {
                         if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
                         if let existing = try txn.get(.hashes, hash.bytes) {
@@ -30,11 +30,11 @@ extension Index {
                     let id = state.nextID
                     state.nextID += 1
                     let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
-                    let record = Item(id: id, source: item.source, contentHash: item.contentHash, label: item.label,
-                                      coarseLabel: item.coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
+                    let record = Item(id: id, source: item.source, contentHash: item.contentHash, label: label,
+                                      coarseLabel: coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
                                       block: block, slot: slot)
                     try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
-                    if let label = item.label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                    if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
                     if let hash = item.contentHash {
                         try txn.put(.hashes, hash.bytes, key(id))
                         seen[hash] = id
@@ -97,26 +97,34 @@ extension Index {
         return vector.map { Float(Double($0) / norm) }
     }
 
-    /// The unit vector of `vector`, after checking it and both labels of something to store.
-    func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError) -> [Float] {
-        try Self.validate(label: label)
-        try Self.validate(label: coarseLabel)
-        return try unit(vector, what: what)
+    /// The unit vector of `vector` and both labels in their stored form (`normalized(label:)`),
+    /// after checking them, for something to store.
+    func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError)
+        -> (vector: [Float], label: String?, coarseLabel: String?) {
+        (try unit(vector, what: what), try Self.normalized(label: label), try Self.normalized(label: coarseLabel))
     }
 
-    static func validate(label: String?) throws(IndexError) {
-        guard let label else { return }
+    /// `label` as the index stores and looks it up: in Unicode NFC, so that canonically
+    /// equivalent spellings ("é" as one code point or as e + accent) are one label, as they are
+    /// one class to the heads. Checked: not empty, at most `maxLabelBytes` bytes, no NUL.
+    static func normalized(label: String?) throws(IndexError) -> String? {
+        guard let label = label?.precomposedStringWithCanonicalMapping else { return nil }
         guard !label.isEmpty else { throw IndexError(.invalidLabel("empty label")) }
         guard label.utf8.count <= maxLabelBytes else { throw IndexError(.invalidLabel("label longer than \(maxLabelBytes) bytes: '\(label.prefix(40))…'")) }
         guard !label.utf8.contains(0) else { throw IndexError(.invalidLabel("label contains a NUL character")) }
+        return label
     }
 
-    /// Queue names are "" (the single queue) or a label: at most `maxLabelBytes` bytes, no NUL.
-    public static func validate(queueName name: String) throws(IndexError) {
+    /// Queue names are "" (the single queue) or a label: at most `maxLabelBytes` bytes, no NUL;
+    /// returned in NFC, as labels are stored.
+    @discardableResult
+    public static func normalized(queueName name: String) throws(IndexError) -> String {
+        let name = name.precomposedStringWithCanonicalMapping
         guard name.utf8.count <= maxLabelBytes else {
             throw IndexError(.invalidQueueName("longer than \(maxLabelBytes) bytes: '\(name.prefix(40))…'"))
         }
         guard !name.utf8.contains(0) else { throw IndexError(.invalidQueueName("contains a NUL character")) }
+        return name
     }
 
     /// The item `id`, or nil.
@@ -186,7 +194,7 @@ extension Index {
 
     /// At most `limit` items from id `first` on, in id order; with `label`, only items that have it.
     public func items(from first: UInt64, limit: Int, label: String? = nil) throws(IndexError) -> [Item] {
-        try Self.validate(label: label)
+        let label = try Self.normalized(label: label)
         return try storage {
             try env.read { txn in
                 var page: [Item] = []
@@ -211,8 +219,8 @@ extension Index {
 
     /// The ids of the items with `label`, ascending.
     public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
-        try Self.validate(label: label)
-        return try storage { try env.read { txn in try ids(withLabel: label, txn) } }
+        let label = try Self.normalized(label: label)
+        return try storage { try env.read { txn in try ids(withLabel: label ?? "", txn) } }
     }
 
     /// The ids of the items with `label`, ascending, read in `txn`.
@@ -251,9 +259,8 @@ extension Index {
     /// invalid label or a missing item) none. Returns the items as that transaction left them.
     @discardableResult
     public func relabel(_ changes: [(id: UInt64, label: String?, coarseLabel: String?)]) throws(IndexError) -> [Item] {
-        for change in changes {
-            try Self.validate(label: change.label)
-            try Self.validate(label: change.coarseLabel)
+        let changes = try changes.map { change throws(IndexError) in
+            (change.id, try Self.normalized(label: change.label), try Self.normalized(label: change.coarseLabel))
         }
         return try storage {
             try env.write { txn in

@@ -15,22 +15,22 @@ extension Index {
     /// in one transaction. Returns the sequence numbers given to the entries.
     @discardableResult
     public func enqueue(_ entries: [NewQueueEntry]) throws(IndexError) -> [UInt64] {
-        var vectors: [[Float]] = []
+        var checkedEntries: [(vector: [Float], label: String?, coarseLabel: String?)] = []
         for (i, entry) in entries.enumerated() {
-            vectors.append(try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)"))
+            checkedEntries.append(try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)"))
         }
         return try storage {
             try env.write { txn in
                 var queues: [String: QueueState] = [:]
                 var sequences: [UInt64] = []
-                for (entry, vector) in zip(entries, vectors) {
-                    let name = queueName(label: entry.label, coarseLabel: entry.coarseLabel)
+                for (entry, (vector, label, coarseLabel)) in zip(entries, checkedEntries) {
+                    let name = queueName(label: label, coarseLabel: coarseLabel)
                     var q = try queues[name] ?? QueueState(txn, name: name)
                     var writer = ByteWriter()
                     writer.u8(entry.itemID == nil ? 0 : 1)
                     writer.u64(entry.itemID ?? 0)
-                    writer.string(entry.label)
-                    writer.string(entry.coarseLabel)
+                    writer.string(label)
+                    writer.string(coarseLabel)
                     writer.floats(vector)
                     try txn.put(.queue, QueueState.entryKey(name, q.next), writer.bytes)
                     sequences.append(q.next)
@@ -73,7 +73,7 @@ extension Index {
     /// if that is later), read in one transaction with the queue's bounds: `head` is the oldest
     /// sequence kept, `next` the one the next entry will get. At most `limit` entries are read.
     public func queue(_ name: String, from first: UInt64, limit: Int = .max) throws(IndexError) -> (entries: [QueueEntry], head: UInt64, next: UInt64) {
-        try Self.validate(queueName: name)
+        let name = try Self.normalized(queueName: name)
         return try storage {
             try env.read { txn in
                 let q = try QueueState(txn, name: name)
@@ -97,7 +97,7 @@ extension Index {
 
     /// Empties queue `name` (sequence numbers keep increasing).
     public func clearQueue(_ name: String = "") throws(IndexError) {
-        try Self.validate(queueName: name)
+        let name = try Self.normalized(queueName: name)
         try storage {
             try env.write { txn in
                 var q = try QueueState(txn, name: name)

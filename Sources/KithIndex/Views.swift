@@ -22,7 +22,7 @@ extension Index {
             var values: [Float] = []
             values.reserveCapacity(vectors.values.count)
             for r in 0..<vectors.rows {
-                values += try checked(Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)")
+                values += try checked(Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)").vector
             }
             rows.append((id, values))
         }

@@ -211,7 +211,12 @@ public func readFiles(_ paths: [String]) -> [Result<(data: Data, hash: ContentHa
             let data = try Data(contentsOf: URL(fileURLWithPath: paths[i]), options: .mappedIfSafe)
             loaded.set(i, .success((data, ContentHash(of: data))))
         } catch {
-            loaded.set(i, .failure(ImageError.unreadableFile(paths[i], (error as NSError).localizedDescription)))
+            // A name that is not valid UTF-8 reaches Swift with U+FFFD in place of its bad bytes,
+            // and no file has that name: say so rather than "doesn't exist".
+            let badName = paths[i].contains("\u{FFFD}") && !FileManager.default.fileExists(atPath: paths[i])
+            loaded.set(i, .failure(ImageError.unreadableFile(paths[i], badName
+                ? "its name is not valid UTF-8 (shown with \u{FFFD} for the bytes that are not), so it cannot be opened by name; rename it"
+                : (error as NSError).localizedDescription)))
         }
     }
     return loaded.values

@@ -367,7 +367,7 @@ public actor QueryEngine {
     /// NN(z, Q) for each query vector (of `space`): the most similar entry of queue `queue`, whose
     /// entries are mapped into that space (and so is the vector returned).
     /// No queries, no neighbours; an empty queue is `not_enough_data`.
-    public nonisolated func nearestInQueue(_ queries: Matrix, queue: String = "", space: QuerySpace = .automatic) async throws(QueryError) -> [QueueNeighbour] {
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue name: String = "", space: QuerySpace = .automatic) async throws(QueryError) -> [QueueNeighbour] {
         try limits.check(queryCount: queries.rows)
         let projection = try await resolve(space)
         let d = projection?.head.dimension ?? index.metadata.dimension
@@ -375,7 +375,8 @@ public actor QueryEngine {
             let other = projection == nil ? "" : queries.columns == index.metadata.dimension ? " (the backbone's space; ask for space backbone)" : ""
             throw QueryError(other.isEmpty ? .invalidQuery : .wrongSpace, "the queries have \(queries.columns) values\(other); the index answers in \(d)-d vectors")
         }
-        do { try Index.validate(queueName: queue) } catch { throw QueryError(error) }
+        let queue: String
+        do { queue = try Index.normalized(queueName: name) } catch { throw QueryError(error) }
         let cache = await queueCache(queue, projection)
         let (index, configuration) = (index, searchConfiguration)
         do {

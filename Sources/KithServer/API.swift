@@ -72,7 +72,7 @@ enum API {
     /// Where a page starts (`from`, default 0) and how long it is (`limit`, default 100, within
     /// the page-size limit), from the query string.
     static func page(_ request: Request, limits: QueryLimits) throws -> (from: UInt64, size: Int) {
-        let parameters = request.uri.queryParameters
+        let parameters = request.query
         let from = try integer("from", parameters.get("from"), as: UInt64.self) ?? 0
         let size = try integer("limit", parameters.get("limit")) ?? 100
         try limits.check(pageSize: size)

@@ -81,7 +81,7 @@ struct ItemsController {
     @Sendable func get(_ request: Request, context: KithRequestContext) async throws -> ItemBody {
         let index = try await service.index(try context.indexName())
         let id = try context.itemID()
-        let withVector = request.uri.queryParameters.get("vector") == "true"
+        let withVector = request.query.get("vector") == "true"
         return try await offload {
             guard let item = try index.item(id) else { throw IndexError.itemNotFound(id) }
             return ItemBody(item, vector: withVector ? try index.vector(id) : nil)
@@ -107,9 +107,18 @@ struct ItemsController {
         let tag = "\"\(item.id)-\(item.contentHash?.description.prefix(16) ?? "v")-\(jpeg.count)\""
         headers[.eTag] = tag
         headers[.cacheControl] = "private, max-age=86400"
-        if request.headers[.ifNoneMatch] == tag { return Response(status: .notModified, headers: headers) }
+        if Self.matches(ifNoneMatch: request.headers[values: .ifNoneMatch], tag) { return Response(status: .notModified, headers: headers) }
         headers[.contentType] = "image/jpeg"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: jpeg)))
+    }
+
+    /// Whether If-None-Match values match entity tag `tag` (RFC 9110 13.1.2): `*`, or any tag
+    /// of the comma-separated lists, compared weakly (a `W/` prefix is ignored).
+    static func matches(ifNoneMatch values: [String], _ tag: String) -> Bool {
+        values.flatMap { $0.split(separator: ",") }.contains { part in
+            let candidate = part.trimmingCharacters(in: .whitespaces)
+            return candidate == "*" || (candidate.hasPrefix("W/") ? String(candidate.dropFirst(2)) : candidate) == tag
+        }
     }
 
     /// A grey square with a picture frame: an item without a thumbnail.
@@ -125,7 +134,7 @@ struct ItemsController {
     /// if given; `next` is where the following page starts (null after the last).
     @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
         let index = try await service.index(try context.indexName())
-        let parameters = request.uri.queryParameters
+        let parameters = request.query
         let (from, size) = try API.page(request, limits: service.configuration.limits)
         let label = parameters.get("label")
         let items = try await offload { try index.items(from: from, limit: size + 1, label: label) }
@@ -147,7 +156,7 @@ struct ItemsController {
         let index = try await service.index(try context.indexName())
         let ids = try await API.decode(IDsRequest.self, request, context).ids
         try service.configuration.limits.check(pageSize: ids.count, parameter: "ids")
-        let withVector = request.uri.queryParameters.get("vector") == "true"
+        let withVector = request.query.get("vector") == "true"
         return try await offload {
             var body = Items(items: [], missing: [])
             for id in ids {

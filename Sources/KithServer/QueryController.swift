@@ -23,7 +23,7 @@ struct QueryController {
     /// Embeddings of uploaded images with `model`; when every image failed, the response has the
     /// first one's error status.
     @Sendable func embed(_ request: Request, context: KithRequestContext) async throws -> Response {
-        let model = request.uri.queryParameters.get("model") ?? ModelLibrary.defaultModel
+        let model = request.query.get("model") ?? ModelLibrary.defaultModel
         let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
         let results = try await service.embed(uploads.inputs, model: model)
         let rows = zip(uploads.files, results).map { file, result -> Embedded in
@@ -55,7 +55,7 @@ struct QueryController {
 
     /// Search and classify options from form fields or the query string.
     func options(_ request: Request, _ uploads: Uploads?) throws -> QueryRequest {
-        func value(_ key: String) -> String? { uploads?.fields[key] ?? request.uri.queryParameters.get(key) }
+        func value(_ key: String) -> String? { uploads?.fields[key] ?? request.query.get(key) }
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
         return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
                             coarseLabel: value("coarse_label"), angular: value("angular") == "true",

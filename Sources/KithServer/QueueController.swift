@@ -53,7 +53,7 @@ struct QueueController {
     /// `next` is where the following page starts (null after the newest entry).
     @Sendable func page(_ request: Request, context: KithRequestContext) async throws -> Page {
         let index = try await service.index(try context.indexName())
-        let parameters = request.uri.queryParameters
+        let parameters = request.query
         let (from, size) = try API.page(request, limits: service.configuration.limits)
         let queue = parameters.get("queue") ?? ""
         let page = try await offload { try index.queue(queue, from: from, limit: size) }
@@ -63,7 +63,7 @@ struct QueueController {
 
     @Sendable func clear(_ request: Request, context: KithRequestContext) async throws -> Response {
         let index = try await service.index(try context.indexName())
-        let queue = request.uri.queryParameters.get("queue") ?? ""
+        let queue = request.query.get("queue") ?? ""
         try await offload { try index.clearQueue(queue) }
         return Response(status: .noContent)
     }
@@ -74,9 +74,9 @@ struct QueueController {
         let engine = try await service.engine(try context.indexName())
         let matrix: Matrix, queue: String, space: QuerySpace
         if API.isType(request, "application/x-npy") {
-            space = try await engine.answeringSpace(try API.space(request.uri.queryParameters.get("space")))
+            space = try await engine.answeringSpace(try API.space(request.query.get("space")))
             matrix = try await engine.vectors(for: Query.rows(of: try await API.npy(request, context)), space: space)
-            queue = request.uri.queryParameters.get("queue") ?? ""
+            queue = request.query.get("queue") ?? ""
         } else {
             let body = try await API.decode(NNRequest.self, request, context)
             space = try await engine.answeringSpace(body.space ?? .automatic)

@@ -13,7 +13,7 @@ struct Uploads {
     var fields: [String: String]
 
     /// A field from the form, else from the query string.
-    func value(_ key: String, _ request: Request) -> String? { fields[key] ?? request.uri.queryParameters.get(key) }
+    func value(_ key: String, _ request: Request) -> String? { fields[key] ?? request.query.get(key) }
 
     init(_ request: Request, _ context: KithRequestContext, maxParts: Int) async throws {
         let type = request.headers[.contentType]?.lowercased() ?? ""
@@ -32,7 +32,7 @@ struct Uploads {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send an image (image/jpeg, image/png) or multipart/form-data")
         }
         guard !data.isEmpty else { throw APIError.badRequest("empty_file", "the request body is empty") }
-        files = [(data, request.uri.queryParameters.get("source") ?? "upload", "file")]
+        files = [(data, request.query.get("source") ?? "upload", "file")]
         fields = [:]
     }
 
@@ -54,7 +54,7 @@ struct VectorUpload {
 
     init(_ matrix: Matrix, _ request: Request) throws {
         rows = (0..<matrix.rows).map { Array(matrix.row($0)) }
-        let q = request.uri.queryParameters
+        let q = request.query
         let n = rows.count
         labels = Array(repeating: q.get("label"), count: n)
         coarseLabels = Array(repeating: q.get("coarse_label"), count: n)

@@ -45,6 +45,9 @@ struct Adapt: AsyncParsableCommand {
     @Flag(help: "Go on with a stopped adaptation, with its own settings (the others given are not used).") var resume = false
     @Flag(help: "Measure the index's adapted head against the backbone again, on the index's data as it is now (after labels were added, say); the result decides the default space.")
     var measure = false
+    /// Asks the run to stop after this many training steps, exactly as a first Ctrl-C does: a
+    /// deterministic interrupt for tests.
+    @Option(help: .hidden) var stopAfterSteps: Int?
     @Argument(help: "Name of the index.") var name: String
 
     func validate() throws {
@@ -123,6 +126,7 @@ struct Adapt: AsyncParsableCommand {
                     viewBar.withLock { $0 = $0 ?? Progress(total: total, label: "views of items", unit: "items") }
                     viewBar.current?.update(done)
                 }, progress: { p in
+                    if let limit = stopAfterSteps, p.step >= limit { stop.withLock { $0 = true } }
                     stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
                     stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
                 }, measure: SpaceMeasurement.measurer(on: index, encoder: encoder, shouldContinue: { !stop.current }),

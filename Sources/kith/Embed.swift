@@ -58,8 +58,11 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         let encoder = try reporting { try options.encoder() }
-        let files = try imageFiles(paths) + imageFiles(listedPaths())
-        guard !files.isEmpty else { throw ValidationError("no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))") }
+        var files = try imageFiles(paths) + imageFiles(listedPaths())
+        // A .paths.txt line cannot hold a name with a line break: such files are reported, not shifted.
+        let unlisted = format == .npy ? files.filter { $0.contains(where: \.isNewline) } : []
+        files.removeAll { format == .npy && $0.contains(where: \.isNewline) }
+        guard !files.isEmpty || !unlisted.isEmpty else { throw ValidationError("no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))") }
         let progress = Progress(total: files.count, label: "embedding")
         let report = FailureReport()
         let model = encoder.backbone.manifest.name
@@ -95,18 +98,17 @@ struct Embed: ParsableCommand {
                 try sources.close()
             }
         }
+        let refused = unlisted.map { path in
+            Result<(EncodedImage, ContentHash), ImageError>.failure(.unreadableFile(
+                path, "its name has a line break, which a line of .paths.txt cannot hold; use --format jsonl"))
+        }
+        try record(refused, failureSink)
+        _ = report.take(refused)
         var done = 0
         for start in stride(from: 0, to: files.count, by: max(1, encoder.configuration.batchSize)) {
             let chunk = Array(files[start..<min(start + max(1, encoder.configuration.batchSize), files.count)])
             let results = embed(chunk, encoder)
-            if let failureSink {
-                var text = Data()
-                for case .failure(let error) in results {
-                    text += try KithJSON.encoder.encode(Failure(path: error.file ?? "", code: error.code.rawValue, message: error.description))
-                    text.append(0x0A)
-                }
-                try failureSink.write(contentsOf: text)
-            }
+            try record(results, failureSink)
             try write(report.take(results))
             done += chunk.count
             progress.update(done)
@@ -114,6 +116,17 @@ struct Embed: ParsableCommand {
         try close()
         try failureSink?.close()
         try report.finish()
+    }
+
+    /// Writes the failures among `results` to --failures, one JSON line each.
+    private func record(_ results: [Result<(EncodedImage, ContentHash), ImageError>], _ sink: FileHandle?) throws {
+        guard let sink else { return }
+        var text = Data()
+        for case .failure(let error) in results {
+            text += try KithJSON.encoder.encode(Failure(path: error.file ?? "", code: error.code.rawValue, message: error.description))
+            text.append(0x0A)
+        }
+        try sink.write(contentsOf: text)
     }
 
     /// The paths in --list, if given: one per line, blank lines ignored.

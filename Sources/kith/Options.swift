@@ -205,6 +205,13 @@ final class FailureReport {
     }
 }
 
+extension Array {
+    /// Consecutive slices of at most `size` elements (none for an empty array).
+    func batches(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: Swift.max(1, size)).map { self[$0..<Swift.min($0 + Swift.max(1, size), count)] }
+    }
+}
+
 /// The matrix in a .npy file.
 func readNpy(_ path: String) throws -> Matrix {
     guard let data = FileManager.default.contents(atPath: path) else { throw failure("cannot read \(path)") }

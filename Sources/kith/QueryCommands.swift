@@ -110,17 +110,20 @@ struct Search: AsyncParsableCommand {
                                       search: sizes.configuration())
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
         let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
-        let results = try await reporting { try await engine.search(queries, k: k, filter: filter, coarse: coarseSearch, space: space,
-                                                                                   method: method, probes: nprobe) }
         // The space that answered: first on standard output, or in each --json object.
-        if !json, !results.isEmpty { print("\(space.rawValue) space") }
-        for (query, hits) in zip(queries, results) {
-            if json {
-                try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
-            } else {
-                print(describe(query))
-                for (rank, hit) in hits.enumerated() {
-                    print(String(format: "  %2d  %.4f  id:%llu  %@%@", rank + 1, hit.score, hit.id, hit.source, hit.label.map { "  [\($0)]" } ?? ""))
+        if !json, !queries.isEmpty { print("\(space.rawValue) space") }
+        // Any number of queries, in the engine's batches, each printed as it is answered.
+        for batch in queries.batches(of: engine.limits.maxQueries) {
+            let results = try await reporting { try await engine.search(Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
+                                                                                       method: method, probes: nprobe) }
+            for (query, hits) in zip(batch, results) {
+                if json {
+                    try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
+                } else {
+                    print(describe(query))
+                    for (rank, hit) in hits.enumerated() {
+                        print(String(format: "  %2d  %.4f  id:%llu  %@%@", rank + 1, hit.score, hit.id, hit.source, hit.label.map { "  [\($0)]" } ?? ""))
+                    }
                 }
             }
         }
@@ -151,16 +154,21 @@ struct Classify: AsyncParsableCommand {
         let spec = try reporting { try HeadSpec(parsing: head, classBalanced: balanced) }
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let answer = try await reporting { try await engine.classification(queries, spec: spec, top: top, space: spaceOptions.space) }
-        // Which head and space answered: first on standard output, or with --json on standard error
-        // (each --json line is one query's object, with its head).
-        let origin = "head \(answer.head), \(answer.space.rawValue) space" + (answer.choice.map { "; " + $0.summary } ?? "")
-        if json { printError(origin) } else if !answer.predictions.isEmpty { print(origin) }
-        for (query, prediction) in zip(queries, answer.predictions) {
-            if json {
-                try printJSON(QueryAnswer(query: describe(query), answer: prediction))
-            } else {
-                print("\(describe(query)): \(prediction.label)  (" + prediction.top.map { String(format: "%@ %.3f", $0.label, $0.probability) }.joined(separator: ", ") + ")")
+        // Any number of queries, in the engine's batches (the fitted head is cached between them).
+        for (b, batch) in queries.batches(of: engine.limits.maxQueries).enumerated() {
+            let answer = try await reporting { try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space) }
+            // Which head and space answered: first on standard output, or with --json on standard
+            // error (each --json line is one query's object, with its head).
+            if b == 0 {
+                let origin = "head \(answer.head), \(answer.space.rawValue) space" + (answer.choice.map { "; " + $0.summary } ?? "")
+                if json { printError(origin) } else if !answer.predictions.isEmpty { print(origin) }
+            }
+            for (query, prediction) in zip(batch, answer.predictions) {
+                if json {
+                    try printJSON(QueryAnswer(query: describe(query), answer: prediction))
+                } else {
+                    print("\(describe(query)): \(prediction.label)  (" + prediction.top.map { String(format: "%@ %.3f", $0.label, $0.probability) }.joined(separator: ", ") + ")")
+                }
             }
         }
     }
@@ -183,13 +191,16 @@ struct NearestInQueue: AsyncParsableCommand {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
-        let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: queries, space: space), queue: queue, space: space) }
-        for (query, n) in zip(queries, neighbours) {
-            if json {
-                try printJSON(QueryAnswer(query: describe(query), answer: SpacedAnswer(answer: n, space: space)))
-            } else {
-                print(String(format: "%@: sequence %llu, similarity %.4f", describe(query), n.entry.sequence, n.similarity)
-                      + (n.entry.itemID.map { ", item id:\($0)" } ?? "") + (n.entry.label.map { ", label \($0)" } ?? "") + " (\(space.rawValue) space)")
+        for batch in queries.batches(of: engine.limits.maxQueries) {
+            let batch = Array(batch)
+            let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: batch, space: space), queue: queue, space: space) }
+            for (query, n) in zip(batch, neighbours) {
+                if json {
+                    try printJSON(QueryAnswer(query: describe(query), answer: SpacedAnswer(answer: n, space: space)))
+                } else {
+                    print(String(format: "%@: sequence %llu, similarity %.4f", describe(query), n.entry.sequence, n.similarity)
+                          + (n.entry.itemID.map { ", item id:\($0)" } ?? "") + (n.entry.label.map { ", label \($0)" } ?? "") + " (\(space.rawValue) space)")
+                }
             }
         }
     }

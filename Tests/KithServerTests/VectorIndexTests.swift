@@ -73,6 +73,22 @@ struct VectorIndexTests {
             let all = try await client.execute(uri: "/v1/indexes/own/items?from=6", method: .get)
             #expect((all.json["items"] as? [[String: Any]])?.map { $0["id"] as! Int } == [6, 7])
 
+            // A query string as forms encode it: + is a space, %2B a plus.
+            let spaced = try await client.execute(uri: "/v1/indexes/own/vectors?label=two+words%2Bplus", method: .post, headers: [.contentType: "application/x-npy"],
+                                                  body: ByteBuffer(data: NPY.encode(Matrix(stacking: [v(2, 0.2)]))))
+            #expect((spaced.json["items"] as? [[String: Any]])?.first?["id"] as? Int == 8, "\(spaced.text)")
+            let byLabel = try await client.execute(uri: "/v1/indexes/own/items?label=two+words%2Bplus", method: .get)
+            #expect((byLabel.json["items"] as? [[String: Any]])?.map { $0["label"] as! String } == ["two words+plus"], "\(byLabel.text)")
+            // Canonically equivalent spellings are one label: é as one code point (NFC) and as e + accent (NFD).
+            let accents = try await client.execute(uri: "/v1/indexes/own/vectors", method: .post, headers: jsonHeaders,
+                                                   body: jsonBody(["items": [["vector": v(3, 0.2), "label": "caf\u{E9}"], ["vector": v(3, 0.3), "label": "cafe\u{301}"]]]))
+            #expect(accents.status == .ok)
+            let counted = try await client.execute(uri: "/v1/indexes/own/labels", method: .get)
+            let cafe = (counted.json["labels"] as? [[String: Any]])?.filter { ($0["label"] as? String)?.hasPrefix("caf") == true }
+            #expect(cafe?.count == 1 && cafe?.first?["count"] as? Int == 2 && (cafe?.first?["label"] as? String)?.unicodeScalars.count == 4, "\(counted.text)")
+            let nfd = try await client.execute(uri: "/v1/indexes/own/items?label=cafe%CC%81", method: .get)
+            #expect((nfd.json["items"] as? [[String: Any]])?.count == 2, "\(nfd.text)")
+
             let search = try await client.execute(uri: "/v1/indexes/own/search?k=2", method: .post, headers: [.contentType: "application/x-npy"],
                                                   body: ByteBuffer(data: NPY.encode(Matrix(stacking: [v(0)]))))
             #expect((search.json["results"] as? [[[String: Any]]])?.first?.map { $0["id"] as! Int } == [1, 3], "\(search.text)")
@@ -111,7 +127,7 @@ struct VectorIndexTests {
                 #expect(refused.status == .badRequest && refused.errorCode == "index_has_no_backbone", "\(uri): \(refused.text)")
             }
             let stats = try await client.execute(uri: "/v1/indexes/own", method: .get)
-            #expect((stats.json["stats"] as? [String: Any])?["items"] as? Int == 7)
+            #expect((stats.json["stats"] as? [String: Any])?["items"] as? Int == 10)  // 7, then 3 of the query-string and label checks
         }
     }
 }
@@ -138,6 +154,13 @@ struct ThumbnailRouteTests {
             #expect(thumbnail.headers[.cacheControl]?.contains("max-age") == true)
             let again = try await client.execute(uri: "/v1/indexes/t/items/1/thumbnail", method: .get, headers: [.ifNoneMatch: tag])
             #expect(again.status == .notModified && again.body.readableBytes == 0)
+            // If-None-Match as RFC 9110 has it: *, lists, weak tags; another tag is no match.
+            for header in ["*", "\"other\", \(tag)", "W/\(tag)", " \"a\" ,W/\(tag) "] {
+                let matched = try await client.execute(uri: "/v1/indexes/t/items/1/thumbnail", method: .get, headers: [.ifNoneMatch: header])
+                #expect(matched.status == .notModified, "\(header)")
+            }
+            let other = try await client.execute(uri: "/v1/indexes/t/items/1/thumbnail", method: .get, headers: [.ifNoneMatch: "\"other\", W/\"x\""])
+            #expect(other.status == .ok)
 
             _ = try await client.execute(uri: "/v1/indexes/t/vectors", method: .post, headers: jsonHeaders, body: jsonBody(["items": [["vector": axis(3)]]]))
             let placeholder = try await client.execute(uri: "/v1/indexes/t/items/2/thumbnail", method: .get)

@@ -57,6 +57,31 @@ struct CLITests {
         #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
     }
 
+    @Test("embed names the files it cannot name: a line break has no line in .paths.txt; a name that is not UTF-8 cannot be opened")
+    func embedAwkwardNames() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-names-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let jpeg = try Fixtures.data("images/chelsea.jpg")
+        for name in ["good.jpg", "two\nlines.jpg"] { try jpeg.write(to: URL(fileURLWithPath: dir + "/" + name)) }
+        // A name whose bytes are not UTF-8 (0xFF), written below Swift's strings.
+        let bad = Array((dir + "/bad").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF)] + Array(".jpg".utf8CString)
+        let fd = open(bad, O_CREAT | O_WRONLY, 0o644)
+        try #require(fd >= 0)
+        _ = jpeg.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        let out = dir + "/out.npy"
+        let run = try cli.kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out, dir])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == dir + "/good.jpg\n")
+        #expect(run.stderr.contains("its name has a line break, which a line of .paths.txt cannot hold"), "\(run.stderr)")
+        #expect(run.stderr.contains("its name is not valid UTF-8"), "\(run.stderr)")
+        #expect(run.stderr.contains("1 of 3 images done, 2 skipped"), "\(run.stderr)")
+        // As JSON lines, the name with a line break is written as any other.
+        let jsonl = try cli.kith(["embed", "--model", "resnet18-random", dir + "/two\nlines.jpg"])
+        #expect(jsonl.status == 0 && jsonl.text.contains(#"lines.jpg""#), "\(jsonl.stderr)")
+    }
+
     @Test("embed --list reads paths from a file; jsonl gives each file's sha256; --failures records the skipped")
     func embedList() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-list-\(UUID())")

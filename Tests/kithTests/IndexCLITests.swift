@@ -214,6 +214,12 @@ struct IndexCLITests {
         #expect(search.status == 0 && search.text.contains(#""label":"a""#), "\(search.text) \(search.stderr)")
         let classify = try cli.kith(["classify", "own", dir + "/q.npy", "--head", "knn"], indexes: indexes)
         #expect(classify.status == 0 && classify.text.contains(": a"), "\(classify.text) \(classify.stderr)")
+        // Any number of queries: the CLI answers them in the engine's batches of 1,024.
+        try writeNpy((0..<2_500).map { [Float(1 + $0 % 3), 0.5, 0.25] }, to: dir + "/many.npy")
+        let many = try cli.kith(["search", "own", dir + "/many.npy", "-k", "1", "--json"], indexes: indexes)
+        #expect(many.status == 0 && many.text.split(separator: "\n").count == 2_500, "\(many.stderr)")
+        let manyClassified = try cli.kith(["classify", "own", dir + "/many.npy", "--head", "prototype"], indexes: indexes)
+        #expect(manyClassified.status == 0 && manyClassified.text.split(separator: "\n").count == 2_501, "\(manyClassified.stderr)")
         let eval = try cli.kith(["eval", "fewshot", "own", "--way", "2", "--queries", "1", "--episodes", "4"], indexes: indexes)
         #expect(eval.status == 0 && eval.text.contains("logreg:"), "\(eval.stderr)")
         let stats = try cli.kith(["index", "stats", "own"], indexes: indexes)
