@@ -35,7 +35,8 @@ public final class Index: Sendable {
             throw IndexError(.indexExists(folderName(path)))
         }
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-            throw IndexError(.storage("cannot create the folder '\(folderName(path))': \(error.localizedDescription)"))
+            let code = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.code
+            throw IndexError(code: code.map(Int32.init) ?? EIO, "cannot create the folder '\(folderName(path))': \(error.localizedDescription)")
         }
         let metadata = IndexMetadata(space: space, configuration: configuration, created: Date())
         return try storage {

@@ -23,6 +23,8 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         public static let invalidConfiguration = Code(rawValue: "invalid_configuration")
         /// Images were sent to an index of the caller's own vectors, which has no backbone to embed them.
         public static let noBackbone = Code(rawValue: "index_has_no_backbone")
+        /// The process or the system has no file descriptors left (EMFILE, ENFILE): try again later.
+        public static let tooManyOpenFiles = Code(rawValue: "too_many_open_files")
     }
 
     enum Reason {
@@ -41,6 +43,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case snapshotExists(String)
         case invalidConfiguration(String)
         case noBackbone(String)
+        case tooManyOpenFiles(String)
     }
 
     let reason: Reason
@@ -62,9 +65,21 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
     /// There is no item `id` (for layers above that look items up).
     public static func itemNotFound(_ id: UInt64) -> IndexError { IndexError(.itemNotFound(id)) }
 
-    init(_ error: LMDBError) {
-        let refusedWrite: Set<Int32> = [ENOSPC, EDQUOT, EFBIG, EIO]
-        self.reason = refusedWrite.contains(error.code) ? .insufficientStorage(error.description) : .storage(error.description)
+    init(_ error: LMDBError) { self.init(code: error.code, error.description) }
+
+    /// A failed system call on the index's files, by its errno `code`: a full disk is
+    /// `insufficient_storage`, no descriptors left `too_many_open_files`.
+    init(code: Int32, _ detail: String) {
+        switch code {
+        case ENOSPC, EDQUOT, EFBIG, EIO: reason = .insufficientStorage(detail)
+        case EMFILE, ENFILE: reason = .tooManyOpenFiles(detail)
+        default: reason = .storage(detail)
+        }
+    }
+
+    /// `errno` after a failed call `operation`.
+    static func system(_ operation: String, code: Int32 = errno) -> IndexError {
+        IndexError(code: code, "\(operation): \(String(cString: strerror(code)))")
     }
 
     public var code: Code {
@@ -84,6 +99,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .snapshotExists: .snapshotExists
         case .invalidConfiguration: .invalidConfiguration
         case .noBackbone: .noBackbone
+        case .tooManyOpenFiles: .tooManyOpenFiles
         }
     }
 
@@ -104,6 +120,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .snapshotExists(let name): "the snapshot folder '\(name)' exists and is not empty"
         case .invalidConfiguration(let detail): "invalid index configuration: \(detail)"
         case .noBackbone(let name): "'\(name)' holds vectors of your own and has no backbone to embed images; send vectors"
+        case .tooManyOpenFiles(let detail): "no file descriptors left (\(detail)); try again later"
         }
     }
 }

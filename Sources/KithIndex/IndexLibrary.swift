@@ -26,12 +26,28 @@ public struct IndexLibrary: Sendable {
         return (directory as NSString).appendingPathComponent(name)
     }
 
+    /// Creates index `name`. It is built in a hidden folder and renamed into place, so a failure
+    /// (a full disk: `insufficient_storage`; no descriptors left) leaves nothing under the name.
+    /// A folder without data.mdb is no index, here as everywhere: it is replaced.
     public func create(_ name: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init()) throws(IndexError) -> Index {
         let path = try path(of: name)
-        if FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) {
-            throw IndexError(.indexExists(name))
+        let fm = FileManager.default
+        if fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) { throw IndexError(.indexExists(name)) }
+        if !fm.fileExists(atPath: directory) && mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw IndexError.system("create the indexes folder")
         }
-        return try Index.create(at: path, space: space, configuration: configuration)
+        let building = (directory as NSString).appendingPathComponent(".creating-\(name)-\(UUID().uuidString)")
+        defer { try? fm.removeItem(atPath: building) }
+        _ = try Index.create(at: building, space: space, configuration: configuration)  // closed as it is released
+        if fm.fileExists(atPath: path) && !fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) {
+            try? fm.removeItem(atPath: path)  // a leftover without data.mdb
+        }
+        guard rename(building, path) == 0 else {
+            let code = errno
+            if code == ENOTEMPTY || code == EEXIST { throw IndexError(.indexExists(name)) }
+            throw IndexError.system("move the new index into place", code: code)
+        }
+        return try Index.open(at: path, initialMapSize: configuration.initialMapSize)
     }
 
     public func open(_ name: String, expecting space: EmbeddingSpace? = nil) throws(IndexError) -> Index {

@@ -79,6 +79,7 @@ final class Environment: @unchecked Sendable {
         do throws(LMDBError) {
             try check(mdb_env_set_maxdbs(env, MDB_dbi(databases)), "mdb_env_set_maxdbs")
             try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
+            try reserveLockFile(in: path)
             try check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open")
             var stale: Int32 = 0
             try check(mdb_reader_check(env, &stale), "mdb_reader_check")
@@ -87,6 +88,22 @@ final class Environment: @unchecked Sendable {
             throw error
         }
         return env
+    }
+
+    /// Bytes reserved for lock.mdb: LMDB's reader table for 126 readers is 8 KiB (it uses a
+    /// larger file whole, for more readers).
+    private static let lockFileBytes = 16 << 10
+
+    /// LMDB maps lock.mdb and writes to it through the map: on a full disk, a page the file
+    /// system cannot give is a SIGBUS, not an error. Reserving the file's blocks first turns
+    /// that into ENOSPC (`insufficient_storage`).
+    private static func reserveLockFile(in path: String) throws(LMDBError) {
+        let fd = Foundation.open((path as NSString).appendingPathComponent("lock.mdb"), O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw LMDBError(code: errno, operation: "open lock.mdb") }
+        defer { close(fd) }
+        let code = posix_fallocate(fd, 0, off_t(lockFileBytes))
+        // File systems without fallocate (EOPNOTSUPP) keep LMDB's own ftruncate.
+        if code != 0 && code != EOPNOTSUPP { throw LMDBError(code: code, operation: "reserve lock.mdb") }
     }
 
     deinit { mdb_env_close(env) }

@@ -15,6 +15,8 @@ public struct APIError: HTTPResponseError, Sendable {
     /// For `out_of_range`: the parameter and its bounds.
     public var parameter: String?
     public var bounds: ClosedRange<Int>?
+    /// Seconds after which a retry may succeed (a Retry-After header), for 429 and 503.
+    public var retryAfter: Int?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -33,11 +35,16 @@ public struct APIError: HTTPResponseError, Sendable {
                                                               minimum: bounds?.lowerBound, maximum: bounds?.upperBound)))
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
+        if let retryAfter { headers[.retryAfter] = "\(retryAfter)" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code, message) }
-    static let tooBusy = APIError(.tooManyRequests, "too_busy", "the encoder queue is full; retry shortly")
+    static let tooBusy = {
+        var error = APIError(.tooManyRequests, "too_busy", "the encoder queue is full; retry shortly")
+        error.retryAfter = 1
+        return error
+    }()
 
     /// 400 `out_of_range` for a number outside `bounds`.
     static func outOfRange(_ parameter: String, _ value: Int, _ bounds: ClosedRange<Int>) -> APIError {
@@ -58,9 +65,13 @@ public struct APIError: HTTPResponseError, Sendable {
             case .indexExists, .snapshotExists: .conflict
             case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible, .invalidConfiguration, .noBackbone: .badRequest
             case .insufficientStorage: .insufficientStorage
+            case .tooManyOpenFiles: .serviceUnavailable
             default: .internalServerError
             }
-            return status == .internalServerError ? nil : APIError(status, error.code.rawValue, error.description)
+            guard status != .internalServerError else { return nil }
+            var api = APIError(status, error.code.rawValue, error.description)
+            if status == .serviceUnavailable { api.retryAfter = 1 }
+            return api
         case let error as QueryError:
             switch error.underlying {
             case .index(let cause): return from(cause)

@@ -436,6 +436,19 @@ struct HardeningTests {
         #expect(try await server.send("GET", "v1/indexes/full/items/1").status == 200)
         let search = try await server.json("POST", "v1/indexes/full/search", ["vectors": [Self.one], "k": 3])
         #expect(search.status == 200)
+        // Creating an index on the full disk: 507, no crash, and nothing left under the name.
+        let filler = open(mount + "/filler", O_CREAT | O_WRONLY, 0o644)
+        let page = [UInt8](repeating: 1, count: 4096)
+        while write(filler, page, page.count) == page.count {}
+        close(filler)
+        for _ in 0..<2 {
+            let created = try await server.json("POST", "v1/indexes", ["name": "second", "model": "resnet18-random"])
+            #expect(created.status == 507 && String(decoding: created.body, as: UTF8.self).contains("insufficient_storage"),
+                    "\(created.status) \(String(decoding: created.body, as: UTF8.self))")
+        }
+        #expect(try await server.send("GET", "v1/indexes/second").status == 404)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount + "/indexes") == ["full"])
+        try FileManager.default.removeItem(atPath: mount + "/filler")
         try await server.expectHealthy()
         // Room again: writes resume on the reopened environment, and nothing acknowledged is lost.
         #expect(try run(["mount", "-o", "remount,size=64m", mount]) == 0)
@@ -443,6 +456,7 @@ struct HardeningTests {
         let info = try await server.send("GET", "v1/indexes/full")
         let items = (object(info.body)["stats"] as? [String: Any])?["items"] as? Int
         #expect(items == acknowledged.count + 2)
+        #expect(try await server.json("POST", "v1/indexes", ["name": "second", "model": "resnet18-random"]).status == 201)
         try await server.expectHealthy()
         try server.stop()
     }
