@@ -34,13 +34,10 @@ public final class Index: Sendable {
         if let contents = try? fm.contentsOfDirectory(atPath: path), !contents.isEmpty {
             throw IndexError(.indexExists(folderName(path)))
         }
-        do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-            let code = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.code
-            throw IndexError(code: code.map(Int32.init) ?? EIO, "cannot create the folder '\(folderName(path))': \(error.localizedDescription)")
-        }
+        try makeFolder(path, "the folder '\(folderName(path))'")
         let metadata = IndexMetadata(space: space, configuration: configuration, created: Date())
         return try storage {
-            let env = try Environment(path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
+            let env = try Environment.shared(path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
             try env.write { txn in
                 try txn.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata)))
                 try txn.put(.meta, Array("state".utf8), State().encoded)
@@ -55,7 +52,7 @@ public final class Index: Sendable {
             throw IndexError(.indexNotFound(folderName(path)))
         }
         let (env, metadata) = try storage { () throws -> (Environment, IndexMetadata) in
-            let env = try Environment(path: path, databases: Database.allCases, mapSize: initialMapSize, create: false)
+            let env = try Environment.shared(path: path, databases: Database.allCases, mapSize: initialMapSize, create: false)
             guard let raw = try env.read({ try $0.get(.meta, Array("metadata".utf8)) }) else {
                 throw IndexError(.incompatible("'\(folderName(path))' has no Kith metadata"))
             }
@@ -69,6 +66,14 @@ public final class Index: Sendable {
         let index = Index(path: path, env: env, metadata: metadata)
         if let space { try index.requireSpace(space) }
         return index
+    }
+}
+
+/// Creates folder `path` and the folders above it; a full disk is `insufficient_storage`.
+func makeFolder(_ path: String, _ what: String) throws(IndexError) {
+    do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+        let code = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.code
+        throw IndexError(code: code.map(Int32.init) ?? EIO, "cannot create \(what): \(error.localizedDescription)")
     }
 }
 

@@ -33,9 +33,7 @@ public struct IndexLibrary: Sendable {
         let path = try path(of: name)
         let fm = FileManager.default
         if fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) { throw IndexError(.indexExists(name)) }
-        if !fm.fileExists(atPath: directory) && mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw IndexError.system("create the indexes folder")
-        }
+        try makeFolder(directory, "the indexes folder")
         let building = (directory as NSString).appendingPathComponent(".creating-\(name)-\(UUID().uuidString)")
         defer { try? fm.removeItem(atPath: building) }
         _ = try Index.create(at: building, space: space, configuration: configuration)  // closed as it is released
@@ -58,10 +56,20 @@ public struct IndexLibrary: Sendable {
         return try Index.open(at: path, expecting: space)
     }
 
-    /// The names of the indexes in the folder, sorted.
-    public func names() -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return entries.filter { FileManager.default.fileExists(atPath: "\(directory)/\($0)/data.mdb") }.sorted()
+    /// The names of the indexes in the folder, sorted (none if the folder does not exist).
+    /// Throws when the folder cannot be read (`too_many_open_files` when no descriptor is left).
+    public func names() throws(IndexError) -> [String] {
+        guard let folder = opendir(directory) else {
+            if errno == ENOENT { return [] }
+            throw IndexError.system("read the indexes folder")
+        }
+        defer { closedir(folder) }
+        var names: [String] = []
+        while let entry = readdir(folder) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if !name.hasPrefix("."), FileManager.default.fileExists(atPath: "\(directory)/\(name)/data.mdb") { names.append(name) }
+        }
+        return names.sorted()
     }
 
     /// Deletes an index's folder.

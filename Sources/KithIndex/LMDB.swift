@@ -52,8 +52,34 @@ final class Environment: @unchecked Sendable {
         case retired
     }
 
+    /// The open environments by folder. LMDB forbids opening one environment twice in a process
+    /// (closing either would drop the other's locks), so a handle released by one owner (an
+    /// index closed while a request still uses it) is shared with the next opener.
+    private static let openEnvironments = Locked<[String: Weak]>([:])
+    private final class Weak: @unchecked Sendable {
+        // @unchecked: `environment` is read and written only under `openEnvironments`'s lock.
+        weak var environment: Environment?
+        init(_ environment: Environment) { self.environment = environment }
+    }
+
+    /// The environment at `path`: the one this process has open there (unless it was retired),
+    /// else one opened (creating it if `create`) with the named databases.
+    static func shared(path: String, databases names: [Database], mapSize: Int, create: Bool) throws -> Environment {
+        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        return try openEnvironments.withLock { open in
+            if let existing = open[key]?.environment, !existing.isRetired { return existing }
+            let environment = try Environment(path: path, databases: names, mapSize: mapSize, create: create)
+            open = open.filter { $0.value.environment != nil }
+            open[key] = Weak(environment)
+            return environment
+        }
+    }
+
+    /// Whether the index was dropped (`retire()`).
+    var isRetired: Bool { if case .retired = health.current { true } else { false } }
+
     /// Opens (creating if `create`) the environment at `path` with the named databases.
-    init(path: String, databases names: [Database], mapSize: Int, create: Bool) throws {
+    private init(path: String, databases names: [Database], mapSize: Int, create: Bool) throws {
         self.path = path
         self.names = names
         env = try Self.open(path: path, mapSize: mapSize, databases: names.count)

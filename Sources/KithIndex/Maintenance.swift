@@ -42,9 +42,7 @@ extension Index {
         if let contents = try? fm.contentsOfDirectory(atPath: destination), !contents.isEmpty {
             throw IndexError(.snapshotExists(folderName(destination)))
         }
-        do { try fm.createDirectory(atPath: destination, withIntermediateDirectories: true) } catch {
-            throw IndexError(.storage("cannot create the folder '\(folderName(destination))': \(error.localizedDescription)"))
-        }
+        try makeFolder(destination, "the folder '\(folderName(destination))'")
         try storage { try env.copy(to: destination, compact: true) }
     }
 

@@ -25,8 +25,7 @@ struct ServiceController {
 
     /// Prometheus text. It names the indexes and counts their items: a read, protected like the others.
     @Sendable func metrics(_ request: Request, context: KithRequestContext) async throws -> Response {
-        let listing = await service.listing()
-        let items = await offload { listing.compactMap { entry in entry.engine.flatMap { try? $0.index.stats().items }.map { (entry.name, $0) } } }
+        let items = try await service.listing { name, index in (name, try index.stats().items) }
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: service.metrics.render(indexItems: items))))
@@ -53,8 +52,7 @@ struct IndexesController {
     }
 
     @Sendable func list(_ request: Request, context: KithRequestContext) async throws -> [String: [IndexInfo]] {
-        let listing = await service.listing()
-        return ["indexes": try await offload { try listing.compactMap { try $0.engine.map { try IndexInfo($0.index) } } }]
+        return ["indexes": try await service.listing { _, index in try IndexInfo(index) }]
     }
 
     @Sendable func create(_ request: Request, context: KithRequestContext) async throws -> IndexInfo {

@@ -22,6 +22,9 @@ actor KithService {
     private var modelNames: [String: String] = [:]
     private var batchers: [String: EmbeddingBatcher] = [:]
     private var engines: [String: Task<QueryEngine, any Error>] = [:]
+    /// When each open engine was last asked for (a counter), to close the least recently used.
+    private var lastUse: [String: UInt64] = [:]
+    private var uses: UInt64 = 0
     /// Indexes being dropped: neither opened nor created until the folder is gone.
     private var dropping: Set<String> = []
 
@@ -64,12 +67,26 @@ actor KithService {
 
     /// The query engine of index `name` (opened on first use).
     func engine(_ name: String) async throws -> QueryEngine {
+        uses += 1
+        lastUse[name] = uses
         if let opening = engines[name] { return try await result(of: opening, index: name) }
         guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
         let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits) } }
         engines[name] = opening
+        closeLeastRecentlyUsed(keeping: name)
         return try await result(of: opening, index: name)
+    }
+
+    /// Keeps at most `maxOpenIndexes` engines by letting go of the least recently used. A
+    /// request still using one keeps its index open until it is done; opened again meanwhile,
+    /// the index shares that environment (LMDB opens an environment once per process).
+    private func closeLeastRecentlyUsed(keeping name: String) {
+        while engines.count > max(1, configuration.maxOpenIndexes),
+              let oldest = engines.keys.filter({ $0 != name }).min(by: { lastUse[$0, default: 0] < lastUse[$1, default: 0] }) {
+            engines[oldest] = nil
+            lastUse[oldest] = nil
+        }
     }
 
     /// An opening's engine; a failed one is forgotten (the index may be created later).
@@ -108,6 +125,9 @@ actor KithService {
             try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search, limits: limits) }
         }
         engines[name] = creating
+        uses += 1
+        lastUse[name] = uses
+        closeLeastRecentlyUsed(keeping: name)
         return try await result(of: creating, index: name).index
     }
 
@@ -120,6 +140,7 @@ actor KithService {
         dropping.insert(name)
         defer { dropping.remove(name) }
         let open = engines.removeValue(forKey: name)
+        lastUse[name] = nil
         let engine = try? await open?.value
         let indexes = indexes
         try await offload {
@@ -139,11 +160,20 @@ actor KithService {
         try await offload { try index.snapshot(to: (folder as NSString).appendingPathComponent(snapshot)) }
     }
 
-    /// Every index with its engine (nil if it cannot be opened), for listings and metrics.
-    func listing() async -> [(name: String, engine: QueryEngine?)] {
+    /// `describe` of every index that can be opened, in name order, for listings and metrics.
+    /// Each index is described (off the cooperative threads) and let go before the next is
+    /// opened, so that a listing keeps no more indexes open than `maxOpenIndexes`.
+    func listing<T: Sendable>(_ describe: @escaping @Sendable (String, Index) throws -> T) async throws -> [T] {
         let indexes = indexes
-        var listing: [(name: String, engine: QueryEngine?)] = []
-        for name in await offload({ indexes.names() }) { listing.append((name, try? await engine(name))) }
+        var listing: [T] = []
+        for name in try await offload({ try indexes.names() }) {
+            do {
+                let index = try await engine(name).index
+                listing.append(try await offload { try describe(name, index) })
+            } catch let error as IndexError where error.code == .tooManyOpenFiles {
+                throw error  // a 503, not an index left out
+            } catch {}
+        }
         return listing
     }
 

@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
     public var search = SearchConfiguration()
     /// Parts of one multipart/form-data body (files and fields together). Default: 256.
     public var maxFormParts: Int = 256
+    /// Indexes kept open at once (each holds 3 file descriptors); the least recently used are
+    /// closed beyond it, and opened again on their next request. Default: 64.
+    public var maxOpenIndexes: Int = 64
 
     public init(indexes: String, models: String) {
         self.indexes = indexes

@@ -172,7 +172,7 @@ extension IndexCommand {
         @OptionGroup var location: IndexOptions
 
         func run() throws {
-            for name in location.library.names() {
+            for name in try reporting({ try location.library.names() }) {
                 let (index, stats) = try reporting { let index = try location.open(name); return (index, try index.stats()) }
                 print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model ?? "vectors of your own")")
             }

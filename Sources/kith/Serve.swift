@@ -22,6 +22,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Require the token for reads too.") var readsRequireToken = false
     @Option(help: "Largest request body in bytes.") var maxBodyBytes: Int = 64 << 20
     @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = 512
+    @Option(help: "Indexes kept open at once; the least recently used are closed beyond it (each holds 3 file descriptors).")
+    var maxOpenIndexes: Int = ServerConfiguration(indexes: "", models: "").maxOpenIndexes
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
     var snapshots: String?
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
@@ -46,6 +48,7 @@ struct Serve: AsyncParsableCommand {
         configuration.readsRequireToken = readsRequireToken
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxPendingImages = maxPendingImages
+        configuration.maxOpenIndexes = maxOpenIndexes
         configuration.snapshots = snapshots
         configuration.search = sizes.configuration()
         configuration.encoder = encoding.configuration(configuration.encoder)

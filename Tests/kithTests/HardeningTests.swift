@@ -71,7 +71,7 @@ struct LiveServer {
         #expect(process.process.isRunning, "the server died", sourceLocation: sourceLocation)
         let health = try await send("GET", "healthz")
         #expect(health.status == 200, sourceLocation: sourceLocation)
-        for name in IndexLibrary(directory: indexes).names() {
+        for name in try IndexLibrary(directory: indexes).names() {
             let check = try KithCLI().kith(["index", "check", name], indexes: indexes)
             #expect(check.status == 0 && check.text.contains("consistent"), "\(name): \(check.text) \(check.stderr)", sourceLocation: sourceLocation)
         }
@@ -334,6 +334,38 @@ struct HardeningTests {
         let adaptation = try await server.json("POST", "v1/indexes/names/adaptations", ["epochs": 1])
         #expect(adaptation.status == 400 && String(decoding: adaptation.body, as: UTF8.self).contains("not_enough_data"),
                 "\(String(decoding: adaptation.body, as: UTF8.self))")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Many indexes under a low descriptor limit: the least recently used are closed, every request is answered, and the listing names them all")
+    func manyIndexesFewDescriptors() async throws {
+        let server = try LiveServer(extra: ["--max-open-indexes", "4"])
+        let pid = server.process.process.processIdentifier
+        let inUse = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+        // Room for the server as it is and a dozen more: 40 indexes open at once would need 120.
+        let limit = inUse + 24
+        let prlimit = Process()
+        prlimit.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        prlimit.arguments = ["--pid", "\(pid)", "--nofile=\(limit):\(limit)"]
+        try prlimit.run()
+        prlimit.waitUntilExit()
+        try #require(prlimit.terminationStatus == 0)
+        let names = (0..<40).map { "many\($0)" }
+        for name in names {
+            let created = try await server.json("POST", "v1/indexes", ["name": name, "model": "resnet18-random"])
+            #expect(created.status == 201, "\(name): \(String(decoding: created.body, as: UTF8.self))")
+            let added = try await server.json("POST", "v1/indexes/\(name)/vectors", ["items": [["vector": Self.one, "source": name]]])
+            #expect(added.status == 200, "\(name): \(String(decoding: added.body, as: UTF8.self))")
+        }
+        // Each index again, out of order: closed ones open again with their items.
+        for name in names.reversed() {
+            let search = try await server.json("POST", "v1/indexes/\(name)/search", ["vectors": [Self.one], "k": 1])
+            #expect((object(search.body)["results"] as? [[[String: Any]]])?.first?.first?["source"] as? String == name, "\(name)")
+        }
+        let listed = try await server.send("GET", "v1/indexes")
+        #expect((object(listed.body)["indexes"] as? [[String: Any]])?.count == 40, "\(String(decoding: listed.body.prefix(300), as: UTF8.self))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count <= limit)
         try await server.expectHealthy()
         try server.stop()
     }

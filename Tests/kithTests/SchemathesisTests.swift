@@ -49,9 +49,10 @@ struct SchemathesisTests {
         #expect(kith.process.isRunning, "kith serve died: \((try? String(contentsOf: kith.err, encoding: .utf8))?.suffix(4_000) ?? "")")
         let (status, health) = try await server.call(base, "GET", "healthz")
         #expect(status == 200 && health["status"] as? String == "ok")
-        let names = IndexLibrary(directory: indexes).names()
+        let names = try IndexLibrary(directory: indexes).names()
         #expect(!names.isEmpty, "the fuzzer's indexes are gone")
-        for (folder, name) in names.map({ (indexes, $0) }) + IndexLibrary(directory: snapshots).names().map({ (snapshots, $0) }) {
+        let snapshotNames = try IndexLibrary(directory: snapshots).names()
+        for (folder, name) in names.map({ (indexes, $0) }) + snapshotNames.map({ (snapshots, $0) }) {
             let check = try server.cli.kith(["index", "check", "--indexes", folder, "--", name])
             #expect(check.status == 0, "kith index check \(folder)/\(name): \(check.text)\(check.stderr)")
         }
