@@ -23,13 +23,15 @@ enum API {
         }
     }
 
-    /// A JSON body decoded as `T`; other content types are refused with 415.
-    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: KithRequestContext) async throws -> T {
+    /// A JSON body decoded as `T`; other content types are refused with 415. Decoding a large
+    /// body is blocking work: it runs off the cooperative threads (Concurrency.swift).
+    static func decode<T: Decodable & Sendable>(_ type: T.Type, _ request: Request, _ context: KithRequestContext) async throws -> T {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the request as application/json")
         }
+        let (data, decoder) = (try await body(request, context), context.requestDecoder)
         do {
-            return try StrictJSON.decode(T.self, from: try await body(request, context), using: context.requestDecoder)
+            return try await offload { try StrictJSON.decode(T.self, from: data, using: decoder) }
         } catch let unknown as UnknownFields {
             throw APIError.badRequest("unknown_field", unknown.message)
         }
@@ -43,7 +45,9 @@ enum API {
     /// A .npy body as a matrix (400 if it is not one).
     static func npy(_ request: Request, _ context: KithRequestContext) async throws -> Matrix {
         let data = try await body(request, context)
-        do { return try NPY.decode(data) } catch { throw APIError.badRequest("malformed_npy", error.description) }
+        do { return try await offload { try NPY.decode(data) } } catch let error as NPY.FormatError {
+            throw APIError.badRequest("malformed_npy", error.description)
+        }
     }
 
     /// An integer parameter given as text; 400 if it is not one.

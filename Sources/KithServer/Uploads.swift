@@ -19,7 +19,8 @@ struct Uploads {
         let type = request.headers[.contentType]?.lowercased() ?? ""
         let data = try await API.body(request, context)
         if type.hasPrefix("multipart/form-data") {
-            let parts = try parseMultipart(data, contentType: request.headers[.contentType]!, maxParts: maxParts)
+            let contentType = request.headers[.contentType]!
+            let parts = try await offload { try parseMultipart(data, contentType: contentType, maxParts: maxParts) }
             (files, fields) = ([], [:])
             for part in parts {
                 if let filename = part.filename { files.append((part.data, filename.isEmpty ? part.name : filename, part.name)) }
@@ -93,7 +94,7 @@ struct VectorUpload {
         if API.isType(request, "application/x-npy") { return try VectorUpload(try await API.npy(request, context), request) }
         guard API.isType(request, "multipart/form-data") else { return nil }
         let uploads = try await Uploads(request, context, maxParts: maxParts)
-        guard let vectors = try VectorUpload(uploads, request) else {
+        guard let vectors = try await offload({ try VectorUpload(uploads, request) }) else {
             throw APIError.badRequest("invalid_request", "the form has no 'vectors' part (an .npy file)")
         }
         return vectors
