@@ -30,7 +30,7 @@ extension Query {
 /// A classification's answer: one prediction per query, the head and the space that produced
 /// them, and for `auto` what it measured to choose the head.
 public struct Classification: Sendable {
-    public let predictions: [Prediction]
+    public var predictions: [Prediction]
     /// The head that answered, with its options (for `auto`, the one it chose).
     public let head: String
     /// `backbone` or `adapted`: the space the queries were answered in.
@@ -297,7 +297,7 @@ public actor QueryEngine {
     public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil, coarse: CoarseSearch? = nil,
                                    space: QuerySpace = .automatic, method: SearchMethod = .automatic,
                                    probes: Int? = nil) async throws(QueryError) -> [[SearchResult]] {
-        try limits.check(k: k)
+        try limits.check(queries: queries.count, k: k)
         if let probes { try limits.check(probes: probes) }
         let projection = try await resolve(space)
         let matrix = try await vectors(for: queries, in: projection)

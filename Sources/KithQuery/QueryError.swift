@@ -62,17 +62,17 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    private init(parameter: String, value: Int, bounds: ClosedRange<Int>) {
+    private init(parameter: String, value: Int, bounds: ClosedRange<Int>, note: String = "") {
         code = .outOfRange
-        message = "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)"
+        message = "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound)\(note); got \(value)"
         self.parameter = parameter
         self.bounds = bounds
         underlying = nil
     }
 
     /// Checks that `value` of `parameter` lies in `bounds`.
-    static func require(_ parameter: String, _ value: Int, in bounds: ClosedRange<Int>) throws(QueryError) {
-        guard bounds.contains(value) else { throw QueryError(parameter: parameter, value: value, bounds: bounds) }
+    static func require(_ parameter: String, _ value: Int, in bounds: ClosedRange<Int>, note: String = "") throws(QueryError) {
+        guard bounds.contains(value) else { throw QueryError(parameter: parameter, value: value, bounds: bounds, note: note) }
     }
 
     public var description: String { message }
@@ -97,6 +97,9 @@ public struct QueryLimits: Sendable {
     public var maxPageSize: Int = 1_000
     /// Most lists one approximate search probes (beyond an index's lists, all are probed). Default: 65,536.
     public var maxProbes: Int = 65_536
+    /// Most results of one search, queries × k: what bounds its memory and its answer. Default:
+    /// 262,144 (1,024 queries of k = 256, or 262 of k = 1,000).
+    public var maxResults: Int = 262_144
 
     public init() {}
 
@@ -115,6 +118,18 @@ public struct QueryLimits: Sendable {
 
     /// Checks k and the size of a page.
     public func check(k: Int) throws(QueryError) { try QueryError.require("k", k, in: 1...maxK) }
+
+    /// Checks k, the number of queries and the results of a search together: k is bounded by
+    /// `maxResults` / queries as well as by `maxK`.
+    public func check(queries: Int, k: Int) throws(QueryError) {
+        try check(queryCount: queries)
+        try check(k: k)
+        try QueryError.require("k", k, in: 1...max(1, min(maxK, maxResults / max(1, queries))),
+                               note: " for \(queries) queries (a search returns at most \(maxResults) results)")
+    }
+
+    /// The most queries one search of `k` results each may have (at least 1).
+    public func queriesPerSearch(k: Int) -> Int { max(1, min(maxQueries, maxResults / max(1, k))) }
     public func check(probes: Int) throws(QueryError) { try QueryError.require("nprobe", probes, in: 1...maxProbes) }
     public func check(pageSize: Int, parameter: String = "limit") throws(QueryError) {
         try QueryError.require(parameter, pageSize, in: 1...maxPageSize)

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import KithQuery
 
 /// The context of every request: Kith's JSON coders and the server's limit on request bodies.
@@ -10,7 +11,21 @@ struct KithRequestContext: RequestContext {
     var requestDecoder: JSONDecoder { KithJSON.decoder }
     var responseEncoder: JSONEncoder { KithJSON.encoder }
 
-    init(source: Source) { coreContext = .init(source: source) }
+    /// Whether the request's client is still there (long work checks it between parts).
+    let isConnected: @Sendable () async -> Bool
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        let channel = source.channel
+        isConnected = {
+            // The server allows half-closed connections, so a channel stays active after its
+            // client has gone: the socket's TCP state tells (CLOSE_WAIT: the client closed its
+            // side). A client that half-closes after sending its request counts as gone.
+            guard channel.isActive else { return false }
+            guard let socket = channel as? any SocketOptionProvider, let info = try? await socket.getTCPInfo().get() else { return true }
+            return Int32(info.tcpi_state) != Int32(TCP_CLOSE_WAIT)
+        }
+    }
 
     /// The `:index` path parameter.
     func indexName() throws -> String { try parameters.require("index") }

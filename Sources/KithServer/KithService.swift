@@ -16,6 +16,7 @@ actor KithService {
     nonisolated let models: ModelLibrary
     nonisolated let metrics: Metrics
     nonisolated let adaptations = Adaptations()
+    nonisolated let admission: Admission
     /// Installed manifests' names → their loading (an alias never loads the weights twice).
     private var backbones: [String: Task<Backbone, any Error>] = [:]
     /// Names asked for → the manifest's own name.
@@ -33,6 +34,7 @@ actor KithService {
         self.indexes = IndexLibrary(directory: configuration.indexes)
         self.models = ModelLibrary(directory: configuration.models)
         self.metrics = metrics
+        admission = Admission(budget: configuration.maxResultsInFlight, metrics: metrics)
     }
 
     /// The installed backbone `name`, loaded once.

@@ -19,6 +19,8 @@ final class Metrics: Sendable {
         var batches = 0
         var evaluationsRunning = 0
         var evaluationsStopped = 0
+        var queriesRefused = 0
+        var queriesStopped = 0
     }
 
     // Sendable: every access goes through the lock.
@@ -42,6 +44,12 @@ final class Metrics: Sendable {
             $0.batches += 1
         }
     }
+
+    /// A search, classification or NN(z, Q) refused for lack of budget (503).
+    func queryRefused() { state.withLock { $0.queriesRefused += 1 } }
+
+    /// A search, classification or NN(z, Q) stopped because its client went away.
+    func queryStopped() { state.withLock { $0.queriesStopped += 1 } }
 
     /// An evaluation started (+1) or ended (−1; `stopped` when its client went away first).
     func evaluation(started: Bool, stopped: Bool = false) {
@@ -79,6 +87,10 @@ final class Metrics: Sendable {
         out += "kith_evaluations_running \(s.evaluationsRunning)\n"
         out += "# HELP kith_evaluations_stopped_total Evaluations stopped because their client disconnected.\n# TYPE kith_evaluations_stopped_total counter\n"
         out += "kith_evaluations_stopped_total \(s.evaluationsStopped)\n"
+        out += "# HELP kith_queries_refused_total Searches, classifications and NN(z, Q) refused with 503: the results in flight were at the budget.\n# TYPE kith_queries_refused_total counter\n"
+        out += "kith_queries_refused_total \(s.queriesRefused)\n"
+        out += "# HELP kith_queries_stopped_total Searches, classifications and NN(z, Q) stopped because their client disconnected.\n# TYPE kith_queries_stopped_total counter\n"
+        out += "kith_queries_stopped_total \(s.queriesStopped)\n"
         out += "# HELP kith_index_items Items per index.\n# TYPE kith_index_items gauge\n"
         for (name, items) in indexItems { out += "kith_index_items{index=\"\(escape(name))\"} \(items)\n" }
         return out

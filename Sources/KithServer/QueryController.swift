@@ -65,19 +65,59 @@ struct QueryController {
     }
 
     /// `{"results": [[hit]], "space"}`: the hits of each query and the space that produced them.
+    /// A search: bounded by `limits.maxResults` (queries × k), admitted within the server's
+    /// results in flight, and answered in parts of `part` queries, between which a client that
+    /// has gone stops the work.
     @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> SearchResponse {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
+        let k = options.k ?? 10
+        try engine.limits.check(queries: queries.count, k: k)
         let filter = LabelFilter(labels: options.labels, excluding: options.excludeLabels)
         let space = try await engine.answeringSpace(options.space ?? .automatic)
-        return SearchResponse(results: try await engine.search(queries, k: options.k ?? 10, filter: filter, coarse: options.coarseSearch,
-                                                               space: space, method: options.method, probes: options.nprobe), space: space)
+        let results = try await service.admission.run(cost: queries.count * k) {
+            try await inParts(queries, context) { part in
+                try await engine.search(part, k: k, filter: filter, coarse: options.coarseSearch, space: space,
+                                        method: options.method, probes: options.nprobe)
+            }
+        }
+        return SearchResponse(results: results, space: space)
     }
 
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> Classification {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
         let spec = try HeadSpec(parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
-        return try await engine.classification(queries, spec: spec, top: options.top ?? 5, space: options.space ?? .automatic)
+        let top = options.top ?? 5
+        try engine.limits.check(queryCount: queries.count)
+        return try await service.admission.run(cost: queries.count * max(1, top)) {
+            var answer: Classification?
+            let predictions = try await inParts(queries, context) { part in
+                let classified = try await engine.classification(part, spec: spec, top: top, space: options.space ?? .automatic)
+                answer = answer ?? classified
+                return classified.predictions
+            }
+            guard var whole = answer else { return try await engine.classification([], spec: spec, top: top, space: options.space ?? .automatic) }
+            whole.predictions = predictions
+            return whole
+        }
+    }
+
+    /// Queries per part of a request's work: large enough to batch well, small enough that a
+    /// client that went away stops the work soon.
+    static let part = 128
+
+    /// `answer` of `queries` in parts, checking between parts that the client is still there.
+    func inParts<T>(_ queries: [Query], _ context: KithRequestContext, _ answer: ([Query]) async throws -> [T]) async throws -> [T] {
+        var answers: [T] = []
+        answers.reserveCapacity(queries.count)
+        for start in stride(from: 0, to: queries.count, by: Self.part) {
+            guard await context.isConnected() else {
+                service.metrics.queryStopped()
+                throw ClientGone()
+            }
+            answers += try await answer(Array(queries[start..<min(start + Self.part, queries.count)]))
+        }
+        return answers
     }
 }

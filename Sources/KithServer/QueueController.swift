@@ -83,7 +83,9 @@ struct QueueController {
             matrix = try await engine.vectors(for: body.vectors.map { .vector($0) }, space: space)
             queue = body.queue ?? ""
         }
-        let neighbours = try await engine.nearestInQueue(matrix, queue: queue, space: space)
+        let neighbours = try await service.admission.run(cost: matrix.rows) {
+            try await engine.nearestInQueue(matrix, queue: queue, space: space)
+        }
         guard request.headers[.accept]?.lowercased().contains("application/x-npy") == true else {
             return try API.json(NNResponse(neighbours: neighbours, space: space))
         }

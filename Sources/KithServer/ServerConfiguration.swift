@@ -45,6 +45,10 @@ public struct ServerConfiguration: Sendable {
     public var search = SearchConfiguration()
     /// Parts of one multipart/form-data body (files and fields together). Default: 256.
     public var maxFormParts: Int = 256
+    /// Query results (queries × k of searches, queries × top of classifications, queries of
+    /// NN(z, Q)) in flight across all requests; beyond it, requests get 503 with Retry-After.
+    /// Default: 1,048,576 (four searches at the per-request bound, `limits.maxResults`).
+    public var maxResultsInFlight: Int = 1 << 20
     /// Indexes kept open at once (each holds 3 file descriptors); the least recently used are
     /// closed beyond it, and opened again on their next request. Default: 64.
     public var maxOpenIndexes: Int = 64

@@ -113,7 +113,7 @@ struct Search: AsyncParsableCommand {
         // The space that answered: first on standard output, or in each --json object.
         if !json, !queries.isEmpty { print("\(space.rawValue) space") }
         // Any number of queries, in the engine's batches, each printed as it is answered.
-        for batch in queries.batches(of: engine.limits.maxQueries) {
+        for batch in queries.batches(of: engine.limits.queriesPerSearch(k: k)) {
             let results = try await reporting { try await engine.search(Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
                                                                                        method: method, probes: nprobe) }
             for (query, hits) in zip(batch, results) {

@@ -24,6 +24,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = 512
     @Option(help: "Indexes kept open at once; the least recently used are closed beyond it (each holds 3 file descriptors).")
     var maxOpenIndexes: Int = ServerConfiguration(indexes: "", models: "").maxOpenIndexes
+    @Option(help: "Query results (queries × k) in flight across all requests; beyond it, requests get 503 with Retry-After.")
+    var maxResultsInFlight: Int = ServerConfiguration(indexes: "", models: "").maxResultsInFlight
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
     var snapshots: String?
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
@@ -49,6 +51,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyBytes
         configuration.maxPendingImages = maxPendingImages
         configuration.maxOpenIndexes = maxOpenIndexes
+        configuration.maxResultsInFlight = maxResultsInFlight
         configuration.snapshots = snapshots
         configuration.search = sizes.configuration()
         configuration.encoder = encoding.configuration(configuration.encoder)

@@ -519,3 +519,22 @@ struct ServerTests {
         }
     }
 }
+
+@Suite("Admission of query work")
+struct AdmissionTests {
+    @Test("Work within the budget runs; beyond it a request is refused with 503 and Retry-After, and what it held is given back")
+    func budget() async throws {
+        let admission = Admission(budget: 10, metrics: Metrics())
+        try await admission.run(cost: 6) {
+            #expect(admission.current == 6)
+            let refused = await #expect(throws: APIError.self) { try await admission.run(cost: 5) {} }
+            #expect(refused?.status == .serviceUnavailable && refused?.code == "too_busy" && refused?.retryAfter == 1)
+            try await admission.run(cost: 4) { #expect(admission.current == 10) }
+        }
+        #expect(admission.current == 0)
+        // A request larger than the whole budget runs when nothing else does.
+        try await admission.run(cost: 1_000) { #expect(admission.current == 10) }
+        await #expect(throws: CancellationError.self) { try await admission.run(cost: 3) { throw CancellationError() } }
+        #expect(admission.current == 0)
+    }
+}

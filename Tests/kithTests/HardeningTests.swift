@@ -125,6 +125,8 @@ struct HardeningTests {
         Case(method: "POST", path: "v1/indexes/few/search?k=9223372036854775807", body: NPY.encode(Matrix(rows: 1, columns: 512, values: one)), type: "application/x-npy", status: 400, code: "out_of_range", parameter: "k"),
         Case(method: "POST", path: "v1/indexes/few/search?k=lots", body: NPY.encode(Matrix(rows: 1, columns: 512, values: one)), type: "application/x-npy", status: 400, code: "invalid_request"),
         Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": Array(repeating: one, count: 1025)]), type: "application/json", status: 400, code: "out_of_range", parameter: "queries"),
+        // A search's results are bounded too: queries × k.
+        Case(method: "POST", path: "v1/indexes/few/search", body: json(["vectors": Array(repeating: one, count: 1024), "k": 1000]), type: "application/json", status: 400, code: "out_of_range", parameter: "k"),
         Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 1000]), type: "application/json", status: 400, code: "out_of_range", parameter: "way"),
         Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "shot": 0]), type: "application/json", status: 400, code: "out_of_range", parameter: "shot"),
         Case(method: "POST", path: "v1/indexes/few/eval/fewshot", body: json(["way": 2, "queries": 100_000]), type: "application/json", status: 400, code: "out_of_range", parameter: "queries"),
@@ -489,6 +491,53 @@ struct HardeningTests {
         let items = (object(info.body)["stats"] as? [String: Any])?["items"] as? Int
         #expect(items == acknowledged.count + 2)
         #expect(try await server.json("POST", "v1/indexes", ["name": "second", "model": "resnet18-random"]).status == 201)
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("A search whose client disconnects stops between parts; under a tight budget of results in flight, every answer is 200 or 503 with Retry-After")
+    func searchBudgetAndDisconnect() async throws {
+        let server = try LiveServer(extra: ["--max-results-in-flight", "1"])
+        try await server.vectorIndex("busy", labels: Array(repeating: nil, count: 2000))
+        // A raw socket: the whole request, then hang up before the answer.
+        let port = UInt16(server.base.port!)
+        var rng = SplitMix64(seed: 9)
+        let body = Data(#"{"k": 10, "vectors": ["#.utf8) + Data((0..<1024).map { _ in "[" + rng.vector(512).map { "\($0)" }.joined(separator: ",") + "]" }.joined(separator: ",").utf8) + Data("]}".utf8)
+        let head = "POST /v1/indexes/busy/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(connected == 0)
+        let request = Data(head.utf8) + body
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            try #require(n > 0)
+            sent += n
+        }
+        close(fd)
+        var metrics = ""
+        for _ in 0..<600 {
+            metrics = String(decoding: try await server.send("GET", "metrics").body, as: UTF8.self)
+            if metrics.contains("kith_queries_stopped_total 1") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(metrics.contains("kith_queries_stopped_total 1"), "\(metrics.split(separator: "\n").filter { $0.contains("queries") })")
+        // One search at a time: concurrent ones are answered or refused with Retry-After, never lost.
+        let query = Self.json(["vectors": Array(repeating: Self.one, count: 64), "k": 5])
+        let statuses = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+            for _ in 0..<12 { group.addTask { try await server.send("POST", "v1/indexes/busy/search", body: query, type: "application/json") } }
+            var all: [(Int, Data)] = []
+            for try await answer in group { all.append(answer) }
+            return all
+        }
+        for (status, body) in statuses {
+            let code = (object(body)["error"] as? [String: Any])?["code"] as? String
+            #expect(status == 200 || (status == 503 && code == "too_busy"), "\(status) \(String(decoding: body.prefix(200), as: UTF8.self))")
+        }
         try await server.expectHealthy()
         try server.stop()
     }
