@@ -28,8 +28,16 @@ struct AdaptationController {
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
         let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
                                     perImage: body.perImage ?? true, seed: body.seed ?? 0)
-        let resume = body.resume ?? false
-        try await offload { try Adaptation.checkStart(index, resume: resume) }
+        let (resume, budget) = (body.resume ?? false, service.configuration.adaptationMemoryBytes)
+        try await offload {
+            let stopped = try Adaptation.checkStart(index, resume: resume)
+            let views = stopped.flatMap { ViewRecipe(stored: $0.views)?.count } ?? recipe.count
+            let need = try Adaptation.memoryNeed(index, configuration: stopped?.configuration ?? configuration, views: views)
+            guard need.total <= budget else {
+                throw APIError.badRequest("over_memory_budget", "this adaptation would need \(need.description); this server allows "
+                                          + "\(AdaptationMemory.format(budget)) (kith serve --adaptation-memory-bytes)")
+            }
+        }
         let encoder = try await service.batcher(model: try index.backbone()).encoder
         return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume)
     }

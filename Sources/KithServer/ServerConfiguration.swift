@@ -49,6 +49,10 @@ public struct ServerConfiguration: Sendable {
     /// NN(z, Q)) in flight across all requests; beyond it, requests get 503 with Retry-After.
     /// Default: 1,048,576 (four searches at the per-request bound, `limits.maxResults`).
     public var maxResultsInFlight: Int = 1 << 20
+    /// Memory an adaptation may need (`AdaptationMemory`: the head with its optimiser, the items
+    /// and their views, the queue, a step); settings that need more are refused up front with
+    /// 400 `over_memory_budget`. Default: half the machine's memory.
+    public var adaptationMemoryBytes = Int(ProcessInfo.processInfo.physicalMemory / 2)
     /// Indexes kept open at once (each holds 3 file descriptors); the least recently used are
     /// closed beyond it, and opened again on their next request. Default: 64.
     public var maxOpenIndexes: Int = 64

@@ -26,6 +26,8 @@ struct Serve: AsyncParsableCommand {
     var maxOpenIndexes: Int = ServerConfiguration(indexes: "", models: "").maxOpenIndexes
     @Option(help: "Query results (queries × k) in flight across all requests; beyond it, requests get 503 with Retry-After.")
     var maxResultsInFlight: Int = ServerConfiguration(indexes: "", models: "").maxResultsInFlight
+    @Option(help: "Memory an adaptation may need, in bytes (default: half the machine's); settings that need more are refused up front.")
+    var adaptationMemoryBytes: Int?
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
     var snapshots: String?
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
@@ -52,6 +54,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxPendingImages = maxPendingImages
         configuration.maxOpenIndexes = maxOpenIndexes
         configuration.maxResultsInFlight = maxResultsInFlight
+        if let adaptationMemoryBytes { configuration.adaptationMemoryBytes = adaptationMemoryBytes }
         configuration.snapshots = snapshots
         configuration.search = sizes.configuration()
         configuration.encoder = encoding.configuration(configuration.encoder)

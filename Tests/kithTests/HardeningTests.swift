@@ -542,6 +542,34 @@ struct HardeningTests {
         try server.stop()
     }
 
+    @Test("An adaptation whose settings need more memory than the server allows is refused up front, naming the need and the budget; one within it is accepted")
+    func adaptationMemoryBudget() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-budget-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let indexes = directory + "/indexes"
+        let cli = KithCLI()
+        #expect(try cli.kith(["index", "create", "photos", "--model", "resnet18-random"], indexes: indexes).status == 0)
+        let files = ["chelsea.jpg", "coffee-256.png", "camera-grey.png"].map { Fixtures.path("images/" + $0) }
+        #expect(try cli.kith(["index", "add", "photos"] + files, indexes: indexes).status == 0)
+        let server = try LiveServer(indexes: indexes, extra: ["--adaptation-memory-bytes", "\(1 << 30)"])
+        // Within every per-setting bound, and the 16 GiB before the queue was bounded by the items.
+        let huge = try await server.json("POST", "v1/indexes/photos/adaptations", ["epochs": 1, "dimension": 4096, "hidden": 8192, "queue_capacity": 1_048_576])
+        let message = ((object(huge.body)["error"] as? [String: Any])?["message"] as? String) ?? ""
+        #expect(huge.status == 400 && String(decoding: huge.body, as: UTF8.self).contains("over_memory_budget"), "\(String(decoding: huge.body, as: UTF8.self))")
+        #expect(message.contains("would need about 5.") && message.contains("GiB") && message.contains("allows 1.0 GiB"), "\(message)")
+        let small = try await server.json("POST", "v1/indexes/photos/adaptations", ["epochs": 1, "dimension": 16, "hidden": 32, "views": 2])
+        #expect(small.status == 202, "\(String(decoding: small.body, as: UTF8.self))")
+        let id = try #require(object(small.body)["id"] as? String)
+        var state = "running"
+        for _ in 0..<1200 where state == "running" {
+            state = object(try await server.send("GET", "v1/indexes/photos/adaptations/\(id)").body)["state"] as? String ?? ""
+            if state == "running" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(state == "succeeded")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
     @Test("A long evaluation stops when its client disconnects")
     func evaluationStopsOnDisconnect() async throws {
         let server = try LiveServer()
