@@ -39,7 +39,8 @@ let package = Package(
         .target(
             name: "KithServer",
             dependencies: ["KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
-                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"),
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOCore", package: "swift-nio")],
             resources: [.copy("openapi.json"), .copy("Page")], swiftSettings: strict),
         .executableTarget(

@@ -12,14 +12,27 @@ enum API {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try KithJSON.encoder.encode(value))))
     }
 
-    /// The whole body, refused with 413 beyond the context's limit.
+    /// The whole body, refused with 413 beyond the context's limit and with 408 when it takes
+    /// longer than the context's body timeout (a client trickling its body holds a connection).
     static func body(_ request: Request, _ context: KithRequestContext) async throws -> Data {
-        let limit = context.maxUploadSize
-        do {
-            let buffer = try await request.body.collect(upTo: limit)
-            return Data(buffer.readableBytesView)
-        } catch {
-            throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes")
+        let (limit, timeout) = (context.maxUploadSize, context.bodyTimeout)
+        let body = request.body
+        return try await withThrowingTaskGroup(of: Data?.self) { group in
+            group.addTask {
+                do { return Data(try await body.collect(upTo: limit).readableBytesView) } catch {
+                    throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes")
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let data = first else {
+                context.closeInput()
+                throw APIError(.requestTimeout, "body_timeout", "the request's body did not arrive within \(timeout)")
+            }
+            return data
         }
     }
 

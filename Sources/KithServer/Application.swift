@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 
 /// Builds Kith's HTTP application: routes, authentication, metrics and JSON errors.
 /// `kith serve` runs it; tests drive it with Hummingbird's testing client or over a socket.
@@ -15,7 +17,7 @@ public func buildApplication(
     let router = Router(context: KithRequestContext.self)
     router.add(middleware: MetricsMiddleware(metrics: metrics))
     router.add(middleware: ErrorMiddleware(folders: [configuration.indexes, configuration.models] + (configuration.snapshots.map { [$0] } ?? [])))
-    router.add(middleware: BodyLimitMiddleware(limit: configuration.maxBodyBytes))
+    router.add(middleware: BodyLimitMiddleware(limit: configuration.maxBodyBytes, timeout: configuration.bodyTimeout))
 
     // One group per kind of access: writes need the token whenever there is one, reads only when
     // the operator says so, health and the API's description never.
@@ -29,9 +31,13 @@ public func buildApplication(
         groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)
     }
 
+    let seconds = configuration.idleTimeout.components
+    let idle = TimeAmount.nanoseconds(seconds.seconds * 1_000_000_000 + seconds.attoseconds / 1_000_000_000)
     return Application(
         router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kith"),
+        server: .http1(configuration: .init(idleTimeout: idle)),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kith",
+                             availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger)
 }

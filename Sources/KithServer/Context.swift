@@ -11,12 +11,17 @@ struct KithRequestContext: RequestContext {
     var requestDecoder: JSONDecoder { KithJSON.decoder }
     var responseEncoder: JSONEncoder { KithJSON.encoder }
 
+    /// How long the whole body may take to arrive (408 beyond); `BodyLimitMiddleware` sets the server's.
+    var bodyTimeout: Duration = .seconds(120)
     /// Whether the request's client is still there (long work checks it between parts).
     let isConnected: @Sendable () async -> Bool
+    /// Stops reading the connection: the answer being made is its last.
+    let closeInput: @Sendable () -> Void
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         let channel = source.channel
+        closeInput = { channel.close(mode: .input, promise: nil) }
         isConnected = {
             // The server allows half-closed connections, so a channel stays active after its
             // client has gone: the socket's TCP state tells (CLOSE_WAIT: the client closed its
@@ -40,13 +45,21 @@ struct KithRequestContext: RequestContext {
     }
 }
 
-/// Gives every request's context the configured body limit.
+/// Gives every request's context the configured body limit and body timeout, and refuses a
+/// body over the limit from its Content-Length, before reading any of it: the connection's input
+/// is closed, so the 413 is the last answer on it and the body is never drained.
 struct BodyLimitMiddleware: RouterMiddleware {
     let limit: Int
+    let timeout: Duration
 
     func handle(_ request: Request, context: KithRequestContext, next: (Request, KithRequestContext) async throws -> Response) async throws -> Response {
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            context.closeInput()
+            throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes; this one declares \(declared)")
+        }
         var context = context
         context.maxUploadSize = limit
+        context.bodyTimeout = timeout
         return try await next(request, context)
     }
 }

@@ -45,6 +45,14 @@ public struct ServerConfiguration: Sendable {
     public var search = SearchConfiguration()
     /// Parts of one multipart/form-data body (files and fields together). Default: 256.
     public var maxFormParts: Int = 256
+    /// How long a connection may be idle: between requests (keep-alive), before its request's
+    /// head is complete, and between two parts of its body; then it is closed. Default: 30 s.
+    public var idleTimeout: Duration = .seconds(30)
+    /// How long a request's whole body may take to arrive; then 408. Default: 120 s.
+    public var bodyTimeout: Duration = .seconds(120)
+    /// Connections open at once; further ones wait in the listen backlog until one closes.
+    /// Default: 512 (with 3 descriptors per open index and the rest, within 1,024).
+    public var maxConnections: Int = 512
     /// Query results (queries × k of searches, queries × top of classifications, queries of
     /// NN(z, Q)) in flight across all requests; beyond it, requests get 503 with Retry-After.
     /// Default: 1,048,576 (four searches at the per-request bound, `limits.maxResults`).

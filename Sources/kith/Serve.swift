@@ -26,6 +26,11 @@ struct Serve: AsyncParsableCommand {
     var maxOpenIndexes: Int = ServerConfiguration(indexes: "", models: "").maxOpenIndexes
     @Option(help: "Query results (queries × k) in flight across all requests; beyond it, requests get 503 with Retry-After.")
     var maxResultsInFlight: Int = ServerConfiguration(indexes: "", models: "").maxResultsInFlight
+    @Option(help: "Seconds a connection may be idle: between requests, before its request's head is complete, between parts of its body.")
+    var idleTimeout: Double = 30
+    @Option(help: "Seconds a request's whole body may take to arrive (408 beyond).") var bodyTimeout: Double = 120
+    @Option(help: "Connections open at once; further ones wait until one closes.")
+    var maxConnections: Int = ServerConfiguration(indexes: "", models: "").maxConnections
     @Option(help: "Memory an adaptation may need, in bytes (default: half the machine's); settings that need more are refused up front.")
     var adaptationMemoryBytes: Int?
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
@@ -42,6 +47,10 @@ struct Serve: AsyncParsableCommand {
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         guard maxDecodedBytes >= 1 << 20 else { throw ValidationError("--max-decoded-bytes must be at least 1 MiB") }
         guard thumbnailSize >= 0 else { throw ValidationError("--thumbnail-size must be at least 0") }
+        guard idleTimeout > 0, bodyTimeout > 0 else { throw ValidationError("--idle-timeout and --body-timeout must be positive") }
+        guard maxConnections >= 1, maxOpenIndexes >= 1, maxResultsInFlight >= 1 else {
+            throw ValidationError("--max-connections, --max-open-indexes and --max-results-in-flight must be at least 1")
+        }
         if readsRequireToken && tokenFile == nil { throw ValidationError("--reads-require-token needs --token-file") }
     }
 
@@ -54,6 +63,9 @@ struct Serve: AsyncParsableCommand {
         configuration.maxPendingImages = maxPendingImages
         configuration.maxOpenIndexes = maxOpenIndexes
         configuration.maxResultsInFlight = maxResultsInFlight
+        configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        configuration.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
+        configuration.maxConnections = maxConnections
         if let adaptationMemoryBytes { configuration.adaptationMemoryBytes = adaptationMemoryBytes }
         configuration.snapshots = snapshots
         configuration.search = sizes.configuration()

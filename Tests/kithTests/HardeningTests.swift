@@ -77,6 +77,42 @@ struct LiveServer {
         }
     }
 
+    /// A raw TCP connection to the server, for requests no HTTP client would send. Reads wait at
+    /// most `receiveTimeout` seconds (a bound for a broken test, not a measurement).
+    func connect(receiveTimeout: Int = 120) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(base.port!).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        var limit = timeval(tv_sec: receiveTimeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// Sends all of `data` on `fd`.
+    func send(_ fd: Int32, _ data: Data) throws {
+        var sent = 0
+        while sent < data.count {
+            let n = data[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw POSIXError(.EPIPE) }
+            sent += n
+        }
+    }
+
+    /// What arrives on `fd` until the server closes it (nil if it is still open after the receive timeout).
+    func readUntilClosed(_ fd: Int32) -> Data? {
+        var received = Data(), buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n == 0 { return received }
+            if n < 0 { return errno == ECONNRESET ? received : nil }
+            received += buffer[..<n]
+        }
+    }
+
     /// SIGTERM, a clean exit, and the folders removed.
     func stop() throws {
         kill(process.process.processIdentifier, SIGTERM)
@@ -566,6 +602,62 @@ struct HardeningTests {
             if state == "running" { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(state == "succeeded")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    @Test("Timeouts and limits of connections: a slow head, an idle keep-alive and a trickled body are closed; a body over the limit is refused from its header; beyond the connection limit, connections wait and the server answers")
+    func connectionTimeouts() async throws {
+        let server = try LiveServer(extra: ["--idle-timeout", "1", "--body-timeout", "2", "--max-connections", "8", "--max-body-bytes", "1048576"])
+        try await server.vectorIndex("t", labels: [nil, nil])
+        // A head that never ends: closed after the idle timeout, with nothing answered.
+        let slow = try server.connect()
+        try server.send(slow, Data("POST /v1/indexes/t/search HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8))
+        #expect(server.readUntilClosed(slow) == Data())
+        close(slow)
+        // A keep-alive connection left idle after its answer: closed.
+        let idle = try server.connect()
+        try server.send(idle, Data("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+        let answered = String(decoding: server.readUntilClosed(idle) ?? Data("still open".utf8), as: UTF8.self)
+        #expect(answered.hasPrefix("HTTP/1.1 200"), "\(answered)")
+        close(idle)
+        // 100 GB declared: 413 at once, and the connection closes without waiting for the body.
+        let huge = try server.connect()
+        try server.send(huge, Data("POST /v1/indexes/t/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{".utf8))
+        let refused = String(decoding: server.readUntilClosed(huge) ?? Data("still open".utf8), as: UTF8.self)
+        #expect(refused.hasPrefix("HTTP/1.1 413") && refused.contains("body_too_large") && refused.contains("100000000000"), "\(refused)")
+        close(huge)
+        // A body that stops arriving, while its parts come within the idle timeout: 408 after the body timeout.
+        let trickle = try server.connect()
+        try server.send(trickle, Data("POST /v1/indexes/t/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".utf8))
+        let dripping = Task.detached {
+            for _ in 0..<8 {
+                try? await Task.sleep(for: .milliseconds(500))
+                try? server.send(trickle, Data(" ".utf8))
+            }
+        }
+        let timedOut = String(decoding: server.readUntilClosed(trickle) ?? Data("still open".utf8), as: UTF8.self)
+        dripping.cancel()
+        #expect(timedOut.hasPrefix("HTTP/1.1 408") && timedOut.contains("body_timeout"), "\(timedOut)")
+        close(trickle)
+        // Twice the connection limit of slow heads: the server holds at most the limit; the rest
+        // wait in the backlog, and a request behind them is answered once the slow ones time out.
+        let pid = server.process.process.processIdentifier
+        let before = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+        let slowHeads = try (0..<16).map { _ in
+            let fd = try server.connect()
+            try server.send(fd, Data("GET /healthz HTTP/1.1\r\nX-Slow: ".utf8))
+            return fd
+        }
+        // The most descriptors seen over half the idle timeout: the limit holds whenever it is read.
+        var during = before
+        for _ in 0..<25 {
+            during = max(during, try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(during <= before + 8, "\(during - before) more descriptors for 16 connections with a limit of 8")
+        #expect(try await server.send("GET", "healthz").status == 200)
+        slowHeads.forEach { close($0) }
         try await server.expectHealthy()
         try server.stop()
     }
