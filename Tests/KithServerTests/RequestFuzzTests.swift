@@ -79,3 +79,56 @@ struct RequestFuzzTests {
         #expect(answered > 0)
     }
 }
+
+@Suite("Strict JSON decoding")
+struct StrictJSONTests {
+    @Test("Generated bodies with known and unknown fields at two depths: decoded when every field is known, else UnknownFields naming exactly the unknown ones (checked against JSONSerialization's keys)")
+    func unknownFields() throws {
+        var rng = SplitMix64(seed: 7)
+        let entryKeys = ["id", "label", "coarse_label"], strangers = ["lable", "extra", "id2", "items"]
+        var decoded = 0, refused = 0
+        for _ in 0..<2000 {
+            var top: [String: Any] = [:]
+            var items: [[String: Any]] = []
+            for _ in 0..<rng.below(4) {
+                var entry: [String: Any] = ["id": rng.below(100)]
+                if rng.below(2) == 0 { entry["label"] = "l\(rng.below(3))" }
+                if rng.below(3) == 0 { entry["coarse_label"] = NSNull() }
+                if rng.below(4) == 0 { entry[strangers[rng.below(strangers.count)]] = rng.below(5) }
+                items.append(entry)
+            }
+            top["items"] = items
+            if rng.below(5) == 0 { top[["k", "vectors", "itemz"][rng.below(3)]] = 1 }
+            let body = try JSONSerialization.data(withJSONObject: top)
+            // The reference: keys as JSONSerialization reads them back.
+            let parsed = try JSONSerialization.jsonObject(with: body) as! [String: Any]
+            var expected = Set(parsed.keys.filter { $0 != "items" })
+            for (i, entry) in (parsed["items"] as! [[String: Any]]).enumerated() {
+                expected.formUnion(entry.keys.filter { !entryKeys.contains($0) }.map { "items.\(i).\($0)" })
+            }
+            do {
+                let request = try StrictJSON.decode(BatchRelabelRequest.self, from: body, using: KithJSON.decoder)
+                #expect(expected.isEmpty && request.items.count == items.count, "\(String(decoding: body, as: UTF8.self))")
+                decoded += 1
+            } catch let unknown as UnknownFields {
+                #expect(Set(unknown.fields) == expected, "\(unknown.fields) for \(String(decoding: body, as: UTF8.self))")
+                refused += 1
+            }
+        }
+        #expect(decoded > 0 && refused > 0)
+    }
+
+    @Test("Strict decoding gives what plain decoding gives for bodies without unknown fields, nested types and matrices included")
+    func sameAsPlain() throws {
+        let body = Data(#"{"vectors": [[1, 2.5], [3, 4]], "ids": [7], "k": 3, "labels": ["a"], "exclude_labels": [], "space": "backbone", "exact": true}"#.utf8)
+        let strict = try StrictJSON.decode(QueryRequest.self, from: body, using: KithJSON.decoder)
+        let plain = try KithJSON.decoder.decode(QueryRequest.self, from: body)
+        #expect(strict.vectors == plain.vectors && strict.ids == plain.ids && strict.k == plain.k && strict.labels == plain.labels
+                && strict.excludeLabels == plain.excludeLabels && strict.space == plain.space && strict.exact == plain.exact)
+        // Metadata is the client's own JSON: any keys, at any depth.
+        let items = Data(#"{"items": [{"vector": [1], "metadata": {"anything": {"nested": [1, {"deep": true}]}}}]}"#.utf8)
+        #expect(try StrictJSON.decode(AddVectorsRequest.self, from: items, using: KithJSON.decoder).items.count == 1)
+        // A missing required field is the decoder's own error, not an unknown field.
+        #expect(throws: DecodingError.self) { try StrictJSON.decode(BatchRelabelRequest.self, from: Data(#"{"items": [{"label": "a"}]}"#.utf8), using: KithJSON.decoder) }
+    }
+}
