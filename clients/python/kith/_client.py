@@ -2,7 +2,7 @@
 
 Each operation is a generator that yields the HTTP calls it needs (``_Call``) and receives their
 answers (``_Reply``); ``Client`` runs them with ``httpx.Client``, ``AsyncClient`` with
-``httpx.AsyncClient``. Retries on 429, error classes and array conversion are the same for both.
+``httpx.AsyncClient``. Retries on 429 and 503 with Retry-After, error classes and array conversion are the same for both.
 """
 from __future__ import annotations
 
@@ -466,10 +466,13 @@ class _Transport:
         return kwargs
 
     def delay(self, attempt: int, response: httpx.Response) -> Optional[float]:
-        """Seconds to wait before retrying a 429 (nil: give up), with jitter; Retry-After wins."""
-        if response.status_code != 429 or attempt >= self.retries:
-            return None
+        """Seconds to wait before retrying a 429, or a 503 that says when to retry (the server's
+        query budget or its file descriptors are exhausted); None: give up. With jitter;
+        Retry-After wins."""
         after = response.headers.get("Retry-After")
+        retryable = response.status_code == 429 or (response.status_code == 503 and after is not None)
+        if not retryable or attempt >= self.retries:
+            return None
         if after and after.isdigit():
             return float(after)
         return self.backoff * (2 ** attempt) * (0.5 + random.random())
@@ -506,7 +509,8 @@ class Client:
     One connection pool (keep-alive) per client; close it with ``close()`` or a ``with`` block.
     Vectors travel as ``application/x-npy`` and come back as numpy arrays; errors are
     ``kith.KithError`` subclasses named after the API's codes (``kith.IndexNotFoundError``, ...).
-    A 429 (the encoder queue is full) is retried ``retries`` times with exponential back-off.
+    A 429 (the encoder queue is full), or a 503 with Retry-After (too many query results in flight,
+    no file descriptors left), is retried ``retries`` times with exponential back-off.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8080", token: Optional[str] = None, *, timeout: float = 120.0,

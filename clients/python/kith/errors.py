@@ -75,6 +75,11 @@ class NotFoundError(KithError):
     status = 404
 
 
+class RequestTimeoutError(KithError):
+    """408: the request's body did not arrive within the server's body timeout."""
+    status = 408
+
+
 class ConflictError(KithError):
     """409: it exists already."""
     status = 409
@@ -92,7 +97,8 @@ class UnsupportedMediaTypeError(KithError):
 
 
 class TooBusyError(KithError):
-    """429: the encoder queue is full; the client retries these with back-off before raising."""
+    """429: the encoder queue is full, or 503: the query results in flight are at the server's
+    budget; the client retries these with back-off (Retry-After) before raising."""
     status = 429
     code = "too_busy"
 
@@ -100,6 +106,11 @@ class TooBusyError(KithError):
 class ServerError(KithError):
     """5xx: the server failed; the details are in its log."""
     status = 500
+
+
+class ServiceUnavailableError(ServerError):
+    """503: the server cannot take this now (it says when to retry: Retry-After)."""
+    status = 503
 
 
 class InsufficientStorageError(ServerError):
@@ -136,6 +147,10 @@ class WrongSpaceError(BadRequestError): code = "wrong_space"
 class NoAdaptedHeadError(BadRequestError): code = "no_adapted_head"
 class NoApproximateIndexError(BadRequestError): code = "no_approximate_index"
 class NoCheckpointError(BadRequestError): code = "no_checkpoint"
+class UnknownFieldError(BadRequestError): code = "unknown_field"
+class OverMemoryBudgetError(BadRequestError): code = "over_memory_budget"
+class BodyTimeoutError(RequestTimeoutError): code = "body_timeout"
+class TooManyOpenFilesError(ServiceUnavailableError): code = "too_many_open_files"
 class UnreadableHeadError(ServerError): code = "unreadable_head"
 class JobNotFoundError(NotFoundError): code = "job_not_found"
 class AdaptationRunningError(ConflictError): code = "adaptation_running"
@@ -170,7 +185,8 @@ CODES: Dict[str, Type[KithError]] = {cls.code: cls for cls in _ALL if cls.__dict
 #: HTTP status -> the group's class, for codes this client does not know yet.
 STATUSES: Dict[int, Type[KithError]] = {
     400: BadRequestError, 401: UnauthorizedError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError,
-    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: TooBusyError, 500: ServerError, 507: InsufficientStorageError,
+    408: RequestTimeoutError, 413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: TooBusyError, 500: ServerError,
+    503: ServiceUnavailableError, 507: InsufficientStorageError,
 }
 
 __all__ = [cls.__name__ for cls in _ALL] + ["CODES", "STATUSES"]

@@ -127,6 +127,23 @@ def test_429_is_retried_with_back_off() -> None:
     http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(handler))
     with kith.Client("http://kith.test", http=http, backoff=0.001) as client:
         assert client.health() and len(seen) == 3
+    # A 503 that says when to retry (the server's query budget is full) is retried; one that does not is not.
+    answers = [503, 200]
+    seen.clear()
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if answers.pop(0) == 503:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {"code": "too_busy", "message": "busy"}})
+        return httpx.Response(200, json={"status": "ok"})
+
+    http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(busy))
+    with kith.Client("http://kith.test", http=http, backoff=0.001) as client:
+        assert client.health() and len(seen) == 2
+    http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"code": "down", "message": "down"}})))
+    with kith.Client("http://kith.test", http=http, retries=2, backoff=0.001) as client:
+        with pytest.raises(kith.ServiceUnavailableError):
+            client.health()
     http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"error": {"code": "too_busy", "message": "busy"}})))
     with kith.Client("http://kith.test", http=http, retries=2, backoff=0.001) as client:
         with pytest.raises(kith.TooBusyError):
