@@ -125,6 +125,8 @@ public struct TrainedHead: Sendable {
     /// The loss of every step (since the start, resumed or not).
     public var losses: [Float]
     public var measurements: [AdaptationMeasurement]
+    /// Which of `measurements` measured `model` (nil when none did: nothing was measurable).
+    public var kept: Int?
     /// The epoch of `model`, and the epochs trained (fewer than asked for when stopped early).
     public var epoch: Int
     public var epochs: Int
@@ -227,8 +229,10 @@ public enum Adaptation {
                 try checkpoint(state)
             }
         }
-        return TrainedHead(model: state.best ?? state.model, losses: state.losses, measurements: state.measurements ?? [],
-                           epoch: state.best == nil ? state.epochs : state.bestEpoch ?? state.epochs, epochs: state.epochs)
+        let measurements = state.measurements ?? []
+        return TrainedHead(model: state.best ?? state.model, losses: state.losses, measurements: measurements,
+                           kept: state.bestEpoch.flatMap { epoch in measurements.firstIndex { $0.epoch == epoch } },
+                           epoch: state.bestEpoch ?? state.epochs, epochs: state.epochs)
     }
 }
 
@@ -354,20 +358,10 @@ public struct AdaptationSummary: Sendable {
 }
 
 extension Adaptation {
-    /// `kith adapt`: views of every item of `index` (made once and stored, `recipe`), NNCLR's
-    /// heads trained on them, and the head stored in the index, replacing any earlier one in one
-    /// transaction. While it trains, a checkpoint is stored at most every `checkpointInterval`
-    /// seconds (after a whole epoch) and when stopped; no head is stored when training fails or is
-    /// stopped. With `resume`, the training goes on from the index's checkpoint, with its settings
-    /// and view recipe (`configuration` and `recipe` are not used).
-    /// - Parameter measure: compares a head with the backbone on the index's data: every
-    ///   `measureEvery` epochs while training (the best head is kept, docs/adapt.md) and once more
-    ///   for the head kept, whose answer is stored with it and decides the index's default space.
-    ///   A stop asked for while it measures the head kept stores nothing.
     /// Checks what an adaptation of `index` needs before any work: a stopped adaptation to go on
     /// with (`resume`; returned), or a backbone and at least 2 items that have views or a source
-    /// file to make them from (uploaded items without views have neither). A job is refused up front rather
-    /// than accepted and failed.
+    /// file to make them from (uploaded items without views have neither). A job is refused up
+    /// front rather than accepted and failed.
     @discardableResult
     public static func checkStart(_ index: Index, resume: Bool) throws -> AdaptationCheckpoint? {
         guard resume else {
@@ -385,6 +379,16 @@ extension Adaptation {
         return try AdaptationCheckpoint(decoding: data)
     }
 
+    /// `kith adapt`: views of every item of `index` (made once and stored, `recipe`), NNCLR's
+    /// heads trained on them, and the head stored in the index, replacing any earlier one in one
+    /// transaction. While it trains, a checkpoint is stored at most every `checkpointInterval`
+    /// seconds (after a whole epoch) and when stopped; no head is stored when training fails or is
+    /// stopped. With `resume`, the training goes on from the index's checkpoint, with its settings
+    /// and view recipe (`configuration` and `recipe` are not used).
+    /// - Parameter measure: compares a head with the backbone on the index's data: every
+    ///   `measureEvery` epochs while training (the best head is kept, docs/adapt.md) and once more
+    ///   for the head kept, whose answer is stored with it and decides the index's default space.
+    ///   A stop asked for while it measures the head kept stores nothing.
     public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
                              resume: Bool = false, checkpointInterval: TimeInterval = 30,
                              viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
@@ -425,13 +429,15 @@ extension Adaptation {
             lastStored = Date()
         }
         let trained: TrainedHead
-        var best: (model: NNCLR, comparison: SpaceComparison?)?  // not measured again at the end
+        // The comparisons behind this run's measurements, in their order (a resumed run's
+        // earlier measurements come first in `trained.measurements`, without theirs).
+        var compared: [SpaceComparison] = []
         do {
             trained = try train(items, configuration: configuration, resume: resumed, checkpoint: { checkpoint in
                 if Date().timeIntervalSince(lastStored) >= checkpointInterval { try store(checkpoint) }
             }, progress: progress, evaluate: { model in
                 let comparison = try measure(AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: 0))
-                if let gain = comparison?.gain, gain > best?.comparison?.gain ?? -.infinity { best = (model, comparison) }
+                if let comparison, comparison.gain != nil { compared.append(comparison) }
                 return comparison?.gain
             }, shouldContinue: shouldContinue)
         } catch let stopped as AdaptationCancelled {
@@ -444,9 +450,13 @@ extension Adaptation {
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
         var adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
-        // A stop while measuring the head kept comes after every step: it reports them all, and stores nothing.
+        // The head kept is measured again only when this run did not measure it (a resumed run
+        // whose best came before the stop). A stop while measuring comes after every step: it
+        // reports them all, and stores nothing.
+        let earlier = resumed?.measurements?.count ?? 0
+        let keptComparison = trained.kept.flatMap { $0 >= earlier ? compared[$0 - earlier] : nil }
         do {
-            adapted.comparison = try best.flatMap { $0.model == model ? $0.comparison : nil } ?? measure(adapted)
+            adapted.comparison = try keptComparison ?? measure(adapted)
         } catch is AdaptationCancelled { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         guard shouldContinue() else { throw AdaptationCancelled(steps: losses.count, checkpoint: nil) }
         try adapted.store(in: index)  // and the checkpoint goes

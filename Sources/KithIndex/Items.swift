@@ -57,8 +57,8 @@ extension Index {
         }
     }
 
-    /// Appends `vectors`, each multiplied by its scale, to the block store from slot (block, slot)
-    /// on: one put per block, written in place.
+    /// Appends `vectors` (unit rows) to the block store from slot (block, slot) on: one put per
+    /// block, written in place.
     private func writeVectors(_ vectors: [[Float]], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
         guard !vectors.isEmpty else { return }
         let size = metadata.blockSize, dim = metadata.dimension, rowBytes = dim * 4

@@ -69,21 +69,25 @@ actor KithService {
 
     /// The query engine of index `name` (opened on first use).
     func engine(_ name: String) async throws -> QueryEngine {
-        uses += 1
-        lastUse[name] = uses
-        if let opening = engines[name] { return try await result(of: opening, index: name) }
+        if let opening = engines[name] {
+            used(name)
+            return try await result(of: opening, index: name)
+        }
         guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
         let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits) } }
         engines[name] = opening
-        closeLeastRecentlyUsed(keeping: name)
+        used(name)
         return try await result(of: opening, index: name)
     }
 
-    /// Keeps at most `maxOpenIndexes` engines by letting go of the least recently used. A
-    /// request still using one keeps its index open until it is done; opened again meanwhile,
-    /// the index shares that environment (LMDB opens an environment once per process).
-    private func closeLeastRecentlyUsed(keeping name: String) {
+    /// Notes that engine `name` (in `engines`) was asked for, and keeps at most `maxOpenIndexes`
+    /// engines by letting go of the least recently used. A request still using one keeps its
+    /// index open until it is done; opened again meanwhile, the index shares that environment
+    /// (LMDB opens an environment once per process).
+    private func used(_ name: String) {
+        uses += 1
+        lastUse[name] = uses
         while engines.count > max(1, configuration.maxOpenIndexes),
               let oldest = engines.keys.filter({ $0 != name }).min(by: { lastUse[$0, default: 0] < lastUse[$1, default: 0] }) {
             engines[oldest] = nil
@@ -94,7 +98,7 @@ actor KithService {
     /// An opening's engine; a failed one is forgotten (the index may be created later).
     private func result(of opening: Task<QueryEngine, any Error>, index name: String) async throws -> QueryEngine {
         do { return try await opening.value } catch {
-            if engines[name] == opening { engines[name] = nil }
+            if engines[name] == opening { (engines[name], lastUse[name]) = (nil, nil) }
             throw error
         }
     }
@@ -119,7 +123,7 @@ actor KithService {
             // Open, or being opened or created: the index exists unless that fails. Anything may
             // have changed during the wait, so the checks start again.
             if (try? await existing.value) != nil { throw IndexError.indexExists(name) }
-            if engines[name] == existing { engines[name] = nil }
+            if engines[name] == existing { (engines[name], lastUse[name]) = (nil, nil) }
             return try await create(name, space: space, configuration: c)
         }
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
@@ -127,9 +131,7 @@ actor KithService {
             try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search, limits: limits) }
         }
         engines[name] = creating
-        uses += 1
-        lastUse[name] = uses
-        closeLeastRecentlyUsed(keeping: name)
+        used(name)
         return try await result(of: creating, index: name).index
     }
 

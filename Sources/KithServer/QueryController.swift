@@ -65,9 +65,9 @@ struct QueryController {
     }
 
     /// `{"results": [[hit]], "space"}`: the hits of each query and the space that produced them.
-    /// A search: bounded by `limits.maxResults` (queries × k), admitted within the server's
-    /// results in flight, and answered in parts of `part` queries, between which a client that
-    /// has gone stops the work.
+    /// Bounded by `limits.maxResults` (queries × k), admitted within the server's results in
+    /// flight, and answered in parts of `part` queries, between which a client that has gone
+    /// stops the work.
     @Sendable func search(_ request: Request, context: KithRequestContext) async throws -> SearchResponse {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
@@ -90,14 +90,16 @@ struct QueryController {
         let spec = try HeadSpec(parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
         let top = options.top ?? 5
         try engine.limits.check(queryCount: queries.count)
+        // Resolved once: every part is answered in the same space.
+        let space = try await engine.answeringSpace(options.space ?? .automatic)
         return try await service.admission.run(cost: queries.count * max(1, top)) {
             var answer: Classification?
             let predictions = try await inParts(queries, context) { part in
-                let classified = try await engine.classification(part, spec: spec, top: top, space: options.space ?? .automatic)
+                let classified = try await engine.classification(part, spec: spec, top: top, space: space)
                 answer = answer ?? classified
                 return classified.predictions
             }
-            guard var whole = answer else { return try await engine.classification([], spec: spec, top: top, space: options.space ?? .automatic) }
+            guard var whole = answer else { return try await engine.classification([], spec: spec, top: top, space: space) }
             whole.predictions = predictions
             return whole
         }
