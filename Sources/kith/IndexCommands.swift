@@ -97,6 +97,7 @@ extension IndexCommand {
         var name: String
         @Argument(help: "Image files or folders.")
         var paths: [String]
+        @OptionGroup var crash: CrashOptions
 
         func validate() throws {
             if label != nil && labelFromFolder { throw ValidationError("use --label or --label-from-folder, not both") }
@@ -121,10 +122,13 @@ extension IndexCommand {
             let progress = Progress(total: files.count, label: "adding")
             var reported = 0
             let summary = try reporting {
-                try ingestor.ingest(files) { so in
+                var batches = 0
+                return try ingestor.ingest(files) { so in
                     for failure in so.failures[reported...] { printError("skipped \(failure)") }
                     reported = so.failures.count
                     progress.update(so.done)
+                    batches += 1
+                    crash.afterCommit(batches)
                 }
             }
             for failure in summary.failures[reported...] { printError("skipped \(failure)") }
@@ -356,6 +360,7 @@ extension IndexCommand {
         @Option(help: "Seed of the sample and of k-means.") var seed: UInt64 = 0
         @Option(help: "How items are coded: sq8 (8-bit, a quarter of float32) or fp16 (half precision, a half).") var codes: ANNCodes = .sq8
         @Option(help: "Items coded per transaction (default: 16 per list, at least 8,192).") var batch: Int?
+        @OptionGroup var crash: CrashOptions
         @Flag(help: "Remove the structure: searches are exact again.") var drop = false
         @Argument(help: "Name of the index.") var name: String
 
@@ -380,7 +385,14 @@ extension IndexCommand {
             let start = Date()
             let bar = Progress(total: try reporting { try index.stats().items }, label: "coding", unit: "items")
             printError("training centroids (k-means) on a sample of '\(name)'…")
-            var status = try reporting { try index.buildANN(annConfiguration, batch: batch) { done, _ in bar.update(done) } }
+            var batches = 0
+            var status = try reporting {
+                try index.buildANN(annConfiguration, batch: batch) { done, _ in
+                    bar.update(done)
+                    batches += 1
+                    crash.afterCommit(batches)
+                }
+            }
             let built = Date()
             if status.phase == .ready && probes == nil {
                 printError("calibrating the default probes for recall@10 \(recall)…")

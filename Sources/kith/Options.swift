@@ -205,6 +205,19 @@ final class FailureReport {
     }
 }
 
+/// A hidden option of the commands that write in batches: the process kills itself with SIGKILL
+/// at its Nth batch report, as a `kill -9` at that moment would (`index add` reports after a
+/// batch commits; `index build-ann` inside the batch's transaction). The tests of crash
+/// consistency use it instead of a signal timed by hand.
+struct CrashOptions: ParsableArguments {
+    @Option(help: .hidden) var killAfterBatches: Int?
+
+    /// Called at each batch report with how many batches have reported.
+    func afterCommit(_ batches: Int) {
+        if let limit = killAfterBatches, batches >= limit { kill(getpid(), SIGKILL) }
+    }
+}
+
 extension Array {
     /// Consecutive slices of at most `size` elements (none for an empty array).
     func batches(of size: Int) -> [ArraySlice<Element>] {
