@@ -289,6 +289,15 @@ class _Operations:
                 raise KithError.from_response(400, {"error": row["error"]})
         return np.array([row["embedding"] for row in rows], dtype=np.float32)
 
+    #: The server's default bounds on one call: queries, and a search's results (queries × k).
+    MAX_QUERIES = 1024
+    MAX_RESULTS = 262_144
+
+    @staticmethod
+    def _parts(queries: Union[np.ndarray, Sequence[int]], size: int) -> List[Union[np.ndarray, Sequence[int]]]:
+        """``queries`` in consecutive parts of at most ``size`` (one part when there are none)."""
+        return [queries[start:start + size] for start in range(0, len(queries), size)] or [queries]
+
     @staticmethod
     def _queries(path: str, queries: Union[np.ndarray, Sequence[int]], options: Dict[str, Any]) -> _Call:
         """Vectors (a float matrix) go as an .npy body with the options in the query string;
@@ -310,13 +319,18 @@ class _Operations:
         that measured better than the backbone on its data; ``results.space`` says which answered).
         ``exact``: True scores every item, False uses the index's approximate-search structure
         (``kith index build-ann``; default: approximate for large indexes that have one);
-        ``nprobe``: the lists an approximate search probes (default: the index's)."""
+        ``nprobe``: the lists an approximate search probes (default: the index's). Any number of
+        queries: they are sent in calls within the server's bounds (1,024 queries, 262,144 results)."""
         options = {"k": k, "labels": list(labels) if labels is not None else None,
                    "exclude_labels": list(exclude_labels) if exclude_labels else None, "space": space,
                    "exact": exact, "nprobe": nprobe}
-        reply = yield _Operations._queries(f"/v1/indexes/{index}/search", queries, options)
-        body = reply.json()
-        hits = body["results"]
+        hits: List[Any] = []
+        body: Dict[str, Any] = {}
+        size = max(1, min(_Operations.MAX_QUERIES, _Operations.MAX_RESULTS // max(1, k)))
+        for part in _Operations._parts(queries, size):
+            reply = yield _Operations._queries(f"/v1/indexes/{index}/search", part, options)
+            body = reply.json()
+            hits += body["results"]
         width = max([len(row) for row in hits] + [0])
         ids = np.full((len(hits), width), -1, dtype=np.int64)
         scores = np.full((len(hits), width), np.nan, dtype=np.float32)
@@ -334,11 +348,14 @@ class _Operations:
         options such as ``prototype+whiten`` (docs/heads.md); ``balanced`` weights the logistic
         regression's classes n / (K·n_k)."""
         options = {"head": head, "top": top, "balanced": balanced, "space": space}
-        reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", queries, options)
-        body = reply.json()
-        return [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]],
-                           body.get("space", "backbone"), body.get("validation"))
-                for p in body["predictions"]]
+        predictions: List[Prediction] = []
+        for part in _Operations._parts(queries, _Operations.MAX_QUERIES):
+            reply = yield _Operations._queries(f"/v1/indexes/{index}/classify", part, options)
+            body = reply.json()
+            predictions += [Prediction(p["label"], p["head"], [(c["label"], c["probability"]) for c in p["top"]],
+                                       body.get("space", "backbone"), body.get("validation"))
+                            for p in body["predictions"]]
+        return predictions
 
     # The queue.
 

@@ -43,6 +43,11 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     assert list(found[0]) == ["a"] * 3 and list(found[1]) == ["b"] * 3
     by_id = client.search(name, [1], k=2, exclude_labels=["b"])
     assert 1 not in by_id.ids[0] and set(by_id.labels[0]) == {"a"}
+    # Any number of queries: sent in calls within the server's bounds (1,024 queries, queries × k ≤ 262,144).
+    many = np.repeat(vectors, 150, axis=0)  # 2,700 queries
+    batched = client.search(name, many, k=2)
+    assert batched.ids.shape == (2700, 2) and list(batched.ids[:, 0]) == list(np.repeat(np.arange(1, 19), 150))
+    assert len(client.classify(name, many, head="prototype")) == 2700
     only_c = client.search(name, vectors[:1], k=4, labels=["c"])
     assert set(only_c.labels[0]) == {"c"}
     assert only_c.hits[0][0]["source"].startswith("v") and only_c.hits[0][0]["metadata"]["row"] >= 12
