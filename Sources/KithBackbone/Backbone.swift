@@ -143,28 +143,58 @@ public struct ModelLibrary: Sendable {
 
     public init(directory: String) { self.directory = directory }
 
+    /// The library of `directory` if given, else `defaultLibrary()`.
+    public init(directory: String?) { self = directory.map(ModelLibrary.init(directory:)) ?? ModelLibrary.defaultLibrary() }
+
     /// The default model when none is named.
     public static let defaultModel = "efficientnet-lite0"
 
-    /// Where to look when no folder is given: `$KITH_MODELS`, else the nearest `models/` folder
-    /// holding manifests in the working directory or above the executable.
-    public static func defaultDirectory() -> String {
-        if let env = ProcessInfo.processInfo.environment["KITH_MODELS"], !env.isEmpty { return env }
-        let fm = FileManager.default
-        var candidates = [fm.currentDirectoryPath]
-        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent()
-        for _ in 0..<5 {
-            candidates.append(dir.path)
+    /// The folders searched for installed models when none is given, in order: `$KITH_MODELS`
+    /// (when set, the only one); `$KITH_HOME/models`; `models/` beside the real path of the
+    /// running executable or up to five folders above it (a checkout's `.build/release/kith`);
+    /// `$XDG_DATA_HOME/kith/models` (`~/.local/share/kith/models`); `/usr/local/share/kith/models`
+    /// and `/usr/share/kith/models`; `models/` in the working directory. Where the user stands
+    /// does not matter, except as the last resort.
+    public static func searchPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        if let models = environment["KITH_MODELS"], !models.isEmpty { return [models] }
+        var folders: [String] = []
+        if let home = environment["KITH_HOME"], !home.isEmpty { folders.append((home as NSString).appendingPathComponent("models")) }
+        // /proc/self/exe is the binary itself, however it was found (PATH, a symlink, a relative path).
+        var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        if dir.path == "/proc/self" { dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent() }
+        for _ in 0..<6 where dir.path != "/" {
+            folders.append(dir.appendingPathComponent("models").path)
             dir.deleteLastPathComponent()
         }
-        for candidate in candidates {
-            let models = (candidate as NSString).appendingPathComponent("models")
-            if let files = try? fm.contentsOfDirectory(atPath: models), files.contains(where: { $0.hasSuffix(".json") }) {
-                return models
-            }
-        }
-        return (fm.currentDirectoryPath as NSString).appendingPathComponent("models")
+        let data = environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? ((environment["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".local/share")
+        folders += [(data as NSString).appendingPathComponent("kith/models"), "/usr/local/share/kith/models", "/usr/share/kith/models",
+                    (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("models")]
+        var seen = Set<String>()
+        return folders.filter { seen.insert($0).inserted }
     }
+
+    /// The first folder of `searchPath()` that holds a model manifest, else the first searched.
+    public static func defaultDirectory() -> String { defaultLibrary().directory }
+
+    /// The library of the first folder of `searchPath()` that holds a model manifest (else of
+    /// the first folder searched), with every folder searched named in its errors.
+    public static func defaultLibrary() -> ModelLibrary {
+        let folders = searchPath()
+        let found = folders.first { folder in
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains { $0.hasSuffix(".json") && !$0.hasSuffix("-classes.json") }
+        }
+        var library = ModelLibrary(directory: found ?? folders[0])
+        if found == nil { library.searched = folders }
+        return library
+    }
+
+    /// The folders searched before this one was chosen for want of any with models (empty when
+    /// the folder was given or holds models): errors name them all.
+    public var searched: [String] = []
+
+    /// Where the models were looked for, for messages.
+    public var lookedIn: String { searched.isEmpty ? directory : searched.joined(separator: ", ") }
 
     /// Every installed model's manifest, by name.
     public func manifests() throws(BackboneError) -> [ModelManifest] {
@@ -183,7 +213,7 @@ public struct ModelLibrary: Sendable {
     public func manifest(named name: String) throws(BackboneError) -> ModelManifest {
         let models = installed()
         guard let file = models.first(where: { $0.name == name })?.file else {
-            throw BackboneError(.modelNotFound(name: name, available: models.map(\.name), directory: directory))
+            throw BackboneError(.modelNotFound(name: name, available: models.map(\.name), directory: lookedIn))
         }
         return try manifest(at: file)
     }

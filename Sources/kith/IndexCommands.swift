@@ -63,7 +63,7 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
+            let library = ModelLibrary(directory: models)
             let index = try reporting {
                 let space = try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
                     ?? library.manifest(named: model ?? ModelLibrary.defaultModel).space

@@ -13,10 +13,13 @@ struct Models: ParsableCommand {
     var json = false
 
     func run() throws {
-        let library = ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory())
+        let library = ModelLibrary(directory: models)
         let manifests: [ModelManifest]
         manifests = try reporting { try library.manifests() }
-        if manifests.isEmpty { printError("no models in \(library.directory); run the set-up (see README)") }
+        if manifests.isEmpty {
+            printError("no models in \(library.lookedIn); run the set-up (see README), or set KITH_MODELS to a folder of models")
+            throw ExitCode.failure
+        }
         if json {  // the shape of GET /v1/models
             print(String(decoding: try KithJSON.prettyEncoder.encode(["models": manifests.map(ModelInfo.init)]), as: UTF8.self))
             return

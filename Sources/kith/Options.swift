@@ -45,7 +45,7 @@ struct BackboneOptions: ParsableArguments {
 
     @OptionGroup var encoding: EncoderOptions
 
-    var library: ModelLibrary { ModelLibrary(directory: models ?? ModelLibrary.defaultDirectory()) }
+    var library: ModelLibrary { ModelLibrary(directory: models) }
 
     /// An encoder for `model` (or the `--model` given), making thumbnails of `thumbnails` pixels (0: none).
     func encoder(model: String? = nil, logits: Bool = false, thumbnails: Int = 0) throws(BackboneError) -> Encoder {

@@ -57,6 +57,46 @@ struct CLITests {
         #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
     }
 
+    /// Runs `executable` with `arguments` in `directory`, with only PATH and HOME in its environment.
+    /// A bare name is looked up on PATH (`path` before the system's), as a shell does: the process
+    /// then sees only the name in its argv[0].
+    private func bare(_ executable: String, _ arguments: [String], in directory: String, home: String, path: String = "") throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
+        process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.environment = ["PATH": path + "/usr/bin:/bin", "HOME": home]
+        let out = Pipe(), err = Pipe()
+        (process.standardOutput, process.standardError) = (out, err)
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile(), errors = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+    }
+
+    @Test("Models are found from any folder, through the executable's real path; where there are none, the error names every folder searched")
+    func modelsFromAnywhere() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-anywhere-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/elsewhere", withIntermediateDirectories: true)
+        // A symlink on PATH to the built binary, run from an unrelated folder without KITH_MODELS.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/bin/kith", withDestinationPath: KithCLI.executable.path)
+        let listed = try bare("kith", ["models"], in: dir + "/elsewhere", home: dir, path: dir + "/bin:")
+        #expect(listed.status == 0 && listed.out.contains("efficientnet-lite0") && listed.out.contains("resnet18-random"), "\(listed.err)")
+        // A copy of the binary far from any models: the message names every folder it looked in.
+        try FileManager.default.createDirectory(atPath: dir + "/solo", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: KithCLI.executable.path, toPath: dir + "/solo/kith")
+        let none = try bare(dir + "/solo/kith", ["models"], in: dir + "/elsewhere", home: dir)
+        #expect(none.status != 0, "no models is a failure, not an empty table")
+        for folder in [dir + "/solo/models", dir + "/.local/share/kith/models", "/usr/share/kith/models", dir + "/elsewhere/models"] {
+            #expect(none.err.contains(folder), "\(folder) is not named in: \(none.err)")
+        }
+        #expect(none.err.contains("KITH_MODELS"))
+        let embed = try bare(dir + "/solo/kith", ["embed", Fixtures.path("images/chelsea.jpg")], in: dir + "/elsewhere", home: dir)
+        #expect(embed.status != 0 && embed.err.contains("no model named 'efficientnet-lite0' in \(dir)/solo/models, "), "\(embed.err)")
+    }
+
     @Test("embed names the files it cannot name: a line break has no line in .paths.txt; a name that is not UTF-8 cannot be opened")
     func embedAwkwardNames() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-names-\(UUID())").path
