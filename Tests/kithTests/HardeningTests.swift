@@ -655,7 +655,9 @@ struct HardeningTests {
             during = max(during, try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count)
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(during <= before + 8, "\(during - before) more descriptors for 16 connections with a limit of 8")
+        // At most 8 accepted, with room for the few descriptors the server opens and closes on
+        // its own meanwhile; without the limit all 16 are accepted.
+        #expect(during <= before + 12, "\(during - before) more descriptors for 16 connections with a limit of 8")
         #expect(try await server.send("GET", "healthz").status == 200)
         slowHeads.forEach { close($0) }
         try await server.expectHealthy()
