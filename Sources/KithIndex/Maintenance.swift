@@ -101,11 +101,9 @@ extension Index {
                     return true
                 }
                 try txn.forEach(.queue) { k, v in
-                    var reader = ByteReader(v)
-                    _ = (try reader.u8(), try reader.u64(), try reader.string(), try reader.string())
-                    let vector = try reader.floats(metadata.dimension)
-                    if !vector.withUnsafeBytes({ nonUnitRows($0) }).isEmpty {
-                        problems.append("queue entry \(uint64(key: UnsafeRawBufferPointer(rebasing: k.suffix(8)))) of queue '\(String(decoding: k.dropLast(9), as: UTF8.self))' is not a finite unit vector")
+                    let entry = try QueueEntry(sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k.suffix(8))), decoding: v, dimension: metadata.dimension)
+                    if !entry.vector.withUnsafeBytes({ nonUnitRows($0) }).isEmpty {
+                        problems.append("queue entry \(entry.sequence) of queue '\(String(decoding: k.dropLast(9), as: UTF8.self))' is not a finite unit vector")
                     }
                     return true
                 }

@@ -81,13 +81,8 @@ extension Index {
                 let prefix = QueueState.entryKey(name, 0).dropLast(8)
                 try txn.forEach(.queue, from: QueueState.entryKey(name, max(first, q.head))) { k, v in
                     guard k.count == prefix.count + 8, k.prefix(prefix.count).elementsEqual(prefix) else { return false }
-                    var reader = ByteReader(v)
-                    let hasItem = try reader.u8() == 1
-                    let item = try reader.u64()
-                    entries.append(QueueEntry(
-                        sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k[prefix.count...])),
-                        itemID: hasItem ? item : nil, label: try reader.string(), coarseLabel: try reader.string(),
-                        vector: try reader.floats(metadata.dimension)))
+                    entries.append(try QueueEntry(sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k[prefix.count...])),
+                                                  decoding: v, dimension: metadata.dimension))
                     return entries.count < limit
                 }
                 return (entries, q.head, q.next)

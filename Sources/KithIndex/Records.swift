@@ -105,6 +105,18 @@ struct QueueState {
     static func entryKey(_ name: String, _ sequence: UInt64) -> [UInt8] { Array(name.utf8) + [0] + key(sequence) }
 }
 
+extension QueueEntry {
+    /// The entry stored under `sequence`: has-item byte, item id, label, coarse label, then
+    /// `dimension` float32 values.
+    init(sequence: UInt64, decoding bytes: UnsafeRawBufferPointer, dimension: Int) throws {
+        var reader = ByteReader(bytes)
+        let hasItem = try reader.u8() == 1
+        let item = try reader.u64()
+        self.init(sequence: sequence, itemID: hasItem ? item : nil, label: try reader.string(), coarseLabel: try reader.string(),
+                  vector: try reader.floats(dimension))
+    }
+}
+
 extension Item {
     init(id: UInt64, decoding bytes: UnsafeRawBufferPointer) throws {
         var r = ByteReader(bytes)

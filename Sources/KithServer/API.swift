@@ -20,7 +20,7 @@ enum API {
         return try await withThrowingTaskGroup(of: Data?.self) { group in
             group.addTask {
                 do { return Data(try await body.collect(upTo: limit).readableBytesView) } catch {
-                    throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes")
+                    throw APIError.bodyTooLarge(limit: limit)
                 }
             }
             group.addTask {

@@ -40,6 +40,11 @@ public struct APIError: HTTPResponseError, Sendable {
     }
 
     static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code, message) }
+
+    /// 413 `body_too_large` for a body over `limit` bytes (as its Content-Length `declared`, if known).
+    static func bodyTooLarge(limit: Int, declared: Int? = nil) -> APIError {
+        APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes" + (declared.map { "; this one declares \($0)" } ?? ""))
+    }
     static let tooBusy = {
         var error = APIError(.tooManyRequests, "too_busy", "the encoder queue is full; retry shortly")
         error.retryAfter = 1

@@ -31,11 +31,9 @@ public func buildApplication(
         groups[route.access]!.on(RouterPath(route.path), method: route.method, use: route.handler)
     }
 
-    let seconds = configuration.idleTimeout.components
-    let idle = TimeAmount.nanoseconds(seconds.seconds * 1_000_000_000 + seconds.attoseconds / 1_000_000_000)
     return Application(
         router: router,
-        server: .http1(configuration: .init(idleTimeout: idle)),
+        server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kith",
                              availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },

@@ -55,7 +55,7 @@ struct BodyLimitMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: KithRequestContext, next: (Request, KithRequestContext) async throws -> Response) async throws -> Response {
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             context.closeInput()
-            throw APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes; this one declares \(declared)")
+            throw APIError.bodyTooLarge(limit: limit, declared: declared)
         }
         var context = context
         context.maxUploadSize = limit

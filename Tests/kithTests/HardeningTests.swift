@@ -536,24 +536,11 @@ struct HardeningTests {
         let server = try LiveServer(extra: ["--max-results-in-flight", "1"])
         try await server.vectorIndex("busy", labels: Array(repeating: nil, count: 2000))
         // A raw socket: the whole request, then hang up before the answer.
-        let port = UInt16(server.base.port!)
         var rng = SplitMix64(seed: 9)
         let body = Data(#"{"k": 10, "vectors": ["#.utf8) + Data((0..<1024).map { _ in "[" + rng.vector(512).map { "\($0)" }.joined(separator: ",") + "]" }.joined(separator: ",").utf8) + Data("]}".utf8)
         let head = "POST /v1/indexes/busy/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        try #require(connected == 0)
-        let request = Data(head.utf8) + body
-        var sent = 0
-        while sent < request.count {
-            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-            try #require(n > 0)
-            sent += n
-        }
+        let fd = try server.connect()
+        try server.send(fd, Data(head.utf8) + body)
         close(fd)
         var metrics = ""
         for _ in 0..<600 {
@@ -669,17 +656,10 @@ struct HardeningTests {
         let server = try LiveServer()
         try await server.vectorIndex("eval", labels: (0..<600).map { "c\($0 % 20)" })
         // A raw socket: read the first progress line, then hang up.
-        let port = UInt16(server.base.port!)
         let body = #"{"way": 20, "shot": 10, "queries": 20, "episodes": 10000}"#
         let request = "POST /v1/indexes/eval/eval/fewshot HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        try #require(connected == 0)
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        let fd = try server.connect()
+        try server.send(fd, Data(request.utf8))
         var received = Data()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !String(decoding: received, as: UTF8.self).contains("\"done\"") {
