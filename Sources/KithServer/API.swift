@@ -44,10 +44,19 @@ enum API {
         }
         let (data, decoder) = (try await body(request, context), context.requestDecoder)
         do {
-            return try await offload { try StrictJSON.decode(T.self, from: data, using: decoder) }
+            return try await decoding(data) { try StrictJSON.decode(T.self, from: data, using: decoder) }
         } catch let unknown as UnknownFields {
             throw APIError.badRequest("unknown_field", unknown.message)
         }
+    }
+
+    /// Bodies from this size on are decoded through `offload`; smaller ones in place, where the
+    /// hand-off would cost more than the decoding (a one-query classify is a fraction of a ms).
+    static let offloadBytes = 64 << 10
+
+    /// `decode` of `body`, off the cooperative threads when the body is large (Concurrency.swift).
+    static func decoding<T: Sendable>(_ body: Data, _ decode: @escaping @Sendable () throws -> T) async throws -> T {
+        body.count >= offloadBytes ? try await offload(decode) : try decode()
     }
 
     /// Whether the body is of this media type.
@@ -58,7 +67,7 @@ enum API {
     /// A .npy body as a matrix (400 if it is not one).
     static func npy(_ request: Request, _ context: KithRequestContext) async throws -> Matrix {
         let data = try await body(request, context)
-        do { return try await offload { try NPY.decode(data) } } catch let error as NPY.FormatError {
+        do { return try await decoding(data) { try NPY.decode(data) } } catch let error as NPY.FormatError {
             throw APIError.badRequest("malformed_npy", error.description)
         }
     }

@@ -55,7 +55,8 @@ struct QueryController {
 
     /// Search and classify options from form fields or the query string.
     func options(_ request: Request, _ uploads: Uploads?) throws -> QueryRequest {
-        func value(_ key: String) -> String? { uploads?.fields[key] ?? request.query.get(key) }
+        let query = request.query  // parsed once
+        func value(_ key: String) -> String? { uploads?.fields[key] ?? query.get(key) }
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
         return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
                             coarseLabel: value("coarse_label"), angular: value("angular") == "true",
@@ -90,8 +91,8 @@ struct QueryController {
         let spec = try HeadSpec(parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
         let top = options.top ?? 5
         try engine.limits.check(queryCount: queries.count)
-        // Resolved once: every part is answered in the same space.
-        let space = try await engine.answeringSpace(options.space ?? .automatic)
+        // Resolved once when there are several parts, so that every part is answered in the same space.
+        let space = queries.count > Self.part ? try await engine.answeringSpace(options.space ?? .automatic) : options.space ?? .automatic
         return try await service.admission.run(cost: queries.count * max(1, top)) {
             var answer: Classification?
             let predictions = try await inParts(queries, context) { part in
@@ -109,12 +110,13 @@ struct QueryController {
     /// client that went away stops the work soon.
     static let part = 128
 
-    /// `answer` of `queries` in parts, checking between parts that the client is still there.
+    /// `answer` of `queries` in parts, checking between parts that the client is still there (a
+    /// request of one part never asks: the check is a hop to the connection's event loop).
     func inParts<T>(_ queries: [Query], _ context: KithRequestContext, _ answer: ([Query]) async throws -> [T]) async throws -> [T] {
         var answers: [T] = []
         answers.reserveCapacity(queries.count)
         for start in stride(from: 0, to: queries.count, by: Self.part) {
-            guard await context.isConnected() else {
+            if start > 0, !(await context.isConnected()) {
                 service.metrics.queryStopped()
                 throw ClientGone()
             }

@@ -20,7 +20,7 @@ struct Uploads {
         let data = try await API.body(request, context)
         if type.hasPrefix("multipart/form-data") {
             let contentType = request.headers[.contentType]!
-            let parts = try await offload { try parseMultipart(data, contentType: contentType, maxParts: maxParts) }
+            let parts = try await API.decoding(data) { try parseMultipart(data, contentType: contentType, maxParts: maxParts) }
             (files, fields) = ([], [:])
             for part in parts {
                 if let filename = part.filename { files.append((part.data, filename.isEmpty ? part.name : filename, part.name)) }
