@@ -1377,9 +1377,9 @@ def spark(args) -> str:
     return "\n".join(lines)
 
 # The heads `auto` chooses among and the fixed heads it is measured against (tools/bench auto).
-AUTO_FIXED = ["logreg", "prototype", "copa", "knn", "logreg+whiten", "prototype+whiten", "copa+whiten", "prototype+whiten=1000",
-              "prototype+whiten=30", "logreg+balanced", "logreg+adjust", "prototype+adjust", "copa+adjust",
-              "prototype+whiten+adjust", "logreg+whiten+adjust"]
+AUTO_FIXED = [f"{head}{'+whiten' + alpha if alpha is not None else ''}{adjust}"
+              for head, adjust in (("copa", ""), ("logreg", ""), ("prototype", ""), ("copa", "+adjust"), ("logreg", "+adjust"))
+              for alpha in (None, "=1000", "=10", "")] + ["knn", "knn+adjust", "prototype+adjust", "logreg+balanced", "prototype+whiten=30"]
 
 
 def auto(args) -> str:
@@ -1393,6 +1393,7 @@ def auto(args) -> str:
     with open(coarse, "w") as f:  # the script: the class name up to its first '-'
         f.write("\n".join(label.split("-")[0] for label in labels) + "\n")
     evaluations = [("glyphs, 1-shot", gnpy, glabels, 1, []), ("glyphs, 5-shot", gnpy, glabels, 5, []),
+                   ("glyphs within script, 1-shot", gnpy, glabels, 1, ["--coarse-labels", coarse, "--within-coarse"]),
                    ("glyphs within script, 5-shot", gnpy, glabels, 5, ["--coarse-labels", coarse, "--within-coarse"]),
                    ("Fashion-MNIST, 1-shot", fnpy, flabels, 1, []), ("Fashion-MNIST, 5-shot", fnpy, flabels, 5, []),
                    ("glyphs long tail 20…1", gnpy, glabels, 20, ["--long-tail", "--queries", "10"]),
@@ -1400,10 +1401,13 @@ def auto(args) -> str:
     lines = [f"Measured by `tools/bench auto` on {time.strftime('%Y-%m-%d')}: `kith eval fewshot --head auto` beside every "
              "fixed head it chooses among, on the same 600 episodes (5-way, 15 queries per class unless said, seed 0) of the "
              "glyph set (231 classes) and 3,000 Fashion-MNIST test images (10 classes), EfficientNet-Lite0. `auto` chooses "
-             "inside each episode from that episode's support set alone (stratified folds, docs/heads.md); whitening "
-             "statistics from every image of the data set, labels unused, for `auto` and the fixed heads alike. Accuracy "
-             "in % ± 95% CI (long tails: balanced accuracy). *Best fixed*: the best of the fixed heads on these episodes, "
-             "chosen after the fact on the queries; *chosen*: the heads `auto` took, in how many episodes.", "",
+             "inside each episode from that episode's support set alone (the shrinkage by class separation, the head by "
+             "stratified folds, docs/heads.md); whitening statistics from every image of the data set, labels unused, for "
+             "`auto` and the fixed heads alike. The fixed heads: copa, logreg and prototype with no whitening and at every "
+             "shrinkage `auto` tries (1000, 10, 3), copa and logreg with `+adjust` likewise, and knn, knn+adjust, "
+             "prototype+adjust, logreg+balanced, prototype+whiten=30. Accuracy in % ± 95% CI (long tails: balanced "
+             "accuracy). *Best fixed*: the best of the fixed heads on these episodes, chosen after the fact on the queries; "
+             "*chosen*: the heads `auto` took, in how many episodes.", "",
              "| evaluation | `auto` | `logreg` | best fixed | auto − best | auto − logreg | chosen |", "|---|---|---|---|---|---|---|"]
     for name, npy, label_file, shot, extra in evaluations:
         result = kith_eval(npy, label_file, os.path.join(tmp, f"auto-{len(lines)}.json"), shot, ["auto"] + AUTO_FIXED, *extra)

@@ -31,9 +31,19 @@ public struct SpaceComparison: Sendable, Codable, Equatable {
     public var measured: Date
     /// Why nothing could be measured (no labels and no images to make views of), else nil.
     public var unmeasured: String?
+    /// The index's support generation (its labelled items) when it was measured; nil in a
+    /// comparison stored before Kith recorded it.
+    public var supportGeneration: UInt64?
 
-    public init(index: String, measures: [Measure], measured: Date = Date(), unmeasured: String? = nil) {
+    public init(index: String, measures: [Measure], measured: Date = Date(), unmeasured: String? = nil, supportGeneration: UInt64? = nil) {
         (self.index, self.measures, self.measured, self.unmeasured) = (index, measures, measured, unmeasured)
+        self.supportGeneration = supportGeneration
+    }
+
+    /// The labelled items have changed since it was measured (its few-shot figures, and so the
+    /// default space, may no longer hold); false when that is not known.
+    public func isStale(supportGeneration current: UInt64) -> Bool {
+        supportGeneration.map { $0 != current } ?? false
     }
 
     /// The adapted space wins: it is worse on no measure and better on at least one (the rule of

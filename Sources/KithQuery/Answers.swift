@@ -140,7 +140,9 @@ public struct IndexInfo: Encodable, Sendable {
         metadata = index.metadata
         stats = try index.stats()
         ann = try index.annStatus()
-        do { adapted = try AdaptedHead.summary(of: index).map(AdaptedInfo.init) } catch let error as IndexError { throw error } catch {
+        let support = try index.generations().support
+        do { adapted = try AdaptedHead.summary(of: index).map { AdaptedInfo($0, index: index.name, supportGeneration: support) } }
+        catch let error as IndexError { throw error } catch {
             throw IndexError.inconsistent("the adapted head of '\(index.name)' cannot be read: \(error)")
         }
     }
@@ -148,8 +150,8 @@ public struct IndexInfo: Encodable, Sendable {
 
 /// An adapted head as listings show it: `{"dimension", "trained", "final_loss", "epochs",
 /// "default_space", "comparison": {"index", "measured", "measures": [{"name", "detail",
-/// "backbone", "adapted", "trials", "interval"}], "unmeasured", "summary"}}`; `default_space` is
-/// the space queries use when they name none.
+/// "backbone", "adapted", "trials", "interval"}], "unmeasured", "summary"}, "stale"}`; `default_space`
+/// is the space queries use when they name none.
 public struct AdaptedInfo: Encodable, Sendable {
     public var dimension: Int
     public var trained: Date
@@ -157,6 +159,9 @@ public struct AdaptedInfo: Encodable, Sendable {
     public var epochs: Int
     public var defaultSpace: QuerySpace
     public var comparison: Comparison?
+    /// Why the comparison may no longer hold (the labelled items changed after it was
+    /// measured), and how to measure again; nil when it holds.
+    public var stale: String?
 
     public struct Comparison: Encodable, Sendable {
         public var index: String
@@ -166,11 +171,17 @@ public struct AdaptedInfo: Encodable, Sendable {
         public var summary: String
     }
 
-    public init(_ summary: AdaptedHead.Summary) {
+    /// The head stored in index `index`, whose labelled items are now at `supportGeneration`.
+    public init(_ summary: AdaptedHead.Summary, index: String, supportGeneration: UInt64) {
         (dimension, trained, finalLoss, epochs) = (summary.dimension, summary.trained, summary.finalLoss, summary.configuration.epochs)
         defaultSpace = summary.isDefault ? .adapted : .backbone
         comparison = summary.comparison.map {
             Comparison(index: $0.index, measured: $0.measured, measures: $0.measures, unmeasured: $0.unmeasured, summary: $0.summary)
+        }
+        stale = nil
+        if summary.comparison?.isStale(supportGeneration: supportGeneration) == true {
+            stale = "the labelled items changed after this was measured; measure again: kith adapt \(index) --measure, "
+                + "or POST /v1/indexes/\(index)/adapted/measure"
         }
     }
 
@@ -178,6 +189,7 @@ public struct AdaptedInfo: Encodable, Sendable {
     public var line: String {
         "\(dimension)-d head, \(epochs) epochs, trained \(ISO8601DateFormatter().string(from: trained)); "
             + (comparison?.summary ?? "not measured (stored by an older Kith): queries use the backbone space unless they ask for the adapted one")
+            + (stale.map { " (stale: \($0))" } ?? "")
     }
 }
 
@@ -224,10 +236,21 @@ public struct SpacedAnswer<Answer: Encodable>: Encodable {
 }
 
 extension HeadChoice: Encodable {
-    enum CodingKeys: String, CodingKey { case head, accuracy, baseline, heldOut, fallback, candidates }
+    enum CodingKeys: String, CodingKey { case head, accuracy, baseline, heldOut, fallback, candidates, shrinkages }
     struct Measured: Encodable { var head: String; var accuracy: Double; var rankScore: Double }
+    struct Separated: Encodable {
+        var whitening: Float?
+        var separation: Double
+        enum CodingKeys: String, CodingKey { case whitening, separation }
+        func encode(to encoder: any Encoder) throws {  // whitening null for none, not left out
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(whitening, forKey: .whitening)
+            try c.encode(separation, forKey: .separation)
+        }
+    }
 
-    /// `{"head", "accuracy", "baseline", "held_out", "fallback", "candidates": [{"head", "accuracy", "rank_score"}]}`;
+    /// `{"head", "accuracy", "baseline", "held_out", "fallback", "candidates": [{"head", "accuracy", "rank_score"}],
+    /// "shrinkages": [{"whitening", "separation"}]}`;
     /// accuracy and baseline are null (and fallback says why) when nothing could be validated.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -237,6 +260,7 @@ extension HeadChoice: Encodable {
         try c.encode(heldOut, forKey: .heldOut)
         try c.encode(fallback, forKey: .fallback)
         try c.encode(candidates.map { Measured(head: $0.head, accuracy: $0.accuracy, rankScore: $0.rankScore) }, forKey: .candidates)
+        try c.encode(shrinkages.map { Separated(whitening: $0.whitening, separation: $0.separation) }, forKey: .shrinkages)
     }
 }
 

@@ -10,8 +10,11 @@ public struct HeadSelectionConfiguration: Sendable {
     public var folds = 5
     /// Most held-out predictions in all; past it, fewer folds are run (at least 2).
     public var maxHeldOut = 200
-    /// The whitening shrinkages tried, none first (ties go to the earlier).
-    public var shrinkages: [Float?] = [nil, 1000, 30, 10, 3, 1]
+    /// The whitening shrinkages tried with a collection, the weakest first (ties go to the
+    /// earlier). α = 1000 is in effect centring on the collection's mean, which scored at least
+    /// as well as no whitening on every evaluation of BENCHMARKS.md; without a collection nothing
+    /// is whitened.
+    public var shrinkages: [Float] = [1000, 10, 3]
     /// The support set is imbalanced when its largest class has at least this many times as many
     /// examples as its smallest: then `+balanced` and `+adjust` are candidates too.
     public var imbalance = 2
@@ -47,17 +50,27 @@ public struct HeadChoice: Sendable, Equatable {
     public let fallback: String?
     /// Every candidate measured, in the order ties are broken (earlier wins).
     public let candidates: [Candidate]
+
+    /// How well one whitening shrinkage (nil: none) separates the support set's classes.
+    public struct Shrinkage: Sendable, Equatable {
+        public let whitening: Float?
+        /// The class-balanced pair AUC (`HeadSelection.separation`): 1 when every class's examples
+        /// are nearer each other than to any other class's, ½ at chance.
+        public let separation: Double
+    }
+
+    /// Every shrinkage tried, in the order ties are broken; the best fixes the whitening of the
+    /// candidates after the baseline.
+    public let shrinkages: [Shrinkage]
 }
 
-/// Chooses a head for a support set by measuring candidates on the support set itself: stratified
-/// folds that each hold out one example per class (classes with one example stay as
-/// distractors), every candidate fitted on the rest and scored by balanced accuracy on the
-/// held-out examples. First the whitening shrinkage is chosen with the prototype head by the rank
-/// of the true class among the held-out examples' scores (cheap, and whitening's gain depends on
-/// the collection, not on the head), then logreg and prototype (with `+balanced`/`+adjust` on
-/// imbalanced support sets) are compared without whitening and at that shrinkage, and CoPA at
-/// that shrinkage. The best accuracy wins; equal accuracies go to the higher rank score, then to the
-/// earlier candidate, plain `logreg` first.
+/// Chooses a head for a support set by measuring candidates on the support set itself
+/// (docs/heads.md, "Choosing a head"). The whitening shrinkage is the one whose space separates the
+/// support set's classes best (a class-balanced pair AUC over all its examples); the heads are then
+/// compared at that shrinkage by stratified folds that each hold out one example per class
+/// (classes with one example stay as distractors), scored by balanced accuracy on the held-out
+/// examples. The best accuracy wins; equal accuracies go to the higher rank score, then to the
+/// earlier candidate, CoPA first.
 public enum HeadSelection {
     /// The choice for `support`; `statistics` (the collection's) makes whitening a candidate.
     public static func choose(_ support: SupportSet, statistics: CollectionStatistics?,
@@ -68,57 +81,49 @@ public enum HeadSelection {
             let why = support.classes.count < 2
                 ? "one class: nothing to tell apart"
                 : "\(validatable) of \(support.classes.count) classes have 2 or more examples; validating needs at least 2 such classes (one example each stays to fit on)"
-            return HeadChoice(head: HeadSpec(.logreg), accuracy: nil, baseline: nil, heldOut: 0, fallback: why, candidates: [])
+            return HeadChoice(head: fallback(statistics, configuration), accuracy: nil, baseline: nil, heldOut: 0, fallback: why,
+                              candidates: [], shrinkages: [])
         }
-        let episodes = Self.episodes(counts: counts, targets: support.targets, configuration)
-        let heldOut = episodes.reduce(0) { $0 + $1.heldOut.count }
+        let layout = Self.layout(counts: counts, targets: support.targets, configuration)
+        let episodes = Self.episodes(layout, counts: counts, configuration)
         // Each space the candidates are fitted in: the support set as is, or whitened (rotated once).
-        let rotated = statistics?.rotate(support.vectors)
         var spaces: [Float?: Matrix] = [nil: support.vectors]
-        for case let alpha? in configuration.shrinkages {
-            if let rotated, let whitening = try? statistics?.whitening(shrinkage: alpha) { spaces[alpha] = whitening.scale(rotated) }
-        }
-        var measured: [String: HeadChoice.Candidate] = [:], order: [HeadSpec] = []
-        func measure(_ specs: [HeadSpec]) {
-            let fresh = specs.filter { measured[$0.description] == nil && spaces.keys.contains($0.whitening) }
-            let scores = validate(fresh, support, spaces, episodes, threads: configuration.threads)
-            for (spec, score) in zip(fresh, scores) {
-                measured[spec.description] = .init(head: spec.description, accuracy: score.accuracy, rankScore: score.rankScore)
-                order.append(spec)
+        if let statistics {
+            let rotated = statistics.rotate(support.vectors)
+            for alpha in configuration.shrinkages {
+                if let whitening = try? statistics.whitening(shrinkage: alpha) { spaces[alpha] = whitening.scale(rotated) }
             }
         }
-        /// The best by `score`, equal scores by `then`, and the earlier of equals.
-        func best(_ specs: [HeadSpec], by score: KeyPath<HeadChoice.Candidate, Double> = \.accuracy,
-                  then second: KeyPath<HeadChoice.Candidate, Double> = \.rankScore) -> HeadSpec {
-            func key(_ c: (offset: Int, element: HeadSpec)) -> (Double, Double, Int) {
-                let m = measured[c.element.description]!
-                return (m[keyPath: score], m[keyPath: second], -c.offset)
-            }
-            return specs.filter { measured[$0.description] != nil }.enumerated().max { key($0) < key($1) }!.element
-        }
-        let baseline = HeadSpec(.logreg)
-        measure([baseline])
-        // The shrinkage, by the prototype head's rank score (the true class's rank says more than a
-        // few held-out hits and misses, and needs no calibration).
-        let prototypes = configuration.shrinkages.map { alpha in with(HeadSpec(.prototype)) { $0.whitening = alpha } }
-        measure(prototypes)
-        let alpha = best(prototypes, by: \.rankScore).whitening
-        // The heads, plain and at that shrinkage.
+        // The shrinkage: the space that separates the classes best, the earlier of equals.
+        let tried: [Float?] = spaces.count > 1 ? configuration.shrinkages.filter { spaces[$0] != nil } : [nil]
+        let separations = tried.map { HeadChoice.Shrinkage(whitening: $0, separation: separation(spaces[$0]!, layout)) }
+        let alpha = separations.enumerated().max { ($0.element.separation, -$0.offset) < ($1.element.separation, -$1.offset) }!.element.whitening
+        // The heads at that shrinkage. On an imbalanced support set the discriminative heads are
+        // fitted for balanced accuracy by the logit adjustment (the prototype head has no class
+        // prior to correct).
         let imbalanced = counts.max()! >= configuration.imbalance * counts.min()!
-        var heads = [HeadSpec(.logreg), HeadSpec(.prototype)]
-        if imbalanced {
-            heads += [with(HeadSpec(.logreg)) { $0.classBalanced = true }, with(HeadSpec(.logreg)) { $0.logitAdjustment = 1 },
-                      with(HeadSpec(.prototype)) { $0.logitAdjustment = 1 }]
-        }
-        // CoPA (ten times the cost of the others) at the chosen shrinkage only.
-        let copa = imbalanced ? [HeadSpec(.copa), with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }] : [HeadSpec(.copa)]
-        let plain = heads + (alpha == nil ? copa : [])
-        let whitened = alpha == nil ? [] : (heads + copa).map { h in with(h) { $0.whitening = alpha } }
-        measure(plain + whitened)
-        // The prototypes at the other shrinkages only chose α*: the rest competes.
-        let all = order, chosen = best([baseline] + plain + whitened)
-        return HeadChoice(head: chosen, accuracy: measured[chosen.description]!.accuracy, baseline: measured[baseline.description]!.accuracy,
-                          heldOut: heldOut, fallback: nil, candidates: all.map { measured[$0.description]! })
+        let heads: [HeadSpec] = imbalanced
+            ? [with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }, HeadSpec(.prototype), with(HeadSpec(.logreg)) { $0.logitAdjustment = 1 }]
+            : [HeadSpec(.copa), HeadSpec(.logreg), HeadSpec(.prototype)]
+        let candidates = heads.map { h in with(h) { $0.whitening = alpha } }
+        let baseline = HeadSpec(.logreg)
+        let measuredSpecs = candidates.contains(baseline) ? candidates : candidates + [baseline]
+        let scores = validate(measuredSpecs, support, spaces, episodes, threads: configuration.threads)
+        let measured = zip(measuredSpecs, scores).map { HeadChoice.Candidate(head: $0.description, accuracy: $1.accuracy, rankScore: $1.rankScore) }
+        let best = candidates.indices.max { i, j in
+            (measured[i].accuracy, measured[i].rankScore, -i) < (measured[j].accuracy, measured[j].rankScore, -j)
+        }!
+        return HeadChoice(head: candidates[best], accuracy: measured[best].accuracy,
+                          baseline: measured[measuredSpecs.firstIndex(of: baseline)!].accuracy,
+                          heldOut: episodes.reduce(0) { $0 + $1.heldOut.count }, fallback: nil, candidates: measured, shrinkages: separations)
+    }
+
+    /// The head taken when nothing can be validated: the prototype head on the collection-centred
+    /// space (whitening at the largest shrinkage tried), which scored 1.6 to 2.0 points above
+    /// `logreg` at 1 shot on every evaluation of BENCHMARKS.md; `logreg` without a collection.
+    static func fallback(_ statistics: CollectionStatistics?, _ configuration: HeadSelectionConfiguration) -> HeadSpec {
+        guard statistics != nil, let centring = configuration.shrinkages.max() else { return HeadSpec(.logreg) }
+        return with(HeadSpec(.prototype)) { $0.whitening = centring }
     }
 
     /// One validation episode: support rows to fit on and rows held out, of `classes` only.
@@ -128,33 +133,93 @@ public enum HeadSelection {
         let heldOut: [Int]
     }
 
-    /// The folds: classes in groups of at most `maxWays` (in a seeded order), each class's
-    /// examples in a seeded order; fold f of a group holds out the f-th example of each class
-    /// with more than f examples and at least two, so every class keeps the rest to fit on
-    /// (its real shots less one) and classes of one example stay as distractors.
-    static func episodes(counts: [Int], targets: [Int], _ configuration: HeadSelectionConfiguration) -> [ValidationEpisode] {
+    /// The support set's rows by class, each class's in a seeded order, and its classes in groups of
+    /// at most `maxWays` (in a seeded order): validation and separation work within a group.
+    struct Layout {
+        let rows: [[Int]]
+        let groups: [[Int]]
+    }
+
+    static func layout(counts: [Int], targets: [Int], _ configuration: HeadSelectionConfiguration) -> Layout {
         var rng = SplitMix64(seed: 0x4b69_7468)
         var rows = [[Int]](repeating: [], count: counts.count)
         for (i, t) in targets.enumerated() { rows[t].append(i) }
         rows = rows.map { rng.sample($0, $0.count) }
         let classes = rng.sample(Array(counts.indices), counts.count)
         let groups = (counts.count + configuration.maxWays - 1) / configuration.maxWays
+        return Layout(rows: rows, groups: (0..<groups).map { g in
+            Array(classes[(counts.count * g / groups)..<(counts.count * (g + 1) / groups)]).sorted()
+        })
+    }
+
+    /// The folds: fold f of a group holds out the f-th example of each class with more than f
+    /// examples and at least two, so every class keeps the rest to fit on (its real shots less
+    /// one) and classes of one example stay as distractors.
+    static func episodes(_ layout: Layout, counts: [Int], _ configuration: HeadSelectionConfiguration) -> [ValidationEpisode] {
         let validatable = counts.filter { $0 >= 2 }.count
         let folds = max(2, min(configuration.folds, counts.max()!, configuration.maxHeldOut / max(validatable, 1)))
         var episodes: [ValidationEpisode] = []
-        for g in 0..<groups {
-            let group = Array(classes[(counts.count * g / groups)..<(counts.count * (g + 1) / groups)]).sorted()
+        for group in layout.groups {
             for f in 0..<folds {
                 var fit: [Int] = [], out: [Int] = []
                 for c in group {
-                    for (p, row) in rows[c].enumerated() {
-                        if rows[c].count >= 2, p == f { out.append(row) } else { fit.append(row) }
+                    for (p, row) in layout.rows[c].enumerated() {
+                        if layout.rows[c].count >= 2, p == f { out.append(row) } else { fit.append(row) }
                     }
                 }
                 if !out.isEmpty { episodes.append(ValidationEpisode(classes: group, fit: fit, heldOut: out)) }
             }
         }
         return episodes
+    }
+
+    /// How well a space separates the support set's classes: for each class of at least two
+    /// examples, the probability that two of its examples are more similar (cosine) than one of
+    /// them and an example of another class of its group (ties count half; a pair AUC), averaged
+    /// over those classes so that a frequent class does not decide it. Each class contributes at
+    /// most `separationRows` examples (the first of its seeded order).
+    static func separation(_ vectors: Matrix, _ layout: Layout) -> Double {
+        var sum = 0.0, classes = 0
+        for group in layout.groups {
+            let members = group.map { Array(layout.rows[$0].prefix(separationRows)) }
+            let rows = members.flatMap { $0 }
+            let block = vectors.gathering(rows: rows)
+            let gram = block.multiplyTransposed(block), n = rows.count
+            var start = 0
+            for m in members {
+                defer { start += m.count }
+                guard m.count >= 2 else { continue }
+                let mine = start..<(start + m.count)
+                var positives: [Float] = [], negatives: [Float] = []
+                for i in mine {
+                    for j in rows.indices where j != i {
+                        if mine.contains(j) { if j > i { positives.append(gram.values[i * n + j]) } } else { negatives.append(gram.values[i * n + j]) }
+                    }
+                }
+                guard !negatives.isEmpty else { continue }
+                sum += pairAUC(positives, negatives)
+                classes += 1
+            }
+        }
+        return classes == 0 ? 0 : sum / Double(classes)
+    }
+
+    /// Examples per class that `separation` compares.
+    static let separationRows = 10
+
+    /// P(positive > negative) + ½ P(equal), by one sort.
+    static func pairAUC(_ positives: [Float], _ negatives: [Float]) -> Double {
+        let all = (positives.map { ($0, true) } + negatives.map { ($0, false) }).sorted { $0.0 < $1.0 }
+        var rankSum = 0.0, i = 0
+        while i < all.count {
+            var j = i
+            while j < all.count, all[j].0 == all[i].0 { j += 1 }
+            let midRank = Double(i + j + 1) / 2  // ranks i+1 … j share their mean
+            for k in i..<j where all[k].1 { rankSum += midRank }
+            i = j
+        }
+        let p = Double(positives.count), n = Double(negatives.count)
+        return (rankSum - p * (p + 1) / 2) / (p * n)
     }
 
     /// Each spec's balanced accuracy and rank score over the episodes' held-out rows (every spec

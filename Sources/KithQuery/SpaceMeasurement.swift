@@ -54,6 +54,7 @@ public enum SpaceMeasurement {
     /// read and embedded once.
     public static func prepare(_ index: Index, views recipe: String, encoder: Encoder?, configuration: SpaceMeasurementConfiguration = .init(),
                                shouldContinue: () -> Bool = { true }) throws -> Prepared {
+        let supportGeneration = try index.generations().support  // read first: a change while measuring makes it stale
         let snapshot = try index.loadVectors()
         var missing: [String] = []
         var views: (views: Matrix, rows: [Int])?
@@ -63,7 +64,8 @@ public enum SpaceMeasurement {
         } else {
             missing.append("no images to make views of")
         }
-        return Prepared(index: index.name, recipe: recipe, snapshot: snapshot, views: views, missing: missing, configuration: configuration)
+        return Prepared(index: index.name, recipe: recipe, snapshot: snapshot, views: views, missing: missing, configuration: configuration,
+                        supportGeneration: supportGeneration)
     }
 
     /// An index made ready to measure heads on (`prepare`).
@@ -74,6 +76,7 @@ public enum SpaceMeasurement {
         let views: (views: Matrix, rows: [Int])?
         let missing: [String]
         let configuration: SpaceMeasurementConfiguration
+        let supportGeneration: UInt64
 
         /// `head` against the backbone on every measure prepared.
         public func compare(_ head: AdaptedHead, shouldContinue: () -> Bool = { true }) throws -> SpaceComparison {
@@ -83,7 +86,8 @@ public enum SpaceMeasurement {
             let shotMeasures = try SpaceMeasurement.fewShot(snapshot, head, configuration: configuration, shouldContinue: shouldContinue)
             if shotMeasures.isEmpty { missing.append("too few labelled items for few-shot episodes") }
             measures += shotMeasures
-            return SpaceComparison(index: index, measures: measures, unmeasured: measures.isEmpty ? missing.joined(separator: ", ") : nil)
+            return SpaceComparison(index: index, measures: measures, unmeasured: measures.isEmpty ? missing.joined(separator: ", ") : nil,
+                                   supportGeneration: supportGeneration)
         }
     }
 

@@ -18,7 +18,24 @@ struct AdaptationController {
             .json(.post, "v1/indexes/:index/adaptations", .write, status: .accepted, start),
             .json(.get, "v1/indexes/:index/adaptations/:job", .read, job),
             .json(.delete, "v1/indexes/:index/adaptations/:job", .write, cancel),
+            .json(.post, "v1/indexes/:index/adapted/measure", .write, measure),
         ]
+    }
+
+    /// Measures the stored adapted head against the backbone again on the index's data as it is
+    /// now (`kith adapt NAME --measure`), stores the comparison, and answers the head as the index
+    /// describes it: the default space follows the new comparison.
+    @Sendable func measure(_ request: Request, context: KithRequestContext) async throws -> AdaptedInfo {
+        let index = try await service.index(try context.indexName())
+        guard try await offload({ try index.adaptedHeadStamp() }) != nil else {
+            throw APIError(.badRequest, "no_adapted_head", "index '\(index.name)' has no adapted head to measure (POST /v1/indexes/\(index.name)/adaptations trains one)")
+        }
+        // Held-out views need the index's images and its backbone; without them the labels alone are measured.
+        let encoder = index.metadata.model == nil ? nil : try await service.batcher(model: try index.backbone()).encoder
+        return try await offload {
+            let head = try Adaptation.copyHead(from: index, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: encoder) }
+            return AdaptedInfo(head.summary, index: index.name, supportGeneration: try index.generations().support)
+        }
     }
 
     @Sendable func start(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
@@ -168,11 +185,12 @@ actor Adaptations {
                         job.withLock { $0.phase = "measuring" }
                         return try measure(head)
                     }, shouldContinue: { !cancelled.current })
+                    let support = try index.generations().support
                     job.withLock {
                         $0.state = .succeeded
                         $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
                                           epochs: summary.epochs, keptEpoch: summary.keptEpoch, measurements: summary.measurements, firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension,
-                                          adapted: summary.head.map { AdaptedInfo($0.summary) })
+                                          adapted: summary.head.map { AdaptedInfo($0.summary, index: index.name, supportGeneration: support) })
                     }
                 } catch is AdaptationCancelled {
                     job.withLock { $0.state = .cancelled }

@@ -242,6 +242,36 @@ struct SpaceMeasurementTests {
         #expect(comparison.measures[1].detail.contains("5-way 5-shot with 7 queries"))
     }
 
+    @Test("A comparison goes stale when the labelled items change, not when unlabelled items come; measuring again makes it hold")
+    func stale() throws {
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let index = try Self.labelled(tmp)
+        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 3), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        var configuration = SpaceMeasurementConfiguration()
+        configuration.episodes = 20
+        func measureAndStore() throws {
+            _ = try Adaptation.copyHead(from: index, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: nil, configuration: configuration) }
+        }
+        try head.store(in: index)
+        try measureAndStore()
+        func described() throws -> AdaptedInfo { try #require(try IndexInfo(index).adapted) }
+        #expect(try described().stale == nil)
+        #expect(try AdaptedHead.summary(of: index)?.comparison?.supportGeneration == index.generations().support)
+        var rng = SplitMix64(seed: 11)
+        try index.add([NewItem(vector: unit(rng.vector(8)), source: "unlabelled")])
+        #expect(try described().stale == nil, "an unlabelled item changes no few-shot figure")
+        try index.add([NewItem(vector: unit(rng.vector(8)), source: "more", label: "c0")])
+        let stale = try #require(try described().stale)
+        #expect(stale.contains("kith adapt \(index.name) --measure") && stale.contains("/v1/indexes/\(index.name)/adapted/measure"))
+        #expect(try described().line.contains("(stale: the labelled items changed"))
+        try measureAndStore()
+        #expect(try described().stale == nil)
+        // A comparison stored before Kith recorded the generation is never called stale.
+        let old = SpaceComparison(index: index.name, measures: [])
+        #expect(!old.isStale(supportGeneration: 99))
+    }
+
     @Test("Nothing to measure on (no labels, no images): the head is stored but not the default, and the reason is said")
     func unmeasured() throws {
         let tmp = TemporaryIndex()

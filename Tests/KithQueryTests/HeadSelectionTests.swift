@@ -73,7 +73,7 @@ struct HeadSelectionTests {
     func folds() {
         let counts = [20, 6, 3, 2, 1]
         let targets = counts.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }
-        let episodes = HeadSelection.episodes(counts: counts, targets: targets, .init())
+        let episodes = HeadSelection.episodes(HeadSelection.layout(counts: counts, targets: targets, .init()), counts: counts, .init())
         #expect(episodes.count == 5)
         var heldOut = [Int](repeating: 0, count: counts.count)
         for episode in episodes {
@@ -89,20 +89,57 @@ struct HeadSelectionTests {
         var small = HeadSelectionConfiguration()
         small.maxWays = 4
         let many = [Int](repeating: 3, count: 10)
-        let groups = HeadSelection.episodes(counts: many, targets: many.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }, small)
+        let layout = HeadSelection.layout(counts: many, targets: many.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }, small)
+        let groups = HeadSelection.episodes(layout, counts: many, small)
         #expect(groups.count == 3 * 3)
         #expect(groups.allSatisfy { $0.classes.count <= 4 && $0.classes.count >= 3 })
         #expect(Set(groups.flatMap(\.classes)).count == 10)
     }
 
-    @Test("One example per class cannot be validated: logreg, and the answer says why")
+    @Test("One example per class cannot be validated: the prototype head centred on the collection (logreg without one), and the answer says why")
     func fallback() throws {
         let (m, labels) = Collections.sharedNuisance()
         let support = try Collections.support(m, labels, perClass: 1)
         let choice = HeadSelection.choose(support, statistics: try CollectionStatistics(m))
-        #expect(choice.head == HeadSpec(.logreg) && choice.accuracy == nil && choice.baseline == nil && choice.candidates.isEmpty)
+        #expect(choice.head.description == "prototype+whiten=1000.0" && choice.accuracy == nil && choice.baseline == nil)
+        #expect(choice.candidates.isEmpty && choice.shrinkages.isEmpty)
         #expect(choice.fallback?.contains("0 of 12 classes have 2 or more examples") == true)
         #expect(choice.summary.contains("not validated"))
+        let alone = HeadSelection.choose(support, statistics: nil)
+        #expect(alone.head == HeadSpec(.logreg) && alone.fallback == choice.fallback)
+    }
+
+    @Test("Separation is the class-balanced pair AUC, recomputed here pair by pair", arguments: [false, true])
+    func separationByHand(longTail: Bool) throws {
+        let (m, labels) = longTail ? Collections.longTail() : Collections.sharedNuisance()
+        let support = try longTail ? SupportSet(vectors: m, labels: labels) : Collections.support(m, labels, perClass: 5)
+        var configuration = HeadSelectionConfiguration()
+        configuration.maxWays = 4
+        let layout = HeadSelection.layout(counts: support.classCounts, targets: support.targets, configuration)
+        var aucs: [Double] = []
+        for group in layout.groups {
+            let rows = group.flatMap { layout.rows[$0].prefix(HeadSelection.separationRows) }
+            for c in group where layout.rows[c].count >= 2 {
+                let mine = Array(layout.rows[c].prefix(HeadSelection.separationRows))
+                var wins = 0.0, pairs = 0.0
+                for (a, i) in mine.enumerated() {
+                    for j in mine[(a + 1)...] {
+                        let positive = cosine(support.vectors.row(i), support.vectors.row(j))
+                        for i2 in mine {
+                            for k in rows where support.targets[k] != c {
+                                let negative = cosine(support.vectors.row(i2), support.vectors.row(k))
+                                wins += positive > negative ? 1 : positive == negative ? 0.5 : 0
+                                pairs += 1
+                            }
+                        }
+                    }
+                }
+                aucs.append(wins / pairs)
+            }
+        }
+        let byHand = aucs.reduce(0, +) / Double(aucs.count)
+        #expect(abs(HeadSelection.separation(support.vectors, layout) - byHand) < 1e-3)
+        #expect(byHand > 0.5 && byHand <= 1)
     }
 
     @Test("Where a shared component dominates the cosine, auto whitens and gains on held-out examples")
@@ -113,19 +150,24 @@ struct HeadSelectionTests {
         let accuracy = try #require(choice.accuracy), baseline = try #require(choice.baseline)
         #expect(accuracy >= baseline + 0.2, "\(choice.candidates)")
         #expect(choice.heldOut == 12 * 5)
-        #expect(choice.candidates.first?.head == "logreg")
-        #expect(choice.candidates.contains { $0.head == "prototype+whiten=1000.0" } && choice.candidates.contains { $0.head.hasPrefix("copa+whiten") })
+        // The shrinkage is the best separated; every head is measured at it, and the baseline last.
+        #expect(choice.shrinkages.map(\.whitening) == [1000, 10, 3])
+        let separated = try #require(choice.shrinkages.max { $0.separation < $1.separation })
+        #expect(choice.head.whitening == separated.whitening && separated.separation > choice.shrinkages[0].separation)
+        let heads = [HeadSpec(.copa), HeadSpec(.logreg), HeadSpec(.prototype)].map { h in with(h) { $0.whitening = separated.whitening } }
+        #expect(choice.candidates.map(\.head) == heads.map(\.description) + ["logreg"])
         // Without the collection's statistics whitening is no candidate.
         let plain = HeadSelection.choose(try Collections.support(m, labels, perClass: 5), statistics: nil)
         #expect(plain.head.whitening == nil && !plain.candidates.contains { $0.head.contains("whiten") })
+        #expect(plain.shrinkages.count == 1 && plain.shrinkages[0].whitening == nil)
     }
 
-    @Test("Where every candidate ties, auto keeps plain logreg (ties go to the baseline)")
-    func tiesKeepTheBaseline() throws {
+    @Test("Where the candidates tie, auto takes the weakest of the best-separating shrinkages and the first head, CoPA")
+    func tiesGoToTheFirst() throws {
         let (m, labels) = Collections.fewDistinctClasses()
         let choice = HeadSelection.choose(try Collections.support(m, labels, perClass: 5), statistics: try CollectionStatistics(m))
-        #expect(choice.candidates.allSatisfy { $0.accuracy == 1 }, "\(choice.candidates)")
-        #expect(choice.head == HeadSpec(.logreg) && choice.accuracy == 1 && choice.baseline == 1)
+        #expect(choice.candidates.allSatisfy { $0.accuracy == 1 } && choice.shrinkages[0].separation == 1, "\(choice)")
+        #expect(choice.head.description == "copa+whiten=1000.0" && choice.accuracy == 1 && choice.baseline == 1)
     }
 
     @Test("On a long-tailed support set logreg leans to the frequent class; auto takes a balanced or adjusted head")
@@ -133,7 +175,7 @@ struct HeadSelectionTests {
         let (m, labels) = Collections.longTail()
         let support = try SupportSet(vectors: m, labels: labels)
         let choice = HeadSelection.choose(support, statistics: nil)
-        #expect(choice.candidates.contains { $0.head == "logreg+balanced" } && choice.candidates.contains { $0.head == "copa+adjust" })
+        #expect(choice.candidates.map(\.head) == ["copa+adjust", "prototype", "logreg+adjust", "logreg"])
         let accuracy = try #require(choice.accuracy), baseline = try #require(choice.baseline)
         #expect(choice.head != HeadSpec(.logreg) && accuracy > baseline, "\(choice.candidates)")
         // Balanced support sets get no such candidates.
@@ -146,7 +188,8 @@ struct HeadSelectionTests {
     func accuracyByHand() throws {
         let (m, labels) = Collections.longTail()
         let support = try SupportSet(vectors: m, labels: labels)
-        let episodes = HeadSelection.episodes(counts: support.classCounts, targets: support.targets, .init())
+        let layout = HeadSelection.layout(counts: support.classCounts, targets: support.targets, .init())
+        let episodes = HeadSelection.episodes(layout, counts: support.classCounts, .init())
         let ours = HeadSelection.validate([HeadSpec(.prototype)], support, [nil: support.vectors], episodes, threads: 2)[0].accuracy
         var correct = [Int](repeating: 0, count: 5), total = [Int](repeating: 0, count: 5)
         for episode in episodes {
@@ -164,17 +207,18 @@ struct HeadSelectionTests {
         #expect(abs(ours - byHand.reduce(0, +) / Double(byHand.count)) < 1e-12)
     }
 
-    @Test("auto in an episodic evaluation chooses inside each episode: at 1 shot it is logreg, episode for episode")
+    @Test("auto in an episodic evaluation chooses inside each episode: at 1 shot it is the fallback, episode for episode")
     func episodic() throws {
         let (m, labels) = Collections.sharedNuisance(perClass: 12)
         for shots in [1, 5] {
             let evaluation = try EpisodicEvaluation(vectors: m, labels: labels, configuration: .init(ways: 5, shots: shots, queries: 5, episodes: 20))
-            let results = try evaluation.run([HeadSpec(.auto), HeadSpec(.logreg)])
+            let fallback = try HeadSpec(parsing: "prototype+whiten=1000")
+            let results = try evaluation.run([HeadSpec(.auto), HeadSpec(.logreg), fallback])
             let chosen = try #require(results[0].chosen)
             #expect(chosen.values.reduce(0, +) == 20)
             if shots == 1 {
-                #expect(chosen == ["logreg (not validated)": 20])
-                #expect(results[0].accuracies == results[1].accuracies)
+                #expect(chosen == ["prototype+whiten=1000.0 (not validated)": 20])
+                #expect(results[0].accuracies == results[2].accuracies)
             } else {
                 #expect(results[0].mean > results[1].mean, "\(chosen)")
             }

@@ -269,8 +269,18 @@ struct ServerTests {
             let defaultSpace = try #require(measured?["default_space"] as? String)
             let info = try await client.execute(uri: "/v1/indexes/a", method: .get).json
             #expect((info["adapted"] as? [String: Any])?["default_space"] as? String == defaultSpace, "\(info)")
+            #expect((info["adapted"] as? [String: Any])?["stale"] == nil, "\(info)")
+            // A relabel makes the comparison stale; measuring again over HTTP makes it hold.
+            let relabel = try await client.execute(uri: "/v1/indexes/a/items/1", method: .patch, headers: jsonHeaders, body: jsonBody(["label": "relabelled"]))
+            #expect(relabel.status == .ok, "\(relabel.text)")
+            let staled = try await client.execute(uri: "/v1/indexes/a", method: .get).json["adapted"] as? [String: Any]
+            #expect((staled?["stale"] as? String)?.contains("/v1/indexes/a/adapted/measure") == true, "\(String(describing: staled))")
+            let remeasured = try await client.execute(uri: "/v1/indexes/a/adapted/measure", method: .post)
+            #expect(remeasured.status == .ok && remeasured.json["stale"] == nil && remeasured.json["default_space"] is String, "\(remeasured.text)")
+            #expect((remeasured.json["comparison"] as? [String: Any])?["index"] as? String == "a", "\(remeasured.text)")
+            #expect((try await client.execute(uri: "/v1/indexes/a", method: .get).json["adapted"] as? [String: Any])?["stale"] == nil)
             let plain = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [2], "k": 2]))
-            #expect(plain.status == .ok && plain.json["space"] as? String == defaultSpace, "\(plain.text)")
+            #expect(plain.status == .ok && plain.json["space"] as? String == (remeasured.json["default_space"] as? String), "\(plain.text)")
             let adapted = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["ids": [2], "k": 2, "space": "adapted"]))
             #expect(adapted.status == .ok && (adapted.json["results"] as? [[Any]])?.first?.count == 2 && adapted.json["space"] as? String == "adapted", "\(adapted.text)")
             let wrong = try await client.execute(uri: "/v1/indexes/a/search", method: .post, headers: jsonHeaders, body: jsonBody(["vectors": [axis(0)], "space": "adapted"]))
@@ -291,6 +301,8 @@ struct ServerTests {
             #expect(missing.status == .notFound && missing.errorCode == "job_not_found")
             _ = try await client.execute(uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "b", "model": "resnet18-random"]))
             #expect(try await client.execute(uri: "/v1/indexes/b/adaptations/\(longID)", method: .get).status == .notFound)
+            let noneToMeasure = try await client.execute(uri: "/v1/indexes/b/adapted/measure", method: .post)
+            #expect(noneToMeasure.status == .badRequest && noneToMeasure.errorCode == "no_adapted_head", "\(noneToMeasure.text)")
             // What a job needs is checked before it is accepted.
             let empty = try await client.execute(uri: "/v1/indexes/b/adaptations", method: .post, headers: jsonHeaders, body: jsonBody([:]))
             #expect(empty.status == .badRequest && empty.errorCode == "not_enough_data", "\(empty.text)")

@@ -62,8 +62,8 @@ struct QueryCLITests {
         let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/episodes.json"))) as! [String: Any]
         #expect((written["episodes"] as! [Any]).count == 10)
         #expect((written["results"] as! [[String: Any]]).map { $0["head"] as! String } == ["auto", "logreg", "prototype", "knn", "copa"])
-        // At 1 shot auto cannot validate: logreg in every episode, and the output says so.
-        #expect(eval.text.contains("auto: 100.00% ± 0.00") && eval.text.contains("chosen: logreg (not validated) 10"), "\(eval.text)")
+        // At 1 shot auto cannot validate: the centred prototype head in every episode, and the output says so.
+        #expect(eval.text.contains("auto: 100.00% ± 0.00") && eval.text.contains("chosen: prototype+whiten=1000.0 (not validated) 10"), "\(eval.text)")
         let named = try cli.kith(["eval", "fewshot", "q", "--way", "3", "--shot", "1", "--queries", "2", "--episodes", "10",
                                   "--head", "prototype+whiten", "--head", "logreg", "--head", "prototype+whiten=3"], indexes: indexes)
         #expect(named.status == 0 && named.text.contains("prototype+whiten: ") && named.text.contains("logreg: 100.00%"), "\(named.text)\(named.stderr)")

@@ -133,7 +133,8 @@ function adaptedNote(adapted) {
   const figures = c.measures.map((x) => x.name === "views"
     ? `views recall@1 ${x.backbone.toFixed(3)} → ${x.adapted.toFixed(3)}`
     : `${x.name} ${(100 * x.backbone).toFixed(1)}% → ${(100 * x.adapted).toFixed(1)}%`);
-  return ` · adapted head (backbone → adapted: ${figures.join(", ")}): queries use the ${adapted.default_space} space`;
+  const stale = adapted.stale ? ` (stale: ${adapted.stale})` : "";
+  return ` · adapted head (backbone → adapted: ${figures.join(", ")}): queries use the ${adapted.default_space} space${stale}`;
 }
 
 /// Which head and space answered, and for auto what it measured on the labelled items.
@@ -143,7 +144,7 @@ function answeredBy(body) {
   if (v && v.accuracy !== null) {
     note += ` auto chose it: ${(100 * v.accuracy).toFixed(1)}% on ${v.held_out} held-out labelled examples, logreg ${(100 * v.baseline).toFixed(1)}%.`;
   } else if (v) {
-    note += ` auto could not validate (${v.fallback}), so logreg.`;
+    note += ` auto could not validate (${v.fallback}), so ${v.head}.`;
   }
   return note;
 }

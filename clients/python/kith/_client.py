@@ -115,7 +115,8 @@ class Prediction:
     """A head's answer for one query: the label and the most probable classes, best first, with
     the head that answered (for ``auto``, the one it chose), the space (``backbone`` or
     ``adapted``) and, for ``auto``, what it measured to choose: ``validation`` as the API gives it
-    (``head``, ``accuracy``, ``baseline``, ``held_out``, ``fallback``, ``candidates``)."""
+    (``head``, ``accuracy``, ``baseline``, ``held_out``, ``fallback``, ``candidates``,
+    ``shrinkages``)."""
     label: str
     head: str
     top: List[Tuple[str, float]]
@@ -420,6 +421,14 @@ class _Operations:
     def cancel_adaptation(self, index: str, job: str) -> Op[Dict[str, Any]]:
         """Asks a job to stop before its next step (it stores no head)."""
         reply = yield _Call("DELETE", f"/v1/indexes/{index}/adaptations/{job}")
+        return reply.json()
+
+    def measure_adapted(self, index: str) -> Op[Dict[str, Any]]:
+        """Measures the index's adapted head against the backbone again on its data as it is now
+        (``kith adapt NAME --measure``), for instance after labelling more items, when the index
+        reports the comparison ``stale``; returns the head as the index describes it
+        (``default_space``, ``comparison``, ``stale``)."""
+        reply = yield _Call("POST", f"/v1/indexes/{index}/adapted/measure")
         return reply.json()
 
     # Evaluation.

@@ -92,7 +92,7 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     seen = []
     results = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total)))
     assert [r.head for r in results] == ["auto", "logreg", "prototype", "knn", "copa"]
-    assert results[0].chosen == {"logreg (not validated)": 20} and results[1].chosen is None
+    assert results[0].chosen == {"prototype+whiten=1000.0 (not validated)": 20} and results[1].chosen is None
     assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None and r.space == "backbone" for r in results)
     assert seen and seen[-1] == (20, 20)
     tail = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True)
@@ -165,6 +165,8 @@ def test_images(client: kith.Client, name: str) -> None:
         client.adapt(name, epochs=1, views=2, epoch=5)
     with pytest.raises(kith.JobNotFoundError):
         client.cancel_adaptation(name, "999")
+    with pytest.raises(kith.NoAdaptedHeadError):
+        client.measure_adapted(name)
     assert any(m["name"] == "resnet18-random" and m["dimension"] == 512 for m in client.models())
     with pytest.raises(kith.CorruptImageError):
         client.embed([(FIXTURES.parent / "bad" / "truncated.jpg").read_bytes()], model="resnet18-random")
