@@ -16,7 +16,7 @@ public struct HeadSelectionConfiguration: Sendable {
     /// is whitened.
     public var shrinkages: [Float] = [1000, 10, 3]
     /// The support set is imbalanced when its largest class has at least this many times as many
-    /// examples as its smallest: then `+balanced` and `+adjust` are candidates too.
+    /// examples as its smallest: then the discriminative candidates are fitted with `+adjust`.
     public var imbalance = 2
     /// Threads the folds are spread over.
     public var threads = 2
