@@ -610,6 +610,7 @@ class Client:
     adapt = _sync(_Operations.adapt)
     adaptation = _sync(_Operations.adaptation)
     cancel_adaptation = _sync(_Operations.cancel_adaptation)
+    measure_adapted = _sync(_Operations.measure_adapted)
 
 
 class AsyncClient:
@@ -686,3 +687,4 @@ class AsyncClient:
     adapt = _async(_Operations.adapt)
     adaptation = _async(_Operations.adaptation)
     cancel_adaptation = _async(_Operations.cancel_adaptation)
+    measure_adapted = _async(_Operations.measure_adapted)

@@ -62,7 +62,8 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     assert [p.label for p in chosen] == ["a", "b", "c"] and chosen[0].space == "backbone"
     validation = chosen[0].validation
     assert validation["head"] == chosen[0].head and validation["held_out"] > 0 and validation["fallback"] is None
-    assert validation["candidates"][0]["head"] == "logreg" and validation["accuracy"] >= validation["baseline"]
+    assert validation["candidates"][-1]["head"] == "logreg" and validation["accuracy"] is not None
+    assert [s["whitening"] for s in validation["shrinkages"]] == [1000, 10, 3]
 
     # Items.
     got = client.get_items(name, [1, 2, 999], vectors=True)
