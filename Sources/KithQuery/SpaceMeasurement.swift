@@ -37,6 +37,13 @@ public enum SpaceMeasurement {
             .compare(head, shouldContinue: shouldContinue)
     }
 
+    /// Copies the adapted head of `source` (by default `index` itself: measuring it again) into
+    /// `index` with its comparison measured on `index` as it is now; what `kith adapt --head-from`,
+    /// `--measure` and `POST /v1/indexes/{index}/adapted/measure` do.
+    public static func storeMeasured(headOf source: Index? = nil, in index: Index, encoder: Encoder?) throws -> AdaptedHead {
+        try Adaptation.copyHead(from: source ?? index, to: index) { try compare($0, on: index, encoder: encoder) }
+    }
+
     /// A measure of `compare` that prepares once and remembers: the heads of one training (measured
     /// after several epochs) share their recipe, so its held-out views are embedded only once.
     public static func measurer(on index: Index, encoder: Encoder?, configuration: SpaceMeasurementConfiguration = .init(),

@@ -33,7 +33,7 @@ struct AdaptationController {
         // Held-out views need the index's images and its backbone; without them the labels alone are measured.
         let encoder = index.metadata.model == nil ? nil : try await service.batcher(model: try index.backbone()).encoder
         return try await offload {
-            let head = try Adaptation.copyHead(from: index, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: encoder) }
+            let head = try SpaceMeasurement.storeMeasured(in: index, encoder: encoder)
             return AdaptedInfo(head.summary, index: index.name, supportGeneration: try index.generations().support)
         }
     }

@@ -75,11 +75,9 @@ struct Adapt: AsyncParsableCommand {
         if headFrom != nil || measure {
             // A head copied (or measured again) is measured on this index's data: views need its images.
             let encoder = index.metadata.model == nil ? nil : try reporting { try backbone.encoder(model: try index.backbone()) }
-            let source = try headFrom.map { name in try reporting { try location.open(name) } } ?? index
+            let source = try headFrom.map { name in try reporting { try location.open(name) } }
             printError("measuring the adapted head against the backbone on '\(name)'…")
-            let head = try await reporting {
-                try await offload { try Adaptation.copyHead(from: source, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: encoder) } }
-            }
+            let head = try await reporting { try await offload { try SpaceMeasurement.storeMeasured(headOf: source, in: index, encoder: encoder) } }
             print(headFrom.map { "copied the adapted head of '\($0)' to '\(name)'" } ?? "measured the adapted head of '\(name)' again")
             return print(head.comparison?.summary ?? "")
         }

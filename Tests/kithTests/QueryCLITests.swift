@@ -123,7 +123,12 @@ struct QueryCLITests {
         #expect(copied.status == 0 && copied.text.contains("copied the adapted head of 'q' to 'copy'"), "\(copied.stderr)")
         // Measured on the copy's own data: an empty index has none.
         #expect(copied.text.contains("not measured (fewer than 10 readable images, too few labelled items for few-shot episodes): queries use the backbone space"), "\(copied.text)")
+        // A relabel makes the comparison stale, as stats says; --measure makes it hold again.
+        #expect(try cli.kith(["index", "relabel", "q", "2", "--label", "blue"], indexes: indexes).status == 0)
+        let staleStats = try cli.kith(["index", "stats", "q"], indexes: indexes).text
+        #expect(staleStats.contains("(stale: the labelled items changed after this was measured; measure again: kith adapt q --measure"), "\(staleStats)")
         let remeasured = try cli.kith(["adapt", "q", "--measure"], indexes: indexes)
+        #expect(!(try cli.kith(["index", "stats", "q"], indexes: indexes).text.contains("stale")))
         #expect(remeasured.status == 0 && remeasured.text.contains("measured the adapted head of 'q' again\nbackbone → adapted on 'q'"), "\(remeasured.text)\(remeasured.stderr)")
         #expect(try cli.kith(["adapt", "copy", "--remove"], indexes: indexes).text.contains("removed the adapted head"))
         let noHead = try cli.kith(["search", "copy", dir + "/backbone.npy", "--space", "adapted"], indexes: indexes)
