@@ -40,8 +40,9 @@ public enum SpaceMeasurement {
     /// Copies the adapted head of `source` (by default `index` itself: measuring it again) into
     /// `index` with its comparison measured on `index` as it is now; what `kith adapt --head-from`,
     /// `--measure` and `POST /v1/indexes/{index}/adapted/measure` do.
-    public static func storeMeasured(headOf source: Index? = nil, in index: Index, encoder: Encoder?) throws -> AdaptedHead {
-        try Adaptation.copyHead(from: source ?? index, to: index) { try compare($0, on: index, encoder: encoder) }
+    public static func storeMeasured(headOf source: Index? = nil, in index: Index, encoder: Encoder?,
+                                     configuration: SpaceMeasurementConfiguration = .init()) throws -> AdaptedHead {
+        try Adaptation.copyHead(from: source ?? index, to: index) { try compare($0, on: index, encoder: encoder, configuration: configuration) }
     }
 
     /// A measure of `compare` that prepares once and remembers: the heads of one training (measured

@@ -250,9 +250,7 @@ struct SpaceMeasurementTests {
         let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 3), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
         var configuration = SpaceMeasurementConfiguration()
         configuration.episodes = 20
-        func measureAndStore() throws {
-            _ = try Adaptation.copyHead(from: index, to: index) { try SpaceMeasurement.compare($0, on: index, encoder: nil, configuration: configuration) }
-        }
+        func measureAndStore() throws { _ = try SpaceMeasurement.storeMeasured(in: index, encoder: nil, configuration: configuration) }
         try head.store(in: index)
         try measureAndStore()
         func described() throws -> AdaptedInfo { try #require(try IndexInfo(index).adapted) }

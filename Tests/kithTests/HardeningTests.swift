@@ -33,6 +33,19 @@ struct LiveServer {
         self.token = token
     }
 
+    /// The /metrics text once a line of it contains `line`, polled every 100 ms for at most a
+    /// minute (generous for a loaded machine; it returns as soon as the line is there); the last
+    /// text read otherwise, for the caller's expectation to show.
+    func metrics(until line: String) async throws -> String {
+        var metrics = ""
+        for _ in 0..<600 {
+            metrics = String(decoding: try await send("GET", "metrics").body, as: UTF8.self)
+            if metrics.contains(line) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return metrics
+    }
+
     /// Sends a request; returns the status and the raw body.
     @discardableResult
     func send(_ method: String, _ path: String, body: Data? = nil, type: String? = nil,
@@ -542,12 +555,7 @@ struct HardeningTests {
         let fd = try server.connect()
         try server.send(fd, Data(head.utf8) + body)
         close(fd)
-        var metrics = ""
-        for _ in 0..<600 {
-            metrics = String(decoding: try await server.send("GET", "metrics").body, as: UTF8.self)
-            if metrics.contains("kith_queries_stopped_total 1") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let metrics = try await server.metrics(until: "kith_queries_stopped_total 1")
         #expect(metrics.contains("kith_queries_stopped_total 1"), "\(metrics.split(separator: "\n").filter { $0.contains("queries") })")
         // One search at a time: concurrent ones are answered or refused with Retry-After, never lost.
         let query = Self.json(["vectors": Array(repeating: Self.one, count: 64), "k": 5])
@@ -668,14 +676,8 @@ struct HardeningTests {
             received += buffer[..<n]
         }
         close(fd)
-        // The evaluation notices within one head's fit (it would take minutes to finish); the
-        // bound is generous for a loaded machine, and the loop ends as soon as it has stopped.
-        var metrics = ""
-        for _ in 0..<600 {
-            metrics = String(decoding: try await server.send("GET", "metrics").body, as: UTF8.self)
-            if metrics.contains("kith_evaluations_running 0") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        // The evaluation notices within one head's fit (it would take minutes to finish).
+        let metrics = try await server.metrics(until: "kith_evaluations_running 0")
         #expect(metrics.contains("kith_evaluations_running 0") && metrics.contains("kith_evaluations_stopped_total 1"), "\(metrics.split(separator: "\n").filter { $0.contains("evaluations") })")
         try await server.expectHealthy()
         try server.stop()
