@@ -6,18 +6,24 @@ import Foundation
 // task) or inside an actor (which would serialise them). Async code hands them to `offload`;
 // parallel loops inside them use `parallelFor`; shared mutable state sits in a `Locked`.
 
-/// Runs blocking `work` on a Dispatch thread and waits for it without blocking a Swift
+/// The threads blocking work runs on. Not `DispatchQueue.global()`: on Linux, Swift runs
+/// default-priority tasks (every HTTP handler's) on that very root queue, with one thread per core,
+/// so work handed to it waits behind, and stalls, the tasks it was meant to spare. A utility-QoS
+/// queue has threads of its own (at nice 2, so that the tasks' short steps come first).
+private let blockingWork = DispatchQueue(label: "kith.blocking", qos: .utility, attributes: .concurrent)
+
+/// Runs blocking `work` on a thread of its own and waits for it without blocking a Swift
 /// concurrency thread.
 public func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { done in
-        DispatchQueue.global().async { done.resume(with: Result { try work() }) }
+        blockingWork.async { done.resume(with: Result { try work() }) }
     }
 }
 
 /// `offload` for work that cannot fail.
 public func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { done in
-        DispatchQueue.global().async { done.resume(returning: work()) }
+        blockingWork.async { done.resume(returning: work()) }
     }
 }
 

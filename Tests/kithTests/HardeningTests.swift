@@ -573,6 +573,49 @@ struct HardeningTests {
         try server.stop()
     }
 
+    @Test("Large bodies decode off the handlers' threads: /healthz answers while as many bodies as cores are decoding")
+    func largeBodiesDecodeOffThePool() async throws {
+        let server = try LiveServer()
+        try await server.vectorIndex("decode", labels: [nil])
+        // 3-d vectors for a 512-d index: the whole body is decoded, then refused with 400, so the
+        // server's work per request is the decoding alone.
+        let item = #"{"vector":[0.5,0.25,0.125],"source":"a name of some length"}"#
+        let body = Data((#"{"items":["# + Array(repeating: item, count: 120_000).joined(separator: ",") + "]}").utf8)
+        let pid = server.process.process.processIdentifier
+        let post: @Sendable () async throws -> (status: Int, body: Data) = {
+            try await server.send("POST", "v1/indexes/decode/vectors", body: body, type: "application/json")
+        }
+        // The server's CPU time for one body alone: the yardstick for the rest.
+        let before = try Self.cpuSeconds(pid)
+        #expect(try await post().status == 400)
+        let one = try Self.cpuSeconds(pid) - before
+        // As many bodies as Swift has threads for the handlers, all decoding at once.
+        let bodies = ProcessInfo.processInfo.activeProcessorCount
+        let start = try Self.cpuSeconds(pid)
+        let posts = (0..<bodies).map { _ in Task { try await post().status } }
+        // Once the server has spent half a body's worth of CPU on them, they are all received and
+        // decoding (receiving is a small part of a body's cost).
+        while try Self.cpuSeconds(pid) - start < one / 2 { try await Task.sleep(for: .milliseconds(20)) }
+        let asked = try Self.cpuSeconds(pid)
+        #expect(try await server.send("GET", "healthz").status == 200)
+        let answered = try Self.cpuSeconds(pid)
+        for post in posts { #expect(try await post.value == 400) }
+        let finished = try Self.cpuSeconds(pid)
+        // Decoded on the handlers' threads, the bodies hold every one of them: /healthz waits for a
+        // decoding to finish, most of the work left when it was asked. Off them, it answers at once.
+        #expect(answered - asked < 0.2 * (finished - asked),
+                "/healthz took \(answered - asked) s of the server's CPU out of \(finished - asked) s left; one body costs \(one) s")
+        try await server.expectHealthy()
+        try server.stop()
+    }
+
+    /// A process's CPU time so far (user and system), from /proc.
+    static func cpuSeconds(_ pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        let fields = stat[stat.range(of: ")", options: .backwards)!.upperBound...].split(separator: " ")
+        return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     @Test("An adaptation whose settings need more memory than the server allows is refused up front, naming the need and the budget; one within it is accepted")
     func adaptationMemoryBudget() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-budget-\(UUID())").path
