@@ -6,7 +6,7 @@ import KithTestSupport
 
 /// Seeded mutations of real image files: every input either decodes or fails with an
 /// `ImageError`; none crashes. The seeds make failures reproducible.
-@Suite("Fuzzing the image decoders")
+@Suite("Fuzzing the image decoders", .slowTier)
 struct DecoderFuzzTests {
     @Test("Mutated JPEG and PNG files decode or fail with an ImageError", arguments: [
         "images/coffee-256.png", "images/camera-grey.png", "images/horse-alpha.png", "images/chelsea.jpg", "images/rocket-exif6.jpg",

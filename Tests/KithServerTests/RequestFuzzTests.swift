@@ -9,7 +9,7 @@ import KithQuery
 
 /// Seeded generated inputs for the parsers a client can reach: every input either parses or
 /// fails with the parser's typed error (a 4xx); none crashes. The seeds make failures reproducible.
-@Suite("Fuzzing the request parsers")
+@Suite("Fuzzing the request parsers", .slowTier)
 struct RequestFuzzTests {
     @Test("Generated multipart bodies parse into bounded parts or fail with a 4xx")
     func multipartBodies() throws {

@@ -136,7 +136,7 @@ struct LiveServer {
     }
 }
 
-@Suite("Hardening: hostile requests against a real kith serve", .serialized)
+@Suite("Hardening: hostile requests against a real kith serve", .serialized, .slowTier)
 struct HardeningTests {
     /// One hostile request and the answer it must get.
     struct Case: CustomTestStringConvertible, Sendable {

@@ -71,7 +71,7 @@ struct IndexCLITests {
         #expect(gone.status != 0 && gone.stderr.contains("no index named 'photos'"))
     }
 
-    @Test("A SIGKILL during ingestion leaves a consistent index; the rerun completes without duplicates")
+    @Test("A SIGKILL during ingestion leaves a consistent index; the rerun completes without duplicates", .slowTier)
     func crashDuringIngestion() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-crash-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -102,7 +102,7 @@ struct IndexCLITests {
         #expect(try cli.kith(["index", "check", "crash"], indexes: indexes).status == 0)
     }
 
-    @Test("A SIGKILL during build-ann leaves a consistent index; the rerun finishes it; searches use it")
+    @Test("A SIGKILL during build-ann leaves a consistent index; the rerun finishes it; searches use it", .slowTier)
     func crashDuringBuildANN() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-ann-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

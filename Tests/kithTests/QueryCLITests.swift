@@ -142,7 +142,7 @@ struct QueryCLITests {
         #expect(tooMany.status != 0 && tooMany.stderr.contains("need 5 classes"))
     }
 
-    @Test("Ctrl-C stops kith adapt with a checkpoint; --resume finishes it")
+    @Test("Ctrl-C stops kith adapt with a checkpoint; --resume finishes it", .slowTier)
     func interruptAndResume() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-adapt-cli-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -5,7 +5,7 @@ import KithIndex
 
 /// A bounded schemathesis run (tools/api_fuzz.py, PyPI `schemathesis` in the set-up's `.venv`)
 /// against the committed OpenAPI document, on a real `kith serve`.
-@Suite("schemathesis against a live kith serve")
+@Suite("schemathesis against a live kith serve", .slowTier)
 struct SchemathesisTests {
     let server = ServerProcessTests()
 

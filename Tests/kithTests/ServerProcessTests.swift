@@ -39,7 +39,7 @@ struct ServerProcessTests {
         return ((response as! HTTPURLResponse).statusCode, (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:])
     }
 
-    @Test("Ingest, search, classify and queue over a socket; SIGKILL during an ingest loses nothing acknowledged; SIGTERM stops cleanly")
+    @Test("Ingest, search, classify and queue over a socket; SIGKILL during an ingest loses nothing acknowledged; SIGTERM stops cleanly", .slowTier)
     func killDuringIngest() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-serve-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
