@@ -47,3 +47,9 @@ public let openAPIDocument: Data = {
     }
     return data
 }()
+
+/// Builds the application and serves until the process is told to stop (SIGTERM, SIGINT).
+/// - Parameter onServerRunning: called with the bound port once the server listens.
+public func runServer(_ configuration: ServerConfiguration, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    try await buildApplication(configuration, onServerRunning: onServerRunning).runService()
+}

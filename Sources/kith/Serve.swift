@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Hummingbird
 import KithBackbone
 import KithIndex
 import KithServer
@@ -82,14 +81,13 @@ struct Serve: AsyncParsableCommand {
         // KITH_INJECT_FAULT=worker: a worker thread dies of a fatal error once the server listens,
         // so that tests can see what a real fault does to the process (exit status, backtrace).
         let injectFault = ProcessInfo.processInfo.environment["KITH_INJECT_FAULT"] == "worker"
-        let app = try buildApplication(configuration) { port in
+        try await runServer(configuration) { port in
             // Unbuffered, so that a parent process sees it at once.
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
             if injectFault {
                 DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { fatalError("injected fault (KITH_INJECT_FAULT=worker)") }
             }
         }
-        try await app.runService()
     }
 }
 
