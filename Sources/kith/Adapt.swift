@@ -67,22 +67,22 @@ struct Adapt: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let index = try reporting { try location.open(name) }
+        let index = try location.open(name)
         if remove {
-            try reporting { try index.setAdaptedHead(nil) }
+            try index.setAdaptedHead(nil)
             return print("removed the adapted head of '\(name)': queries are answered in the backbone's space")
         }
         if headFrom != nil || measure {
             // A head copied (or measured again) is measured on this index's data: views need its images.
-            let encoder = index.metadata.model == nil ? nil : try reporting { try backbone.encoder(model: try index.backbone()) }
-            let source = try headFrom.map { name in try reporting { try location.open(name) } }
+            let encoder = index.metadata.model == nil ? nil : try backbone.encoder(model: try index.backbone())
+            let source = try headFrom.map { name in try location.open(name) }
             printError("measuring the adapted head against the backbone on '\(name)'…")
-            let head = try await reporting { try await offload { try SpaceMeasurement.storeMeasured(headOf: source, in: index, encoder: encoder) } }
+            let head = try await offload { try SpaceMeasurement.storeMeasured(headOf: source, in: index, encoder: encoder) }
             print(headFrom.map { "copied the adapted head of '\($0)' to '\(name)'" } ?? "measured the adapted head of '\(name)' again")
             return print(head.comparison?.summary ?? "")
         }
-        let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
-        let recipe = try reporting { try domain.recipe(count: views, seed: seed) }
+        let encoder = try backbone.encoder(model: try index.backbone())
+        let recipe = try domain.recipe(count: views, seed: seed)
         let configuration = configuration
         let start = Date()
         // Made on the first report, which knows the totals.
@@ -96,9 +96,7 @@ struct Adapt: AsyncParsableCommand {
         defer { interrupt.cancel(); signal(SIGINT, SIG_DFL) }
         let summary: AdaptationSummary
         do {
-            summary = try await reporting {
-                try await adapt(index, encoder, recipe, configuration, resume, viewBar, stepBar, stop)
-            }
+            summary = try await adapt(index, encoder, recipe, configuration, resume, viewBar, stepBar, stop)
         } catch let stopped as AdaptationCancelled {
             printError("stopped after \(stopped.steps) steps: no head stored; "
                        + (stopped.checkpoint.map { "`kith adapt \(name) --resume` goes on from epoch \($0.epochs + 1)" } ?? "the views made are kept"))

@@ -58,7 +58,7 @@ struct Inference: ParsableCommand {
 
     func run() throws {
         let backbone: Backbone
-        backbone = try reporting { try options.library.load(options.model) }
+        backbone = try options.library.load(options.model)
         let size = backbone.preprocessing.inputSize
         for threads in threadCounts {
             for batch in batchSizes {
@@ -122,9 +122,7 @@ struct Store: ParsableCommand {
     func run() throws {
         let folder = (directory ?? FileManager.default.temporaryDirectory.path) + "/kith-bench-store-\(UUID())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let index = try reporting {
-            try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
-        }
+        let index = try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
         var rng = XorShift(state: 0x9E37_79B9_7F4A_7C15)
         var batches: [[NewItem]] = []
         for start in stride(from: 0, to: count, by: batchSize) {
@@ -133,13 +131,13 @@ struct Store: ParsableCommand {
             })
         }
         let t0 = Date()
-        for batch in batches { _ = try reporting { try index.add(batch) } }
+        for batch in batches { _ = try index.add(batch) }
         let write = Date().timeIntervalSince(t0)
         let t1 = Date()
-        let snapshot = try reporting { try index.loadVectors() }
+        let snapshot = try index.loadVectors()
         let load = Date().timeIntervalSince(t1)
         precondition(snapshot.matrix.rows == count)
-        let stats = try reporting { try index.stats() }
+        let stats = try index.stats()
         report(["kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
                 "write_vectors_per_second": Double(count) / write, "load_vectors_per_second": Double(count) / load,
                 "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4], json: json)
@@ -220,7 +218,7 @@ struct ANNBench: AsyncParsableCommand {
         let filter = label.map { LabelFilter(include: [$0]) }
         let queryMatrix = try readNpy(queries)
         var t0 = Date()
-        let index = try reporting { try location.open(name) }
+        let index = try location.open(name)
         let engineFor = { (threads: Int) throws -> QueryEngine in
             var configuration = SearchConfiguration()
             configuration.threads = threads
@@ -228,7 +226,7 @@ struct ANNBench: AsyncParsableCommand {
         }
         let first = Query.rows(of: Matrix(rows: 1, columns: queryMatrix.columns, values: Array(queryMatrix.row(0))))
         let method: SearchMethod = nprobe.first == 0 ? .exact : .approximate
-        _ = try await reporting { try await engineFor(1).search(first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first) }
+        _ = try await engineFor(1).search(first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first)
         let openSeconds = Date().timeIntervalSince(t0)
         report(["kind": "open", "index": name, "seconds": openSeconds, "method": nprobe.first == 0 ? "exact" : "approximate",
                 "rss_bytes": residentBytes(), "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
@@ -237,18 +235,18 @@ struct ANNBench: AsyncParsableCommand {
                 let engine = try engineFor(count)
                 let method: SearchMethod = probes == 0 ? .exact : .approximate
                 let all = Query.rows(of: queryMatrix)
-                _ = try await reporting { try await engine.search(Array(all.prefix(2)), k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes) }
+                _ = try await engine.search(Array(all.prefix(2)), k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
                 let singles = min(self.singles, all.count)
                 t0 = Date()
                 for q in all.prefix(singles) {
-                    _ = try await reporting { try await engine.search([q], k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes) }
+                    _ = try await engine.search([q], k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
                 }
                 let single = Double(singles) / Date().timeIntervalSince(t0)
                 var answers: [[SearchResult]] = []
                 t0 = Date()
                 for start in stride(from: 0, to: all.count, by: 1024) {
-                    answers += try await reporting { try await engine.search(Array(all[start..<min(all.count, start + 1024)]), k: k, filter: filter, method: method,
-                                                                            probes: probes == 0 ? nil : probes) }
+                    answers += try await engine.search(Array(all[start..<min(all.count, start + 1024)]), k: k, filter: filter, method: method,
+                                                       probes: probes == 0 ? nil : probes)
                 }
                 let batched = Double(all.count) / Date().timeIntervalSince(t0)
                 if let ids, count == threads.first {
@@ -396,7 +394,7 @@ struct EngineBench: AsyncParsableCommand {
         let deadline = Date().addingTimeInterval(seconds)
         if operation == .embed {
             guard let image else { throw ValidationError("embed needs --image") }
-            let encoder = try reporting { try backbone.encoder() }
+            let encoder = try backbone.encoder()
             let files = [String](repeating: image, count: 16)
             _ = encoder.encode(files: files)
             let start = Date()

@@ -57,7 +57,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
-        let encoder = try reporting { try options.encoder() }
+        let encoder = try options.encoder()
         var files = try imageFiles(paths) + imageFiles(listedPaths())
         // A .paths.txt line cannot hold a name with a line break: such files are reported, not shifted.
         let unlisted = format == .npy ? files.filter { $0.contains(where: \.isNewline) } : []

@@ -56,14 +56,12 @@ extension Evaluate {
             let (vectors, labels, coarse, views) = try await data()
             let configuration = EpisodeConfiguration(ways: way, shots: shot, queries: queries, episodes: episodes, seed: seed,
                                                      withinCoarse: withinCoarse, longTail: longTail)
-            let heads = try reporting { try HeadSpec.list(self.heads, classBalanced: balanced) }
+            let heads = try HeadSpec.list(self.heads, classBalanced: balanced)
             let collection = try self.collection.map(readNpy)
-            let evaluation = try reporting {
-                try EpisodicEvaluation(vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration,
-                                       collection: collection, views: views)
-            }
+            let evaluation = try EpisodicEvaluation(vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration,
+                                                    collection: collection, views: views)
             let progress = Progress(total: episodes, label: "episodes")
-            let results = try await reporting { try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) } }
+            let results = try await offload { (try evaluation.run(heads, progress: progress.update), evaluation.episodes()) }
             for result in results.0 {
                 let rarest = result.rarest.map { String(format: "; rarest third %.2f%% ± %.2f", 100 * EpisodicResult.mean($0), 100 * EpisodicResult.confidence95($0)) } ?? ""
                 print(String(format: "%@: %.2f%% ± %.2f%@  (%d episodes, %d-way %d-shot%@%@, %d queries per class, seed %llu, %d classes)",
@@ -113,7 +111,7 @@ extension Evaluate {
                 let backbone = backbone
                 let progress = Progress(total: files.count, label: "embedding")
                 // Weights and forward passes off the cooperative threads.
-                let encoded = try await reporting { try await offload { try backbone.encoder().encode(files: files, progress: progress.update) } }
+                let encoded = try await offload { try backbone.encoder().encode(files: files, progress: progress.update) }
                 var vectors: [[Float]] = [], labels: [String] = []
                 for (file, result) in zip(files, encoded) {
                     switch result {
@@ -126,9 +124,9 @@ extension Evaluate {
                 return (Matrix(stacking: vectors), labels, nil, [])
             }
             let engine = try await engine(source, location: location, backbone: backbone)
-            let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+            let space = try await engine.answeringSpace(spaceOptions.space)
             print("\(space.rawValue) space of '\(source)'")
-            let items = try await reporting { try await engine.labelledItems(space) }
+            let items = try await engine.labelledItems(space)
             return (items.support.vectors, items.support.targets.map { items.support.classes[$0] }, items.coarseLabels, items.views)
         }
     }
@@ -171,13 +169,13 @@ extension Evaluate {
             }
             guard !pairs.isEmpty else { throw ValidationError("\(queries) lists no query<TAB>target lines") }
             let engine = try await engine(name, location: location, backbone: backbone, images: true)
-            let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+            let space = try await engine.answeringSpace(spaceOptions.space)
             let ks = [1, 5, 10]
             var hits = [Int](repeating: 0, count: ks.count)
             let progress = Progress(total: pairs.count, label: "queries")
             for start in stride(from: 0, to: pairs.count, by: 64) {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
-                let results = try await reporting { try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: space) }
+                let results = try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: space)
                 for (pair, found) in zip(chunk, results) {
                     guard let rank = found.firstIndex(where: { $0.source == pair.target }) else { continue }
                     for (i, k) in ks.enumerated() where rank < k { hits[i] += 1 }

@@ -23,7 +23,7 @@ struct ImageNetLabels: ParsableCommand {
     }
 
     func run() throws {
-        let encoder = try reporting { try options.encoder(logits: true) }
+        let encoder = try options.encoder(logits: true)
         guard encoder.backbone.hasClassifier, let names = encoder.backbone.classNames else {
             throw failure("model '\(options.model)' has no named ImageNet classifier; try --model efficientnet-lite0")
         }

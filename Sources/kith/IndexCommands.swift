@@ -64,11 +64,9 @@ extension IndexCommand {
 
         func run() throws {
             let library = ModelLibrary(directory: models)
-            let index = try reporting {
-                let space = try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
-                    ?? library.manifest(named: model ?? ModelLibrary.defaultModel).space
-                return try location.library.create(name, space: space, configuration: configuration)
-            }
+            let space = try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
+                ?? library.manifest(named: model ?? ModelLibrary.defaultModel).space
+            let index = try location.library.create(name, space: space, configuration: configuration)
             print("created index '\(name)' at \(index.path): \(index.metadata.space.description), queue capacity \(queueCapacity)")
         }
     }
@@ -105,10 +103,8 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let ingestor = try reporting {
-                let index = try location.open(name)
-                return try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone(), thumbnails: thumbnailSize))
-            }
+            let index = try location.open(name)
+            let ingestor = try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone(), thumbnails: thumbnailSize))
             // Sources are stored as absolute paths without '.' or '..', so that they name the file
             // whatever the working directory of a later command.
             let files = try imageFiles(paths).map { URL(fileURLWithPath: $0).standardizedFileURL.path }.map { path in
@@ -121,15 +117,13 @@ extension IndexCommand {
             guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
             let progress = Progress(total: files.count, label: "adding")
             var reported = 0
-            let summary = try reporting {
-                var batches = 0
-                return try ingestor.ingest(files) { so in
-                    for failure in so.failures[reported...] { printError("skipped \(failure)") }
-                    reported = so.failures.count
-                    progress.update(so.done)
-                    batches += 1
-                    crash.afterCommit(batches)
-                }
+            var batches = 0
+            let summary = try ingestor.ingest(files) { so in
+                for failure in so.failures[reported...] { printError("skipped \(failure)") }
+                reported = so.failures.count
+                progress.update(so.done)
+                batches += 1
+                crash.afterCommit(batches)
             }
             for failure in summary.failures[reported...] { printError("skipped \(failure)") }
             let total = max(summary.seconds, 1e-9)
@@ -156,7 +150,7 @@ extension IndexCommand {
         var file: String
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             let matrix = try readNpy(file)
             let rowLabels = try labels.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
             var added = 0
@@ -165,7 +159,7 @@ extension IndexCommand {
                     let label = rowLabels.flatMap { r < $0.count && !$0[r].isEmpty ? $0[r] : nil }
                     return NewItem(vector: Array(matrix.row(r)), source: "\(file)#\(r)", label: label)
                 }
-                added += try reporting { try index.add(items) }.count
+                added += try index.add(items).count
             }
             print("added \(added) vectors to '\(name)'")
         }
@@ -176,8 +170,9 @@ extension IndexCommand {
         @OptionGroup var location: IndexOptions
 
         func run() throws {
-            for name in try reporting({ try location.library.names() }) {
-                let (index, stats) = try reporting { let index = try location.open(name); return (index, try index.stats()) }
+            for name in try location.library.names() {
+                let index = try location.open(name)
+                let stats = try index.stats()
                 print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model ?? "vectors of your own")")
             }
         }
@@ -190,7 +185,8 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            let (index, info) = try reporting { let index = try location.open(name); return (index, try IndexInfo(index)) }
+            let index = try location.open(name)
+            let info = try IndexInfo(index)
             let (m, stats) = (info.metadata, info.stats!)
             if json {
                 print(String(decoding: try KithJSON.prettyEncoder.encode(info), as: UTF8.self))
@@ -216,7 +212,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            for entry in try reporting({ try location.open(name).labelCounts() }) { print("\(entry.count)\t\(entry.label)") }
+            for entry in try location.open(name).labelCounts() { print("\(entry.count)\t\(entry.label)") }
         }
     }
 
@@ -227,9 +223,9 @@ extension IndexCommand {
         @Argument(help: "Item ids or source paths.") var items: [String]
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             let ids = try resolve(items, in: index)
-            let deleted = try reporting { try index.delete(ids) }
+            let deleted = try index.delete(ids)
             print("deleted \(deleted.count) item(s)")
         }
     }
@@ -243,9 +239,9 @@ extension IndexCommand {
         @Argument(help: "Item ids or source paths.") var items: [String]
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             let ids = try resolve(items, in: index)
-            try reporting { try index.relabel(ids.map { ($0, label, coarseLabel) }) }
+            try index.relabel(ids.map { ($0, label, coarseLabel) })
             print("relabelled \(items.count) item(s)")
         }
     }
@@ -260,13 +256,11 @@ extension IndexCommand {
         func validate() throws { guard size >= 1 else { throw ValidationError("--size must be at least 1") } }
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             var progress: Progress?  // made on the first batch, which knows how many items there are
-            let summary = try reporting {
-                try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, total in
-                    if progress == nil { progress = Progress(total: total, label: "thumbnails") }
-                    progress?.update(done)
-                }
+            let summary = try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, total in
+                if progress == nil { progress = Progress(total: total, label: "thumbnails") }
+                progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) { printError("no thumbnail for item \(id): cannot read \(source)") }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
@@ -295,15 +289,13 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
-            let recipe = try reporting { try domain.recipe(count: count, seed: seed) }
-            let encoder = try reporting { try backbone.encoder(model: try index.backbone()) }
+            let index = try location.open(name)
+            let recipe = try domain.recipe(count: count, seed: seed)
+            let encoder = try backbone.encoder(model: try index.backbone())
             var progress: Progress?  // made on the first batch, which knows how many items there are
-            let summary = try reporting {
-                try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe) { done, total in
-                    if progress == nil { progress = Progress(total: total, label: "items") }
-                    progress?.update(done)
-                }
+            let summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe) { done, total in
+                if progress == nil { progress = Progress(total: total, label: "items") }
+                progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
@@ -318,7 +310,7 @@ extension IndexCommand {
         @Argument(help: "A new folder for the copy.") var destination: String
 
         func run() throws {
-            try reporting { try location.open(name).snapshot(to: destination) }
+            try location.open(name).snapshot(to: destination)
             print("wrote a snapshot of '\(name)' to \(destination)")
         }
     }
@@ -329,7 +321,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            let problems = try reporting { try location.open(name).check() }
+            let problems = try location.open(name).check()
             if problems.isEmpty { print("'\(name)' is consistent"); return }
             for problem in problems { printError(problem) }
             throw ExitCode.failure
@@ -377,27 +369,25 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             if drop {
-                try reporting { try index.dropANN() }
+                try index.dropANN()
                 return print("removed the approximate-search structure of '\(name)'")
             }
             let start = Date()
-            let bar = Progress(total: try reporting { try index.stats().items }, label: "coding", unit: "items")
+            let bar = Progress(total: try index.stats().items, label: "coding", unit: "items")
             printError("training centroids (k-means) on a sample of '\(name)'…")
             var batches = 0
-            var status = try reporting {
-                try index.buildANN(annConfiguration, batch: batch) { done, _ in
-                    bar.update(done)
-                    batches += 1
-                    crash.afterCommit(batches)
-                }
+            var status = try index.buildANN(annConfiguration, batch: batch) { done, _ in
+                bar.update(done)
+                batches += 1
+                crash.afterCommit(batches)
             }
             let built = Date()
             if status.phase == .ready && probes == nil {
                 printError("calibrating the default probes for recall@10 \(recall)…")
-                try reporting { try ApproximateSearch.calibrate(index, target: recall) }
-                status = try reporting { try index.annStatus()! }
+                try ApproximateSearch.calibrate(index, target: recall)
+                status = try index.annStatus()!
             }
             let c = status.configuration
             print(String(format: "'%@': approximate search %@, %d lists of %@ codes, trained on %d items, %d probes by default%@ "
@@ -414,7 +404,7 @@ extension IndexCommand {
         @Argument(help: "Name of the index.") var name: String
 
         func run() throws {
-            try reporting { try location.library.drop(name) }
+            try location.library.drop(name)
             print("dropped '\(name)'")
         }
     }
@@ -429,7 +419,7 @@ func resolve(_ arguments: [String], in index: Index) throws -> [UInt64] {
     for argument in arguments {
         if let id = UInt64(argument) { ids.append(id); continue }
         if sources == nil {
-            sources = Dictionary(try reporting { try index.items() }.map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
+            sources = Dictionary(try index.items().map { ($0.source, $0.id) }, uniquingKeysWith: { a, _ in a })
         }
         // Sources are stored as absolute paths (see `Add`); a relative argument names the same file.
         guard let id = sources![argument] ?? sources![URL(fileURLWithPath: argument).standardizedFileURL.path] else {

@@ -15,7 +15,7 @@ struct Models: ParsableCommand {
     func run() throws {
         let library = ModelLibrary(directory: models)
         let manifests: [ModelManifest]
-        manifests = try reporting { try library.manifests() }
+        manifests = try library.manifests()
         if manifests.isEmpty {
             printError("no models in \(library.lookedIn); run the set-up (see README), or set KITH_MODELS to a folder of models")
             throw ExitCode.failure

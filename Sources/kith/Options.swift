@@ -73,28 +73,18 @@ struct ViewDomainOptions: ParsableArguments {
     }
 }
 
-/// Runs a command's work: an error of Kith's libraries (a missing index or model, a bad image, a
-/// query the index cannot answer) is printed as `kith: message`, without the usage text (the
-/// command line itself was fine), and fails the command.
-func reporting<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch { throw reported(error) }
-}
-
-func reporting<T>(_ body: () async throws -> T) async throws -> T {
-    do { return try await body() } catch { throw reported(error) }
-}
-
-private func reported(_ error: any Error) -> any Error {
+/// The message of an error of Kith's libraries (a missing index or model, a bad image, a query
+/// the index cannot answer); nil for the command line's own errors, which ArgumentParser reports.
+func kithMessage(_ error: any Error) -> String? {
     switch error {
-    case let error as IndexError: printError(error.description)
-    case let error as QueryError: printError(error.description)
-    case let error as ImageError: printError(error.description)
-    case let error as BackboneError: printError(error.description)
-    case let error as NPY.FormatError: printError(error.description)
-    case let error as AdaptationError: printError(error.description)
-    default: return error
+    case let error as IndexError: error.description
+    case let error as QueryError: error.description
+    case let error as ImageError: error.description
+    case let error as BackboneError: error.description
+    case let error as NPY.FormatError: error.description
+    case let error as AdaptationError: error.description
+    default: nil
     }
-    return ExitCode.failure
 }
 
 /// Expands command-line paths into image files: files as given, folders walked recursively for

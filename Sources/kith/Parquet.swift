@@ -128,7 +128,7 @@ extension IndexCommand {
         }
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             let (process, _, stdout) = try python.parquet(["read"] + shards, input: false)
             defer { if process.isRunning { process.terminate() } }
             var lines = LineReader(stdout!)
@@ -136,13 +136,13 @@ extension IndexCommand {
                 try requireSuccess(process, "reading the shards")
                 throw failure("reading the shards: no shard list from python -m kith.parquet")
             }
-            try reporting { try check(list, index) }
+            try check(list, index)
             let total = list.shards.map(\.rows).reduce(0, +)
             let progress = Progress(total: total, label: "adding")
             var added = 0, duplicates = 0, done = 0
             var batch: [NewItem] = []
             func flush() throws {
-                let outcomes = try reporting { try index.add(batch) }
+                let outcomes = try index.add(batch)
                 let new = outcomes.filter { if case .added = $0 { true } else { false } }.count
                 added += new
                 duplicates += outcomes.count - new
@@ -224,13 +224,13 @@ struct Export: ParsableCommand {
         }
 
         func run() throws {
-            let index = try reporting { try location.open(name) }
+            let index = try location.open(name)
             let space = index.metadata.space
             signal(SIGPIPE, SIG_IGN)  // a Python that dies is reported through its exit status
             let (process, stdin, _) = try python.parquet(["write", output], input: true)
             defer { if process.isRunning { process.terminate() } }
             let sink = stdin!
-            let total = try reporting { try index.stats().items }
+            let total = try index.stats().items
             let progress = Progress(total: total, label: "exporting")
             var next: UInt64 = 0, done = 0
             do {
@@ -238,7 +238,7 @@ struct Export: ParsableCommand {
                 text.append(0x0A)
                 try sink.write(contentsOf: text)
                 while true {
-                    let page = try reporting { try index.itemsWithVectors(from: next, limit: 1000) }
+                    let page = try index.itemsWithVectors(from: next, limit: 1000)
                     guard let last = page.last else { break }
                     text = Data()
                     for (item, vector) in page {

@@ -10,12 +10,10 @@ import KithQuery
 /// the index is opened and the weights loaded off the cooperative threads.
 func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false,
             search: SearchConfiguration = .init()) async throws -> QueryEngine {
-    try await reporting {
-        try await offload {
-            let index = try location.open(name)
-            let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
-            return try QueryEngine(index: index, encoder: encoder, searchConfiguration: search)
-        }
+    try await offload {
+        let index = try location.open(name)
+        let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
+        return try QueryEngine(index: index, encoder: encoder, searchConfiguration: search)
     }
 }
 
@@ -109,13 +107,13 @@ struct Search: AsyncParsableCommand {
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage),
                                       search: sizes.configuration())
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
-        let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+        let space = try await engine.answeringSpace(spaceOptions.space)
         // The space that answered: first on standard output, or in each --json object.
         if !json, !queries.isEmpty { print("\(space.rawValue) space") }
         // Any number of queries, in the engine's batches, each printed as it is answered.
         for batch in queries.batches(of: engine.limits.queriesPerSearch(k: k)) {
-            let results = try await reporting { try await engine.search(Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
-                                                                                       method: method, probes: nprobe) }
+            let results = try await engine.search(Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
+                                                  method: method, probes: nprobe)
             for (query, hits) in zip(batch, results) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
@@ -151,12 +149,12 @@ struct Classify: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let spec = try reporting { try HeadSpec(parsing: head, classBalanced: balanced) }
+        let spec = try HeadSpec(parsing: head, classBalanced: balanced)
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         // Any number of queries, in the engine's batches (the fitted head is cached between them).
         for (b, batch) in queries.batches(of: engine.limits.maxQueries).enumerated() {
-            let answer = try await reporting { try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space) }
+            let answer = try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space)
             // Which head and space answered: first on standard output, or with --json on standard
             // error (each --json line is one query's object, with its head).
             if b == 0 {
@@ -190,10 +188,10 @@ struct NearestInQueue: AsyncParsableCommand {
     func run() async throws {
         let queries = try parseQueries(self.queries)
         let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
-        let space = try await reporting { try await engine.answeringSpace(spaceOptions.space) }
+        let space = try await engine.answeringSpace(spaceOptions.space)
         for batch in queries.batches(of: engine.limits.maxQueries) {
             let batch = Array(batch)
-            let neighbours = try await reporting { try await engine.nearestInQueue(try await engine.vectors(for: batch, space: space), queue: queue, space: space) }
+            let neighbours = try await engine.nearestInQueue(try await engine.vectors(for: batch, space: space), queue: queue, space: space)
             for (query, n) in zip(batch, neighbours) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: SpacedAnswer(answer: n, space: space)))
