@@ -27,6 +27,8 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
     public var seed: UInt64
 
     public static let maxCount = 16
+    /// Views per item an adaptation makes when not told (`kith adapt --views`, the job's `views`).
+    public static let defaultCount = 4
 
     /// - Throws: `invalid_configuration` for a count outside 1…16.
     public init(count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, perImage: Bool = true,

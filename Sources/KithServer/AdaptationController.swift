@@ -43,7 +43,7 @@ struct AdaptationController {
         let body = try await API.decode(AdaptationRequest.self, request, context)
         let configuration = body.configuration
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
-        let recipe = try ViewRecipe(count: body.views ?? 4, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
+        let recipe = try ViewRecipe(count: body.views ?? ViewRecipe.defaultCount, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
                                     perImage: body.perImage ?? true, seed: body.seed ?? 0)
         let (resume, budget) = (body.resume ?? false, service.configuration.adaptationMemoryBytes)
         try await offload {

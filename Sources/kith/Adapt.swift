@@ -23,22 +23,26 @@ struct Adapt: AsyncParsableCommand {
             its labels); the best head measured is kept.
             """)
 
+    /// The library's defaults, which the options show and start from.
+    static let defaults = AdaptationConfiguration()
+
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
-    @Option(help: "Passes over the items.") var epochs: Int = 20
-    @Option(help: "The adapted embedding's dimension.") var dimension: Int = 256
-    @Option(help: "Width of the hidden layers.") var hidden: Int = 1024
-    @Option(help: "Items per training step.") var itemsPerStep: Int = 128
-    @Option(help: "Entries of the queue of projections (the support set Q; at most one per item).") var queueCapacity: Int = 8192
-    @Option(help: "Views per item (1–\(ViewRecipe.maxCount)).") var views: Int = 4
+    @Option(help: "Passes over the items.") var epochs: Int = defaults.epochs
+    @Option(help: "The adapted embedding's dimension.") var dimension: Int = defaults.dimension
+    @Option(help: "Width of the hidden layers.") var hidden: Int = defaults.hidden
+    @Option(help: "Items per training step.") var itemsPerStep: Int = defaults.batchSize
+    @Option(help: "Entries of the queue of projections (the support set Q; at most one per item).")
+    var queueCapacity: Int = defaults.queueCapacity
+    @Option(help: "Views per item (1–\(ViewRecipe.maxCount)).") var views: Int = ViewRecipe.defaultCount
     @OptionGroup(title: "Views") var domain: ViewDomainOptions
     @Flag(help: "The ablation: each view's own projection as its positive, no queue.") var noQueue = false
     @Flag(help: "A plain head from random weights, without the residual path from the collection's principal directions.")
     var noResidual = false
     @Option(help: "Epochs between measurements of the head on the index's own data while it trains; the best is kept (0: measured at the end only).")
-    var measureEvery: Int = 5
-    @Option(help: "Measurements without a better head before training stops.") var patience: Int = 2
-    @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = 0
+    var measureEvery: Int = defaults.measureEvery
+    @Option(help: "Measurements without a better head before training stops.") var patience: Int = defaults.patience
+    @Option(help: "Seed of the views, the weights and the batches.") var seed: UInt64 = defaults.seed
     @Option(help: ArgumentHelp("Copy this index's adapted head instead of training one (same backbone).", valueName: "index"))
     var headFrom: String?
     @Flag(help: "Remove the index's adapted head: queries go back to the backbone's space.") var remove = false

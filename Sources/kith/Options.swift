@@ -13,15 +13,15 @@ struct EncoderOptions: ParsableArguments {
     @Option(help: "Images per forward pass.")
     var batchSize: Int = EncoderConfiguration().batchSize
 
-    @Option(help: "Threads for decoding and inference (default: all processors).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Threads for decoding and inference (default: this machine's processors).")
+    var threads: Int?
 
     @Option(help: "Refuse images whose header declares more pixels than this.")
     var maxPixels: Int = ImageDecoderConfiguration().maxPixels
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard threads.map({ $0 >= 1 }) ?? true else { throw ValidationError("--threads must be at least 1") }
         guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
     }
 
@@ -29,7 +29,7 @@ struct EncoderOptions: ParsableArguments {
     func configuration(_ base: EncoderConfiguration = .init()) -> EncoderConfiguration {
         var configuration = base
         configuration.batchSize = batchSize
-        configuration.threads = threads
+        if let threads { configuration.threads = threads }
         configuration.decoder.maxPixels = maxPixels
         return configuration
     }

@@ -13,33 +13,41 @@ struct Serve: AsyncParsableCommand {
             finish and indexes are closed. Prints 'listening on HOST:PORT' once it accepts connections.
             """)
 
-    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
-    @Option(help: "Port (0: any free port).") var port: Int = 8080
+    /// The library's defaults, which the options show and start from.
+    static let defaults = ServerConfiguration(indexes: "", models: "")
+
+    /// A duration in seconds, as the timeout options take it.
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    @Option(help: "Address to listen on.") var host: String = defaults.host
+    @Option(help: "Port (0: any free port).") var port: Int = defaults.port
     @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir")) var indexes: String?
     @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir")) var models: String?
     @Option(help: ArgumentHelp("A file holding the bearer token for writes.", valueName: "file")) var tokenFile: String?
     @Flag(help: "Require the token for reads too.") var readsRequireToken = false
-    @Option(help: "Largest request body in bytes.") var maxBodyBytes: Int = 64 << 20
-    @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = 512
+    @Option(help: "Largest request body in bytes.") var maxBodyBytes: Int = defaults.maxBodyBytes
+    @Option(help: "Images that may wait for the encoder before requests get 429.") var maxPendingImages: Int = defaults.maxPendingImages
     @Option(help: "Indexes kept open at once; the least recently used are closed beyond it (each holds 3 file descriptors).")
-    var maxOpenIndexes: Int = ServerConfiguration(indexes: "", models: "").maxOpenIndexes
+    var maxOpenIndexes: Int = defaults.maxOpenIndexes
     @Option(help: "Query results (queries × k) in flight across all requests; beyond it, requests get 503 with Retry-After.")
-    var maxResultsInFlight: Int = ServerConfiguration(indexes: "", models: "").maxResultsInFlight
+    var maxResultsInFlight: Int = defaults.maxResultsInFlight
     @Option(help: "Seconds a connection may be idle: between requests, before its request's head is complete, between parts of its body.")
-    var idleTimeout: Double = 30
-    @Option(help: "Seconds a request's whole body may take to arrive (408 beyond).") var bodyTimeout: Double = 120
+    var idleTimeout: Double = seconds(defaults.idleTimeout)
+    @Option(help: "Seconds a request's whole body may take to arrive (408 beyond).") var bodyTimeout: Double = seconds(defaults.bodyTimeout)
     @Option(help: "Connections open at once; further ones wait until one closes.")
-    var maxConnections: Int = ServerConfiguration(indexes: "", models: "").maxConnections
+    var maxConnections: Int = defaults.maxConnections
     @Option(help: "Memory an adaptation may need, in bytes (default: half the machine's); settings that need more are refused up front.")
     var adaptationMemoryBytes: Int?
     @Option(help: ArgumentHelp("Folder for snapshots taken over HTTP, by name (default: none, snapshots refused).", valueName: "dir"))
     var snapshots: String?
     @Option(help: "Largest pixel buffers one uploaded image may need while decoding, in bytes.")
-    var maxDecodedBytes: Int = ServerConfiguration(indexes: "", models: "").encoder.decoder.maxDecodedBytes
+    var maxDecodedBytes: Int = defaults.encoder.decoder.maxDecodedBytes
     @OptionGroup var encoding: EncoderOptions
     @OptionGroup var sizes: SearchSizeOptions
     @Option(help: "Longer side of the thumbnail kept with each uploaded image, in pixels (0: none).")
-    var thumbnailSize: Int = ServerConfiguration(indexes: "", models: "").encoder.thumbnailSize
+    var thumbnailSize: Int = defaults.encoder.thumbnailSize
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
