@@ -16,6 +16,7 @@ floor (an empty request's round trip).
 
     python examples/nnclr_queue.py --url http://127.0.0.1:8080 --queue 65536 --batch 256 --dimension 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ import json
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def normalised(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--token")
@@ -83,7 +83,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         while True:  # what the queue already holds
             entries, start = client.queue(args.index, start=start, limit=1000)
             if entries:
-                mirror.push(np.array([e["vector"] for e in entries], dtype=np.float32), np.array([e["sequence"] for e in entries]))
+                mirror.push(
+                    np.array([e["vector"] for e in entries], dtype=np.float32),
+                    np.array([e["sequence"] for e in entries]),
+                )
             if start is None:
                 break
         while (mirror.sequences >= 0).sum() < args.queue:  # fill it up (not timed)
@@ -118,11 +121,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
             numpy_times.append(t3 - t2)
         entries = client.stats(args.index)["queue_entries"]
 
-    ms = lambda xs: 1000 * statistics.median(xs)
+    def ms(xs):
+        return 1000 * statistics.median(xs)
+
     report = {
-        "steps": args.steps, "batch": args.batch, "dimension": args.dimension, "queue_entries": entries,
-        "step_ms": ms(steps), "nn_ms": ms(nn_times), "enqueue_ms": ms(enqueue_times),
-        "numpy_nn_ms": ms(numpy_times), "network_floor_ms": ms(floor),
+        "steps": args.steps,
+        "batch": args.batch,
+        "dimension": args.dimension,
+        "queue_entries": entries,
+        "step_ms": ms(steps),
+        "nn_ms": ms(nn_times),
+        "enqueue_ms": ms(enqueue_times),
+        "numpy_nn_ms": ms(numpy_times),
+        "network_floor_ms": ms(floor),
         "agreement": agree / args.steps,
     }
     report["nn_over_numpy_plus_floor"] = report["nn_ms"] / (report["numpy_nn_ms"] + report["network_floor_ms"])

@@ -37,8 +37,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 SCHEMA = REPOSITORY / "Sources/KithServer/openapi.json"
 MODEL = "resnet18-random"
 DIMENSION = 512
-MAIN = "fuzz-r18"            # resnet18-random: labelled vectors, an image, queue entries
-PARTITIONED = "fuzz-part"    # resnet18-random, one queue per label, capacity 4
+MAIN = "fuzz-r18"  # resnet18-random: labelled vectors, an image, queue entries
+PARTITIONED = "fuzz-part"  # resnet18-random, one queue per label, capacity 4
 DROPPABLE = ["fuzz-drop-1", "fuzz-drop-2", "fuzz-drop-3"]  # for DELETE /v1/indexes/{index}
 LABELS = ["cat", "dog", "bird", "fish", "frog"]
 PER_LABEL = 6
@@ -47,6 +47,7 @@ ENV = "KITH_FUZZ_STATE"
 
 
 # MARK: - Payloads
+
 
 def png(width: int, height: int, seed: int) -> bytes:
     """A small RGB PNG (a gradient that depends on `seed`), without any imaging library."""
@@ -60,13 +61,15 @@ def png(width: int, height: int, seed: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    )
 
 
 def npy(rows: list[list[float]]) -> bytes:
     """A float32 C-order .npy matrix."""
     columns = len(rows[0]) if rows else DIMENSION
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (len(rows), columns)
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({len(rows)}, {columns}), }}"
     header += " " * (63 - (10 + len(header)) % 64) + "\n"
     data = b"".join(struct.pack(f"<{len(r)}f", *r) for r in rows)
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data
@@ -81,7 +84,16 @@ def vector(rng: random.Random, label: int | None = None) -> list[float]:
 
 # MARK: - Setting up over HTTP
 
-def call(base: str, method: str, path: str, body=None, data: bytes | None = None, content_type: str | None = None, expect=(200, 201, 204)):
+
+def call(
+    base: str,
+    method: str,
+    path: str,
+    body=None,
+    data: bytes | None = None,
+    content_type: str | None = None,
+    expect=(200, 201, 204),
+):
     headers = {}
     if body is not None:
         data, content_type = json.dumps(body).encode(), "application/json"
@@ -118,25 +130,46 @@ def set_up(base: str, seed: int) -> dict:
         if name in existing:
             call(base, "DELETE", f"/v1/indexes/{name}")
     call(base, "POST", "/v1/indexes", {"name": MAIN, "model": MODEL, "queue_capacity": 64})
-    call(base, "POST", "/v1/indexes", {"name": PARTITIONED, "model": MODEL, "queue_capacity": 4, "queue_partition": "label"})
+    call(
+        base,
+        "POST",
+        "/v1/indexes",
+        {"name": PARTITIONED, "model": MODEL, "queue_capacity": 4, "queue_partition": "label"},
+    )
     for name in DROPPABLE:
         call(base, "POST", "/v1/indexes", {"name": name, "model": MODEL})
-    items = [{"vector": vector(rng, i % len(LABELS)), "source": f"fuzz-{i}", "label": LABELS[i % len(LABELS)],
-              "coarse_label": "pet" if i % len(LABELS) < 2 else "wild", "metadata": {"i": i, "tags": ["fuzz"]}}
-             for i in range(PER_LABEL * len(LABELS))]
+    items = [
+        {
+            "vector": vector(rng, i % len(LABELS)),
+            "source": f"fuzz-{i}",
+            "label": LABELS[i % len(LABELS)],
+            "coarse_label": "pet" if i % len(LABELS) < 2 else "wild",
+            "metadata": {"i": i, "tags": ["fuzz"]},
+        }
+        for i in range(PER_LABEL * len(LABELS))
+    ]
     ids = []
     for name in (MAIN, PARTITIONED):
         added = call(base, "POST", f"/v1/indexes/{name}/vectors", {"items": items})["items"]
         ids = [item["id"] for item in added]
-    image = call(base, "POST", f"/v1/indexes/{MAIN}/items?source=gradient.png&label=cat", data=png(32, 32, 0), content_type="image/png")
+    image = call(
+        base,
+        "POST",
+        f"/v1/indexes/{MAIN}/items?source=gradient.png&label=cat",
+        data=png(32, 32, 0),
+        content_type="image/png",
+    )
     ids.append(image["items"][0]["id"])
     for name in (MAIN, PARTITIONED):
-        entries = [{"vector": vector(rng, i % len(LABELS)), "item": ids[i], "label": LABELS[i % len(LABELS)]} for i in range(8)]
+        entries = [
+            {"vector": vector(rng, i % len(LABELS)), "item": ids[i], "label": LABELS[i % len(LABELS)]} for i in range(8)
+        ]
         call(base, "POST", f"/v1/indexes/{name}/queue", {"entries": entries})
     return {"indexes": [MAIN, PARTITIONED], "droppable": DROPPABLE, "ids": ids, "labels": LABELS}
 
 
 # MARK: - Schemathesis hooks (this file, loaded by schemathesis through SCHEMATHESIS_HOOKS)
+
 
 def register_hooks() -> None:
     import schemathesis
@@ -152,7 +185,11 @@ def register_hooks() -> None:
 
     def resize(values, n: int):
         """A vector of the index's dimension made from generated numbers (not all zero)."""
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)] if isinstance(values, list) else []
+        numbers = (
+            [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if isinstance(values, list)
+            else []
+        )
         out = [float(numbers[i % len(numbers)]) if numbers else 0.0 for i in range(DIMENSION)]
         out[n % DIMENSION] += 1.0
         return out
@@ -164,7 +201,11 @@ def register_hooks() -> None:
         if "index" in (case.path_parameters or {}) and h % 4 != 0:
             pool = droppable if (case.method.upper() == "DELETE" and path == "/v1/indexes/{index}") else indexes
             case.path_parameters["index"] = pool[(h >> 2) % len(pool)]
-        if case.method.upper() == "DELETE" and path == "/v1/indexes/{index}" and (case.path_parameters or {}).get("index") in indexes:
+        if (
+            case.method.upper() == "DELETE"
+            and path == "/v1/indexes/{index}"
+            and (case.path_parameters or {}).get("index") in indexes
+        ):
             case.path_parameters["index"] = droppable[h % len(droppable)]  # the indexes with data stay
         if "id" in (case.path_parameters or {}) and (h >> 8) % 3 != 0:
             case.path_parameters["id"] = ids[(h >> 10) % len(ids)]
@@ -192,7 +233,9 @@ def register_hooks() -> None:
             if case.media_type == "application/x-npy":
                 rng = random.Random(h)
                 case.body = npy([vector(rng, i) for i in range(1 + h % 3)])
-            elif case.media_type and (case.media_type.startswith("image/") or case.media_type == "application/octet-stream"):
+            elif case.media_type and (
+                case.media_type.startswith("image/") or case.media_type == "application/octet-stream"
+            ):
                 case.body = images[h % len(images)]
         if case.query and steer and "model" in case.query:
             case.query["model"] = MODEL
@@ -200,6 +243,7 @@ def register_hooks() -> None:
 
 
 # MARK: - The run
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -221,19 +265,44 @@ def main() -> int:
         print(f"api_fuzz: {base}/healthz does not answer", file=sys.stderr)
         return 2
     state = set_up(base, args.seed)
-    print(f"api_fuzz: set up {', '.join(state['indexes'] + state['droppable'])} ({len(state['ids'])} items in {MAIN})", flush=True)
+    print(
+        f"api_fuzz: set up {', '.join(state['indexes'] + state['droppable'])} ({len(state['ids'])} items in {MAIN})",
+        flush=True,
+    )
 
     schemathesis = Path(sys.executable).parent / "schemathesis"
     with tempfile.TemporaryDirectory(prefix="kith-fuzz-") as scratch:
         reports = Path(args.report_dir) if args.report_dir else Path(scratch)
         reports.mkdir(parents=True, exist_ok=True)
         command = [
-            str(schemathesis), "run", args.schema, "--url", base,
-            "--checks", args.checks, "--phases", args.phases,
-            "--seed", str(args.seed), "--max-examples", str(args.max_examples), "--max-time", str(args.max_time),
-            "--workers", str(args.workers), "--request-timeout", str(args.request_timeout),
-            "--generation-database", "none", "--suppress-health-check", "all", "--no-color",
-            "--report", "junit,ndjson,har" if args.report_dir else "ndjson", "--report-dir", str(reports),
+            str(schemathesis),
+            "run",
+            args.schema,
+            "--url",
+            base,
+            "--checks",
+            args.checks,
+            "--phases",
+            args.phases,
+            "--seed",
+            str(args.seed),
+            "--max-examples",
+            str(args.max_examples),
+            "--max-time",
+            str(args.max_time),
+            "--workers",
+            str(args.workers),
+            "--request-timeout",
+            str(args.request_timeout),
+            "--generation-database",
+            "none",
+            "--suppress-health-check",
+            "all",
+            "--no-color",
+            "--report",
+            "junit,ndjson,har" if args.report_dir else "ndjson",
+            "--report-dir",
+            str(reports),
         ]
         environment = dict(os.environ, SCHEMATHESIS_HOOKS=str(Path(__file__).resolve()), **{ENV: json.dumps(state)})
         print("api_fuzz: " + " ".join(command), flush=True)
@@ -242,8 +311,11 @@ def main() -> int:
         summary = summarise(reports)
 
     healthy = wait_for_health(base, 10)
-    print(f"api_fuzz: schemathesis exited {run.returncode}; {summary}; /healthz {'ok' if healthy else 'NOT answering'}; "
-          f"{time.monotonic() - started:.0f} s in all", flush=True)
+    print(
+        f"api_fuzz: schemathesis exited {run.returncode}; {summary}; /healthz {'ok' if healthy else 'NOT answering'}; "
+        f"{time.monotonic() - started:.0f} s in all",
+        flush=True,
+    )
     if run.returncode != 0:
         return 1
     return 0 if healthy else 3

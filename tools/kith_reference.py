@@ -10,6 +10,7 @@ shares no code and no layout decisions with the Swift implementation:
 
   kith_reference.py embed --model efficientnet-lite0 [--models models] IMAGE...   prints top-5 classes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ CROP_FRACTION = 224 / 256
 
 
 # ---------------------------------------------------------------- preprocessing
+
 
 def load_rgb(path: str) -> Image.Image:
     img = ImageOps.exif_transpose(Image.open(path))
@@ -66,14 +68,20 @@ def preprocess(path: str, arch: str) -> np.ndarray:
     # Each channel is resized in Pillow's float mode ("F"): the same antialiased filter without
     # rounding to 8 bits between the passes, then clipped to the pixel range.
     box, size = crop_box(*img.size), (p["size"], p["size"])
-    x = np.stack([np.asarray(Image.fromarray(np.asarray(ch, np.float32), "F").resize(size, resample, box=box))
-                  for ch in img.split()], axis=-1)
+    x = np.stack(
+        [
+            np.asarray(Image.fromarray(np.asarray(ch, np.float32), "F").resize(size, resample, box=box))
+            for ch in img.split()
+        ],
+        axis=-1,
+    )
     x = np.clip(x, 0, 255)
     x = (x - np.array(p["mean"], np.float32)) / np.array(p["std"], np.float32)
     return x.transpose(2, 0, 1)
 
 
 # ---------------------------------------------------------------- layers (NCHW)
+
 
 def pad_same(x: np.ndarray, k: int, s: int) -> np.ndarray:
     """TensorFlow SAME padding: total = max((ceil(n/s)-1)*s + k - n, 0), the extra pixel after."""
@@ -92,7 +100,8 @@ def conv2d(x, w, stride=1, padding=0, same=False, groups=1):
     oh, ow = (h - k) // stride + 1, (wd - k) // stride + 1
     sn, sc, sh, sw = x.strides
     windows = np.lib.stride_tricks.as_strided(
-        x, (n, c, oh, ow, k, k), (sn, sc, sh * stride, sw * stride, sh, sw), writeable=False)
+        x, (n, c, oh, ow, k, k), (sn, sc, sh * stride, sw * stride, sh, sw), writeable=False
+    )
     if groups == 1:
         return np.einsum("nchwij,ocij->nohw", windows, w, optimize=True).astype(np.float32)
     assert groups == c == w.shape[0]
@@ -102,7 +111,9 @@ def conv2d(x, w, stride=1, padding=0, same=False, groups=1):
 def batch_norm(x, sd, name, eps):
     g, b = sd[f"{name}.weight"], sd[f"{name}.bias"]
     m, v = sd[f"{name}.running_mean"], sd[f"{name}.running_var"]
-    return ((x - m[:, None, None]) / np.sqrt(v[:, None, None] + eps) * g[:, None, None] + b[:, None, None]).astype(np.float32)
+    return ((x - m[:, None, None]) / np.sqrt(v[:, None, None] + eps) * g[:, None, None] + b[:, None, None]).astype(
+        np.float32
+    )
 
 
 def relu6(x):
@@ -115,10 +126,18 @@ def relu(x):
 
 # ---------------------------------------------------------------- networks
 
+
 def efficientnet_lite(x, sd, width, depth):
     eps = 1e-3
-    base = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
-            (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)]
+    base = [
+        (3, 1, 1, 16, 1),
+        (3, 2, 6, 24, 2),
+        (5, 2, 6, 40, 2),
+        (3, 2, 6, 80, 3),
+        (5, 1, 6, 112, 3),
+        (5, 2, 6, 192, 4),
+        (3, 1, 6, 320, 1),
+    ]
 
     def round_filters(f):
         f *= width
@@ -127,7 +146,7 @@ def efficientnet_lite(x, sd, width, depth):
 
     x = relu6(batch_norm(conv2d(x, sd["_conv_stem.weight"], 2, same=True), sd, "_bn0", eps))
     i, cin = 0, 32
-    for stage, (k, s, e, cout, r) in enumerate(base):
+    for stage, (_k, s, e, cout, r) in enumerate(base):
         repeats = r if stage in (0, len(base) - 1) else int(math.ceil(r * depth))
         cout = round_filters(cout)
         for j in range(repeats):
@@ -135,8 +154,14 @@ def efficientnet_lite(x, sd, width, depth):
             h = x
             if e != 1:
                 h = relu6(batch_norm(conv2d(h, sd[f"{p}._expand_conv.weight"], same=True), sd, f"{p}._bn0", eps))
-            h = relu6(batch_norm(conv2d(h, sd[f"{p}._depthwise_conv.weight"], stride, same=True, groups=h.shape[1]),
-                                 sd, f"{p}._bn1", eps))
+            h = relu6(
+                batch_norm(
+                    conv2d(h, sd[f"{p}._depthwise_conv.weight"], stride, same=True, groups=h.shape[1]),
+                    sd,
+                    f"{p}._bn1",
+                    eps,
+                )
+            )
             h = batch_norm(conv2d(h, sd[f"{p}._project_conv.weight"], same=True), sd, f"{p}._bn2", eps)
             x = x + h if stride == 1 and cin == cout else h
             cin, i = cout, i + 1
@@ -148,14 +173,24 @@ def mobilenet_v2(x, sd):
     eps = 1e-5
     x = relu6(batch_norm(conv2d(x, sd["features.0.0.weight"], 2, 1), sd, "features.0.1", eps))
     i, cin = 1, 32
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+    for t, c, n, s in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]:
         for j in range(n):
             p, stride, h = f"features.{i}.conv", s if j == 0 else 1, x
             d = 0
             if t != 1:
                 h = relu6(batch_norm(conv2d(h, sd[f"{p}.0.weight"]), sd, f"{p}.1", eps))
                 d = 3
-            h = relu6(batch_norm(conv2d(h, sd[f"{p}.{d}.weight"], stride, 1, groups=h.shape[1]), sd, f"{p}.{d + 1}", eps))
+            h = relu6(
+                batch_norm(conv2d(h, sd[f"{p}.{d}.weight"], stride, 1, groups=h.shape[1]), sd, f"{p}.{d + 1}", eps)
+            )
             h = batch_norm(conv2d(h, sd[f"{p}.{d + 3}.weight"]), sd, f"{p}.{d + 4}", eps)
             x = x + h if stride == 1 and cin == c else h
             cin, i = c, i + 1
@@ -202,8 +237,12 @@ def forward(arch: str, sd: dict, x: np.ndarray):
     elif arch == "mobilenetv2":
         feats, fc = mobilenet_v2(x, sd)
     else:
-        feats, fc = resnet(x, sd, {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[arch],
-                           arch == "resnet50")
+        feats, fc = resnet(
+            x,
+            sd,
+            {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[arch],
+            arch == "resnet50",
+        )
     logits = feats @ sd[f"{fc}.weight"].T + sd[f"{fc}.bias"] if f"{fc}.weight" in sd else None
     return feats, logits
 

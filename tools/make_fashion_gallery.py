@@ -8,6 +8,7 @@ re-encoding at quality 20–40, in OUT/queries/, listed with their gallery sourc
 
   make_fashion_gallery.py OUT [--count 2000] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse

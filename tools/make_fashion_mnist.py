@@ -5,6 +5,7 @@
 
 Images are grey 28 × 28; --size upscales them (bicubic) for a heavier decode.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -10,6 +10,7 @@
 Run after the set-up (it needs the converted weights in models/):  make_fixtures.py [--models models] [--only decode]
 A few encodings Pillow cannot write come from Debian's libturbojpeg (YCCK) and cjpeg (libjpeg-turbo-progs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,14 @@ import kith_reference as ref  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 PHOTOS = os.path.dirname(skimage.data.__file__)
-GOLDEN_MODELS = ["efficientnet-lite0", "efficientnet-lite2", "mobilenetv2",
-                 "resnet18-random", "resnet34-random", "resnet50-random"]
+GOLDEN_MODELS = [
+    "efficientnet-lite0",
+    "efficientnet-lite2",
+    "mobilenetv2",
+    "resnet18-random",
+    "resnet34-random",
+    "resnet50-random",
+]
 
 
 IMAGES = ["chelsea.jpg", "coffee-256.png", "camera-grey.png", "horse-alpha.png", "rocket-exif6.jpg"]
@@ -51,11 +58,25 @@ def exif_bytes(orientation: int) -> bytes:
 
 
 # Pillow's transpose that undoes each EXIF orientation (what ImageOps.exif_transpose applies).
-UNDO = {2: [Image.FLIP_LEFT_RIGHT], 3: [Image.ROTATE_180], 4: [Image.FLIP_TOP_BOTTOM], 5: [Image.TRANSPOSE],
-        6: [Image.ROTATE_270], 7: [Image.TRANSVERSE], 8: [Image.ROTATE_90]}
+UNDO = {
+    2: [Image.FLIP_LEFT_RIGHT],
+    3: [Image.ROTATE_180],
+    4: [Image.FLIP_TOP_BOTTOM],
+    5: [Image.TRANSPOSE],
+    6: [Image.ROTATE_270],
+    7: [Image.TRANSVERSE],
+    8: [Image.ROTATE_90],
+}
 # The inverse: how to store an upright picture so that a viewer shows it upright.
-STORE = {2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM, 5: Image.TRANSPOSE,
-         6: Image.ROTATE_90, 7: Image.TRANSVERSE, 8: Image.ROTATE_270}
+STORE = {
+    2: Image.FLIP_LEFT_RIGHT,
+    3: Image.ROTATE_180,
+    4: Image.FLIP_TOP_BOTTOM,
+    5: Image.TRANSPOSE,
+    6: Image.ROTATE_90,
+    7: Image.TRANSVERSE,
+    8: Image.ROTATE_270,
+}
 
 
 def images(out: str) -> list[str]:
@@ -117,17 +138,38 @@ def turbojpeg_ycck(img: Image.Image, quality: int) -> bytes:
     CMYK pixels as YCCK, here in 4:2:0."""
     tj = ctypes.CDLL("libturbojpeg.so.0")
     tj.tjInitCompress.restype = ctypes.c_void_p
-    tj.tjCompress2.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
-                               ctypes.POINTER(ctypes.c_ulong), ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    tj.tjCompress2.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+        ctypes.POINTER(ctypes.c_ulong),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
     tj.tjFree.argtypes = [ctypes.c_void_p]
     tj.tjDestroy.argtypes = [ctypes.c_void_p]
     inverted = np.ascontiguousarray(255 - np.asarray(img))
     tjpf_cmyk, tjsamp_420 = 11, 2
     handle = tj.tjInitCompress()
     out, size = ctypes.POINTER(ctypes.c_ubyte)(), ctypes.c_ulong(0)
-    status = tj.tjCompress2(handle, inverted.tobytes(), img.width, 0, img.height, tjpf_cmyk, ctypes.byref(out),
-                            ctypes.byref(size), tjsamp_420, quality, 0)
+    status = tj.tjCompress2(
+        handle,
+        inverted.tobytes(),
+        img.width,
+        0,
+        img.height,
+        tjpf_cmyk,
+        ctypes.byref(out),
+        ctypes.byref(size),
+        tjsamp_420,
+        quality,
+        0,
+    )
     assert status == 0, "tjCompress2 failed"
     data = ctypes.string_at(out, size.value)
     tj.tjFree(out)
@@ -152,15 +194,25 @@ def write_png(path: str, samples: np.ndarray, depth: int, colour_type: int, befo
     rows = samples.reshape(h, -1).astype(">u2" if depth == 16 else np.uint8)
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0))
-                + before_idat + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0))
+            + before_idat
+            + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b"")
+        )
 
 
 def xmp_packet(orientation: int, element: bool) -> bytes:
-    value = (f"><tiff:Orientation>{orientation}</tiff:Orientation></rdf:Description>" if element
-             else f'tiff:Orientation="{orientation}"/>')
-    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" {value}</rdf:RDF></x:xmpmeta>').encode()
+    value = (
+        f"><tiff:Orientation>{orientation}</tiff:Orientation></rdf:Description>"
+        if element
+        else f'tiff:Orientation="{orientation}"/>'
+    )
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" {value}</rdf:RDF></x:xmpmeta>'
+    ).encode()
 
 
 def print_and_library_variants(out: str) -> None:
@@ -179,22 +231,33 @@ def print_and_library_variants(out: str) -> None:
 
     def gama(value: float) -> bytes:
         return png_chunk(b"gAMA", struct.pack(">I", round(100000 * value)))
+
     chrm = png_chunk(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000))
     write_png(os.path.join(out, "gamma1.png"), arr, 8, 2, gama(1.0) + chrm)  # linear light
     palette = base.convert("P", palette=Image.ADAPTIVE, colors=64)
-    write_png(os.path.join(out, "palette-gamma18.png"), np.asarray(palette), 8, 3,  # classic Mac gamma 1.8
-              gama(1 / 1.8) + png_chunk(b"PLTE", bytes(palette.getpalette()[:192])))
+    write_png(
+        os.path.join(out, "palette-gamma18.png"),
+        np.asarray(palette),
+        8,
+        3,  # classic Mac gamma 1.8
+        gama(1 / 1.8) + png_chunk(b"PLTE", bytes(palette.getpalette()[:192])),
+    )
     wide = arr.astype(np.uint16) * 257 + np.arange(64, dtype=np.uint16)[None, :, None]
     write_png(os.path.join(out, "rgb16-srgb.png"), wide, 16, 2, png_chunk(b"sRGB", b"\x00") + gama(1 / 2.2))
     from PIL import ImageCms
+
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    write_png(os.path.join(out, "rgb16-iccp.png"), wide, 16, 2, png_chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(srgb)))
+    write_png(
+        os.path.join(out, "rgb16-iccp.png"), wide, 16, 2, png_chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(srgb))
+    )
     base.transpose(STORE[6]).save(os.path.join(out, "exif6.png"), exif=exif_bytes(6))
     itxt = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp_packet(8, element=True)
     write_png(os.path.join(out, "xmp8.png"), np.asarray(base.transpose(STORE[8])), 8, 2, png_chunk(b"iTXt", itxt))
     grey = np.asarray(base.convert("L"))
     write_png(os.path.join(out, "grey-trns.png"), grey, 8, 0, png_chunk(b"tRNS", struct.pack(">H", int(grey[10, 10]))))
-    write_png(os.path.join(out, "rgb-trns.png"), arr, 8, 2, png_chunk(b"tRNS", struct.pack(">HHH", *map(int, arr[10, 10]))))
+    write_png(
+        os.path.join(out, "rgb-trns.png"), arr, 8, 2, png_chunk(b"tRNS", struct.pack(">HHH", *map(int, arr[10, 10])))
+    )
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -205,8 +268,12 @@ def write_png16(path: str, arr: np.ndarray) -> None:
     h, w, _ = arr.shape
     raw = b"".join(b"\x00" + arr[y].tobytes() for y in range(h))
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-                + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b"")
+        )
 
 
 def bad_inputs(out: str, images_dir: str) -> None:
@@ -221,11 +288,15 @@ def bad_inputs(out: str, images_dir: str) -> None:
         "corrupt.png": png[:60] + bytes(200) + png[260:],
         "text.jpg": b"This is a text file, not a photo.\n",
         "image.gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
-                     b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
+        b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
     }
     # Headers that declare 20000 × 20000 = 400 megapixels over a few bytes of data.
-    files["huge.png"] = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
-                         + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    files["huge.png"] = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, "JPEG")
     small = bytearray(buf.getvalue())
@@ -253,8 +324,12 @@ def golden(out: str, images_dir: str, names: list[str], models: str) -> None:
     # Pillow resizes of a PNG region (x, y, w, h) to (W, H), for the resampler test.
     src = Image.open(os.path.join(images_dir, "coffee-256.png")).convert("RGB")
     index["resizes"] = []
-    for filt, box, size in [("bicubic", (16, 16, 224, 224), (224, 224)), ("bicubic", (10, 30, 200, 150), (61, 97)),
-                            ("bilinear", (0, 0, 256, 256), (100, 100)), ("bicubic", (5, 7, 40, 30), (120, 90))]:
+    for filt, box, size in [
+        ("bicubic", (16, 16, 224, 224), (224, 224)),
+        ("bicubic", (10, 30, 200, 150), (61, 97)),
+        ("bilinear", (0, 0, 256, 256), (100, 100)),
+        ("bicubic", (5, 7, 40, 30), (120, 90)),
+    ]:
         resample = Image.BICUBIC if filt == "bicubic" else Image.BILINEAR
         x, y, w, h = box
         img = src.resize(size, resample, box=(x, y, x + w, y + h))
@@ -270,8 +345,12 @@ def golden(out: str, images_dir: str, names: list[str], models: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="models")
-    parser.add_argument("--only", choices=["images", "decode", "bad", "golden"], action="append",
-                        help="build only these folders (repeatable; default: all)")
+    parser.add_argument(
+        "--only",
+        choices=["images", "decode", "bad", "golden"],
+        action="append",
+        help="build only these folders (repeatable; default: all)",
+    )
     args = parser.parse_args()
     only = set(args.only or ["images", "decode", "bad", "golden"])
     images_dir = os.path.join(ROOT, "images")

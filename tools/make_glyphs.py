@@ -12,6 +12,7 @@ the ambiguous l / I / 1 and 0 / O / o. Classes with fewer than --min-fonts image
 Fonts come from the Debian packages tools/setup installs (fonts-noto-core, fonts-dejavu-core,
 fonts-urw-base35, fonts-cmu, fonts-texgyre, fonts-freefont-ttf, fonts-liberation2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ SCRIPTS = {
     "georgian": [chr(c) for c in range(0x10D0, 0x10F1)],
 }
 # Letters that look like a Latin letter (or each other) in most fonts.
-LOOK_ALIKES = set("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοικνυχρ" "АВЕКМНОРСТХаеорсухіѕјԁ" "lI1" "0Oo" "ՕօՍսհոց")
+LOOK_ALIKES = set("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοικνυχρАВЕКМНОРСТХаеорсухіѕјԁlI10OoՕօՍսհոց")
 
 
 # Fonts that map letters to symbols (URW's Dingbats and Symbol) or hold only mathematics.
@@ -72,8 +73,12 @@ def main() -> None:
     parser.add_argument("--min-fonts", type=int, default=20)
     parser.add_argument("--max-fonts", type=int, default=60)
     args = parser.parse_args()
-    paths = sorted(p for ext in ("ttf", "otf", "TTF", "OTF") for p in glob.glob(f"/usr/share/fonts/**/*.{ext}", recursive=True)
-                   if not SYMBOL_FONTS.search(os.path.basename(p)))
+    paths = sorted(
+        p
+        for ext in ("ttf", "otf", "TTF", "OTF")
+        for p in glob.glob(f"/usr/share/fonts/**/*.{ext}", recursive=True)
+        if not SYMBOL_FONTS.search(os.path.basename(p))
+    )
     if not paths:
         raise SystemExit("no fonts under /usr/share/fonts; run tools/setup")
     cmaps: dict = {}

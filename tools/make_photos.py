@@ -8,6 +8,7 @@ set-up copies from scikit-image into samples/photos, saved as a 640 × 480 JPEG,
 --large-every-th file, as a 4000 × 3000 one (12 megapixels, as a phone writes). --link N adds N
 hard-linked copies of the whole set (for a large folder at no cost in disk space).
 """
+
 from __future__ import annotations
 
 import argparse

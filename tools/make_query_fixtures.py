@@ -9,6 +9,7 @@ for the queries. Kith's logistic-regression head must agree (tests/QueryTests.sw
 
   make_query_fixtures.py [--models models]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,15 @@ def main() -> None:
         half.tofile(os.path.join(OUT, f"{part}.f16"))
         data[part] = (half.astype(np.float32), [label for _, label in items])
     (xs, ys), (xq, yq) = data["support"], data["queries"]
-    answers = {"sklearn": sklearn.__version__, "dimension": int(xs.shape[1]),
-               "support_labels": ys, "query_labels": yq}
+    answers = {"sklearn": sklearn.__version__, "dimension": int(xs.shape[1]), "support_labels": ys, "query_labels": yq}
     for name, model in [("default", LogisticRegression()), ("balanced", LogisticRegression(class_weight="balanced"))]:
         model.fit(xs, ys)
-        answers[name] = {"classes": model.classes_.tolist(), "predictions": model.predict(xq).tolist(),
-                         "probabilities": np.round(model.predict_proba(xq), 6).tolist(),
-                         "accuracy": float((model.predict(xq) == np.array(yq)).mean())}
+        answers[name] = {
+            "classes": model.classes_.tolist(),
+            "predictions": model.predict(xq).tolist(),
+            "probabilities": np.round(model.predict_proba(xq), 6).tolist(),
+            "accuracy": float((model.predict(xq) == np.array(yq)).mean()),
+        }
         print(f"{name}: accuracy {answers[name]['accuracy']:.3f}")
     with open(os.path.join(OUT, "sklearn.json"), "w") as f:
         json.dump(answers, f, indent=1)

@@ -7,6 +7,7 @@ convolutions and BatchNorm statistics away from identity keep activations in a r
 
   make_random_weights.py [--out models] [--seed 0] [resnet18 resnet34 resnet50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def resnet_state(arch: str, seed: int) -> dict:
     state: dict = {}
 
     def conv(name, cout, cin, k):
-        state[f"{name}.weight"] = rng.standard_normal((cout, cin, k, k), dtype=np.float32) * np.float32(np.sqrt(2.0 / (cin * k * k)))
+        state[f"{name}.weight"] = rng.standard_normal((cout, cin, k, k), dtype=np.float32) * np.float32(
+            np.sqrt(2.0 / (cin * k * k))
+        )
 
     def bn(name, c, gamma=1.0):
         state[f"{name}.weight"] = (gamma * rng.uniform(0.5, 1.5, c)).astype(np.float32)
@@ -46,14 +49,20 @@ def resnet_state(arch: str, seed: int) -> dict:
             stride = 2 if b == 0 and stage > 0 else 1
             out = planes * expansion
             if bottleneck:
-                conv(f"{p}.conv1", planes, channels, 1); bn(f"{p}.bn1", planes)
-                conv(f"{p}.conv2", planes, planes, 3); bn(f"{p}.bn2", planes)
-                conv(f"{p}.conv3", out, planes, 1); bn(f"{p}.bn3", out, gamma=0.3)
+                conv(f"{p}.conv1", planes, channels, 1)
+                bn(f"{p}.bn1", planes)
+                conv(f"{p}.conv2", planes, planes, 3)
+                bn(f"{p}.bn2", planes)
+                conv(f"{p}.conv3", out, planes, 1)
+                bn(f"{p}.bn3", out, gamma=0.3)
             else:
-                conv(f"{p}.conv1", planes, channels, 3); bn(f"{p}.bn1", planes)
-                conv(f"{p}.conv2", out, planes, 3); bn(f"{p}.bn2", out, gamma=0.3)
+                conv(f"{p}.conv1", planes, channels, 3)
+                bn(f"{p}.bn1", planes)
+                conv(f"{p}.conv2", out, planes, 3)
+                bn(f"{p}.bn2", out, gamma=0.3)
             if stride != 1 or channels != out:
-                conv(f"{p}.downsample.0", out, channels, 1); bn(f"{p}.downsample.1", out)
+                conv(f"{p}.downsample.0", out, channels, 1)
+                bn(f"{p}.downsample.1", out)
             channels = out
     state["fc.weight"] = (rng.standard_normal((1000, channels)) * 0.01).astype(np.float32)
     state["fc.bias"] = np.zeros(1000, dtype=np.float32)
@@ -68,8 +77,14 @@ def main() -> None:
     args = parser.parse_args()
     for arch in args.archs:
         name = f"{arch}-random"
-        path = write_model(resnet_state(arch, args.seed), args.out, name, arch,
-                           f"random weights (seed {args.seed}) from tools/make_random_weights.py", None)
+        path = write_model(
+            resnet_state(arch, args.seed),
+            args.out,
+            name,
+            arch,
+            f"random weights (seed {args.seed}) from tools/make_random_weights.py",
+            None,
+        )
         print(f"{name}: {path}")
 
 

@@ -8,6 +8,7 @@ seeded image; both are independent of Kith's code.
 
     .venv/bin/python tools/make_view_fixtures.py
 """
+
 import json
 import os
 
@@ -33,18 +34,29 @@ def main() -> None:
         out = ImageEnhance.Brightness(image).enhance(brightness)
         out = ImageEnhance.Contrast(out).enhance(contrast)
         out = ImageEnhance.Color(out).enhance(saturation)
-        jitters.append({"brightness": brightness, "contrast": contrast, "saturation": saturation,
-                        "pixels": np.asarray(out).reshape(-1).tolist()})
+        jitters.append(
+            {
+                "brightness": brightness,
+                "contrast": contrast,
+                "saturation": saturation,
+                "pixels": np.asarray(out).reshape(-1).tolist(),
+            }
+        )
 
     blurs = []
     for sigma in [0.6, 1.1, 2.3]:
-        channels = [gaussian_filter(pixels[:, :, c].astype(np.float64), sigma, mode="nearest", truncate=3.0) for c in range(3)]
+        channels = [
+            gaussian_filter(pixels[:, :, c].astype(np.float64), sigma, mode="nearest", truncate=3.0) for c in range(3)
+        ]
         out = np.clip(np.rint(np.stack(channels, axis=-1)), 0, 255).astype(np.uint8)
         blurs.append({"sigma": sigma, "pixels": out.reshape(-1).tolist()})
 
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
-        json.dump({"width": width, "height": height, "pixels": pixels.reshape(-1).tolist(), "jitter": jitters, "blur": blurs}, f)
+        json.dump(
+            {"width": width, "height": height, "pixels": pixels.reshape(-1).tolist(), "jitter": jitters, "blur": blurs},
+            f,
+        )
     print(f"wrote {OUT}")
 
 

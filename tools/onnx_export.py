@@ -9,6 +9,7 @@ tools/kith_reference.py.
 
   onnx_export.py --model efficientnet-lite0 [--models models] --out /tmp/lite0.onnx
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,19 +44,35 @@ def build(sd: dict, arch: str, size: int) -> onnx.ModelProto:
         w = sd[f"{conv}.weight"]
         y = name("conv")
         padding = {"auto_pad": "SAME_UPPER"} if pad is None else {"pads": [pad] * 4}
-        nodes.append(helper.make_node("Conv", [x, f"{conv}.weight"], [y], strides=[stride, stride], group=groups,
-                                      kernel_shape=list(w.shape[2:]), **padding))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{conv}.weight"],
+                [y],
+                strides=[stride, stride],
+                group=groups,
+                kernel_shape=list(w.shape[2:]),
+                **padding,
+            )
+        )
         z = name("bn")
-        nodes.append(helper.make_node("BatchNormalization", [y, f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean",
-                                                             f"{bn}.running_var"], [z], epsilon=eps))
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization",
+                [y, f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean", f"{bn}.running_var"],
+                [z],
+                epsilon=eps,
+            )
+        )
         return activate(z, act)
 
     def activate(z, act):
         if act is None:
             return z
         r = name(act)
-        nodes.append(helper.make_node("Clip", [z, "zero", "six"], [r]) if act == "relu6"
-                     else helper.make_node("Relu", [z], [r]))
+        nodes.append(
+            helper.make_node("Clip", [z, "zero", "six"], [r]) if act == "relu6" else helper.make_node("Relu", [z], [r])
+        )
         return r
 
     def add(a, b, act=None):
@@ -78,8 +95,12 @@ def build(sd: dict, arch: str, size: int) -> onnx.ModelProto:
     used = {n for node in nodes for n in node.input}
     inits = [t for t in inits if t.name in used]
     graph = helper.make_graph(
-        nodes, arch, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])], inits)
+        nodes,
+        arch,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -95,10 +116,17 @@ def efficientnet_lite(sd, arch, conv_bn, add):
         return new + 8 if new < 0.9 * f else new
 
     x = conv_bn("input", "_conv_stem", "_bn0", 2)
-    base = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
-            (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)]
+    base = [
+        (3, 1, 1, 16, 1),
+        (3, 2, 6, 24, 2),
+        (5, 2, 6, 40, 2),
+        (3, 2, 6, 80, 3),
+        (5, 1, 6, 112, 3),
+        (5, 2, 6, 192, 4),
+        (3, 1, 6, 320, 1),
+    ]
     i, cin = 0, 32
-    for stage, (k, s, e, cout, r) in enumerate(base):
+    for stage, (_k, s, e, cout, r) in enumerate(base):
         repeats = r if stage in (0, len(base) - 1) else int(math.ceil(r * depth))
         cout = round_filters(cout)
         for j in range(repeats):
@@ -115,7 +143,15 @@ def efficientnet_lite(sd, arch, conv_bn, add):
 def mobilenet_v2(conv_bn, add):
     x = conv_bn("input", "features.0.0", "features.0.1", 2, pad=1)
     i, cin = 1, 32
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+    for t, c, n, s in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]:
         for j in range(n):
             p, stride, h, d = f"features.{i}.conv", s if j == 0 else 1, x, 0
             if t != 1:
@@ -157,6 +193,7 @@ def export(models: str, name: str, out: str) -> str:
 def check(path: str, models: str, name: str) -> float:
     """Worst relative difference between onnxruntime and the numpy reference on random input."""
     import onnxruntime as ort
+
     manifest, sd = ref.load_model(models, name)
     size = ref.PREPROCESSING[manifest["architecture"]]["size"]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
@@ -172,7 +209,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     export(args.models, args.model, args.out)
-    print(f"{args.out}: worst relative difference to the numpy reference {check(args.out, args.models, args.model):.2e}")
+    print(
+        f"{args.out}: worst relative difference to the numpy reference {check(args.out, args.models, args.model):.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ protocol version, system info, the object with storages as persistent ids, the s
 by each storage's raw bytes, preceded by its element count. The zip format (torch >= 1.6) is read too.
 Every tensor comes back as a C-contiguous float32 numpy array.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,9 +18,15 @@ import numpy as np
 
 MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -67,12 +74,13 @@ def _materialise(obj):
         _, storage, offset, size, stride = obj
         item = storage.dtype.itemsize
         arr = np.lib.stride_tricks.as_strided(
-            storage.data[offset:], shape=size, strides=tuple(s * item for s in stride))
+            storage.data[offset:], shape=size, strides=tuple(s * item for s in stride)
+        )
         return np.ascontiguousarray(arr, dtype=np.float32) if storage.dtype.kind == "f" else np.array(arr)
     return obj
 
 
-def load(path: str) -> "collections.OrderedDict[str, np.ndarray]":
+def load(path: str) -> collections.OrderedDict[str, np.ndarray]:
     """Load a state dict: name -> numpy array (floating tensors as float32)."""
     if zipfile.is_zipfile(path):
         return _load_zip(path)

@@ -10,6 +10,7 @@ float32 input with a dynamic batch dimension.
 --check regenerates the oneDNN benchmark's xorshift weights/input (slow, pure Python) and
 prints the batch-1 output so it can be compared with `onednn_bench --impls`.
 """
+
 import argparse
 import math
 import sys
@@ -20,8 +21,15 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-STAGES = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
-          (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)]
+STAGES = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+]
 
 
 class XorShift:
@@ -69,8 +77,17 @@ def build_model(check):
         wn, bn, y = name("w"), name("b"), name("conv")
         inits.append(numpy_helper.from_array(uniform((oc, ic // groups, k, k), ic // groups * k * k), wn))
         inits.append(numpy_helper.from_array(uniform((oc,), 16), bn))
-        nodes.append(helper.make_node("Conv", [x, wn, bn], [y], kernel_shape=[k, k], strides=[stride, stride],
-                                      pads=[ph // 2, pw // 2, ph - ph // 2, pw - pw // 2], group=groups))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, wn, bn],
+                [y],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[ph // 2, pw // 2, ph - ph // 2, pw - pw // 2],
+                group=groups,
+            )
+        )
         stats["macs"] += oh * ow * oc * (ic // groups) * k * k
         if relu6:
             z = name("relu6")
@@ -99,9 +116,12 @@ def build_model(check):
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
     graph = helper.make_graph(
-        nodes, "efficientnet_lite0_random",
+        nodes,
+        "efficientnet_lite0_random",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1280])], inits)
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1280])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -132,8 +152,11 @@ def main():
     a = ap.parse_args()
     model, stats, user_input = build_model(a.check)
     mb = model.SerializeToString()
-    print(f"# onnxruntime {ort.__version__}, {len(model.graph.node)} nodes, "
-          f"{stats['macs'] / 1e6:.1f} MMAC/img, {stats['params'] / 1e6:.3f} M params", flush=True)
+    print(
+        f"# onnxruntime {ort.__version__}, {len(model.graph.node)} nodes, "
+        f"{stats['macs'] / 1e6:.1f} MMAC/img, {stats['params'] / 1e6:.3f} M params",
+        flush=True,
+    )
     if a.check:
         sess = session(mb, 1)
         o = sess.run(None, {"input": np.ascontiguousarray(user_input, dtype=np.float32)})[0]
@@ -172,8 +195,11 @@ def main():
                 ips = iters * n / (w1 - w0)
                 if ips > best:
                     best, ratio = ips, (time.process_time() - c0) / (w1 - w0)
-            print(f"RESULT ort threads={t} batch={n} ips={best:.2f} ms_per_batch={1e3 * n / best:.3f} "
-                  f"cpu/wall={ratio:.2f}", flush=True)
+            print(
+                f"RESULT ort threads={t} batch={n} ips={best:.2f} ms_per_batch={1e3 * n / best:.3f} "
+                f"cpu/wall={ratio:.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -36,13 +36,15 @@ checks, deduplicates and stores):
 
 Errors are one line on standard error, ``kith.parquet: ...``, and exit status 2.
 """
+
 from __future__ import annotations
 
 import base64
 import json
 import os
 import sys
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,32 +66,55 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def embeddings_schema(dimension: int, model: Optional[str], weights_sha256: Optional[str],
-                      extra: bool = False) -> Any:
+def embeddings_schema(dimension: int, model: str | None, weights_sha256: str | None, extra: bool = False) -> Any:
     """The schema of an embeddings table; ``extra`` adds ``id``, ``coarse_label`` and ``metadata``
     (what ``kith export parquet`` keeps of an index)."""
     pa = _pyarrow()
-    fields = [pa.field("path", pa.string(), nullable=False), pa.field("sha256", pa.string()),
-              pa.field("label", pa.string())]
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string()),
+        pa.field("label", pa.string()),
+    ]
     if extra:
-        fields += [pa.field("id", pa.uint64()), pa.field("coarse_label", pa.string()), pa.field("metadata", pa.string())]
-    fields += [pa.field("model", pa.string()), pa.field("weights_sha256", pa.string()),
-               pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False)]
-    meta = {"table": "embeddings", "version": VERSION, "model": model, "weights_sha256": weights_sha256,
-            "dimension": dimension}
+        fields += [
+            pa.field("id", pa.uint64()),
+            pa.field("coarse_label", pa.string()),
+            pa.field("metadata", pa.string()),
+        ]
+    fields += [
+        pa.field("model", pa.string()),
+        pa.field("weights_sha256", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+    ]
+    meta = {
+        "table": "embeddings",
+        "version": VERSION,
+        "model": model,
+        "weights_sha256": weights_sha256,
+        "dimension": dimension,
+    }
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(meta).encode()})
 
 
 def errors_schema() -> Any:
     pa = _pyarrow()
-    fields = [pa.field("path", pa.string(), nullable=False), pa.field("label", pa.string()),
-              pa.field("code", pa.string(), nullable=False), pa.field("message", pa.string(), nullable=False),
-              pa.field("model", pa.string())]
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+    ]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps({"table": "errors", "version": VERSION}).encode()})
 
 
-def embeddings_table(rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, model: Optional[str],
-                     weights_sha256: Optional[str], extra: bool = False) -> Any:
+def embeddings_table(
+    rows: Mapping[str, Sequence[Any]],
+    embeddings: np.ndarray,
+    model: str | None,
+    weights_sha256: str | None,
+    extra: bool = False,
+) -> Any:
     """A table of ``embeddings`` ([rows × D] float32) with the other columns from ``rows``; model
     and weights_sha256 fill their columns."""
     pa = _pyarrow()
@@ -127,7 +152,7 @@ def write_atomically(table: Any, path: str) -> None:
             os.remove(temporary)
 
 
-def table_kind(path: str) -> Optional[str]:
+def table_kind(path: str) -> str | None:
     """``embeddings`` or ``errors`` for a table Kith wrote, else None (from the footer only)."""
     pq = _pyarrow().parquet
     meta = pq.read_schema(path).metadata or {}
@@ -139,16 +164,18 @@ def table_kind(path: str) -> Optional[str]:
         return None
 
 
-def find_shards(arguments: Iterable[str]) -> List[str]:
+def find_shards(arguments: Iterable[str]) -> list[str]:
     """Files as given; folders walked for ``*.parquet`` (sorted), leaving out hidden and ``_`` files
     (temporary files, job records) and Kith's error tables."""
-    shards: List[str] = []
+    shards: list[str] = []
     for argument in arguments:
         if os.path.isdir(argument):
             found = []
             for folder, subfolders, files in os.walk(argument):
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith((".", "_")))
-                found += [os.path.join(folder, f) for f in files if f.endswith(".parquet") and not f.startswith((".", "_"))]
+                found += [
+                    os.path.join(folder, f) for f in files if f.endswith(".parquet") and not f.startswith((".", "_"))
+                ]
             found = [f for f in sorted(found) if table_kind(f) != "errors"]
             if not found:
                 raise ShardError(f"{argument}: no Parquet embeddings tables in this folder")
@@ -177,10 +204,15 @@ class Shard:
             if schema.get_field_index(name) < 0:
                 raise ShardError(f"{path}: no column '{name}' (columns: {', '.join(schema.names)})")
         embedding = schema.field("embedding").type
-        if not (pa.types.is_fixed_size_list(embedding) or pa.types.is_list(embedding) or pa.types.is_large_list(embedding)) \
-                or not pa.types.is_floating(embedding.value_type):
+        if not (
+            pa.types.is_fixed_size_list(embedding) or pa.types.is_list(embedding) or pa.types.is_large_list(embedding)
+        ) or not pa.types.is_floating(embedding.value_type):
             raise ShardError(f"{path}: column 'embedding' is {embedding}, not a list of floats")
-        self.columns = [c for c in ("path", "sha256", "label", "coarse_label", "metadata", "embedding") if schema.get_field_index(c) >= 0]
+        self.columns = [
+            c
+            for c in ("path", "sha256", "label", "coarse_label", "metadata", "embedding")
+            if schema.get_field_index(c) >= 0
+        ]
         self.rows = self.file.metadata.num_rows
         self.dimension = embedding.list_size if pa.types.is_fixed_size_list(embedding) else self._first_length()
         self.spaces = self._spaces(schema)
@@ -191,18 +223,20 @@ class Shard:
                 return len(batch.column(0)[0])
         return 0
 
-    def _spaces(self, schema: Any) -> List[Dict[str, Optional[str]]]:
+    def _spaces(self, schema: Any) -> list[dict[str, str | None]]:
         names = [c for c in ("model", "weights_sha256") if schema.get_field_index(c) >= 0]
         if not names:
             return [{"model": None, "weights_sha256": None}] if self.rows else []
         table = self.file.read(columns=names)
         pairs = set(zip(*(table.column(c).to_pylist() for c in names)))
-        return [dict(zip(("model", "weights_sha256"), pair + (None,) * (2 - len(pair)))) for pair in sorted(pairs, key=str)]
+        return [
+            dict(zip(("model", "weights_sha256"), pair + (None,) * (2 - len(pair)))) for pair in sorted(pairs, key=str)
+        ]
 
-    def header(self) -> Dict[str, Any]:
+    def header(self) -> dict[str, Any]:
         return {"path": self.path, "rows": self.rows, "dimension": self.dimension, "spaces": self.spaces}
 
-    def records(self, shard: int) -> Iterator[Dict[str, Any]]:
+    def records(self, shard: int) -> Iterator[dict[str, Any]]:
         """The rows as records of the stream ``read`` writes."""
         row = 0
         for batch in self.file.iter_batches(batch_size=1024, columns=self.columns):
@@ -218,7 +252,7 @@ class Shard:
             matrix = flat.reshape(batch.num_rows, self.dimension) if self.dimension else flat.reshape(batch.num_rows, 0)
             other = {name: column.to_pylist() for name, column in values.items()}
             for i in range(batch.num_rows):
-                record: Dict[str, Any] = {"shard": shard, "row": row + i}
+                record: dict[str, Any] = {"shard": shard, "row": row + i}
                 for name, column in other.items():
                     record[name] = column[i]
                 record["embedding"] = base64.b64encode(matrix[i].tobytes()).decode("ascii")
@@ -241,7 +275,7 @@ def write(path: str, lines: Iterable[str]) -> int:
     iterator = iter(lines)
     header = json.loads(next(iterator, "null") or "null")
     if not isinstance(header, dict) or "dimension" not in header:
-        raise ShardError("the first line must be {\"model\", \"weights_sha256\", \"dimension\"}")
+        raise ShardError('the first line must be {"model", "weights_sha256", "dimension"}')
     dimension, model, digest = int(header["dimension"]), header.get("model"), header.get("weights_sha256")
     schema = embeddings_schema(dimension, model, digest, extra=True)
     folder = os.path.dirname(path) or "."
@@ -250,12 +284,18 @@ def write(path: str, lines: Iterable[str]) -> int:
     count = 0
     try:
         with pa.parquet.ParquetWriter(temporary, schema) as writer:
-            def flush(records: List[Dict[str, Any]]) -> None:
-                vectors = np.frombuffer(b"".join(base64.b64decode(r["embedding"]) for r in records), dtype="<f4")
-                columns = {name: [r.get(name) for r in records] for name in ("path", "sha256", "label", "id", "coarse_label", "metadata")}
-                writer.write_table(embeddings_table(columns, vectors.reshape(len(records), dimension), model, digest, extra=True))
 
-            pending: List[Dict[str, Any]] = []
+            def flush(records: list[dict[str, Any]]) -> None:
+                vectors = np.frombuffer(b"".join(base64.b64decode(r["embedding"]) for r in records), dtype="<f4")
+                columns = {
+                    name: [r.get(name) for r in records]
+                    for name in ("path", "sha256", "label", "id", "coarse_label", "metadata")
+                }
+                writer.write_table(
+                    embeddings_table(columns, vectors.reshape(len(records), dimension), model, digest, extra=True)
+                )
+
+            pending: list[dict[str, Any]] = []
             for line in iterator:
                 if not line.strip():
                     continue
@@ -274,7 +314,7 @@ def write(path: str, lines: Iterable[str]) -> int:
     return count
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = "usage: python -m kith.parquet read SHARD_OR_FOLDER... | write OUT"
     try:

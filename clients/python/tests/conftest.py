@@ -1,11 +1,12 @@
 """A real `kith serve` on a free loopback port, over temporary folders, for the whole session."""
+
 from __future__ import annotations
 
 import os
 import pathlib
 import subprocess
 import tempfile
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,11 +27,20 @@ def kith_binary() -> str:
 
 
 class Server:
-    def __init__(self, extra: List[str] = ()) -> None:
+    def __init__(self, extra: list[str] = ()) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="kith-pytest-")
         root = pathlib.Path(self.folder.name)
-        arguments = [kith_binary(), "serve", "--port", "0", "--indexes", str(root / "indexes"),
-                     "--models", os.environ.get("KITH_MODELS", str(REPOSITORY / "models")), *extra]
+        arguments = [
+            kith_binary(),
+            "serve",
+            "--port",
+            "0",
+            "--indexes",
+            str(root / "indexes"),
+            "--models",
+            os.environ.get("KITH_MODELS", str(REPOSITORY / "models")),
+            *extra,
+        ]
         self.process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.process.stdout.readline().strip()  # "listening on 127.0.0.1:PORT"
         if not line.startswith("listening on "):

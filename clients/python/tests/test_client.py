@@ -1,16 +1,14 @@
 """Every client method against a real `kith serve` (the session's server, see conftest.py)."""
+
 from __future__ import annotations
 
 import asyncio
 import subprocess
-import pathlib
-
 
 import numpy as np
 import pytest
 
 import kith
-
 from conftest import REPOSITORY, Server, kith_binary
 
 FIXTURES = REPOSITORY / "Tests" / "Fixtures" / "images"
@@ -32,8 +30,13 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
     assert any(i["name"] == name for i in client.indexes())
 
     vectors, labels = clusters(rng)
-    added = client.add_vectors(name, vectors, labels=labels, sources=[f"v{i}" for i in range(len(labels))],
-                               metadata=[{"row": i} for i in range(len(labels))])
+    added = client.add_vectors(
+        name,
+        vectors,
+        labels=labels,
+        sources=[f"v{i}" for i in range(len(labels))],
+        metadata=[{"row": i} for i in range(len(labels))],
+    )
     assert list(added.ids) == list(range(1, 19)) and set(added.statuses) == {"added"}
     assert client.stats(name)["items"] == 18 and client.index(name)["stats"]["labels"] == 3
 
@@ -91,12 +94,16 @@ def test_vector_index_end_to_end(client: kith.Client, name: str) -> None:
 
     # Evaluation, with progress.
     seen = []
-    results = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total)))
+    results = client.eval_fewshot(
+        name, way=3, shot=1, queries=2, episodes=20, progress=lambda done, total: seen.append((done, total))
+    )
     assert [r.head for r in results] == ["auto", "logreg", "prototype", "knn", "copa"]
     assert results[0].chosen == {"prototype+whiten=1000.0 (not validated)": 20} and results[1].chosen is None
     assert all(r.mean > 0.9 and len(r.accuracies) == 20 and r.rarest is None and r.space == "backbone" for r in results)
     assert seen and seen[-1] == (20, 20)
-    tail = client.eval_fewshot(name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True)
+    tail = client.eval_fewshot(
+        name, way=3, shot=1, queries=2, episodes=5, heads=["prototype+whiten", "copa+steps=20"], long_tail=True
+    )
     assert [r.head for r in tail] == ["prototype+whiten", "copa+steps=20"]
     assert all(r.rarest is not None and len(r.rarest) == 5 for r in tail)
     with pytest.raises(kith.KithError, match="fine-within-coarse episodes need coarse labels"):
@@ -120,8 +127,12 @@ def test_approximate_search(client: kith.Client, server: Server, name: str) -> N
     client.add_vectors(name, vectors, labels=[f"l{i % 10}" for i in range(3000)])
     with pytest.raises(kith.NoApproximateIndexError):
         client.search(name, vectors[:2], exact=False)
-    built = subprocess.run([kith_binary(), "index", "build-ann", name, "--indexes", str(server.root / "indexes")],
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [kith_binary(), "index", "build-ann", name, "--indexes", str(server.root / "indexes")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0 and "approximate search ready" in built.stdout, built.stderr
     assert client.index(name)["ann"]["phase"] == "ready"
     queries = vectors[:50] + rng.normal(0, 0.05, (50, 16)).astype(np.float32)
@@ -145,8 +156,11 @@ def test_approximate_search(client: kith.Client, server: Server, name: str) -> N
 def test_images(client: kith.Client, name: str) -> None:
     client.create_index(name, model="resnet18-random")
     paths = [FIXTURES / "coffee-256.png", FIXTURES / "camera-grey.png"]
-    added = client.add_images(name, [paths[0], str(paths[1]), (FIXTURES / "chelsea.jpg").read_bytes(), b"not an image"],
-                              labels=["cup", "camera", "cat", None])
+    added = client.add_images(
+        name,
+        [paths[0], str(paths[1]), (FIXTURES / "chelsea.jpg").read_bytes(), b"not an image"],
+        labels=["cup", "camera", "cat", None],
+    )
     assert added.statuses == ["added", "added", "added", "failed"]
     assert list(added.ids[:3]) == [1, 2, 3] and added.ids[3] == -1
     assert isinstance(added.errors[3], kith.UnsupportedFormatError)
@@ -179,26 +193,50 @@ def test_async_client(server: Server, name: str) -> None:
             await client.create_index(name, dimension=16)
             vectors, labels = clusters(np.random.default_rng(1))
             await client.add_vectors(name, vectors, labels=labels)
-            searches = await asyncio.gather(*[client.search(name, vectors[i:i + 1], k=1) for i in range(6)])
+            searches = await asyncio.gather(*[client.search(name, vectors[i : i + 1], k=1) for i in range(6)])
             assert [int(s.ids[0, 0]) for s in searches] == [1, 2, 3, 4, 5, 6]
             await client.enqueue(name, vectors)
             nn = await client.nearest_in_queue(name, vectors[:2])
             assert list(nn.sequences) == [0, 1]
             progress = []
-            results = await client.eval_fewshot(name, way=2, shot=1, queries=1, episodes=5, heads=["prototype"],
-                                                progress=lambda done, total: progress.append(done))
+            results = await client.eval_fewshot(
+                name,
+                way=2,
+                shot=1,
+                queries=1,
+                episodes=5,
+                heads=["prototype"],
+                progress=lambda done, total: progress.append(done),
+            )
             assert [r.head for r in results] == ["prototype"] and progress[-1] == 5
             await client.drop_index(name)
+
     asyncio.run(run())
 
 
 def test_the_example_at_a_small_size(server: Server) -> None:
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("nnclr_queue", REPOSITORY / "examples" / "nnclr_queue.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)  # type: ignore[union-attr]
-    report = example.main(["--url", server.url, "--index", "nnclr-small", "--queue", "512", "--batch", "32", "--dimension", "64",
-                           "--steps", "6", "--quiet"])
+    report = example.main(
+        [
+            "--url",
+            server.url,
+            "--index",
+            "nnclr-small",
+            "--queue",
+            "512",
+            "--batch",
+            "32",
+            "--dimension",
+            "64",
+            "--steps",
+            "6",
+            "--quiet",
+        ]
+    )
     assert report["steps"] == 6 and report["queue_entries"] == 512 and report["agreement"] == 1.0
     with kith.Client(server.url) as client:
         client.drop_index("nnclr-small")

@@ -1,4 +1,5 @@
 """Every API error code has its exception class, and the errors a client can provoke arrive as them."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 
 import kith
-
 from conftest import REPOSITORY, Server
 
 
@@ -68,11 +68,22 @@ def test_provoked_errors(client: kith.Client, name: str) -> None:
         (kith.InvalidQueueNameError, lambda: client.queue(name, queue="x" * 500)),
         (kith.IndexHasNoBackboneError, lambda: client.add_images(name, [b"\x89PNG"])),
         (kith.RouteNotFoundError, lambda: client._run(nowhere())),
-        (kith.MalformedNPYError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"not npy", "application/x-npy"))),
+        (
+            kith.MalformedNPYError,
+            lambda: client._run(raw(f"/v1/indexes/{name}/search", b"not npy", "application/x-npy")),
+        ),
         (kith.MalformedJSONError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"{oops", "application/json"))),
         (kith.UnsupportedMediaTypeError, lambda: client._run(raw(f"/v1/indexes/{name}/search", b"x", "text/plain"))),
-        (kith.NoImagesError, lambda: client._run(raw("/v1/embed", b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\n",
-                                                      "multipart/form-data; boundary=b"))),
+        (
+            kith.NoImagesError,
+            lambda: client._run(
+                raw(
+                    "/v1/embed",
+                    b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--b--\r\n',
+                    "multipart/form-data; boundary=b",
+                )
+            ),
+        ),
         (kith.EmptyFileError, lambda: client._run(raw("/v1/embed", b"", "image/png"))),
         (kith.SnapshotExistsError, lambda: [client.snapshot(name, name + "-snap") for _ in range(2)]),
     ]
@@ -134,17 +145,29 @@ def test_429_is_retried_with_back_off() -> None:
     def busy(request: httpx.Request) -> httpx.Response:
         seen.append(request.url.path)
         if answers.pop(0) == 503:
-            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {"code": "too_busy", "message": "busy"}})
+            return httpx.Response(
+                503, headers={"Retry-After": "0"}, json={"error": {"code": "too_busy", "message": "busy"}}
+            )
         return httpx.Response(200, json={"status": "ok"})
 
     http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(busy))
     with kith.Client("http://kith.test", http=http, backoff=0.001) as client:
         assert client.health() and len(seen) == 2
-    http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"code": "down", "message": "down"}})))
+    http = httpx.Client(
+        base_url="http://kith.test",
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(503, json={"error": {"code": "down", "message": "down"}})
+        ),
+    )
     with kith.Client("http://kith.test", http=http, retries=2, backoff=0.001) as client:
         with pytest.raises(kith.ServiceUnavailableError):
             client.health()
-    http = httpx.Client(base_url="http://kith.test", transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"error": {"code": "too_busy", "message": "busy"}})))
+    http = httpx.Client(
+        base_url="http://kith.test",
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(429, json={"error": {"code": "too_busy", "message": "busy"}})
+        ),
+    )
     with kith.Client("http://kith.test", http=http, retries=2, backoff=0.001) as client:
         with pytest.raises(kith.TooBusyError):
             client.health()

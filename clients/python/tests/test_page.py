@@ -2,6 +2,7 @@
 ESR (headless, over Marionette).
 
 Screenshots go to $KITH_ARTIFACTS (default: test-artifacts/ in the repository), which CI keeps."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ import shutil
 import pytest
 
 import kith
-
 from conftest import REPOSITORY, Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -32,7 +32,9 @@ def browser():
     for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    driver = webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
@@ -45,9 +47,17 @@ def console_errors(driver) -> list:
 def test_search_classify_browse_evaluate(server: Server, client: kith.Client, browser) -> None:
     client.create_index("page", model="resnet18-random")
     photos = REPOSITORY / "samples" / "photos"  # copied by the set-up from scikit-image
-    added = client.add_images("page", [IMAGES / "coffee-256.png", IMAGES / "chelsea.jpg", photos / "chelsea.png",
-                                       photos / "coffee.png", IMAGES / "camera-grey.png"],
-                              labels=["cup", "cat", "cat", "cup", "camera"])
+    added = client.add_images(
+        "page",
+        [
+            IMAGES / "coffee-256.png",
+            IMAGES / "chelsea.jpg",
+            photos / "chelsea.png",
+            photos / "coffee.png",
+            IMAGES / "camera-grey.png",
+        ],
+        labels=["cup", "cat", "cat", "cup", "camera"],
+    )
     coffee = int(added.ids[0])
     wait = WebDriverWait(browser, 60)
     browser.get(server.url + "/")
@@ -83,7 +93,9 @@ def test_search_classify_browse_evaluate(server: Server, client: kith.Client, br
     wait.until(EC.text_to_be_present_in_element((By.ID, "results-note"), "never itself), backbone space"))
 
     # Labels and the items of one.
-    chip = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#label-list button") if b.text.startswith("cat")][0])
+    chip = wait.until(
+        lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#label-list button") if b.text.startswith("cat")][0]
+    )
     assert chip.text == "cat (2)"
     chip.click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#label-items li")) == 2)
@@ -129,37 +141,63 @@ def test_firefox(server: Server, client: kith.Client, tmp_path) -> None:
     """The same page in Debian's Firefox ESR, driven over Marionette (Debian has no geckodriver):
     search, thumbnail, classify, evaluate, with no JavaScript error in Firefox's console."""
     marionette = pytest.importorskip("marionette_driver.marionette")
-    from marionette_driver import By as MBy, Wait
+    from marionette_driver import By as MBy
+    from marionette_driver import Wait
+
     if not shutil.which("firefox-esr"):
         pytest.fail("firefox-esr is missing: tools/setup installs it")
     client.create_index("page-ff", model="resnet18-random")
-    ids = client.add_images("page-ff", [IMAGES / "coffee-256.png", IMAGES / "chelsea.jpg", IMAGES / "camera-grey.png"],
-                            labels=["cup", "cat", "camera"]).ids
+    ids = client.add_images(
+        "page-ff",
+        [IMAGES / "coffee-256.png", IMAGES / "chelsea.jpg", IMAGES / "camera-grey.png"],
+        labels=["cup", "cat", "camera"],
+    ).ids
     log = tmp_path / "gecko.log"
-    firefox = marionette.Marionette(bin=shutil.which("firefox-esr"), headless=True, startup_timeout=120, port=2831,
-                                    workspace=str(tmp_path), gecko_log=str(log),
-                                    prefs={"devtools.console.stdout.content": True})
+    firefox = marionette.Marionette(
+        bin=shutil.which("firefox-esr"),
+        headless=True,
+        startup_timeout=120,
+        port=2831,
+        workspace=str(tmp_path),
+        gecko_log=str(log),
+        prefs={"devtools.console.stdout.content": True},
+    )
     try:
         firefox.start_session()
         firefox.navigate(server.url + "/")
         wait = Wait(firefox, timeout=60)
-        wait.until(lambda f: f.execute_script("return [...document.querySelectorAll('#index option')].some(o => o.value == 'page-ff')"))
-        firefox.execute_script("const s = document.getElementById('index'); s.value = 'page-ff'; s.dispatchEvent(new Event('change'))")
+        wait.until(
+            lambda f: f.execute_script(
+                "return [...document.querySelectorAll('#index option')].some(o => o.value == 'page-ff')"
+            )
+        )
+        firefox.execute_script(
+            "const s = document.getElementById('index'); s.value = 'page-ff'; s.dispatchEvent(new Event('change'))"
+        )
         wait.until(lambda f: "3 items" in f.find_element(MBy.ID, "summary").text)
         firefox.find_element(MBy.ID, "file").send_keys(str(IMAGES / "coffee-256.png"))
         first = wait.until(lambda f: (f.find_elements(MBy.CSS_SELECTOR, "#results li button") or [None])[0])
         assert int(first.get_attribute("data-id")) == int(ids[0]) and "1.0000" in first.text
         image = first.find_element(MBy.TAG_NAME, "img")
-        wait.until(lambda f: f.execute_script("return arguments[0].complete && arguments[0].naturalWidth", script_args=[image]) > 0)
+        wait.until(
+            lambda f: (
+                f.execute_script("return arguments[0].complete && arguments[0].naturalWidth", script_args=[image]) > 0
+            )
+        )
         firefox.find_element(MBy.ID, "classify").click()
         wait.until(lambda f: f.find_elements(MBy.CSS_SELECTOR, "#probabilities li"))
         assert firefox.find_element(MBy.CSS_SELECTOR, "#probabilities li span").text == "cup"
         import base64
+
         (ARTIFACTS / "6-firefox.png").write_bytes(base64.b64decode(firefox.screenshot()))
         assert firefox.find_element(MBy.ID, "message").get_attribute("hidden") is not None
     finally:
         firefox.delete_session()
         firefox.cleanup()
-    errors = [line for line in log.read_text(errors="replace").splitlines() if "JavaScript error" in line or "Uncaught" in line]
+    errors = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if "JavaScript error" in line or "Uncaught" in line
+    ]
     assert errors == [], errors
     client.drop_index("page-ff")
