@@ -12,14 +12,14 @@ let package = Package(
         .library(name: "KithBackbone", targets: ["KithBackbone"]),
         .library(name: "KithIndex", targets: ["KithIndex"]),
         .library(name: "KithPipeline", targets: ["KithPipeline"]),
-        .library(name: "KithQuery", targets: ["KithQuery"]),
+        .library(name: "KithQuery", targets: ["KithQuery"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2")
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -34,38 +34,71 @@ let package = Package(
         .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: strict),
         .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
         .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
-        .target(name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"], swiftSettings: strict),
-        .target(name: "KithAdapt", dependencies: ["KithMath", "KithBackbone", "KithIndex", "KithPipeline"], swiftSettings: strict),
-        .target(name: "KithQuery", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"], swiftSettings: strict),
+        .target(
+            name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"],
+            swiftSettings: strict),
+        .target(
+            name: "KithAdapt", dependencies: ["KithMath", "KithBackbone", "KithIndex", "KithPipeline"],
+            swiftSettings: strict),
+        .target(
+            name: "KithQuery",
+            dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"],
+            swiftSettings: strict),
         .target(
             name: "KithServer",
-            dependencies: ["KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
-                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"),
-                           .product(name: "HTTPTypes", package: "swift-http-types"), .product(name: "Logging", package: "swift-log"),
-                           .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio")
+            ],
             resources: [.copy("openapi.json"), .copy("Page")], swiftSettings: strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery", "KithServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
+                "KithServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ],
             swiftSettings: strict),
 
         // Tests: one target per module (a change runs its own tests), over shared fixtures and helpers.
-        .target(name: "KithTestSupport", dependencies: ["KithMath", "KithBackbone", "KithIndex"], path: "Tests/KithTestSupport", swiftSettings: strict),
-        .testTarget(name: "KithMathTests", dependencies: ["KithMath", "CKernels", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithImageTests", dependencies: ["KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithPipelineTests", dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithAdaptTests", dependencies: ["KithAdapt", "KithMath", "KithIndex", "KithBackbone", "KithPipeline", "KithTestSupport"], swiftSettings: strict),
-        .testTarget(name: "KithQueryTests", dependencies: ["KithQuery", "KithAdapt", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .target(
+            name: "KithTestSupport", dependencies: ["KithMath", "KithBackbone", "KithIndex"],
+            path: "Tests/KithTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "KithMathTests", dependencies: ["KithMath", "CKernels", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "KithImageTests", dependencies: ["KithImage", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "KithBackboneTests", dependencies: ["KithBackbone", "KithImage", "KithMath", "KithTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "KithIndexTests", dependencies: ["KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "KithPipelineTests",
+            dependencies: ["KithPipeline", "KithBackbone", "KithImage", "KithIndex", "KithTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "KithAdaptTests",
+            dependencies: ["KithAdapt", "KithMath", "KithIndex", "KithBackbone", "KithPipeline", "KithTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "KithQueryTests",
+            dependencies: ["KithQuery", "KithAdapt", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KithServerTests",
-            dependencies: ["KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithPipeline", "KithBackbone", "KithTestSupport",
-                           .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: [
+                "KithServer", "KithQuery", "KithIndex", "KithImage", "KithMath", "KithPipeline", "KithBackbone",
+                "KithTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types")
+            ],
             swiftSettings: strict),
-        .testTarget(name: "kithTests", dependencies: ["KithIndex", "KithMath", "KithQuery", "KithTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "kithTests", dependencies: ["KithIndex", "KithMath", "KithQuery", "KithTestSupport"],
+            swiftSettings: strict)
     ]
 )

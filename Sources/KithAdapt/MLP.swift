@@ -5,14 +5,16 @@ import KithMath
 func product(_ a: Matrix, _ b: Matrix, transposeA: Bool = false, transposeB: Bool = false) -> Matrix {
     let m = transposeA ? a.columns : a.rows, k = transposeA ? a.rows : a.columns
     let n = transposeB ? b.rows : b.columns
-    precondition(k == (transposeB ? b.columns : b.rows), "product: inner dimensions \(k) and \(transposeB ? b.columns : b.rows)")
+    precondition(
+        k == (transposeB ? b.columns : b.rows), "product: inner dimensions \(k) and \(transposeB ? b.columns : b.rows)")
     var c = Matrix(zeros: m, n)
     guard k > 0 else { return c }
     a.values.withUnsafeBufferPointer { a_ in
         b.values.withUnsafeBufferPointer { b_ in
             c.values.withUnsafeMutableBufferPointer { c_ in
-                BLAS.gemm(m: m, n: n, k: k, a: a_.baseAddress!, lda: a.columns, transposeA: transposeA,
-                          b: b_.baseAddress!, ldb: b.columns, transposeB: transposeB, c: c_.baseAddress!, ldc: n)
+                BLAS.gemm(
+                    m: m, n: n, k: k, a: a_.baseAddress!, lda: a.columns, transposeA: transposeA,
+                    b: b_.baseAddress!, ldb: b.columns, transposeB: transposeB, c: c_.baseAddress!, ldc: n)
             }
         }
     }
@@ -30,7 +32,9 @@ func packed(_ values: [Float]) -> Data {
 func unpacked(_ data: Data, count: Int? = nil) -> [Float]? {
     guard data.count % 4 == 0, count.map({ data.count == $0 * 4 }) ?? true else { return nil }
     return data.withUnsafeBytes { raw in
-        (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+        (0..<(raw.count / 4)).map {
+            Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+        }
     }
 }
 
@@ -45,13 +49,18 @@ public enum Layer: Sendable, Codable, Equatable {
 }
 
 extension Layer {
-    private enum CodingKeys: String, CodingKey { case kind, inputs, outputs, features, weight, bias, gamma, beta, runningMean, runningVariance }
+    private enum CodingKeys: String, CodingKey {
+        case kind, inputs, outputs, features, weight, bias, gamma, beta, runningMean, runningVariance
+    }
 
     private static func bytes(_ values: [Float]) -> Data { packed(values) }
 
-    private static func floats(_ data: Data, count: Int, _ key: CodingKeys, _ c: KeyedDecodingContainer<CodingKeys>) throws -> [Float] {
+    private static func floats(_ data: Data, count: Int, _ key: CodingKeys, _ c: KeyedDecodingContainer<CodingKeys>)
+        throws -> [Float]
+    {
         guard let values = unpacked(data, count: count) else {
-            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\(data.count) bytes for \(count) values")
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: c, debugDescription: "\(data.count) bytes for \(count) values")
         }
         return values
     }
@@ -68,7 +77,9 @@ extension Layer {
         case .batchNorm(let features, let gamma, let beta, let mean, let variance):
             try c.encode("batchNorm", forKey: .kind)
             try c.encode(features, forKey: .features)
-            for (values, key) in [(gamma, CodingKeys.gamma), (beta, .beta), (mean, .runningMean), (variance, .runningVariance)] {
+            for (values, key) in [
+                (gamma, CodingKeys.gamma), (beta, .beta), (mean, .runningMean), (variance, .runningVariance)
+            ] {
                 try c.encode(Self.bytes(values), forKey: key)
             }
         case .relu:
@@ -81,12 +92,18 @@ extension Layer {
         switch try c.decode(String.self, forKey: .kind) {
         case "dense":
             let inputs = try c.decode(Int.self, forKey: .inputs), outputs = try c.decode(Int.self, forKey: .outputs)
-            self = .dense(inputs: inputs, outputs: outputs, weight: try Self.floats(c.decode(Data.self, forKey: .weight), count: inputs * outputs, .weight, c),
-                          bias: try Self.floats(c.decode(Data.self, forKey: .bias), count: outputs, .bias, c))
+            self = .dense(
+                inputs: inputs, outputs: outputs,
+                weight: try Self.floats(c.decode(Data.self, forKey: .weight), count: inputs * outputs, .weight, c),
+                bias: try Self.floats(c.decode(Data.self, forKey: .bias), count: outputs, .bias, c))
         case "batchNorm":
             let f = try c.decode(Int.self, forKey: .features)
-            func read(_ key: CodingKeys) throws -> [Float] { try Self.floats(c.decode(Data.self, forKey: key), count: f, key, c) }
-            self = .batchNorm(features: f, gamma: try read(.gamma), beta: try read(.beta), runningMean: try read(.runningMean), runningVariance: try read(.runningVariance))
+            func read(_ key: CodingKeys) throws -> [Float] {
+                try Self.floats(c.decode(Data.self, forKey: key), count: f, key, c)
+            }
+            self = .batchNorm(
+                features: f, gamma: try read(.gamma), beta: try read(.beta), runningMean: try read(.runningMean),
+                runningVariance: try read(.runningVariance))
         case "relu":
             self = .relu
         case let kind:
@@ -114,11 +131,16 @@ public struct MLP: Sendable, Codable, Equatable {
         for (i, (inputs, outputs)) in zip(widths, widths.dropFirst()).enumerated() {
             let bound = 1 / Float(inputs).squareRoot()
             let uniform = { (count: Int) in (0..<count).map { _ in Float(2 * rng.nextDouble() - 1) * bound } }
-            layers.append(.dense(inputs: inputs, outputs: outputs, weight: uniform(inputs * outputs), bias: uniform(outputs)))
+            layers.append(
+                .dense(inputs: inputs, outputs: outputs, weight: uniform(inputs * outputs), bias: uniform(outputs)))
             let last = i == widths.count - 2
             if !last || outputBatchNorm {
-                layers.append(.batchNorm(features: outputs, gamma: [Float](repeating: 1, count: outputs), beta: [Float](repeating: 0, count: outputs),
-                                         runningMean: [Float](repeating: 0, count: outputs), runningVariance: [Float](repeating: 1, count: outputs)))
+                layers.append(
+                    .batchNorm(
+                        features: outputs, gamma: [Float](repeating: 1, count: outputs),
+                        beta: [Float](repeating: 0, count: outputs),
+                        runningMean: [Float](repeating: 0, count: outputs),
+                        runningVariance: [Float](repeating: 1, count: outputs)))
             }
             if !last { layers.append(.relu) }
         }
@@ -159,18 +181,25 @@ public struct MLP: Sendable, Codable, Equatable {
                     let unbiased = Float(n) / Float(max(n - 1, 1))
                     for j in 0..<f {
                         runningMean[j] = (1 - Self.momentum) * runningMean[j] + Self.momentum * mean[j]
-                        runningVariance[j] = (1 - Self.momentum) * runningVariance[j] + Self.momentum * variance[j] * unbiased
+                        runningVariance[j] =
+                            (1 - Self.momentum) * runningVariance[j] + Self.momentum * variance[j] * unbiased
                     }
-                    layers[l] = .batchNorm(features: f, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance)
+                    layers[l] = .batchNorm(
+                        features: f, gamma: gamma, beta: beta, runningMean: runningMean,
+                        runningVariance: runningVariance)
                 } else {
                     (mean, variance) = (runningMean, runningVariance)
                 }
                 let inverseStd = variance.map { 1 / ($0 + Self.epsilon).squareRoot() }
                 var normalised = h
-                for r in 0..<n { for j in 0..<f { normalised.values[r * f + j] = (h.values[r * f + j] - mean[j]) * inverseStd[j] } }
+                for r in 0..<n {
+                    for j in 0..<f { normalised.values[r * f + j] = (h.values[r * f + j] - mean[j]) * inverseStd[j] }
+                }
                 cache.normalised[l] = (normalised, inverseStd)
                 var y = normalised
-                for r in 0..<n { for j in 0..<f { y.values[r * f + j] = gamma[j] * normalised.values[r * f + j] + beta[j] } }
+                for r in 0..<n {
+                    for j in 0..<f { y.values[r * f + j] = gamma[j] * normalised.values[r * f + j] + beta[j] }
+                }
                 h = y
             case .relu:
                 h.values = h.values.map { max($0, 0) }
@@ -215,7 +244,8 @@ public struct MLP: Sendable, Codable, Equatable {
                 for r in 0..<n {
                     for j in 0..<f {
                         let dxhat = g.values[r * f + j] * gamma[j]
-                        dx.values[r * f + j] = inverseStd[j] / Float(n) * (Float(n) * dxhat - sum[j] - xhat.values[r * f + j] * sumDot[j])
+                        dx.values[r * f + j] =
+                            inverseStd[j] / Float(n) * (Float(n) * dxhat - sum[j] - xhat.values[r * f + j] * sumDot[j])
                     }
                 }
                 slot -= 2
@@ -247,9 +277,13 @@ public struct MLP: Sendable, Codable, Equatable {
             var slot = 0
             for l in layers.indices {
                 switch layers[l] {
-                case .dense(let i, let o, _, _): layers[l] = .dense(inputs: i, outputs: o, weight: newValue[slot], bias: newValue[slot + 1]); slot += 2
+                case .dense(let i, let o, _, _):
+                    layers[l] = .dense(inputs: i, outputs: o, weight: newValue[slot], bias: newValue[slot + 1]);
+                    slot += 2
                 case .batchNorm(let f, _, _, let m, let v):
-                    layers[l] = .batchNorm(features: f, gamma: newValue[slot], beta: newValue[slot + 1], runningMean: m, runningVariance: v); slot += 2
+                    layers[l] = .batchNorm(
+                        features: f, gamma: newValue[slot], beta: newValue[slot + 1], runningMean: m, runningVariance: v
+                    ); slot += 2
                 case .relu: break
                 }
             }

@@ -47,7 +47,10 @@ public struct AdaptationMemory: Sendable, Equatable {
 
 extension Adaptation {
     /// What adapting `index` with `configuration` and `views` views per item needs in memory.
-    public static func memoryNeed(_ index: Index, configuration: AdaptationConfiguration, views: Int) throws -> AdaptationMemory {
-        AdaptationMemory(configuration: configuration, items: try index.itemCount(), inputs: index.metadata.dimension, views: views)
+    public static func memoryNeed(_ index: Index, configuration: AdaptationConfiguration, views: Int) throws
+        -> AdaptationMemory
+    {
+        AdaptationMemory(
+            configuration: configuration, items: try index.itemCount(), inputs: index.metadata.dimension, views: views)
     }
 }

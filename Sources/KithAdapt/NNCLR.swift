@@ -60,13 +60,17 @@ public struct NNCLR: Sendable, Codable, Equatable {
 
     /// A residual head: z = proj(x) + S x, with the projector's output BatchNorm starting at γ = 0,
     /// so that training starts from S x exactly.
-    public init(inputs: Int, dimension: Int = 256, hidden: Int = 1024, temperature: Float = 0.1, seed: UInt64 = 0, skip: Skip) {
+    public init(
+        inputs: Int, dimension: Int = 256, hidden: Int = 1024, temperature: Float = 0.1, seed: UInt64 = 0, skip: Skip
+    ) {
         self.init(inputs: inputs, dimension: dimension, hidden: hidden, temperature: temperature, seed: seed)
-        precondition(skip.rows == dimension && skip.columns == inputs, "NNCLR: a skip of \(skip.rows) × \(skip.columns)")
+        precondition(
+            skip.rows == dimension && skip.columns == inputs, "NNCLR: a skip of \(skip.rows) × \(skip.columns)")
         self.skip = skip
         if case .batchNorm(let f, _, let beta, let mean, let variance) = projector.layers[projector.layers.count - 1] {
-            projector.layers[projector.layers.count - 1] = .batchNorm(features: f, gamma: [Float](repeating: 0, count: f), beta: beta,
-                                                                      runningMean: mean, runningVariance: variance)
+            projector.layers[projector.layers.count - 1] = .batchNorm(
+                features: f, gamma: [Float](repeating: 0, count: f), beta: beta,
+                runningMean: mean, runningVariance: variance)
         }
     }
 
@@ -96,15 +100,19 @@ public struct NNCLR: Sendable, Codable, Equatable {
     ///     positive is never an entry of its own item (in a small collection the queue holds every
     ///     item's earlier projection, and its nearest entry would be itself).
     /// - Returns: also ẑ₁, which the caller enqueues.
-    public mutating func step(_ first: Matrix, _ second: Matrix, queue: Matrix?, owners: [Int]? = nil,
-                              items: [Int]? = nil) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
+    public mutating func step(
+        _ first: Matrix, _ second: Matrix, queue: Matrix?, owners: [Int]? = nil,
+        items: [Int]? = nil
+    ) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
         step(first, second) { _, z in Self.neighbours(z, in: queue, owners: owners, excluding: items) }
     }
 
     /// `step` with the positives of each view's ẑ (view 1 or 2) given by `positives`: constants
     /// to the gradient.
-    mutating func step(_ first: Matrix, _ second: Matrix,
-                       positives: (Int, Matrix) -> Matrix) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
+    mutating func step(
+        _ first: Matrix, _ second: Matrix,
+        positives: (Int, Matrix) -> Matrix
+    ) -> (loss: Float, projector: [[Float]], predictor: [[Float]], z1: Matrix) {
         // S x is a constant: the gradient of z reaches the projector unchanged.
         let (z1, projected1) = project(first, training: true)
         let (z2, projected2) = project(second, training: true)
@@ -117,9 +125,14 @@ public struct NNCLR: Sendable, Codable, Equatable {
         let (l12, dp2) = Self.infoNCE(anchors1, p2, temperature: temperature)
         let (l21, dp1) = Self.infoNCE(anchors2, p1, temperature: temperature)
         let half = { (m: Matrix) in Matrix(rows: m.rows, columns: m.columns, values: m.values.map { $0 / 2 }) }
-        let back1 = predictor.backward(half(dp1), cache: predicted1), back2 = predictor.backward(half(dp2), cache: predicted2)
-        let proj1 = projector.backward(back1.input, cache: projected1), proj2 = projector.backward(back2.input, cache: projected2)
-        return ((l12 + l21) / 2, Self.sum(proj1.parameters, proj2.parameters), Self.sum(back1.parameters, back2.parameters), unit1)
+        let back1 = predictor.backward(half(dp1), cache: predicted1),
+            back2 = predictor.backward(half(dp2), cache: predicted2)
+        let proj1 = projector.backward(back1.input, cache: projected1),
+            proj2 = projector.backward(back2.input, cache: projected2)
+        return (
+            (l12 + l21) / 2, Self.sum(proj1.parameters, proj2.parameters), Self.sum(back1.parameters, back2.parameters),
+            unit1
+        )
     }
 
     /// Each row's most similar row of `queue` (itself without one), leaving out the entries whose
@@ -163,8 +176,12 @@ public struct NNCLR: Sendable, Codable, Equatable {
         var dUnit = product(logits, anchors, transposeA: true)
         for r in 0..<n {
             var along: Float = 0
-            for j in 0..<d { dUnit.values[r * d + j] /= temperature; along += dUnit.values[r * d + j] * unit.values[r * d + j] }
-            for j in 0..<d { dUnit.values[r * d + j] = (dUnit.values[r * d + j] - unit.values[r * d + j] * along) / norms[r] }
+            for j in 0..<d {
+                dUnit.values[r * d + j] /= temperature; along += dUnit.values[r * d + j] * unit.values[r * d + j]
+            }
+            for j in 0..<d {
+                dUnit.values[r * d + j] = (dUnit.values[r * d + j] - unit.values[r * d + j] * along) / norms[r]
+            }
         }
         return (loss / Float(n), dUnit)
     }
@@ -196,11 +213,15 @@ public struct Adam: Sendable, Codable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        (learningRate, weightDecay) = (try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .weightDecay))
+        (learningRate, weightDecay) = (
+            try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .weightDecay)
+        )
         (totalSteps, t) = (try c.decode(Int.self, forKey: .totalSteps), try c.decode(Int.self, forKey: .t))
         func read(_ key: CodingKeys) throws -> [[Float]] {
             try c.decode([Data].self, forKey: key).map { data in
-                guard let values = unpacked(data) else { throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "not float32 bytes") }
+                guard let values = unpacked(data) else {
+                    throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "not float32 bytes")
+                }
                 return values
             }
         }
@@ -212,7 +233,9 @@ public struct Adam: Sendable, Codable, Equatable {
     }
 
     /// The learning rate of the next step.
-    public var currentRate: Float { learningRate * 0.5 * (1 + Foundation.cos(Float.pi * Float(min(t, totalSteps)) / Float(totalSteps))) }
+    public var currentRate: Float {
+        learningRate * 0.5 * (1 + Foundation.cos(Float.pi * Float(min(t, totalSteps)) / Float(totalSteps)))
+    }
 
     public mutating func step(_ parameters: inout [[Float]], _ gradients: [[Float]]) {
         if m.isEmpty { m = gradients.map { [Float](repeating: 0, count: $0.count) }; v = m }
@@ -224,7 +247,8 @@ public struct Adam: Sendable, Codable, Equatable {
                 let g = gradients[a][i]
                 m[a][i] = 0.9 * m[a][i] + 0.1 * g
                 v[a][i] = 0.999 * v[a][i] + 0.001 * g * g
-                parameters[a][i] -= rate * ((m[a][i] / c1) / ((v[a][i] / c2).squareRoot() + 1e-8) + weightDecay * parameters[a][i])
+                parameters[a][i] -=
+                    rate * ((m[a][i] / c1) / ((v[a][i] / c2).squareRoot() + 1e-8) + weightDecay * parameters[a][i])
             }
         }
     }
@@ -257,7 +281,9 @@ public struct ProjectionQueue: Sendable, Codable, Equatable {
     }
 
     /// The entries (order does not matter for NN(z, Q)).
-    public var matrix: Matrix { Matrix(rows: count, columns: dimension, values: Array(values.prefix(count * dimension))) }
+    public var matrix: Matrix {
+        Matrix(rows: count, columns: dimension, values: Array(values.prefix(count * dimension)))
+    }
     /// The item of each entry of `matrix` (−1: none given).
     public var owners: [Int] { Array(ownerOf.prefix(count)) }
 }

@@ -19,7 +19,9 @@ public struct SpaceComparison: Sendable, Codable, Equatable {
         public var interval: Double
 
         public init(name: String, detail: String, backbone: Double, adapted: Double, trials: Int, interval: Double) {
-            (self.name, self.detail, self.backbone, self.adapted, self.trials, self.interval) = (name, detail, backbone, adapted, trials, interval)
+            (self.name, self.detail, self.backbone, self.adapted, self.trials, self.interval) = (
+                name, detail, backbone, adapted, trials, interval
+            )
         }
 
         public var difference: Double { adapted - backbone }
@@ -35,7 +37,10 @@ public struct SpaceComparison: Sendable, Codable, Equatable {
     /// comparison stored before Kith recorded it.
     public var supportGeneration: UInt64?
 
-    public init(index: String, measures: [Measure], measured: Date = Date(), unmeasured: String? = nil, supportGeneration: UInt64? = nil) {
+    public init(
+        index: String, measures: [Measure], measured: Date = Date(), unmeasured: String? = nil,
+        supportGeneration: UInt64? = nil
+    ) {
         (self.index, self.measures, self.measured, self.unmeasured) = (index, measures, measured, unmeasured)
         self.supportGeneration = supportGeneration
     }
@@ -60,13 +65,17 @@ public struct SpaceComparison: Sendable, Codable, Equatable {
 
     /// One line for people: each measure in both spaces, and which space queries use.
     public var summary: String {
-        guard !measures.isEmpty else { return "not measured (\(unmeasured ?? "nothing to measure on")): queries use the backbone space" }
+        guard !measures.isEmpty else {
+            return "not measured (\(unmeasured ?? "nothing to measure on")): queries use the backbone space"
+        }
         let figures = measures.map { m in
             m.name == "views"
                 ? String(format: "views recall@1 %.3f → %.3f", m.backbone, m.adapted)
                 : String(format: "%@ %.1f%% → %.1f%%", m.name, 100 * m.backbone, 100 * m.adapted)
         }
         return "backbone → adapted on '\(index)': " + figures.joined(separator: ", ")
-            + (adaptedIsDefault ? "; queries use the adapted space" : "; the adapted space does not win: queries use the backbone space")
+            + (adaptedIsDefault
+                ? "; queries use the adapted space"
+                : "; the adapted space does not win: queries use the backbone space")
     }
 }

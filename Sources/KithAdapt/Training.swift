@@ -34,16 +34,24 @@ public struct AdaptationConfiguration: Sendable, Codable, Equatable {
     public init() {}
 
     private enum CodingKeys: String, CodingKey {
-        case epochs, dimension, hidden, batchSize, queueCapacity, usesQueue, learningRate, temperature, seed, residual, measureEvery, patience
+        case epochs, dimension, hidden, batchSize, queueCapacity, usesQueue, learningRate, temperature, seed, residual,
+            measureEvery, patience
     }
 
     /// Settings stored before `residual` and early stopping existed read as they trained.
     public init(from decoder: any Swift.Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        (epochs, dimension, hidden) = (try c.decode(Int.self, forKey: .epochs), try c.decode(Int.self, forKey: .dimension), try c.decode(Int.self, forKey: .hidden))
-        (batchSize, queueCapacity) = (try c.decode(Int.self, forKey: .batchSize), try c.decode(Int.self, forKey: .queueCapacity))
+        (epochs, dimension, hidden) = (
+            try c.decode(Int.self, forKey: .epochs), try c.decode(Int.self, forKey: .dimension),
+            try c.decode(Int.self, forKey: .hidden)
+        )
+        (batchSize, queueCapacity) = (
+            try c.decode(Int.self, forKey: .batchSize), try c.decode(Int.self, forKey: .queueCapacity)
+        )
         usesQueue = try c.decode(Bool.self, forKey: .usesQueue)
-        (learningRate, temperature) = (try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .temperature))
+        (learningRate, temperature) = (
+            try c.decode(Float.self, forKey: .learningRate), try c.decode(Float.self, forKey: .temperature)
+        )
         seed = try c.decode(UInt64.self, forKey: .seed)
         residual = try c.decodeIfPresent(Bool.self, forKey: .residual) ?? false
         measureEvery = try c.decodeIfPresent(Int.self, forKey: .measureEvery) ?? 0
@@ -53,7 +61,10 @@ public struct AdaptationConfiguration: Sendable, Codable, Equatable {
     /// Settings outside these bounds are refused (a request cannot ask for a week of training).
     public func validate() throws(AdaptationError) {
         func check(_ name: String, _ value: Int, _ bounds: ClosedRange<Int>) throws(AdaptationError) {
-            guard bounds.contains(value) else { throw AdaptationError(.invalidConfiguration, "\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)") }
+            guard bounds.contains(value) else {
+                throw AdaptationError(
+                    .invalidConfiguration, "\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)")
+            }
         }
         try check("epochs", epochs, 1...1000)
         try check("dimension", dimension, 1...4096)
@@ -138,7 +149,10 @@ extension AdaptationCheckpoint {
     public init(decoding data: Data) throws {
         self = try JSONDecoder().decode(AdaptationCheckpoint.self, from: data)
         guard version <= Self.currentVersion else {
-            throw AdaptationError(.unreadableHead, "the index's adaptation checkpoint has version \(version), newer than this Kith's \(Self.currentVersion)")
+            throw AdaptationError(
+                .unreadableHead,
+                "the index's adaptation checkpoint has version \(version), newer than this Kith's \(Self.currentVersion)"
+            )
         }
     }
 }
@@ -154,14 +168,17 @@ public enum Adaptation {
     ///   - shouldContinue: asked before every step; false stops with `AdaptationCancelled`.
     ///   - evaluate: the head's gain over the backbone on the index's own data (nil: nothing to
     ///     measure), asked every `measureEvery` epochs and after the last: the best head is kept.
-    public static func train(_ items: [Matrix], configuration c: AdaptationConfiguration, resume: AdaptationCheckpoint? = nil,
-                             checkpoint: (AdaptationCheckpoint) throws -> Void = { _ in },
-                             progress: (AdaptationProgress) -> Void = { _ in },
-                             evaluate: (NNCLR) throws -> Double? = { _ in nil },
-                             shouldContinue: () -> Bool = { true }) throws -> TrainedHead {
+    public static func train(
+        _ items: [Matrix], configuration c: AdaptationConfiguration, resume: AdaptationCheckpoint? = nil,
+        checkpoint: (AdaptationCheckpoint) throws -> Void = { _ in },
+        progress: (AdaptationProgress) -> Void = { _ in },
+        evaluate: (NNCLR) throws -> Double? = { _ in nil },
+        shouldContinue: () -> Bool = { true }
+    ) throws -> TrainedHead {
         let usable = items.filter { $0.rows >= 2 }
         guard let first = usable.first, usable.count >= 2 else {
-            throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with views; \(usable.count) have any")
+            throw AdaptationError(
+                .notEnoughData, "adapting needs at least 2 items with views; \(usable.count) have any")
         }
         let d = first.columns
         let batch = min(max(2, c.batchSize), usable.count)
@@ -172,20 +189,31 @@ public enum Adaptation {
         var state: AdaptationCheckpoint
         if let resume {
             guard resume.configuration == c, resume.items == usable.count, resume.epochs <= epochs else {
-                throw AdaptationError(.invalidConfiguration, "the checkpoint is of another training (\(resume.items) items, other settings)")
+                throw AdaptationError(
+                    .invalidConfiguration,
+                    "the checkpoint is of another training (\(resume.items) items, other settings)")
             }
             state = resume
         } else {
-            var model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
+            var model = NNCLR(
+                inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed)
             // The residual path starts the head at the collection's principal directions (docs/adapt.md).
             if c.residual, c.dimension <= d,
-               let skip = NNCLR.Skip.principal(of: Matrix(rows: usable.count, columns: d, values: usable.flatMap { $0.row(0) }), dimension: c.dimension) {
-                model = NNCLR(inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed, skip: skip)
+                let skip = NNCLR.Skip.principal(
+                    of: Matrix(rows: usable.count, columns: d, values: usable.flatMap { $0.row(0) }),
+                    dimension: c.dimension)
+            {
+                model = NNCLR(
+                    inputs: d, dimension: c.dimension, hidden: c.hidden, temperature: c.temperature, seed: c.seed,
+                    skip: skip)
             }
             let adam = Adam(learningRate: c.learningRate, totalSteps: steps)
-            state = AdaptationCheckpoint(configuration: c, items: usable.count, epochs: 0, model: model, projectorAdam: adam, predictorAdam: adam,
-                                         rng: SplitMix64(seed: c.seed &+ 0x5EED), queue: ProjectionQueue(capacity: queueCapacity, dimension: c.dimension),
-                                         losses: [], measurements: [])
+            state = AdaptationCheckpoint(
+                configuration: c, items: usable.count, epochs: 0, model: model, projectorAdam: adam,
+                predictorAdam: adam,
+                rng: SplitMix64(seed: c.seed &+ 0x5EED),
+                queue: ProjectionQueue(capacity: queueCapacity, dimension: c.dimension),
+                losses: [], measurements: [])
         }
         var last: AdaptationCheckpoint? = resume
         for epoch in state.epochs..<epochs {
@@ -200,8 +228,10 @@ public enum Adaptation {
                     secondViews += usable[i].row(pair[1])
                 }
                 let positives = c.usesQueue && state.queue.count > 0 ? state.queue.matrix : nil
-                let result = state.model.step(Matrix(rows: batch, columns: d, values: firstViews), Matrix(rows: batch, columns: d, values: secondViews),
-                                              queue: positives, owners: state.queue.owners, items: members)
+                let result = state.model.step(
+                    Matrix(rows: batch, columns: d, values: firstViews),
+                    Matrix(rows: batch, columns: d, values: secondViews),
+                    queue: positives, owners: state.queue.owners, items: members)
                 var projector = state.model.projector.parameters, predictor = state.model.predictor.parameters
                 state.projectorAdam.step(&projector, result.projector)
                 state.predictorAdam.step(&predictor, result.predictor)
@@ -209,7 +239,8 @@ public enum Adaptation {
                 state.model.predictor.parameters = predictor
                 state.queue.enqueue(result.z1, owners: members)
                 state.losses.append(result.loss)
-                progress(AdaptationProgress(step: state.losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
+                progress(
+                    AdaptationProgress(step: state.losses.count, steps: steps, epoch: epoch + 1, loss: result.loss))
             }
             state.epochs = epoch + 1
             if c.measureEvery > 0 && state.epochs % c.measureEvery == 0 || state.epochs == epochs {
@@ -218,8 +249,11 @@ public enum Adaptation {
                     throw AdaptationCancelled(steps: state.losses.count, checkpoint: last)
                 }
                 if let gain {
-                    if gain > (state.measurements ?? []).map(\.gain).max() ?? -.infinity { (state.best, state.bestEpoch) = (state.model, state.epochs) }
-                    state.measurements = (state.measurements ?? []) + [AdaptationMeasurement(epoch: state.epochs, gain: gain)]
+                    if gain > (state.measurements ?? []).map(\.gain).max() ?? -.infinity {
+                        (state.best, state.bestEpoch) = (state.model, state.epochs)
+                    }
+                    state.measurements =
+                        (state.measurements ?? []) + [AdaptationMeasurement(epoch: state.epochs, gain: gain)]
                 }
             }
             let sinceBest = (state.measurements ?? []).filter { $0.epoch > state.bestEpoch ?? Int.max }.count
@@ -230,9 +264,10 @@ public enum Adaptation {
             }
         }
         let measurements = state.measurements ?? []
-        return TrainedHead(model: state.best ?? state.model, losses: state.losses, measurements: measurements,
-                           kept: state.bestEpoch.flatMap { epoch in measurements.firstIndex { $0.epoch == epoch } },
-                           epoch: state.bestEpoch ?? state.epochs, epochs: state.epochs)
+        return TrainedHead(
+            model: state.best ?? state.model, losses: state.losses, measurements: measurements,
+            kept: state.bestEpoch.flatMap { epoch in measurements.firstIndex { $0.epoch == epoch } },
+            epoch: state.bestEpoch ?? state.epochs, epochs: state.epochs)
     }
 }
 
@@ -271,9 +306,13 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
     /// measured its heads, which queries use only when asked for).
     public var comparison: SpaceComparison?
 
-    public init(model: NNCLR, configuration: AdaptationConfiguration, views: String, trained: Date = Date(), finalLoss: Float,
-                comparison: SpaceComparison? = nil) {
-        (self.model, self.configuration, self.views, self.trained, self.finalLoss) = (model, configuration, views, trained, finalLoss)
+    public init(
+        model: NNCLR, configuration: AdaptationConfiguration, views: String, trained: Date = Date(), finalLoss: Float,
+        comparison: SpaceComparison? = nil
+    ) {
+        (self.model, self.configuration, self.views, self.trained, self.finalLoss) = (
+            model, configuration, views, trained, finalLoss
+        )
         self.comparison = comparison
     }
 
@@ -320,7 +359,8 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
     /// Backbone embeddings in the adapted space, unit rows ẑ = unit(proj(x)), 4,096 rows at a
     /// time (bounded working memory; each row depends on itself only).
     public func embed(_ x: Matrix) -> Matrix {
-        precondition(x.columns == inputs || x.rows == 0, "AdaptedHead.embed: \(x.columns) columns for a head of \(inputs)")
+        precondition(
+            x.columns == inputs || x.rows == 0, "AdaptedHead.embed: \(x.columns) columns for a head of \(inputs)")
         let chunk = 4096
         guard x.rows > chunk else { return x.rows == 0 ? Matrix(zeros: 0, dimension) : model.embed(x) }
         var values: [Float] = []
@@ -334,7 +374,9 @@ public struct AdaptedHead: Sendable, Codable, Equatable {
     public init(decoding data: Data) throws {
         self = try JSONDecoder().decode(AdaptedHead.self, from: data)
         guard version <= Self.currentVersion else {
-            throw AdaptationError(.unreadableHead, "the index's adapted head has version \(version), newer than this Kith's \(Self.currentVersion)")
+            throw AdaptationError(
+                .unreadableHead,
+                "the index's adapted head has version \(version), newer than this Kith's \(Self.currentVersion)")
         }
     }
 }
@@ -369,7 +411,10 @@ extension Adaptation {
             let items = try index.itemCount(), withoutViews = try index.itemsWithoutViews(labelledOnly: false)
             let usable = items - withoutViews.filter(\.uploaded).count
             guard usable >= 2 else {
-                throw AdaptationError(.notEnoughData, "adapting needs at least 2 items with images (views, or a source file to make them from); index '\(index.name)' has \(usable) of \(items) items")
+                throw AdaptationError(
+                    .notEnoughData,
+                    "adapting needs at least 2 items with images (views, or a source file to make them from); index '\(index.name)' has \(usable) of \(items) items"
+                )
             }
             return nil
         }
@@ -389,11 +434,13 @@ extension Adaptation {
     ///   `measureEvery` epochs while training (the best head is kept, docs/adapt.md) and once more
     ///   for the head kept, whose answer is stored with it and decides the index's default space.
     ///   A stop asked for while it measures the head kept stores nothing.
-    public static func adapt(_ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
-                             resume: Bool = false, checkpointInterval: TimeInterval = 30,
-                             viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
-                             measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil },
-                             shouldContinue: () -> Bool = { true }) throws -> AdaptationSummary {
+    public static func adapt(
+        _ index: Index, encoder: Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
+        resume: Bool = false, checkpointInterval: TimeInterval = 30,
+        viewProgress: (Int, Int) -> Void = { _, _ in }, progress: (AdaptationProgress) -> Void = { _ in },
+        measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil },
+        shouldContinue: () -> Bool = { true }
+    ) throws -> AdaptationSummary {
         var (configuration, recipe) = (configuration, recipe)
         var resumed: AdaptationCheckpoint?
         if let checkpoint = try checkStart(index, resume: resume) {
@@ -404,8 +451,9 @@ extension Adaptation {
         }
         try configuration.validate()
         var summary = AdaptationSummary()
-        let views = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe, allItems: true, progress: viewProgress,
-                                                shouldContinue: shouldContinue)
+        let views = try SupportViews.addMissing(
+            to: index, encoder: encoder, recipe: recipe, allItems: true, progress: viewProgress,
+            shouldContinue: shouldContinue)
         guard shouldContinue() else { throw AdaptationCancelled(steps: 0, checkpoint: nil) }
         (summary.viewsAdded, summary.unreadable) = (views.added, views.unreadable)
         let snapshot = try index.loadVectors()
@@ -413,12 +461,16 @@ extension Adaptation {
         var items: [Matrix] = [], ids: [UInt64] = []
         for (r, id) in snapshot.ids.enumerated() {
             guard let extra = stored[id], extra.rows >= 1 else { continue }
-            items.append(Matrix(rows: 1 + extra.rows, columns: extra.columns, values: Array(snapshot.matrix.row(r)) + extra.values))
+            items.append(
+                Matrix(
+                    rows: 1 + extra.rows, columns: extra.columns, values: Array(snapshot.matrix.row(r)) + extra.values))
             ids.append(id)
         }
         let itemsHash = ContentHash(of: ids.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }).description
         if let resumed, resumed.itemsHash != itemsHash {
-            throw AdaptationError(.noCheckpoint, "the items of '\(index.name)' changed since the adaptation stopped: start it again (without resume)")
+            throw AdaptationError(
+                .noCheckpoint,
+                "the items of '\(index.name)' changed since the adaptation stopped: start it again (without resume)")
         }
         summary.items = items.count
         var lastStored = Date()
@@ -433,23 +485,30 @@ extension Adaptation {
         // earlier measurements come first in `trained.measurements`, without theirs).
         var compared: [SpaceComparison] = []
         do {
-            trained = try train(items, configuration: configuration, resume: resumed, checkpoint: { checkpoint in
-                if Date().timeIntervalSince(lastStored) >= checkpointInterval { try store(checkpoint) }
-            }, progress: progress, evaluate: { model in
-                let comparison = try measure(AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: 0))
-                if let comparison, comparison.gain != nil { compared.append(comparison) }
-                return comparison?.gain
-            }, shouldContinue: shouldContinue)
+            trained = try train(
+                items, configuration: configuration, resume: resumed,
+                checkpoint: { checkpoint in
+                    if Date().timeIntervalSince(lastStored) >= checkpointInterval { try store(checkpoint) }
+                }, progress: progress,
+                evaluate: { model in
+                    let comparison = try measure(
+                        AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: 0))
+                    if let comparison, comparison.gain != nil { compared.append(comparison) }
+                    return comparison?.gain
+                }, shouldContinue: shouldContinue)
         } catch let stopped as AdaptationCancelled {
             if let checkpoint = stopped.checkpoint, checkpoint.epochs > (resumed?.epochs ?? 0) { try store(checkpoint) }
             throw stopped
         }
         let (model, losses) = (trained.model, trained.losses)
-        (summary.steps, summary.measurements, summary.keptEpoch, summary.epochs) = (losses.count, trained.measurements, trained.epoch, trained.epochs)
+        (summary.steps, summary.measurements, summary.keptEpoch, summary.epochs) = (
+            losses.count, trained.measurements, trained.epoch, trained.epochs
+        )
         let tail = losses.suffix(max(1, losses.count / 10)), head = losses.prefix(max(1, losses.count / 10))
         summary.firstLoss = head.reduce(0, +) / Float(head.count)
         summary.finalLoss = tail.reduce(0, +) / Float(tail.count)
-        var adapted = AdaptedHead(model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
+        var adapted = AdaptedHead(
+            model: model, configuration: configuration, views: recipe.stored, finalLoss: summary.finalLoss)
         // The head kept is measured again only when this run did not measure it (a resumed run
         // whose best came before the stop). A stop while measuring comes after every step: it
         // reports them all, and stores nothing.
@@ -470,8 +529,10 @@ extension Adaptation {
     /// same backbone share a head trained on one of them. `measure` compares it with the backbone
     /// on the target's data (as `adapt` does), which decides the target's default space.
     @discardableResult
-    public static func copyHead(from source: Index, to target: Index,
-                                measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil }) throws -> AdaptedHead {
+    public static func copyHead(
+        from source: Index, to target: Index,
+        measure: (AdaptedHead) throws -> SpaceComparison? = { _ in nil }
+    ) throws -> AdaptedHead {
         guard let data = try source.adaptedHead() else {
             throw AdaptationError(.noAdaptedHead, "index '\(source.name)' has no adapted head to copy")
         }

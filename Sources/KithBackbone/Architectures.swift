@@ -58,13 +58,15 @@ extension WeightReader {
             for i in 0..<cin {
                 for ky in 0..<kernel {
                     for kx in 0..<kernel {
-                        folded[((ky * kernel + kx) * cin + i) * cout + o] = w[((o * cin + i) * kernel + ky) * kernel + kx] * scale[o]
+                        folded[((ky * kernel + kx) * cin + i) * cout + o] =
+                            w[((o * cin + i) * kernel + ky) * kernel + kx] * scale[o]
                     }
                 }
             }
         }
-        return Conv2D(kernel: kernel, stride: stride, padding: padding, inChannels: cin, outChannels: cout,
-                      weights: folded, bias: bias, activation: activation)
+        return Conv2D(
+            kernel: kernel, stride: stride, padding: padding, inChannels: cin, outChannels: cout,
+            weights: folded, bias: bias, activation: activation)
     }
 
     /// A depthwise convolution `conv` (PyTorch [c, 1, k, k]) followed by BatchNorm `bn`.
@@ -78,8 +80,9 @@ extension WeightReader {
         for ch in 0..<c {
             for k in 0..<(kernel * kernel) { folded[k * c + ch] = w[ch * kernel * kernel + k] * scale[ch] }
         }
-        return DepthwiseConv2D(kernel: kernel, stride: stride, padding: padding, channels: c,
-                               weights: folded, bias: bias, activation: activation)
+        return DepthwiseConv2D(
+            kernel: kernel, stride: stride, padding: padding, channels: c,
+            weights: folded, bias: bias, activation: activation)
     }
 
     /// BatchNorm in inference as y = scale · x + bias.
@@ -96,15 +99,18 @@ extension WeightReader {
     func classifier(_ name: String, in features: Int) -> Linear? {
         guard has("\(name).weight") else { return nil }
         let classes = max(1, shape(of: "\(name).weight").first ?? 1)
-        return Linear(inFeatures: features, outFeatures: classes,
-                      weights: tensor("\(name).weight", shape: [classes, features]),
-                      bias: tensor("\(name).bias", shape: [classes]))
+        return Linear(
+            inFeatures: features, outFeatures: classes,
+            weights: tensor("\(name).weight", shape: [classes, features]),
+            bias: tensor("\(name).bias", shape: [classes]))
     }
 }
 
 /// An inverted residual block (MobileNetV2, EfficientNet-Lite): optional 1 × 1 expansion,
 /// depthwise convolution, linear 1 × 1 projection; identity shortcut when shapes allow.
-private func invertedResidual(expand: Conv2D?, depthwise: DepthwiseConv2D, project: Conv2D, residual: Bool) -> [any Layer] {
+private func invertedResidual(expand: Conv2D?, depthwise: DepthwiseConv2D, project: Conv2D, residual: Bool)
+    -> [any Layer]
+{
     let body: [any Layer] = (expand.map { [$0] } ?? []) + [depthwise]
     return residual ? [Residual(body: body, last: project, shortcut: [])] : body + [project]
 }
@@ -113,8 +119,10 @@ private func invertedResidual(expand: Conv2D?, depthwise: DepthwiseConv2D, proje
 
 private func buildEfficientNetLite(_ weights: WeightReader, width: Double, depth: Double) -> ([any Layer], Linear?) {
     // (kernel, stride, expansion, output channels, repeats) of EfficientNet-B0.
-    let stages = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
-                  (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)]
+    let stages = [
+        (3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
+        (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)
+    ]
     func roundFilters(_ filters: Int) -> Int {
         let scaled = Double(filters) * width
         var rounded = max(8, Int(scaled + 4) / 8 * 8)
@@ -122,8 +130,11 @@ private func buildEfficientNetLite(_ weights: WeightReader, width: Double, depth
         return rounded
     }
     let epsilon: Float = 1e-3
-    var layers: [any Layer] = [weights.convBN("_conv_stem", "_bn0", in: 3, out: 32, kernel: 3, stride: 2,
-                                              padding: .same, epsilon: epsilon, activation: .relu6)]
+    var layers: [any Layer] = [
+        weights.convBN(
+            "_conv_stem", "_bn0", in: 3, out: 32, kernel: 3, stride: 2,
+            padding: .same, epsilon: epsilon, activation: .relu6)
+    ]
     var channels = 32, index = 0
     for (stage, (kernel, stride, expansion, out, repeats)) in stages.enumerated() {
         // Lite models keep the first and last stages' repeats (and the stem and head) fixed.
@@ -132,40 +143,54 @@ private func buildEfficientNetLite(_ weights: WeightReader, width: Double, depth
         for r in 0..<count {
             let p = "_blocks.\(index)", s = r == 0 ? stride : 1
             let hidden = channels * expansion
-            let expand = expansion == 1 ? nil : weights.convBN(
-                "\(p)._expand_conv", "\(p)._bn0", in: channels, out: hidden, kernel: 1, padding: .same,
-                epsilon: epsilon, activation: .relu6)
+            let expand =
+                expansion == 1
+                ? nil
+                : weights.convBN(
+                    "\(p)._expand_conv", "\(p)._bn0", in: channels, out: hidden, kernel: 1, padding: .same,
+                    epsilon: epsilon, activation: .relu6)
             let depthwise = weights.depthwiseBN(
                 "\(p)._depthwise_conv", "\(p)._bn1", channels: hidden, kernel: kernel, stride: s, padding: .same,
                 epsilon: epsilon, activation: .relu6)
             let project = weights.convBN(
                 "\(p)._project_conv", "\(p)._bn2", in: hidden, out: outChannels, kernel: 1, padding: .same,
                 epsilon: epsilon, activation: .none)
-            layers += invertedResidual(expand: expand, depthwise: depthwise, project: project,
-                                       residual: s == 1 && channels == outChannels)
+            layers += invertedResidual(
+                expand: expand, depthwise: depthwise, project: project,
+                residual: s == 1 && channels == outChannels)
             channels = outChannels
             index += 1
         }
     }
-    layers.append(weights.convBN("_conv_head", "_bn1", in: channels, out: 1280, kernel: 1, padding: .same,
-                                 epsilon: epsilon, activation: .relu6))
+    layers.append(
+        weights.convBN(
+            "_conv_head", "_bn1", in: channels, out: 1280, kernel: 1, padding: .same,
+            epsilon: epsilon, activation: .relu6))
     return (layers, weights.classifier("_fc", in: 1280))
 }
 
 // MARK: - MobileNetV2 (names features.N.conv.M as in the original PyTorch port)
 
 private func buildMobileNetV2(_ weights: WeightReader) -> ([any Layer], Linear?) {
-    let settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    let settings = [
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
+    ]
     let epsilon: Float = 1e-5
-    var layers: [any Layer] = [weights.convBN("features.0.0", "features.0.1", in: 3, out: 32, kernel: 3, stride: 2,
-                                              padding: .symmetric(1), epsilon: epsilon, activation: .relu6)]
+    var layers: [any Layer] = [
+        weights.convBN(
+            "features.0.0", "features.0.1", in: 3, out: 32, kernel: 3, stride: 2,
+            padding: .symmetric(1), epsilon: epsilon, activation: .relu6)
+    ]
     var channels = 32, index = 1
     for (t, c, n, s) in settings {
         for r in 0..<n {
             let p = "features.\(index).conv", stride = r == 0 ? s : 1, hidden = channels * t
-            let expand = t == 1 ? nil : weights.convBN(
-                "\(p).0", "\(p).1", in: channels, out: hidden, kernel: 1, padding: .symmetric(0),
-                epsilon: epsilon, activation: .relu6)
+            let expand =
+                t == 1
+                ? nil
+                : weights.convBN(
+                    "\(p).0", "\(p).1", in: channels, out: hidden, kernel: 1, padding: .symmetric(0),
+                    epsilon: epsilon, activation: .relu6)
             let d = t == 1 ? 0 : 3  // index of the depthwise convolution inside `conv`
             let depthwise = weights.depthwiseBN(
                 "\(p).\(d)", "\(p).\(d + 1)", channels: hidden, kernel: 3, stride: stride, padding: .symmetric(1),
@@ -173,14 +198,17 @@ private func buildMobileNetV2(_ weights: WeightReader) -> ([any Layer], Linear?)
             let project = weights.convBN(
                 "\(p).\(d + 3)", "\(p).\(d + 4)", in: hidden, out: c, kernel: 1, padding: .symmetric(0),
                 epsilon: epsilon, activation: .none)
-            layers += invertedResidual(expand: expand, depthwise: depthwise, project: project,
-                                       residual: stride == 1 && channels == c)
+            layers += invertedResidual(
+                expand: expand, depthwise: depthwise, project: project,
+                residual: stride == 1 && channels == c)
             channels = c
             index += 1
         }
     }
-    layers.append(weights.convBN("features.\(index).0", "features.\(index).1", in: channels, out: 1280, kernel: 1,
-                                 padding: .symmetric(0), epsilon: epsilon, activation: .relu6))
+    layers.append(
+        weights.convBN(
+            "features.\(index).0", "features.\(index).1", in: channels, out: 1280, kernel: 1,
+            padding: .symmetric(0), epsilon: epsilon, activation: .relu6))
     return (layers, weights.classifier("classifier.1", in: 1280))
 }
 
@@ -189,9 +217,10 @@ private func buildMobileNetV2(_ weights: WeightReader) -> ([any Layer], Linear?)
 private func buildResNet(_ weights: WeightReader, blocks: [Int], bottleneck: Bool) -> ([any Layer], Linear?) {
     let epsilon: Float = 1e-5, expansion = bottleneck ? 4 : 1
     var layers: [any Layer] = [
-        weights.convBN("conv1", "bn1", in: 3, out: 64, kernel: 7, stride: 2, padding: .symmetric(3),
-                       epsilon: epsilon, activation: .relu),
-        MaxPool2D(),
+        weights.convBN(
+            "conv1", "bn1", in: 3, out: 64, kernel: 7, stride: 2, padding: .symmetric(3),
+            epsilon: epsilon, activation: .relu),
+        MaxPool2D()
     ]
     var channels = 64
     for (stage, count) in blocks.enumerated() {
@@ -199,26 +228,37 @@ private func buildResNet(_ weights: WeightReader, blocks: [Int], bottleneck: Boo
         for b in 0..<count {
             let p = "layer\(stage + 1).\(b)", stride = b == 0 && stage > 0 ? 2 : 1
             let out = planes * expansion
-            let shortcut: [any Layer] = stride != 1 || channels != out
-                ? [weights.convBN("\(p).downsample.0", "\(p).downsample.1", in: channels, out: out, kernel: 1,
-                                  stride: stride, padding: .symmetric(0), epsilon: epsilon, activation: .none)]
+            let shortcut: [any Layer] =
+                stride != 1 || channels != out
+                ? [
+                    weights.convBN(
+                        "\(p).downsample.0", "\(p).downsample.1", in: channels, out: out, kernel: 1,
+                        stride: stride, padding: .symmetric(0), epsilon: epsilon, activation: .none)
+                ]
                 : []
             let body: [any Layer]
             let last: Conv2D
             if bottleneck {
                 body = [
-                    weights.convBN("\(p).conv1", "\(p).bn1", in: channels, out: planes, kernel: 1, padding: .symmetric(0),
-                                   epsilon: epsilon, activation: .relu),
-                    weights.convBN("\(p).conv2", "\(p).bn2", in: planes, out: planes, kernel: 3, stride: stride,
-                                   padding: .symmetric(1), epsilon: epsilon, activation: .relu),
+                    weights.convBN(
+                        "\(p).conv1", "\(p).bn1", in: channels, out: planes, kernel: 1, padding: .symmetric(0),
+                        epsilon: epsilon, activation: .relu),
+                    weights.convBN(
+                        "\(p).conv2", "\(p).bn2", in: planes, out: planes, kernel: 3, stride: stride,
+                        padding: .symmetric(1), epsilon: epsilon, activation: .relu)
                 ]
-                last = weights.convBN("\(p).conv3", "\(p).bn3", in: planes, out: out, kernel: 1, padding: .symmetric(0),
-                                      epsilon: epsilon, activation: .relu)
+                last = weights.convBN(
+                    "\(p).conv3", "\(p).bn3", in: planes, out: out, kernel: 1, padding: .symmetric(0),
+                    epsilon: epsilon, activation: .relu)
             } else {
-                body = [weights.convBN("\(p).conv1", "\(p).bn1", in: channels, out: planes, kernel: 3, stride: stride,
-                                       padding: .symmetric(1), epsilon: epsilon, activation: .relu)]
-                last = weights.convBN("\(p).conv2", "\(p).bn2", in: planes, out: out, kernel: 3, padding: .symmetric(1),
-                                      epsilon: epsilon, activation: .relu)
+                body = [
+                    weights.convBN(
+                        "\(p).conv1", "\(p).bn1", in: channels, out: planes, kernel: 3, stride: stride,
+                        padding: .symmetric(1), epsilon: epsilon, activation: .relu)
+                ]
+                last = weights.convBN(
+                    "\(p).conv2", "\(p).bn2", in: planes, out: out, kernel: 3, padding: .symmetric(1),
+                    epsilon: epsilon, activation: .relu)
             }
             layers.append(Residual(body: body, last: last, shortcut: shortcut))
             channels = out

@@ -21,8 +21,10 @@ public struct ModelManifest: Sendable, Codable, Equatable {
 
     public var dimension: Int { architecture.dimension }
 
-    public init(name: String, architecture: Architecture, weights: String, sha256: String,
-                preprocessing: Preprocessing? = nil, classNames: String? = nil, source: String) {
+    public init(
+        name: String, architecture: Architecture, weights: String, sha256: String,
+        preprocessing: Preprocessing? = nil, classNames: String? = nil, source: String
+    ) {
         self.name = name
         self.architecture = architecture
         self.weights = weights
@@ -64,7 +66,9 @@ public struct ModelInfo: Encodable, Sendable {
     public var source: String
 
     public init(_ m: ModelManifest) {
-        (name, architecture, dimension, inputSize) = (m.name, m.architecture.rawValue, m.dimension, m.preprocessing.inputSize)
+        (name, architecture, dimension, inputSize) = (
+            m.name, m.architecture.rawValue, m.dimension, m.preprocessing.inputSize
+        )
         (weights, weightsSha256, classifier, source) = (m.weights, m.sha256, m.classNames != nil, m.source)
     }
 }
@@ -94,7 +98,8 @@ public struct Backbone: Sendable {
         if let file = manifest.classNames {
             let namesPath = (directory as NSString).appendingPathComponent(file)
             guard let data = FileManager.default.contents(atPath: namesPath),
-                  let names = try? JSONDecoder().decode([String].self, from: data) else {
+                let names = try? JSONDecoder().decode([String].self, from: data)
+            else {
                 throw BackboneError(.badManifest(file: namesPath, detail: "not a JSON array of class names"))
             }
             classNames = names
@@ -114,7 +119,8 @@ public struct Backbone: Sendable {
     /// The pooled features (not normalised) of `count` preprocessed inputs, one row each.
     public func features(_ input: UnsafeBufferPointer<Float>, count: Int, threads: Int = 1) -> Matrix {
         let size = preprocessing.inputSize
-        precondition(input.count == count * size * size * 3, "Backbone: input of \(input.count) floats for \(count) images")
+        precondition(
+            input.count == count * size * size * 3, "Backbone: input of \(input.count) floats for \(count) images")
         do {
             return try engine.run(input, count: count, threads: threads)
         } catch {
@@ -144,7 +150,9 @@ public struct ModelLibrary: Sendable {
     public init(directory: String) { self.directory = directory }
 
     /// The library of `directory` if given, else `defaultLibrary()`.
-    public init(directory: String?) { self = directory.map(ModelLibrary.init(directory:)) ?? ModelLibrary.defaultLibrary() }
+    public init(directory: String?) {
+        self = directory.map(ModelLibrary.init(directory:)) ?? ModelLibrary.defaultLibrary()
+    }
 
     /// The default model when none is named.
     public static let defaultModel = "efficientnet-lite0"
@@ -158,18 +166,27 @@ public struct ModelLibrary: Sendable {
     public static func searchPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
         if let models = environment["KITH_MODELS"], !models.isEmpty { return [models] }
         var folders: [String] = []
-        if let home = environment["KITH_HOME"], !home.isEmpty { folders.append((home as NSString).appendingPathComponent("models")) }
+        if let home = environment["KITH_HOME"], !home.isEmpty {
+            folders.append((home as NSString).appendingPathComponent("models"))
+        }
         // /proc/self/exe is the binary itself, however it was found (PATH, a symlink, a relative path).
         var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        if dir.path == "/proc/self" { dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath().deletingLastPathComponent() }
+        if dir.path == "/proc/self" {
+            dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+                .deletingLastPathComponent()
+        }
         for _ in 0..<6 where dir.path != "/" {
             folders.append(dir.appendingPathComponent("models").path)
             dir.deleteLastPathComponent()
         }
-        let data = environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+        let data =
+            environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? ((environment["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".local/share")
-        folders += [(data as NSString).appendingPathComponent("kith/models"), "/usr/local/share/kith/models", "/usr/share/kith/models",
-                    (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("models")]
+        folders += [
+            (data as NSString).appendingPathComponent("kith/models"), "/usr/local/share/kith/models",
+            "/usr/share/kith/models",
+            (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("models")
+        ]
         var seen = Set<String>()
         return folders.filter { seen.insert($0).inserted }
     }
@@ -182,7 +199,9 @@ public struct ModelLibrary: Sendable {
     public static func defaultLibrary() -> ModelLibrary {
         let folders = searchPath()
         let found = folders.first { folder in
-            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains { $0.hasSuffix(".json") && !$0.hasSuffix("-classes.json") }
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).contains {
+                $0.hasSuffix(".json") && !$0.hasSuffix("-classes.json")
+            }
         }
         var library = ModelLibrary(directory: found ?? folders[0])
         if found == nil { library.searched = folders }

@@ -30,7 +30,9 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch reason {
         case .modelNotFound(let name, let available, let directory):
-            let known = available.isEmpty ? "none are installed (run the set-up, or set KITH_MODELS to a folder of models)"
+            let known =
+                available.isEmpty
+                ? "none are installed (run the set-up, or set KITH_MODELS to a folder of models)"
                 : "installed: \(available.joined(separator: ", "))"
             return "no model named '\(name)' in \(directory); \(known)"
         case .badManifest(let file, let detail):

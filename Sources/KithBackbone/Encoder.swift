@@ -66,7 +66,8 @@ public struct Encoder: Sendable {
         input.withUnsafeBufferPointer { input in
             func run(_ p: Int, _ threads: Int) {
                 let range = passes[p]
-                let slice = UnsafeBufferPointer(rebasing: input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
+                let slice = UnsafeBufferPointer(
+                    rebasing: input[(range.lowerBound * perImage)..<(range.upperBound * perImage)])
                 results.set(p, backbone.features(slice, count: range.count, threads: threads))
             }
             let spread = threads > 1 && !heavy ? passes.count / threads * threads : 0
@@ -133,9 +134,12 @@ public struct Encoder: Sendable {
                     case .file(let path):
                         image = try decoder.decode(contentsOf: path, minimumShortSide: preprocessing.minimumShortSide)
                     case .data(let data, let name):
-                        do throws(ImageError) { image = try decoder.decode(data, minimumShortSide: preprocessing.minimumShortSide) } catch { throw error.naming(name) }
+                        do throws(ImageError) {
+                            image = try decoder.decode(data, minimumShortSide: preprocessing.minimumShortSide)
+                        } catch { throw error.naming(name) }
                     }
-                    preprocessing.write(image, into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
+                    preprocessing.write(
+                        image, into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
                     // A thumbnail that cannot be encoded is left out; the embedding does not need it.
                     let thumbnail = thumbnailSize > 0 && (wanted?[i] ?? true)
                     thumbnails.set(i, thumbnail ? try? image.thumbnail(longestSide: thumbnailSize).jpeg() : nil)
@@ -163,7 +167,8 @@ public struct Encoder: Sendable {
         tensors.withUnsafeMutableBufferPointer { buffer in
             let buffer = buffer
             parallelFor(images.count, threads: configuration.threads) { i in
-                preprocessing.write(images[i], into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
+                preprocessing.write(
+                    images[i], into: UnsafeMutableBufferPointer(rebasing: buffer[(i * size)..<((i + 1) * size)]))
             }
         }
         return run(tensors, count: images.count).embeddings
@@ -172,14 +177,17 @@ public struct Encoder: Sendable {
     /// Runs the network on a prepared batch (the second half of `encode`); results in input order.
     public func embed(_ batch: PreparedBatch) -> [Result<EncodedImage, ImageError>] {
         let good = batch.errors.filter { $0 == nil }.count
-        let (embeddings, logits) = good == 0 ? (Matrix(zeros: 0, backbone.dimension), nil) : run(batch.input, count: good)
+        let (embeddings, logits) =
+            good == 0 ? (Matrix(zeros: 0, backbone.dimension), nil) : run(batch.input, count: good)
         var row = 0
         return batch.sources.indices.map { i in
             if let error = batch.errors[i] { return .failure(error) }
             defer { row += 1 }
-            return .success(EncodedImage(
-                source: batch.sources[i], embedding: Array(embeddings.row(row)), logits: logits.map { Array($0.row(row)) },
-                thumbnail: batch.thumbnails[i]))
+            return .success(
+                EncodedImage(
+                    source: batch.sources[i], embedding: Array(embeddings.row(row)),
+                    logits: logits.map { Array($0.row(row)) },
+                    thumbnail: batch.thumbnails[i]))
         }
     }
 }
@@ -205,4 +213,3 @@ public struct PreparedBatch: Sendable {
     let input: [Float]
     let thumbnails: [Data?]
 }
-

@@ -116,7 +116,8 @@ extension Program.Step {
 
     var output: Int {
         switch self {
-        case .convolution(_, _, let output, _), .maxPooling(_, _, _, _, let output), .globalAveragePooling(_, let output):
+        case .convolution(_, _, let output, _), .maxPooling(_, _, _, _, let output),
+            .globalAveragePooling(_, let output):
             output
         }
     }
@@ -155,12 +156,16 @@ final class ExecutionContext {
         // first convolution's kernel reads.
         let layouts = try (0..<program.shapes.count).map { value throws(BackboneError) in
             let shape = program.shape(value)
-            let layout: DNNLDescriptor.Layout = value == program.input ? .nchw
+            let layout: DNNLDescriptor.Layout =
+                value == program.input
+                ? .nchw
                 : value == program.output && shape.c % OneDNN.channelBlock != 0 ? .nhwc : .blocked
             return try DNNLDescriptor.activation(batch: batch, shape, layout)
         }
         var bytes = Array(repeating: 0, count: (bufferOf.max() ?? 0) + 1)
-        for (value, layout) in layouts.enumerated() { bytes[bufferOf[value]] = max(bytes[bufferOf[value]], layout.bytes) }
+        for (value, layout) in layouts.enumerated() {
+            bytes[bufferOf[value]] = max(bytes[bufferOf[value]], layout.bytes)
+        }
         let buffers = bytes.map { UnsafeMutableRawPointer.allocate(byteCount: $0, alignment: 64) }
         self.buffers = buffers
         values = try layouts.enumerated().map { value, layout throws(BackboneError) in
@@ -187,15 +192,21 @@ final class ExecutionContext {
     private func add(_ step: Program.Step, weights: (DNNLWeightCache, Int)) throws(BackboneError) {
         switch step {
         case .convolution(let c, let input, let output, let residual):
-            steps.append(try .convolution(c, input: values[input], output: values[output], sum: residual != nil,
-                                          parameters: weights, stream: stream))
+            steps.append(
+                try .convolution(
+                    c, input: values[input], output: values[output], sum: residual != nil,
+                    parameters: weights, stream: stream))
         case .maxPooling(let kernel, let stride, let padding, let input, let output):
-            steps.append(try .pooling(average: false, input: values[input], output: values[output],
-                                      kernel: (kernel, kernel), stride: stride, padding: padding))
+            steps.append(
+                try .pooling(
+                    average: false, input: values[input], output: values[output],
+                    kernel: (kernel, kernel), stride: stride, padding: padding))
         case .globalAveragePooling(let input, let output):
             let shape = program.shape(input)
-            steps.append(try .pooling(average: true, input: values[input], output: values[output],
-                                      kernel: (shape.h, shape.w), stride: 1, padding: (0, 0, 0, 0)))
+            steps.append(
+                try .pooling(
+                    average: true, input: values[input], output: values[output],
+                    kernel: (shape.h, shape.w), stride: 1, padding: (0, 0, 0, 0)))
         }
     }
 
@@ -210,7 +221,9 @@ final class ExecutionContext {
         try stream.wait()
         let dimension = program.shape(program.output).c
         let features = buffers[bufferOf[program.output]].assumingMemoryBound(to: Float.self)
-        return Matrix(rows: batch, columns: dimension, values: Array(UnsafeBufferPointer(start: features, count: batch * dimension)))
+        return Matrix(
+            rows: batch, columns: dimension,
+            values: Array(UnsafeBufferPointer(start: features, count: batch * dimension)))
     }
 }
 

@@ -65,10 +65,12 @@ struct Conv2D: Layer {
         let out = TensorShape(h: oh, w: ow, c: outChannels)
         if let residual { precondition(program.shape(residual) == out, "Residual: shortcut and body shapes differ") }
         let output = program.value(out)
-        program.append(.convolution(
-            .init(kernel: kernel, stride: stride, padding: pads, inChannels: inChannels, outChannels: outChannels,
-                  depthwise: false, weights: weights, bias: bias, activation: activation),
-            input: x, output: output, residual: residual))
+        program.append(
+            .convolution(
+                .init(
+                    kernel: kernel, stride: stride, padding: pads, inChannels: inChannels, outChannels: outChannels,
+                    depthwise: false, weights: weights, bias: bias, activation: activation),
+                input: x, output: output, residual: residual))
         return output
     }
 }
@@ -87,10 +89,12 @@ struct DepthwiseConv2D: Layer {
         precondition(shape.c == channels, "DepthwiseConv2D: \(shape.c) channels in, expected \(channels)")
         let (oh, ow, pads) = padding.window(h: shape.h, w: shape.w, kernel: kernel, stride: stride)
         let output = program.value(TensorShape(h: oh, w: ow, c: channels))
-        program.append(.convolution(
-            .init(kernel: kernel, stride: stride, padding: pads, inChannels: channels, outChannels: channels,
-                  depthwise: true, weights: weights, bias: bias, activation: activation),
-            input: x, output: output, residual: nil))
+        program.append(
+            .convolution(
+                .init(
+                    kernel: kernel, stride: stride, padding: pads, inChannels: channels, outChannels: channels,
+                    depthwise: true, weights: weights, bias: bias, activation: activation),
+                input: x, output: output, residual: nil))
         return output
     }
 }

@@ -14,7 +14,9 @@ func check(_ status: dnnl_status_t, _ call: @autoclosure () -> String) throws(Ba
 }
 
 /// Wraps what `create` writes into its out-parameter, failing if it is left empty.
-private func created<T>(_ call: String, _ create: (UnsafeMutablePointer<T?>) -> dnnl_status_t) throws(BackboneError) -> T {
+private func created<T>(_ call: String, _ create: (UnsafeMutablePointer<T?>) -> dnnl_status_t) throws(BackboneError)
+    -> T
+{
     var object: T?
     try check(create(&object), call)
     guard let object else { throw BackboneError(.engine(call: call, detail: "nothing returned")) }
@@ -53,7 +55,8 @@ enum OneDNN {
     static func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) throws(BackboneError) -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
         let dims = dims.map(Int64.init)
-        try check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag), "dnnl_memory_desc_init_by_tag")
+        try check(
+            dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag), "dnnl_memory_desc_init_by_tag")
         return md
     }
 }
@@ -72,11 +75,12 @@ struct DNNLDescriptor {
     /// blocks of `OneDNN.channelBlock` (nChw16c or nChw8c, padded with zeros). oneDNN's dims are
     /// always N, C, H, W.
     static func activation(batch: Int, _ shape: TensorShape, _ layout: Layout) throws(BackboneError) -> DNNLDescriptor {
-        let tag = switch layout {
-        case .nhwc: dnnl_nhwc
-        case .nchw: dnnl_nchw
-        case .blocked: OneDNN.channelBlock == 16 ? dnnl_nChw16c : dnnl_nChw8c
-        }
+        let tag =
+            switch layout {
+            case .nhwc: dnnl_nhwc
+            case .nchw: dnnl_nchw
+            case .blocked: OneDNN.channelBlock == 16 ? dnnl_nChw16c : dnnl_nChw8c
+            }
         return DNNLDescriptor(md: try OneDNN.descriptor([batch, shape.c, shape.h, shape.w], tag))
     }
 }
@@ -103,7 +107,9 @@ final class DNNLStream {
 
     init() throws(BackboneError) {
         let engine = try OneDNN.engine()
-        stream = try created("dnnl_stream_create") { dnnl_stream_create($0, engine, UInt32(dnnl_stream_default_flags.rawValue)) }
+        stream = try created("dnnl_stream_create") {
+            dnnl_stream_create($0, engine, UInt32(dnnl_stream_default_flags.rawValue))
+        }
     }
 
     deinit { dnnl_stream_destroy(stream) }
@@ -144,12 +150,15 @@ final class DNNLMemory {
     deinit { dnnl_memory_destroy(memory) }
 
     /// oneDNN-owned memory of layout `md` holding `values`, which are laid out as `plain` says.
-    static func reordered(_ values: [Float], plain: dnnl_memory_desc_t, into md: dnnl_memory_desc_t,
-                          stream: DNNLStream) throws(BackboneError) -> DNNLMemory {
+    static func reordered(
+        _ values: [Float], plain: dnnl_memory_desc_t, into md: dnnl_memory_desc_t,
+        stream: DNNLStream
+    ) throws(BackboneError) -> DNNLMemory {
         let target = try DNNLMemory(allocating: md)
         let reorder = try DNNLPrimitive(reorderFrom: plain, to: md)
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: values.count * MemoryLayout<Float>.stride,
-                                                           alignment: 64)
+        let bytes = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: values.count * MemoryLayout<Float>.stride,
+            alignment: 64)
         defer { bytes.deallocate() }
         values.withUnsafeBytes { bytes.copyMemory(from: $0) }
         let source = try DNNLMemory(plain, buffer: bytes.baseAddress!)
@@ -167,8 +176,10 @@ final class DNNLWeightCache: Sendable {
     nonisolated(unsafe) private let entries = Locked<[Int: [DNNLMemory]]>([:])
 
     /// `values` (laid out as `plain` says) in the layout `md`, for the parameter numbered `key`.
-    func memory(_ key: Int, _ values: [Float], plain: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
-                stream: DNNLStream) throws(BackboneError) -> DNNLMemory {
+    func memory(
+        _ key: Int, _ values: [Float], plain: dnnl_memory_desc_t, as md: dnnl_memory_desc_t,
+        stream: DNNLStream
+    ) throws(BackboneError) -> DNNLMemory {
         let cached = entries.withLock { entries in
             entries[key]?.first { entry in
                 var (a, b) = (entry.descriptor.md, md)
@@ -221,12 +232,16 @@ final class DNNLAttributes {
         if sum { try check(dnnl_post_ops_append_sum(postOps, 1), "dnnl_post_ops_append_sum") }
         switch activation {
         case .none: break
-        case .relu: try check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise")
-        case .relu6: try check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_clip, 0, 6), "dnnl_post_ops_append_eltwise")
+        case .relu:
+            try check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, 0, 0), "dnnl_post_ops_append_eltwise")
+        case .relu6:
+            try check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_clip, 0, 6), "dnnl_post_ops_append_eltwise")
         }
         attributes = try created("dnnl_primitive_attr_create") { dnnl_primitive_attr_create($0) }
         try check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "dnnl_primitive_attr_set_post_ops")
-        try check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "dnnl_primitive_attr_set_scratchpad_mode")
+        try check(
+            dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user),
+            "dnnl_primitive_attr_set_scratchpad_mode")
     }
 
     deinit { dnnl_primitive_attr_destroy(attributes) }
@@ -236,7 +251,9 @@ final class DNNLAttributes {
 final class DNNLPrimitiveDescriptor {
     let pd: dnnl_primitive_desc_t
 
-    init(_ call: String, _ create: (UnsafeMutablePointer<dnnl_primitive_desc_t?>) -> dnnl_status_t) throws(BackboneError) {
+    init(_ call: String, _ create: (UnsafeMutablePointer<dnnl_primitive_desc_t?>) -> dnnl_status_t)
+        throws(BackboneError)
+    {
         pd = try created(call, create)
     }
 
@@ -252,7 +269,9 @@ final class DNNLPrimitiveDescriptor {
     /// The implementation oneDNN picked, e.g. "brgconv_1x1:avx512_core".
     var implementation: String {
         var info: UnsafePointer<CChar>?
-        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success, let info else { return "?" }
+        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success, let info else {
+            return "?"
+        }
         return String(cString: info)
     }
 }
@@ -260,7 +279,8 @@ final class DNNLPrimitiveDescriptor {
 extension DNNLPrimitiveDescriptor {
     /// A convolution over NHWC activations with weights in whatever layout oneDNN prefers.
     static func convolution(
-        source: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t, destination: dnnl_memory_desc_t,
+        source: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, bias: dnnl_memory_desc_t,
+        destination: dnnl_memory_desc_t,
         stride: Int, padding: Program.Padding4, attributes: DNNLAttributes, winograd: Bool = false
     ) throws(BackboneError) -> DNNLPrimitiveDescriptor {
         let engine = try OneDNN.engine()
@@ -269,10 +289,12 @@ extension DNNLPrimitiveDescriptor {
         let strides: [Int64] = [Int64(stride), Int64(stride)]
         let before: [Int64] = [Int64(padding.top), Int64(padding.left)]
         let after: [Int64] = [Int64(padding.bottom), Int64(padding.right)]
-        try check(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference,
-                                                     winograd ? dnnl_convolution_winograd : dnnl_convolution_direct,
-                                                     &source, &weights, &bias, &destination, strides, before, after),
-                  "dnnl_convolution_forward_desc_init")
+        try check(
+            dnnl_convolution_forward_desc_init(
+                &desc, dnnl_forward_inference,
+                winograd ? dnnl_convolution_winograd : dnnl_convolution_direct,
+                &source, &weights, &bias, &destination, strides, before, after),
+            "dnnl_convolution_forward_desc_init")
         return try DNNLPrimitiveDescriptor("dnnl_primitive_desc_create (convolution)") {
             dnnl_primitive_desc_create($0, &desc, attributes.attributes, engine, nil)
         }
@@ -290,9 +312,11 @@ extension DNNLPrimitiveDescriptor {
         let kernel: [Int64] = [Int64(kernel.0), Int64(kernel.1)]
         let before: [Int64] = [Int64(padding.top), Int64(padding.left)]
         let after: [Int64] = [Int64(padding.bottom), Int64(padding.right)]
-        try check(dnnl_pooling_forward_desc_init(&desc, dnnl_forward_inference, algorithm, &source, &destination,
-                                                 strides, kernel, before, after),
-                  "dnnl_pooling_forward_desc_init")
+        try check(
+            dnnl_pooling_forward_desc_init(
+                &desc, dnnl_forward_inference, algorithm, &source, &destination,
+                strides, kernel, before, after),
+            "dnnl_pooling_forward_desc_init")
         let attributes = try DNNLAttributes()
         return try DNNLPrimitiveDescriptor("dnnl_primitive_desc_create (pooling)") {
             dnnl_primitive_desc_create($0, &desc, attributes.attributes, engine, nil)
@@ -357,26 +381,37 @@ struct DNNLStep {
     ) throws(BackboneError) -> DNNLStep {
         // oneDNN's weight dims are [out, in, ky, kx] (dense) or [groups, 1, 1, ky, kx]; the tags
         // say how Kith's arrays order them.
-        let dims = c.depthwise ? [c.inChannels, 1, 1, c.kernel, c.kernel] : [c.outChannels, c.inChannels, c.kernel, c.kernel]
+        let dims =
+            c.depthwise ? [c.inChannels, 1, 1, c.kernel, c.kernel] : [c.outChannels, c.inChannels, c.kernel, c.kernel]
         let plain = try OneDNN.descriptor(dims, c.depthwise ? dnnl_hwigo : dnnl_hwio)
         let bias = try OneDNN.descriptor([c.outChannels], dnnl_x)
         let attributes = try DNNLAttributes(sum: sum, activation: c.activation)
         func descriptor(winograd: Bool) throws(BackboneError) -> DNNLPrimitiveDescriptor {
-            try .convolution(source: input.descriptor.md, weights: OneDNN.descriptor(dims, dnnl_format_tag_any),
-                             bias: bias, destination: output.descriptor.md, stride: c.stride, padding: c.padding,
-                             attributes: attributes, winograd: winograd)
+            try .convolution(
+                source: input.descriptor.md, weights: OneDNN.descriptor(dims, dnnl_format_tag_any),
+                bias: bias, destination: output.descriptor.md, stride: c.stride, padding: c.padding,
+                attributes: attributes, winograd: winograd)
         }
         // Dense 3 × 3 convolutions of stride 1 (most of a ResNet) take Winograd's algorithm where
         // oneDNN has it: fewer multiplications for the same result within float rounding
         // (BENCHMARKS.md; the reference tests hold).
         let winograd = !c.depthwise && c.kernel == 3 && c.stride == 1
         let pd: DNNLPrimitiveDescriptor
-        if winograd, let fast = try? descriptor(winograd: true) { pd = fast } else { pd = try descriptor(winograd: false) }
+        if winograd, let fast = try? descriptor(winograd: true) {
+            pd = fast
+        } else {
+            pd = try descriptor(winograd: false)
+        }
         let (cache, key) = parameters
-        let weights = try cache.memory(2 * key, c.weights, plain: plain, as: pd.query(dnnl_query_weights_md), stream: stream)
+        let weights = try cache.memory(
+            2 * key, c.weights, plain: plain, as: pd.query(dnnl_query_weights_md), stream: stream)
         let biasMemory = try cache.memory(2 * key + 1, c.bias, plain: bias, as: bias, stream: stream)
-        return try DNNLStep(pd, [(kith_dnnl_arg_src(), input), (kith_dnnl_arg_weights(), weights),
-                                 (kith_dnnl_arg_bias(), biasMemory), (kith_dnnl_arg_dst(), output)])
+        return try DNNLStep(
+            pd,
+            [
+                (kith_dnnl_arg_src(), input), (kith_dnnl_arg_weights(), weights),
+                (kith_dnnl_arg_bias(), biasMemory), (kith_dnnl_arg_dst(), output)
+            ])
     }
 
     /// Max pooling (padding never wins) or, with `average`, the mean over each window.
@@ -386,7 +421,8 @@ struct DNNLStep {
     ) throws(BackboneError) -> DNNLStep {
         let pd = try DNNLPrimitiveDescriptor.pooling(
             average ? dnnl_pooling_avg_exclude_padding : dnnl_pooling_max,
-            source: input.descriptor.md, destination: output.descriptor.md, kernel: kernel, stride: stride, padding: padding)
+            source: input.descriptor.md, destination: output.descriptor.md, kernel: kernel, stride: stride,
+            padding: padding)
         return try DNNLStep(pd, [(kith_dnnl_arg_src(), input), (kith_dnnl_arg_dst(), output)])
     }
 }

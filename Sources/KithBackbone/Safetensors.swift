@@ -24,16 +24,19 @@ struct SafetensorsFile {
         }
         guard data.count >= 8 else { throw fail("file too short for a safetensors header") }
         let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        guard headerLength > 0, 8 + headerLength <= data.count else { throw fail("header length \(headerLength) out of range") }
+        guard headerLength > 0, 8 + headerLength <= data.count else {
+            throw fail("header length \(headerLength) out of range")
+        }
         dataStart = 8 + headerLength
-        guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any] else {
+        guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any]
+        else {
             throw fail("header is not a JSON object")
         }
         var entries: [String: Entry] = [:]
         for (name, value) in header where name != "__metadata__" {
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
-                  offsets.count == 2, offsets[0] <= offsets[1], dataStart + offsets[1] <= data.count
+                let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
+                offsets.count == 2, offsets[0] <= offsets[1], dataStart + offsets[1] <= data.count
             else { throw fail("bad header entry for tensor '\(name)'") }
             entries[name] = Entry(dtype: dtype, shape: shape, range: offsets[0]..<offsets[1])
         }
@@ -42,19 +45,44 @@ struct SafetensorsFile {
 
     /// The tensor's values as float32 (F32, F16 and F64 are accepted).
     func floats(_ name: String) throws(BackboneError) -> [Float] {
-        guard let entry = entries[name] else { throw BackboneError(.unreadableWeights(file: path, detail: "no tensor '\(name)'")) }
+        guard let entry = entries[name] else {
+            throw BackboneError(.unreadableWeights(file: path, detail: "no tensor '\(name)'"))
+        }
         let count = entry.shape.reduce(1, *)
         let bytes = data[(dataStart + entry.range.lowerBound)..<(dataStart + entry.range.upperBound)]
-        let width: Int = switch entry.dtype { case "F32": 4; case "F16": 2; case "F64": 8; default: 0 }
+        let width: Int =
+            switch entry.dtype {
+            case "F32": 4;
+            case "F16": 2;
+            case "F64": 8;
+            default: 0
+            }
         guard width > 0, bytes.count == count * width else {
-            throw BackboneError(.unreadableWeights(
-                file: path, detail: "tensor '\(name)': dtype \(entry.dtype) with \(bytes.count) bytes for \(count) values"))
+            throw BackboneError(
+                .unreadableWeights(
+                    file: path,
+                    detail: "tensor '\(name)': dtype \(entry.dtype) with \(bytes.count) bytes for \(count) values"))
         }
         return bytes.withUnsafeBytes { raw in
             switch width {
-            case 4: (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
-            case 8: (0..<count).map { Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)))) }
-            default: (0..<count).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
+            case 4:
+                (0..<count).map {
+                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+                }
+            case 8:
+                (0..<count).map {
+                    Float(
+                        Double(
+                            bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))
+                        ))
+                }
+            default:
+                (0..<count).map {
+                    Float(
+                        Float16(
+                            bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))
+                        ))
+                }
             }
         }
     }

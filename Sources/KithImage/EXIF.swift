@@ -20,7 +20,8 @@ enum EXIF {
                         return value
                     }
                 } else if starts(segment, with: xmpHeader) {
-                    xmp = orientation(inXMP: UnsafeRawBufferPointer(rebasing: segment[xmpHeader.count...]))  // the last counts
+                    // the last counts
+                    xmp = orientation(inXMP: UnsafeRawBufferPointer(rebasing: segment[xmpHeader.count...]))
                 }
             }
             offset += 2 + length

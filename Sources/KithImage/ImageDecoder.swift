@@ -65,7 +65,9 @@ public struct ImageDecoder: Sendable {
     /// Decodes an encoded image held in memory.
     public func decode(_ data: Data, minimumShortSide: Int? = nil) throws(ImageError) -> RGBImage {
         guard !data.isEmpty else { throw ImageError(.empty) }
-        let result = data.withUnsafeBytes { bytes in Result { () throws(ImageError) in try decode(bytes, minimumShortSide: minimumShortSide) } }
+        let result = data.withUnsafeBytes { bytes in
+            Result { () throws(ImageError) in try decode(bytes, minimumShortSide: minimumShortSide) }
+        }
         return try result.get()
     }
 
@@ -83,20 +85,30 @@ public struct ImageDecoder: Sendable {
     }
 
     enum Format: Equatable {
-        case jpeg, png, other(String)
+        case jpeg, png
+        case other(String)
 
         init(sniffing bytes: UnsafeRawBufferPointer) {
             func starts(with prefix: [UInt8], at offset: Int = 0) -> Bool {
                 bytes.count >= offset + prefix.count && zip(bytes[offset...], prefix).allSatisfy { $0 == $1 }
             }
-            if starts(with: [0xFF, 0xD8, 0xFF]) { self = .jpeg }
-            else if starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { self = .png }
-            else if starts(with: Array("GIF8".utf8)) { self = .other("GIF") }
-            else if starts(with: Array("RIFF".utf8)) && starts(with: Array("WEBP".utf8), at: 8) { self = .other("WebP") }
-            else if starts(with: Array("BM".utf8)) { self = .other("BMP") }
-            else if starts(with: [0x49, 0x49, 0x2A, 0]) || starts(with: [0x4D, 0x4D, 0, 0x2A]) { self = .other("TIFF") }
-            else if starts(with: Array("ftyp".utf8), at: 4) { self = .other("HEIF/AVIF") }
-            else { self = .other("not an image: unrecognised leading bytes") }
+            if starts(with: [0xFF, 0xD8, 0xFF]) {
+                self = .jpeg
+            } else if starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+                self = .png
+            } else if starts(with: Array("GIF8".utf8)) {
+                self = .other("GIF")
+            } else if starts(with: Array("RIFF".utf8)) && starts(with: Array("WEBP".utf8), at: 8) {
+                self = .other("WebP")
+            } else if starts(with: Array("BM".utf8)) {
+                self = .other("BMP")
+            } else if starts(with: [0x49, 0x49, 0x2A, 0]) || starts(with: [0x4D, 0x4D, 0, 0x2A]) {
+                self = .other("TIFF")
+            } else if starts(with: Array("ftyp".utf8), at: 4) {
+                self = .other("HEIF/AVIF")
+            } else {
+                self = .other("not an image: unrecognised leading bytes")
+            }
         }
     }
 }

@@ -55,16 +55,17 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        let what: String = switch reason {
-        case .empty: "empty file (0 bytes)"
-        case .unsupportedFormat(let detail): "unsupported image format (\(detail)); Kith reads JPEG and PNG"
-        case .corrupt(let format, let detail): "corrupt or truncated \(format): \(detail)"
-        case .tooManyPixels(let w, let h, let limit):
-            "image declares \(w) × \(h) = \(w * h) pixels, over the limit of \(limit)"
-        case .tooManyBytes(let w, let h, let bytes, let limit):
-            "decoding \(w) × \(h) pixels would take \(bytes) bytes, over the limit of \(limit)"
-        case .unreadable(let detail): "cannot read file: \(detail)"
-        }
+        let what: String =
+            switch reason {
+            case .empty: "empty file (0 bytes)"
+            case .unsupportedFormat(let detail): "unsupported image format (\(detail)); Kith reads JPEG and PNG"
+            case .corrupt(let format, let detail): "corrupt or truncated \(format): \(detail)"
+            case .tooManyPixels(let w, let h, let limit):
+                "image declares \(w) × \(h) = \(w * h) pixels, over the limit of \(limit)"
+            case .tooManyBytes(let w, let h, let bytes, let limit):
+                "decoding \(w) × \(h) pixels would take \(bytes) bytes, over the limit of \(limit)"
+            case .unreadable(let detail): "cannot read file: \(detail)"
+            }
         return file.map { "\($0): \(what)" } ?? what
     }
 }

@@ -5,7 +5,9 @@ import CPNG
 enum PNG {
     /// Decodes `bytes` to RGB: grey, palette and 16-bit images are converted, alpha (and a tRNS
     /// colour key) is composited onto white, and gamma and colour-profile chunks are ignored.
-    static func decode(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration) throws(ImageError) -> RGBImage {
+    static func decode(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration) throws(ImageError)
+        -> RGBImage
+    {
         guard let stripped = withoutColourSpaceChunks(bytes) else { return try decodeAsIs(bytes, limits: limits) }
         let result = stripped.withUnsafeBytes { copy in
             Result { () throws(ImageError) in try decodeAsIs(copy, limits: limits) }
@@ -16,7 +18,8 @@ enum PNG {
     /// Calls each chunk in file order with its type and data, up to IEND, the first chunk that runs
     /// past the end of `bytes`, or until `body` returns false. CRCs are left to libpng.
     static func forEachChunk(
-        _ bytes: UnsafeRawBufferPointer, _ body: (_ type: String, _ data: UnsafeRawBufferPointer, _ chunk: Range<Int>) -> Bool
+        _ bytes: UnsafeRawBufferPointer,
+        _ body: (_ type: String, _ data: UnsafeRawBufferPointer, _ chunk: Range<Int>) -> Bool
     ) {
         var offset = 8  // after the signature
         while offset + 12 <= bytes.count {
@@ -24,7 +27,8 @@ enum PNG {
             guard length <= bytes.count - offset - 12 else { return }
             let type = String(decoding: bytes[(offset + 4)..<(offset + 8)], as: UTF8.self)
             let end = offset + 12 + length
-            guard body(type, UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<(end - 4)]), offset..<end), type != "IEND"
+            guard body(type, UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<(end - 4)]), offset..<end),
+                type != "IEND"
             else { return }
             offset = end
         }
@@ -55,7 +59,9 @@ enum PNG {
         return copy
     }
 
-    private static func decodeAsIs(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration) throws(ImageError) -> RGBImage {
+    private static func decodeAsIs(_ bytes: UnsafeRawBufferPointer, limits: ImageDecoderConfiguration)
+        throws(ImageError) -> RGBImage
+    {
         var image = kith_png_image_init()
         try check(png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count), &image)
         defer { png_image_free(&image) }

@@ -78,8 +78,10 @@ public enum Resampler {
         _ image: RGBImage, box: (x: Int, y: Int, width: Int, height: Int), to size: (width: Int, height: Int),
         filter: ResizeFilter
     ) -> [Float] {
-        let horizontal = Coefficients(from: box.x, length: box.width, inSize: image.width, outSize: size.width, filter: filter)
-        let vertical = Coefficients(from: box.y, length: box.height, inSize: image.height, outSize: size.height, filter: filter)
+        let horizontal = Coefficients(
+            from: box.x, length: box.width, inSize: image.width, outSize: size.width, filter: filter)
+        let vertical = Coefficients(
+            from: box.y, length: box.height, inSize: image.height, outSize: size.height, filter: filter)
         // Rows that the vertical pass reads.
         let firstRow = vertical.bounds.first!.start
         let lastRow = vertical.bounds.map { $0.start + $0.count }.max()!

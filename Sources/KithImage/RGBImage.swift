@@ -1,4 +1,5 @@
 import Foundation
+
 /// An 8-bit RGB image, pixels row after row, 3 bytes each.
 public struct RGBImage: Sendable, Equatable {
     public let width: Int
@@ -46,15 +47,16 @@ public struct RGBImage: Sendable, Equatable {
                 for y in 0..<outHeight {
                     for x in 0..<outWidth {
                         // (sx, sy): the stored pixel shown at (x, y).
-                        let (sx, sy): (Int, Int) = switch orientation {
-                        case 2: (width - 1 - x, y)
-                        case 3: (width - 1 - x, height - 1 - y)
-                        case 4: (x, height - 1 - y)
-                        case 5: (y, x)
-                        case 6: (y, height - 1 - x)
-                        case 7: (width - 1 - y, height - 1 - x)
-                        default: (width - 1 - y, x)  // 8
-                        }
+                        let (sx, sy): (Int, Int) =
+                            switch orientation {
+                            case 2: (width - 1 - x, y)
+                            case 3: (width - 1 - x, height - 1 - y)
+                            case 4: (x, height - 1 - y)
+                            case 5: (y, x)
+                            case 6: (y, height - 1 - x)
+                            case 7: (width - 1 - y, height - 1 - x)
+                            default: (width - 1 - y, x)  // 8
+                            }
                         let s = (sy * width + sx) * 3, d = (y * outWidth + x) * 3
                         dst[d] = src[s]
                         dst[d + 1] = src[s + 1]

@@ -67,8 +67,9 @@ enum TurboJPEG {
         var buffer: UnsafeMutablePointer<UInt8>? = nil
         var size: UInt = 0
         let status = image.pixels.withUnsafeBufferPointer { pixels in
-            tjCompress2(handle, pixels.baseAddress, Int32(image.width), Int32(image.width * 3), Int32(image.height),
-                        TJPF_RGB.rawValue, &buffer, &size, Int32(TJSAMP_420.rawValue), Int32(min(100, max(1, quality))), 0)
+            tjCompress2(
+                handle, pixels.baseAddress, Int32(image.width), Int32(image.width * 3), Int32(image.height),
+                TJPF_RGB.rawValue, &buffer, &size, Int32(TJSAMP_420.rawValue), Int32(min(100, max(1, quality))), 0)
         }
         defer { tjFree(buffer) }
         try check(status, handle)

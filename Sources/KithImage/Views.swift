@@ -21,8 +21,10 @@ public struct ViewTransform: Sendable, Codable, Equatable {
     /// shorter side, so that the network sees the same blur at any resolution); 0: none.
     public var blur: Double
 
-    public init(scale: Double = 1, offsetX: Double = 0, offsetY: Double = 0, degrees: Double = 0, flip: Bool = false,
-                brightness: Double = 1, contrast: Double = 1, saturation: Double = 1, blur: Double = 0) {
+    public init(
+        scale: Double = 1, offsetX: Double = 0, offsetY: Double = 0, degrees: Double = 0, flip: Bool = false,
+        brightness: Double = 1, contrast: Double = 1, saturation: Double = 1, blur: Double = 0
+    ) {
         (self.scale, self.offsetX, self.offsetY, self.degrees, self.flip) = (scale, offsetX, offsetY, degrees, flip)
         (self.brightness, self.contrast, self.saturation, self.blur) = (brightness, contrast, saturation, blur)
     }
@@ -51,12 +53,14 @@ extension RGBImage {
                         let x0 = Int(x.rounded(.down)), y0 = Int(y.rounded(.down))
                         let fx = x - Double(x0), fy = y - Double(y0)
                         func at(_ px: Int, _ py: Int, _ channel: Int) -> Double {
-                            Double(src[(min(max(py, 0), height - 1) * width + min(max(px, 0), width - 1)) * 3 + channel])
+                            Double(
+                                src[(min(max(py, 0), height - 1) * width + min(max(px, 0), width - 1)) * 3 + channel])
                         }
                         for channel in 0..<3 {
                             let top = at(x0, y0, channel) * (1 - fx) + at(x0 + 1, y0, channel) * fx
                             let bottom = at(x0, y0 + 1, channel) * (1 - fx) + at(x0 + 1, y0 + 1, channel) * fx
-                            dst[(v * w + u) * 3 + channel] = UInt8(min(max((top * (1 - fy) + bottom * fy).rounded(), 0), 255))
+                            dst[(v * w + u) * 3 + channel] = UInt8(
+                                min(max((top * (1 - fy) + bottom * fy).rounded(), 0), 255))
                         }
                     }
                 }
@@ -73,7 +77,9 @@ extension RGBImage {
     /// g + (x − g)·s with g the pixel's grey (ITU-R 601-2 luma, as Pillow's "L").
     mutating func jitter(brightness: Double, contrast: Double, saturation: Double) {
         func byte(_ value: Double) -> UInt8 { UInt8(min(max(value.rounded(), 0), 255)) }
-        func grey(_ i: Int) -> Int { (Int(pixels[i]) * 299 + Int(pixels[i + 1]) * 587 + Int(pixels[i + 2]) * 114 + 500) / 1000 }
+        func grey(_ i: Int) -> Int {
+            (Int(pixels[i]) * 299 + Int(pixels[i + 1]) * 587 + Int(pixels[i + 2]) * 114 + 500) / 1000
+        }
         if brightness != 1 {
             for i in pixels.indices { pixels[i] = byte(Double(pixels[i]) * brightness) }
         }
@@ -115,7 +121,9 @@ extension RGBImage {
             for x in 0..<w {
                 for c in 0..<3 {
                     var sum = 0.0
-                    for (k, weight) in kernel.enumerated() { sum += weight * rows[(min(max(y + k - radius, 0), h - 1) * w + x) * 3 + c] }
+                    for (k, weight) in kernel.enumerated() {
+                        sum += weight * rows[(min(max(y + k - radius, 0), h - 1) * w + x) * 3 + c]
+                    }
                     pixels[(y * w + x) * 3 + c] = UInt8(min(max(sum.rounded(), 0), 255))
                 }
             }

@@ -34,7 +34,8 @@ public struct ANNConfiguration: Sendable, Codable, Equatable {
     public func validate() throws(IndexError) {
         func check(_ name: String, _ value: Int?, _ bounds: ClosedRange<Int>) throws(IndexError) {
             guard let value, !bounds.contains(value) else { return }
-            throw IndexError.invalidConfiguration("\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)")
+            throw IndexError.invalidConfiguration(
+                "\(name) must be \(bounds.lowerBound)–\(bounds.upperBound), not \(value)")
         }
         try check("lists", lists, 1...1 << 20)
         try check("training sample", trainingSample, 1...1 << 26)
@@ -132,13 +133,19 @@ public struct ANNReader {
     /// Calls `body` with each block of list `list`: its entries' ids (`count` u64, little-endian,
     /// unaligned) and their codes (`count` × `codec.codeBytes` bytes, one after the other), both the
     /// memory map's bytes, valid during the call only.
-    public func scan(list: Int, _ body: (_ ids: UnsafeRawBufferPointer, _ codes: UnsafeRawBufferPointer, _ count: Int) -> Void) throws(IndexError) {
+    public func scan(
+        list: Int, _ body: (_ ids: UnsafeRawBufferPointer, _ codes: UnsafeRawBufferPointer, _ count: Int) -> Void
+    ) throws(IndexError) {
         let prefix = listPrefix(list), entry = 8 + model.codec.codeBytes
         try storage {
             try txn.forEach(.annLists, from: prefix) { k, v in
-                guard k.count == 8, k.loadUnaligned(as: UInt32.self) == prefix.withUnsafeBytes({ $0.loadUnaligned(as: UInt32.self) }) else { return false }
+                guard k.count == 8,
+                    k.loadUnaligned(as: UInt32.self) == prefix.withUnsafeBytes({ $0.loadUnaligned(as: UInt32.self) })
+                else { return false }
                 let count = v.count / entry
-                body(UnsafeRawBufferPointer(rebasing: v[..<(count * 8)]), UnsafeRawBufferPointer(rebasing: v[(count * 8)..<(count * entry)]), count)
+                body(
+                    UnsafeRawBufferPointer(rebasing: v[..<(count * 8)]),
+                    UnsafeRawBufferPointer(rebasing: v[(count * 8)..<(count * entry)]), count)
                 return true
             }
         }
@@ -148,7 +155,9 @@ public struct ANNReader {
     /// item does not exist.
     public func exactScore(of id: UInt64, query: UnsafeBufferPointer<Float>) throws(IndexError) -> Float? {
         try storage {
-            guard let (block, slot) = try txn.withValue(.items, key(id), { try Item.place(decoding: $0) }) else { return nil }
+            guard let (block, slot) = try txn.withValue(.items, key(id), { try Item.place(decoding: $0) }) else {
+                return nil
+            }
             let rowBytes = query.count * 4
             return try txn.withValue(.vectors, key(block)) { bytes -> Float in
                 guard (slot + 1) * rowBytes <= bytes.count else {
@@ -187,7 +196,9 @@ public struct ANNReader {
 
 /// A list's blocks are one key range: list number (u32), then block number (u32), big-endian.
 func listPrefix(_ list: Int) -> [UInt8] { withUnsafeBytes(of: UInt32(list).bigEndian) { Array($0) } }
-func blockKey(_ list: Int, _ block: Int) -> [UInt8] { listPrefix(list) + withUnsafeBytes(of: UInt32(block).bigEndian) { Array($0) } }
+func blockKey(_ list: Int, _ block: Int) -> [UInt8] {
+    listPrefix(list) + withUnsafeBytes(of: UInt32(block).bigEndian) { Array($0) }
+}
 
 /// Where an item's code is: list, block, slot (`annItems` values: three u32, little-endian).
 struct CodePlace: Equatable {
@@ -196,7 +207,9 @@ struct CodePlace: Equatable {
     init(list: Int, block: Int, slot: Int) { (self.list, self.block, self.slot) = (list, block, slot) }
 
     init(_ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count == 12 else { throw IndexError(.inconsistent(["an approximate-search place of \(bytes.count) bytes"])) }
+        guard bytes.count == 12 else {
+            throw IndexError(.inconsistent(["an approximate-search place of \(bytes.count) bytes"]))
+        }
         list = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
         block = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         slot = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
@@ -241,7 +254,10 @@ extension Index {
             throw IndexError(.inconsistent(["the approximate-search structure has no centroids"]))
         }
         guard model.centroids.columns == metadata.dimension else {
-            throw IndexError(.inconsistent(["the approximate-search centroids are \(model.centroids.columns)-d in a \(metadata.dimension)-d index"]))
+            throw IndexError(
+                .inconsistent([
+                    "the approximate-search centroids are \(model.centroids.columns)-d in a \(metadata.dimension)-d index"
+                ]))
         }
         annCache.withLock { $0 = (status.stamp, model) }
         return model
@@ -254,8 +270,9 @@ extension Index {
             try env.read { txn -> T? in
                 guard let status = try annStatus(txn), status.phase == .ready else { return nil }
                 let state = try State(txn)
-                let reader = ANNReader(txn: txn, index: self, status: status, model: try annModel(status, txn), items: state.items,
-                                       nextID: state.nextID)
+                let reader = ANNReader(
+                    txn: txn, index: self, status: status, model: try annModel(status, txn), items: state.items,
+                    nextID: state.nextID)
                 return try body(reader)
             }
         }
@@ -272,19 +289,25 @@ extension Index {
     ///   - shouldContinue: asked between batches (and k-means rounds); false stops, keeping what is built.
     /// - Returns: the status as the build left it (`ready`, or `building` when stopped).
     @discardableResult
-    public func buildANN(_ configuration: ANNConfiguration = .init(), batch: Int? = nil,
-                         progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
-                         shouldContinue: () -> Bool = { true }) throws(IndexError) -> ANNStatus {
+    public func buildANN(
+        _ configuration: ANNConfiguration = .init(), batch: Int? = nil,
+        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+        shouldContinue: () -> Bool = { true }
+    ) throws(IndexError) -> ANNStatus {
         try configuration.validate()
         return try storage {
             let (items, existing) = try env.read { txn in (try State(txn).items, try annStatus(txn)) }
-            guard items > 0 else { throw IndexError.invalidConfiguration("an approximate-search structure needs items; '\(name)' has none") }
+            guard items > 0 else {
+                throw IndexError.invalidConfiguration("an approximate-search structure needs items; '\(name)' has none")
+            }
             var settings = configuration.resolved(items: items)
             if let existing, existing.configuration.seed == settings.seed,
-               configuration.lists == nil || configuration.lists == existing.configuration.lists,
-               configuration.trainingSample == nil || configuration.trainingSample == existing.configuration.trainingSample,
-               configuration.iterations == existing.configuration.iterations,
-               (configuration.codes ?? .sq8) == (existing.configuration.codes ?? .sq8) {
+                configuration.lists == nil || configuration.lists == existing.configuration.lists,
+                configuration.trainingSample == nil
+                    || configuration.trainingSample == existing.configuration.trainingSample,
+                configuration.iterations == existing.configuration.iterations,
+                (configuration.codes ?? .sq8) == (existing.configuration.codes ?? .sq8)
+            {
                 // The same build: go on (or only change the default probes).
                 settings = existing.configuration
                 if let probes = configuration.probes { settings.probes = min(probes, settings.lists!) }
@@ -308,17 +331,25 @@ extension Index {
                     try txn.clear(.annItems)
                     try requireFormat(3, txn)
                     try txn.put(.meta, modelKey, model.encoded)
-                    try saveANN(ANNStatus(configuration: settings, phase: .building, builtThrough: 0,
-                                          stamp: (existing?.stamp ?? 0) + 1), txn)
+                    try saveANN(
+                        ANNStatus(
+                            configuration: settings, phase: .building, builtThrough: 0,
+                            stamp: (existing?.stamp ?? 0) + 1), txn)
                 }
             }
             while true {
                 guard shouldContinue() else { return try env.read { try annStatus($0)! } }
                 let finished = try env.write { txn -> Bool in
-                    guard var status = try annStatus(txn) else { throw IndexError(.inconsistent(["the approximate-search structure was removed during its build"])) }
+                    guard var status = try annStatus(txn) else {
+                        throw IndexError(
+                            .inconsistent(["the approximate-search structure was removed during its build"]))
+                    }
                     let model = try annModel(status, txn)
                     var ids: [UInt64] = [], vectors: [Float] = []
-                    try readVectors(txn, after: status.builtThrough, limit: batch ?? max(8192, 16 * (status.configuration.lists ?? 0))) { id, row in
+                    try readVectors(
+                        txn, after: status.builtThrough,
+                        limit: batch ?? max(8192, 16 * (status.configuration.lists ?? 0))
+                    ) { id, row in
                         ids.append(id)
                         vectors.append(contentsOf: row)
                     }
@@ -345,7 +376,9 @@ extension Index {
         guard probes >= 1 else { throw IndexError.invalidConfiguration("probes must be at least 1, not \(probes)") }
         try storage {
             try env.write { txn in
-                guard var status = try annStatus(txn) else { throw IndexError.invalidConfiguration("'\(name)' has no approximate-search structure") }
+                guard var status = try annStatus(txn) else {
+                    throw IndexError.invalidConfiguration("'\(name)' has no approximate-search structure")
+                }
                 status.configuration.probes = min(probes, status.configuration.lists ?? probes)
                 status.calibratedRecall = recall
                 try saveANN(status, txn)
@@ -381,7 +414,9 @@ extension Index {
 
     /// Raises the stored format version to at least `version` (an older Kith then refuses the index).
     private func requireFormat(_ version: Int, _ txn: Transaction) throws {
-        guard let raw = try txn.get(.meta, Array("metadata".utf8)) else { throw IndexError(.inconsistent(["no metadata record"])) }
+        guard let raw = try txn.get(.meta, Array("metadata".utf8)) else {
+            throw IndexError(.inconsistent(["no metadata record"]))
+        }
         var stored = try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw))
         guard stored.formatVersion < version else { return }
         stored.formatVersion = version
@@ -406,14 +441,21 @@ extension Index {
             return Matrix(rows: values.count / metadata.dimension, columns: metadata.dimension, values: values)
         }
         let lists = min(settings.lists!, sample.rows)
-        guard let centroids = KMeans.train(sample, k: lists, iterations: settings.iterations, seed: settings.seed,
-                                           shouldContinue: shouldContinue) else { return nil }
-        let codec: VectorCodec = settings.codes == .fp16 ? .float16(dimension: metadata.dimension) : .scalar8(ScalarQuantizer(training: sample))
+        guard
+            let centroids = KMeans.train(
+                sample, k: lists, iterations: settings.iterations, seed: settings.seed,
+                shouldContinue: shouldContinue)
+        else { return nil }
+        let codec: VectorCodec =
+            settings.codes == .fp16
+            ? .float16(dimension: metadata.dimension) : .scalar8(ScalarQuantizer(training: sample))
         return ANNModel(centroids: centroids, codec: codec)
     }
 
     /// Calls `body` with each item after id `after` (at most `limit`) and its stored vector.
-    private func readVectors(_ txn: Transaction, after: UInt64, limit: Int, _ body: (UInt64, UnsafeBufferPointer<Float>) -> Void) throws {
+    private func readVectors(
+        _ txn: Transaction, after: UInt64, limit: Int, _ body: (UInt64, UnsafeBufferPointer<Float>) -> Void
+    ) throws {
         var row = [Float](repeating: 0, count: metadata.dimension)
         var count = 0
         try forEachVector(txn, after: after) { item, bytes in
@@ -443,8 +485,9 @@ extension Index {
                 var codes = [UInt8](repeating: 0, count: rows.count * size)
                 codes.withUnsafeMutableBytes { out in
                     for (i, r) in rows.enumerated() {
-                        model.codec.encode(UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]),
-                                           into: UnsafeMutableRawBufferPointer(rebasing: out[(i * size)..<((i + 1) * size)]))
+                        model.codec.encode(
+                            UnsafeBufferPointer(rebasing: v[(r * d)..<((r + 1) * d)]),
+                            into: UnsafeMutableRawBufferPointer(rebasing: out[(i * size)..<((i + 1) * size)]))
                     }
                 }
                 try append(rows.map { ids[$0] }, codes, to: list, model.codec, txn)
@@ -454,16 +497,22 @@ extension Index {
 
     /// The last block of `list`: its number and bytes (nil when the list is empty).
     private func lastBlock(of list: Int, _ txn: Transaction) throws -> (block: Int, bytes: [UInt8])? {
-        guard let (k, v) = try txn.last(.annLists, below: listPrefix(list + 1)), k.count == 8, Array(k.prefix(4)) == listPrefix(list) else { return nil }
+        guard let (k, v) = try txn.last(.annLists, below: listPrefix(list + 1)), k.count == 8,
+            Array(k.prefix(4)) == listPrefix(list)
+        else { return nil }
         return (Int(UInt32(bigEndian: k.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })), v)
     }
 
     /// Writes a block of `ids` and their `codes` (ids first, then the codes).
-    private func putBlock(_ list: Int, _ block: Int, ids: ArraySlice<UInt64>, codes: ArraySlice<UInt8>, _ txn: Transaction) throws {
+    private func putBlock(
+        _ list: Int, _ block: Int, ids: ArraySlice<UInt64>, codes: ArraySlice<UInt8>, _ txn: Transaction
+    ) throws {
         try txn.put(.annLists, blockKey(list, block), reserving: ids.count * 8 + codes.count) { out in
             var offset = 0
             for id in ids {
-                withUnsafeBytes(of: id.littleEndian) { UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + 8)]).copyMemory(from: $0) }
+                withUnsafeBytes(of: id.littleEndian) {
+                    UnsafeMutableRawBufferPointer(rebasing: out[offset..<(offset + 8)]).copyMemory(from: $0)
+                }
                 offset += 8
             }
             codes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[offset...]).copyMemory(from: $0) }
@@ -473,12 +522,16 @@ extension Index {
     /// The ids and codes of a stored block.
     private func entries(of bytes: [UInt8], _ codec: VectorCodec) -> (ids: [UInt64], codes: [UInt8]) {
         let count = bytes.count / (8 + codec.codeBytes)
-        let ids = bytes.withUnsafeBytes { raw in (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) } }
+        let ids = bytes.withUnsafeBytes { raw in
+            (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+        }
         return (ids, Array(bytes[(count * 8)...]))
     }
 
     /// Appends entries to `list`: the last block filled up, then new blocks.
-    private func append(_ ids: [UInt64], _ codes: [UInt8], to list: Int, _ codec: VectorCodec, _ txn: Transaction) throws {
+    private func append(_ ids: [UInt64], _ codes: [UInt8], to list: Int, _ codec: VectorCodec, _ txn: Transaction)
+        throws
+    {
         let d = codec.codeBytes, capacity = codesPerBlock(codec)
         var (block, blockIDs, blockCodes) = (0, [UInt64](), [UInt8]())
         if let last = try lastBlock(of: list, txn) {
@@ -511,10 +564,13 @@ extension Index {
     /// hole so that every block but the last stays full.
     func removeCode(_ id: UInt64, _ txn: Transaction) throws {
         guard let place = try txn.withValue(.annItems, key(id), { try CodePlace($0) }) else { return }
-        guard let status = try annStatus(txn) else { throw IndexError(.inconsistent(["item \(id) is coded without an approximate-search status"])) }
+        guard let status = try annStatus(txn) else {
+            throw IndexError(.inconsistent(["item \(id) is coded without an approximate-search status"]))
+        }
         let codec = try annModel(status, txn).codec
         guard let last = try lastBlock(of: place.list, txn) else {
-            throw IndexError(.inconsistent(["item \(id) is recorded in the empty approximate-search list \(place.list)"]))
+            throw IndexError(
+                .inconsistent(["item \(id) is recorded in the empty approximate-search list \(place.list)"]))
         }
         let d = codec.codeBytes
         var (lastIDs, lastCodes) = entries(of: last.bytes, codec)
@@ -526,7 +582,9 @@ extension Index {
                 lastCodes.replaceSubrange((place.slot * d)..<((place.slot + 1) * d), with: movedCode)
             } else {
                 guard let bytes = try txn.get(.annLists, blockKey(place.list, place.block)) else {
-                    throw IndexError(.inconsistent(["item \(id)'s approximate-search block \(place.list)/\(place.block) is missing"]))
+                    throw IndexError(
+                        .inconsistent(["item \(id)'s approximate-search block \(place.list)/\(place.block) is missing"])
+                    )
                 }
                 var (holeIDs, holeCodes) = entries(of: bytes, codec)
                 holeIDs[place.slot] = movedID
@@ -548,7 +606,8 @@ extension Index {
     /// items or not where `annItems` records them, and once ready, items without a code.
     func checkANN(_ txn: Transaction, _ state: State) throws -> [String] {
         guard let status = try annStatus(txn) else {
-            return try txn.count(.annLists) + txn.count(.annItems) > 0 ? ["approximate-search entries are stored without their status"] : []
+            return try txn.count(.annLists) + txn.count(.annItems) > 0
+                ? ["approximate-search entries are stored without their status"] : []
         }
         var problems: [String] = []
         let model = try annModel(status, txn)
@@ -560,13 +619,19 @@ extension Index {
             let list = Int(UInt32(bigEndian: k.loadUnaligned(as: UInt32.self)))
             let block = Int(UInt32(bigEndian: k.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
             let count = v.count / entry
-            if list >= model.centroids.rows { problems.append("approximate-search list \(list) of \(model.centroids.rows)") }
+            if list >= model.centroids.rows {
+                problems.append("approximate-search list \(list) of \(model.centroids.rows)")
+            }
             if v.count % entry != 0 || count == 0 || count > capacity {
                 problems.append("approximate-search block \(list)/\(block) holds \(v.count) bytes")
             }
             if let p = previous, p.list == list {
-                if block != p.block + 1 { problems.append("approximate-search list \(list) jumps from block \(p.block) to \(block)") }
-                if p.count != capacity { problems.append("approximate-search block \(list)/\(p.block) is not full but not the last") }
+                if block != p.block + 1 {
+                    problems.append("approximate-search list \(list) jumps from block \(p.block) to \(block)")
+                }
+                if p.count != capacity {
+                    problems.append("approximate-search block \(list)/\(p.block) is not full but not the last")
+                }
             } else if block != 0 {
                 problems.append("approximate-search list \(list) starts at block \(block)")
             }
@@ -574,16 +639,22 @@ extension Index {
             for slot in 0..<count {
                 let id = UInt64(littleEndian: v.loadUnaligned(fromByteOffset: slot * 8, as: UInt64.self))
                 coded += 1
-                if try txn.get(.items, key(id)) == nil { problems.append("approximate search keeps a code for missing item \(id)") }
+                if try txn.get(.items, key(id)) == nil {
+                    problems.append("approximate search keeps a code for missing item \(id)")
+                }
                 let recorded = try txn.withValue(.annItems, key(id)) { try CodePlace($0) }
                 if recorded != CodePlace(list: list, block: block, slot: slot) {
-                    problems.append("item \(id) is coded in \(list)/\(block)/\(slot) but recorded \(recorded.map { "in \($0.list)/\($0.block)/\($0.slot)" } ?? "nowhere")")
+                    problems.append(
+                        "item \(id) is coded in \(list)/\(block)/\(slot) but recorded \(recorded.map { "in \($0.list)/\($0.block)/\($0.slot)" } ?? "nowhere")"
+                    )
                 }
             }
             return true
         }
         let recorded = try txn.count(.annItems)
-        if recorded != coded { problems.append("\(recorded) items recorded in approximate-search lists, \(coded) coded") }
+        if recorded != coded {
+            problems.append("\(recorded) items recorded in approximate-search lists, \(coded) coded")
+        }
         if status.phase == .ready, coded != state.items {
             problems.append("the approximate-search structure codes \(coded) items; the index holds \(state.items)")
         }

@@ -63,7 +63,9 @@ struct ByteReader {
         let raw = try take(count * 4)
         let start = values.count
         values.append(contentsOf: repeatElement(0, count: count))
-        values.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[(start * 4)...]).copyMemory(from: raw) }
+        values.withUnsafeMutableBytes {
+            UnsafeMutableRawBufferPointer(rebasing: $0[(start * 4)...]).copyMemory(from: raw)
+        }
     }
 }
 

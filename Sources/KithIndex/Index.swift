@@ -25,10 +25,13 @@ public final class Index: Sendable {
     }
 
     /// Creates an index in the new or empty folder `path`.
-    public static func create(at path: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init()) throws(IndexError) -> Index {
+    public static func create(at path: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init())
+        throws(IndexError) -> Index
+    {
         try configuration.validate()
         guard (1...maxDimension).contains(space.dimension) else {
-            throw IndexError(.invalidConfiguration("the dimension must be between 1 and \(maxDimension); got \(space.dimension)"))
+            throw IndexError(
+                .invalidConfiguration("the dimension must be between 1 and \(maxDimension); got \(space.dimension)"))
         }
         let fm = FileManager.default
         if let contents = try? fm.contentsOfDirectory(atPath: path), !contents.isEmpty {
@@ -37,7 +40,8 @@ public final class Index: Sendable {
         try makeFolder(path, "the folder '\(folderName(path))'")
         let metadata = IndexMetadata(space: space, configuration: configuration, created: Date())
         return try storage {
-            let env = try Environment.shared(path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
+            let env = try Environment.shared(
+                path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
             try env.write { txn in
                 try txn.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata)))
                 try txn.put(.meta, Array("state".utf8), State().encoded)
@@ -47,19 +51,25 @@ public final class Index: Sendable {
     }
 
     /// Opens an existing index; with `space`, refuses one built for another backbone or dimension.
-    public static func open(at path: String, expecting space: EmbeddingSpace? = nil, initialMapSize: Int = 64 << 20) throws(IndexError) -> Index {
+    public static func open(at path: String, expecting space: EmbeddingSpace? = nil, initialMapSize: Int = 64 << 20)
+        throws(IndexError) -> Index
+    {
         guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) else {
             throw IndexError(.indexNotFound(folderName(path)))
         }
         let (env, metadata) = try storage { () throws -> (Environment, IndexMetadata) in
-            let env = try Environment.shared(path: path, databases: Database.allCases, mapSize: initialMapSize, create: false)
+            let env = try Environment.shared(
+                path: path, databases: Database.allCases, mapSize: initialMapSize, create: false)
             guard let raw = try env.read({ try $0.get(.meta, Array("metadata".utf8)) }) else {
                 throw IndexError(.incompatible("'\(folderName(path))' has no Kith metadata"))
             }
             struct Version: Decodable { let formatVersion: Int }
             let version = try JSONDecoder.iso8601.decode(Version.self, from: Data(raw)).formatVersion
             guard version <= IndexMetadata.currentFormatVersion else {
-                throw IndexError(.incompatible("'\(folderName(path))' has format version \(version), newer than this Kith's \(IndexMetadata.currentFormatVersion); upgrade Kith"))
+                throw IndexError(
+                    .incompatible(
+                        "'\(folderName(path))' has format version \(version), newer than this Kith's \(IndexMetadata.currentFormatVersion); upgrade Kith"
+                    ))
             }
             return (env, try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw)))
         }

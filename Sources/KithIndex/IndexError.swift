@@ -54,7 +54,9 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
     public static func indexNotFound(_ name: String) -> IndexError { IndexError(.indexNotFound(name)) }
 
     /// Settings of a new index that cannot work.
-    public static func invalidConfiguration(_ detail: String) -> IndexError { IndexError(.invalidConfiguration(detail)) }
+    public static func invalidConfiguration(_ detail: String) -> IndexError {
+        IndexError(.invalidConfiguration(detail))
+    }
 
     /// An index `name` exists already.
     public static func indexExists(_ name: String) -> IndexError { IndexError(.indexExists(name)) }
@@ -114,12 +116,14 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         case .itemNotFound(let id): "no item with id \(id)"
         case .inconsistent(let problems): "index is inconsistent:\n  " + problems.joined(separator: "\n  ")
         case .storage(let detail): "storage error: \(detail)"
-        case .insufficientStorage(let detail): "the disk refused the write, so nothing of it was stored (\(detail)); reads go on"
+        case .insufficientStorage(let detail):
+            "the disk refused the write, so nothing of it was stored (\(detail)); reads go on"
         case .dropped: "the index was dropped"
         case .invalidQueueName(let detail): "invalid queue name: \(detail)"
         case .snapshotExists(let name): "the snapshot folder '\(name)' exists and is not empty"
         case .invalidConfiguration(let detail): "invalid index configuration: \(detail)"
-        case .noBackbone(let name): "'\(name)' holds vectors of your own and has no backbone to embed images; send vectors"
+        case .noBackbone(let name):
+            "'\(name)' holds vectors of your own and has no backbone to embed images; send vectors"
         case .tooManyOpenFiles(let detail): "no file descriptors left (\(detail)); try again later"
         }
     }

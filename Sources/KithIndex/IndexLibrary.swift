@@ -16,8 +16,11 @@ public struct IndexLibrary: Sendable {
     /// a hidden folder or a command-line option); at most 100 characters.
     public static func validate(name: String) throws(IndexError) {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), !name.hasPrefix("-"), name.allSatisfy(allowed.contains) else {
-            throw IndexError(.invalidName("'\(name)': use letters, digits, '.', '_' and '-', not starting with '.' or '-'"))
+        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), !name.hasPrefix("-"),
+            name.allSatisfy(allowed.contains)
+        else {
+            throw IndexError(
+                .invalidName("'\(name)': use letters, digits, '.', '_' and '-', not starting with '.' or '-'"))
         }
     }
 
@@ -29,15 +32,20 @@ public struct IndexLibrary: Sendable {
     /// Creates index `name`. It is built in a hidden folder and renamed into place, so a failure
     /// (a full disk: `insufficient_storage`; no descriptors left) leaves nothing under the name.
     /// A folder without data.mdb is no index, here as everywhere: it is replaced.
-    public func create(_ name: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init()) throws(IndexError) -> Index {
+    public func create(_ name: String, space: EmbeddingSpace, configuration: IndexConfiguration = .init())
+        throws(IndexError) -> Index
+    {
         let path = try path(of: name)
         let fm = FileManager.default
-        if fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) { throw IndexError(.indexExists(name)) }
+        if fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) {
+            throw IndexError(.indexExists(name))
+        }
         try makeFolder(directory, "the indexes folder")
         let building = (directory as NSString).appendingPathComponent(".creating-\(name)-\(UUID().uuidString)")
         defer { try? fm.removeItem(atPath: building) }
         _ = try Index.create(at: building, space: space, configuration: configuration)  // closed as it is released
-        if fm.fileExists(atPath: path) && !fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb")) {
+        if fm.fileExists(atPath: path) && !fm.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb"))
+        {
             try? fm.removeItem(atPath: path)  // a leftover without data.mdb
         }
         guard rename(building, path) == 0 else {
@@ -66,8 +74,12 @@ public struct IndexLibrary: Sendable {
         defer { closedir(folder) }
         var names: [String] = []
         while let entry = readdir(folder) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if !name.hasPrefix("."), FileManager.default.fileExists(atPath: "\(directory)/\(name)/data.mdb") { names.append(name) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if !name.hasPrefix("."), FileManager.default.fileExists(atPath: "\(directory)/\(name)/data.mdb") {
+                names.append(name)
+            }
         }
         return names.sorted()
     }

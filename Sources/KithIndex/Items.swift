@@ -9,7 +9,9 @@ extension Index {
         var checkedItems: [(vector: [Float], label: String?, coarseLabel: String?)] = []
         checkedItems.reserveCapacity(items.count)
         for (i, item) in items.enumerated() {
-            checkedItems.append(try checked(item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
+            checkedItems.append(
+                try checked(
+                    item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
         }
         return try storage {
             try env.write { txn in
@@ -30,9 +32,10 @@ extension Index {
                     let id = state.nextID
                     state.nextID += 1
                     let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
-                    let record = Item(id: id, source: item.source, contentHash: item.contentHash, label: label,
-                                      coarseLabel: coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
-                                      block: block, slot: slot)
+                    let record = Item(
+                        id: id, source: item.source, contentHash: item.contentHash, label: label,
+                        coarseLabel: coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
+                        block: block, slot: slot)
                     try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
                     if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
                     if let hash = item.contentHash {
@@ -45,7 +48,8 @@ extension Index {
                     outcomes.append(.added(id))
                     state.items += 1
                 }
-                try writeVectors(pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
+                try writeVectors(
+                    pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
                 try addCodes(added, pending, txn)
                 if !pending.isEmpty {
                     state.generation += 1
@@ -59,7 +63,9 @@ extension Index {
 
     /// Appends `vectors` (unit rows) to the block store from slot (block, slot) on: one put per
     /// block, written in place.
-    private func writeVectors(_ vectors: [[Float]], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction) throws {
+    private func writeVectors(_ vectors: [[Float]], startingAt start: (block: UInt64, slot: Int), _ txn: Transaction)
+        throws
+    {
         guard !vectors.isEmpty else { return }
         let size = metadata.blockSize, dim = metadata.dimension, rowBytes = dim * 4
         var block = start.block, slot = start.slot, next = 0
@@ -67,13 +73,16 @@ extension Index {
             let take = min(size - slot, vectors.count - next)
             let existing = slot > 0 ? (try txn.get(.vectors, key(block)) ?? []) : []
             guard existing.count == slot * rowBytes else {
-                throw IndexError(.inconsistent(["vector block \(block) holds \(existing.count) bytes, expected \(slot) vectors"]))
+                throw IndexError(
+                    .inconsistent(["vector block \(block) holds \(existing.count) bytes, expected \(slot) vectors"]))
             }
             try txn.put(.vectors, key(block), reserving: (slot + take) * rowBytes) { out in
                 existing.withUnsafeBytes { out.copyMemory(from: $0) }
                 // LMDB promises values no alignment: the rows are copied in as bytes.
                 for (i, row) in vectors[next..<(next + take)].enumerated() {
-                    row.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[((slot + i) * rowBytes)...]).copyMemory(from: $0) }
+                    row.withUnsafeBytes {
+                        UnsafeMutableRawBufferPointer(rebasing: out[((slot + i) * rowBytes)...]).copyMemory(from: $0)
+                    }
                 }
             }
             next += take
@@ -87,7 +96,8 @@ extension Index {
     /// or overflows, so that a vector of tiny (even subnormal) or huge values keeps its direction.
     private func unit(_ vector: [Float], what: String) throws(IndexError) -> [Float] {
         guard vector.count == metadata.dimension else {
-            throw IndexError(.invalidVector("\(what) has \(vector.count) values; this index holds \(metadata.dimension)-d vectors"))
+            throw IndexError(
+                .invalidVector("\(what) has \(vector.count) values; this index holds \(metadata.dimension)-d vectors"))
         }
         if let bad = vector.firstIndex(where: { !$0.isFinite }) {
             throw IndexError(.invalidVector("\(what) has a non-finite value (\(vector[bad])) at position \(bad)"))
@@ -100,7 +110,8 @@ extension Index {
     /// The unit vector of `vector` and both labels in their stored form (`normalized(label:)`),
     /// after checking them, for something to store.
     func checked(_ vector: [Float], label: String?, coarseLabel: String?, what: String) throws(IndexError)
-        -> (vector: [Float], label: String?, coarseLabel: String?) {
+        -> (vector: [Float], label: String?, coarseLabel: String?)
+    {
         (try unit(vector, what: what), try Self.normalized(label: label), try Self.normalized(label: coarseLabel))
     }
 
@@ -110,7 +121,9 @@ extension Index {
     static func normalized(label: String?) throws(IndexError) -> String? {
         guard let label = label?.precomposedStringWithCanonicalMapping else { return nil }
         guard !label.isEmpty else { throw IndexError(.invalidLabel("empty label")) }
-        guard label.utf8.count <= maxLabelBytes else { throw IndexError(.invalidLabel("label longer than \(maxLabelBytes) bytes: '\(label.prefix(40))…'")) }
+        guard label.utf8.count <= maxLabelBytes else {
+            throw IndexError(.invalidLabel("label longer than \(maxLabelBytes) bytes: '\(label.prefix(40))…'"))
+        }
         guard !label.utf8.contains(0) else { throw IndexError(.invalidLabel("label contains a NUL character")) }
         return label
     }
@@ -134,14 +147,20 @@ extension Index {
 
     /// The records of `ids`, in their order (nil where an id has none), read in one transaction.
     public func items(_ ids: [UInt64]) throws(IndexError) -> [Item?] {
-        try storage { try env.read { txn in try ids.map { id in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } } } }
+        try storage {
+            try env.read { txn in
+                try ids.map { id in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } }
+            }
+        }
     }
 
     /// The stored (normalised) vector of item `id`, or nil.
     public func vector(_ id: UInt64) throws(IndexError) -> [Float]? {
         try storage {
             try env.read { txn -> [Float]? in
-                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { return nil }
+                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                    return nil
+                }
                 return try storedVector(of: item, txn)
             }
         }
@@ -153,7 +172,10 @@ extension Index {
         let rowBytes = metadata.dimension * 4
         return try txn.withValue(.vectors, key(item.block)) { block in
             guard (item.slot + 1) * rowBytes <= block.count else {
-                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(block.count / rowBytes)"]))
+                throw IndexError(
+                    .inconsistent([
+                        "item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(block.count / rowBytes)"
+                    ]))
             }
             var reader = ByteReader(UnsafeRawBufferPointer(rebasing: block[(item.slot * rowBytes)...]))
             return try reader.floats(metadata.dimension)
@@ -169,7 +191,9 @@ extension Index {
                 guard limit > 0 else { return page }
                 try txn.forEach(.items, from: key(first)) { k, v in
                     let item = try Item(id: uint64(key: k), decoding: v)
-                    guard let vector = try storedVector(of: item, txn) else { throw IndexError(.inconsistent(["item \(item.id) has no vector block \(item.block)"])) }
+                    guard let vector = try storedVector(of: item, txn) else {
+                        throw IndexError(.inconsistent(["item \(item.id) has no vector block \(item.block)"]))
+                    }
                     page.append((item, vector))
                     return page.count < limit
                 }
@@ -203,7 +227,9 @@ extension Index {
                     try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
                         let id = uint64(key: v)
                         guard id >= first else { return true }
-                        if let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) { page.append(item) }
+                        if let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) {
+                            page.append(item)
+                        }
                         return page.count < limit
                     }
                 } else {
@@ -294,7 +320,9 @@ extension Index {
                 var deleted: [UInt64] = []
                 var labelled = false
                 for id in ids {
-                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { continue }
+                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                        continue
+                    }
                     try txn.delete(.items, key(id))
                     if let label = item.label {
                         try txn.delete(.labels, Array(label.utf8), value: key(id))
@@ -329,7 +357,9 @@ extension Index {
             try env.read { txn in
                 var found: [Item] = []
                 try txn.forEach(.items) { k, v in
-                    if try txn.withValue(.thumbnails, Array(k), { _ in true }) == nil { found.append(try Item(id: uint64(key: k), decoding: v)) }
+                    if try txn.withValue(.thumbnails, Array(k), { _ in true }) == nil {
+                        found.append(try Item(id: uint64(key: k), decoding: v))
+                    }
                     return true
                 }
                 return found

@@ -124,7 +124,8 @@ final class Environment: @unchecked Sendable {
     /// system cannot give is a SIGBUS, not an error. Reserving the file's blocks first turns
     /// that into ENOSPC (`insufficient_storage`).
     private static func reserveLockFile(in path: String) throws(LMDBError) {
-        let fd = Foundation.open((path as NSString).appendingPathComponent("lock.mdb"), O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        let fd = Foundation.open(
+            (path as NSString).appendingPathComponent("lock.mdb"), O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw LMDBError(code: errno, operation: "open lock.mdb") }
         defer { close(fd) }
         let code = posix_fallocate(fd, 0, off_t(lockFileBytes))
@@ -321,7 +322,9 @@ struct Transaction {
 
     /// Stores a value of `size` bytes under `key`, written in place by `fill` (MDB_RESERVE: no
     /// intermediate copy). The buffer is valid only during `fill`.
-    func put(_ db: Database, _ key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+    func put(
+        _ db: Database, _ key: [UInt8], reserving size: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void
+    ) throws {
         var data = MDB_val(mv_size: size, mv_data: nil)
         let code: Int32 = key.withUnsafeBytes { k in
             var keyVal = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
@@ -385,8 +388,9 @@ struct Transaction {
         }
         let next = duplicatesOf != nil ? MDB_NEXT_DUP : MDB_NEXT
         while code == 0 {
-            let more = try body(UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size),
-                                UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size))
+            let more = try body(
+                UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size),
+                UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size))
             if !more { return }
             code = mdb_cursor_get(cursor, &key, &value, next)
         }
@@ -404,11 +408,16 @@ struct Transaction {
             return mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE)
         }
         // At the first key at or after the limit, step back one; past the end, take the last.
-        code = code == 0 ? mdb_cursor_get(cursor, &key, &value, MDB_PREV) : code == MDB_NOTFOUND ? mdb_cursor_get(cursor, &key, &value, MDB_LAST) : code
+        code =
+            code == 0
+            ? mdb_cursor_get(cursor, &key, &value, MDB_PREV)
+            : code == MDB_NOTFOUND ? mdb_cursor_get(cursor, &key, &value, MDB_LAST) : code
         if code == MDB_NOTFOUND { return nil }
         try check(code, "seek in '\(db)'")
-        return (Array(UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size)),
-                Array(UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size)))
+        return (
+            Array(UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size)),
+            Array(UnsafeRawBufferPointer(start: value.mv_data, count: value.mv_size))
+        )
     }
 
     /// Number of duplicates stored under `key` in a DUPSORT database.

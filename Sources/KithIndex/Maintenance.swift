@@ -8,7 +8,9 @@ extension Index {
     public func retire() { env.retire() }
 
     public func stats() throws(IndexError) -> IndexStats {
-        let fileBytes = ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent("data.mdb")))?[.size] as? Int) ?? 0
+        let fileBytes =
+            ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent("data.mdb")))?[
+                .size] as? Int) ?? 0
         return try storage {
             try env.read { txn in
                 let state = try State(txn)
@@ -29,7 +31,8 @@ extension Index {
                 let slots = state.blocks == 0 ? 0 : Int(state.blocks - 1) * metadata.blockSize + state.lastBlockFill
                 return IndexStats(
                     items: state.items, labelledItems: try txn.count(.labels), labels: labels,
-                    queueEntries: queueEntries, queues: queues, vectorBlocks: Int(state.blocks), deadSlots: slots - state.items,
+                    queueEntries: queueEntries, queues: queues, vectorBlocks: Int(state.blocks),
+                    deadSlots: slots - state.items,
                     fileBytes: fileBytes, usedBytes: env.usedBytes, mapBytes: env.mapSize)
             }
         }
@@ -59,7 +62,9 @@ extension Index {
                 try txn.forEach(.vectors) { k, v in
                     let block = uint64(key: k)
                     blockFill[block] = v.count / (metadata.dimension * 4)
-                    if v.count % (metadata.dimension * 4) != 0 { problems.append("vector block \(block) has a partial vector") }
+                    if v.count % (metadata.dimension * 4) != 0 {
+                        problems.append("vector block \(block) has a partial vector")
+                    }
                     let bad = nonUnitRows(v)
                     if !bad.isEmpty { badSlots[block] = Set(bad) }
                     return true
@@ -68,9 +73,15 @@ extension Index {
                 try txn.forEach(.items) { k, v in
                     let item = try Item(id: uint64(key: k), decoding: v)
                     count += 1
-                    if item.id >= state.nextID { problems.append("item \(item.id) is beyond the id counter \(state.nextID)") }
-                    if item.slot >= blockFill[item.block] ?? 0 { problems.append("item \(item.id) has no vector (block \(item.block), slot \(item.slot))") }
-                    if badSlots[item.block]?.contains(item.slot) == true { problems.append("item \(item.id)'s vector is not a finite unit vector") }
+                    if item.id >= state.nextID {
+                        problems.append("item \(item.id) is beyond the id counter \(state.nextID)")
+                    }
+                    if item.slot >= blockFill[item.block] ?? 0 {
+                        problems.append("item \(item.id) has no vector (block \(item.block), slot \(item.slot))")
+                    }
+                    if badSlots[item.block]?.contains(item.slot) == true {
+                        problems.append("item \(item.id)'s vector is not a finite unit vector")
+                    }
                     if let label = item.label, try !hasDuplicate(txn, .labels, Array(label.utf8), key(item.id)) {
                         problems.append("item \(item.id) is missing from the index of label '\(label)'")
                     }
@@ -83,27 +94,39 @@ extension Index {
                 try txn.forEach(.labels) { k, v in
                     let id = uint64(key: v), label = String(decoding: k, as: UTF8.self)
                     let item = try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) }
-                    if item?.label != label { problems.append("label '\(label)' lists item \(id), which does not have it") }
+                    if item?.label != label {
+                        problems.append("label '\(label)' lists item \(id), which does not have it")
+                    }
                     return true
                 }
                 try txn.forEach(.hashes) { _, v in
                     let id = uint64(key: v)
-                    if try txn.get(.items, key(id)) == nil { problems.append("a content hash points at missing item \(id)") }
+                    if try txn.get(.items, key(id)) == nil {
+                        problems.append("a content hash points at missing item \(id)")
+                    }
                     return true
                 }
                 try txn.forEach(.thumbnails) { k, _ in
                     let id = uint64(key: k)
-                    if try txn.get(.items, key(id)) == nil { problems.append("a thumbnail is kept for missing item \(id)") }
+                    if try txn.get(.items, key(id)) == nil {
+                        problems.append("a thumbnail is kept for missing item \(id)")
+                    }
                     return true
                 }
                 try txn.forEach(.views) { k, v in
-                    if !nonUnitRows(v).isEmpty { problems.append("a view of item \(uint64(key: k)) is not a finite unit vector") }
+                    if !nonUnitRows(v).isEmpty {
+                        problems.append("a view of item \(uint64(key: k)) is not a finite unit vector")
+                    }
                     return true
                 }
                 try txn.forEach(.queue) { k, v in
-                    let entry = try QueueEntry(sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k.suffix(8))), decoding: v, dimension: metadata.dimension)
+                    let entry = try QueueEntry(
+                        sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k.suffix(8))), decoding: v,
+                        dimension: metadata.dimension)
                     if !entry.vector.withUnsafeBytes({ nonUnitRows($0) }).isEmpty {
-                        problems.append("queue entry \(entry.sequence) of queue '\(String(decoding: k.dropLast(9), as: UTF8.self))' is not a finite unit vector")
+                        problems.append(
+                            "queue entry \(entry.sequence) of queue '\(String(decoding: k.dropLast(9), as: UTF8.self))' is not a finite unit vector"
+                        )
                     }
                     return true
                 }

@@ -17,7 +17,8 @@ extension Index {
     public func enqueue(_ entries: [NewQueueEntry]) throws(IndexError) -> [UInt64] {
         var checkedEntries: [(vector: [Float], label: String?, coarseLabel: String?)] = []
         for (i, entry) in entries.enumerated() {
-            checkedEntries.append(try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)"))
+            checkedEntries.append(
+                try checked(entry.vector, label: entry.label, coarseLabel: entry.coarseLabel, what: "queue entry \(i)"))
         }
         return try storage {
             try env.write { txn in
@@ -72,7 +73,9 @@ extension Index {
     /// The entries of queue `name` with sequence numbers from `first` on (the oldest kept entry
     /// if that is later), read in one transaction with the queue's bounds: `head` is the oldest
     /// sequence kept, `next` the one the next entry will get. At most `limit` entries are read.
-    public func queue(_ name: String, from first: UInt64, limit: Int = .max) throws(IndexError) -> (entries: [QueueEntry], head: UInt64, next: UInt64) {
+    public func queue(_ name: String, from first: UInt64, limit: Int = .max) throws(IndexError) -> (
+        entries: [QueueEntry], head: UInt64, next: UInt64
+    ) {
         let name = try Self.normalized(queueName: name)
         return try storage {
             try env.read { txn in
@@ -80,9 +83,13 @@ extension Index {
                 var entries: [QueueEntry] = []
                 let prefix = QueueState.entryKey(name, 0).dropLast(8)
                 try txn.forEach(.queue, from: QueueState.entryKey(name, max(first, q.head))) { k, v in
-                    guard k.count == prefix.count + 8, k.prefix(prefix.count).elementsEqual(prefix) else { return false }
-                    entries.append(try QueueEntry(sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k[prefix.count...])),
-                                                  decoding: v, dimension: metadata.dimension))
+                    guard k.count == prefix.count + 8, k.prefix(prefix.count).elementsEqual(prefix) else {
+                        return false
+                    }
+                    entries.append(
+                        try QueueEntry(
+                            sequence: uint64(key: UnsafeRawBufferPointer(rebasing: k[prefix.count...])),
+                            decoding: v, dimension: metadata.dimension))
                     return entries.count < limit
                 }
                 return (entries, q.head, q.next)

@@ -29,7 +29,6 @@ enum Database: String, CaseIterable {
     var createdOnOpen: Bool { self == .thumbnails || self == .views || self == .annLists || self == .annItems }
 }
 
-
 /// Counters kept in the metadata database, updated in the same transaction as the data.
 struct State {
     var nextID: UInt64 = 1
@@ -46,7 +45,9 @@ struct State {
     init() {}
 
     init(_ txn: Transaction) throws {
-        guard let raw = try txn.get(.meta, Array("state".utf8)) else { throw IndexError(.inconsistent(["no state record"])) }
+        guard let raw = try txn.get(.meta, Array("state".utf8)) else {
+            throw IndexError(.inconsistent(["no state record"]))
+        }
         try raw.withUnsafeBytes { bytes in
             var r = ByteReader(bytes)
             nextID = try r.u64(); items = Int(try r.u64()); blocks = try r.u64(); lastBlockFill = Int(try r.u64())
@@ -56,7 +57,9 @@ struct State {
 
     var encoded: [UInt8] {
         var w = ByteWriter()
-        for v in [nextID, UInt64(items), blocks, UInt64(lastBlockFill), generation, rewriteGeneration, supportGeneration] { w.u64(v) }
+        for v in [
+            nextID, UInt64(items), blocks, UInt64(lastBlockFill), generation, rewriteGeneration, supportGeneration
+        ] { w.u64(v) }
         return w.bytes
     }
 
@@ -112,8 +115,10 @@ extension QueueEntry {
         var reader = ByteReader(bytes)
         let hasItem = try reader.u8() == 1
         let item = try reader.u64()
-        self.init(sequence: sequence, itemID: hasItem ? item : nil, label: try reader.string(), coarseLabel: try reader.string(),
-                  vector: try reader.floats(dimension))
+        self.init(
+            sequence: sequence, itemID: hasItem ? item : nil, label: try reader.string(),
+            coarseLabel: try reader.string(),
+            vector: try reader.floats(dimension))
     }
 }
 

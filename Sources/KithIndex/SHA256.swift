@@ -1,3 +1,5 @@
+import Foundation
+
 /// SHA-256 (FIPS 180-4), for content hashes of ingested files.
 public struct ContentHash: Hashable, Sendable, CustomStringConvertible {
     public let bytes: [UInt8]
@@ -30,10 +32,8 @@ public struct ContentHash: Hashable, Sendable, CustomStringConvertible {
     public var description: String { bytes.map { String($0, radix: 16).leftPadded(2) }.joined() }
 }
 
-import Foundation
-
-private extension String {
-    func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 enum SHA256 {
@@ -45,11 +45,13 @@ enum SHA256 {
         0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
         0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
         0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
     ]
 
     static func digest(_ data: UnsafeRawBufferPointer) -> [UInt8] {
-        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+        var h: [UInt32] = [
+            0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
+        ]
         var w = [UInt32](repeating: 0, count: 64)
         var tail = Array(data[(data.count / 64 * 64)...])
         tail.append(0x80)
@@ -78,14 +80,16 @@ enum SHA256 {
             process(UnsafeRawBufferPointer(rebasing: data[start..<(start + 64)]))
         }
         tail.withUnsafeBytes { t in
-            for start in stride(from: 0, to: t.count, by: 64) { process(UnsafeRawBufferPointer(rebasing: t[start..<(start + 64)])) }
+            for start in stride(from: 0, to: t.count, by: 64) {
+                process(UnsafeRawBufferPointer(rebasing: t[start..<(start + 64)]))
+            }
         }
         return h.flatMap { v in withUnsafeBytes(of: v.bigEndian) { Array($0) } }
     }
 }
 
-private extension UInt32 {
-    @inline(__always) func rotr(_ n: UInt32) -> UInt32 { (self >> n) | (self << (32 - n)) }
+extension UInt32 {
+    @inline(__always) fileprivate func rotr(_ n: UInt32) -> UInt32 { (self >> n) | (self << (32 - n)) }
 }
 
 private func hexValue(_ digit: UInt8) -> UInt8? {

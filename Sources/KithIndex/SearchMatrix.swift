@@ -34,8 +34,10 @@ extension Index {
                     coarse.append(item.coarseLabel)
                 }
                 let state = try State(txn)
-                return VectorSnapshot(ids: ids, labels: labels, coarseLabels: coarse, matrix: Matrix(rows: ids.count, columns: dim, values: values),
-                                      generation: state.generation, rewriteGeneration: state.rewriteGeneration)
+                return VectorSnapshot(
+                    ids: ids, labels: labels, coarseLabels: coarse,
+                    matrix: Matrix(rows: ids.count, columns: dim, values: values),
+                    generation: state.generation, rewriteGeneration: state.rewriteGeneration)
             }
         }
     }
@@ -69,15 +71,17 @@ extension Index {
             coarse.append(item.coarseLabel)
             return true
         }
-        return VectorSnapshot(ids: ids, labels: labels, coarseLabels: coarse,
-                              matrix: Matrix(rows: ids.count, columns: dim, values: values),
-                              generation: state.generation, rewriteGeneration: state.rewriteGeneration)
+        return VectorSnapshot(
+            ids: ids, labels: labels, coarseLabels: coarse,
+            matrix: Matrix(rows: ids.count, columns: dim, values: values),
+            generation: state.generation, rewriteGeneration: state.rewriteGeneration)
     }
 
     /// Calls `body` with each item after id `after` (from the first when nil), in id order, and
     /// the bytes of its stored vector (copied out of the transaction a block at a time, valid
     /// during the call); `body` returns false to stop.
-    func forEachVector(_ txn: Transaction, after: UInt64?, _ body: (Item, UnsafeRawBufferPointer) throws -> Bool) throws {
+    func forEachVector(_ txn: Transaction, after: UInt64?, _ body: (Item, UnsafeRawBufferPointer) throws -> Bool) throws
+    {
         let rowBytes = metadata.dimension * 4
         var currentBlock: UInt64 = .max
         var blockBytes: [UInt8] = []
@@ -88,9 +92,15 @@ extension Index {
                 currentBlock = item.block
             }
             guard (item.slot + 1) * rowBytes <= blockBytes.count else {
-                throw IndexError(.inconsistent(["item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"]))
+                throw IndexError(
+                    .inconsistent([
+                        "item \(item.id) points at slot \(item.slot) of block \(item.block), which holds \(blockBytes.count / rowBytes)"
+                    ]))
             }
-            return try blockBytes.withUnsafeBytes { try body(item, UnsafeRawBufferPointer(rebasing: $0[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)])) }
+            return try blockBytes.withUnsafeBytes {
+                try body(
+                    item, UnsafeRawBufferPointer(rebasing: $0[(item.slot * rowBytes)..<((item.slot + 1) * rowBytes)]))
+            }
         }
     }
 }
@@ -116,29 +126,43 @@ extension Index {
     /// other process that maps the index. With `parts` > 1, only the blocks of the `part`-th of
     /// the id range, so that parts can be read by as many threads (each in its own read
     /// transaction). `labels`: decode each item's label too.
-    public func forEachVectorBlock(part: Int = 0, of parts: Int = 1, labels withLabels: Bool = false,
-                                   _ body: (VectorBlock) throws -> Void) throws(IndexError) {
+    public func forEachVectorBlock(
+        part: Int = 0, of parts: Int = 1, labels withLabels: Bool = false,
+        _ body: (VectorBlock) throws -> Void
+    ) throws(IndexError) {
         precondition(parts >= 1 && (0..<parts).contains(part))
         let dim = metadata.dimension, rowBytes = dim * 4
         try storage {
             try env.read { txn in
                 let nextID = try State(txn).nextID
-                let first = 1 + (nextID - 1) * UInt64(part) / UInt64(parts), end = 1 + (nextID - 1) * UInt64(part + 1) / UInt64(parts)
+                let first = 1 + (nextID - 1) * UInt64(part) / UInt64(parts),
+                    end = 1 + (nextID - 1) * UInt64(part + 1) / UInt64(parts)
                 var block: UInt64 = .max, ids: [UInt64] = [], slots: [Int] = [], labels: [String?] = []
                 func flush() throws {
                     guard !ids.isEmpty else { return }
                     let found: Void? = try txn.withValue(.vectors, key(block)) { bytes in
                         let rows = bytes.count / rowBytes
                         guard let last = slots.max(), last < rows else {
-                            throw IndexError(.inconsistent(["an item points at slot \(slots.max() ?? 0) of vector block \(block), which holds \(rows)"]))
+                            throw IndexError(
+                                .inconsistent([
+                                    "an item points at slot \(slots.max() ?? 0) of vector block \(block), which holds \(rows)"
+                                ]))
                         }
                         // Blocks are stored on their own pages, so rows are aligned for floats; copied where not.
                         if Int(bitPattern: bytes.baseAddress) % MemoryLayout<Float>.alignment == 0 {
-                            try body(VectorBlock(rows: UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * dim),
-                                                 ids: ids, slots: slots, labels: labels))
+                            try body(
+                                VectorBlock(
+                                    rows: UnsafeBufferPointer(
+                                        start: bytes.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * dim
+                                    ),
+                                    ids: ids, slots: slots, labels: labels))
                         } else {
-                            let copy = (0..<(rows * dim)).map { bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
-                            try copy.withUnsafeBufferPointer { try body(VectorBlock(rows: $0, ids: ids, slots: slots, labels: labels)) }
+                            let copy = (0..<(rows * dim)).map {
+                                bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self)
+                            }
+                            try copy.withUnsafeBufferPointer {
+                                try body(VectorBlock(rows: $0, ids: ids, slots: slots, labels: labels))
+                            }
                         }
                     }
                     guard found != nil else { throw IndexError(.inconsistent(["vector block \(block) is missing"])) }

@@ -2,7 +2,8 @@ import Foundation
 import KithMath
 
 public enum QueuePartition: String, Codable, Sendable, CaseIterable {
-    case single, label, coarseLabel = "coarse-label"
+    case single, label
+    case coarseLabel = "coarse-label"
 }
 
 /// Settings for a new index.
@@ -27,7 +28,9 @@ public struct IndexConfiguration: Sendable {
 
     /// Throws `invalid_configuration` unless every count is positive.
     public func validate() throws(IndexError) {
-        for (name, value) in [("queue capacity", queueCapacity), ("block size", blockSize), ("initial map size", initialMapSize)] where value < 1 {
+        for (name, value) in [
+            ("queue capacity", queueCapacity), ("block size", blockSize), ("initial map size", initialMapSize)
+        ] where value < 1 {
             throw IndexError(.invalidConfiguration("the \(name) must be at least 1; got \(value)"))
         }
     }
@@ -74,7 +77,9 @@ public struct IndexMetadata: Codable, Sendable, Equatable {
         formatVersion = space.model == nil ? 2 : 1
         (model, weightsSHA256, dimension, metric) = (space.model, space.weightsSHA256, space.dimension, space.metric)
         self.created = created
-        (queueCapacity, queuePartition, blockSize) = (configuration.queueCapacity, configuration.queuePartition, configuration.blockSize)
+        (queueCapacity, queuePartition, blockSize) = (
+            configuration.queueCapacity, configuration.queuePartition, configuration.blockSize
+        )
     }
 }
 
@@ -131,8 +136,10 @@ public struct NewItem: Sendable {
     /// It came over the network: its source is only a name, never opened as a file.
     public var uploaded: Bool
 
-    public init(vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
-                coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil, uploaded: Bool = false) {
+    public init(
+        vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
+        coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil, uploaded: Bool = false
+    ) {
         self.thumbnail = thumbnail
         self.uploaded = uploaded
         self.vector = vector
@@ -190,10 +197,16 @@ public struct QueueEntry: Sendable, Equatable, Encodable {
     public var coarseLabel: String?
     public var vector: [Float]
 
-    enum CodingKeys: String, CodingKey { case sequence, itemID = "item", label, coarseLabel, vector }
+    enum CodingKeys: String, CodingKey {
+        case sequence
+        case itemID = "item"
+        case label, coarseLabel, vector
+    }
 
     public init(sequence: UInt64, itemID: UInt64?, label: String?, coarseLabel: String?, vector: [Float]) {
-        (self.sequence, self.itemID, self.label, self.coarseLabel, self.vector) = (sequence, itemID, label, coarseLabel, vector)
+        (self.sequence, self.itemID, self.label, self.coarseLabel, self.vector) = (
+            sequence, itemID, label, coarseLabel, vector
+        )
     }
 }
 
@@ -222,7 +235,10 @@ public struct VectorSnapshot: Sendable {
     public let generation: UInt64
     let rewriteGeneration: UInt64
 
-    init(ids: [UInt64], labels: [String?], coarseLabels: [String?], matrix: Matrix, generation: UInt64, rewriteGeneration: UInt64) {
+    init(
+        ids: [UInt64], labels: [String?], coarseLabels: [String?], matrix: Matrix, generation: UInt64,
+        rewriteGeneration: UInt64
+    ) {
         (self.ids, self.labels, self.coarseLabels, self.matrix) = (ids, labels, coarseLabels, matrix)
         (self.generation, self.rewriteGeneration) = (generation, rewriteGeneration)
     }
@@ -230,7 +246,9 @@ public struct VectorSnapshot: Sendable {
     /// A collection held only in memory (ids ascending, one row each).
     public init(ids: [UInt64], labels: [String?]? = nil, matrix: Matrix) {
         precondition(ids.count == matrix.rows, "VectorSnapshot: \(ids.count) ids for \(matrix.rows) rows")
-        self.init(ids: ids, labels: labels ?? Array(repeating: nil, count: ids.count), coarseLabels: Array(repeating: nil, count: ids.count),
-                  matrix: matrix, generation: 0, rewriteGeneration: 0)
+        self.init(
+            ids: ids, labels: labels ?? Array(repeating: nil, count: ids.count),
+            coarseLabels: Array(repeating: nil, count: ids.count),
+            matrix: matrix, generation: 0, rewriteGeneration: 0)
     }
 }

@@ -7,7 +7,9 @@ extension Index {
     /// How the stored views were made (a description chosen by whoever made them), or nil
     /// when there are none.
     public func viewRecipe() throws(IndexError) -> String? {
-        try storage { try env.read { txn in try txn.get(.meta, Self.viewRecipeKey).map { String(decoding: $0, as: UTF8.self) } } }
+        try storage {
+            try env.read { txn in try txn.get(.meta, Self.viewRecipeKey).map { String(decoding: $0, as: UTF8.self) } }
+        }
     }
 
     /// Stores embeddings of views of items' images (a matrix of views per item, each row checked
@@ -22,7 +24,9 @@ extension Index {
             var values: [Float] = []
             values.reserveCapacity(vectors.values.count)
             for r in 0..<vectors.rows {
-                values += try checked(Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)").vector
+                values += try checked(
+                    Array(vectors.row(r)), label: nil, coarseLabel: nil, what: "view \(r) of item \(id)"
+                ).vector
             }
             rows.append((id, values))
         }
@@ -37,7 +41,9 @@ extension Index {
                 }
                 var stored: [UInt64] = []
                 for (id, values) in rows {
-                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else { continue }
+                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                        continue
+                    }
                     try values.withUnsafeBytes { try txn.put(.views, key(id), $0) }
                     stored.append(id)
                     if item.label != nil { changed = true }
@@ -79,7 +85,9 @@ extension Index {
                 var found: [Item] = []
                 try txn.forEach(.items) { k, v in
                     let item = try Item(id: uint64(key: k), decoding: v)
-                    if !labelledOnly || item.label != nil, try txn.withValue(.views, Array(k), { _ in true }) == nil { found.append(item) }
+                    if !labelledOnly || item.label != nil, try txn.withValue(.views, Array(k), { _ in true }) == nil {
+                        found.append(item)
+                    }
                     return true
                 }
                 return found
@@ -99,7 +107,11 @@ extension Index {
     public func setAdaptationCheckpoint(_ checkpoint: Data?) throws(IndexError) {
         try storage {
             try env.write { txn in
-                if let checkpoint { try txn.put(.meta, Self.checkpointKey, Array(checkpoint)) } else { _ = try txn.delete(.meta, Self.checkpointKey) }
+                if let checkpoint {
+                    try txn.put(.meta, Self.checkpointKey, Array(checkpoint))
+                } else {
+                    _ = try txn.delete(.meta, Self.checkpointKey)
+                }
             }
         }
     }

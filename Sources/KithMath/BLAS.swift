@@ -33,8 +33,9 @@ public enum BLAS {
         // oneDNN runs on OpenMP: the calling thread's next parallel region gets the threads
         // set for one call.
         _ = kith_omp_set_num_threads(Int32(threads))
-        let status = dnnl_sgemm(transposeA ? transposed : plain, transposeB ? transposed : plain, Int64(m), Int64(n), Int64(k),
-                                alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
+        let status = dnnl_sgemm(
+            transposeA ? transposed : plain, transposeB ? transposed : plain, Int64(m), Int64(n), Int64(k),
+            alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
         // It fails only on arguments that contradict each other, which the callers' shapes rule out.
         precondition(status == dnnl_success, "dnnl_sgemm: status \(status.rawValue) for \(m) x \(n) x \(k)")
     }
@@ -45,8 +46,10 @@ public enum BLAS {
     /// B (n × k, signed bytes) and C (m × n): oneDNN's `dnnl_gemm_u8s8s32`. Where the CPU has no
     /// VNNI, each pair of byte products A·B is first summed in 16 bits with saturation: the sums
     /// are exact on every CPU when 2 · max A · max |B| ≤ 32,767.
-    public static func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<UInt8>, lda: Int, aOffset: UInt8 = 0, b: UnsafePointer<Int8>, ldb: Int,
-                            c: UnsafeMutablePointer<Int32>, ldc: Int) {
+    public static func gemm(
+        m: Int, n: Int, k: Int, a: UnsafePointer<UInt8>, lda: Int, aOffset: UInt8 = 0, b: UnsafePointer<Int8>, ldb: Int,
+        c: UnsafeMutablePointer<Int32>, ldc: Int
+    ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
         guard m > 0, n > 0 else { return }
         guard k > 0 else {
@@ -55,8 +58,9 @@ public enum BLAS {
         }
         _ = kith_omp_set_num_threads(Int32(threads))
         var offset: Int32 = 0
-        let status = dnnl_gemm_u8s8s32(plain, transposed, CChar(UInt8(ascii: "F")), Int64(m), Int64(n), Int64(k), 1, a, Int64(lda), aOffset,
-                                       b, Int64(ldb), 0, 0, c, Int64(ldc), &offset)
+        let status = dnnl_gemm_u8s8s32(
+            plain, transposed, CChar(UInt8(ascii: "F")), Int64(m), Int64(n), Int64(k), 1, a, Int64(lda), aOffset,
+            b, Int64(ldb), 0, 0, c, Int64(ldc), &offset)
         precondition(status == dnnl_success, "dnnl_gemm_u8s8s32: status \(status.rawValue) for \(m) x \(n) x \(k)")
     }
 
@@ -82,7 +86,9 @@ public enum BLAS {
 
     /// y = A · x for row-major A (m × n): one query against many rows without packing them, as a
     /// one-row gemm would.
-    public static func gemv(m: Int, n: Int, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    public static func gemv(
+        m: Int, n: Int, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
+    ) {
         guard m > 0, n > 0 else { return }
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(n), 1, a, Int32(lda), x, 1, 0, y, 1)
     }

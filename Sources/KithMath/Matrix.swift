@@ -24,7 +24,7 @@ public struct Matrix: Sendable, Equatable {
     }
 
     public func row(_ index: Int) -> ArraySlice<Float> {
-        values[index * columns ..< (index + 1) * columns]
+        values[index * columns..<(index + 1) * columns]
     }
 
     /// The matrix of the given rows of `self`, in that order.
@@ -56,7 +56,7 @@ public struct Matrix: Sendable, Equatable {
         let columns = columns
         values.withUnsafeMutableBufferPointer { v in
             for r in 0..<rows {
-                let row = UnsafeMutableBufferPointer(rebasing: v[r * columns ..< (r + 1) * columns])
+                let row = UnsafeMutableBufferPointer(rebasing: v[r * columns..<(r + 1) * columns])
                 normalize(row)
             }
         }

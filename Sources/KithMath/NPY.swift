@@ -75,7 +75,9 @@ public enum NPY {
     /// than the shape, other dtypes and Fortran order are all `FormatError`s.
     public static func decode(_ data: Data) throws(FormatError) -> Matrix {
         let bytes = [UInt8](data)
-        guard bytes.count > 10, Array(bytes[0..<6]) == [0x93] + Array("NUMPY".utf8) else { throw FormatError(description: "not a .npy file") }
+        guard bytes.count > 10, Array(bytes[0..<6]) == [0x93] + Array("NUMPY".utf8) else {
+            throw FormatError(description: "not a .npy file")
+        }
         let major = bytes[6]
         guard (1...3).contains(major) else { throw FormatError(description: "unsupported .npy version \(major)") }
         let lengthBytes = major == 1 ? 2 : 4
@@ -88,28 +90,43 @@ public enum NPY {
             throw FormatError(description: "only C-ordered arrays are supported ('fortran_order': False)")
         }
         let width: Int
-        if header.contains("'<f4'") { width = 4 } else if header.contains("'<f8'") { width = 8 } else {
+        if header.contains("'<f4'") {
+            width = 4
+        } else if header.contains("'<f8'") {
+            width = 8
+        } else {
             throw FormatError(description: "only little-endian float32 or float64 arrays are supported")
         }
-        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+        guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")")
+        else {
             throw FormatError(description: "no shape in the .npy header")
         }
         let fields = header[open.upperBound..<close].split(separator: ",", omittingEmptySubsequences: false)
             .map { $0.trimmingCharacters(in: .whitespaces) }
-        let dims = fields.enumerated().filter { !($0.element.isEmpty && $0.offset == fields.count - 1) }.map { Int($0.element) }
+        let dims = fields.enumerated().filter { !($0.element.isEmpty && $0.offset == fields.count - 1) }.map {
+            Int($0.element)
+        }
         guard dims.count == 1 || dims.count == 2, let first = dims[0], let last = dims[dims.count - 1] else {
-            throw FormatError(description: "expected a 1-D or 2-D array of whole dimensions, found shape (\(fields.joined(separator: ",")))")
+            throw FormatError(
+                description:
+                    "expected a 1-D or 2-D array of whole dimensions, found shape (\(fields.joined(separator: ",")))")
         }
         let (rows, columns) = dims.count == 1 ? (1, first) : (first, last)
-        guard rows > 0, columns > 0 else { throw FormatError(description: "empty array of shape (\(rows), \(columns))") }
+        guard rows > 0, columns > 0 else {
+            throw FormatError(description: "empty array of shape (\(rows), \(columns))")
+        }
         let (count, overflow) = rows.multipliedReportingOverflow(by: columns)
         let (length, overflow2) = count.multipliedReportingOverflow(by: width)
         guard !overflow, !overflow2, bytes.count - start == length else {
-            throw FormatError(description: "shape (\(rows), \(columns)) needs \(overflow || overflow2 ? "more than Int.max" : "\(length)") bytes of data, the file has \(bytes.count - start)")
+            throw FormatError(
+                description:
+                    "shape (\(rows), \(columns)) needs \(overflow || overflow2 ? "more than Int.max" : "\(length)") bytes of data, the file has \(bytes.count - start)"
+            )
         }
         let values: [Float] = bytes[start...].withUnsafeBytes { raw in
-            width == 4 ? (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
-                       : (0..<count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
+            width == 4
+                ? (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                : (0..<count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
         }
         return Matrix(rows: rows, columns: columns, values: values)
     }

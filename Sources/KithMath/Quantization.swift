@@ -28,7 +28,9 @@ public struct ScalarQuantizer: Sendable, Equatable {
         }
         if vectors.rows == 0 { (low, high) = ([Float](repeating: -1, count: d), [Float](repeating: 1, count: d)) }
         let levels = Float(maximumCode)
-        self.init(minimum: low, step: zip(low, high).map { max(($1 - $0) / levels, Float.leastNormalMagnitude) }, maximumCode: maximumCode)
+        self.init(
+            minimum: low, step: zip(low, high).map { max(($1 - $0) / levels, Float.leastNormalMagnitude) },
+            maximumCode: maximumCode)
     }
 
     /// The code of `vector` (`dimension` bytes) written to `out`. Total: a value outside the
@@ -56,7 +58,8 @@ public struct ScalarQuantizer: Sendable, Equatable {
             }
             return prepared
         }
-        return CodeScorer(.scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n, errorBound: errorBound)
+        return CodeScorer(
+            .scalar8(weights: integers, scale: scale, offset: offset), codeBytes: n, errorBound: errorBound)
     }
 
     /// A query's weights q_j·step_j, written to `w`; the offset Σ_j q_j·min_j; the scale that
@@ -66,7 +69,8 @@ public struct ScalarQuantizer: Sendable, Equatable {
     /// times a code of at most `maximumCode`. Written over buffers, so that each loop is
     /// vectorised: this runs once per query.
     private func weighting(_ query: UnsafePointer<Float>, limit: Float, into w: UnsafeMutableBufferPointer<Float>)
-        -> (offset: Float, scale: Float, errorBound: Float) {
+        -> (offset: Float, scale: Float, errorBound: Float)
+    {
         let n = dimension
         return minimum.withUnsafeBufferPointer { low in
             step.withUnsafeBufferPointer { step in
@@ -88,7 +92,9 @@ public struct ScalarQuantizer: Sendable, Equatable {
     /// are given centred (`centred(_:)`, within −64...63). Each pair of byte products then stays
     /// within 16 bits, so the integer sums are exact also on CPUs whose byte products saturate
     /// there (those without VNNI).
-    public func scores(of queries: Matrix, centredCodes codes: [Int8], count: Int) -> (scores: [Float], errorBounds: [Float]) {
+    public func scores(of queries: Matrix, centredCodes codes: [Int8], count: Int) -> (
+        scores: [Float], errorBounds: [Float]
+    ) {
         precondition(maximumCode <= 127 && queries.columns == dimension && codes.count >= count * dimension)
         let n = dimension, rows = queries.rows
         var weights = [UInt8](repeating: 0, count: rows * n)
@@ -118,13 +124,16 @@ public struct ScalarQuantizer: Sendable, Equatable {
                 scores.withUnsafeMutableBufferPointer { out in
                     // The integer sums are written where their scores go (both 4 bytes), then converted in place.
                     out.withMemoryRebound(to: Int32.self) { sums in
-                        BLAS.gemm(m: rows, n: count, k: n, a: a.baseAddress!, lda: n, aOffset: 128, b: b.baseAddress!, ldb: n,
-                                  c: sums.baseAddress!, ldc: count)
+                        BLAS.gemm(
+                            m: rows, n: count, k: n, a: a.baseAddress!, lda: n, aOffset: 128, b: b.baseAddress!, ldb: n,
+                            c: sums.baseAddress!, ldc: count)
                     }
                     let sums = UnsafeRawPointer(out.baseAddress!)
                     for r in 0..<rows {
                         let (offset, scale) = (offsets[r], scales[r])
-                        for i in (r * count)..<((r + 1) * count) { out[i] = offset + scale * Float(sums.load(fromByteOffset: 4 * i, as: Int32.self)) }
+                        for i in (r * count)..<((r + 1) * count) {
+                            out[i] = offset + scale * Float(sums.load(fromByteOffset: 4 * i, as: Int32.self))
+                        }
                     }
                 }
             }
@@ -162,7 +171,9 @@ public enum VectorCodec: Sendable, Equatable {
         switch self {
         case .scalar8(let q): q.encode(vector, into: out)
         case .float16(let d):
-            for j in 0..<d { out.storeBytes(of: Float16(vector[j]).bitPattern.littleEndian, toByteOffset: 2 * j, as: UInt16.self) }
+            for j in 0..<d {
+                out.storeBytes(of: Float16(vector[j]).bitPattern.littleEndian, toByteOffset: 2 * j, as: UInt16.self)
+            }
         }
     }
 
@@ -180,7 +191,8 @@ public enum VectorCodec: Sendable, Equatable {
             // Each value is rounded to 11 significant bits: a relative error uniform within
             // ±2⁻¹¹, so the score's error has a standard deviation of at most 2⁻¹¹/√3 ‖q‖‖x‖∞.
             let norm = (0..<d).reduce(Float(0)) { $0 + query[$1] * query[$1] }.squareRoot()
-            return CodeScorer(.float16(query: Array(query)), codeBytes: 2 * d, errorBound: 6 * norm / (2048 * Float(3).squareRoot()))
+            return CodeScorer(
+                .float16(query: Array(query)), codeBytes: 2 * d, errorBound: 6 * norm / (2048 * Float(3).squareRoot()))
         }
     }
 }
@@ -206,7 +218,9 @@ public struct CodeScorer: Sendable {
     /// (Σ_j |q_j| step_j / 2 for 8-bit codes) is some ten times larger for 1280-d embeddings.
     public let errorBound: Float
 
-    init(_ kernel: Kernel, codeBytes: Int, errorBound: Float) { (self.kernel, self.codeBytes, self.errorBound) = (kernel, codeBytes, errorBound) }
+    init(_ kernel: Kernel, codeBytes: Int, errorBound: Float) {
+        (self.kernel, self.codeBytes, self.errorBound) = (kernel, codeBytes, errorBound)
+    }
 
     /// The approximate inner products of the query with `count` codes stored one after the
     /// other in `codes`, written to `scores`.
@@ -218,12 +232,16 @@ public struct CodeScorer: Sendable {
         case .scalar8(let weights, let scale, let offset):
             // The integer sums are written where their scores go (both 4 bytes), then converted in place.
             scores.withMemoryRebound(to: Int32.self, capacity: count) { sums in
-                weights.withUnsafeBufferPointer { w in kith_dot_u8_i16_many(w.baseAddress, base, codeBytes, count, w.count, sums) }
+                weights.withUnsafeBufferPointer { w in
+                    kith_dot_u8_i16_many(w.baseAddress, base, codeBytes, count, w.count, sums)
+                }
             }
             let sums = UnsafeRawPointer(scores)
             for i in 0..<count { scores[i] = offset + scale * Float(sums.load(fromByteOffset: 4 * i, as: Int32.self)) }
         case .float16(let query):
-            query.withUnsafeBufferPointer { q in kith_dot_f16_many(q.baseAddress, base, codeBytes, count, q.count, scores) }
+            query.withUnsafeBufferPointer { q in
+                kith_dot_f16_many(q.baseAddress, base, codeBytes, count, q.count, scores)
+            }
         }
     }
 
@@ -242,8 +260,10 @@ public enum KMeans {
     /// `k` unit centroids of the rows of `vectors` (unit rows), after `iterations` rounds of
     /// assignment and update from `k` distinct rows drawn with `seed`. An empty cluster takes
     /// over half of the largest one (its centroid nudged apart), as FAISS does.
-    public static func train(_ vectors: Matrix, k: Int, iterations: Int = 10, seed: UInt64 = 0,
-                             shouldContinue: () -> Bool = { true }) -> Matrix? {
+    public static func train(
+        _ vectors: Matrix, k: Int, iterations: Int = 10, seed: UInt64 = 0,
+        shouldContinue: () -> Bool = { true }
+    ) -> Matrix? {
         let n = vectors.rows, d = vectors.columns
         precondition(k >= 1 && k <= n, "k-means: \(k) centroids from \(n) vectors")
         var rng = SplitMix64(seed: seed)
@@ -278,8 +298,10 @@ public enum KMeans {
 
     /// For each row of `vectors`, the centroid with the largest inner product and that product;
     /// blocks of rows are split between `threads` threads (one BLAS thread each).
-    public static func assign(_ vectors: Matrix, to centroids: Matrix, block: Int = 512,
-                              threads: Int = ProcessInfo.processInfo.activeProcessorCount) -> [(list: Int, score: Float)] {
+    public static func assign(
+        _ vectors: Matrix, to centroids: Matrix, block: Int = 512,
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) -> [(list: Int, score: Float)] {
         let n = vectors.rows, k = centroids.rows, d = vectors.columns
         let blocks = (n + block - 1) / block
         let results = ShardResults<[(list: Int, score: Float)]>(count: blocks)
@@ -292,8 +314,9 @@ public enum KMeans {
                     var found = [(list: Int, score: Float)]()
                     found.reserveCapacity(rows)
                     scores.withUnsafeMutableBufferPointer { s in
-                        BLAS.gemm(m: rows, n: k, k: d, a: x.baseAddress! + start * d, lda: d, b: c.baseAddress!, ldb: d,
-                                  transposeB: true, c: s.baseAddress!, ldc: k)
+                        BLAS.gemm(
+                            m: rows, n: k, k: d, a: x.baseAddress! + start * d, lda: d, b: c.baseAddress!, ldb: d,
+                            transposeB: true, c: s.baseAddress!, ldc: k)
                         for i in 0..<rows {
                             var best = 0, top = s[i * k]
                             for j in 1..<max(k, 1) where s[i * k + j] > top { (best, top) = (j, s[i * k + j]) }

@@ -56,7 +56,9 @@ public struct Ingestor: Sendable {
     }
 
     /// Ingests `files`; `progress` is called after each batch with the summary so far.
-    public func ingest(_ files: [IngestionFile], progress: (IngestionSummary) -> Void = { _ in }) throws(IndexError) -> IngestionSummary {
+    public func ingest(_ files: [IngestionFile], progress: (IngestionSummary) -> Void = { _ in }) throws(IndexError)
+        -> IngestionSummary
+    {
         let start = Date()
         let batchSize = max(1, encoder.configuration.batchSize)
         let queue = BoundedQueue<Batch?>(capacity: 2)
@@ -92,8 +94,10 @@ public struct Ingestor: Sendable {
                 }
                 let prepared = encoder.prepare(keep.map { .data($0.1, name: $0.0.path) })
                 producerTime.withLock { $0 += Date().timeIntervalSince(t0) }
-                queue.push(Batch(files: keep.map(\.0), hashes: keep.map(\.2), prepared: prepared,
-                                 duplicates: duplicates, failures: failures))
+                queue.push(
+                    Batch(
+                        files: keep.map(\.0), hashes: keep.map(\.2), prepared: prepared,
+                        duplicates: duplicates, failures: failures))
             }
             queue.push(nil)
         }
@@ -150,7 +154,10 @@ public struct ImageRecord: Sendable {
     /// It came over the network: its source is only a name, never opened as a file.
     public var uploaded = false
 
-    public init(source: String, contentHash: ContentHash, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil) {
+    public init(
+        source: String, contentHash: ContentHash, label: String? = nil, coarseLabel: String? = nil,
+        metadata: String? = nil
+    ) {
         self.source = source
         self.contentHash = contentHash
         self.label = label
@@ -159,8 +166,12 @@ public struct ImageRecord: Sendable {
     }
 
     /// The record of a file's `contents` (hashed here: the hash is how a second copy is recognised).
-    public init(source: String, contents: Data, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil) {
-        self.init(source: source, contentHash: ContentHash(of: contents), label: label, coarseLabel: coarseLabel, metadata: metadata)
+    public init(
+        source: String, contents: Data, label: String? = nil, coarseLabel: String? = nil, metadata: String? = nil
+    ) {
+        self.init(
+            source: source, contentHash: ContentHash(of: contents), label: label, coarseLabel: coarseLabel,
+            metadata: metadata)
     }
 }
 
@@ -177,16 +188,21 @@ extension Index {
     /// Stores the images that were embedded in one transaction, and reports each image's outcome
     /// in input order: the end of every ingestion, the CLI's and the server's alike.
     /// - Parameter embedded: one result per record, in the same order.
-    public func add(_ records: [ImageRecord], embedded: [Result<EncodedImage, ImageError>]) throws(IndexError) -> [ImageOutcome] {
-        precondition(records.count == embedded.count, "Index.add: \(records.count) records for \(embedded.count) results")
+    public func add(_ records: [ImageRecord], embedded: [Result<EncodedImage, ImageError>]) throws(IndexError)
+        -> [ImageOutcome]
+    {
+        precondition(
+            records.count == embedded.count, "Index.add: \(records.count) records for \(embedded.count) results")
         var outcomes: [ImageOutcome?] = Array(repeating: nil, count: records.count)
         var items: [NewItem] = [], rows: [Int] = []
         for (i, (record, result)) in zip(records, embedded).enumerated() {
             switch result {
             case .success(let encoded):
-                items.append(NewItem(vector: encoded.embedding, source: record.source, contentHash: record.contentHash,
-                                     label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata,
-                                     thumbnail: encoded.thumbnail, uploaded: record.uploaded))
+                items.append(
+                    NewItem(
+                        vector: encoded.embedding, source: record.source, contentHash: record.contentHash,
+                        label: record.label, coarseLabel: record.coarseLabel, metadata: record.metadata,
+                        thumbnail: encoded.thumbnail, uploaded: record.uploaded))
                 rows.append(i)
             case .failure(let error):
                 outcomes[i] = .failed(error)
@@ -214,9 +230,14 @@ public func readFiles(_ paths: [String]) -> [Result<(data: Data, hash: ContentHa
             // A name that is not valid UTF-8 reaches Swift with U+FFFD in place of its bad bytes,
             // and no file has that name: say so rather than "doesn't exist".
             let badName = paths[i].contains("\u{FFFD}") && !FileManager.default.fileExists(atPath: paths[i])
-            loaded.set(i, .failure(ImageError.unreadableFile(paths[i], badName
-                ? "its name is not valid UTF-8 (shown with \u{FFFD} for the bytes that are not), so it cannot be opened by name; rename it"
-                : (error as NSError).localizedDescription)))
+            loaded.set(
+                i,
+                .failure(
+                    ImageError.unreadableFile(
+                        paths[i],
+                        badName
+                            ? "its name is not valid UTF-8 (shown with \u{FFFD} for the bytes that are not), so it cannot be opened by name; rename it"
+                            : (error as NSError).localizedDescription)))
         }
     }
     return loaded.values

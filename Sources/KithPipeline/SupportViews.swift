@@ -31,22 +31,31 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
     public static let defaultCount = 4
 
     /// - Throws: `invalid_configuration` for a count outside 1…16.
-    public init(count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, perImage: Bool = true,
-                seed: UInt64 = 0) throws(IndexError) {
+    public init(
+        count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, perImage: Bool = true,
+        seed: UInt64 = 0
+    ) throws(IndexError) {
         guard (1...Self.maxCount).contains(count) else {
-            throw IndexError.invalidConfiguration("a support set has 1 to \(Self.maxCount) views per image, not \(count)")
+            throw IndexError.invalidConfiguration(
+                "a support set has 1 to \(Self.maxCount) views per image, not \(count)")
         }
-        (self.count, self.flip, self.jitter, self.blur, self.perImage, self.seed) = (count, flip, jitter, blur, perImage, seed)
+        (self.count, self.flip, self.jitter, self.blur, self.perImage, self.seed) = (
+            count, flip, jitter, blur, perImage, seed
+        )
     }
 
     /// The transforms of the item `id`: those of its own seed when `perImage`, else `transforms`.
     public func transforms(for id: UInt64) -> [ViewTransform] {
-        perImage ? Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed &+ id &* 0x9E37_79B9_7F4A_7C15) : transforms
+        perImage
+            ? Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed &+ id &* 0x9E37_79B9_7F4A_7C15)
+            : transforms
     }
 
     /// The transforms, in order: view k from SplitMix64(seed + k). The draws for jitter and blur
     /// come after the geometric ones, so adding them leaves the crops and turns as they were.
-    public var transforms: [ViewTransform] { Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed) }
+    public var transforms: [ViewTransform] {
+        Self.draw(count: count, flip: flip, jitter: jitter, blur: blur, seed: seed)
+    }
 
     private static func draw(count: Int, flip: Bool, jitter: Bool, blur: Bool, seed: UInt64) -> [ViewTransform] {
         (0..<count).map { k in
@@ -54,7 +63,8 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
             let scale = 0.75 + 0.25 * rng.nextDouble()
             let x = 2 * rng.nextDouble() - 1, y = 2 * rng.nextDouble() - 1
             let degrees = 20 * rng.nextDouble() - 10
-            var transform = ViewTransform(scale: scale, offsetX: x, offsetY: y, degrees: degrees, flip: flip && k % 2 == 1)
+            var transform = ViewTransform(
+                scale: scale, offsetX: x, offsetY: y, degrees: degrees, flip: flip && k % 2 == 1)
             if jitter {
                 transform.brightness = 0.6 + 0.8 * rng.nextDouble()
                 transform.contrast = 0.6 + 0.8 * rng.nextDouble()
@@ -65,14 +75,20 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case count, flip, jitter, blur, perImage = "per_image", seed }
+    private enum CodingKeys: String, CodingKey {
+        case count, flip, jitter, blur
+        case perImage = "per_image"
+        case seed
+    }
 
     public init(from decoder: any Swift.Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try self.init(count: try c.decode(Int.self, forKey: .count), flip: try c.decode(Bool.self, forKey: .flip),
-                      jitter: try c.decodeIfPresent(Bool.self, forKey: .jitter) ?? false,
-                      blur: try c.decodeIfPresent(Bool.self, forKey: .blur) ?? false,
-                      perImage: try c.decodeIfPresent(Bool.self, forKey: .perImage) ?? false, seed: try c.decode(UInt64.self, forKey: .seed))
+        try self.init(
+            count: try c.decode(Int.self, forKey: .count), flip: try c.decode(Bool.self, forKey: .flip),
+            jitter: try c.decodeIfPresent(Bool.self, forKey: .jitter) ?? false,
+            blur: try c.decodeIfPresent(Bool.self, forKey: .blur) ?? false,
+            perImage: try c.decodeIfPresent(Bool.self, forKey: .perImage) ?? false,
+            seed: try c.decode(UInt64.self, forKey: .seed))
     }
 
     /// `jitter`, `blur` and `per_image` are written only when set: a recipe without them is stored
@@ -135,9 +151,11 @@ public enum SupportViews {
     /// - Throws: `index_has_no_backbone` for an index of the caller's own vectors (its items are
     ///   no images), `incompatible_index` when `encoder` is not the index's backbone.
     /// - Parameter allItems: views of every item, not only the labelled ones (for `kith adapt`).
-    public static func addMissing(to index: Index, encoder: Encoder, recipe: ViewRecipe, decoder: ImageDecoder = ImageDecoder(),
-                                  batchSize: Int = 16, allItems: Bool = false, progress: (Int, Int) -> Void = { _, _ in },
-                                  shouldContinue: () -> Bool = { true }) throws(IndexError) -> Summary {
+    public static func addMissing(
+        to index: Index, encoder: Encoder, recipe: ViewRecipe, decoder: ImageDecoder = ImageDecoder(),
+        batchSize: Int = 16, allItems: Bool = false, progress: (Int, Int) -> Void = { _, _ in },
+        shouldContinue: () -> Bool = { true }
+    ) throws(IndexError) -> Summary {
         _ = try index.backbone()
         try index.requireSpace(encoder.backbone.manifest.space)
         if try index.viewRecipe() != recipe.stored { try index.setViews([], recipe: recipe.stored) }
@@ -150,7 +168,9 @@ public enum SupportViews {
             var images: [(id: UInt64, image: RGBImage)] = []
             for item in batch {
                 // The source at full size: the crops are taken before the model's resize.
-                guard !item.uploaded, let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide) else {
+                guard !item.uploaded,
+                    let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: minimumSide)
+                else {
                     summary.unreadable.append((item.id, item.source))
                     continue
                 }
@@ -171,8 +191,10 @@ public enum SupportViews {
 
     /// Views of images just added from memory (uploads, which leave no file to read later), for
     /// the labelled ones among them, when the index has a recipe; returns how many got views.
-    public static func add(_ uploads: [(id: UInt64, data: Data)], to index: Index, encoder: Encoder,
-                           decoder: ImageDecoder = ImageDecoder()) throws(IndexError) -> Int {
+    public static func add(
+        _ uploads: [(id: UInt64, data: Data)], to index: Index, encoder: Encoder,
+        decoder: ImageDecoder = ImageDecoder()
+    ) throws(IndexError) -> Int {
         guard !uploads.isEmpty, let recipe = try ViewRecipe.of(index) else { return 0 }
         let minimumSide = sourceSide(for: encoder)
         let images = uploads.compactMap { upload in
@@ -182,10 +204,13 @@ public enum SupportViews {
     }
 
     /// Embeds `recipe`'s views of each image and stores them with its item.
-    private static func store(_ images: [(id: UInt64, image: RGBImage)], in index: Index, encoder: Encoder,
-                              recipe: ViewRecipe) throws(IndexError) -> Int {
+    private static func store(
+        _ images: [(id: UInt64, image: RGBImage)], in index: Index, encoder: Encoder,
+        recipe: ViewRecipe
+    ) throws(IndexError) -> Int {
         let count = recipe.count
-        let embedded = encoder.embed(images: images.flatMap { image in recipe.transforms(for: image.id).map(image.image.view) })
+        let embedded = encoder.embed(
+            images: images.flatMap { image in recipe.transforms(for: image.id).map(image.image.view) })
         let views = images.enumerated().map { i, image in
             (id: image.id, vectors: embedded.gathering(rows: Array((i * count)..<((i + 1) * count))))
         }

@@ -18,8 +18,10 @@ public enum Thumbnails {
 
     /// Makes thumbnails for the items of `index` that have none, from their source files where
     /// those can still be read; stored `batchSize` at a time (one transaction each).
-    public static func addMissing(to index: Index, size: Int = defaultSize, decoder: ImageDecoder = ImageDecoder(),
-                                  batchSize: Int = 64, progress: (Int, Int) -> Void = { _, _ in }) throws(IndexError) -> Summary {
+    public static func addMissing(
+        to index: Index, size: Int = defaultSize, decoder: ImageDecoder = ImageDecoder(),
+        batchSize: Int = 64, progress: (Int, Int) -> Void = { _, _ in }
+    ) throws(IndexError) -> Summary {
         let items = try index.itemsWithoutThumbnail()
         var summary = Summary()
         for start in stride(from: 0, to: items.count, by: max(1, batchSize)) {
@@ -28,7 +30,8 @@ public enum Thumbnails {
             for item in batch {
                 // Decoded at the smallest DCT scale that still covers the thumbnail.
                 guard !item.uploaded, let image = try? decoder.decode(contentsOf: item.source, minimumShortSide: size),
-                      let jpeg = try? image.thumbnail(longestSide: size).jpeg() else {
+                    let jpeg = try? image.thumbnail(longestSide: size).jpeg()
+                else {
                     summary.unreadable.append((item.id, item.source))
                     continue
                 }

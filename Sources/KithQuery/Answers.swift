@@ -18,7 +18,8 @@ public enum KithJSON {
         let e = JSONEncoder()
         e.keyEncodingStrategy = .convertToSnakeCase
         e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
+        e.outputFormatting =
+            pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
         return e
     }
 
@@ -30,21 +31,35 @@ public enum KithJSON {
     }()
 
     /// `value` as one line of JSON text.
-    public static func line(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+    public static func line(_ value: some Encodable) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
 }
 
 /// Any JSON value: user metadata, stored as JSON text.
 public indirect enum JSONValue: Codable, Sendable, Equatable {
-    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let v = try? c.decode(Bool.self) { self = .bool(v) }
-        else if let v = try? c.decode(Double.self) { self = .number(v) }
-        else if let v = try? c.decode(String.self) { self = .string(v) }
-        else if let v = try? c.decode([JSONValue].self) { self = .array(v) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let v = try? c.decode(Bool.self) {
+            self = .bool(v)
+        } else if let v = try? c.decode(Double.self) {
+            self = .number(v)
+        } else if let v = try? c.decode(String.self) {
+            self = .string(v)
+        } else if let v = try? c.decode([JSONValue].self) {
+            self = .array(v)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -116,12 +131,15 @@ extension QueueNeighbour {
         var records = Data(capacity: neighbours.count * (20 + 4 * dimension))
         for n in neighbours {
             withUnsafeBytes(of: n.entry.sequence.littleEndian) { records.append(contentsOf: $0) }
-            withUnsafeBytes(of: (n.entry.itemID.map { Int64(bitPattern: $0) } ?? -1).littleEndian) { records.append(contentsOf: $0) }
+            withUnsafeBytes(of: (n.entry.itemID.map { Int64(bitPattern: $0) } ?? -1).littleEndian) {
+                records.append(contentsOf: $0)
+            }
             withUnsafeBytes(of: n.similarity.bitPattern.littleEndian) { records.append(contentsOf: $0) }
             n.entry.vector.withUnsafeBytes { records.append(contentsOf: $0) }
         }
-        return NPY.encode(records: records, count: neighbours.count,
-                          descr: "[('sequence', '<u8'), ('item', '<i8'), ('similarity', '<f4'), ('vector', '<f4', (\(dimension),))]")
+        return NPY.encode(
+            records: records, count: neighbours.count,
+            descr: "[('sequence', '<u8'), ('item', '<i8'), ('similarity', '<f4'), ('vector', '<f4', (\(dimension),))]")
     }
 }
 
@@ -141,8 +159,11 @@ public struct IndexInfo: Encodable, Sendable {
         stats = try index.stats()
         ann = try index.annStatus()
         let support = try index.generations().support
-        do { adapted = try AdaptedHead.summary(of: index).map { AdaptedInfo($0, index: index.name, supportGeneration: support) } }
-        catch let error as IndexError { throw error } catch {
+        do {
+            adapted = try AdaptedHead.summary(of: index).map {
+                AdaptedInfo($0, index: index.name, supportGeneration: support)
+            }
+        } catch let error as IndexError { throw error } catch {
             throw IndexError.inconsistent("the adapted head of '\(index.name)' cannot be read: \(error)")
         }
     }
@@ -173,14 +194,19 @@ public struct AdaptedInfo: Encodable, Sendable {
 
     /// The head stored in index `index`, whose labelled items are now at `supportGeneration`.
     public init(_ summary: AdaptedHead.Summary, index: String, supportGeneration: UInt64) {
-        (dimension, trained, finalLoss, epochs) = (summary.dimension, summary.trained, summary.finalLoss, summary.configuration.epochs)
+        (dimension, trained, finalLoss, epochs) = (
+            summary.dimension, summary.trained, summary.finalLoss, summary.configuration.epochs
+        )
         defaultSpace = summary.isDefault ? .adapted : .backbone
         comparison = summary.comparison.map {
-            Comparison(index: $0.index, measured: $0.measured, measures: $0.measures, unmeasured: $0.unmeasured, summary: $0.summary)
+            Comparison(
+                index: $0.index, measured: $0.measured, measures: $0.measures, unmeasured: $0.unmeasured,
+                summary: $0.summary)
         }
         stale = nil
         if summary.comparison?.isStale(supportGeneration: supportGeneration) == true {
-            stale = "the labelled items changed after this was measured; measure again: kith adapt \(index) --measure, "
+            stale =
+                "the labelled items changed after this was measured; measure again: kith adapt \(index) --measure, "
                 + "or POST /v1/indexes/\(index)/adapted/measure"
         }
     }
@@ -188,7 +214,8 @@ public struct AdaptedInfo: Encodable, Sendable {
     /// One line for people: the head, and which space queries use by default and why.
     public var line: String {
         "\(dimension)-d head, \(epochs) epochs, trained \(ISO8601DateFormatter().string(from: trained)); "
-            + (comparison?.summary ?? "not measured (stored by an older Kith): queries use the backbone space unless they ask for the adapted one")
+            + (comparison?.summary
+                ?? "not measured (stored by an older Kith): queries use the backbone space unless they ask for the adapted one")
             + (stale.map { " (stale: \($0))" } ?? "")
     }
 }
@@ -259,8 +286,11 @@ extension HeadChoice: Encodable {
         try c.encode(baseline, forKey: .baseline)
         try c.encode(heldOut, forKey: .heldOut)
         try c.encode(fallback, forKey: .fallback)
-        try c.encode(candidates.map { Measured(head: $0.head, accuracy: $0.accuracy, rankScore: $0.rankScore) }, forKey: .candidates)
-        try c.encode(shrinkages.map { Separated(whitening: $0.whitening, separation: $0.separation) }, forKey: .shrinkages)
+        try c.encode(
+            candidates.map { Measured(head: $0.head, accuracy: $0.accuracy, rankScore: $0.rankScore) },
+            forKey: .candidates)
+        try c.encode(
+            shrinkages.map { Separated(whitening: $0.whitening, separation: $0.separation) }, forKey: .shrinkages)
     }
 }
 
@@ -281,8 +311,12 @@ extension Classification: Encodable {
 extension HeadChoice {
     /// One line for people: what was chosen and by how much it measured against `logreg`.
     public var summary: String {
-        guard let accuracy, let baseline else { return "auto: \(head) (not validated: \(fallback ?? "too few examples"))" }
-        return String(format: "auto: %@, validation accuracy %.1f%% against logreg's %.1f%% (%d held-out examples of the support set)",
-                      head.description, 100 * accuracy, 100 * baseline, heldOut)
+        guard let accuracy, let baseline else {
+            return "auto: \(head) (not validated: \(fallback ?? "too few examples"))"
+        }
+        return String(
+            format:
+                "auto: %@, validation accuracy %.1f%% against logreg's %.1f%% (%d held-out examples of the support set)",
+            head.description, 100 * accuracy, 100 * baseline, heldOut)
     }
 }

@@ -30,7 +30,10 @@ public struct ApproximateSearch: Sendable {
     /// Threads: a batch of queries is split between them.
     public var threads: Int
 
-    public init(index: Index, probes: Int? = nil, rerank: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    public init(
+        index: Index, probes: Int? = nil, rerank: Int? = nil,
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) {
         (self.index, self.probes, self.rerank, self.threads) = (index, probes, rerank, threads)
     }
 
@@ -39,8 +42,10 @@ public struct ApproximateSearch: Sendable {
     /// the threads by queries, grouped by their nearest centroid; fewer queries are answered one
     /// by one, each query's lists split between the threads.
     /// - Parameter excluding: per query, an item id never to return.
-    public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil,
-                       excluding: [UInt64?] = []) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+    public func search(
+        _ queries: Matrix, k: Int, filter: LabelFilter? = nil,
+        excluding: [UInt64?] = []
+    ) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
         var queries = queries
         queries.normalizeRows()
@@ -49,22 +54,30 @@ public struct ApproximateSearch: Sendable {
         if queries.rows < max(threads, 8) {
             var all: [[(id: UInt64, score: Float)]] = []
             for q in 0..<queries.rows {
-                guard let found = try nearest(queries.gathering(rows: [q]), k: k, filter: filter,
-                                              excluding: [q < excluding.count ? excluding[q] : nil], parts: threads) else { return nil }
+                guard
+                    let found = try nearest(
+                        queries.gathering(rows: [q]), k: k, filter: filter,
+                        excluding: [q < excluding.count ? excluding[q] : nil], parts: threads)
+                else { return nil }
                 all += found
             }
             return all
         }
         let parts = min(threads, queries.rows), rows = queries.rows
         let structure: (stamp: UInt64, model: ANNModel, probes: Int)?
-        do { structure = try index.withANN { ($0.status.stamp, $0.model, probes(of: $0)) } } catch { throw QueryError(error) }
+        do { structure = try index.withANN { ($0.status.stamp, $0.model, probes(of: $0)) } } catch {
+            throw QueryError(error)
+        }
         guard let (stamp, model, probes) = structure else { return nil }
         // Each query's lists (the queries shared out between the threads), then the queries
         // ordered by their nearest centroid before they are shared out again: queries that probe
         // the same lists go to the same thread, which scans each of its lists once.
         let shares = ShardResults<(lists: [[Int]], scores: [ArraySlice<Float>])>(count: parts)
         parallelFor(parts, threads: parts) { p in
-            shares.set(p, Self.nearestLists(queries.gathering(rows: Array(rows * p / parts ..< rows * (p + 1) / parts)), probes, model))
+            shares.set(
+                p,
+                Self.nearestLists(
+                    queries.gathering(rows: Array(rows * p / parts..<rows * (p + 1) / parts)), probes, model))
         }
         let probed = shares.values.flatMap(\.lists), scores = shares.values.flatMap(\.scores)
         let order = (0..<rows).sorted { (probed[$0].first ?? 0, $0) < (probed[$1].first ?? 0, $1) }
@@ -72,9 +85,10 @@ public struct ApproximateSearch: Sendable {
         parallelFor(parts, threads: parts) { p in
             let members = Array(order[(rows * p / parts)..<(rows * (p + 1) / parts)])
             do {
-                let found = try nearest(queries.gathering(rows: members), k: k, filter: filter,
-                                        excluding: members.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1,
-                                        chosen: (stamp, members.map { probed[$0] }, members.map { scores[$0] }))
+                let found = try nearest(
+                    queries.gathering(rows: members), k: k, filter: filter,
+                    excluding: members.map { $0 < excluding.count ? excluding[$0] : nil }, parts: 1,
+                    chosen: (stamp, members.map { probed[$0] }, members.map { scores[$0] }))
                 results.set(p, .success(found))
             } catch {
                 results.set(p, .failure(QueryError(wrapping: error)))
@@ -92,8 +106,10 @@ public struct ApproximateSearch: Sendable {
     /// as many threads (each in its own read transaction).
     /// - Parameter chosen: each query's lists and approximate centroid scores
     ///   (`nearestLists(_:_:_:)`) in the structure with this stamp, when already chosen.
-    private func nearest(_ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?], parts: Int,
-                         chosen known: (stamp: UInt64, lists: [[Int]], scores: [ArraySlice<Float>])? = nil) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
+    private func nearest(
+        _ queries: Matrix, k: Int, filter: LabelFilter?, excluding: [UInt64?], parts: Int,
+        chosen known: (stamp: UInt64, lists: [[Int]], scores: [ArraySlice<Float>])? = nil
+    ) throws(QueryError) -> [[(id: UInt64, score: Float)]]? {
         do {
             return try index.withANN { reader in
                 let allowed = try Allowed(filter, reader)
@@ -102,7 +118,9 @@ public struct ApproximateSearch: Sendable {
                 // A batch's lists come chosen; a single query's are chosen here. Lists past the
                 // probes are taken in the order of the batch's approximate centroid scores, or
                 // of a single query's exact ones.
-                let batch = known.flatMap { $0.stamp == reader.status.stamp && $0.lists.count == queries.rows ? $0 : nil }
+                let batch = known.flatMap {
+                    $0.stamp == reader.status.stamp && $0.lists.count == queries.rows ? $0 : nil
+                }
                 func centroidScores(_ q: Int) -> ArraySlice<Float> {
                     batch?.scores[q] ?? model.centroids.scores(of: queries.gathering(rows: [q]))[...]
                 }
@@ -117,26 +135,33 @@ public struct ApproximateSearch: Sendable {
                         var best = TopK(k: k)
                         try queries.row(q).withUnsafeBufferPointer { query in
                             for id in ids where id != excluding[q] {
-                                if let score = try reader.exactScore(of: id, query: query) { best.offer(score, Int(id)) }
+                                if let score = try reader.exactScore(of: id, query: query) {
+                                    best.offer(score, Int(id))
+                                }
                             }
                         }
                         answers[q] = best.sorted().map { (UInt64($0.index), $0.score) }
                         continue
                     }
                     pending.append(q)
-                    probed.append(batch?.lists[q] ?? queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
+                    probed.append(
+                        batch?.lists[q]
+                            ?? queries.row(q).withUnsafeBufferPointer { Self.nearestLists($0, probes, model) })
                     scorers.append(queries.row(q).withUnsafeBufferPointer { model.codec.scorer(for: $0) })
                 }
                 // The probed lists' best codes: a batch scans each list once for all the queries
                 // that probe it (its blocks stay in cache between them), a single query alone.
                 var found: [(best: TopK, seen: Int)]
                 if allowed.isEverything && split == 1 && pending.count > 1 {
-                    found = try scan(grouped: probed, scorers: scorers, keep: candidates, excluding: pending.map { excluding[$0] },
-                                     lists: lists, reader: reader)
+                    found = try scan(
+                        grouped: probed, scorers: scorers, keep: candidates, excluding: pending.map { excluding[$0] },
+                        lists: lists, reader: reader)
                 } else {
                     found = try pending.indices.map { i in
-                        try scan(probed[i], scorer: scorers[i], keep: candidates, allowed: allowed, excluding: excluding[pending[i]],
-                                 reader: reader, parts: split)
+                        try scan(
+                            probed[i], scorer: scorers[i], keep: candidates, allowed: allowed,
+                            excluding: excluding[pending[i]],
+                            reader: reader, parts: split)
                     }
                 }
                 for (i, q) in pending.enumerated() {
@@ -151,10 +176,12 @@ public struct ApproximateSearch: Sendable {
                     if seen < wanted && probes < lists {
                         let scores = centroidScores(q)
                         let probedSet = Set(probed[i])
-                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - scores.startIndex }.filter { !probedSet.contains($0) }
+                        let rest = scores.indices.sorted { scores[$0] > scores[$1] }.map { $0 - scores.startIndex }
+                            .filter { !probedSet.contains($0) }
                         for list in rest where seen < wanted {
-                            let (more, count) = try scan([list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
-                                                         reader: reader, parts: 1)
+                            let (more, count) = try scan(
+                                [list], scorer: scorer, keep: candidates, allowed: allowed, excluding: own,
+                                reader: reader, parts: 1)
                             best.merge(more)
                             seen += count
                         }
@@ -165,7 +192,9 @@ public struct ApproximateSearch: Sendable {
                     try queries.row(q).withUnsafeBufferPointer { query in
                         for candidate in best.sorted() {
                             if candidate.score + scorer.errorBound < exact.threshold { break }
-                            if let score = try reader.exactScore(of: UInt64(candidate.index), query: query) { exact.offer(score, candidate.index) }
+                            if let score = try reader.exactScore(of: UInt64(candidate.index), query: query) {
+                                exact.offer(score, candidate.index)
+                            }
                         }
                     }
                     answers[q] = exact.sorted().map { (UInt64($0.index), $0.score) }
@@ -196,12 +225,17 @@ public struct ApproximateSearch: Sendable {
     /// The `probes` lists nearest to each row of unit `queries`, best first, and each query's
     /// approximate scores of every centroid: the centroids' 7-bit codes are scored by one 8-bit
     /// integer matrix product, then `nearestLists(_:approximate:errorBound:_:_:)`.
-    static func nearestLists(_ queries: Matrix, _ probes: Int, _ model: ANNModel) -> (lists: [[Int]], scores: [ArraySlice<Float>]) {
+    static func nearestLists(_ queries: Matrix, _ probes: Int, _ model: ANNModel) -> (
+        lists: [[Int]], scores: [ArraySlice<Float>]
+    ) {
         let lists = model.centroids.rows
-        let (approximate, bounds) = model.centroidCodes.quantizer.scores(of: queries, centredCodes: model.centroidCodes.centred, count: lists)
+        let (approximate, bounds) = model.centroidCodes.quantizer.scores(
+            of: queries, centredCodes: model.centroidCodes.centred, count: lists)
         let rows = approximate.rows(of: lists)
         let chosen = (0..<queries.rows).map { q in
-            queries.row(q).withUnsafeBufferPointer { nearestLists($0, approximate: rows[q], errorBound: bounds[q], probes, model) }
+            queries.row(q).withUnsafeBufferPointer {
+                nearestLists($0, approximate: rows[q], errorBound: bounds[q], probes, model)
+            }
         }
         return (chosen, rows)
     }
@@ -210,8 +244,10 @@ public struct ApproximateSearch: Sendable {
     /// centroid within `errorBound` of the exact ones: the centroids within twice that bound of
     /// the `probes`-th best approximate score are scored exactly. The same lists as scoring every
     /// centroid exactly, unless a rounding error beyond six standard deviations intervenes.
-    private static func nearestLists(_ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
-                                _ probes: Int, _ model: ANNModel) -> [Int] {
+    private static func nearestLists(
+        _ query: UnsafeBufferPointer<Float>, approximate: ArraySlice<Float>, errorBound: Float,
+        _ probes: Int, _ model: ANNModel
+    ) -> [Int] {
         var best = TopK(k: probes), threshold = best.threshold
         for (list, score) in zip(0..., approximate) where score > threshold {
             best.offer(score, list)
@@ -229,15 +265,19 @@ public struct ApproximateSearch: Sendable {
 
     /// The best `keep` allowed entries of `lists` by their codes' scores, and how many allowed
     /// entries were seen; the lists split between `parts` threads.
-    private func scan(_ lists: [Int], scorer: CodeScorer, keep: Int, allowed: Allowed, excluding: UInt64?,
-                      reader: ANNReader, parts: Int) throws -> (TopK, Int) {
+    private func scan(
+        _ lists: [Int], scorer: CodeScorer, keep: Int, allowed: Allowed, excluding: UInt64?,
+        reader: ANNReader, parts: Int
+    ) throws -> (TopK, Int) {
         let d = scorer.codeBytes
         func scanPart(_ part: ArraySlice<Int>, _ reader: ANNReader) throws -> (TopK, Int) {
             var best = TopK(k: keep), seen = 0
             var scores = [Float](repeating: 0, count: 1024)
             for list in part {
                 try reader.scan(list: list) { ids, codes, count in
-                    func id(_ i: Int) -> UInt64 { UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+                    func id(_ i: Int) -> UInt64 {
+                        UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+                    }
                     guard allowed.isEverything else {
                         // Under a filter, only the allowed codes are scored.
                         for i in 0..<count where allowed.contains(id(i)) {
@@ -268,10 +308,12 @@ public struct ApproximateSearch: Sendable {
         parallelFor(count, threads: count) { p in
             // Every other list to each thread: the nearest lists, often the longest, are shared out.
             let part = lists.indices.filter { $0 % count == p }.map { lists[$0] }
-            results.set(p, Result {
-                if p == 0 { return try scanPart(part[...], reader) }
-                return try index.withANN { try scanPart(part[...], $0) } ?? (TopK(k: keep), 0)
-            })
+            results.set(
+                p,
+                Result {
+                    if p == 0 { return try scanPart(part[...], reader) }
+                    return try index.withANN { try scanPart(part[...], $0) } ?? (TopK(k: keep), 0)
+                })
         }
         var best = TopK(k: keep), seen = 0
         for result in results.values {
@@ -287,15 +329,19 @@ extension ApproximateSearch {
     /// For each query, the best `keep` entries of its `probed` lists by its codes' scores and
     /// how many entries it saw (no filter): each list is scanned once, block by block, for every
     /// query that probes it.
-    private func scan(grouped probed: [[Int]], scorers: [CodeScorer], keep: Int, excluding: [UInt64?], lists: Int,
-                      reader: ANNReader) throws -> [(best: TopK, seen: Int)] {
+    private func scan(
+        grouped probed: [[Int]], scorers: [CodeScorer], keep: Int, excluding: [UInt64?], lists: Int,
+        reader: ANNReader
+    ) throws -> [(best: TopK, seen: Int)] {
         var probing = [[Int]](repeating: [], count: lists)
         for (q, chosen) in probed.enumerated() { for list in chosen { probing[list].append(q) } }
         var found = [(best: TopK, seen: Int)](repeating: (TopK(k: keep), 0), count: probed.count)
         var scores = [Float](repeating: 0, count: 1024)
         for list in 0..<lists where !probing[list].isEmpty {
             try reader.scan(list: list) { ids, codes, count in
-                func id(_ i: Int) -> UInt64 { UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+                func id(_ i: Int) -> UInt64 {
+                    UInt64(littleEndian: ids.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+                }
                 if scores.count < count { scores = [Float](repeating: 0, count: count) }
                 scores.withUnsafeMutableBufferPointer { s in
                     for q in probing[list] {
@@ -322,10 +368,13 @@ extension Matrix {
             queries.values.withUnsafeBufferPointer { q in
                 out.withUnsafeMutableBufferPointer { s in
                     if queries.rows == 1 {
-                        BLAS.gemv(m: rows, n: columns, a: c.baseAddress!, lda: columns, x: q.baseAddress!, y: s.baseAddress!)
+                        BLAS.gemv(
+                            m: rows, n: columns, a: c.baseAddress!, lda: columns, x: q.baseAddress!, y: s.baseAddress!)
                     } else {
-                        BLAS.gemm(m: queries.rows, n: rows, k: columns, a: q.baseAddress!, lda: columns, b: c.baseAddress!, ldb: columns,
-                                  transposeB: true, c: s.baseAddress!, ldc: rows)
+                        BLAS.gemm(
+                            m: queries.rows, n: rows, k: columns, a: q.baseAddress!, lda: columns, b: c.baseAddress!,
+                            ldb: columns,
+                            transposeB: true, c: s.baseAddress!, ldc: rows)
                     }
                 }
             }
@@ -347,10 +396,13 @@ extension ApproximateSearch {
     /// truth, and the probes double from 1 until the mean recall@k reaches `target`. Stores
     /// them with the recall measured; returns both.
     @discardableResult
-    public static func calibrate(_ index: Index, target: Double = 0.95, k: Int = 10, sample: Int = 200, seed: UInt64 = 0,
-                                 threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(QueryError) -> (probes: Int, recall: Double) {
+    public static func calibrate(
+        _ index: Index, target: Double = 0.95, k: Int = 10, sample: Int = 200, seed: UInt64 = 0,
+        threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) throws(QueryError) -> (probes: Int, recall: Double) {
         do {
-            guard let status = try index.annStatus(), status.phase == .ready, let lists = status.configuration.lists else {
+            guard let status = try index.annStatus(), status.phase == .ready, let lists = status.configuration.lists
+            else {
                 throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready")
             }
             var rng = SplitMix64(seed: seed)
@@ -359,7 +411,8 @@ extension ApproximateSearch {
             let truth = try exactNeighbours(of: queries, ids: ids, in: index, k: k, threads: threads)
             var probes = 1, recall = 0.0
             while true {
-                let found = try ApproximateSearch(index: index, probes: probes, threads: threads)
+                let found =
+                    try ApproximateSearch(index: index, probes: probes, threads: threads)
                     .search(queries, k: k, excluding: ids.map { Optional($0) }) ?? []
                 let hits = zip(found, truth).map { Set($0.map(\.id)).intersection($1).count }.reduce(0, +)
                 recall = Double(hits) / Double(max(1, truth.map(\.count).reduce(0, +)))
@@ -375,7 +428,9 @@ extension ApproximateSearch {
 
     /// The ids of the exact `k` nearest items of each query but its own, streaming the stored
     /// vectors a page at a time (no copy of the whole collection).
-    static func exactNeighbours(of queries: Matrix, ids: [UInt64], in index: Index, k: Int, threads: Int) throws -> [Set<UInt64>] {
+    static func exactNeighbours(of queries: Matrix, ids: [UInt64], in index: Index, k: Int, threads: Int) throws
+        -> [Set<UInt64>]
+    {
         var best = [TopK](repeating: TopK(k: k), count: queries.rows)
         var next: UInt64 = 0, pageIDs: [UInt64] = []
         while true {
@@ -383,10 +438,12 @@ extension ApproximateSearch {
             guard let last = page.last else { break }
             next = last.item.id + 1
             pageIDs = page.map(\.item.id)
-            let snapshot = VectorSnapshot(ids: pageIDs, labels: page.map(\.item.label), matrix: Matrix(stacking: page.map(\.vector)))
+            let snapshot = VectorSnapshot(
+                ids: pageIDs, labels: page.map(\.item.label), matrix: Matrix(stacking: page.map(\.vector)))
             var configuration = SearchConfiguration()
             configuration.threads = threads
-            let found = ExactSearch(snapshot: snapshot, configuration: configuration).search(queries, k: k, excluding: ids.map { Optional($0) })
+            let found = ExactSearch(snapshot: snapshot, configuration: configuration).search(
+                queries, k: k, excluding: ids.map { Optional($0) })
             for (q, hits) in found.enumerated() { for hit in hits { best[q].offer(hit.score, Int(hit.id)) } }
         }
         return best.map { Set($0.sorted().map { UInt64($0.index) }) }
@@ -426,7 +483,9 @@ private struct Allowed {
     var isEverything: Bool { bits == nil && refused == nil }
 
     func contains(_ id: UInt64) -> Bool {
-        func has(_ words: [UInt64]) -> Bool { id < UInt64(words.count * 64) && words[Int(id / 64)] & (1 << (id % 64)) != 0 }
+        func has(_ words: [UInt64]) -> Bool {
+            id < UInt64(words.count * 64) && words[Int(id / 64)] & (1 << (id % 64)) != 0
+        }
         if let bits, !has(bits) { return false }
         if let refused, has(refused) { return false }
         return true

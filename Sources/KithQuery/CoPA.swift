@@ -20,7 +20,10 @@ public struct CoPAHead: Head {
     public var temperature: Float
     public var pull: Float
 
-    public init(steps: Int = defaultSteps, learningRate: Float = defaultLearningRate, temperature: Float = 0.1, pull: Float = 0.1) {
+    public init(
+        steps: Int = defaultSteps, learningRate: Float = defaultLearningRate, temperature: Float = 0.1,
+        pull: Float = 0.1
+    ) {
         (self.steps, self.learningRate, self.temperature, self.pull) = (steps, learningRate, temperature, pull)
     }
 
@@ -33,11 +36,18 @@ public struct CoPAHead: Head {
 
     public func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
         guard steps >= 0 else { throw QueryError(.invalidQuery, "copa: steps must be ≥ 0, not \(steps)") }
-        guard learningRate > 0, learningRate.isFinite else { throw QueryError(.invalidQuery, "copa: the learning rate must be > 0, not \(learningRate)") }
-        guard temperature > 0, temperature.isFinite else { throw QueryError(.invalidQuery, "copa: the temperature must be > 0, not \(temperature)") }
+        guard learningRate > 0, learningRate.isFinite else {
+            throw QueryError(.invalidQuery, "copa: the learning rate must be > 0, not \(learningRate)")
+        }
+        guard temperature > 0, temperature.isFinite else {
+            throw QueryError(.invalidQuery, "copa: the temperature must be > 0, not \(temperature)")
+        }
         let span = min(support.vectors.rows, support.vectors.columns)
         guard Double(steps) * Double(support.vectors.rows) * Double(span * span) <= Self.maxWork else {
-            throw QueryError(.invalidQuery, "copa: \(steps) steps on \(support.vectors.rows) support rows is too much work (steps · n · r² above \(Int(Self.maxWork))): give fewer steps, or use logreg or prototype for large support sets")
+            throw QueryError(
+                .invalidQuery,
+                "copa: \(steps) steps on \(support.vectors.rows) support rows is too much work (steps · n · r² above \(Int(Self.maxWork))): give fewer steps, or use logreg or prototype for large support sets"
+            )
         }
         let basis = Self.orthonormalBasis(support.vectors)
         let r = basis.rows, n = support.vectors.rows, k = support.classes.count
@@ -49,16 +59,19 @@ public struct CoPAHead: Head {
         }
         for c in 0..<k { Self.normalise(&p, row: c, width: r) }
 
-        let objective = Objective(x: x, prototypes: p, targets: support.targets, weights: support.weights.map(Double.init),
-                                  classes: k, width: r, temperature: Double(temperature), pull: Double(pull))
+        let objective = Objective(
+            x: x, prototypes: p, targets: support.targets, weights: support.weights.map(Double.init),
+            classes: k, width: r, temperature: Double(temperature), pull: Double(pull))
         var a = Self.identity(r), b = Self.identity(r)
         var optimiser = Adam(count: 2 * r * r, learningRate: Double(learningRate))
         for _ in 0..<steps {
             optimiser.step(&a, &b, objective.evaluate(a, b).gradient)
         }
         let (prototypes, _) = Self.mapped(b, p, rows: k, width: r)
-        return Fitted(head: name, classes: support.classes, basis: basis, imageMap: Matrix(rows: r, columns: r, values: a.map(Float.init)),
-                      prototypes: Matrix(rows: k, columns: r, values: prototypes.map(Float.init)), temperature: temperature)
+        return Fitted(
+            head: name, classes: support.classes, basis: basis,
+            imageMap: Matrix(rows: r, columns: r, values: a.map(Float.init)),
+            prototypes: Matrix(rows: k, columns: r, values: prototypes.map(Float.init)), temperature: temperature)
     }
 
     /// CoPA's loss on a support set and its gradient with respect to the two maps.
@@ -104,7 +117,8 @@ public struct CoPAHead: Head {
             CoPAHead.throughNormalisation(&da, unit: ai, norms: aNorm, width: r)
             CoPAHead.throughNormalisation(&db, unit: bk, norms: bNorm, width: r)
             // ∂L/∂A = daᵀ X and ∂L/∂B = dbᵀ P, plus the pull.
-            var gradient = CoPAHead.product(da, x, m: r, n: r, k: n, transposeA: true)
+            var gradient =
+                CoPAHead.product(da, x, m: r, n: r, k: n, transposeA: true)
                 + CoPAHead.product(db, prototypes, m: r, n: r, k: k, transposeA: true)
             for row in 0..<r {
                 for col in 0..<r {
@@ -127,15 +141,19 @@ public struct CoPAHead: Head {
     }
 
     /// alpha · op(a) · op(b) for row-major a (m × k, or k × m transposed) and b (k × n, or n × k).
-    static func product(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false,
-                        alpha: Double = 1) -> [Double] {
+    static func product(
+        _ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false,
+        alpha: Double = 1
+    ) -> [Double] {
         var c = [Double](repeating: 0, count: m * n)
         guard k > 0 else { return c }
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
                 c.withUnsafeMutableBufferPointer { c in
-                    BLAS.gemm(m: m, n: n, k: k, a: a.baseAddress!, lda: transposeA ? m : k, transposeA: transposeA,
-                              b: b.baseAddress!, ldb: transposeB ? k : n, transposeB: transposeB, c: c.baseAddress!, ldc: n, alpha: alpha)
+                    BLAS.gemm(
+                        m: m, n: n, k: k, a: a.baseAddress!, lda: transposeA ? m : k, transposeA: transposeA,
+                        b: b.baseAddress!, ldb: transposeB ? k : n, transposeB: transposeB, c: c.baseAddress!, ldc: n,
+                        alpha: alpha)
                 }
             }
         }

@@ -19,8 +19,10 @@ public struct EpisodeConfiguration: Sendable, Codable {
     /// M = `shots`; queries stay balanced.
     public var longTail = false
 
-    public init(ways: Int = 5, shots: Int = 1, queries: Int = 15, episodes: Int = 600, seed: UInt64 = 0,
-                withinCoarse: Bool = false, longTail: Bool = false) {
+    public init(
+        ways: Int = 5, shots: Int = 1, queries: Int = 15, episodes: Int = 600, seed: UInt64 = 0,
+        withinCoarse: Bool = false, longTail: Bool = false
+    ) {
         (self.ways, self.shots, self.queries, self.episodes, self.seed) = (ways, shots, queries, episodes, seed)
         (self.withinCoarse, self.longTail) = (withinCoarse, longTail)
     }
@@ -36,11 +38,12 @@ public struct EpisodeConfiguration: Sendable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(ways: try c.decode(Int.self, forKey: .ways), shots: try c.decode(Int.self, forKey: .shots),
-                  queries: try c.decode(Int.self, forKey: .queries), episodes: try c.decode(Int.self, forKey: .episodes),
-                  seed: try c.decode(UInt64.self, forKey: .seed),
-                  withinCoarse: try c.decodeIfPresent(Bool.self, forKey: .withinCoarse) ?? false,
-                  longTail: try c.decodeIfPresent(Bool.self, forKey: .longTail) ?? false)
+        self.init(
+            ways: try c.decode(Int.self, forKey: .ways), shots: try c.decode(Int.self, forKey: .shots),
+            queries: try c.decode(Int.self, forKey: .queries), episodes: try c.decode(Int.self, forKey: .episodes),
+            seed: try c.decode(UInt64.self, forKey: .seed),
+            withinCoarse: try c.decodeIfPresent(Bool.self, forKey: .withinCoarse) ?? false,
+            longTail: try c.decodeIfPresent(Bool.self, forKey: .longTail) ?? false)
     }
 }
 
@@ -83,7 +86,9 @@ public struct EpisodicResult: Sendable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case head, mean, ci95, episodes, accuracies, chosen
-        case rarestMean = "rarest_mean", rarestCI95 = "rarest_ci95", rarestAccuracies = "rarest_accuracies"
+        case rarestMean = "rarest_mean"
+        case rarestCI95 = "rarest_ci95"
+        case rarestAccuracies = "rarest_accuracies"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -118,13 +123,21 @@ public struct EpisodicEvaluation: Sendable {
     /// - Throws: `out_of_range` for a shape outside `limits`, `not_enough_data` when too few
     ///   classes have enough examples.
     ///   `withinCoarse` episodes without coarse labels are `invalid_query`.
-    public init(vectors: Matrix, labels: [String], coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
-                collection: Matrix? = nil, views: [Matrix?] = [], limits: QueryLimits = .init()) throws(QueryError) {
-        guard vectors.rows == labels.count else { throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors") }
+    public init(
+        vectors: Matrix, labels: [String], coarseLabels: [String?]? = nil, configuration: EpisodeConfiguration,
+        collection: Matrix? = nil, views: [Matrix?] = [], limits: QueryLimits = .init()
+    ) throws(QueryError) {
+        guard vectors.rows == labels.count else {
+            throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) vectors")
+        }
         let coarse = coarseLabels ?? [String?](repeating: nil, count: labels.count)
-        guard coarse.count == labels.count else { throw QueryError(.invalidQuery, "\(coarse.count) coarse labels for \(labels.count) rows") }
+        guard coarse.count == labels.count else {
+            throw QueryError(.invalidQuery, "\(coarse.count) coarse labels for \(labels.count) rows")
+        }
         if let collection, collection.columns != vectors.columns {
-            throw QueryError(.invalidQuery, "the collection has \(collection.columns)-d vectors; the evaluated rows are \(vectors.columns)-d")
+            throw QueryError(
+                .invalidQuery,
+                "the collection has \(collection.columns)-d vectors; the evaluated rows are \(vectors.columns)-d")
         }
         let c = configuration
         try limits.check(c)
@@ -134,7 +147,10 @@ public struct EpisodicEvaluation: Sendable {
         let eligible = Self.eligibleClasses(labels, coarse, needed: c.shots + c.queries)
         let groups = Self.coarseGroups(eligible, ways: c.ways)
         guard eligible.count >= c.ways, !c.withinCoarse || !groups.isEmpty else {
-            throw QueryError(.notEnoughData, "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes\(c.withinCoarse ? " of one coarse class" : "") of at least \(c.shots + c.queries) examples; only \(c.withinCoarse ? groups.map(\.count).max() ?? 0 : eligible.count) have that many")
+            throw QueryError(
+                .notEnoughData,
+                "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes\(c.withinCoarse ? " of one coarse class" : "") of at least \(c.shots + c.queries) examples; only \(c.withinCoarse ? groups.map(\.count).max() ?? 0 : eligible.count) have that many"
+            )
         }
         self.vectors = vectors
         self.labels = labels
@@ -145,17 +161,25 @@ public struct EpisodicEvaluation: Sendable {
     }
 
     /// An evaluation of a labelled support set (an index's labelled items, say).
-    public init(_ support: SupportSet, configuration: EpisodeConfiguration, limits: QueryLimits = .init()) throws(QueryError) {
-        try self.init(LabelledItems(support: support, coarseLabels: [String?](repeating: nil, count: support.targets.count), views: []),
-                      configuration: configuration, limits: limits)
+    public init(_ support: SupportSet, configuration: EpisodeConfiguration, limits: QueryLimits = .init())
+        throws(QueryError)
+    {
+        try self.init(
+            LabelledItems(
+                support: support, coarseLabels: [String?](repeating: nil, count: support.targets.count), views: []),
+            configuration: configuration, limits: limits)
     }
 
     /// An evaluation of an index's labelled items, with their coarse labels and stored views.
-    public init(_ items: LabelledItems, configuration: EpisodeConfiguration, collection: Matrix? = nil,
-                limits: QueryLimits = .init()) throws(QueryError) {
+    public init(
+        _ items: LabelledItems, configuration: EpisodeConfiguration, collection: Matrix? = nil,
+        limits: QueryLimits = .init()
+    ) throws(QueryError) {
         let support = items.support
-        try self.init(vectors: support.vectors, labels: support.targets.map { support.classes[$0] }, coarseLabels: items.coarseLabels,
-                      configuration: configuration, collection: collection, views: items.views, limits: limits)
+        try self.init(
+            vectors: support.vectors, labels: support.targets.map { support.classes[$0] },
+            coarseLabels: items.coarseLabels,
+            configuration: configuration, collection: collection, views: items.views, limits: limits)
     }
 
     /// Classes with enough rows, sorted by label, with their rows and coarse label (the first row's).
@@ -180,7 +204,9 @@ public struct EpisodicEvaluation: Sendable {
     /// The same episodes, drawn one at a time (an evaluation never holds them all).
     public func sampler() -> EpisodeSampler {
         let eligible = Self.eligibleClasses(labels, coarseLabels, needed: configuration.shots + configuration.queries)
-        return EpisodeSampler(eligible: eligible, groups: Self.coarseGroups(eligible, ways: configuration.ways), configuration: configuration)
+        return EpisodeSampler(
+            eligible: eligible, groups: Self.coarseGroups(eligible, ways: configuration.ways),
+            configuration: configuration)
     }
 
     /// Accuracy of each head on every episode (the same episodes for all heads).
@@ -193,35 +219,48 @@ public struct EpisodicEvaluation: Sendable {
     /// `collection` (default: every evaluated row, labels unused), coarse means of the evaluated
     /// rows without the episode's queries, and as unlabelled neighbours the rows of `collection`
     /// or, by default, every evaluated row outside the episode.
-    public func run(_ specs: [HeadSpec], progress: (Int) -> Void = { _ in },
-                    shouldContinue: () -> Bool = { true }) throws(QueryError) -> [EpisodicResult] {
+    public func run(
+        _ specs: [HeadSpec], progress: (Int) -> Void = { _ in },
+        shouldContinue: () -> Bool = { true }
+    ) throws(QueryError) -> [EpisodicResult] {
         let context = try EpisodeContexts(self, specs)
-        return try run(names: specs.map(\.description), progress: progress, shouldContinue: shouldContinue) { h, episode in
+        return try run(names: specs.map(\.description), progress: progress, shouldContinue: shouldContinue) {
+            h, episode in
             specs[h].head(context.context(for: episode, specs[h]))
         }
     }
 
     /// Accuracy of each head (used as it is, without the collection) on every episode.
-    public func run(_ heads: [any Head], progress: (Int) -> Void = { _ in },
-                    shouldContinue: () -> Bool = { true }) throws(QueryError) -> [EpisodicResult] {
+    public func run(
+        _ heads: [any Head], progress: (Int) -> Void = { _ in },
+        shouldContinue: () -> Bool = { true }
+    ) throws(QueryError) -> [EpisodicResult] {
         try run(names: heads.map(\.name), progress: progress, shouldContinue: shouldContinue) { h, _ in heads[h] }
     }
 
-    private func run(names: [String], progress: (Int) -> Void, shouldContinue: () -> Bool,
-                     head: (Int, Episode) -> any Head) throws(QueryError) -> [EpisodicResult] {
+    private func run(
+        names: [String], progress: (Int) -> Void, shouldContinue: () -> Bool,
+        head: (Int, Episode) -> any Head
+    ) throws(QueryError) -> [EpisodicResult] {
         var accuracies = [[Double]](repeating: [], count: names.count)
         var rarest = [[Double]](repeating: [], count: names.count)
         var chosen = [[String: Int]](repeating: [:], count: names.count)
         for (e, episode) in sampler().enumerated() {
-            let support = try SupportSet(vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
+            let support = try SupportSet(
+                vectors: vectors.gathering(rows: episode.support), labels: episode.support.map { labels[$0] })
             let queries = vectors.gathering(rows: episode.queries)
             // The rarest third of the classes: fewest shots, ties to the earlier class.
             let shots = episode.classes.map { c in episode.support.filter { labels[$0] == c }.count }
             let rare = Set(shots.indices.sorted { (shots[$0], $0) < (shots[$1], $1) }.prefix((shots.count + 2) / 3))
             for h in names.indices {
-                guard shouldContinue() else { throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes") }
+                guard shouldContinue() else {
+                    throw QueryError(.cancelled, "the evaluation was stopped after \(e) episodes")
+                }
                 let fitted = try head(h, episode).fit(support)
-                if let choice = fitted.choice { chosen[h][choice.head.description + (choice.fallback == nil ? "" : " (not validated)"), default: 0] += 1 }
+                if let choice = fitted.choice {
+                    chosen[h][
+                        choice.head.description + (choice.fallback == nil ? "" : " (not validated)"), default: 0] += 1
+                }
                 let predictions = fitted.predict(queries, top: 1)
                 let correct = zip(predictions, episode.queries).map { $0.label == labels[$1] }
                 accuracies[h].append(Double(correct.filter { $0 }.count) / Double(episode.queries.count))
@@ -233,8 +272,9 @@ public struct EpisodicEvaluation: Sendable {
             progress(e + 1)
         }
         return names.indices.map {
-            EpisodicResult(head: names[$0], accuracies: accuracies[$0], rarest: configuration.longTail ? rarest[$0] : nil,
-                           chosen: chosen[$0].isEmpty ? nil : chosen[$0])
+            EpisodicResult(
+                head: names[$0], accuracies: accuracies[$0], rarest: configuration.longTail ? rarest[$0] : nil,
+                chosen: chosen[$0].isEmpty ? nil : chosen[$0])
         }
     }
 }
@@ -259,7 +299,9 @@ struct EpisodeContexts {
         let statistics = needed ? try CollectionStatistics(evaluation.collection ?? evaluation.vectors) : nil
         self.statistics = statistics
         var whitenings: [Float: Whitening] = [:]
-        for alpha in Set(specs.compactMap(\.whitening)) { whitenings[alpha] = try statistics!.whitening(shrinkage: alpha) }
+        for alpha in Set(specs.compactMap(\.whitening)) {
+            whitenings[alpha] = try statistics!.whitening(shrinkage: alpha)
+        }
         self.whitenings = whitenings
         var pools: [Float?: Matrix] = [:]
         for alpha in Set(specs.filter { $0.expand > 0 }.map(\.whitening)) {
@@ -267,11 +309,13 @@ struct EpisodeContexts {
             pools[alpha] = alpha.map { whitenings[$0]!.apply(rows) } ?? rows
         }
         self.pools = pools
-        coarseSums = specs.contains(where: \.angular) ? HeadContext.coarseSums(evaluation.vectors, evaluation.coarseLabels) : [:]
+        coarseSums =
+            specs.contains(where: \.angular) ? HeadContext.coarseSums(evaluation.vectors, evaluation.coarseLabels) : [:]
     }
 
     func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {
-        var context = HeadContext(whitening: spec.whitening.flatMap { whitenings[$0] }, statistics: spec.kind == .auto ? statistics : nil)
+        var context = HeadContext(
+            whitening: spec.whitening.flatMap { whitenings[$0] }, statistics: spec.kind == .auto ? statistics : nil)
         let vectors = evaluation.vectors
         if spec.views {
             let views = evaluation.views

@@ -73,16 +73,20 @@ public struct HeadChoice: Sendable, Equatable {
 /// earlier candidate, CoPA first.
 public enum HeadSelection {
     /// The choice for `support`; `statistics` (the collection's) makes whitening a candidate.
-    public static func choose(_ support: SupportSet, statistics: CollectionStatistics?,
-                              configuration: HeadSelectionConfiguration = .init()) -> HeadChoice {
+    public static func choose(
+        _ support: SupportSet, statistics: CollectionStatistics?,
+        configuration: HeadSelectionConfiguration = .init()
+    ) -> HeadChoice {
         let counts = support.classCounts
         let validatable = counts.filter { $0 >= 2 }.count
         guard validatable >= 2 else {
-            let why = support.classes.count < 2
+            let why =
+                support.classes.count < 2
                 ? "one class: nothing to tell apart"
                 : "\(validatable) of \(support.classes.count) classes have 2 or more examples; validating needs at least 2 such classes (one example each stays to fit on)"
-            return HeadChoice(head: fallback(statistics, configuration), accuracy: nil, baseline: nil, heldOut: 0, fallback: why,
-                              candidates: [], shrinkages: [])
+            return HeadChoice(
+                head: fallback(statistics, configuration), accuracy: nil, baseline: nil, heldOut: 0, fallback: why,
+                candidates: [], shrinkages: [])
         }
         let layout = Self.layout(counts: counts, targets: support.targets, configuration)
         let episodes = Self.episodes(layout, counts: counts, configuration)
@@ -91,31 +95,43 @@ public enum HeadSelection {
         if let statistics {
             let rotated = statistics.rotate(support.vectors)
             for alpha in configuration.shrinkages {
-                if let whitening = try? statistics.whitening(shrinkage: alpha) { spaces[alpha] = whitening.scale(rotated) }
+                if let whitening = try? statistics.whitening(shrinkage: alpha) {
+                    spaces[alpha] = whitening.scale(rotated)
+                }
             }
         }
         // The shrinkage: the space that separates the classes best, the earlier of equals.
         let tried: [Float?] = spaces.count > 1 ? configuration.shrinkages.filter { spaces[$0] != nil } : [nil]
         let separations = tried.map { HeadChoice.Shrinkage(whitening: $0, separation: separation(spaces[$0]!, layout)) }
-        let alpha = separations.enumerated().max { ($0.element.separation, -$0.offset) < ($1.element.separation, -$1.offset) }!.element.whitening
+        let alpha = separations.enumerated().max {
+            ($0.element.separation, -$0.offset) < ($1.element.separation, -$1.offset)
+        }!.element.whitening
         // The heads at that shrinkage. On an imbalanced support set the discriminative heads are
         // fitted for balanced accuracy by the logit adjustment (the prototype head has no class
         // prior to correct).
         let imbalanced = counts.max()! >= configuration.imbalance * counts.min()!
-        let heads: [HeadSpec] = imbalanced
-            ? [with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }, HeadSpec(.prototype), with(HeadSpec(.logreg)) { $0.logitAdjustment = 1 }]
+        let heads: [HeadSpec] =
+            imbalanced
+            ? [
+                with(HeadSpec(.copa)) { $0.logitAdjustment = 1 }, HeadSpec(.prototype),
+                with(HeadSpec(.logreg)) { $0.logitAdjustment = 1 }
+            ]
             : [HeadSpec(.copa), HeadSpec(.logreg), HeadSpec(.prototype)]
         let candidates = heads.map { h in with(h) { $0.whitening = alpha } }
         let baseline = HeadSpec(.logreg)
         let measuredSpecs = candidates.contains(baseline) ? candidates : candidates + [baseline]
         let scores = validate(measuredSpecs, support, spaces, episodes, threads: configuration.threads)
-        let measured = zip(measuredSpecs, scores).map { HeadChoice.Candidate(head: $0.description, accuracy: $1.accuracy, rankScore: $1.rankScore) }
+        let measured = zip(measuredSpecs, scores).map {
+            HeadChoice.Candidate(head: $0.description, accuracy: $1.accuracy, rankScore: $1.rankScore)
+        }
         let best = candidates.indices.max { i, j in
             (measured[i].accuracy, measured[i].rankScore, -i) < (measured[j].accuracy, measured[j].rankScore, -j)
         }!
-        return HeadChoice(head: candidates[best], accuracy: measured[best].accuracy,
-                          baseline: measured[measuredSpecs.firstIndex(of: baseline)!].accuracy,
-                          heldOut: episodes.reduce(0) { $0 + $1.heldOut.count }, fallback: nil, candidates: measured, shrinkages: separations)
+        return HeadChoice(
+            head: candidates[best], accuracy: measured[best].accuracy,
+            baseline: measured[measuredSpecs.firstIndex(of: baseline)!].accuracy,
+            heldOut: episodes.reduce(0) { $0 + $1.heldOut.count }, fallback: nil, candidates: measured,
+            shrinkages: separations)
     }
 
     /// The head taken when nothing can be validated: the prototype head on the collection-centred
@@ -147,15 +163,19 @@ public enum HeadSelection {
         rows = rows.map { rng.sample($0, $0.count) }
         let classes = rng.sample(Array(counts.indices), counts.count)
         let groups = (counts.count + configuration.maxWays - 1) / configuration.maxWays
-        return Layout(rows: rows, groups: (0..<groups).map { g in
-            Array(classes[(counts.count * g / groups)..<(counts.count * (g + 1) / groups)]).sorted()
-        })
+        return Layout(
+            rows: rows,
+            groups: (0..<groups).map { g in
+                Array(classes[(counts.count * g / groups)..<(counts.count * (g + 1) / groups)]).sorted()
+            })
     }
 
     /// The folds: fold f of a group holds out the f-th example of each class with more than f
     /// examples and at least two, so every class keeps the rest to fit on (its real shots less
     /// one) and classes of one example stay as distractors.
-    static func episodes(_ layout: Layout, counts: [Int], _ configuration: HeadSelectionConfiguration) -> [ValidationEpisode] {
+    static func episodes(_ layout: Layout, counts: [Int], _ configuration: HeadSelectionConfiguration)
+        -> [ValidationEpisode]
+    {
         let validatable = counts.filter { $0 >= 2 }.count
         let folds = max(2, min(configuration.folds, counts.max()!, configuration.maxHeldOut / max(validatable, 1)))
         var episodes: [ValidationEpisode] = []
@@ -193,7 +213,11 @@ public enum HeadSelection {
                 var positives: [Float] = [], negatives: [Float] = []
                 for i in mine {
                     for j in rows.indices where j != i {
-                        if mine.contains(j) { if j > i { positives.append(gram.values[i * n + j]) } } else { negatives.append(gram.values[i * n + j]) }
+                        if mine.contains(j) {
+                            if j > i { positives.append(gram.values[i * n + j]) }
+                        } else {
+                            negatives.append(gram.values[i * n + j])
+                        }
                     }
                 }
                 guard !negatives.isEmpty else { continue }
@@ -226,8 +250,10 @@ public enum HeadSelection {
     /// on the same episodes, in the space of its whitening; a spec whose fit fails scores 0). A
     /// prediction is the most probable class, ties to the earlier, as `predict`'s; the true
     /// class's rank counts the classes more probable than it.
-    static func validate(_ specs: [HeadSpec], _ support: SupportSet, _ spaces: [Float?: Matrix],
-                         _ episodes: [ValidationEpisode], threads: Int) -> [(accuracy: Double, rankScore: Double)] {
+    static func validate(
+        _ specs: [HeadSpec], _ support: SupportSet, _ spaces: [Float?: Matrix],
+        _ episodes: [ValidationEpisode], threads: Int
+    ) -> [(accuracy: Double, rankScore: Double)] {
         guard !specs.isEmpty else { return [] }
         let k = support.classes.count
         typealias Tally = (correct: Int, total: Int, rankScore: Double)
@@ -245,8 +271,9 @@ public enum HeadSelection {
                 let vectors = spaces[spec.whitening]!
                 // Whitened already: the spec's other options act on these rows.
                 let base = with(spec) { $0.whitening = nil }
-                let set = SupportSet(normalised: vectors.gathering(rows: episode.fit), targets: fitTargets, classes: names,
-                                     weights: [Float](repeating: 1, count: episode.fit.count))
+                let set = SupportSet(
+                    normalised: vectors.gathering(rows: episode.fit), targets: fitTargets, classes: names,
+                    weights: [Float](repeating: 1, count: episode.fit.count))
                 let p = try? base.head().fit(set).probabilities(vectors.gathering(rows: episode.heldOut))
                 for (r, row) in episode.heldOut.enumerated() {
                     let truth = support.targets[row]
@@ -266,7 +293,9 @@ public enum HeadSelection {
         return specs.indices.map { s in
             var accuracy: [Double] = [], rankScore: [Double] = []
             for c in 0..<k {
-                let (correct, total, sum) = all.reduce((0, 0, 0.0)) { ($0.0 + $1[s][c].correct, $0.1 + $1[s][c].total, $0.2 + $1[s][c].rankScore) }
+                let (correct, total, sum) = all.reduce((0, 0, 0.0)) {
+                    ($0.0 + $1[s][c].correct, $0.1 + $1[s][c].total, $0.2 + $1[s][c].rankScore)
+                }
                 if total > 0 {
                     accuracy.append(Double(correct) / Double(total))
                     rankScore.append(sum / Double(total))
@@ -300,12 +329,18 @@ public struct AutoHead: Head {
     public var name: String { HeadKind.auto.rawValue }
 
     public func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
-        try Self.fit(HeadSelection.choose(support, statistics: statistics, configuration: configuration), support, statistics: statistics)
+        try Self.fit(
+            HeadSelection.choose(support, statistics: statistics, configuration: configuration), support,
+            statistics: statistics)
     }
 
     /// The head `choice` names, fitted on `support`.
-    static func fit(_ choice: HeadChoice, _ support: SupportSet, statistics: CollectionStatistics?) throws(QueryError) -> any FittedHead {
-        let whitening = try choice.head.whitening.flatMap { alpha throws(QueryError) in try statistics?.whitening(shrinkage: alpha) }
+    static func fit(_ choice: HeadChoice, _ support: SupportSet, statistics: CollectionStatistics?) throws(QueryError)
+        -> any FittedHead
+    {
+        let whitening = try choice.head.whitening.flatMap { alpha throws(QueryError) in
+            try statistics?.whitening(shrinkage: alpha)
+        }
         return Fitted(base: try choice.head.head(HeadContext(whitening: whitening)).fit(support), choice: choice)
     }
 

@@ -41,29 +41,41 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     /// Parses `name+option+option=value…`; an unknown head or option, a bad value or an option
     /// given twice is `unknown_head` or `invalid_query` naming it.
     public init(parsing text: String) throws(QueryError) {
-        let parts = text.split(separator: "+", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let parts = text.split(separator: "+", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
         self.init(try HeadKind(named: parts[0]))
         var seen: Set<String> = []
         for part in parts.dropFirst() {
             let pieces = part.split(separator: "=", maxSplits: 1).map(String.init)
             let option = pieces.first ?? "", value = pieces.count > 1 ? pieces[1] : nil
-            if kind == .auto { throw QueryError(.invalidQuery, "head '\(text)': auto takes no options: it chooses them by measurement") }
-            guard seen.insert(option).inserted else { throw QueryError(.invalidQuery, "head '\(text)': option '\(option)' is given twice") }
-            func number(_ what: String, default fallback: Float? = nil, _ valid: (Float) -> Bool) throws(QueryError) -> Float {
+            if kind == .auto {
+                throw QueryError(.invalidQuery, "head '\(text)': auto takes no options: it chooses them by measurement")
+            }
+            guard seen.insert(option).inserted else {
+                throw QueryError(.invalidQuery, "head '\(text)': option '\(option)' is given twice")
+            }
+            func number(_ what: String, default fallback: Float? = nil, _ valid: (Float) -> Bool) throws(QueryError)
+                -> Float
+            {
                 if value == nil, let fallback { return fallback }
                 guard let value, let v = Float(value), v.isFinite, valid(v) else {
-                    throw QueryError(.invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
+                    throw QueryError(
+                        .invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
                 }
                 return v
             }
             func integer(_ what: String, _ range: ClosedRange<Int>) throws(QueryError) -> Int {
                 guard let value, let v = Int(value), range.contains(v) else {
-                    throw QueryError(.invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
+                    throw QueryError(
+                        .invalidQuery, "head '\(text)': \(option) needs \(what)\(value.map { ", not '\($0)'" } ?? "")")
                 }
                 return v
             }
             func flag() throws(QueryError) {
-                if let value { throw QueryError(.invalidQuery, "head '\(text)': \(option) takes no value, not '\(value)'") }
+                if let value {
+                    throw QueryError(.invalidQuery, "head '\(text)': \(option) takes no value, not '\(value)'")
+                }
             }
             switch option {
             case "balanced" where kind == .logreg: try flag(); classBalanced = true
@@ -74,10 +86,14 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
                 if value != nil { viewLimit = try integer("a number of views from 1 to 16", 1...16) }
             case "expand": expand = try integer("a number of neighbours from 1 to 100", 1...100)
             case "adjust": logitAdjustment = try number("a τ ≥ 0", default: 1) { $0 >= 0 }
-            case "steps" where kind == .copa: steps = try integer("a number of steps from 1 to 10,000 (0 steps is the prototype head)", 1...10_000)
+            case "steps" where kind == .copa:
+                steps = try integer("a number of steps from 1 to 10,000 (0 steps is the prototype head)", 1...10_000)
             case "lr" where kind == .copa: learningRate = try number("a learning rate > 0") { $0 > 0 }
             default:
-                throw QueryError(.invalidQuery, "head '\(text)': unknown option '\(option)' for \(kind.rawValue); known: \(Self.options(kind).joined(separator: ", "))")
+                throw QueryError(
+                    .invalidQuery,
+                    "head '\(text)': unknown option '\(option)' for \(kind.rawValue); known: \(Self.options(kind).joined(separator: ", "))"
+                )
             }
         }
     }
@@ -114,13 +130,16 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
 
     /// The head with these options, fitted with what `context` knows of the collection.
     public func head(_ context: HeadContext = .init()) -> any Head {
-        let base: any Head = switch kind {
-        case .auto: AutoHead(statistics: context.statistics)
-        case .logreg: LogisticRegressionHead(classBalanced: classBalanced)
-        case .prototype: PrototypeHead()
-        case .knn: KNNHead()
-        case .copa: CoPAHead(steps: steps ?? CoPAHead.defaultSteps, learningRate: learningRate ?? CoPAHead.defaultLearningRate)
-        }
+        let base: any Head =
+            switch kind {
+            case .auto: AutoHead(statistics: context.statistics)
+            case .logreg: LogisticRegressionHead(classBalanced: classBalanced)
+            case .prototype: PrototypeHead()
+            case .knn: KNNHead()
+            case .copa:
+                CoPAHead(
+                    steps: steps ?? CoPAHead.defaultSteps, learningRate: learningRate ?? CoPAHead.defaultLearningRate)
+            }
         guard kind != .auto, usesCollection || views || logitAdjustment != nil else { return base }
         return ConfiguredHead(spec: self, base: base, context: context)
     }
@@ -142,10 +161,12 @@ public struct HeadSpec: Sendable, Hashable, CustomStringConvertible {
     /// BENCHMARKS.md): whitening (many fine classes), centring (`whiten=1000`), expansion (unlabelled
     /// items of the same classes), angular (within a coarse class), adjustment (long tails).
     /// `views` is left out: it needs views stored in the index.
-    public static let recommended: [HeadSpec] = ["auto", "logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
-                                                 "copa+whiten", "prototype+whiten=1000", "logreg+expand=10",
-                                                 "prototype+whiten+expand=10", "prototype+angular", "logreg+adjust",
-                                                 "copa+adjust"].map { try! HeadSpec(parsing: $0) }
+    public static let recommended: [HeadSpec] = [
+        "auto", "logreg", "prototype", "knn", "copa", "logreg+whiten", "prototype+whiten",
+        "copa+whiten", "prototype+whiten=1000", "logreg+expand=10",
+        "prototype+whiten+expand=10", "prototype+angular", "logreg+adjust",
+        "copa+adjust"
+    ].map { try! HeadSpec(parsing: $0) }
 }
 
 /// What a head's options know of the collection beyond the support set. The query engine fills
@@ -164,9 +185,14 @@ public struct HeadContext: Sendable {
     /// The collection's statistics, for `auto` (which whitens at the shrinkage it chooses).
     public var statistics: CollectionStatistics?
 
-    public init(pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:], whitening: Whitening? = nil,
-                statistics: CollectionStatistics? = nil) {
-        (self.pool, self.supportCoarse, self.coarseMeans, self.whitening) = (pool, supportCoarse, coarseMeans, whitening)
+    public init(
+        pool: Matrix? = nil, supportCoarse: [String?] = [], coarseMeans: [String: [Float]] = [:],
+        whitening: Whitening? = nil,
+        statistics: CollectionStatistics? = nil
+    ) {
+        (self.pool, self.supportCoarse, self.coarseMeans, self.whitening) = (
+            pool, supportCoarse, coarseMeans, whitening
+        )
         self.statistics = statistics
     }
 
@@ -210,18 +236,24 @@ struct ConfiguredHead: Head {
             pool = pool.map { Self.angular($0, around: Self.nearest($0, of: candidates).map { candidates[$0] }) }
             directions = candidates
         }
-        var transformed = SupportSet(normalised: vectors, targets: support.targets, classes: support.classes, weights: support.weights)
-        if spec.expand > 0, let pool, pool.rows > 0 { transformed = Self.expand(transformed, from: pool, k: spec.expand) }
+        var transformed = SupportSet(
+            normalised: vectors, targets: support.targets, classes: support.classes, weights: support.weights)
+        if spec.expand > 0, let pool, pool.rows > 0 {
+            transformed = Self.expand(transformed, from: pool, k: spec.expand)
+        }
         let fitted = try base.fit(transformed)
         let prior = given.classWeights
         let total = prior.reduce(0, +)
-        return Fitted(head: name, classes: support.classes, base: fitted, whitening: context.whitening, directions: directions,
-                      logPrior: spec.logitAdjustment.map { tau in prior.map { tau * Foundation.log($0 / total) } })
+        return Fitted(
+            head: name, classes: support.classes, base: fitted, whitening: context.whitening, directions: directions,
+            logPrior: spec.logitAdjustment.map { tau in prior.map { tau * Foundation.log($0 / total) } })
     }
 
     /// For each support row, which of the candidate unit directions it is normalised around: its
     /// coarse class's mean, else the collection's (unless whitened), else the support set's.
-    private func angularDirections(_ support: SupportSet, _ vectors: Matrix, _ supportCoarse: [String?]) -> (rows: [Int], candidates: [[Float]]) {
+    private func angularDirections(_ support: SupportSet, _ vectors: Matrix, _ supportCoarse: [String?]) -> (
+        rows: [Int], candidates: [[Float]]
+    ) {
         func unit(_ v: [Float]) -> [Float] {
             if let whitening = context.whitening { return whitening.apply(direction: v) }
             var copy = v
@@ -234,7 +266,11 @@ struct ConfiguredHead: Head {
             // Whitening centres on the collection's mean already: around it, nothing would be left.
             let collection = context.coarseMeans[""] != nil && context.whitening == nil
             let key = !coarse.isEmpty && context.coarseMeans[coarse] != nil ? coarse : collection ? "" : "\u{0}support"
-            if let k = keys.firstIndex(of: key) { rows.append(k) } else { keys.append(key); rows.append(keys.count - 1) }
+            if let k = keys.firstIndex(of: key) {
+                rows.append(k)
+            } else {
+                keys.append(key); rows.append(keys.count - 1)
+            }
         }
         let candidates = keys.map { key -> [Float] in
             if let mean = context.coarseMeans[key] { return unit(mean) }
@@ -252,7 +288,10 @@ struct ConfiguredHead: Head {
     private func withViews(_ support: SupportSet) throws(QueryError) -> (SupportSet, [String?]) {
         let n = support.vectors.rows, d = support.vectors.columns
         guard context.views.prefix(n).contains(where: { ($0?.rows ?? 0) > 0 }) else {
-            throw QueryError(.notEnoughData, "head '\(name)': the support set has no stored views; make them with `kith index views` (an index of images; an index of your own vectors has none)")
+            throw QueryError(
+                .notEnoughData,
+                "head '\(name)': the support set has no stored views; make them with `kith index views` (an index of images; an index of your own vectors has none)"
+            )
         }
         var values = support.vectors.values, targets = support.targets, weights = support.weights
         var coarse = (0..<n).map { $0 < context.supportCoarse.count ? context.supportCoarse[$0] : nil }
@@ -329,7 +368,9 @@ struct ConfiguredHead: Head {
         func probabilities(_ queries: Matrix) -> Matrix {
             var z = normalised(queries)
             if let whitening { z = whitening.apply(z) }
-            if !directions.isEmpty { z = ConfiguredHead.angular(z, around: ConfiguredHead.nearest(z, of: directions).map { directions[$0] }) }
+            if !directions.isEmpty {
+                z = ConfiguredHead.angular(z, around: ConfiguredHead.nearest(z, of: directions).map { directions[$0] })
+            }
             var p = base.probabilities(z)
             if let logPrior {
                 // p_k·π_k^(−τ), renormalised: the logits shifted by −τ·log π_k.

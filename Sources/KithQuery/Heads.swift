@@ -60,7 +60,8 @@ public enum HeadKind: String, CaseIterable, Sendable {
     /// The head called `name`; an unknown name is `unknown_head`.
     public init(named name: String) throws(QueryError) {
         guard let kind = HeadKind(rawValue: name) else {
-            throw QueryError(.unknownHead, "unknown head '\(name)'; known: \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw QueryError(
+                .unknownHead, "unknown head '\(name)'; known: \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         self = kind
     }

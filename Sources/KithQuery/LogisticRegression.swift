@@ -64,7 +64,9 @@ public struct LogisticRegressionHead: Head {
             af.withUnsafeBufferPointer { ap in
                 support.vectors.values.withUnsafeBufferPointer { xp in
                     weights.values.withUnsafeMutableBufferPointer { wp in
-                        BLAS.gemm(m: k, n: d, k: n, a: ap.baseAddress!, lda: n, b: xp.baseAddress!, ldb: d, c: wp.baseAddress!, ldc: d)
+                        BLAS.gemm(
+                            m: k, n: d, k: n, a: ap.baseAddress!, lda: n, b: xp.baseAddress!, ldb: d,
+                            c: wp.baseAddress!, ldc: d)
                     }
                 }
             }
@@ -75,13 +77,18 @@ public struct LogisticRegressionHead: Head {
     }
 
     /// Minimises the objective on features `x` by L-BFGS: weights (K × columns) and bias.
-    private func solve(_ x: Matrix, _ targets: [Int], _ k: Int, _ sampleWeights: [Float], _ scale: Double) -> (Matrix, [Float]) {
+    private func solve(_ x: Matrix, _ targets: [Int], _ k: Int, _ sampleWeights: [Float], _ scale: Double) -> (
+        Matrix, [Float]
+    ) {
         let d = x.columns
         let problem = Objective(x: x, targets: targets, classes: k, sampleWeights: sampleWeights.map { $0 * Float(c) })
         let solution = LBFGS.minimize(
             start: [Double](repeating: 0, count: k * (d + 1)),
             gradientTolerance: tolerance * scale, maxIterations: maxIterations, objective: problem.evaluate)
-        return (Matrix(rows: k, columns: d, values: solution[0..<(k * d)].map(Float.init)), solution[(k * d)...].map(Float.init))
+        return (
+            Matrix(rows: k, columns: d, values: solution[0..<(k * d)].map(Float.init)),
+            solution[(k * d)...].map(Float.init)
+        )
     }
 
     /// X Xᵀ in double precision.
@@ -116,7 +123,9 @@ public struct LogisticRegressionHead: Head {
         let bias: [Float]
 
         func probabilities(_ queries: Matrix) -> Matrix {
-            guard classes.count > 1 else { return Matrix(rows: queries.rows, columns: 1, values: [Float](repeating: 1, count: queries.rows)) }
+            guard classes.count > 1 else {
+                return Matrix(rows: queries.rows, columns: 1, values: [Float](repeating: 1, count: queries.rows))
+            }
             var logits = normalised(queries).multiplyTransposed(weights)
             for r in 0..<logits.rows {
                 for c in 0..<classes.count { logits.values[r * classes.count + c] += bias[c] }
@@ -150,8 +159,9 @@ public struct LogisticRegressionHead: Head {
             x.values.withUnsafeBufferPointer { xv in
                 w.withUnsafeBufferPointer { wv in
                     logits.withUnsafeMutableBufferPointer { out in
-                        BLAS.gemm(m: n, n: k, k: d, a: xv.baseAddress!, lda: d, b: wv.baseAddress!, ldb: d, transposeB: true,
-                                  c: out.baseAddress!, ldc: k)
+                        BLAS.gemm(
+                            m: n, n: k, k: d, a: xv.baseAddress!, lda: d, b: wv.baseAddress!, ldb: d, transposeB: true,
+                            c: out.baseAddress!, ldc: k)
                     }
                 }
             }
@@ -180,8 +190,9 @@ public struct LogisticRegressionHead: Head {
             residual.withUnsafeBufferPointer { r in
                 x.values.withUnsafeBufferPointer { xv in
                     gradW.withUnsafeMutableBufferPointer { g in
-                        BLAS.gemm(m: k, n: d, k: n, a: r.baseAddress!, lda: k, transposeA: true, b: xv.baseAddress!, ldb: d,
-                                  c: g.baseAddress!, ldc: d)
+                        BLAS.gemm(
+                            m: k, n: d, k: n, a: r.baseAddress!, lda: k, transposeA: true, b: xv.baseAddress!, ldb: d,
+                            c: g.baseAddress!, ldc: d)
                     }
                 }
             }

@@ -108,8 +108,10 @@ public actor QueryEngine {
 
     /// - Parameter encoder: embeds image queries; it must be for the index's backbone.
     /// - Parameter limits: bounds on k, the number of queries and evaluations (out of range: `out_of_range`).
-    public init(index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init(),
-                limits: QueryLimits = .init()) throws(QueryError) {
+    public init(
+        index: Index, encoder: Encoder? = nil, searchConfiguration: SearchConfiguration = .init(),
+        limits: QueryLimits = .init()
+    ) throws(QueryError) {
         if let encoder {
             do { try index.requireSpace(encoder.backbone.manifest.space) } catch { throw QueryError(error) }
         }
@@ -131,7 +133,8 @@ public actor QueryEngine {
         let index = index
         guard let stamp = try await blocking({ try index.adaptedHeadStamp() }) else {
             if requested == .adapted {
-                throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head: `kith adapt \(index.name)` trains one")
+                throw QueryError(
+                    .noAdaptedHead, "index '\(index.name)' has no adapted head: `kith adapt \(index.name)` trains one")
             }
             return nil
         }
@@ -144,13 +147,18 @@ public actor QueryEngine {
         if let projection, projection.stamp == stamp { return projection }
         let index = index
         let head = try await blocking { () throws -> AdaptedHead in
-            guard let data = try index.adaptedHead() else { throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head") }
+            guard let data = try index.adaptedHead() else {
+                throw QueryError(.noAdaptedHead, "index '\(index.name)' has no adapted head")
+            }
             let head: AdaptedHead
             do { head = try AdaptedHead(decoding: data) } catch {
                 throw QueryError(.internalError, "index '\(index.name)': its adapted head cannot be read: \(error)")
             }
             guard head.inputs == index.metadata.dimension else {
-                throw QueryError(.internalError, "index '\(index.name)': its adapted head takes \(head.inputs)-d vectors; the index holds \(index.metadata.dimension)-d")
+                throw QueryError(
+                    .internalError,
+                    "index '\(index.name)': its adapted head takes \(head.inputs)-d vectors; the index holds \(index.metadata.dimension)-d"
+                )
             }
             return head
         }
@@ -179,7 +187,8 @@ public actor QueryEngine {
         let previous = adaptedSnapshot.flatMap { $0.stamp == projection.stamp ? $0.snapshot : nil }
         if let previous, previous.generation == backbone.generation { return previous }
         let adapted = await offload { Self.project(backbone, previous: previous, projection.head) }
-        if self.projection?.stamp == projection.stamp, adapted.generation >= (adaptedSnapshot?.snapshot.generation ?? 0) {
+        if self.projection?.stamp == projection.stamp, adapted.generation >= (adaptedSnapshot?.snapshot.generation ?? 0)
+        {
             adaptedSnapshot = (projection.stamp, adapted)
         }
         return adapted
@@ -191,7 +200,8 @@ public actor QueryEngine {
         var adapted = backbone
         if let previous, previous.ids.count <= backbone.ids.count, backbone.ids.starts(with: previous.ids) {
             let added = head.embed(backbone.matrix.gathering(rows: Array(previous.ids.count..<backbone.ids.count)))
-            adapted.matrix = Matrix(rows: backbone.ids.count, columns: head.dimension, values: previous.matrix.values + added.values)
+            adapted.matrix = Matrix(
+                rows: backbone.ids.count, columns: head.dimension, values: previous.matrix.values + added.values)
         } else {
             adapted.matrix = head.embed(backbone.matrix)
         }
@@ -224,7 +234,9 @@ public actor QueryEngine {
     /// Embeds queries in `space`: vectors as given (of that space: a vector of the other one is
     /// `wrong_space`), items from the index (missing: `item_not_found`), images with the backbone
     /// (a failure names the file); items and images through the adapted head in the adapted space.
-    public nonisolated func vectors(for queries: [Query], space: QuerySpace = .automatic) async throws(QueryError) -> Matrix {
+    public nonisolated func vectors(for queries: [Query], space: QuerySpace = .automatic) async throws(QueryError)
+        -> Matrix
+    {
         try await vectors(for: queries, in: try await resolve(space))
     }
 
@@ -247,16 +259,28 @@ public actor QueryEngine {
             switch query {
             case .vector(let v):
                 if v.count != d, let projection {
-                    let (theirs, ours) = projection.head.dimension == v.count ? ("adapted", "backbone's") : v.count == backbone ? ("backbone's", "adapted") : ("", "")
+                    let (theirs, ours) =
+                        projection.head.dimension == v.count
+                        ? ("adapted", "backbone's") : v.count == backbone ? ("backbone's", "adapted") : ("", "")
                     if !theirs.isEmpty {
-                        throw QueryError(.wrongSpace, "query \(i) has \(v.count) values: a vector of the \(theirs) space, but this query is answered in the \(ours) space (\(d)-d); ask for space \(theirs == "adapted" ? "adapted" : "backbone")")
+                        throw QueryError(
+                            .wrongSpace,
+                            "query \(i) has \(v.count) values: a vector of the \(theirs) space, but this query is answered in the \(ours) space (\(d)-d); ask for space \(theirs == "adapted" ? "adapted" : "backbone")"
+                        )
                     }
                 }
                 guard v.count == d else {
-                    throw QueryError(.invalidQuery, "query \(i) has \(v.count) values; the index answers in \(d)-d vectors of the \(projection == nil ? "backbone's" : "adapted") space")
+                    throw QueryError(
+                        .invalidQuery,
+                        "query \(i) has \(v.count) values; the index answers in \(d)-d vectors of the \(projection == nil ? "backbone's" : "adapted") space"
+                    )
                 }
-                guard v.allSatisfy(\.isFinite) else { throw QueryError(.invalidQuery, "query \(i) has a non-finite value") }
-                guard v.contains(where: { $0 != 0 }) else { throw QueryError(.invalidQuery, "query \(i) is all zeros: it has no direction") }
+                guard v.allSatisfy(\.isFinite) else {
+                    throw QueryError(.invalidQuery, "query \(i) has a non-finite value")
+                }
+                guard v.contains(where: { $0 != 0 }) else {
+                    throw QueryError(.invalidQuery, "query \(i) is all zeros: it has no direction")
+                }
                 rows[i] = v
             case .item(let id):
                 guard let v = try index.vector(id) else { throw IndexError.itemNotFound(id) }
@@ -264,7 +288,8 @@ public actor QueryEngine {
                 stored.append(i)
             case .embedding(let v):
                 guard v.count == backbone, v.allSatisfy(\.isFinite) else {
-                    throw QueryError(.invalidQuery, "query \(i) is not a finite \(backbone)-d embedding of the index's backbone")
+                    throw QueryError(
+                        .invalidQuery, "query \(i) is not a finite \(backbone)-d embedding of the index's backbone")
                 }
                 rows[i] = v
                 stored.append(i)
@@ -294,9 +319,11 @@ public actor QueryEngine {
     ///   - method: exact, approximate (the index's inverted file, in the backbone's space), or
     ///     automatic (approximate for large indexes that have one ready; docs/ann.md).
     ///   - probes: lists an approximate search probes (nil: the index's default).
-    public nonisolated func search(_ queries: [Query], k: Int = 10, filter: LabelFilter? = nil, coarse: CoarseSearch? = nil,
-                                   space: QuerySpace = .automatic, method: SearchMethod = .automatic,
-                                   probes: Int? = nil) async throws(QueryError) -> [[SearchResult]] {
+    public nonisolated func search(
+        _ queries: [Query], k: Int = 10, filter: LabelFilter? = nil, coarse: CoarseSearch? = nil,
+        space: QuerySpace = .automatic, method: SearchMethod = .automatic,
+        probes: Int? = nil
+    ) async throws(QueryError) -> [[SearchResult]] {
         try limits.check(queries: queries.count, k: k)
         if let probes { try limits.check(probes: probes) }
         let projection = try await resolve(space)
@@ -305,61 +332,84 @@ public actor QueryEngine {
         let excluding: [UInt64?] = queries.map { if case .item(let id) = $0 { id } else { nil } }
         let (index, configuration) = (index, searchConfiguration)
         if method == .approximate && (projection != nil || coarse != nil) {
-            throw QueryError(.invalidQuery, projection != nil
-                ? "approximate search runs on the backbone's embeddings; ask for space backbone, or for exact search"
-                : "a search within a coarse class is exact; do not ask for approximate search with it")
+            throw QueryError(
+                .invalidQuery,
+                projection != nil
+                    ? "approximate search runs on the backbone's embeddings; ask for space backbone, or for exact search"
+                    : "a search within a coarse class is exact; do not ask for approximate search with it")
         }
         if method != .exact, projection == nil, coarse == nil {
             // One hand-off for the search and its items' records: single queries pay it once.
             let answers = try await blocking { () throws -> [[SearchResult]]? in
                 // The item count from the structure's own read (stats() would walk the labels and queues).
-                if method == .automatic, (try index.withANN { $0.items } ?? 0) < configuration.approximateFrom { return nil }
+                if method == .automatic, (try index.withANN { $0.items } ?? 0) < configuration.approximateFrom {
+                    return nil
+                }
                 return try ApproximateSearch(index: index, probes: probes, threads: configuration.threads)
-                    .search(matrix, k: k, filter: filter, excluding: excluding).map { try Self.results($0, index, filter: filter, threads: configuration.threads) }
+                    .search(matrix, k: k, filter: filter, excluding: excluding).map {
+                        try Self.results($0, index, filter: filter, threads: configuration.threads)
+                    }
             }
             if let answers { return answers }
             if method == .approximate {
-                throw QueryError(.noApproximateIndex, "'\(index.name)' has no approximate-search structure ready; build one with `kith index build-ann \(index.name)`")
+                throw QueryError(
+                    .noApproximateIndex,
+                    "'\(index.name)' has no approximate-search structure ready; build one with `kith index build-ann \(index.name)`"
+                )
             }
         }
         if projection == nil, coarse == nil {
             let answers = try await blocking { () throws -> [[SearchResult]]? in
                 guard try index.itemCount() >= configuration.inPlaceFrom else { return nil }
-                return try Self.results(ExactSearch.inPlace(index, matrix, k: k, filter: filter, excluding: excluding,
-                                                            configuration: configuration), index, filter: filter, threads: configuration.threads)
+                return try Self.results(
+                    ExactSearch.inPlace(
+                        index, matrix, k: k, filter: filter, excluding: excluding,
+                        configuration: configuration), index, filter: filter, threads: configuration.threads)
             }
             if let answers { return answers }
         }
         let snapshot = try await snapshot(in: projection)
         let hits = try await blocking {
             if let coarse {
-                return try coarse.search(matrix, in: snapshot, k: k, filter: filter, excluding: excluding, configuration: configuration)
+                return try coarse.search(
+                    matrix, in: snapshot, k: k, filter: filter, excluding: excluding, configuration: configuration)
             }
-            return ExactSearch(snapshot: snapshot, configuration: configuration).search(matrix, k: k, filter: filter, excluding: excluding)
+            return ExactSearch(snapshot: snapshot, configuration: configuration).search(
+                matrix, k: k, filter: filter, excluding: excluding)
         }
-        return try await blocking { try Self.results(hits.map { $0.map { ($0.id, $0.score) } }, index, filter: filter, threads: configuration.threads) }
+        return try await blocking {
+            try Self.results(
+                hits.map { $0.map { ($0.id, $0.score) } }, index, filter: filter, threads: configuration.threads)
+        }
     }
 
     /// Search hits with their items' labels, sources and metadata; a batch's records are read
     /// by `threads` threads, each in one transaction. A hit whose item was deleted, or relabelled
     /// out of `filter`, after the search read it is dropped: an answer never holds a ghost.
-    private static func results(_ hits: [[(id: UInt64, score: Float)]], _ index: Index, filter: LabelFilter?,
-                                threads: Int) throws -> [[SearchResult]] {
+    private static func results(
+        _ hits: [[(id: UInt64, score: Float)]], _ index: Index, filter: LabelFilter?,
+        threads: Int
+    ) throws -> [[SearchResult]] {
         // Splitting pays from some thousands of records on (a batch of 1,000 queries reads 10,000).
         let parts = hits.count >= 64 ? max(1, min(threads, hits.count)) : 1
         let shares = ShardResults<Result<[[SearchResult]], IndexError>>(count: parts)
         parallelFor(parts, threads: parts) { p in
             let rows = hits[(hits.count * p / parts)..<(hits.count * (p + 1) / parts)]
-            shares.set(p, Result { () throws(IndexError) in
-                var items = try index.items(rows.flatMap { $0.map(\.id) })[...]
-                return rows.map { row in
-                    row.compactMap { hit in
-                        guard let item = items.popFirst() ?? nil, filter?.allows(item.label) ?? true else { return nil }
-                        return SearchResult(id: hit.id, score: hit.score, label: item.label, coarseLabel: item.coarseLabel,
-                                            source: item.source, metadata: item.metadata)
+            shares.set(
+                p,
+                Result { () throws(IndexError) in
+                    var items = try index.items(rows.flatMap { $0.map(\.id) })[...]
+                    return rows.map { row in
+                        row.compactMap { hit in
+                            guard let item = items.popFirst() ?? nil, filter?.allows(item.label) ?? true else {
+                                return nil
+                            }
+                            return SearchResult(
+                                id: hit.id, score: hit.score, label: item.label, coarseLabel: item.coarseLabel,
+                                source: item.source, metadata: item.metadata)
+                        }
                     }
-                }
-            })
+                })
         }
         return try shares.values.flatMap { try $0.get() }
     }
@@ -367,13 +417,20 @@ public actor QueryEngine {
     /// NN(z, Q) for each query vector (of `space`): the most similar entry of queue `queue`, whose
     /// entries are mapped into that space (and so is the vector returned).
     /// No queries, no neighbours; an empty queue is `not_enough_data`.
-    public nonisolated func nearestInQueue(_ queries: Matrix, queue name: String = "", space: QuerySpace = .automatic) async throws(QueryError) -> [QueueNeighbour] {
+    public nonisolated func nearestInQueue(_ queries: Matrix, queue name: String = "", space: QuerySpace = .automatic)
+        async throws(QueryError) -> [QueueNeighbour]
+    {
         try limits.check(queryCount: queries.rows)
         let projection = try await resolve(space)
         let d = projection?.head.dimension ?? index.metadata.dimension
         guard queries.columns == d || queries.rows == 0 else {
-            let other = projection == nil ? "" : queries.columns == index.metadata.dimension ? " (the backbone's space; ask for space backbone)" : ""
-            throw QueryError(other.isEmpty ? .invalidQuery : .wrongSpace, "the queries have \(queries.columns) values\(other); the index answers in \(d)-d vectors")
+            let other =
+                projection == nil
+                ? ""
+                : queries.columns == index.metadata.dimension ? " (the backbone's space; ask for space backbone)" : ""
+            throw QueryError(
+                other.isEmpty ? .invalidQuery : .wrongSpace,
+                "the queries have \(queries.columns) values\(other); the index answers in \(d)-d vectors")
         }
         let queue: String
         do { queue = try Index.normalized(queueName: name) } catch { throw QueryError(error) }
@@ -404,8 +461,10 @@ public actor QueryEngine {
         if let cache = queues[key] { return cache }
         var map: (@Sendable (Matrix) -> Matrix)?
         if let head = projection?.head { map = { head.embed($0) } }
-        let cache = QueueCache(name: name, capacity: index.metadata.queueCapacity, dimension: projection?.head.dimension ?? index.metadata.dimension,
-                               stamp: projection?.stamp, map: map)
+        let cache = QueueCache(
+            name: name, capacity: index.metadata.queueCapacity,
+            dimension: projection?.head.dimension ?? index.metadata.dimension,
+            stamp: projection?.stamp, map: map)
         queues[key] = cache
         return cache
     }
@@ -419,7 +478,10 @@ public actor QueryEngine {
     /// The labelled items of `snapshot` (with their rows) and their coarse labels.
     static func supportSet(_ snapshot: VectorSnapshot) throws(QueryError) -> (support: SupportSet, rows: [Int]) {
         let rows = snapshot.labels.indices.filter { snapshot.labels[$0] != nil }
-        return (try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! }), rows)
+        return (
+            try SupportSet(vectors: snapshot.matrix.gathering(rows: rows), labels: rows.map { snapshot.labels[$0]! }),
+            rows
+        )
     }
 
     /// The labelled items with their coarse labels and stored views, for an episodic evaluation, in `space`.
@@ -435,15 +497,19 @@ public actor QueryEngine {
     }
 
     /// The stored views of the snapshot's `rows` (in the space of `projection`), nil for a row without.
-    static func views(_ index: Index, _ snapshot: VectorSnapshot, _ rows: [Int], _ projection: Projection?) throws(QueryError) -> [Matrix?] {
+    static func views(_ index: Index, _ snapshot: VectorSnapshot, _ rows: [Int], _ projection: Projection?)
+        throws(QueryError) -> [Matrix?]
+    {
         let ids = rows.map { snapshot.ids[$0] }
         var found: [UInt64: Matrix]
         do { found = try index.views(ids) } catch { throw QueryError(error) }
         if let projection, !found.isEmpty {
             // All views through the head at once, then back to their items.
             let order = Array(found.keys)
-            let mapped = projection.head.embed(Matrix(rows: order.reduce(0) { $0 + found[$1]!.rows }, columns: index.metadata.dimension,
-                                                      values: order.flatMap { found[$0]!.values }))
+            let mapped = projection.head.embed(
+                Matrix(
+                    rows: order.reduce(0) { $0 + found[$1]!.rows }, columns: index.metadata.dimension,
+                    values: order.flatMap { found[$0]!.values }))
             var start = 0
             for id in order {
                 let n = found[id]!.rows
@@ -456,8 +522,10 @@ public actor QueryEngine {
 
     /// What `spec`'s options know of the index: whitening statistics of all its items, the mean
     /// of each coarse label's items (and of all items), and the unlabelled items as neighbours.
-    static func context(_ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int],
-                        _ projection: Projection?, statistics: CollectionStatistics?) throws(QueryError) -> HeadContext {
+    static func context(
+        _ spec: HeadSpec, _ index: Index, _ snapshot: VectorSnapshot, supportRows: [Int],
+        _ projection: Projection?, statistics: CollectionStatistics?
+    ) throws(QueryError) -> HeadContext {
         var context = HeadContext()
         if spec.views { context.views = try views(index, snapshot, supportRows, projection) }
         if let alpha = spec.whitening, let statistics { context.whitening = try statistics.whitening(shrinkage: alpha) }
@@ -498,7 +566,8 @@ public actor QueryEngine {
         }
         let index = index
         let statistics = spec.whitening == nil ? nil : try await collectionStatistics(projection)
-        return try await fitted(name: spec.description, collection: spec.usesCollection, projection) { snapshot, rows throws(QueryError) in
+        return try await fitted(name: spec.description, collection: spec.usesCollection, projection) {
+            snapshot, rows throws(QueryError) in
             spec.head(try Self.context(spec, index, snapshot, supportRows: rows, projection, statistics: statistics))
         }
     }
@@ -517,7 +586,10 @@ public actor QueryEngine {
             let snapshot = try await self.labelledSnapshot(in: projection)
             let support = try Self.supportSet(snapshot).support
             guard support.classes.count >= 2 else {
-                throw QueryError(.notEnoughData, "auto cannot choose a head: the labelled items all have the label '\(support.classes[0])', and classifying needs at least two labels")
+                throw QueryError(
+                    .notEnoughData,
+                    "auto cannot choose a head: the labelled items all have the label '\(support.classes[0])', and classifying needs at least two labels"
+                )
             }
             // Without statistics (a collection of one item), whitening is simply not a candidate.
             let statistics = try? await self.collectionStatistics(projection)
@@ -564,8 +636,10 @@ public actor QueryEngine {
     /// The value cached under `key` for `generation` or a later one, else made by `make` (once:
     /// concurrent callers wait for the same task). A task that fails is forgotten, so the next
     /// call tries again.
-    private func cached<T: Sendable>(_ cache: GenerationCache<T>, _ key: CacheKey, _ generation: UInt64,
-                                     _ make: @escaping @Sendable () async throws -> T) async throws(QueryError) -> T {
+    private func cached<T: Sendable>(
+        _ cache: GenerationCache<T>, _ key: CacheKey, _ generation: UInt64,
+        _ make: @escaping @Sendable () async throws -> T
+    ) async throws(QueryError) -> T {
         let task = cache.task(key, generation) ?? cache.store(key, generation, Task { try await make() })
         do { return try await task.value } catch {
             cache.forget(key, task)
@@ -573,19 +647,25 @@ public actor QueryEngine {
         }
     }
 
-    private func fitted(name: String, collection: Bool, _ projection: Projection?,
-                        make: @escaping @Sendable (VectorSnapshot, [Int]) throws(QueryError) -> any Head) async throws(QueryError) -> any FittedHead {
+    private func fitted(
+        name: String, collection: Bool, _ projection: Projection?,
+        make: @escaping @Sendable (VectorSnapshot, [Int]) throws(QueryError) -> any Head
+    ) async throws(QueryError) -> any FittedHead {
         let index = index
         let key = CacheKey(name: name, stamp: projection?.stamp)
         let generations = try await blocking { try index.generations() }
         let generation = collection ? generations.items : generations.support
         return try await cached(heads, key, generation) {
             // Options that draw on the whole index need all of it; the others only the labelled items.
-            let snapshot = collection ? try await self.snapshot(in: projection) : try await self.labelledSnapshot(in: projection)
+            let snapshot =
+                collection ? try await self.snapshot(in: projection) : try await self.labelledSnapshot(in: projection)
             return try await offload {
                 let (support, rows) = try Self.supportSet(snapshot)
                 guard support.classes.count >= 2 else {
-                    throw QueryError(.notEnoughData, "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels")
+                    throw QueryError(
+                        .notEnoughData,
+                        "the labelled items all have the label '\(support.classes[0])': classifying needs at least two labels"
+                    )
                 }
                 return try make(snapshot, rows).fit(support)
             }
@@ -593,7 +673,9 @@ public actor QueryEngine {
     }
 
     /// Predictions for each query from `head` fitted on the index's labelled items, in `space`.
-    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5, space: QuerySpace = .automatic) async throws(QueryError) -> [Prediction] {
+    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5, space: QuerySpace = .automatic)
+        async throws(QueryError) -> [Prediction]
+    {
         let projection = try await resolve(space)
         let matrix = try await vectors(for: queries, in: projection)
         guard !queries.isEmpty else { return [] }
@@ -602,19 +684,25 @@ public actor QueryEngine {
     }
 
     /// Predictions for each query from the head `spec` names, with its options, in `space`.
-    public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5, space: QuerySpace = .automatic) async throws(QueryError) -> [Prediction] {
+    public nonisolated func classify(_ queries: [Query], spec: HeadSpec, top: Int = 5, space: QuerySpace = .automatic)
+        async throws(QueryError) -> [Prediction]
+    {
         try await classification(queries, spec: spec, top: top, space: space).predictions
     }
 
     /// Predictions for each query from the head `spec` names, with the head and space that
     /// produced them and, for `auto`, what it measured to choose. No queries: no predictions, and
     /// nothing is fitted.
-    public nonisolated func classification(_ queries: [Query], spec: HeadSpec, top: Int = 5,
-                                           space: QuerySpace = .automatic) async throws(QueryError) -> Classification {
+    public nonisolated func classification(
+        _ queries: [Query], spec: HeadSpec, top: Int = 5,
+        space: QuerySpace = .automatic
+    ) async throws(QueryError) -> Classification {
         let projection = try await resolve(space)
         let matrix = try await vectors(for: queries, in: projection)
         let answered: QuerySpace = projection == nil ? .backbone : .adapted
-        guard !queries.isEmpty else { return Classification(predictions: [], head: spec.description, space: answered, choice: nil) }
+        guard !queries.isEmpty else {
+            return Classification(predictions: [], head: spec.description, space: answered, choice: nil)
+        }
         let fitted = try await fitted(spec, projection)
         let predictions = try await blocking { fitted.predict(matrix, top: top) }
         return Classification(predictions: predictions, head: fitted.head, space: answered, choice: fitted.choice)
@@ -628,10 +716,16 @@ public actor QueryEngine {
     /// Whether the head `spec` names is fitted for the current index in `space`.
     public func isCached(_ spec: HeadSpec, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
         let projection = try await resolve(space)
-        guard spec.kind == .auto else { return try await isCached(name: spec.description, collection: spec.usesCollection, projection) }
-        guard let cached = choices.entry(CacheKey(name: HeadKind.auto.rawValue, stamp: projection?.stamp)) else { return false }
+        guard spec.kind == .auto else {
+            return try await isCached(name: spec.description, collection: spec.usesCollection, projection)
+        }
+        guard let cached = choices.entry(CacheKey(name: HeadKind.auto.rawValue, stamp: projection?.stamp)) else {
+            return false
+        }
         let index = index
-        let choice = try await blocking { try index.generations() }.support == cached.generation ? try? await cached.task.value : nil
+        let choice =
+            try await blocking { try index.generations() }.support == cached.generation
+            ? try? await cached.task.value : nil
         guard let choice else { return false }
         return try await isCached(name: choice.head.description, collection: choice.head.usesCollection, projection)
     }

@@ -47,10 +47,14 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
     }
 
     /// A query that failed in the index (e.g. `item_not_found`, `insufficient_storage`).
-    public init(_ error: IndexError) { self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .index(error)) }
+    public init(_ error: IndexError) {
+        self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .index(error))
+    }
 
     /// A query image that could not be read or decoded.
-    public init(_ error: ImageError) { self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .image(error)) }
+    public init(_ error: ImageError) {
+        self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .image(error))
+    }
 
     /// Any error of a query's work as a `QueryError`.
     init(wrapping error: any Error) {
@@ -71,8 +75,12 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Checks that `value` of `parameter` lies in `bounds`.
-    static func require(_ parameter: String, _ value: Int, in bounds: ClosedRange<Int>, note: String = "") throws(QueryError) {
-        guard bounds.contains(value) else { throw QueryError(parameter: parameter, value: value, bounds: bounds, note: note) }
+    static func require(_ parameter: String, _ value: Int, in bounds: ClosedRange<Int>, note: String = "")
+        throws(QueryError)
+    {
+        guard bounds.contains(value) else {
+            throw QueryError(parameter: parameter, value: value, bounds: bounds, note: note)
+        }
     }
 
     public var description: String { message }
@@ -124,8 +132,9 @@ public struct QueryLimits: Sendable {
     public func check(queries: Int, k: Int) throws(QueryError) {
         try check(queryCount: queries)
         try check(k: k)
-        try QueryError.require("k", k, in: 1...max(1, min(maxK, maxResults / max(1, queries))),
-                               note: " for \(queries) queries (a search returns at most \(maxResults) results)")
+        try QueryError.require(
+            "k", k, in: 1...max(1, min(maxK, maxResults / max(1, queries))),
+            note: " for \(queries) queries (a search returns at most \(maxResults) results)")
     }
 
     /// The most queries one search of `k` results each may have (at least 1).

@@ -13,7 +13,8 @@ final class QueueCache: Sendable {
     let stamp: UInt64?
     private let map: (@Sendable (Matrix) -> Matrix)?
 
-    init(name: String, capacity: Int, dimension: Int, stamp: UInt64? = nil, map: (@Sendable (Matrix) -> Matrix)? = nil) {
+    init(name: String, capacity: Int, dimension: Int, stamp: UInt64? = nil, map: (@Sendable (Matrix) -> Matrix)? = nil)
+    {
         (self.name, self.stamp, self.map) = (name, stamp, map)
         ring = Locked(Ring(dimension: dimension, capacity: capacity))
     }
@@ -30,14 +31,18 @@ final class QueueCache: Sendable {
             for segment in ring.segments {
                 let found = queries.values.withUnsafeBufferPointer { q in
                     ring.values.withUnsafeBufferPointer { x in
-                        let rows = UnsafeBufferPointer(rebasing: x[(segment.lowerBound * ring.dimension)..<(segment.upperBound * ring.dimension)])
-                        return ExactSearch.select(1, queries: q, count: queries.rows, among: rows, count: segment.count,
-                                                  dimension: ring.dimension, configuration: configuration)
+                        let rows = UnsafeBufferPointer(
+                            rebasing: x[(segment.lowerBound * ring.dimension)..<(segment.upperBound * ring.dimension)])
+                        return ExactSearch.select(
+                            1, queries: q, count: queries.rows, among: rows, count: segment.count,
+                            dimension: ring.dimension, configuration: configuration)
                     }
                 }
                 for (i, selection) in found.enumerated() {
                     guard let top = selection.sorted().first else { continue }
-                    if best[i].map({ top.score > $0.score }) ?? true { best[i] = (segment.lowerBound + top.index, top.score) }
+                    if best[i].map({ top.score > $0.score }) ?? true {
+                        best[i] = (segment.lowerBound + top.index, top.score)
+                    }
                 }
             }
             return best.map { QueueNeighbour(entry: ring.entry(at: $0!.row), similarity: $0!.score) }
@@ -82,8 +87,9 @@ struct Ring: Sendable {
 
     func entry(at row: Int) -> QueueEntry {
         let i = info[row]
-        return QueueEntry(sequence: i.sequence, itemID: i.itemID, label: i.label, coarseLabel: i.coarseLabel,
-                          vector: Array(values[(row * dimension)..<((row + 1) * dimension)]))
+        return QueueEntry(
+            sequence: i.sequence, itemID: i.itemID, label: i.label, coarseLabel: i.coarseLabel,
+            vector: Array(values[(row * dimension)..<((row + 1) * dimension)]))
     }
 
     /// Brings the ring up to date with queue `name` of `index`, the new entries' vectors through `map`.
@@ -95,7 +101,8 @@ struct Ring: Sendable {
         dropOldest(count - kept)
         var entries = read.entries
         if let map, let first = entries.first {
-            let mapped = map(Matrix(rows: entries.count, columns: first.vector.count, values: entries.flatMap(\.vector)))
+            let mapped = map(
+                Matrix(rows: entries.count, columns: first.vector.count, values: entries.flatMap(\.vector)))
             for i in entries.indices { entries[i].vector = Array(mapped.row(i)) }
         }
         for entry in entries { append(entry) }
@@ -109,7 +116,8 @@ struct Ring: Sendable {
     }
 
     private mutating func append(_ entry: QueueEntry) {
-        let new = Info(sequence: entry.sequence, itemID: entry.itemID, label: entry.label, coarseLabel: entry.coarseLabel)
+        let new = Info(
+            sequence: entry.sequence, itemID: entry.itemID, label: entry.label, coarseLabel: entry.coarseLabel)
         if count == allocated && allocated < capacity {
             // Full but allowed to grow: make the ring start at row 0 (a wrapped ring is rotated
             // once), then add a row at the end.

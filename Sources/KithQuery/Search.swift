@@ -74,15 +74,19 @@ public struct ExactSearch: Sendable {
     public func search(_ queries: Matrix, k: Int, filter: LabelFilter? = nil, excluding: [UInt64?]? = nil) -> [[Hit]] {
         let k = min(k, snapshot.matrix.rows)
         guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
-        precondition(queries.columns == snapshot.matrix.columns, "search: \(queries.columns)-d queries against \(snapshot.matrix.columns)-d items")
+        precondition(
+            queries.columns == snapshot.matrix.columns,
+            "search: \(queries.columns)-d queries against \(snapshot.matrix.columns)-d items")
         var queries = queries
         queries.normalizeRows()
         let allowed = filter.map { f in snapshot.labels.map { f.allows($0) } }
         let excludedRows: [Int?] = (excluding ?? []).map { id in id.flatMap { snapshot.row(of: $0) } }
         let merged = queries.values.withUnsafeBufferPointer { q in
             snapshot.matrix.values.withUnsafeBufferPointer { x in
-                Self.select(k, queries: q, count: queries.rows, among: x, count: snapshot.matrix.rows, dimension: queries.columns,
-                            configuration: configuration, allowed: allowed, excludedRows: excludedRows)
+                Self.select(
+                    k, queries: q, count: queries.rows, among: x, count: snapshot.matrix.rows,
+                    dimension: queries.columns,
+                    configuration: configuration, allowed: allowed, excludedRows: excludedRows)
             }
         }
         return merged.map { selection in
@@ -98,18 +102,20 @@ extension ExactSearch {
     /// - Parameters:
     ///   - allowed: per item, whether it may be returned.
     ///   - excludedRows: per query, an item never to return.
-    static func select(_ k: Int, queries q: UnsafeBufferPointer<Float>, count queryCount: Int, among x: UnsafeBufferPointer<Float>,
-                       count items: Int, dimension dim: Int, configuration: SearchConfiguration,
-                       allowed: [Bool]? = nil, excludedRows: [Int?] = []) -> [TopK] {
+    static func select(
+        _ k: Int, queries q: UnsafeBufferPointer<Float>, count queryCount: Int, among x: UnsafeBufferPointer<Float>,
+        count items: Int, dimension dim: Int, configuration: SearchConfiguration,
+        allowed: [Bool]? = nil, excludedRows: [Int?] = []
+    ) -> [TopK] {
         let threads = max(1, configuration.threads)
         BLAS.setThreads(1)
         // Work units: (range of queries, range of items).
         let units: [(q: Range<Int>, items: Range<Int>)]
         if queryCount >= threads || items < 2 * configuration.blockRows {
             let parts = max(1, min(threads, queryCount))
-            units = (0..<parts).map { p in (queryCount * p / parts ..< queryCount * (p + 1) / parts, 0..<items) }
+            units = (0..<parts).map { p in (queryCount * p / parts..<queryCount * (p + 1) / parts, 0..<items) }
         } else {
-            units = (0..<threads).map { p in (0..<queryCount, items * p / threads ..< items * (p + 1) / threads) }
+            units = (0..<threads).map { p in (0..<queryCount, items * p / threads..<items * (p + 1) / threads) }
         }
         let results = ShardResults<[TopK]>(count: units.count)
         parallelFor(units.count, threads: units.count) { u in
@@ -121,11 +127,13 @@ extension ExactSearch {
                 let n = min(block, unit.items.upperBound - start)
                 scores.withUnsafeMutableBufferPointer { s in
                     if unit.q.count == 1 {
-                        BLAS.gemv(m: n, n: dim, a: x.baseAddress! + start * dim, lda: dim,
-                                  x: q.baseAddress! + unit.q.lowerBound * dim, y: s.baseAddress!)
+                        BLAS.gemv(
+                            m: n, n: dim, a: x.baseAddress! + start * dim, lda: dim,
+                            x: q.baseAddress! + unit.q.lowerBound * dim, y: s.baseAddress!)
                     } else {
-                        BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
-                                  b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+                        BLAS.gemm(
+                            m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
+                            b: x.baseAddress! + start * dim, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
                     }
                     for (i, query) in unit.q.enumerated() {
                         let row = s.baseAddress! + i * n
@@ -164,8 +172,10 @@ extension ExactSearch {
     /// than the pages it touches, which the page cache shares with every process that maps the
     /// index. A batch is split between the threads by queries, a single query by id range.
     /// - Parameter excluding: per query, an item id never to return.
-    public static func inPlace(_ index: Index, _ queries: Matrix, k: Int, filter: LabelFilter? = nil, excluding: [UInt64?] = [],
-                               configuration: SearchConfiguration = .init()) throws(QueryError) -> [[(id: UInt64, score: Float)]] {
+    public static func inPlace(
+        _ index: Index, _ queries: Matrix, k: Int, filter: LabelFilter? = nil, excluding: [UInt64?] = [],
+        configuration: SearchConfiguration = .init()
+    ) throws(QueryError) -> [[(id: UInt64, score: Float)]] {
         guard queries.rows > 0, k > 0 else { return Array(repeating: [], count: queries.rows) }
         let dim = index.metadata.dimension
         precondition(queries.columns == dim, "search: \(queries.columns)-d queries against \(dim)-d items")
@@ -175,44 +185,54 @@ extension ExactSearch {
         BLAS.setThreads(1)
         // Work units: (range of queries, part of the id range).
         let byQueries = queries.rows >= threads
-        let units = byQueries
-            ? (0..<threads).map { p in (q: queries.rows * p / threads ..< queries.rows * (p + 1) / threads, part: 0, parts: 1) }
+        let units =
+            byQueries
+            ? (0..<threads).map { p in
+                (q: queries.rows * p / threads..<queries.rows * (p + 1) / threads, part: 0, parts: 1)
+            }
             : (0..<threads).map { p in (q: 0..<queries.rows, part: p, parts: threads) }
         let results = ShardResults<Result<[TopK], IndexError>>(count: units.count)
         parallelFor(units.count, threads: units.count) { u in
             let unit = units[u]
             var selections = [TopK](repeating: TopK(k: k), count: unit.q.count)
             var scores: [Float] = []
-            results.set(u, Result { () throws(IndexError) -> [TopK] in
-                try index.forEachVectorBlock(part: unit.part, of: unit.parts, labels: filter != nil) { block in
-                    let n = block.rows.count / dim
-                    if scores.count < unit.q.count * n { scores = [Float](repeating: 0, count: unit.q.count * n) }
-                    queries.values.withUnsafeBufferPointer { q in
-                        scores.withUnsafeMutableBufferPointer { s in
-                            if unit.q.count == 1 {
-                                BLAS.gemv(m: n, n: dim, a: block.rows.baseAddress!, lda: dim, x: q.baseAddress! + unit.q.lowerBound * dim,
-                                          y: s.baseAddress!)
-                            } else {
-                                BLAS.gemm(m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim, lda: dim,
-                                          b: block.rows.baseAddress!, ldb: dim, transposeB: true, c: s.baseAddress!, ldc: n)
+            results.set(
+                u,
+                Result { () throws(IndexError) -> [TopK] in
+                    try index.forEachVectorBlock(part: unit.part, of: unit.parts, labels: filter != nil) { block in
+                        let n = block.rows.count / dim
+                        if scores.count < unit.q.count * n { scores = [Float](repeating: 0, count: unit.q.count * n) }
+                        queries.values.withUnsafeBufferPointer { q in
+                            scores.withUnsafeMutableBufferPointer { s in
+                                if unit.q.count == 1 {
+                                    BLAS.gemv(
+                                        m: n, n: dim, a: block.rows.baseAddress!, lda: dim,
+                                        x: q.baseAddress! + unit.q.lowerBound * dim,
+                                        y: s.baseAddress!)
+                                } else {
+                                    BLAS.gemm(
+                                        m: unit.q.count, n: n, k: dim, a: q.baseAddress! + unit.q.lowerBound * dim,
+                                        lda: dim,
+                                        b: block.rows.baseAddress!, ldb: dim, transposeB: true, c: s.baseAddress!,
+                                        ldc: n)
+                                }
+                            }
+                        }
+                        let allowed = filter.map { f in block.labels.map { f.allows($0) } }
+                        for (i, query) in unit.q.enumerated() {
+                            let skip = query < excluding.count ? excluding[query] : nil
+                            var threshold = selections[i].threshold
+                            // In id order, an equal score never displaces an earlier item (as on a snapshot).
+                            for (e, slot) in block.slots.enumerated() where scores[i * n + slot] > threshold {
+                                if block.ids[e] == skip { continue }
+                                if let allowed, !allowed[e] { continue }
+                                selections[i].offer(scores[i * n + slot], Int(block.ids[e]))
+                                threshold = selections[i].threshold
                             }
                         }
                     }
-                    let allowed = filter.map { f in block.labels.map { f.allows($0) } }
-                    for (i, query) in unit.q.enumerated() {
-                        let skip = query < excluding.count ? excluding[query] : nil
-                        var threshold = selections[i].threshold
-                        // In id order, an equal score never displaces an earlier item (as on a snapshot).
-                        for (e, slot) in block.slots.enumerated() where scores[i * n + slot] > threshold {
-                            if block.ids[e] == skip { continue }
-                            if let allowed, !allowed[e] { continue }
-                            selections[i].offer(scores[i * n + slot], Int(block.ids[e]))
-                            threshold = selections[i].threshold
-                        }
-                    }
-                }
-                return selections
-            })
+                    return selections
+                })
         }
         var merged = [TopK](repeating: TopK(k: k), count: queries.rows)
         for (u, unit) in units.enumerated() {
@@ -259,8 +279,10 @@ public struct CoarseSearch: Sendable, Equatable {
 
     /// The hits of each query; `not_enough_data` when no item has a coarse label and the class is
     /// to be guessed. A named class no item has gives no hits.
-    func search(_ queries: Matrix, in snapshot: VectorSnapshot, k: Int, filter: LabelFilter?, excluding: [UInt64?],
-                configuration: SearchConfiguration) throws(QueryError) -> [[Hit]] {
+    func search(
+        _ queries: Matrix, in snapshot: VectorSnapshot, k: Int, filter: LabelFilter?, excluding: [UInt64?],
+        configuration: SearchConfiguration
+    ) throws(QueryError) -> [[Hit]] {
         var rowsOf: [String: [Int]] = [:]
         for (r, c) in snapshot.coarseLabels.enumerated() { if let c { rowsOf[c, default: []].append(r) } }
         let d = snapshot.matrix.columns
@@ -284,9 +306,13 @@ public struct CoarseSearch: Sendable, Equatable {
         var wanted: [String?] = []
         for q in 0..<queries.rows {
             if let named = coarseLabel { wanted.append(named); continue }
-            if let id = excluding[q], let row = snapshot.row(of: id), let own = snapshot.coarseLabels[row] { wanted.append(own); continue }
+            if let id = excluding[q], let row = snapshot.row(of: id), let own = snapshot.coarseLabels[row] {
+                wanted.append(own); continue
+            }
             guard !classes.isEmpty else {
-                throw QueryError(.notEnoughData, "searching within a coarse class needs items with coarse labels; this index has none")
+                throw QueryError(
+                    .notEnoughData,
+                    "searching within a coarse class needs items with coarse labels; this index has none")
             }
             let z = Array(normalisedQueries.row(q))
             wanted.append(classes.max { cosine(unit($0), z) < cosine(unit($1), z) })
@@ -301,8 +327,10 @@ public struct CoarseSearch: Sendable, Equatable {
                 items = ConfiguredHead.angular(items, around: [[Float]](repeating: u, count: items.rows))
                 z = ConfiguredHead.angular(z, around: [[Float]](repeating: u, count: z.rows))
             }
-            let sub = VectorSnapshot(ids: rows.map { snapshot.ids[$0] }, labels: rows.map { snapshot.labels[$0] }, matrix: items)
-            let found = ExactSearch(snapshot: sub, configuration: configuration).search(z, k: k, filter: filter, excluding: asked.map { excluding[$0] })
+            let sub = VectorSnapshot(
+                ids: rows.map { snapshot.ids[$0] }, labels: rows.map { snapshot.labels[$0] }, matrix: items)
+            let found = ExactSearch(snapshot: sub, configuration: configuration).search(
+                z, k: k, filter: filter, excluding: asked.map { excluding[$0] })
             for (i, q) in asked.enumerated() {
                 hits[q] = found[i].map { Hit(row: rows[$0.row], id: $0.id, score: $0.score) }
             }

@@ -15,11 +15,15 @@ public struct SupportSet: Sendable {
     /// - Throws: `emptySupportSet` without rows, `invalidLabel` for an empty label, and
     ///   `invalidQuery` if the counts differ.
     public init(vectors: Matrix, labels: [String]) throws(QueryError) {
-        guard vectors.rows > 0 else { throw QueryError(.emptySupportSet, "the support set is empty: label some items first") }
+        guard vectors.rows > 0 else {
+            throw QueryError(.emptySupportSet, "the support set is empty: label some items first")
+        }
         guard labels.count == vectors.rows else {
             throw QueryError(.invalidQuery, "\(labels.count) labels for \(vectors.rows) support vectors")
         }
-        if let row = labels.firstIndex(where: \.isEmpty) { throw QueryError(.invalidLabel, "support row \(row) has an empty label") }
+        if let row = labels.firstIndex(where: \.isEmpty) {
+            throw QueryError(.invalidLabel, "support row \(row) has an empty label")
+        }
         var normalised = vectors
         normalised.normalizeRows()
         classes = Array(Set(labels)).sorted()

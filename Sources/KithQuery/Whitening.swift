@@ -20,7 +20,9 @@ public struct CollectionStatistics: Sendable {
     /// - Parameter vectors: the collection's unit rows; at least 2.
     /// - Throws: `not_enough_data` with fewer than 2 rows.
     public init(_ vectors: Matrix) throws(QueryError) {
-        guard vectors.rows >= 2 else { throw QueryError(.notEnoughData, "whitening needs the statistics of at least 2 items") }
+        guard vectors.rows >= 2 else {
+            throw QueryError(.notEnoughData, "whitening needs the statistics of at least 2 items")
+        }
         let d = vectors.columns
         let step = max(1, (vectors.rows + Self.maxRows - 1) / Self.maxRows)
         let rows = Array(stride(from: 0, to: vectors.rows, by: step))
@@ -32,7 +34,9 @@ public struct CollectionStatistics: Sendable {
         // The centred rows, transposed (d × m), so that their product with themselves is m·Σ.
         var centredT = Matrix(zeros: d, rows.count)
         for (i, r) in rows.enumerated() {
-            for (j, v) in vectors.row(r).enumerated() { centredT.values[j * rows.count + i] = Float(Double(v) - mean[j]) }
+            for (j, v) in vectors.row(r).enumerated() {
+                centredT.values[j * rows.count + i] = Float(Double(v) - mean[j])
+            }
         }
         let covariance = centredT.multiplyTransposed(centredT).values.map { Double($0) / Double(rows.count - 1) }
         guard let (values, vectors) = LAPACK.symmetricEigen(covariance, n: d) else {
@@ -64,9 +68,12 @@ public struct CollectionStatistics: Sendable {
         let d = mean.count
         let ridge = max(Double(shrinkage) * trace / Double(d), 1e-9)
         guard (eigenvalues.first ?? 0) + ridge > 1e-10 * max(eigenvalues.last ?? 0, 1e-300) else {
-            throw QueryError(.notEnoughData, "the collection's covariance is not positive definite: give whitening a shrinkage above 0")
+            throw QueryError(
+                .notEnoughData,
+                "the collection's covariance is not positive definite: give whitening a shrinkage above 0")
         }
-        return Whitening(statistics: self, shrinkage: shrinkage, scales: eigenvalues.map { Float(1 / ($0 + ridge).squareRoot()) })
+        return Whitening(
+            statistics: self, shrinkage: shrinkage, scales: eigenvalues.map { Float(1 / ($0 + ridge).squareRoot()) })
     }
 }
 

@@ -9,7 +9,9 @@ enum API {
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try KithJSON.encoder.encode(value))))
+        return Response(
+            status: status, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: try KithJSON.encoder.encode(value))))
     }
 
     /// The whole body, refused with 413 beyond the context's limit and with 408 when it takes
@@ -38,7 +40,9 @@ enum API {
 
     /// A JSON body decoded as `T`; other content types are refused with 415. Decoding a large
     /// body is blocking work: it runs off the cooperative threads (Concurrency.swift).
-    static func decode<T: Decodable & Sendable>(_ type: T.Type, _ request: Request, _ context: KithRequestContext) async throws -> T {
+    static func decode<T: Decodable & Sendable>(_ type: T.Type, _ request: Request, _ context: KithRequestContext)
+        async throws -> T
+    {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the request as application/json")
         }
@@ -73,16 +77,21 @@ enum API {
     }
 
     /// An integer parameter given as text; 400 if it is not one.
-    static func integer<T: FixedWidthInteger>(_ name: String, _ text: String?, as type: T.Type = Int.self) throws -> T? {
+    static func integer<T: FixedWidthInteger>(_ name: String, _ text: String?, as type: T.Type = Int.self) throws -> T?
+    {
         guard let text else { return nil }
-        guard let value = T(text) else { throw APIError.badRequest("invalid_request", "\(name) must be an integer; got '\(text.prefix(40))'") }
+        guard let value = T(text) else {
+            throw APIError.badRequest("invalid_request", "\(name) must be an integer; got '\(text.prefix(40))'")
+        }
         return value
     }
 
     /// `true` or `false` from a query string or form field; nil when absent.
     static func boolean(_ name: String, _ text: String?) throws -> Bool? {
         guard let text else { return nil }
-        guard let value = Bool(text) else { throw APIError.badRequest("invalid_request", "\(name) must be true or false; got '\(text.prefix(40))'") }
+        guard let value = Bool(text) else {
+            throw APIError.badRequest("invalid_request", "\(name) must be true or false; got '\(text.prefix(40))'")
+        }
         return value
     }
 
@@ -90,7 +99,8 @@ enum API {
     static func space(_ text: String?) throws -> QuerySpace {
         guard let text else { return .automatic }
         guard let space = QuerySpace(rawValue: text) else {
-            throw APIError.badRequest("invalid_request", "space must be backbone, adapted or automatic; got '\(text.prefix(40))'")
+            throw APIError.badRequest(
+                "invalid_request", "space must be backbone, adapted or automatic; got '\(text.prefix(40))'")
         }
         return space
     }
@@ -108,7 +118,9 @@ enum API {
     /// User metadata given as JSON text, normalised; nil if absent.
     static func metadata(_ text: String?) throws -> String? {
         guard let text else { return nil }
-        guard let value = JSONValue(text: text) else { throw APIError.badRequest("malformed_json", "metadata is not valid JSON") }
+        guard let value = JSONValue(text: text) else {
+            throw APIError.badRequest("malformed_json", "metadata is not valid JSON")
+        }
         return value.text
     }
 }

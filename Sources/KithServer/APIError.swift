@@ -26,13 +26,18 @@ public struct APIError: HTTPResponseError, Sendable {
 
     /// The body's shape: `{"error": {"code", "message", "parameter"?, "minimum"?, "maximum"?}}`.
     struct Body: Encodable {
-        struct Detail: Encodable { var code: String; var message: String; var parameter: String?; var minimum: Int?; var maximum: Int? }
+        struct Detail: Encodable {
+            var code: String; var message: String; var parameter: String?; var minimum: Int?; var maximum: Int?
+        }
         var error: Detail
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = try JSONEncoder().encode(Body(error: .init(code: code, message: message, parameter: parameter,
-                                                              minimum: bounds?.lowerBound, maximum: bounds?.upperBound)))
+        let body = try JSONEncoder().encode(
+            Body(
+                error: .init(
+                    code: code, message: message, parameter: parameter,
+                    minimum: bounds?.lowerBound, maximum: bounds?.upperBound)))
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         if let retryAfter { headers[.retryAfter] = "\(retryAfter)" }
@@ -43,7 +48,9 @@ public struct APIError: HTTPResponseError, Sendable {
 
     /// 413 `body_too_large` for a body over `limit` bytes (as its Content-Length `declared`, if known).
     static func bodyTooLarge(limit: Int, declared: Int? = nil) -> APIError {
-        APIError(.contentTooLarge, "body_too_large", "request bodies are limited to \(limit) bytes" + (declared.map { "; this one declares \($0)" } ?? ""))
+        APIError(
+            .contentTooLarge, "body_too_large",
+            "request bodies are limited to \(limit) bytes" + (declared.map { "; this one declares \($0)" } ?? ""))
     }
     static let tooBusy = {
         var error = APIError(.tooManyRequests, "too_busy", "the encoder queue is full; retry shortly")
@@ -53,7 +60,9 @@ public struct APIError: HTTPResponseError, Sendable {
 
     /// 400 `out_of_range` for a number outside `bounds`.
     static func outOfRange(_ parameter: String, _ value: Int, _ bounds: ClosedRange<Int>) -> APIError {
-        var error = APIError(.badRequest, "out_of_range", "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)")
+        var error = APIError(
+            .badRequest, "out_of_range",
+            "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound); got \(value)")
         error.parameter = parameter
         error.bounds = bounds
         return error
@@ -65,14 +74,17 @@ public struct APIError: HTTPResponseError, Sendable {
         case let error as APIError:
             return error
         case let error as IndexError:
-            let status: HTTPResponse.Status = switch error.code {
-            case .indexNotFound, .itemNotFound: .notFound
-            case .indexExists, .snapshotExists: .conflict
-            case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible, .invalidConfiguration, .noBackbone: .badRequest
-            case .insufficientStorage: .insufficientStorage
-            case .tooManyOpenFiles: .serviceUnavailable
-            default: .internalServerError
-            }
+            let status: HTTPResponse.Status =
+                switch error.code {
+                case .indexNotFound, .itemNotFound: .notFound
+                case .indexExists, .snapshotExists: .conflict
+                case .invalidName, .invalidVector, .invalidLabel, .invalidQueueName, .incompatible,
+                    .invalidConfiguration, .noBackbone:
+                    .badRequest
+                case .insufficientStorage: .insufficientStorage
+                case .tooManyOpenFiles: .serviceUnavailable
+                default: .internalServerError
+                }
             guard status != .internalServerError else { return nil }
             var api = APIError(status, error.code.rawValue, error.description)
             if status == .serviceUnavailable { api.retryAfter = 1 }
@@ -110,7 +122,8 @@ public struct APIError: HTTPResponseError, Sendable {
         switch error {
         case .dataCorrupted(let c):
             // With a coding path the JSON parsed, and one value is unusable (e.g. 1.5 for an integer).
-            return c.codingPath.isEmpty ? "the body is not valid JSON: \(c.debugDescription)" : "invalid value\(path(c)): \(c.debugDescription)"
+            return c.codingPath.isEmpty
+                ? "the body is not valid JSON: \(c.debugDescription)" : "invalid value\(path(c)): \(c.debugDescription)"
         case .keyNotFound(let key, let c): return "missing field '\(key.stringValue)'\(path(c))"
         case .typeMismatch(_, let c), .valueNotFound(_, let c): return "wrong type\(path(c)): \(c.debugDescription)"
         @unknown default: return "invalid JSON"
@@ -126,7 +139,12 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let folders: [String]
 
     init(folders: [String]) {
-        let absolute = folders.flatMap { [$0, URL(fileURLWithPath: $0).standardizedFileURL.path, URL(fileURLWithPath: $0).resolvingSymlinksInPath().path] }
+        let absolute = folders.flatMap {
+            [
+                $0, URL(fileURLWithPath: $0).standardizedFileURL.path,
+                URL(fileURLWithPath: $0).resolvingSymlinksInPath().path
+            ]
+        }
         self.folders = Set(absolute.filter { $0.count > 1 }).sorted { $0.count > $1.count }
     }
 
@@ -138,11 +156,15 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         return error
     }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch let error as HTTPError {
-            throw APIError(error.status, error.status == .notFound ? "not_found" : "http_error", error.body ?? error.status.reasonPhrase)
+            throw APIError(
+                error.status, error.status == .notFound ? "not_found" : "http_error",
+                error.body ?? error.status.reasonPhrase)
         } catch {
             if let api = APIError.from(error) { throw scrubbed(api) }
             context.logger.error("internal error on \(request.method) \(request.uri.path): \(error)")

@@ -18,7 +18,7 @@ struct AdaptationController {
             .json(.post, "v1/indexes/:index/adaptations", .write, status: .accepted, start),
             .json(.get, "v1/indexes/:index/adaptations/:job", .read, job),
             .json(.delete, "v1/indexes/:index/adaptations/:job", .write, cancel),
-            .json(.post, "v1/indexes/:index/adapted/measure", .write, measure),
+            .json(.post, "v1/indexes/:index/adapted/measure", .write, measure)
         ]
     }
 
@@ -28,7 +28,10 @@ struct AdaptationController {
     @Sendable func measure(_ request: Request, context: KithRequestContext) async throws -> AdaptedInfo {
         let index = try await service.index(try context.indexName())
         guard try await offload({ try index.adaptedHeadStamp() }) != nil else {
-            throw APIError(.badRequest, "no_adapted_head", "index '\(index.name)' has no adapted head to measure (POST /v1/indexes/\(index.name)/adaptations trains one)")
+            throw APIError(
+                .badRequest, "no_adapted_head",
+                "index '\(index.name)' has no adapted head to measure (POST /v1/indexes/\(index.name)/adaptations trains one)"
+            )
         }
         // Held-out views need the index's images and its backbone; without them the labels alone are measured.
         let encoder = index.metadata.model == nil ? nil : try await service.batcher(model: try index.backbone()).encoder
@@ -43,20 +46,26 @@ struct AdaptationController {
         let body = try await API.decode(AdaptationRequest.self, request, context)
         let configuration = body.configuration
         do { try configuration.validate() } catch { throw APIError.badRequest(error.code.rawValue, error.description) }
-        let recipe = try ViewRecipe(count: body.views ?? ViewRecipe.defaultCount, flip: body.flip ?? false, jitter: body.jitter ?? false, blur: body.blur ?? false,
-                                    perImage: body.perImage ?? true, seed: body.seed ?? 0)
+        let recipe = try ViewRecipe(
+            count: body.views ?? ViewRecipe.defaultCount, flip: body.flip ?? false, jitter: body.jitter ?? false,
+            blur: body.blur ?? false,
+            perImage: body.perImage ?? true, seed: body.seed ?? 0)
         let (resume, budget) = (body.resume ?? false, service.configuration.adaptationMemoryBytes)
         try await offload {
             let stopped = try Adaptation.checkStart(index, resume: resume)
             let views = stopped.flatMap { ViewRecipe(stored: $0.views)?.count } ?? recipe.count
-            let need = try Adaptation.memoryNeed(index, configuration: stopped?.configuration ?? configuration, views: views)
+            let need = try Adaptation.memoryNeed(
+                index, configuration: stopped?.configuration ?? configuration, views: views)
             guard need.total <= budget else {
-                throw APIError.badRequest("over_memory_budget", "this adaptation would need \(need.description); this server allows "
-                                          + "\(AdaptationMemory.format(budget)) (kith serve --adaptation-memory-bytes)")
+                throw APIError.badRequest(
+                    "over_memory_budget",
+                    "this adaptation would need \(need.description); this server allows "
+                        + "\(AdaptationMemory.format(budget)) (kith serve --adaptation-memory-bytes)")
             }
         }
         let encoder = try await service.batcher(model: try index.backbone()).encoder
-        return try await service.adaptations.start(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume)
+        return try await service.adaptations.start(
+            index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume)
     }
 
     @Sendable func job(_ request: Request, context: KithRequestContext) async throws -> AdaptationJob {
@@ -157,16 +166,23 @@ actor Adaptations {
     private var order: [String] = []
     private var next = 1
 
-    func start(_ index: Index, encoder: KithBackbone.Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
-               resume: Bool) throws -> AdaptationJob {
+    func start(
+        _ index: Index, encoder: KithBackbone.Encoder, recipe: ViewRecipe, configuration: AdaptationConfiguration,
+        resume: Bool
+    ) throws -> AdaptationJob {
         if let running = jobs.values.first(where: { $0.job.current.state == .running })?.job.current {
-            throw APIError(.conflict, "adaptation_running", "adaptation \(running.id) of index '\(running.index)' is running; one runs at a time")
+            throw APIError(
+                .conflict, "adaptation_running",
+                "adaptation \(running.id) of index '\(running.index)' is running; one runs at a time")
         }
         let id = "\(next)"
         next += 1
-        let entry = Entry(job: Locked(AdaptationJob(id: id, index: index.name, state: .running, phase: "views", done: 0, total: 0,
-                                                    cancelRequested: false, started: Date())),
-                          cancelled: Locked(false))
+        let entry = Entry(
+            job: Locked(
+                AdaptationJob(
+                    id: id, index: index.name, state: .running, phase: "views", done: 0, total: 0,
+                    cancelRequested: false, started: Date())),
+            cancelled: Locked(false))
         jobs[id] = entry
         order.append(id)
         while order.count > 32, let oldest = order.first(where: { jobs[$0]?.job.current.state != .running }) {
@@ -177,20 +193,38 @@ actor Adaptations {
         Task.detached {
             await offload {
                 do {
-                    let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume, viewProgress: { done, total in
-                        job.withLock { ($0.done, $0.total) = (done, total) }
-                    }, progress: { p in
-                        job.withLock { ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = ("training", p.step, p.steps, p.epoch, p.loss) }
-                    }, measure: { [measure = SpaceMeasurement.measurer(on: index, encoder: encoder, shouldContinue: { !cancelled.current })] head in
-                        job.withLock { $0.phase = "measuring" }
-                        return try measure(head)
-                    }, shouldContinue: { !cancelled.current })
+                    let summary = try Adaptation.adapt(
+                        index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume,
+                        viewProgress: { done, total in
+                            job.withLock { ($0.done, $0.total) = (done, total) }
+                        },
+                        progress: { p in
+                            job.withLock {
+                                ($0.phase, $0.done, $0.total, $0.epoch, $0.loss) = (
+                                    "training", p.step, p.steps, p.epoch, p.loss
+                                )
+                            }
+                        },
+                        measure: {
+                            [
+                                measure = SpaceMeasurement.measurer(
+                                    on: index, encoder: encoder, shouldContinue: { !cancelled.current })
+                            ] head in
+                            job.withLock { $0.phase = "measuring" }
+                            return try measure(head)
+                        }, shouldContinue: { !cancelled.current })
                     let support = try index.generations().support
                     job.withLock {
                         $0.state = .succeeded
-                        $0.result = .init(items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count, steps: summary.steps,
-                                          epochs: summary.epochs, keptEpoch: summary.keptEpoch, measurements: summary.measurements, firstLoss: summary.firstLoss, finalLoss: summary.finalLoss, dimension: summary.head?.dimension ?? configuration.dimension,
-                                          adapted: summary.head.map { AdaptedInfo($0.summary, index: index.name, supportGeneration: support) })
+                        $0.result = .init(
+                            items: summary.items, viewsAdded: summary.viewsAdded, unreadable: summary.unreadable.count,
+                            steps: summary.steps,
+                            epochs: summary.epochs, keptEpoch: summary.keptEpoch, measurements: summary.measurements,
+                            firstLoss: summary.firstLoss, finalLoss: summary.finalLoss,
+                            dimension: summary.head?.dimension ?? configuration.dimension,
+                            adapted: summary.head.map {
+                                AdaptedInfo($0.summary, index: index.name, supportGeneration: support)
+                            })
                     }
                 } catch is AdaptationCancelled {
                     job.withLock { $0.state = .cancelled }
@@ -198,7 +232,8 @@ actor Adaptations {
                     let api = APIError.from(error)
                     job.withLock {
                         $0.state = .failed
-                        $0.error = ErrorBody(code: api?.code ?? "internal_error", message: api?.message ?? "the adaptation failed")
+                        $0.error = ErrorBody(
+                            code: api?.code ?? "internal_error", message: api?.message ?? "the adaptation failed")
                     }
                 }
                 job.withLock { $0.finished = Date() }

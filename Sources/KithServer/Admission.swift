@@ -26,7 +26,9 @@ final class Admission: Sendable {
         }
         guard admitted else {
             metrics.queryRefused()
-            var error = APIError(.serviceUnavailable, "too_busy", "the server has \(budget) query results in flight at most and is full; retry shortly")
+            var error = APIError(
+                .serviceUnavailable, "too_busy",
+                "the server has \(budget) query results in flight at most and is full; retry shortly")
             error.retryAfter = 1
             throw error
         }

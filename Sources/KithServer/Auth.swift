@@ -5,10 +5,15 @@ import Hummingbird
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: [UInt8]
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         guard let header = request.headers[.authorization], let presented = Self.bearerToken(header),
-              Self.constantTimeEqual(presented, token) else {
-            throw APIError(.unauthorized, "unauthorized", "this request needs 'Authorization: Bearer <token>' with the server's token")
+            Self.constantTimeEqual(presented, token)
+        else {
+            throw APIError(
+                .unauthorized, "unauthorized",
+                "this request needs 'Authorization: Bearer <token>' with the server's token")
         }
         return try await next(request, context)
     }
@@ -16,7 +21,9 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     /// The credentials of a `Bearer` authorization header (scheme matched case-insensitively).
     static func bearerToken(_ header: String) -> [UInt8]? {
         let bytes = Array(header.utf8)
-        guard bytes.count > 7, String(decoding: bytes[..<6], as: UTF8.self).lowercased() == "bearer", bytes[6] == UInt8(ascii: " ") else {
+        guard bytes.count > 7, String(decoding: bytes[..<6], as: UTF8.self).lowercased() == "bearer",
+            bytes[6] == UInt8(ascii: " ")
+        else {
             return nil
         }
         return Array(bytes[7...].drop { $0 == UInt8(ascii: " ") })

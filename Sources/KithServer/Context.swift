@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
-import NIOCore
 import KithQuery
+import NIOCore
 
 /// The context of every request: Kith's JSON coders and the server's limit on request bodies.
 struct KithRequestContext: RequestContext {
@@ -40,7 +40,9 @@ struct KithRequestContext: RequestContext {
     /// The `:id` path parameter (400 unless it is a number).
     func itemID() throws -> UInt64 {
         let raw = try parameters.require("id")
-        guard let id = UInt64(raw) else { throw APIError.badRequest("invalid_request", "item id '\(raw)' is not a number") }
+        guard let id = UInt64(raw) else {
+            throw APIError.badRequest("invalid_request", "item id '\(raw)' is not a number")
+        }
         return id
     }
 }
@@ -52,7 +54,9 @@ struct BodyLimitMiddleware: RouterMiddleware {
     let limit: Int
     let timeout: Duration
 
-    func handle(_ request: Request, context: KithRequestContext, next: (Request, KithRequestContext) async throws -> Response) async throws -> Response {
+    func handle(
+        _ request: Request, context: KithRequestContext, next: (Request, KithRequestContext) async throws -> Response
+    ) async throws -> Response {
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             context.closeInput()
             throw APIError.bodyTooLarge(limit: limit, declared: declared)
@@ -105,7 +109,9 @@ struct Route: Sendable {
 
     /// The path as the OpenAPI document writes it: `/v1/indexes/{index}/items/{id}`.
     var documentedPath: String {
-        "/" + path.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+        "/"
+            + path.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(
+                separator: "/")
     }
 }
 
@@ -134,7 +140,8 @@ enum Page {
             headers[.contentType] = contentType
             headers[.cacheControl] = "no-cache"
             // Only the page's own files and the API: no inline script, nothing from elsewhere.
-            headers[.contentSecurityPolicy] = "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            headers[.contentSecurityPolicy] =
+                "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
             headers[.xContentTypeOptions] = "nosniff"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
@@ -146,7 +153,9 @@ enum Page {
 
     private static func load(_ name: String, _ ext: String, _ type: String) -> File {
         let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Page")
-        let bytes = url.flatMap { try? Data(contentsOf: $0) }.map(Array.init) ?? Array("\(name).\(ext) is missing from the bundle".utf8)
+        let bytes =
+            url.flatMap { try? Data(contentsOf: $0) }.map(Array.init)
+            ?? Array("\(name).\(ext) is missing from the bundle".utf8)
         return File(bytes: bytes, contentType: type)
     }
 }

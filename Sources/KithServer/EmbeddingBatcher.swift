@@ -11,7 +11,8 @@ actor EmbeddingBatcher {
     let encoder: Encoder
     private let maxPending: Int
     private let window: Duration
-    private var pending: [(input: ImageInput, thumbnail: Bool, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
+    private var pending:
+        [(input: ImageInput, thumbnail: Bool, reply: CheckedContinuation<Result<EncodedImage, ImageError>, Never>)] = []
     private var draining = false
     /// Images admitted and not yet answered.
     private var inFlight = 0

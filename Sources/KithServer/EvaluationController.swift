@@ -17,13 +17,15 @@ struct EvaluationController {
     @Sendable func fewShot(_ request: Request, context: KithRequestContext) async throws -> Response {
         let engine = try await service.engine(try context.indexName())
         let body = try await API.decode(FewShotRequest.self, request, context)
-        let configuration = EpisodeConfiguration(ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
-                                                 episodes: body.episodes ?? 600, seed: body.seed ?? 0,
-                                                 withinCoarse: body.withinCoarse ?? false, longTail: body.longTail ?? false)
+        let configuration = EpisodeConfiguration(
+            ways: body.way ?? 5, shots: body.shot ?? 1, queries: body.queries ?? 15,
+            episodes: body.episodes ?? 600, seed: body.seed ?? 0,
+            withinCoarse: body.withinCoarse ?? false, longTail: body.longTail ?? false)
         try engine.limits.check(configuration)
         let heads = try HeadSpec.list(body.heads ?? [], classBalanced: body.balanced ?? false)
         let space = try await engine.answeringSpace(body.space ?? .automatic)
-        let evaluation = try EpisodicEvaluation(try await engine.labelledItems(space), configuration: configuration, limits: engine.limits)
+        let evaluation = try EpisodicEvaluation(
+            try await engine.labelledItems(space), configuration: configuration, limits: engine.limits)
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }
@@ -36,7 +38,9 @@ struct EvaluationController {
         // episodes done so far, nil once the answer is written.
         let state = Locked<Int?>(0)
         @Sendable func progress(_ n: Int) {
-            state.withLock { if $0 != nil { $0 = n; lines.yield(line(["done": n, "episodes": configuration.episodes])) } }
+            state.withLock {
+                if $0 != nil { $0 = n; lines.yield(line(["done": n, "episodes": configuration.episodes])) }
+            }
         }
         // The progress line again every half second however long an episode takes: writing it is
         // how a disconnect is noticed.
@@ -51,14 +55,25 @@ struct EvaluationController {
                 let step = max(1, configuration.episodes / 20)
                 let answer: ByteBuffer, stopped: Bool
                 do throws(QueryError) {
-                    let results = try evaluation.run(heads, progress: { n in
-                        if n % step == 0 || n == configuration.episodes { progress(n) } else { state.withLock { $0 = n } }
-                    }, shouldContinue: { !clientGone.current })
+                    let results = try evaluation.run(
+                        heads,
+                        progress: { n in
+                            if n % step == 0 || n == configuration.episodes {
+                                progress(n)
+                            } else {
+                                state.withLock { $0 = n }
+                            }
+                        }, shouldContinue: { !clientGone.current })
                     (answer, stopped) = (line(EvaluationAnswer(results: results, space: space)), false)
                 } catch {
-                    (answer, stopped) = (line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]), error.code == .cancelled)
+                    (answer, stopped) = (
+                        line(["error": ErrorBody(code: error.code.rawValue, message: error.description)]),
+                        error.code == .cancelled
+                    )
                 }
-                state.withLock { $0 = nil; lines.yield(answer) }
+                state.withLock {
+                    $0 = nil; lines.yield(answer)
+                }
                 return stopped
             }
             metrics.evaluation(started: false, stopped: stopped)

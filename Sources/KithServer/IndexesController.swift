@@ -16,10 +16,11 @@ struct ServiceController {
             Route(method: .get, path: "openapi.json", access: .open) { _, _ in
                 var headers = HTTPFields()
                 headers[.contentType] = "application/json"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
+                return Response(
+                    status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
             },
             .json(.get, "v1/models", .read, listModels),
-            .page("/", Page.html), .page("page/app.js", Page.script), .page("page/style.css", Page.style),
+            .page("/", Page.html), .page("page/app.js", Page.script), .page("page/style.css", Page.style)
         ]
     }
 
@@ -28,7 +29,9 @@ struct ServiceController {
         let items = try await service.listing { name, index in (name, try index.stats().items) }
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: service.metrics.render(indexItems: items))))
+        return Response(
+            status: .ok, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: service.metrics.render(indexItems: items))))
     }
 
     @Sendable func listModels(_ request: Request, context: KithRequestContext) async throws -> [String: [ModelInfo]] {
@@ -47,7 +50,7 @@ struct IndexesController {
             .json(.post, "v1/indexes", .write, status: .created, create),
             .json(.get, "v1/indexes/:index", .read, describe),
             Route(method: .delete, path: "v1/indexes/:index", access: .write, handler: drop),
-            .json(.post, "v1/indexes/:index/snapshot", .write, status: .created, snapshot),
+            .json(.post, "v1/indexes/:index/snapshot", .write, status: .created, snapshot)
         ]
     }
 
@@ -60,13 +63,19 @@ struct IndexesController {
         let configuration = IndexConfiguration(queueCapacity: body.queueCapacity, queuePartition: body.queuePartition)
         let index: Index
         if let dimension = body.dimension {
-            guard body.model == nil else { throw APIError.badRequest("invalid_request", "give model or dimension, not both") }
-            guard let metric = Metric(rawValue: body.metric ?? Metric.cosine.rawValue) else {
-                throw IndexError.invalidConfiguration("unknown metric '\(body.metric ?? "")'; known: \(Metric.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard body.model == nil else {
+                throw APIError.badRequest("invalid_request", "give model or dimension, not both")
             }
-            index = try await service.create(body.name, space: .vectors(dimension: dimension, metric: metric), configuration: configuration)
+            guard let metric = Metric(rawValue: body.metric ?? Metric.cosine.rawValue) else {
+                throw IndexError.invalidConfiguration(
+                    "unknown metric '\(body.metric ?? "")'; known: \(Metric.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            index = try await service.create(
+                body.name, space: .vectors(dimension: dimension, metric: metric), configuration: configuration)
         } else {
-            index = try await service.create(body.name, model: body.model ?? ModelLibrary.defaultModel, configuration: configuration)
+            index = try await service.create(
+                body.name, model: body.model ?? ModelLibrary.defaultModel, configuration: configuration)
         }
         return try await offload { try IndexInfo(index) }
     }

@@ -22,7 +22,7 @@ struct ItemsController {
             Route(method: .delete, path: "v1/indexes/:index/items/:id", access: .write, handler: delete),
             .json(.post, "v1/indexes/:index/items/get", .read, getMany),
             .json(.post, "v1/indexes/:index/items/delete", .write, deleteMany),
-            .json(.post, "v1/indexes/:index/items/relabel", .write, relabelMany),
+            .json(.post, "v1/indexes/:index/items/relabel", .write, relabelMany)
         ]
     }
 
@@ -36,7 +36,8 @@ struct ItemsController {
         let files = uploads.files
         let records = await offload {  // hashing a large upload is blocking work too
             files.map { file in
-                var record = ImageRecord(source: file.name, contents: file.data, label: label, coarseLabel: coarseLabel, metadata: metadata)
+                var record = ImageRecord(
+                    source: file.name, contents: file.data, label: label, coarseLabel: coarseLabel, metadata: metadata)
                 record.uploaded = true  // a client never names a server-side path
                 return record
             }
@@ -45,7 +46,9 @@ struct ItemsController {
         let outcomes = try await offload { try index.add(records, embedded: embedded) }
         if label != nil {
             // An index with stored views gets them for its new labelled images now: uploads leave no file to read later.
-            let added = zip(files, outcomes).compactMap { file, outcome in if case .added(let id) = outcome { (id: id, data: file.data) } else { nil } }
+            let added = zip(files, outcomes).compactMap { file, outcome in
+                if case .added(let id) = outcome { (id: id, data: file.data) } else { nil }
+            }
             try await service.addViews(added, to: index)
         }
         let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
@@ -59,23 +62,27 @@ struct ItemsController {
         let items: [NewItem]
         if let upload = try await VectorUpload.read(request, context, maxParts: service.configuration.maxFormParts) {
             items = upload.rows.indices.map { i in
-                NewItem(vector: upload.rows[i], source: upload.sources[i] ?? "vector-\(i)", label: upload.labels[i],
-                        coarseLabel: upload.coarseLabels[i], metadata: upload.metadata[i], uploaded: true)
+                NewItem(
+                    vector: upload.rows[i], source: upload.sources[i] ?? "vector-\(i)", label: upload.labels[i],
+                    coarseLabel: upload.coarseLabels[i], metadata: upload.metadata[i], uploaded: true)
             }
         } else {
             let body = try await API.decode(AddVectorsRequest.self, request, context)
             items = body.items.enumerated().map { i, item in
-                NewItem(vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label, coarseLabel: item.coarseLabel,
-                        metadata: item.metadata?.text, uploaded: true)
+                NewItem(
+                    vector: item.vector, source: item.source ?? "vector-\(i)", label: item.label,
+                    coarseLabel: item.coarseLabel,
+                    metadata: item.metadata?.text, uploaded: true)
             }
         }
         let outcomes = try await offload { try index.add(items) }
-        return OutcomesBody(zip(items, outcomes).map { item, outcome in
-            switch outcome {
-            case .added(let id): Outcome(source: item.source, .added(id))
-            case .duplicate(let id): Outcome(source: item.source, .duplicate(of: id))
-            }
-        })
+        return OutcomesBody(
+            zip(items, outcomes).map { item, outcome in
+                switch outcome {
+                case .added(let id): Outcome(source: item.source, .added(id))
+                case .duplicate(let id): Outcome(source: item.source, .duplicate(of: id))
+                }
+            })
     }
 
     @Sendable func get(_ request: Request, context: KithRequestContext) async throws -> ItemBody {
@@ -101,13 +108,16 @@ struct ItemsController {
             headers[.contentType] = "image/svg+xml"
             headers[.cacheControl] = "no-cache"
             headers[HTTPField.Name("Kith-Thumbnail")!] = "placeholder"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Self.placeholder)))
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Self.placeholder)))
         }
         // An item's thumbnail changes only when thumbnails are added to an item that had none.
         let tag = "\"\(item.id)-\(item.contentHash?.description.prefix(16) ?? "v")-\(jpeg.count)\""
         headers[.eTag] = tag
         headers[.cacheControl] = "private, max-age=86400"
-        if Self.matches(ifNoneMatch: request.headers[values: .ifNoneMatch], tag) { return Response(status: .notModified, headers: headers) }
+        if Self.matches(ifNoneMatch: request.headers[values: .ifNoneMatch], tag) {
+            return Response(status: .notModified, headers: headers)
+        }
         headers[.contentType] = "image/jpeg"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: jpeg)))
     }
@@ -146,7 +156,9 @@ struct ItemsController {
     /// Every label of the index with its number of items, sorted by label.
     @Sendable func labels(_ request: Request, context: KithRequestContext) async throws -> [String: [LabelCount]] {
         let index = try await service.index(try context.indexName())
-        return ["labels": try await offload { try index.labelCounts().map { LabelCount(label: $0.label, count: $0.count) } }]
+        return [
+            "labels": try await offload { try index.labelCounts().map { LabelCount(label: $0.label, count: $0.count) } }
+        ]
     }
 
     struct Items: Encodable { var items: [ItemBody]; var missing: [UInt64] }
@@ -160,7 +172,11 @@ struct ItemsController {
         return try await offload {
             var body = Items(items: [], missing: [])
             for id in ids {
-                if let item = try index.item(id) { body.items.append(ItemBody(item, vector: withVector ? try index.vector(id) : nil)) } else { body.missing.append(id) }
+                if let item = try index.item(id) {
+                    body.items.append(ItemBody(item, vector: withVector ? try index.vector(id) : nil))
+                } else {
+                    body.missing.append(id)
+                }
             }
             return body
         }

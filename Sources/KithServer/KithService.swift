@@ -61,8 +61,9 @@ actor KithService {
         if let known = modelNames[model], let batcher = batchers[known] { return batcher }
         let backbone = try await backbone(model)
         if let batcher = batchers[backbone.manifest.name] { return batcher }
-        let batcher = EmbeddingBatcher(encoder: Encoder(backbone: backbone, configuration: configuration.encoder),
-                                       maxPending: configuration.maxPendingImages, window: configuration.batchWindow, metrics: metrics)
+        let batcher = EmbeddingBatcher(
+            encoder: Encoder(backbone: backbone, configuration: configuration.encoder),
+            maxPending: configuration.maxPendingImages, window: configuration.batchWindow, metrics: metrics)
         batchers[backbone.manifest.name] = batcher
         return batcher
     }
@@ -75,7 +76,11 @@ actor KithService {
         }
         guard !dropping.contains(name) else { throw IndexError.indexNotFound(name) }
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
-        let opening = Task { try await offload { try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits) } }
+        let opening = Task {
+            try await offload {
+                try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits)
+            }
+        }
         engines[name] = opening
         used(name)
         return try await result(of: opening, index: name)
@@ -89,7 +94,10 @@ actor KithService {
         uses += 1
         lastUse[name] = uses
         while engines.count > max(1, configuration.maxOpenIndexes),
-              let oldest = engines.keys.filter({ $0 != name }).min(by: { lastUse[$0, default: 0] < lastUse[$1, default: 0] }) {
+            let oldest = engines.keys.filter({ $0 != name }).min(by: {
+                lastUse[$0, default: 0] < lastUse[$1, default: 0]
+            })
+        {
             engines[oldest] = nil
             lastUse[oldest] = nil
         }
@@ -128,7 +136,11 @@ actor KithService {
         }
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
         let creating = Task {
-            try await offload { try QueryEngine(index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search, limits: limits) }
+            try await offload {
+                try QueryEngine(
+                    index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search,
+                    limits: limits)
+            }
         }
         engines[name] = creating
         used(name)
@@ -157,7 +169,9 @@ actor KithService {
     /// validated like an index name); 403 when the operator configured no snapshot folder.
     func snapshot(_ name: String, as snapshot: String) async throws {
         guard let folder = configuration.snapshots else {
-            throw APIError(.forbidden, "snapshots_disabled", "this server takes no snapshots over HTTP (start it with --snapshots DIR)")
+            throw APIError(
+                .forbidden, "snapshots_disabled",
+                "this server takes no snapshots over HTTP (start it with --snapshots DIR)")
         }
         try IndexLibrary.validate(name: snapshot)
         let index = try await index(name)
@@ -189,7 +203,9 @@ actor KithService {
     /// Embeds images for `index`: with its backbone, checked to be the one it was built with (the
     /// same weights, not only the same name); `index_has_no_backbone` for an index of own vectors.
     /// With `thumbnails`, the results carry the thumbnails to keep with the images.
-    nonisolated func embed(_ inputs: [ImageInput], for index: Index, thumbnails: Bool = false) async throws -> [Result<EncodedImage, ImageError>] {
+    nonisolated func embed(_ inputs: [ImageInput], for index: Index, thumbnails: Bool = false) async throws -> [Result<
+        EncodedImage, ImageError
+    >] {
         let batcher = try await batcher(model: try index.backbone())
         try index.requireSpace(batcher.encoder.backbone.manifest.space)
         return try await batcher.embed(inputs, thumbnails: thumbnails)

@@ -62,13 +62,18 @@ final class Metrics: Sendable {
     /// The exposition text; `indexItems` adds one gauge per index.
     func render(indexItems: [(String, Int)]) -> String {
         let s = state.withLock { $0 }
-        func escape(_ v: String) -> String { v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
-        var out = "# HELP kith_http_requests_total HTTP requests by method, route and status.\n# TYPE kith_http_requests_total counter\n"
+        func escape(_ v: String) -> String {
+            v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        }
+        var out =
+            "# HELP kith_http_requests_total HTTP requests by method, route and status.\n# TYPE kith_http_requests_total counter\n"
         for (key, count) in s.requests.sorted(by: { $0.key < $1.key }) {
             let p = key.split(separator: " ", maxSplits: 2).map(String.init)
-            out += "kith_http_requests_total{method=\"\(p[0])\",route=\"\(escape(p[1]))\",status=\"\(p[2])\"} \(count)\n"
+            out +=
+                "kith_http_requests_total{method=\"\(p[0])\",route=\"\(escape(p[1]))\",status=\"\(p[2])\"} \(count)\n"
         }
-        out += "# HELP kith_http_request_duration_seconds HTTP request latency by method and route.\n# TYPE kith_http_request_duration_seconds histogram\n"
+        out +=
+            "# HELP kith_http_request_duration_seconds HTTP request latency by method and route.\n# TYPE kith_http_request_duration_seconds histogram\n"
         for (key, h) in s.latency.sorted(by: { $0.key < $1.key }) {
             let p = key.split(separator: " ", maxSplits: 1).map(String.init)
             let labels = "method=\"\(p[0])\",route=\"\(escape(p[1]))\""
@@ -79,17 +84,23 @@ final class Metrics: Sendable {
             out += "kith_http_request_duration_seconds_sum{\(labels)} \(h.sum)\n"
             out += "kith_http_request_duration_seconds_count{\(labels)} \(h.count)\n"
         }
-        out += "# HELP kith_images_encoded_total Images run through the backbone.\n# TYPE kith_images_encoded_total counter\n"
+        out +=
+            "# HELP kith_images_encoded_total Images run through the backbone.\n# TYPE kith_images_encoded_total counter\n"
         out += "kith_images_encoded_total \(s.imagesEncoded)\n"
-        out += "# HELP kith_encoder_batches_total Forward passes (images of concurrent requests share them).\n# TYPE kith_encoder_batches_total counter\n"
+        out +=
+            "# HELP kith_encoder_batches_total Forward passes (images of concurrent requests share them).\n# TYPE kith_encoder_batches_total counter\n"
         out += "kith_encoder_batches_total \(s.batches)\n"
-        out += "# HELP kith_evaluations_running Episodic evaluations in progress.\n# TYPE kith_evaluations_running gauge\n"
+        out +=
+            "# HELP kith_evaluations_running Episodic evaluations in progress.\n# TYPE kith_evaluations_running gauge\n"
         out += "kith_evaluations_running \(s.evaluationsRunning)\n"
-        out += "# HELP kith_evaluations_stopped_total Evaluations stopped because their client disconnected.\n# TYPE kith_evaluations_stopped_total counter\n"
+        out +=
+            "# HELP kith_evaluations_stopped_total Evaluations stopped because their client disconnected.\n# TYPE kith_evaluations_stopped_total counter\n"
         out += "kith_evaluations_stopped_total \(s.evaluationsStopped)\n"
-        out += "# HELP kith_queries_refused_total Searches, classifications and NN(z, Q) refused with 503: the results in flight were at the budget.\n# TYPE kith_queries_refused_total counter\n"
+        out +=
+            "# HELP kith_queries_refused_total Searches, classifications and NN(z, Q) refused with 503: the results in flight were at the budget.\n# TYPE kith_queries_refused_total counter\n"
         out += "kith_queries_refused_total \(s.queriesRefused)\n"
-        out += "# HELP kith_queries_stopped_total Searches, classifications and NN(z, Q) stopped because their client disconnected.\n# TYPE kith_queries_stopped_total counter\n"
+        out +=
+            "# HELP kith_queries_stopped_total Searches, classifications and NN(z, Q) stopped because their client disconnected.\n# TYPE kith_queries_stopped_total counter\n"
         out += "kith_queries_stopped_total \(s.queriesStopped)\n"
         out += "# HELP kith_index_items Items per index.\n# TYPE kith_index_items gauge\n"
         for (name, items) in indexItems { out += "kith_index_items{index=\"\(escape(name))\"} \(items)\n" }
@@ -101,16 +112,21 @@ final class Metrics: Sendable {
 struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: Metrics
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         let start = ContinuousClock.now
         let route = { context.endpointPath ?? "unmatched" }
         do {
             let response = try await next(request, context)
-            metrics.record(method: request.method.rawValue, route: route(), status: response.status.code, seconds: seconds(since: start))
+            metrics.record(
+                method: request.method.rawValue, route: route(), status: response.status.code,
+                seconds: seconds(since: start))
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
-            metrics.record(method: request.method.rawValue, route: route(), status: status, seconds: seconds(since: start))
+            metrics.record(
+                method: request.method.rawValue, route: route(), status: status, seconds: seconds(since: start))
             throw error
         }
     }

@@ -46,7 +46,9 @@ func parseMultipart(_ body: Data, contentType: String, maxParts: Int = 256) thro
         position += 2
         let headerWindow = position..<min(body.endIndex, position + maxPartHeaderBytes + 4)
         guard let headerEnd = body.range(of: Data("\r\n\r\n".utf8), in: headerWindow) else {
-            throw APIError.badRequest("malformed_multipart", "a part's headers are missing, unterminated or longer than \(maxPartHeaderBytes) bytes")
+            throw APIError.badRequest(
+                "malformed_multipart",
+                "a part's headers are missing, unterminated or longer than \(maxPartHeaderBytes) bytes")
         }
         guard let next = body.range(of: Data("\r\n".utf8) + delimiter, in: headerEnd.upperBound..<body.endIndex) else {
             throw APIError.badRequest("malformed_multipart", "a part is not terminated by the boundary")
@@ -63,9 +65,13 @@ func parseMultipart(_ body: Data, contentType: String, maxParts: Int = 256) thro
             }
         }
         guard name.utf8.count <= maxPartNameBytes, (filename?.utf8.count ?? 0) <= maxPartNameBytes else {
-            throw APIError.badRequest("malformed_multipart", "a part's name or filename is longer than \(maxPartNameBytes) bytes")
+            throw APIError.badRequest(
+                "malformed_multipart", "a part's name or filename is longer than \(maxPartNameBytes) bytes")
         }
-        parts.append(FormPart(name: name, filename: filename, contentType: type, data: Data(body[headerEnd.upperBound..<next.lowerBound])))
+        parts.append(
+            FormPart(
+                name: name, filename: filename, contentType: type,
+                data: Data(body[headerEnd.upperBound..<next.lowerBound])))
         position = next.upperBound
     }
     return parts

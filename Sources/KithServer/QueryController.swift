@@ -13,7 +13,7 @@ struct QueryController {
         [
             Route(method: .post, path: "v1/embed", access: .read, handler: embed),
             .json(.post, "v1/indexes/:index/search", .read, search),
-            .json(.post, "v1/indexes/:index/classify", .read, classify),
+            .json(.post, "v1/indexes/:index/classify", .read, classify)
         ]
     }
 
@@ -39,7 +39,9 @@ struct QueryController {
     /// The queries of a search or classify request and its options: JSON (vectors and item ids),
     /// a float32 .npy matrix (`application/x-npy`, one query per row; the cheapest to parse) or
     /// images. With .npy and images, the options come from the query string (or the form).
-    func queries(_ request: Request, _ context: KithRequestContext, index: Index) async throws -> (queries: [Query], options: QueryRequest) {
+    func queries(_ request: Request, _ context: KithRequestContext, index: Index) async throws -> (
+        queries: [Query], options: QueryRequest
+    ) {
         if API.isType(request, "application/json") {
             let body = try await API.decode(QueryRequest.self, request, context)
             guard !body.queries.isEmpty else { throw APIError.badRequest("invalid_query", "give 'vectors' or 'ids'") }
@@ -58,11 +60,12 @@ struct QueryController {
         let query = request.query  // parsed once
         func value(_ key: String) -> String? { uploads?.fields[key] ?? query.get(key) }
         func list(_ key: String) -> [String]? { value(key).map { $0.split(separator: ",").map(String.init) } }
-        return QueryRequest(k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
-                            coarseLabel: value("coarse_label"), angular: value("angular") == "true",
-                            head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")),
-                            space: try API.space(value("space")), exact: try API.boolean("exact", value("exact")),
-                            nprobe: try API.integer("nprobe", value("nprobe")))
+        return QueryRequest(
+            k: try API.integer("k", value("k")), labels: list("labels"), excludeLabels: list("exclude_labels"),
+            coarseLabel: value("coarse_label"), angular: value("angular") == "true",
+            head: value("head"), balanced: value("balanced") == "true", top: try API.integer("top", value("top")),
+            space: try API.space(value("space")), exact: try API.boolean("exact", value("exact")),
+            nprobe: try API.integer("nprobe", value("nprobe")))
     }
 
     /// `{"results": [[hit]], "space"}`: the hits of each query and the space that produced them.
@@ -78,8 +81,9 @@ struct QueryController {
         let space = try await engine.answeringSpace(options.space ?? .automatic)
         let results = try await service.admission.run(cost: queries.count * k) {
             try await inParts(queries, context) { part in
-                try await engine.search(part, k: k, filter: filter, coarse: options.coarseSearch, space: space,
-                                        method: options.method, probes: options.nprobe)
+                try await engine.search(
+                    part, k: k, filter: filter, coarse: options.coarseSearch, space: space,
+                    method: options.method, probes: options.nprobe)
             }
         }
         return SearchResponse(results: results, space: space)
@@ -88,11 +92,14 @@ struct QueryController {
     @Sendable func classify(_ request: Request, context: KithRequestContext) async throws -> Classification {
         let engine = try await service.engine(try context.indexName())
         let (queries, options) = try await self.queries(request, context, index: engine.index)
-        let spec = try HeadSpec(parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
+        let spec = try HeadSpec(
+            parsing: options.head ?? HeadKind.auto.rawValue, classBalanced: options.balanced ?? false)
         let top = options.top ?? 5
         try engine.limits.check(queryCount: queries.count)
         // Resolved once when there are several parts, so that every part is answered in the same space.
-        let space = queries.count > Self.part ? try await engine.answeringSpace(options.space ?? .automatic) : options.space ?? .automatic
+        let space =
+            queries.count > Self.part
+            ? try await engine.answeringSpace(options.space ?? .automatic) : options.space ?? .automatic
         return try await service.admission.run(cost: queries.count * max(1, top)) {
             var answer: Classification?
             let predictions = try await inParts(queries, context) { part in
@@ -100,7 +107,9 @@ struct QueryController {
                 answer = answer ?? classified
                 return classified.predictions
             }
-            guard var whole = answer else { return try await engine.classification([], spec: spec, top: top, space: space) }
+            guard var whole = answer else {
+                return try await engine.classification([], spec: spec, top: top, space: space)
+            }
             whole.predictions = predictions
             return whole
         }
@@ -112,7 +121,9 @@ struct QueryController {
 
     /// `answer` of `queries` in parts, checking between parts that the client is still there (a
     /// request of one part never asks: the check is a hop to the connection's event loop).
-    func inParts<T>(_ queries: [Query], _ context: KithRequestContext, _ answer: ([Query]) async throws -> [T]) async throws -> [T] {
+    func inParts<T>(_ queries: [Query], _ context: KithRequestContext, _ answer: ([Query]) async throws -> [T])
+        async throws -> [T]
+    {
         var answers: [T] = []
         answers.reserveCapacity(queries.count)
         for start in stride(from: 0, to: queries.count, by: Self.part) {

@@ -14,7 +14,7 @@ struct QueueController {
             .json(.post, "v1/indexes/:index/queue", .write, enqueue),
             .json(.get, "v1/indexes/:index/queue", .read, page),
             Route(method: .delete, path: "v1/indexes/:index/queue", access: .write, handler: clear),
-            Route(method: .post, path: "v1/indexes/:index/queue/nn", access: .read, handler: nearest),
+            Route(method: .post, path: "v1/indexes/:index/queue/nn", access: .read, handler: nearest)
         ]
     }
 
@@ -24,12 +24,18 @@ struct QueueController {
     @Sendable func enqueue(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
         let index = try await service.index(try context.indexName())
         func rows(_ upload: VectorUpload) -> [NewQueueEntry] {
-            upload.rows.indices.map { NewQueueEntry(vector: upload.rows[$0], itemID: upload.items[$0], label: upload.labels[$0], coarseLabel: upload.coarseLabels[$0]) }
+            upload.rows.indices.map {
+                NewQueueEntry(
+                    vector: upload.rows[$0], itemID: upload.items[$0], label: upload.labels[$0],
+                    coarseLabel: upload.coarseLabels[$0])
+            }
         }
         let entries: [NewQueueEntry]
         if API.isType(request, "application/json") {
             let body = try await API.decode(EnqueueRequest.self, request, context)
-            entries = body.entries.map { NewQueueEntry(vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel) }
+            entries = body.entries.map {
+                NewQueueEntry(vector: $0.vector, itemID: $0.item, label: $0.label, coarseLabel: $0.coarseLabel)
+            }
         } else if API.isType(request, "application/x-npy") {
             entries = rows(try VectorUpload(try await API.npy(request, context), request))
         } else {

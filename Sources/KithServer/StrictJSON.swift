@@ -8,7 +8,9 @@ struct UnknownFields: Error {
     let known: [String]
 
     var message: String {
-        let listed = fields.prefix(5).map { "'\($0)'" }.joined(separator: ", ") + (fields.count > 5 ? " and \(fields.count - 5) more" : "")
+        let listed =
+            fields.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
+            + (fields.count > 5 ? " and \(fields.count - 5) more" : "")
         let takes = known.isEmpty ? "" : "; it takes \(known.joined(separator: ", "))"
         return "unknown field\(fields.count == 1 ? "" : "s") \(listed)\(takes)"
     }
@@ -57,7 +59,9 @@ private final class Ledger {
         var unknown: [String] = [], known: [String] = []
         for (path, keys) in present.sorted(by: { $0.key < $1.key }) {
             let asked = self.asked[path] ?? []
-            let extra = keys.filter { !asked.contains($0) }.map { path.isEmpty ? Self.snakeCase($0) : path + "." + Self.snakeCase($0) }
+            let extra = keys.filter { !asked.contains($0) }.map {
+                path.isEmpty ? Self.snakeCase($0) : path + "." + Self.snakeCase($0)
+            }
             if unknown.isEmpty && !extra.isEmpty { known = asked.map(Self.snakeCase).sorted() }
             unknown += extra.sorted()
         }
@@ -111,20 +115,46 @@ private struct RecordingKeyed<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     func contains(_ key: Key) -> Bool { ask(key); return base.contains(key) }
     func decodeNil(forKey key: Key) throws -> Bool { ask(key); return try base.decodeNil(forKey: key) }
-    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: String.Type, forKey key: Key) throws -> String { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { ask(key); return try base.decode(type, forKey: key) }
+    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: String.Type, forKey key: Key) throws -> String {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: Double.Type, forKey key: Key) throws -> Double {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: Float.Type, forKey key: Key) throws -> Float {
+        ask(key); return try base.decode(type, forKey: key)
+    }
     func decode(_ type: Int.Type, forKey key: Key) throws -> Int { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { ask(key); return try base.decode(type, forKey: key) }
-    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { ask(key); return try base.decode(type, forKey: key) }
+    func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
+    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 {
+        ask(key); return try base.decode(type, forKey: key)
+    }
 
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
         ask(key)
@@ -133,7 +163,9 @@ private struct RecordingKeyed<Key: CodingKey>: KeyedDecodingContainerProtocol {
         return try T(from: RecordingDecoder(base: try base.superDecoder(forKey: key), ledger: ledger))
     }
 
-    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+        -> KeyedDecodingContainer<NestedKey>
+    {
         ask(key)
         return try RecordingDecoder(base: try base.superDecoder(forKey: key), ledger: ledger).container(keyedBy: type)
     }
@@ -180,7 +212,9 @@ private struct RecordingUnkeyed: UnkeyedDecodingContainer {
         return try T(from: RecordingDecoder(base: try base.superDecoder(), ledger: ledger))
     }
 
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<
+        NestedKey
+    > {
         try RecordingDecoder(base: try base.superDecoder(), ledger: ledger).container(keyedBy: type)
     }
 
@@ -188,5 +222,7 @@ private struct RecordingUnkeyed: UnkeyedDecodingContainer {
         RecordingUnkeyed(base: try base.nestedUnkeyedContainer(), ledger: ledger)
     }
 
-    mutating func superDecoder() throws -> any Decoder { RecordingDecoder(base: try base.superDecoder(), ledger: ledger) }
+    mutating func superDecoder() throws -> any Decoder {
+        RecordingDecoder(base: try base.superDecoder(), ledger: ledger)
+    }
 }

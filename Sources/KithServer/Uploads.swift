@@ -20,17 +20,24 @@ struct Uploads {
         let data = try await API.body(request, context)
         if type.hasPrefix("multipart/form-data") {
             let contentType = request.headers[.contentType]!
-            let parts = try await API.decoding(data) { try parseMultipart(data, contentType: contentType, maxParts: maxParts) }
+            let parts = try await API.decoding(data) {
+                try parseMultipart(data, contentType: contentType, maxParts: maxParts)
+            }
             (files, fields) = ([], [:])
             for part in parts {
-                if let filename = part.filename { files.append((part.data, filename.isEmpty ? part.name : filename, part.name)) }
-                else { fields[part.name] = String(decoding: part.data, as: UTF8.self) }
+                if let filename = part.filename {
+                    files.append((part.data, filename.isEmpty ? part.name : filename, part.name))
+                } else {
+                    fields[part.name] = String(decoding: part.data, as: UTF8.self)
+                }
             }
             guard !files.isEmpty else { throw APIError.badRequest("no_images", "the multipart body has no file parts") }
             return
         }
         guard type.hasPrefix("image/") || type.hasPrefix("application/octet-stream") else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type", "send an image (image/jpeg, image/png) or multipart/form-data")
+            throw APIError(
+                .unsupportedMediaType, "unsupported_media_type",
+                "send an image (image/jpeg, image/png) or multipart/form-data")
         }
         guard !data.isEmpty else { throw APIError.badRequest("empty_file", "the request body is empty") }
         files = [(data, request.query.get("source") ?? "upload", "file")]
@@ -69,16 +76,20 @@ struct VectorUpload {
     init?(_ uploads: Uploads, _ request: Request) throws {
         guard let part = uploads.files.first(where: { $0.field == "vectors" }) else { return nil }
         let matrix: Matrix
-        do { matrix = try NPY.decode(part.data) } catch { throw APIError.badRequest("malformed_npy", "vectors: \(error.description)") }
+        do { matrix = try NPY.decode(part.data) } catch {
+            throw APIError.badRequest("malformed_npy", "vectors: \(error.description)")
+        }
         try self.init(matrix, request)
         func column<T: Decodable>(_ field: String, _ type: T.Type) throws -> [T?]? {
             guard let text = uploads.fields[field] else { return nil }
             let values: [T?]
             do { values = try KithJSON.decoder.decode([T?].self, from: Data(text.utf8)) } catch {
-                throw APIError.badRequest("malformed_json", "\(field) must be a JSON array with one value (or null) per row")
+                throw APIError.badRequest(
+                    "malformed_json", "\(field) must be a JSON array with one value (or null) per row")
             }
             guard values.count == rows.count else {
-                throw APIError.badRequest("invalid_request", "\(field) has \(values.count) values for \(rows.count) vectors")
+                throw APIError.badRequest(
+                    "invalid_request", "\(field) has \(values.count) values for \(rows.count) vectors")
             }
             return values
         }
@@ -91,7 +102,9 @@ struct VectorUpload {
 
     /// The vectors of a request that sends them as an .npy body or a form; nil for other bodies.
     static func read(_ request: Request, _ context: KithRequestContext, maxParts: Int) async throws -> VectorUpload? {
-        if API.isType(request, "application/x-npy") { return try VectorUpload(try await API.npy(request, context), request) }
+        if API.isType(request, "application/x-npy") {
+            return try VectorUpload(try await API.npy(request, context), request)
+        }
         guard API.isType(request, "multipart/form-data") else { return nil }
         let uploads = try await Uploads(request, context, maxParts: maxParts)
         guard let vectors = try await offload({ try VectorUpload(uploads, request) }) else {

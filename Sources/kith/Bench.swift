@@ -9,7 +9,8 @@ import KithQuery
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
-        subcommands: [Inference.self, Store.self, SearchBench.self, ANNBench.self, HeadsBench.self, EngineBench.self], defaultSubcommand: Inference.self)
+        subcommands: [Inference.self, Store.self, SearchBench.self, ANNBench.self, HeadsBench.self, EngineBench.self],
+        defaultSubcommand: Inference.self)
 }
 
 /// One JSON line (or key=value line) per measurement on standard output.
@@ -69,7 +70,10 @@ struct Inference: ParsableCommand {
                 let input = (0..<(batch * size * size * 3)).map { Float(($0 &* 2_654_435_761) % 2001) / 1000 - 1 }
                 _ = encoder.run(input, count: batch)
                 let rate = best { encoder.run(input, count: batch) } * Double(batch)
-                report(["kind": "inference", "model": backbone.manifest.name, "batch": batch, "threads": threads, "images_per_second": rate])
+                report([
+                    "kind": "inference", "model": backbone.manifest.name, "batch": batch, "threads": threads,
+                    "images_per_second": rate
+                ])
             }
         }
         if let decode {
@@ -78,9 +82,14 @@ struct Inference: ParsableCommand {
                 let decoder = ImageDecoder()
                 let minimum = scaled ? preprocessing.minimumShortSide : nil
                 let image = try decoder.decode(contentsOf: decode, minimumShortSide: minimum)
-                let rate = best { _ = preprocessing.tensor(try! decoder.decode(contentsOf: decode, minimumShortSide: minimum)) }
-                report(["kind": "decode", "file": decode, "dct_scaling": scaled, "decoded": "\(image.width)x\(image.height)",
-                        "milliseconds": 1000 / rate])
+                let rate = best {
+                    _ = preprocessing.tensor(try! decoder.decode(contentsOf: decode, minimumShortSide: minimum))
+                }
+                report([
+                    "kind": "decode", "file": decode, "dct_scaling": scaled,
+                    "decoded": "\(image.width)x\(image.height)",
+                    "milliseconds": 1000 / rate
+                ])
             }
         }
     }
@@ -115,20 +124,24 @@ struct Store: ParsableCommand {
     @Option(help: "Vectors to add.") var count: Int = 100_000
     @Option(help: "Vector dimension.") var dimension: Int = 1280
     @Option(help: "Vectors per transaction.") var batchSize: Int = 1000
-    @Option(help: ArgumentHelp("Folder for the temporary index (default: the system's temporary folder).", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp("Folder for the temporary index (default: the system's temporary folder).", valueName: "dir")
+    )
     var directory: String?
     @Flag(help: "Print JSON lines.") var json = false
 
     func run() throws {
         let folder = (directory ?? FileManager.default.temporaryDirectory.path) + "/kith-bench-store-\(UUID())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let index = try Index.create(at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
+        let index = try Index.create(
+            at: folder, space: EmbeddingSpace(model: "bench", weightsSHA256: "", dimension: dimension))
         var rng = XorShift(state: 0x9E37_79B9_7F4A_7C15)
         var batches: [[NewItem]] = []
         for start in stride(from: 0, to: count, by: batchSize) {
-            batches.append((start..<min(start + batchSize, count)).map { i in
-                NewItem(vector: (0..<dimension).map { _ in rng.next() }, source: "vector-\(i)")
-            })
+            batches.append(
+                (start..<min(start + batchSize, count)).map { i in
+                    NewItem(vector: (0..<dimension).map { _ in rng.next() }, source: "vector-\(i)")
+                })
         }
         let t0 = Date()
         for batch in batches { _ = try index.add(batch) }
@@ -138,9 +151,12 @@ struct Store: ParsableCommand {
         let load = Date().timeIntervalSince(t1)
         precondition(snapshot.matrix.rows == count)
         let stats = try index.stats()
-        report(["kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
+        report(
+            [
+                "kind": "store", "count": count, "dimension": dimension, "batch": batchSize,
                 "write_vectors_per_second": Double(count) / write, "load_vectors_per_second": Double(count) / load,
-                "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4], json: json)
+                "file_bytes": stats.fileBytes, "payload_bytes": count * dimension * 4
+            ], json: json)
     }
 }
 
@@ -175,17 +191,25 @@ struct SearchBench: ParsableCommand {
         var configuration = SearchConfiguration()
         configuration.threads = threads
         let search = ExactSearch(snapshot: snapshot, configuration: configuration)
-        let queries = Matrix(rows: max(batch, singles), columns: dimension, values: (0..<(max(batch, singles) * dimension)).map { _ in rng.next() })
+        let queries = Matrix(
+            rows: max(batch, singles), columns: dimension,
+            values: (0..<(max(batch, singles) * dimension)).map { _ in rng.next() })
         _ = search.search(Matrix(rows: 1, columns: dimension, values: Array(queries.row(0))), k: k)
         var t0 = Date()
-        for q in 0..<singles { _ = search.search(Matrix(rows: 1, columns: dimension, values: Array(queries.row(q))), k: k) }
+        for q in 0..<singles {
+            _ = search.search(Matrix(rows: 1, columns: dimension, values: Array(queries.row(q))), k: k)
+        }
         let single = Double(singles) / Date().timeIntervalSince(t0)
-        let batchQueries = Matrix(rows: batch, columns: dimension, values: Array(queries.values.prefix(batch * dimension)))
+        let batchQueries = Matrix(
+            rows: batch, columns: dimension, values: Array(queries.values.prefix(batch * dimension)))
         t0 = Date()
         _ = search.search(batchQueries, k: k)
         let batched = Double(batch) / Date().timeIntervalSince(t0)
-        report(["kind": "search", "items": items, "dimension": dimension, "k": k, "threads": threads,
-                "single_queries_per_second": single, "batch": batch, "batch_queries_per_second": batched], json: json)
+        report(
+            [
+                "kind": "search", "items": items, "dimension": dimension, "k": k, "threads": threads,
+                "single_queries_per_second": single, "batch": batch, "batch_queries_per_second": batched
+            ], json: json)
     }
 }
 
@@ -226,40 +250,57 @@ struct ANNBench: AsyncParsableCommand {
         }
         let first = Query.rows(of: Matrix(rows: 1, columns: queryMatrix.columns, values: Array(queryMatrix.row(0))))
         let method: SearchMethod = nprobe.first == 0 ? .exact : .approximate
-        _ = try await engineFor(1).search(first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first)
+        _ = try await engineFor(1).search(
+            first, k: k, filter: filter, method: method, probes: nprobe.first == 0 ? nil : nprobe.first)
         let openSeconds = Date().timeIntervalSince(t0)
-        report(["kind": "open", "index": name, "seconds": openSeconds, "method": nprobe.first == 0 ? "exact" : "approximate",
-                "rss_bytes": residentBytes(), "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
+        report(
+            [
+                "kind": "open", "index": name, "seconds": openSeconds,
+                "method": nprobe.first == 0 ? "exact" : "approximate",
+                "rss_bytes": residentBytes(), "rss_file_bytes": residentBytes("RssFile"),
+                "rss_anon_bytes": residentBytes("RssAnon")
+            ], json: json)
         for probes in nprobe {
             for count in threads {
                 let engine = try engineFor(count)
                 let method: SearchMethod = probes == 0 ? .exact : .approximate
                 let all = Query.rows(of: queryMatrix)
-                _ = try await engine.search(Array(all.prefix(2)), k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
+                _ = try await engine.search(
+                    Array(all.prefix(2)), k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
                 let singles = min(self.singles, all.count)
                 t0 = Date()
                 for q in all.prefix(singles) {
-                    _ = try await engine.search([q], k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
+                    _ = try await engine.search(
+                        [q], k: k, filter: filter, method: method, probes: probes == 0 ? nil : probes)
                 }
                 let single = Double(singles) / Date().timeIntervalSince(t0)
                 var answers: [[SearchResult]] = []
                 t0 = Date()
                 for start in stride(from: 0, to: all.count, by: 1024) {
-                    answers += try await engine.search(Array(all[start..<min(all.count, start + 1024)]), k: k, filter: filter, method: method,
-                                                       probes: probes == 0 ? nil : probes)
+                    answers += try await engine.search(
+                        Array(all[start..<min(all.count, start + 1024)]), k: k, filter: filter, method: method,
+                        probes: probes == 0 ? nil : probes)
                 }
                 let batched = Double(all.count) / Date().timeIntervalSince(t0)
                 if let ids, count == threads.first {
                     let rows = answers.map { hits in (0..<k).map { $0 < hits.count ? Float(hits[$0].id) : -1 } }
-                    try NPY.encode(Matrix(stacking: rows)).write(to: URL(fileURLWithPath: "\(ids).nprobe-\(probes).npy"))
+                    try NPY.encode(Matrix(stacking: rows)).write(
+                        to: URL(fileURLWithPath: "\(ids).nprobe-\(probes).npy"))
                 }
-                report(["kind": "ann", "nprobe": probes, "threads": count, "k": k, "single_queries_per_second": single,
+                report(
+                    [
+                        "kind": "ann", "nprobe": probes, "threads": count, "k": k, "single_queries_per_second": single,
                         "batch": all.count, "batch_queries_per_second": batched, "rss_bytes": residentBytes(),
-                        "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")], json: json)
+                        "rss_file_bytes": residentBytes("RssFile"), "rss_anon_bytes": residentBytes("RssAnon")
+                    ], json: json)
             }
         }
         if mappedPages, let pages = try mappedIndexPages(index, file: "/\(name)/data.mdb") {
-            report(["kind": "mapped", "codes_bytes": pages.codes, "vectors_bytes": pages.vectors, "other_bytes": pages.other], json: json)
+            report(
+                [
+                    "kind": "mapped", "codes_bytes": pages.codes, "vectors_bytes": pages.vectors,
+                    "other_bytes": pages.other
+                ], json: json)
         }
     }
 }
@@ -271,8 +312,10 @@ struct ANNBench: AsyncParsableCommand {
 func mappedIndexPages(_ index: Index, file: String) throws -> (codes: Int, vectors: Int, other: Int)? {
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
     guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8),
-          let line = maps.split(separator: "\n").first(where: { $0.hasSuffix(file) }),
-          let range = line.split(separator: " ").first?.split(separator: "-").compactMap({ Int($0, radix: 16) }), range.count == 2 else { return nil }
+        let line = maps.split(separator: "\n").first(where: { $0.hasSuffix(file) }),
+        let range = line.split(separator: " ").first?.split(separator: "-").compactMap({ Int($0, radix: 16) }),
+        range.count == 2
+    else { return nil }
     let start = range[0], count = (range[1] - range[0]) / page
     let fd = open("/proc/self/pagemap", O_RDONLY)
     guard fd >= 0 else { return nil }
@@ -280,14 +323,17 @@ func mappedIndexPages(_ index: Index, file: String) throws -> (codes: Int, vecto
     // One 64-bit entry per page; bit 63: the page is present in this process.
     var entries = [UInt64](repeating: 0, count: count), done = 0
     while done < count * 8 {
-        let n = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count * 8 - done, off_t(start / page * 8 + done)) }
+        let n = entries.withUnsafeMutableBytes {
+            pread(fd, $0.baseAddress! + done, count * 8 - done, off_t(start / page * 8 + done))
+        }
         guard n > 0 else { return nil }
         done += n
     }
     var kind = [UInt8](repeating: 0, count: count)  // 0 other, 1 codes, 2 vectors
     func mark(_ base: UnsafeRawPointer?, _ bytes: Int, _ what: UInt8) {
         guard let base, bytes > 0 else { return }
-        let first = max(0, (Int(bitPattern: base) - start) / page), last = min(count - 1, (Int(bitPattern: base) + bytes - 1 - start) / page)
+        let first = max(0, (Int(bitPattern: base) - start) / page),
+            last = min(count - 1, (Int(bitPattern: base) + bytes - 1 - start) / page)
         guard first <= last else { return }
         for i in first...last { kind[i] = what }
     }
@@ -297,7 +343,9 @@ func mappedIndexPages(_ index: Index, file: String) throws -> (codes: Int, vecto
             try reader.scan(list: list) { ids, codes, _ in mark(ids.baseAddress, ids.count + codes.count, 1) }
         }
     }
-    try index.forEachVectorBlock { block in mark(block.rows.baseAddress.map(UnsafeRawPointer.init), block.rows.count * 4, 2) }
+    try index.forEachVectorBlock { block in
+        mark(block.rows.baseAddress.map(UnsafeRawPointer.init), block.rows.count * 4, 2)
+    }
     var bytes = [0, 0, 0]
     for i in 0..<count where entries[i] >> 63 == 1 { bytes[Int(kind[i])] += page }
     return (bytes[1], bytes[2], bytes[0])
@@ -307,7 +355,8 @@ func mappedIndexPages(_ index: Index, file: String) throws -> (codes: Int, vecto
 /// files such as an index's, or "RssAnon", its own); 0 where /proc is not there.
 func residentBytes(_ kind: String = "VmRSS") -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(kind + ":") }) else { return 0 }
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix(kind + ":") })
+    else { return 0 }
     return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
 }
 
@@ -315,15 +364,23 @@ struct HeadsBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "heads",
         abstract: "Time fitting a few-shot head (tools/bench runs the logistic-regression head beside scikit-learn).",
-        discussion: "Fits on the support set given as a .npy matrix and a label file, --repeats times; reports milliseconds per fit and the predictions for --queries.")
+        discussion:
+            "Fits on the support set given as a .npy matrix and a label file, --repeats times; reports milliseconds per fit and the predictions for --queries."
+    )
 
     @Option(help: "Support embeddings (.npy).") var support: String
     @Option(help: "One label per support row.") var labels: String
     @Option(help: "Query embeddings (.npy) to predict after fitting.") var queries: String?
     @Option(help: "Fits to time.") var repeats: Int = 5
-    @Option(help: "The head: auto, or logreg, prototype, knn or copa with options that need no collection beyond --collection's statistics (e.g. copa+steps=100, prototype+whiten).")
+    @Option(
+        help:
+            "The head: auto, or logreg, prototype, knn or copa with options that need no collection beyond --collection's statistics (e.g. copa+steps=100, prototype+whiten)."
+    )
     var head: String = "logreg"
-    @Option(help: ArgumentHelp("Unlabelled embeddings whose statistics whiten and auto use (computed once, not timed).", valueName: "file.npy"))
+    @Option(
+        help: ArgumentHelp(
+            "Unlabelled embeddings whose statistics whiten and auto use (computed once, not timed).",
+            valueName: "file.npy"))
     var collection: String?
     @Option(help: "Threads: BLAS's, and those auto spreads its validation over.") var threads: Int = 1
     @Flag(help: "Print JSON lines.") var json = false
@@ -331,8 +388,13 @@ struct HeadsBench: ParsableCommand {
     func validate() throws {
         do {
             let spec = try HeadSpec(parsing: head)
-            if spec.angular || spec.expand > 0 { throw ValidationError("--head \(head): angular and expand need a collection's items; time them with kith eval fewshot") }
-            if spec.usesCollection, collection == nil { throw ValidationError("--head \(head) needs --collection (the statistics it whitens with)") }
+            if spec.angular || spec.expand > 0 {
+                throw ValidationError(
+                    "--head \(head): angular and expand need a collection's items; time them with kith eval fewshot")
+            }
+            if spec.usesCollection, collection == nil {
+                throw ValidationError("--head \(head) needs --collection (the statistics it whitens with)")
+            }
         } catch let error as QueryError { throw ValidationError(error.description) }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
@@ -348,25 +410,32 @@ struct HeadsBench: ParsableCommand {
         if let alpha = spec.whitening { context.whitening = try statistics?.whitening(shrinkage: alpha) }
         var selection = HeadSelectionConfiguration()
         selection.threads = threads
-        let head: any Head = spec.kind == .auto ? AutoHead(statistics: statistics, configuration: selection) : spec.head(context)
+        let head: any Head =
+            spec.kind == .auto ? AutoHead(statistics: statistics, configuration: selection) : spec.head(context)
         var fitted = try head.fit(set)
         let t0 = Date()
         for _ in 0..<max(1, repeats) { fitted = try head.fit(set) }
         let ms = 1000 * Date().timeIntervalSince(t0) / Double(max(1, repeats))
-        var row: [String: Any] = ["kind": "heads", "head": head.name, "support": s.rows, "classes": set.classes.count, "milliseconds_per_fit": ms,
-                                  "threads": threads]
+        var row: [String: Any] = [
+            "kind": "heads", "head": head.name, "support": s.rows, "classes": set.classes.count,
+            "milliseconds_per_fit": ms,
+            "threads": threads
+        ]
         if let choice = fitted.choice {
             row["chosen"] = choice.head.description
             row["validation"] = choice.accuracy ?? -1
             row["baseline"] = choice.baseline ?? -1
             // The choice alone (the validation), without fitting the chosen head on the whole set.
             let t1 = Date()
-            for _ in 0..<max(1, repeats) { _ = HeadSelection.choose(set, statistics: statistics, configuration: selection) }
+            for _ in 0..<max(1, repeats) {
+                _ = HeadSelection.choose(set, statistics: statistics, configuration: selection)
+            }
             row["milliseconds_choosing"] = 1000 * Date().timeIntervalSince(t1) / Double(max(1, repeats))
         }
         if let queries {
             let q = try readNpy(queries)
-            row["predictions"] = fitted.predict(Matrix(rows: q.rows, columns: q.columns, values: q.values), top: 1).map(\.label)
+            row["predictions"] = fitted.predict(Matrix(rows: q.rows, columns: q.columns, values: q.values), top: 1).map(
+                \.label)
         }
         report(row, json: json)
     }
@@ -375,8 +444,11 @@ struct HeadsBench: ParsableCommand {
 struct EngineBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
-        abstract: "Call the query engine or encoder directly with concurrent callers (the library side of the server benchmark).",
-        discussion: "search and classify send the vector in --vector (a .npy row); embed encodes --image in batches of 16. Reports requests (or images) per second and latency percentiles.")
+        abstract:
+            "Call the query engine or encoder directly with concurrent callers (the library side of the server benchmark).",
+        discussion:
+            "search and classify send the vector in --vector (a .npy row); embed encodes --image in batches of 16. Reports requests (or images) per second and latency percentiles."
+    )
 
     enum Operation: String, ExpressibleByArgument { case search, classify, embed }
 
@@ -402,7 +474,11 @@ struct EngineBench: AsyncParsableCommand {
             while Date() < deadline {
                 images += encoder.encode(files: files).count
             }
-            report(["kind": "engine", "operation": "embed", "images_per_second": Double(images) / Date().timeIntervalSince(start)], json: json)
+            report(
+                [
+                    "kind": "engine", "operation": "embed",
+                    "images_per_second": Double(images) / Date().timeIntervalSince(start)
+                ], json: json)
             return
         }
         guard let index, let vector else { throw ValidationError("\(operation.rawValue) needs --index and --vector") }
@@ -412,7 +488,11 @@ struct EngineBench: AsyncParsableCommand {
         let head = LogisticRegressionHead()
         let operation = operation
         func call() async throws {
-            if operation == .search { _ = try await engine.search([query], k: 10) } else { _ = try await engine.classify([query], head: head) }
+            if operation == .search {
+                _ = try await engine.search([query], k: 10)
+            } else {
+                _ = try await engine.classify([query], head: head)
+            }
         }
         try await call()  // loads the snapshot / fits the head
         let start = Date()
@@ -431,8 +511,14 @@ struct EngineBench: AsyncParsableCommand {
             return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
         }
         let elapsed = Date().timeIntervalSince(start)
-        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))] * 1000 }
-        report(["kind": "engine", "operation": operation.rawValue, "concurrency": concurrency, "requests_per_second": Double(latencies.count) / elapsed,
-                "p50_ms": percentile(0.5), "p99_ms": percentile(0.99)], json: json)
+        func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(p * Double(latencies.count)))] * 1000
+        }
+        report(
+            [
+                "kind": "engine", "operation": operation.rawValue, "concurrency": concurrency,
+                "requests_per_second": Double(latencies.count) / elapsed,
+                "p50_ms": percentile(0.5), "p99_ms": percentile(0.99)
+            ], json: json)
     }
 }

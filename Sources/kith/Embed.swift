@@ -30,10 +30,13 @@ struct Embed: ParsableCommand {
     @Option(name: [.short, .long], help: "Write here instead of standard output (required for npy).")
     var output: String?
 
-    @Option(help: ArgumentHelp("Also embed the paths listed in this file, one per line ('-': standard input).", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Also embed the paths listed in this file, one per line ('-': standard input).", valueName: "file"))
     var list: String?
 
-    @Option(help: ArgumentHelp("Write each skipped image here as a JSON line {path, code, message}.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp("Write each skipped image here as a JSON line {path, code, message}.", valueName: "file"))
     var failures: String?
 
     @Argument(help: "Image files or folders.")
@@ -62,7 +65,10 @@ struct Embed: ParsableCommand {
         // A .paths.txt line cannot hold a name with a line break: such files are reported, not shifted.
         let unlisted = format == .npy ? files.filter { $0.contains(where: \.isNewline) } : []
         files.removeAll { format == .npy && $0.contains(where: \.isNewline) }
-        guard !files.isEmpty || !unlisted.isEmpty else { throw ValidationError("no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))") }
+        guard !files.isEmpty || !unlisted.isEmpty else {
+            throw ValidationError(
+                "no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))")
+        }
         let progress = Progress(total: files.count, label: "embedding")
         let report = FailureReport()
         let model = encoder.backbone.manifest.name
@@ -81,7 +87,8 @@ struct Embed: ParsableCommand {
                     // milliseconds per 1280-d line. A Float's description is its shortest
                     // round-trip form, so the values read back exactly.
                     text += "{\"embedding\":[" + item.embedding.map(\.description).joined(separator: ",")
-                    text += "],\"model\":\(modelJSON),\"path\":\(try Self.jsonString(item.source)),\"sha256\":\"\(hash)\"}\n"
+                    text +=
+                        "],\"model\":\(modelJSON),\"path\":\(try Self.jsonString(item.source)),\"sha256\":\"\(hash)\"}\n"
                 }
                 try sink.write(contentsOf: Data(text.utf8))
             }
@@ -99,8 +106,9 @@ struct Embed: ParsableCommand {
             }
         }
         let refused = unlisted.map { path in
-            Result<(EncodedImage, ContentHash), ImageError>.failure(.unreadableFile(
-                path, "its name has a line break, which a line of .paths.txt cannot hold; use --format jsonl"))
+            Result<(EncodedImage, ContentHash), ImageError>.failure(
+                .unreadableFile(
+                    path, "its name has a line break, which a line of .paths.txt cannot hold; use --format jsonl"))
         }
         try record(refused, failureSink)
         _ = report.take(refused)
@@ -123,7 +131,8 @@ struct Embed: ParsableCommand {
         guard let sink else { return }
         var text = Data()
         for case .failure(let error) in results {
-            text += try KithJSON.encoder.encode(Failure(path: error.file ?? "", code: error.code.rawValue, message: error.description))
+            text += try KithJSON.encoder.encode(
+                Failure(path: error.file ?? "", code: error.code.rawValue, message: error.description))
             text.append(0x0A)
         }
         try sink.write(contentsOf: text)
@@ -136,7 +145,9 @@ struct Embed: ParsableCommand {
         if list == "-" {
             data = FileHandle.standardInput.readDataToEndOfFile()
         } else {
-            guard let contents = FileManager.default.contents(atPath: list) else { throw failure("cannot read \(list)") }
+            guard let contents = FileManager.default.contents(atPath: list) else {
+                throw failure("cannot read \(list)")
+            }
             data = contents
         }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init).filter { !$0.isEmpty }
@@ -145,7 +156,9 @@ struct Embed: ParsableCommand {
     /// Reads, hashes and embeds one batch of files; results in file order.
     private func embed(_ files: [String], _ encoder: Encoder) -> [Result<(EncodedImage, ContentHash), ImageError>] {
         let read = readFiles(files)
-        let inputs = zip(files, read).compactMap { path, result in (try? result.get()).map { ImageInput.data($0.data, name: path) } }
+        let inputs = zip(files, read).compactMap { path, result in
+            (try? result.get()).map { ImageInput.data($0.data, name: path) }
+        }
         var embedded = encoder.embed(encoder.prepare(inputs)).makeIterator()
         return read.map { result in
             switch result {
@@ -171,4 +184,3 @@ func write(_ data: Data, to path: String?) throws {
         FileHandle.standardOutput.write(data)
     }
 }
-

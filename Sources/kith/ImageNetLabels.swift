@@ -36,11 +36,16 @@ struct ImageNetLabels: ParsableCommand {
             let total = exps.reduce(0, +)
             let best = logits.indices.sorted { logits[$0] > logits[$1] }.prefix(top)
             if json {
-                let classes = best.map { ["class": $0, "name": names[$0], "probability": exps[$0] / total] as [String: Any] }
-                let data = try JSONSerialization.data(withJSONObject: ["path": item.source, "top": classes], options: [.withoutEscapingSlashes])
+                let classes = best.map {
+                    ["class": $0, "name": names[$0], "probability": exps[$0] / total] as [String: Any]
+                }
+                let data = try JSONSerialization.data(
+                    withJSONObject: ["path": item.source, "top": classes], options: [.withoutEscapingSlashes])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("\(item.source): " + best.map { String(format: "%@ (%.3f)", names[$0], exps[$0] / total) }.joined(separator: ", "))
+                print(
+                    "\(item.source): "
+                        + best.map { String(format: "%@ (%.3f)", names[$0], exps[$0] / total) }.joined(separator: ", "))
             }
         }
     }

@@ -11,8 +11,11 @@ struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
-        subcommands: [Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self, Views.self,
-                      Relabel.self, Thumbnails.self, BuildANN.self, Snapshot.self, Check.self, Drop.self])
+        subcommands: [
+            Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self,
+            Views.self,
+            Relabel.self, Thumbnails.self, BuildANN.self, Snapshot.self, Check.self, Drop.self
+        ])
 }
 
 /// Where the indexes live.
@@ -51,7 +54,9 @@ extension IndexCommand {
         @Argument(help: "Name of the new index.")
         var name: String
 
-        var configuration: IndexConfiguration { IndexConfiguration(queueCapacity: queueCapacity, queuePartition: queuePartition) }
+        var configuration: IndexConfiguration {
+            IndexConfiguration(queueCapacity: queueCapacity, queuePartition: queuePartition)
+        }
 
         func validate() throws {
             if model != nil && dimension != nil { throw ValidationError("give --model or --dimension, not both") }
@@ -64,10 +69,13 @@ extension IndexCommand {
 
         func run() throws {
             let library = ModelLibrary(directory: models)
-            let space = try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
+            let space =
+                try dimension.map { EmbeddingSpace.vectors(dimension: $0, metric: metric) }
                 ?? library.manifest(named: model ?? ModelLibrary.defaultModel).space
             let index = try location.library.create(name, space: space, configuration: configuration)
-            print("created index '\(name)' at \(index.path): \(index.metadata.space.description), queue capacity \(queueCapacity)")
+            print(
+                "created index '\(name)' at \(index.path): \(index.metadata.space.description), queue capacity \(queueCapacity)"
+            )
         }
     }
 
@@ -104,7 +112,8 @@ extension IndexCommand {
 
         func run() throws {
             let index = try location.open(name)
-            let ingestor = try Ingestor(index: index, encoder: try backbone.encoder(model: try index.backbone(), thumbnails: thumbnailSize))
+            let ingestor = try Ingestor(
+                index: index, encoder: try backbone.encoder(model: try index.backbone(), thumbnails: thumbnailSize))
             // Sources are stored as absolute paths without '.' or '..', so that they name the file
             // whatever the working directory of a later command.
             let files = try imageFiles(paths).map { URL(fileURLWithPath: $0).standardizedFileURL.path }.map { path in
@@ -112,9 +121,12 @@ extension IndexCommand {
                 return IngestionFile(
                     path: path,
                     label: labelFromFolder ? (folder as NSString).lastPathComponent : label,
-                    coarseLabel: coarseLabelFromParent ? ((folder as NSString).deletingLastPathComponent as NSString).lastPathComponent : nil)
+                    coarseLabel: coarseLabelFromParent
+                        ? ((folder as NSString).deletingLastPathComponent as NSString).lastPathComponent : nil)
             }
-            guard !files.isEmpty else { throw ValidationError("no image files found in \(paths.joined(separator: ", "))") }
+            guard !files.isEmpty else {
+                throw ValidationError("no image files found in \(paths.joined(separator: ", "))")
+            }
             let progress = Progress(total: files.count, label: "adding")
             var reported = 0
             var batches = 0
@@ -127,9 +139,14 @@ extension IndexCommand {
             }
             for failure in summary.failures[reported...] { printError("skipped \(failure)") }
             let total = max(summary.seconds, 1e-9)
-            print(String(format: "added %d, skipped %d duplicates, %d failed, in %.1f s (%.1f images/s); share of the time: encode %.0f%%, write %.1f%%, decode %.0f%% (overlapping the encoder)",
-                         summary.added, summary.duplicates, summary.failures.count, summary.seconds, Double(summary.done) / total,
-                         100 * summary.encodeSeconds / total, 100 * summary.writeSeconds / total, 100 * summary.decodeSeconds / total))
+            print(
+                String(
+                    format:
+                        "added %d, skipped %d duplicates, %d failed, in %.1f s (%.1f images/s); share of the time: encode %.0f%%, write %.1f%%, decode %.0f%% (overlapping the encoder)",
+                    summary.added, summary.duplicates, summary.failures.count, summary.seconds,
+                    Double(summary.done) / total,
+                    100 * summary.encodeSeconds / total, 100 * summary.writeSeconds / total,
+                    100 * summary.decodeSeconds / total))
             if summary.added + summary.duplicates == 0 { throw ExitCode.failure }
         }
     }
@@ -152,7 +169,10 @@ extension IndexCommand {
         func run() throws {
             let index = try location.open(name)
             let matrix = try readNpy(file)
-            let rowLabels = try labels.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+            let rowLabels = try labels.map {
+                try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+                    .map(String.init)
+            }
             var added = 0
             for start in stride(from: 0, to: matrix.rows, by: max(1, batchSize)) {
                 let items = (start..<min(start + batchSize, matrix.rows)).map { r in
@@ -173,7 +193,9 @@ extension IndexCommand {
             for name in try location.library.names() {
                 let index = try location.open(name)
                 let stats = try index.stats()
-                print("\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model ?? "vectors of your own")")
+                print(
+                    "\(name)\t\(stats.items) items\t\(index.metadata.dimension)-d \(index.metadata.model ?? "vectors of your own")"
+                )
             }
         }
     }
@@ -192,7 +214,8 @@ extension IndexCommand {
                 print(String(decoding: try KithJSON.prettyEncoder.encode(info), as: UTF8.self))
                 return
             }
-            print("""
+            print(
+                """
                 index       \(name) (\(index.path))
                 model       \(m.model.map { "\($0), \(m.dimension)-d, weights \((m.weightsSHA256 ?? "").prefix(16))" } ?? "none: \(m.dimension)-d vectors of your own"), \(m.metric.rawValue)
                 created     \(m.created)
@@ -217,7 +240,8 @@ extension IndexCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete items by id or by source path.")
+        static let configuration = CommandConfiguration(
+            commandName: "rm", abstract: "Delete items by id or by source path.")
         @OptionGroup var location: IndexOptions
         @Argument(help: "Name of the index.") var name: String
         @Argument(help: "Item ids or source paths.") var items: [String]
@@ -248,7 +272,8 @@ extension IndexCommand {
 
     struct Thumbnails: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Add thumbnails to the items that have none, from their source files where these can still be read.")
+            abstract:
+                "Add thumbnails to the items that have none, from their source files where these can still be read.")
         @OptionGroup var location: IndexOptions
         @Option(help: "Longer side of the thumbnails, in pixels.") var size: Int = KithPipeline.Thumbnails.defaultSize
         @Argument(help: "Name of the index.") var name: String
@@ -262,15 +287,20 @@ extension IndexCommand {
                 if progress == nil { progress = Progress(total: total, label: "thumbnails") }
                 progress?.update(done)
             }
-            for (id, source) in summary.unreadable.prefix(20) { printError("no thumbnail for item \(id): cannot read \(source)") }
+            for (id, source) in summary.unreadable.prefix(20) {
+                printError("no thumbnail for item \(id): cannot read \(source)")
+            }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
-            print("added \(summary.added) thumbnails to '\(name)'; \(summary.unreadable.count) items have no readable source")
+            print(
+                "added \(summary.added) thumbnails to '\(name)'; \(summary.unreadable.count) items have no readable source"
+            )
         }
     }
 
     struct Views: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Embed label-preserving views of the labelled images (crops, small turns, mirroring where allowed) for heads with +views.",
+            abstract:
+                "Embed label-preserving views of the labelled images (crops, small turns, mirroring where allowed) for heads with +views.",
             discussion: """
                 Views are made from each labelled item's source file where it can still be read, \
                 embedded once by the index's backbone and stored in the index; items that already \
@@ -297,14 +327,19 @@ extension IndexCommand {
                 if progress == nil { progress = Progress(total: total, label: "items") }
                 progress?.update(done)
             }
-            for (id, source) in summary.unreadable.prefix(20) { printError("no views for item \(id): cannot read \(source)") }
+            for (id, source) in summary.unreadable.prefix(20) {
+                printError("no views for item \(id): cannot read \(source)")
+            }
             if summary.unreadable.count > 20 { printError("… and \(summary.unreadable.count - 20) more") }
-            print("added views of \(summary.added) labelled items to '\(name)' (\(recipe)); \(summary.unreadable.count) have no readable source")
+            print(
+                "added views of \(summary.added) labelled items to '\(name)' (\(recipe)); \(summary.unreadable.count) have no readable source"
+            )
         }
     }
 
     struct Snapshot: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a compacted, consistent copy while the index stays in use.")
+        static let configuration = CommandConfiguration(
+            abstract: "Write a compacted, consistent copy while the index stays in use.")
         @OptionGroup var location: IndexOptions
         @Argument(help: "Name of the index.") var name: String
         @Argument(help: "A new folder for the copy.") var destination: String
@@ -350,7 +385,8 @@ extension IndexCommand {
         @Option(help: "Lists a search probes by default (default: calibrated for --recall).") var probes: Int?
         @Option(help: "The recall@10 the default probes are calibrated for.") var recall: Double = 0.95
         @Option(help: "Seed of the sample and of k-means.") var seed: UInt64 = 0
-        @Option(help: "How items are coded: sq8 (8-bit, a quarter of float32) or fp16 (half precision, a half).") var codes: ANNCodes = .sq8
+        @Option(help: "How items are coded: sq8 (8-bit, a quarter of float32) or fp16 (half precision, a half).")
+        var codes: ANNCodes = .sq8
         @Option(help: "Items coded per transaction (default: 16 per list, at least 8,192).") var batch: Int?
         @OptionGroup var crash: CrashOptions
         @Flag(help: "Remove the structure: searches are exact again.") var drop = false
@@ -358,7 +394,9 @@ extension IndexCommand {
 
         var annConfiguration: ANNConfiguration {
             var c = ANNConfiguration()
-            (c.lists, c.trainingSample, c.iterations, c.probes, c.seed, c.codes) = (lists, sample, iterations, probes, seed, codes)
+            (c.lists, c.trainingSample, c.iterations, c.probes, c.seed, c.codes) = (
+                lists, sample, iterations, probes, seed, codes
+            )
             return c
         }
 
@@ -390,11 +428,16 @@ extension IndexCommand {
                 status = try index.annStatus()!
             }
             let c = status.configuration
-            print(String(format: "'%@': approximate search %@, %d lists of %@ codes, trained on %d items, %d probes by default%@ "
-                         + "(built in %.1f s, calibrated in %.1f s)", name,
-                         status.phase == .ready ? "ready" : "not finished", c.lists ?? 0, (c.codes ?? .sq8).rawValue, c.trainingSample ?? 0, c.probes ?? 0,
-                         status.calibratedRecall.map { String(format: " (recall@10 %.3f on the index's own items)", $0) } ?? "",
-                         built.timeIntervalSince(start), Date().timeIntervalSince(built)))
+            print(
+                String(
+                    format:
+                        "'%@': approximate search %@, %d lists of %@ codes, trained on %d items, %d probes by default%@ "
+                        + "(built in %.1f s, calibrated in %.1f s)", name,
+                    status.phase == .ready ? "ready" : "not finished", c.lists ?? 0, (c.codes ?? .sq8).rawValue,
+                    c.trainingSample ?? 0, c.probes ?? 0,
+                    status.calibratedRecall.map { String(format: " (recall@10 %.3f on the index's own items)", $0) }
+                        ?? "",
+                    built.timeIntervalSince(start), Date().timeIntervalSince(built)))
         }
     }
 

@@ -4,9 +4,12 @@ import ArgumentParser
 struct Kith: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kith",
-        abstract: "Image embeddings from a frozen backbone: LMDB indexes, nearest-neighbour retrieval, few-shot classification, an HTTP service.",
-        subcommands: [Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
-                      Evaluate.self, Adapt.self, Export.self, Serve.self, Models.self, Bench.self])
+        abstract:
+            "Image embeddings from a frozen backbone: LMDB indexes, nearest-neighbour retrieval, few-shot classification, an HTTP service.",
+        subcommands: [
+            Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
+            Evaluate.self, Adapt.self, Export.self, Serve.self, Models.self, Bench.self
+        ])
 
     /// Runs the command. An error of Kith's libraries is printed as `kith: message`, without the
     /// usage text (the command line itself was fine), and fails the command; ArgumentParser

@@ -17,21 +17,27 @@ struct Models: ParsableCommand {
         let manifests: [ModelManifest]
         manifests = try library.manifests()
         if manifests.isEmpty {
-            printError("no models in \(library.lookedIn); run the set-up (see README), or set KITH_MODELS to a folder of models")
+            printError(
+                "no models in \(library.lookedIn); run the set-up (see README), or set KITH_MODELS to a folder of models"
+            )
             throw ExitCode.failure
         }
         if json {  // the shape of GET /v1/models
-            print(String(decoding: try KithJSON.prettyEncoder.encode(["models": manifests.map(ModelInfo.init)]), as: UTF8.self))
+            print(
+                String(
+                    decoding: try KithJSON.prettyEncoder.encode(["models": manifests.map(ModelInfo.init)]),
+                    as: UTF8.self))
             return
         }
         print("NAME                ARCHITECTURE        DIM  INPUT  WEIGHTS")
         for m in manifests {
             let name = m.name + (m.name == ModelLibrary.defaultModel ? " *" : "")
-            print(name.padding(toLength: 20, withPad: " ", startingAt: 0)
-                  + m.architecture.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)
-                  + String(m.dimension).padding(toLength: 5, withPad: " ", startingAt: 0)
-                  + "\(m.preprocessing.inputSize)".padding(toLength: 7, withPad: " ", startingAt: 0)
-                  + "\(library.directory)/\(m.weights)")
+            print(
+                name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                    + m.architecture.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)
+                    + String(m.dimension).padding(toLength: 5, withPad: " ", startingAt: 0)
+                    + "\(m.preprocessing.inputSize)".padding(toLength: 7, withPad: " ", startingAt: 0)
+                    + "\(library.directory)/\(m.weights)")
         }
     }
 }

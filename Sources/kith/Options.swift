@@ -64,8 +64,9 @@ struct ViewDomainOptions: ParsableArguments {
     var jitter = false
     @Flag(help: "Blur every other view (where fine detail does not carry the meaning).")
     var blur = false
-    @Flag(name: .customLong("per-image"), inversion: .prefixedNo,
-          help: "Draw each image's transforms from its own seed (--no-per-image: the same transforms for every image).")
+    @Flag(
+        name: .customLong("per-image"), inversion: .prefixedNo,
+        help: "Draw each image's transforms from its own seed (--no-per-image: the same transforms for every image).")
     var perImage = true
 
     func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
@@ -141,7 +142,9 @@ final class Progress: Sendable {
         let elapsed = now.timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
-        let line = String(format: "%@ %d/%d  %.1f %@/s  ETA %.0fs%@", label, done, total, rate, unit, eta, note.isEmpty ? "" : "  " + note)
+        let line = String(
+            format: "%@ %d/%d  %.1f %@/s  ETA %.0fs%@", label, done, total, rate, unit, eta,
+            note.isEmpty ? "" : "  " + note)
         if terminal {
             FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
             if done == total { FileHandle.standardError.write(Data("\n".utf8)) }

@@ -11,14 +11,21 @@ import KithQuery
 
 /// The Python that reads and writes Parquet.
 struct PythonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Python 3 with pyarrow and Kith's Python package (default: $KITH_PYTHON, else python3).", valueName: "python"))
+    @Option(
+        help: ArgumentHelp(
+            "Python 3 with pyarrow and Kith's Python package (default: $KITH_PYTHON, else python3).",
+            valueName: "python"))
     var python: String?
 
     /// `python -m kith.parquet arguments…`, started with its standard error passed through.
-    func parquet(_ arguments: [String], input: Bool) throws -> (process: Process, stdin: FileHandle?, stdout: FileHandle?) {
+    func parquet(_ arguments: [String], input: Bool) throws -> (
+        process: Process, stdin: FileHandle?, stdout: FileHandle?
+    ) {
         let name = python ?? ProcessInfo.processInfo.environment["KITH_PYTHON"] ?? "python3"
         guard let executable = Self.resolve(name) else {
-            throw failure("no '\(name)' to read and write Parquet with: give --python or set KITH_PYTHON to a Python 3 with pyarrow and Kith's package (pip install './clients/python[parquet]')")
+            throw failure(
+                "no '\(name)' to read and write Parquet with: give --python or set KITH_PYTHON to a Python 3 with pyarrow and Kith's package (pip install './clients/python[parquet]')"
+            )
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -34,7 +41,9 @@ struct PythonOptions: ParsableArguments {
     private static func resolve(_ name: String) -> String? {
         if name.contains("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 }
 
@@ -132,7 +141,8 @@ extension IndexCommand {
             let (process, _, stdout) = try python.parquet(["read"] + shards, input: false)
             defer { if process.isRunning { process.terminate() } }
             var lines = LineReader(stdout!)
-            guard let first = try lines.next(), let list = try? KithJSON.decoder.decode(ShardList.self, from: first) else {
+            guard let first = try lines.next(), let list = try? KithJSON.decoder.decode(ShardList.self, from: first)
+            else {
                 try requireSuccess(process, "reading the shards")
                 throw failure("reading the shards: no shard list from python -m kith.parquet")
             }
@@ -157,17 +167,26 @@ extension IndexCommand {
             }
             try requireSuccess(process, "reading the shards")
             if !batch.isEmpty { try flush() }
-            print("added \(added), skipped \(duplicates) duplicates, from \(list.shards.count) shard\(list.shards.count == 1 ? "" : "s") of \(total) rows")
+            print(
+                "added \(added), skipped \(duplicates) duplicates, from \(list.shards.count) shard\(list.shards.count == 1 ? "" : "s") of \(total) rows"
+            )
         }
 
         /// Throws, naming the shard, unless every shard holds embeddings of the index's space.
         private func check(_ list: ShardList, _ index: Index) throws {
             for shard in list.shards where shard.rows > 0 {
                 guard shard.spaces.count == 1, let space = shard.spaces.first else {
-                    let found = shard.spaces.map { "'\($0.model ?? "own vectors")' (\(($0.weightsSha256 ?? "-").prefix(12)))" }
-                    throw failure("\(shard.path): rows of \(shard.spaces.count) embedding spaces (\(found.joined(separator: ", "))); a shard must hold one model's embeddings")
+                    let found = shard.spaces.map {
+                        "'\($0.model ?? "own vectors")' (\(($0.weightsSha256 ?? "-").prefix(12)))"
+                    }
+                    throw failure(
+                        "\(shard.path): rows of \(shard.spaces.count) embedding spaces (\(found.joined(separator: ", "))); a shard must hold one model's embeddings"
+                    )
                 }
-                var shardSpace = space.model.map { EmbeddingSpace(model: $0, weightsSHA256: space.weightsSha256 ?? "", dimension: shard.dimension) }
+                var shardSpace =
+                    space.model.map {
+                        EmbeddingSpace(model: $0, weightsSHA256: space.weightsSha256 ?? "", dimension: shard.dimension)
+                    }
                     ?? .vectors(dimension: shard.dimension)
                 shardSpace.metric = index.metadata.metric
                 do { try index.requireSpace(shardSpace) } catch {
@@ -181,17 +200,26 @@ extension IndexCommand {
             guard let row = try? KithJSON.decoder.decode(ShardRow.self, from: line) else {
                 throw failure("reading the shards: a line python -m kith.parquet wrote is not a row")
             }
-            let place = "\(row.shard.flatMap { list.shards.indices.contains($0) ? list.shards[$0].path : nil } ?? "shard") row \(row.row ?? -1)"
+            let place =
+                "\(row.shard.flatMap { list.shards.indices.contains($0) ? list.shards[$0].path : nil } ?? "shard") row \(row.row ?? -1)"
             guard let bytes = Data(base64Encoded: row.embedding), bytes.count == dimension * 4 else {
                 throw failure("\(place): the embedding does not have \(dimension) float32 values")
             }
-            let vector = bytes.withUnsafeBytes { raw in (0..<dimension).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } }
+            let vector = bytes.withUnsafeBytes { raw in
+                (0..<dimension).map {
+                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+                }
+            }
             var hash: ContentHash?
             if let hex = row.sha256 {
-                guard let parsed = ContentHash(hex: hex) else { throw failure("\(place): sha256 '\(hex.prefix(80))' is not 64 hex digits") }
+                guard let parsed = ContentHash(hex: hex) else {
+                    throw failure("\(place): sha256 '\(hex.prefix(80))' is not 64 hex digits")
+                }
                 hash = parsed
             }
-            return NewItem(vector: vector, source: row.path, contentHash: hash, label: row.label, coarseLabel: row.coarseLabel, metadata: row.metadata)
+            return NewItem(
+                vector: vector, source: row.path, contentHash: hash, label: row.label, coarseLabel: row.coarseLabel,
+                metadata: row.metadata)
         }
     }
 }
@@ -234,7 +262,8 @@ struct Export: ParsableCommand {
             let progress = Progress(total: total, label: "exporting")
             var next: UInt64 = 0, done = 0
             do {
-                var text = try KithJSON.encoder.encode(Header(model: space.model, weightsSha256: space.weightsSHA256, dimension: space.dimension))
+                var text = try KithJSON.encoder.encode(
+                    Header(model: space.model, weightsSha256: space.weightsSHA256, dimension: space.dimension))
                 text.append(0x0A)
                 try sink.write(contentsOf: text)
                 while true {
@@ -243,9 +272,12 @@ struct Export: ParsableCommand {
                     text = Data()
                     for (item, vector) in page {
                         let bytes = vector.withUnsafeBufferPointer { Data(buffer: $0) }
-                        text += try KithJSON.encoder.encode(ShardRow(
-                            id: item.id, path: item.source, sha256: item.contentHash?.description, label: item.label,
-                            coarseLabel: item.coarseLabel, metadata: item.metadata, embedding: bytes.base64EncodedString()))
+                        text += try KithJSON.encoder.encode(
+                            ShardRow(
+                                id: item.id, path: item.source, sha256: item.contentHash?.description,
+                                label: item.label,
+                                coarseLabel: item.coarseLabel, metadata: item.metadata,
+                                embedding: bytes.base64EncodedString()))
                         text.append(0x0A)
                     }
                     try sink.write(contentsOf: text)

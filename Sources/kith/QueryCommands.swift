@@ -8,8 +8,10 @@ import KithQuery
 
 /// Opens index `name` with a query engine whose backbone (for image queries) is the index's own;
 /// the index is opened and the weights loaded off the cooperative threads.
-func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false,
-            search: SearchConfiguration = .init()) async throws -> QueryEngine {
+func engine(
+    _ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false,
+    search: SearchConfiguration = .init()
+) async throws -> QueryEngine {
     try await offload {
         let index = try location.open(name)
         let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
@@ -19,9 +21,15 @@ func engine(_ name: String, location: IndexOptions, backbone: BackboneOptions, i
 
 /// The sizes from which searches are approximate and read the vectors in place (`kith search`, `kith serve`).
 struct SearchSizeOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Search approximately from this many items on, where the index has a structure ready (kith index build-ann).", valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "Search approximately from this many items on, where the index has a structure ready (kith index build-ann).",
+            valueName: "n"))
     var approximateFrom = SearchConfiguration().approximateFrom
-    @Option(help: ArgumentHelp("Exact searches read the vectors in place in the memory map from this many items on, instead of copying them all into memory.", valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "Exact searches read the vectors in place in the memory map from this many items on, instead of copying them all into memory.",
+            valueName: "n"))
     var inPlaceFrom = SearchConfiguration().inPlaceFrom
 
     func validate() throws {
@@ -41,7 +49,10 @@ extension QuerySpace: ExpressibleByArgument {}
 
 /// The embedding space of a query command.
 struct SpaceOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("backbone or adapted (default: adapted when the index has an adapted head, `kith adapt`, that measured better than the backbone on the index's data).", valueName: "space"))
+    @Option(
+        help: ArgumentHelp(
+            "backbone or adapted (default: adapted when the index has an adapted head, `kith adapt`, that measured better than the backbone on the index's data).",
+            valueName: "space"))
     var space: QuerySpace = .automatic
 }
 
@@ -50,7 +61,9 @@ func parseQueries(_ arguments: [String]) throws -> [Query] {
     var queries: [Query] = []
     for argument in arguments {
         if argument.hasPrefix("id:") {
-            guard let id = UInt64(argument.dropFirst(3)) else { throw ValidationError("'\(argument)': expected id:NUMBER") }
+            guard let id = UInt64(argument.dropFirst(3)) else {
+                throw ValidationError("'\(argument)': expected id:NUMBER")
+            }
             queries.append(.item(id))
         } else if argument.hasSuffix(".npy") {
             queries += Query.rows(of: try readNpy(argument))
@@ -72,7 +85,9 @@ func describe(_ query: Query) -> String {
 struct Search: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Find the items most similar to images, items or vectors.",
-        discussion: "QUERY is an image file or folder, id:N for an item of the index (more like it, never itself), or a .npy file of vectors.")
+        discussion:
+            "QUERY is an image file or folder, id:N for an item of the index (more like it, never itself), or a .npy file of vectors."
+    )
 
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
@@ -80,12 +95,17 @@ struct Search: AsyncParsableCommand {
     @OptionGroup var sizes: SearchSizeOptions
     @Option(name: .short, help: "Results per query.") var k: Int = 10
     @Option(name: .customLong("label"), help: "Only items with this label (repeatable).") var labels: [String] = []
-    @Option(name: .customLong("exclude-label"), help: "Never items with this label (repeatable).") var excludedLabels: [String] = []
+    @Option(name: .customLong("exclude-label"), help: "Never items with this label (repeatable).") var excludedLabels:
+        [String] = []
     @Option(help: "Only items of this coarse class.") var coarse: String?
-    @Flag(help: "Within one coarse class (--coarse, else each query's own), ranked by angularly normalised similarity (ANCOR).")
+    @Flag(
+        help:
+            "Within one coarse class (--coarse, else each query's own), ranked by angularly normalised similarity (ANCOR)."
+    )
     var angular = false
     @Flag(help: "Score every item, even where the index has an approximate-search structure.") var exact = false
-    @Flag(help: "Use the approximate-search structure whatever the index's size (kith index build-ann).") var approximate = false
+    @Flag(help: "Use the approximate-search structure whatever the index's size (kith index build-ann).")
+    var approximate = false
     @Option(help: "Lists an approximate search probes (default: the index's).") var nprobe: Int?
     @Flag(help: "Print one JSON object per query.") var json = false
     @Argument(help: "Name of the index.") var name: String
@@ -104,23 +124,28 @@ struct Search: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage),
-                                      search: sizes.configuration())
+        let engine = try await engine(
+            name, location: location, backbone: backbone, images: queries.contains(where: \.isImage),
+            search: sizes.configuration())
         let filter = LabelFilter(labels: labels.isEmpty ? nil : labels, excluding: excludedLabels)
         let space = try await engine.answeringSpace(spaceOptions.space)
         // The space that answered: first on standard output, or in each --json object.
         if !json, !queries.isEmpty { print("\(space.rawValue) space") }
         // Any number of queries, in the engine's batches, each printed as it is answered.
         for batch in queries.batches(of: engine.limits.queriesPerSearch(k: k)) {
-            let results = try await engine.search(Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
-                                                  method: method, probes: nprobe)
+            let results = try await engine.search(
+                Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
+                method: method, probes: nprobe)
             for (query, hits) in zip(batch, results) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
                 } else {
                     print(describe(query))
                     for (rank, hit) in hits.enumerated() {
-                        print(String(format: "  %2d  %.4f  id:%llu  %@%@", rank + 1, hit.score, hit.id, hit.source, hit.label.map { "  [\($0)]" } ?? ""))
+                        print(
+                            String(
+                                format: "  %2d  %.4f  id:%llu  %@%@", rank + 1, hit.score, hit.id, hit.source,
+                                hit.label.map { "  [\($0)]" } ?? ""))
                     }
                 }
             }
@@ -135,7 +160,10 @@ struct Classify: AsyncParsableCommand {
     @OptionGroup var location: IndexOptions
     @OptionGroup var backbone: BackboneOptions
     @OptionGroup var spaceOptions: SpaceOptions
-    @Option(help: "The few-shot head and its options: auto (chosen by measurement on the labelled items), or logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md).")
+    @Option(
+        help:
+            "The few-shot head and its options: auto (chosen by measurement on the labelled items), or logreg, prototype, knn or copa, then +views, +whiten[=α], +angular, +expand=K, +adjust[=τ] (docs/heads.md)."
+    )
     var head: String = "auto"
     @Flag(help: "Class-balanced weights n / (K·n_k) for the logistic-regression head.") var balanced = false
     @Option(help: "Classes to print per query.") var top: Int = 3
@@ -151,21 +179,27 @@ struct Classify: AsyncParsableCommand {
     func run() async throws {
         let spec = try HeadSpec(parsing: head, classBalanced: balanced)
         let queries = try parseQueries(self.queries)
-        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(
+            name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         // Any number of queries, in the engine's batches (the fitted head is cached between them).
         for (b, batch) in queries.batches(of: engine.limits.maxQueries).enumerated() {
             let answer = try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space)
             // Which head and space answered: first on standard output, or with --json on standard
             // error (each --json line is one query's object, with its head).
             if b == 0 {
-                let origin = "head \(answer.head), \(answer.space.rawValue) space" + (answer.choice.map { "; " + $0.summary } ?? "")
+                let origin =
+                    "head \(answer.head), \(answer.space.rawValue) space"
+                    + (answer.choice.map { "; " + $0.summary } ?? "")
                 if json { printError(origin) } else if !answer.predictions.isEmpty { print(origin) }
             }
             for (query, prediction) in zip(batch, answer.predictions) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: prediction))
                 } else {
-                    print("\(describe(query)): \(prediction.label)  (" + prediction.top.map { String(format: "%@ %.3f", $0.label, $0.probability) }.joined(separator: ", ") + ")")
+                    print(
+                        "\(describe(query)): \(prediction.label)  ("
+                            + prediction.top.map { String(format: "%@ %.3f", $0.label, $0.probability) }.joined(
+                                separator: ", ") + ")")
                 }
             }
         }
@@ -187,17 +221,23 @@ struct NearestInQueue: AsyncParsableCommand {
 
     func run() async throws {
         let queries = try parseQueries(self.queries)
-        let engine = try await engine(name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
+        let engine = try await engine(
+            name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         let space = try await engine.answeringSpace(spaceOptions.space)
         for batch in queries.batches(of: engine.limits.maxQueries) {
             let batch = Array(batch)
-            let neighbours = try await engine.nearestInQueue(try await engine.vectors(for: batch, space: space), queue: queue, space: space)
+            let neighbours = try await engine.nearestInQueue(
+                try await engine.vectors(for: batch, space: space), queue: queue, space: space)
             for (query, n) in zip(batch, neighbours) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: SpacedAnswer(answer: n, space: space)))
                 } else {
-                    print(String(format: "%@: sequence %llu, similarity %.4f", describe(query), n.entry.sequence, n.similarity)
-                          + (n.entry.itemID.map { ", item id:\($0)" } ?? "") + (n.entry.label.map { ", label \($0)" } ?? "") + " (\(space.rawValue) space)")
+                    print(
+                        String(
+                            format: "%@: sequence %llu, similarity %.4f", describe(query), n.entry.sequence,
+                            n.similarity)
+                            + (n.entry.itemID.map { ", item id:\($0)" } ?? "")
+                            + (n.entry.label.map { ", label \($0)" } ?? "") + " (\(space.rawValue) space)")
                 }
             }
         }

@@ -1,14 +1,17 @@
 import Foundation
-import Testing
-import KithTestSupport
-import KithMath
-import KithIndex
 import KithBackbone
+import KithIndex
+import KithMath
 import KithPipeline
+import KithTestSupport
+import Testing
+
 @testable import KithAdapt
 
 func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
-    Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(rng.nextDouble() - 0.5) * 2 * scale })
+    Matrix(
+        rows: rows, columns: columns,
+        values: (0..<(rows * columns)).map { _ in Float(rng.nextDouble() - 0.5) * 2 * scale })
 }
 
 func unitRows(_ m: Matrix) -> Matrix {
@@ -25,13 +28,16 @@ struct NNCLRTests {
         return copy.step(a, b) { view, _ in positives[view]! }.loss
     }
 
-    @Test("The hand-written backward pass matches central differences along random directions, with a residual path and without",
-          arguments: [true, false], [true, false])
+    @Test(
+        "The hand-written backward pass matches central differences along random directions, with a residual path and without",
+        arguments: [true, false], [true, false])
     func gradients(withQueue: Bool, residual: Bool) {
         var rng = SplitMix64(seed: withQueue ? 3 : 4)
         let skip = residual ? NNCLR.Skip(randomMatrix(4, 6, &rng)) : nil
-        let model = NNCLR(projector: MLP(widths: [6, 5, 4], outputBatchNorm: true, seed: 1), predictor: MLP(widths: [4, 5, 4], seed: 2), temperature: 0.5,
-                          skip: skip)
+        let model = NNCLR(
+            projector: MLP(widths: [6, 5, 4], outputBatchNorm: true, seed: 1),
+            predictor: MLP(widths: [4, 5, 4], seed: 2), temperature: 0.5,
+            skip: skip)
         let a = randomMatrix(5, 6, &rng), b = randomMatrix(5, 6, &rng)
         let queue = withQueue ? unitRows(randomMatrix(7, 4, &rng)) : nil
         var copy = model
@@ -49,13 +55,22 @@ struct NNCLRTests {
             func moved(_ sign: Float) -> NNCLR {
                 var m = model
                 let n = m.projector.parameters.count
-                m.projector.parameters = zip(m.projector.parameters, direction.prefix(n)).map { zip($0, $1).map { $0 + sign * h * $1 } }
-                m.predictor.parameters = zip(m.predictor.parameters, direction.dropFirst(n)).map { zip($0, $1).map { $0 + sign * h * $1 } }
+                m.projector.parameters = zip(m.projector.parameters, direction.prefix(n)).map {
+                    zip($0, $1).map { $0 + sign * h * $1 }
+                }
+                m.predictor.parameters = zip(m.predictor.parameters, direction.dropFirst(n)).map {
+                    zip($0, $1).map { $0 + sign * h * $1 }
+                }
                 return m
             }
-            let numeric = (Double(loss(moved(1), a, b, positives)) - Double(loss(moved(-1), a, b, positives))) / (2 * Double(h))
-            let exact = zip(gradient, direction).reduce(0.0) { $0 + zip($1.0, $1.1).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
-            #expect(abs(numeric - exact) <= 2e-2 * max(1, abs(exact)), "direction \(trial): numeric \(numeric), backward \(exact)")
+            let numeric =
+                (Double(loss(moved(1), a, b, positives)) - Double(loss(moved(-1), a, b, positives))) / (2 * Double(h))
+            let exact = zip(gradient, direction).reduce(0.0) {
+                $0 + zip($1.0, $1.1).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            #expect(
+                abs(numeric - exact) <= 2e-2 * max(1, abs(exact)),
+                "direction \(trial): numeric \(numeric), backward \(exact)")
         }
     }
 
@@ -97,17 +112,27 @@ struct NNCLRTests {
         // 128 items around 4 centres, each with its embedding and 4 noisy views.
         let items = (0..<128).map { i -> Matrix in
             let item = Array(centres.row(i % 4)).map { $0 + Float(rng.nextDouble() - 0.5) * 0.6 }
-            return unitRows(Matrix(rows: 5, columns: 16, values: (0..<5).flatMap { v in item.map { $0 + (v == 0 ? 0 : Float(rng.nextDouble() - 0.5) * 0.2) } }))
+            return unitRows(
+                Matrix(
+                    rows: 5, columns: 16,
+                    values: (0..<5).flatMap { v in item.map { $0 + (v == 0 ? 0 : Float(rng.nextDouble() - 0.5) * 0.2) }
+                    }))
         }
         for useQueue in [true, false] {
             var configuration = AdaptationConfiguration()
-            (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (30, 8, 32, 32)
-            (configuration.queueCapacity, configuration.usesQueue, configuration.learningRate, configuration.seed) = (64, useQueue, 3e-3, 5)
+            (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize) = (
+                30, 8, 32, 32
+            )
+            (configuration.queueCapacity, configuration.usesQueue, configuration.learningRate, configuration.seed) = (
+                64, useQueue, 3e-3, 5
+            )
             var reported = 0
-            let trained = try Adaptation.train(items, configuration: configuration, progress: { p in
-                reported += 1
-                #expect(p.step == reported && p.steps == 120 && p.epoch == (p.step - 1) / 4 + 1)
-            })
+            let trained = try Adaptation.train(
+                items, configuration: configuration,
+                progress: { p in
+                    reported += 1
+                    #expect(p.step == reported && p.steps == 120 && p.epoch == (p.step - 1) / 4 + 1)
+                })
             let (model, losses) = (trained.model, trained.losses)
             #expect(losses.count == 120 && reported == 120 && trained.epochs == 30 && trained.measurements.isEmpty)
             let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
@@ -116,7 +141,11 @@ struct NNCLRTests {
             #expect((0..<5).allSatisfy { r in abs(embedded.row(r).reduce(0) { $0 + $1 * $1 } - 1) < 1e-4 })
             var calls = 0
             #expect(throws: AdaptationCancelled.self) {
-                try Adaptation.train(items, configuration: configuration, shouldContinue: { calls += 1; return calls <= 3 })
+                try Adaptation.train(
+                    items, configuration: configuration,
+                    shouldContinue: {
+                        calls += 1; return calls <= 3
+                    })
             }
         }
         var queue = ProjectionQueue(capacity: 3, dimension: 1)
@@ -128,9 +157,12 @@ struct NNCLRTests {
         owned.enqueue(Matrix(rows: 3, columns: 2, values: [1, 0, 0.8, 0.6, 0, 1]), owners: [7, 8, 9])
         let z = Matrix(rows: 2, columns: 2, values: [1, 0, 0.6, 0.8])
         #expect(NNCLR.neighbours(z, in: owned.matrix).values == [1, 0, 0.8, 0.6])
-        #expect(NNCLR.neighbours(z, in: owned.matrix, owners: owned.owners, excluding: [7, 8]).values == [0.8, 0.6, 0, 1])
+        #expect(
+            NNCLR.neighbours(z, in: owned.matrix, owners: owned.owners, excluding: [7, 8]).values == [0.8, 0.6, 0, 1])
         let alone = Matrix(rows: 1, columns: 2, values: [1, 0])
-        #expect(NNCLR.neighbours(Matrix(rows: 1, columns: 2, values: [0.6, 0.8]), in: alone, owners: [3], excluding: [3]).values == [0.6, 0.8])
+        #expect(
+            NNCLR.neighbours(Matrix(rows: 1, columns: 2, values: [0.6, 0.8]), in: alone, owners: [3], excluding: [3])
+                .values == [0.6, 0.8])
         var adam = Adam(learningRate: 0.1, totalSteps: 10)
         #expect(adam.currentRate == 0.1)
         var p: [[Float]] = [[1]]
@@ -140,17 +172,24 @@ struct NNCLRTests {
 }
 
 extension NNCLRTests {
-    @Test("A residual head starts exactly at S x, S the top eigenvectors of the collection's second moment, with orthonormal rows")
+    @Test(
+        "A residual head starts exactly at S x, S the top eigenvectors of the collection's second moment, with orthonormal rows"
+    )
     func residualStart() throws {
         var rng = SplitMix64(seed: 11)
         // Most of the rows' energy along axes 2, 5 and 0, in that order.
         let scales: [Float] = [2, 0.1, 8, 0.1, 0.1, 4, 0.1, 0.1]
-        let x = unitRows(Matrix(rows: 300, columns: 8, values: (0..<300).flatMap { _ in scales.map { Float(rng.nextDouble() - 0.5) * $0 } }))
+        let x = unitRows(
+            Matrix(
+                rows: 300, columns: 8,
+                values: (0..<300).flatMap { _ in scales.map { Float(rng.nextDouble() - 0.5) * $0 } }))
         let skip = try #require(NNCLR.Skip.principal(of: x, dimension: 3))
         let s = skip.matrix
         let gram = s.multiplyTransposed(s)
         #expect((0..<9).allSatisfy { abs(gram.values[$0] - ($0 % 4 == 0 ? 1 : 0)) < 1e-4 }, "S Sᵀ = \(gram.values)")
-        for (row, axis) in [(0, 2), (1, 5), (2, 0)] { #expect(abs(abs(s.values[row * 8 + axis]) - 1) < 0.05, "row \(row): \(s.row(row))") }
+        for (row, axis) in [(0, 2), (1, 5), (2, 0)] {
+            #expect(abs(abs(s.values[row * 8 + axis]) - 1) < 0.05, "row \(row): \(s.row(row))")
+        }
         #expect(NNCLR.Skip.principal(of: x, dimension: 9) == nil)
         let model = NNCLR(inputs: 8, dimension: 3, hidden: 16, seed: 1, skip: skip)
         let start = unitRows(x.multiplyTransposed(s))
@@ -169,25 +208,34 @@ extension NNCLRTests {
         #expect(!read.configuration.residual && read.configuration.measureEvery == 0 && read.model.skip == nil)
     }
 
-    @Test("Early stopping keeps the best head measured, stops after `patience` measurements without a better one, and resumes to the same head")
+    @Test(
+        "Early stopping keeps the best head measured, stops after `patience` measurements without a better one, and resumes to the same head"
+    )
     func earlyStopping() throws {
         var rng = SplitMix64(seed: 12)
         let items = (0..<40).map { _ in unitRows(randomMatrix(3, 16, &rng)) }
         var c = AdaptationConfiguration()
-        (c.epochs, c.dimension, c.hidden, c.batchSize, c.queueCapacity, c.measureEvery, c.patience) = (30, 8, 32, 8, 1000, 5, 2)
+        (c.epochs, c.dimension, c.hidden, c.batchSize, c.queueCapacity, c.measureEvery, c.patience) = (
+            30, 8, 32, 8, 1000, 5, 2
+        )
         let script: [Int: Double] = [5: 0.1, 10: 0.3, 15: 0.2, 20: 0.25, 25: 0.9, 30: 1]
         var epoch = 0
         var measured: [Int: NNCLR] = [:]
         var checkpoints: [AdaptationCheckpoint] = []
-        let trained = try Adaptation.train(items, configuration: c, checkpoint: { checkpoints.append($0) }, progress: { epoch = $0.epoch },
-                                           evaluate: { model in measured[epoch] = model; return script[epoch] })
+        let trained = try Adaptation.train(
+            items, configuration: c, checkpoint: { checkpoints.append($0) }, progress: { epoch = $0.epoch },
+            evaluate: { model in
+                measured[epoch] = model; return script[epoch]
+            })
         #expect(trained.measurements == [5, 10, 15, 20].map { AdaptationMeasurement(epoch: $0, gain: script[$0]!) })
         #expect(trained.epochs == 20 && trained.epoch == 10 && trained.losses.count == 20 * 5)
         #expect(trained.model == measured[10] && trained.model != measured[20])
-        #expect(checkpoints.count == 19 && checkpoints.allSatisfy { $0.queue.capacity == 40 })  // at most one entry per item
+        // at most one entry per item
+        #expect(checkpoints.count == 19 && checkpoints.allSatisfy { $0.queue.capacity == 40 })
         // Resumed after epoch 12 (measured at 5 and 10): the same measurements and head.
-        let resumed = try Adaptation.train(items, configuration: c, resume: checkpoints[11], progress: { epoch = $0.epoch },
-                                           evaluate: { _ in script[epoch] })
+        let resumed = try Adaptation.train(
+            items, configuration: c, resume: checkpoints[11], progress: { epoch = $0.epoch },
+            evaluate: { _ in script[epoch] })
         #expect(resumed.model == trained.model && resumed.measurements == trained.measurements && resumed.epoch == 10)
         // Nothing measurable: every epoch is trained, and the last head kept.
         let unmeasured = try Adaptation.train(items, configuration: c, evaluate: { _ in nil })
@@ -205,9 +253,13 @@ struct AdaptationTests {
         let index = try Index.create(at: tmp.path, space: backbone.manifest.space)
         let encoder = Encoder(backbone: backbone)
         let files = ["chelsea.jpg", "coffee-256.png", "horse-alpha.png", "camera-grey.png", "rocket-exif6.jpg"]
-        _ = try Ingestor(index: index, encoder: encoder).ingest(files.map { IngestionFile(path: Fixtures.path("images/" + $0)) })
+        _ = try Ingestor(index: index, encoder: encoder).ingest(
+            files.map { IngestionFile(path: Fixtures.path("images/" + $0)) })
         var configuration = AdaptationConfiguration()
-        (configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize, configuration.queueCapacity) = (3, 8, 16, 4, 16)
+        (
+            configuration.epochs, configuration.dimension, configuration.hidden, configuration.batchSize,
+            configuration.queueCapacity
+        ) = (3, 8, 16, 4, 16)
         let recipe = try ViewRecipe(count: 2)
         let summary = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: configuration)
         #expect(summary.items == 5 && summary.viewsAdded == 5 && summary.steps == 3 && summary.unreadable.isEmpty)
@@ -221,26 +273,34 @@ struct AdaptationTests {
         var other = configuration
         other.seed = 9
         #expect(throws: AdaptationCancelled.self) {
-            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, shouldContinue: { false })
+            try Adaptation.adapt(
+                index, encoder: encoder, recipe: recipe, configuration: other, shouldContinue: { false })
         }
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
         // Stopped while the trained head is measured: nothing stored either.
         let measuring = Locked(false)
         let afterMeasuring = #expect(throws: AdaptationCancelled.self) {
-            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in
-                measuring.withLock { $0 = true }
-                return SpaceComparison(index: index.name, measures: [])
-            }, shouldContinue: { !measuring.current })
+            try Adaptation.adapt(
+                index, encoder: encoder, recipe: recipe, configuration: other,
+                measure: { _ in
+                    measuring.withLock { $0 = true }
+                    return SpaceComparison(index: index.name, measures: [])
+                }, shouldContinue: { !measuring.current })
         }
         // Stopped inside the measurement, too: either way every step was taken, and reported.
         let insideMeasuring = #expect(throws: AdaptationCancelled.self) {
-            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in throw AdaptationCancelled.whileMeasuring })
+            try Adaptation.adapt(
+                index, encoder: encoder, recipe: recipe, configuration: other,
+                measure: { _ in throw AdaptationCancelled.whileMeasuring })
         }
         #expect(afterMeasuring?.steps == 3 && insideMeasuring?.steps == 3)
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())) == stored)
         // What the measurement answers is stored with the head and in its summary.
-        let measured = SpaceComparison(index: index.name, measures: [.init(name: "views", detail: "", backbone: 0.5, adapted: 0.75, trials: 4, interval: 0.1)])
-        _ = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in measured })
+        let measured = SpaceComparison(
+            index: index.name,
+            measures: [.init(name: "views", detail: "", backbone: 0.5, adapted: 0.75, trials: 4, interval: 0.1)])
+        _ = try Adaptation.adapt(
+            index, encoder: encoder, recipe: recipe, configuration: other, measure: { _ in measured })
         #expect(try AdaptedHead(decoding: try #require(try index.adaptedHead())).comparison == measured)
         #expect(try AdaptedHead.summary(of: index)?.isDefault == true)
         _ = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: other)
@@ -256,8 +316,9 @@ struct AdaptationTests {
         let whole = try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer)
         var steps = 0
         let stopped = #expect(throws: AdaptationCancelled.self) {
-            try Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 3600,
-                                 progress: { _ in steps += 1 }, shouldContinue: { steps < 3 })
+            try Adaptation.adapt(
+                index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 3600,
+                progress: { _ in steps += 1 }, shouldContinue: { steps < 3 })
         }
         #expect(stopped?.steps == 3 && stopped?.checkpoint?.epochs == 3)
         #expect(try index.adaptedHead() != nil && index.adaptationCheckpoint() != nil)
@@ -265,7 +326,8 @@ struct AdaptationTests {
         #expect(checkpoint.epochs == 3 && checkpoint.configuration == longer && checkpoint.views == recipe.stored)
         var other2 = longer
         other2.epochs = 1  // ignored: a resumed run takes the checkpoint's settings
-        let resumed = try Adaptation.adapt(index, encoder: encoder, recipe: try ViewRecipe(count: 3), configuration: other2, resume: true)
+        let resumed = try Adaptation.adapt(
+            index, encoder: encoder, recipe: try ViewRecipe(count: 3), configuration: other2, resume: true)
         #expect(resumed.steps == 4 && resumed.head?.model == whole.head?.model && resumed.head?.configuration == longer)
         #expect(try index.adaptationCheckpoint() == nil)  // the stored head ended it
         let nothing = #expect(throws: AdaptationError.self) {
@@ -274,8 +336,9 @@ struct AdaptationTests {
         #expect(nothing?.code == .noCheckpoint)
         // A checkpoint of other items is refused.
         steps = 0
-        _ = try? Adaptation.adapt(index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 0,
-                                  progress: { _ in steps += 1 }, shouldContinue: { steps < 2 })
+        _ = try? Adaptation.adapt(
+            index, encoder: encoder, recipe: recipe, configuration: longer, checkpointInterval: 0,
+            progress: { _ in steps += 1 }, shouldContinue: { steps < 2 })
         #expect(try index.adaptationCheckpoint() != nil)
         _ = try index.delete([5])
         let changed = #expect(throws: AdaptationError.self) {
@@ -286,7 +349,9 @@ struct AdaptationTests {
         let vectors = TemporaryIndex()
         defer { vectors.cleanup() }
         let own = try Index.create(at: vectors.path, space: .vectors(dimension: 512))
-        #expect(throws: IndexError.self) { try Adaptation.adapt(own, encoder: encoder, recipe: recipe, configuration: configuration) }
+        #expect(throws: IndexError.self) {
+            try Adaptation.adapt(own, encoder: encoder, recipe: recipe, configuration: configuration)
+        }
         #expect(throws: AdaptationError.self) { try Adaptation.train([], configuration: configuration) }
     }
 }

@@ -1,14 +1,17 @@
 import Foundation
-import Testing
-import KithTestSupport
-@testable import KithBackbone
 import KithImage
 import KithMath
+import KithTestSupport
+import Testing
+
+@testable import KithBackbone
 
 @Suite("Backbones against the numpy reference")
 struct BackboneTests {
-    static let goldenModels = ["efficientnet-lite0", "efficientnet-lite2", "mobilenetv2",
-                               "resnet18-random", "resnet34-random", "resnet50-random"]
+    static let goldenModels = [
+        "efficientnet-lite0", "efficientnet-lite2", "mobilenetv2",
+        "resnet18-random", "resnet34-random", "resnet50-random"
+    ]
 
     /// Every supported architecture reproduces tools/kith_reference.py (numpy, unfolded BatchNorm,
     /// Pillow preprocessing) on the committed photos: cosine ≥ 0.9999 per image, and logits close.
@@ -65,9 +68,12 @@ struct BackboneTests {
         configuration.threads = threads
         let files = ["chelsea.jpg", "coffee-256.png", "camera-grey.png", "horse-alpha.png", "rocket-exif6.jpg"]
             .map { Fixtures.path("images/\($0)") }
-        let one = Encoder(backbone: backbone, configuration: {
-            var c = EncoderConfiguration(); c.batchSize = 1; c.threads = 1; return c
-        }()).encode(files: files)
+        let one = Encoder(
+            backbone: backbone,
+            configuration: {
+                var c = EncoderConfiguration(); c.batchSize = 1; c.threads = 1; return c
+            }()
+        ).encode(files: files)
         let many = Encoder(backbone: backbone, configuration: configuration).encode(files: files)
         for (a, b) in zip(one, many) {
             #expect(cosine(try a.get().embedding, try b.get().embedding) > 0.99999)
@@ -105,8 +111,10 @@ struct BackboneTests {
     @Test("A corrupt image in a batch is reported and the rest are embedded")
     func corruptInBatch() throws {
         let encoder = Encoder(backbone: try Fixtures.models.load("efficientnet-lite0"))
-        let files = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("bad/truncated.jpg"),
-                     Fixtures.path("bad/text.jpg"), Fixtures.path("images/coffee-256.png")]
+        let files = [
+            Fixtures.path("images/chelsea.jpg"), Fixtures.path("bad/truncated.jpg"),
+            Fixtures.path("bad/text.jpg"), Fixtures.path("images/coffee-256.png")
+        ]
         let results = encoder.encode(files: files)
         #expect(results.count == 4)
         #expect((try? results[0].get()) != nil && (try? results[3].get()) != nil)
@@ -159,7 +167,8 @@ struct WeightLoadingTests {
         file += json
         file += Data(count: offset)
         try file.write(to: URL(fileURLWithPath: "\(dir)/m.safetensors"))
-        let manifest = ModelManifest(name: "m", architecture: architecture, weights: "m.safetensors", sha256: "", source: "test")
+        let manifest = ModelManifest(
+            name: "m", architecture: architecture, weights: "m.safetensors", sha256: "", source: "test")
         try JSONEncoder().encode(manifest).write(to: URL(fileURLWithPath: "\(dir)/m.json"))
         return (ModelLibrary(directory: dir), dir)
     }
@@ -192,14 +201,21 @@ struct WeightLoadingTests {
     func unknownModel() throws {
         let error = #expect(throws: BackboneError.self) { try Fixtures.models.load("no-such-model") }
         #expect(error?.description.contains("efficientnet-lite0") == true && error?.code == .unknownModel)
-        for alias in ["./resnet18-random", "../models/resnet18-random", "resnet18-random.json", "/etc/passwd", ".//resnet18-random"] {
+        for alias in [
+            "./resnet18-random", "../models/resnet18-random", "resnet18-random.json", "/etc/passwd",
+            ".//resnet18-random"
+        ] {
             #expect(throws: BackboneError.self, "\(alias)") { try Fixtures.models.manifest(named: alias) }
         }
     }
 
-    @Test("Two networks encoding at once on several threads give the embeddings each gives alone (each context has its own scratchpad)")
+    @Test(
+        "Two networks encoding at once on several threads give the embeddings each gives alone (each context has its own scratchpad)"
+    )
     func concurrentNetworks() throws {
-        let files = ["chelsea.jpg", "coffee-256.png", "camera-grey.png", "horse-alpha.png"].map { Fixtures.path("images/\($0)") }
+        let files = ["chelsea.jpg", "coffee-256.png", "camera-grey.png", "horse-alpha.png"].map {
+            Fixtures.path("images/\($0)")
+        }
         var configuration = EncoderConfiguration()
         configuration.batchSize = 2
         configuration.threads = 2
@@ -221,7 +237,8 @@ struct WeightLoadingTests {
 /// Tensor names and shapes of the set-up's ResNet-18 file, read from its header.
 enum SafetensorsShapes {
     static func resnet18() throws -> [(String, [Int])] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.models.directory)/resnet18-random.safetensors"))
+        let data = try Data(
+            contentsOf: URL(fileURLWithPath: "\(Fixtures.models.directory)/resnet18-random.safetensors"))
         let length = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + length))) as! [String: Any]
         return header.compactMap { name, value in

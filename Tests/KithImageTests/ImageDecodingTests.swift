@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import KithTestSupport
+import Testing
+
 @testable import KithImage
 
 @Suite("Image decoding")
@@ -14,10 +15,12 @@ struct ImageDecodingTests {
         return RGBImage(width: width, height: height, pixels: Array(data[8...]))
     }
 
-    @Test("PNG variants decode like Pillow", arguments: [
-        "rgb.png", "grey.png", "grey-alpha.png", "rgba.png", "palette.png", "rgb16.png",
-        "grey-trns.png", "rgb-trns.png",  // a tRNS colour key: those pixels composited onto white like alpha
-    ])
+    @Test(
+        "PNG variants decode like Pillow",
+        arguments: [
+            "rgb.png", "grey.png", "grey-alpha.png", "rgba.png", "palette.png", "rgb16.png",
+            "grey-trns.png", "rgb-trns.png"  // a tRNS colour key: those pixels composited onto white like alpha
+        ])
     func png(name: String) throws {
         try expectPNGLikePillow(name)
     }
@@ -33,19 +36,23 @@ struct ImageDecodingTests {
 
     /// libpng's simplified reader would convert these (a 16-bit file with sRGB tags as linear light:
     /// up to 72 levels off; gAMA 1.0 or 1/1.8 in 8 bits); Pillow, and so Kith, ignore them.
-    @Test("PNG gamma and colour-profile chunks are ignored, as Pillow does", arguments: [
-        "gamma1.png", "palette-gamma18.png", "rgb16-srgb.png", "rgb16-iccp.png",
-    ])
+    @Test(
+        "PNG gamma and colour-profile chunks are ignored, as Pillow does",
+        arguments: [
+            "gamma1.png", "palette-gamma18.png", "rgb16-srgb.png", "rgb16-iccp.png"
+        ])
     func pngColourChunks(name: String) throws {
         try expectPNGLikePillow(name)
     }
 
-    @Test("JPEG decodes like Pillow (both libjpeg-turbo, accurate IDCT)", arguments: [
-        "rgb.jpg", "grey.jpg",
-        "cmyk.jpg",  // Adobe CMYK as Pillow writes it: APP14 marker, inverted inks
-        "ycck.jpg",  // Adobe YCCK (transform 2), 4:2:0, as Photoshop writes it
-        "sub-410.jpg",  // 4:1:0 chroma, which TurboJPEG 2.1's header call cannot name
-    ])
+    @Test(
+        "JPEG decodes like Pillow (both libjpeg-turbo, accurate IDCT)",
+        arguments: [
+            "rgb.jpg", "grey.jpg",
+            "cmyk.jpg",  // Adobe CMYK as Pillow writes it: APP14 marker, inverted inks
+            "ycck.jpg",  // Adobe YCCK (transform 2), 4:2:0, as Photoshop writes it
+            "sub-410.jpg"  // 4:1:0 chroma, which TurboJPEG 2.1's header call cannot name
+        ])
     func jpeg(name: String) throws {
         try expectJPEGLikePillow(name)
     }
@@ -74,8 +81,9 @@ struct ImageDecodingTests {
         #expect(Double(diffs.reduce(0, +)) / Double(diffs.count) < 3)  // 1.3: two encodings of one picture
     }
 
-    @Test("Orientation from a PNG's eXIf chunk and from XMP (JPEG APP1, PNG iTXt) is applied, as Pillow does",
-          arguments: ["exif6.png", "xmp8.png", "xmp6.jpg"])
+    @Test(
+        "Orientation from a PNG's eXIf chunk and from XMP (JPEG APP1, PNG iTXt) is applied, as Pillow does",
+        arguments: ["exif6.png", "xmp8.png", "xmp6.jpg"])
     func orientationBeyondJPEGEXIF(name: String) throws {
         if name.hasSuffix(".png") { try expectPNGLikePillow(name) } else { try expectJPEGLikePillow(name) }
         let raw = try ImageDecoder(configuration: .init(appliesEXIFOrientation: false))
@@ -98,18 +106,20 @@ struct ImageDecodingTests {
         }
     }
 
-    @Test("Bad input gives a typed error naming the file", arguments: [
-        ("empty.jpg", ImageError.Code.emptyFile),
-        ("truncated.jpg", .corruptImage),
-        ("truncated.png", .corruptImage),
-        ("corrupt.jpg", .corruptImage),
-        ("corrupt.png", .corruptImage),
-        ("text.jpg", .unsupportedFormat),
-        ("image.gif", .unsupportedFormat),
-        ("huge.jpg", .tooManyPixels),
-        ("huge.png", .tooManyPixels),
-        ("does-not-exist.jpg", .unreadableFile),
-    ])
+    @Test(
+        "Bad input gives a typed error naming the file",
+        arguments: [
+            ("empty.jpg", ImageError.Code.emptyFile),
+            ("truncated.jpg", .corruptImage),
+            ("truncated.png", .corruptImage),
+            ("corrupt.jpg", .corruptImage),
+            ("corrupt.png", .corruptImage),
+            ("text.jpg", .unsupportedFormat),
+            ("image.gif", .unsupportedFormat),
+            ("huge.jpg", .tooManyPixels),
+            ("huge.png", .tooManyPixels),
+            ("does-not-exist.jpg", .unreadableFile)
+        ])
     func badInput(name: String, code: ImageError.Code) throws {
         let path = Fixtures.path("bad/\(name)")
         let error = #expect(throws: ImageError.self) { try decoder.decode(contentsOf: path) }

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithImage
+import KithTestSupport
+import Testing
 
 @Suite("Preprocessing")
 struct PreprocessingTests {
@@ -14,7 +14,8 @@ struct PreprocessingTests {
             let box = entry["box"] as! [Int], size = entry["size"] as! [Int]
             let filter = ResizeFilter(rawValue: entry["filter"] as! String)!
             let expected = try Fixtures.data("golden/\(entry["file"] as! String)")
-            let ours = Resampler.resize(source, box: (box[0], box[1], box[2], box[3]), to: (size[0], size[1]), filter: filter)
+            let ours = Resampler.resize(
+                source, box: (box[0], box[1], box[2], box[3]), to: (size[0], size[1]), filter: filter)
             #expect(ours.count == expected.count)
             let diffs = zip(ours, expected).map { abs($0 - Float($1)) }
             // Pillow rounds to 8 bits between its two passes; Kith keeps float.
@@ -26,7 +27,8 @@ struct PreprocessingTests {
     @Test("A 256 × 256 image reduces to its exact centre 224 × 224 crop")
     func exactCentreCrop() throws {
         let image = try ImageDecoder().decode(contentsOf: Fixtures.path("images/coffee-256.png"))
-        let preprocessing = Preprocessing(inputSize: 224, cropFraction: 224.0 / 256.0, filter: .bicubic, mean: [0, 0, 0], std: [1, 1, 1])
+        let preprocessing = Preprocessing(
+            inputSize: 224, cropFraction: 224.0 / 256.0, filter: .bicubic, mean: [0, 0, 0], std: [1, 1, 1])
         #expect(preprocessing.cropBox(width: 256, height: 256) == (16, 16, 224))
         let tensor = preprocessing.tensor(image)
         var maxDiff: Float = 0
@@ -43,7 +45,9 @@ struct PreprocessingTests {
 
     @Test("Normalisation is (x − mean) / std per channel")
     func normalisation() {
-        let image = RGBImage(width: 2, height: 2, pixels: [UInt8](repeating: 0, count: 12).enumerated().map { UInt8($0.offset % 3 == 0 ? 255 : 127) })
+        let image = RGBImage(
+            width: 2, height: 2,
+            pixels: [UInt8](repeating: 0, count: 12).enumerated().map { UInt8($0.offset % 3 == 0 ? 255 : 127) })
         let p = Preprocessing(inputSize: 2, cropFraction: 1, filter: .bilinear, mean: [127, 127, 0], std: [128, 2, 1])
         let t = p.tensor(image)
         #expect(abs(t[0] - 1) < 1e-6 && t[1] == 0 && t[2] == 127)
@@ -57,7 +61,9 @@ struct ViewTests {
         RGBImage(width: 6, height: 6, pixels: (0..<36).flatMap { [UInt8($0 % 6), UInt8($0 / 6), UInt8($0)] })
     }
 
-    func pixel(_ image: RGBImage, _ x: Int, _ y: Int) -> [UInt8] { Array(image.pixels[((y * image.width + x) * 3)...].prefix(3)) }
+    func pixel(_ image: RGBImage, _ x: Int, _ y: Int) -> [UInt8] {
+        Array(image.pixels[((y * image.width + x) * 3)...].prefix(3))
+    }
 
     @Test("The identity view is the image; a mirror, a quarter turn and a corner crop move pixels exactly")
     func exactViews() {
@@ -81,7 +87,10 @@ struct ViewTests {
     @Test("A small turn interpolates between neighbours and keeps the edges' colour outside the image")
     func smallTurn() {
         let white = RGBImage(width: 8, height: 8, pixels: [UInt8](repeating: 255, count: 192))
-        #expect(white.view(ViewTransform(scale: 0.8, offsetX: 1, offsetY: -0.5, degrees: 10)).pixels.allSatisfy { $0 == 255 })
+        #expect(
+            white.view(ViewTransform(scale: 0.8, offsetX: 1, offsetY: -0.5, degrees: 10)).pixels.allSatisfy {
+                $0 == 255
+            })
         let turned = grid().view(ViewTransform(degrees: 7))
         #expect(turned.width == 6 && turned != grid())
         // Near the centre the turn moves pixels by under one: values stay close to the source's.
@@ -92,7 +101,9 @@ struct ViewTests {
     /// ImageEnhance for the jitter and scipy's gaussian_filter for the blur.
     func viewReference() throws -> (image: RGBImage, json: [String: Any]) {
         let json = try Fixtures.json("views/reference.json")
-        let image = RGBImage(width: json["width"] as! Int, height: json["height"] as! Int, pixels: (json["pixels"] as! [Int]).map(UInt8.init))
+        let image = RGBImage(
+            width: json["width"] as! Int, height: json["height"] as! Int,
+            pixels: (json["pixels"] as! [Int]).map(UInt8.init))
         return (image, json)
     }
 
@@ -100,8 +111,9 @@ struct ViewTests {
     func jitterMatchesPillow() throws {
         let (image, json) = try viewReference()
         for entry in json["jitter"] as! [[String: Any]] {
-            let transform = ViewTransform(brightness: entry["brightness"] as! Double, contrast: entry["contrast"] as! Double,
-                                          saturation: entry["saturation"] as! Double)
+            let transform = ViewTransform(
+                brightness: entry["brightness"] as! Double, contrast: entry["contrast"] as! Double,
+                saturation: entry["saturation"] as! Double)
             let ours = image.view(transform).pixels, expected = (entry["pixels"] as! [Int])
             let diffs = zip(ours, expected).map { abs(Int($0) - $1) }
             // Pillow truncates each blend where Kith rounds: at most one per step (half on average), three steps.

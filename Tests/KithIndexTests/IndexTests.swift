@@ -1,10 +1,11 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithBackbone
 import KithImage
-@testable import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
+@testable import KithIndex
 
 @Suite("Index store (real LMDB)")
 struct IndexTests {
@@ -14,13 +15,17 @@ struct IndexTests {
         defer { tmp.cleanup() }
         var index: Index? = try tmp.create()
         let outcomes = try index!.add([
-            NewItem(vector: vector(1), source: "a.jpg", contentHash: hash("a"), label: "cat", coarseLabel: "animal", metadata: #"{"k":1}"#),
+            NewItem(
+                vector: vector(1), source: "a.jpg", contentHash: hash("a"), label: "cat", coarseLabel: "animal",
+                metadata: #"{"k":1}"#),
             NewItem(vector: vector(2), source: "b.jpg", contentHash: hash("b"), label: "dog"),
-            NewItem(vector: vector(3), source: "c.jpg", label: "cat"),
+            NewItem(vector: vector(3), source: "c.jpg", label: "cat")
         ])
         #expect(outcomes == [.added(1), .added(2), .added(3)])
         let a = try #require(try index!.item(1))
-        #expect(a.source == "a.jpg" && a.label == "cat" && a.coarseLabel == "animal" && a.metadata == #"{"k":1}"# && a.contentHash == hash("a"))
+        #expect(
+            a.source == "a.jpg" && a.label == "cat" && a.coarseLabel == "animal" && a.metadata == #"{"k":1}"#
+                && a.contentHash == hash("a"))
         let stored = try #require(try index!.vector(1))
         let norm = (1 + 7.0).squareRoot()
         #expect(abs(stored[0] - Float(1 / norm)) < 1e-6)  // normalised on the way in
@@ -38,7 +43,8 @@ struct IndexTests {
         #expect(error?.code == .itemNotFound)
 
         index = nil  // close
-        let reopened = try Index.open(at: tmp.path, expecting: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 8))
+        let reopened = try Index.open(
+            at: tmp.path, expecting: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 8))
         #expect(try reopened.items().map(\.id) == [1, 3])
         #expect(try reopened.item(3)?.label == "dog")
         #expect(try reopened.check().isEmpty)
@@ -65,9 +71,12 @@ struct IndexTests {
         #expect(try index.itemsWithVectors(from: 0, limit: 0).isEmpty)
     }
 
-    @Test("A content hash reads back from its 64 hex digits, and nothing else is one", arguments: [
-        "", "abc", String(repeating: "g", count: 64), String(repeating: "0", count: 63), String(repeating: "0", count: 65),
-    ])
+    @Test(
+        "A content hash reads back from its 64 hex digits, and nothing else is one",
+        arguments: [
+            "", "abc", String(repeating: "g", count: 64), String(repeating: "0", count: 63),
+            String(repeating: "0", count: 65)
+        ])
     func hashFromHex(bad: String) throws {
         let h = hash("some bytes")
         #expect(ContentHash(hex: h.description) == h)
@@ -80,18 +89,24 @@ struct IndexTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create()
-        #expect(try index.add([NewItem(vector: vector(1), source: "a", contentHash: hash("x")),
-                               NewItem(vector: vector(1), source: "a copy", contentHash: hash("x"))]) == [.added(1), .duplicate(of: 1)])
-        #expect(try index.add([NewItem(vector: vector(1), source: "again", contentHash: hash("x"))]) == [.duplicate(of: 1)])
+        #expect(
+            try index.add([
+                NewItem(vector: vector(1), source: "a", contentHash: hash("x")),
+                NewItem(vector: vector(1), source: "a copy", contentHash: hash("x"))
+            ]) == [.added(1), .duplicate(of: 1)])
+        #expect(
+            try index.add([NewItem(vector: vector(1), source: "again", contentHash: hash("x"))]) == [.duplicate(of: 1)])
         #expect(try index.stats().items == 1)
     }
 
-    @Test("Bad vectors and labels are refused and nothing is written", arguments: [
-        ([Float](repeating: 1, count: 7), "has 7 values"),
-        ([Float](repeating: 1, count: 7) + [.nan], "non-finite value (nan) at position 7"),
-        ([.infinity] + [Float](repeating: 1, count: 7), "non-finite value (inf) at position 0"),
-        ([Float](repeating: 0, count: 8), "all zeros"),
-    ])
+    @Test(
+        "Bad vectors and labels are refused and nothing is written",
+        arguments: [
+            ([Float](repeating: 1, count: 7), "has 7 values"),
+            ([Float](repeating: 1, count: 7) + [.nan], "non-finite value (nan) at position 7"),
+            ([.infinity] + [Float](repeating: 1, count: 7), "non-finite value (inf) at position 0"),
+            ([Float](repeating: 0, count: 8), "all zeros")
+        ])
     func badVectors(bad: [Float], message: String) throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -103,7 +118,9 @@ struct IndexTests {
         #expect(error?.description.contains(message) == true, "\(error.map { "\($0)" } ?? "")")
         #expect(error?.description.contains("bad.npy") == true)
         #expect(try index.stats().items == 0)
-        let labelError = #expect(throws: IndexError.self) { try index.add([NewItem(vector: vector(1), source: "x", label: "")]) }
+        let labelError = #expect(throws: IndexError.self) {
+            try index.add([NewItem(vector: vector(1), source: "x", label: "")])
+        }
         #expect(labelError?.code == .invalidLabel)
     }
 
@@ -112,9 +129,11 @@ struct IndexTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         _ = try tmp.create()
-        for space in [EmbeddingSpace(model: "other", weightsSHA256: "abc", dimension: 8),
-                      EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 16),
-                      EmbeddingSpace(model: "test", weightsSHA256: "def", dimension: 8)] {
+        for space in [
+            EmbeddingSpace(model: "other", weightsSHA256: "abc", dimension: 8),
+            EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: 16),
+            EmbeddingSpace(model: "test", weightsSHA256: "def", dimension: 8)
+        ] {
             let error = #expect(throws: IndexError.self) { try Index.open(at: tmp.path, expecting: space) }
             #expect(error?.code == .incompatible)
         }
@@ -123,7 +142,9 @@ struct IndexTests {
             let index = try Index.open(at: tmp.path)
             var metadata = index.metadata
             metadata.formatVersion = IndexMetadata.currentFormatVersion + 1
-            try index.env.write { try $0.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata))) }
+            try index.env.write {
+                try $0.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata)))
+            }
         }
         let error = #expect(throws: IndexError.self) { try Index.open(at: tmp.path) }
         #expect(error?.code == .incompatible)
@@ -138,7 +159,9 @@ struct IndexTests {
         defer { tmp.cleanup() }
         var index: Index? = try tmp.create { $0.queueCapacity = 10 }
         for batch in 0..<7 {
-            let entries = (0..<4).map { i in NewQueueEntry(vector: vector(batch * 4 + i), itemID: UInt64(batch * 4 + i), label: "l\(i)") }
+            let entries = (0..<4).map { i in
+                NewQueueEntry(vector: vector(batch * 4 + i), itemID: UInt64(batch * 4 + i), label: "l\(i)")
+            }
             #expect(try index!.enqueue(entries) == (0..<4).map { UInt64(batch * 4 + $0) })
         }
         func firstComponents(_ entries: [QueueEntry]) -> [Int] {
@@ -165,7 +188,9 @@ struct IndexTests {
     func partitionedQueues() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
-        let index = try tmp.create { $0.queueCapacity = 2; $0.queuePartition = .coarseLabel }
+        let index = try tmp.create {
+            $0.queueCapacity = 2; $0.queuePartition = .coarseLabel
+        }
         let entries = (0..<6).map { i in NewQueueEntry(vector: vector(i), coarseLabel: i % 2 == 0 ? "even" : "odd") }
         try index.enqueue(entries)
         #expect(try index.queueNames().sorted() == ["even", "odd"])
@@ -180,7 +205,8 @@ struct IndexTests {
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 256) { $0.initialMapSize = 1 << 20 }
         for batch in 0..<10 {
-            try index.add((0..<100).map { NewItem(vector: vector(batch * 100 + $0, dimension: 256), source: "\(batch)-\($0)") })
+            try index.add(
+                (0..<100).map { NewItem(vector: vector(batch * 100 + $0, dimension: 256), source: "\(batch)-\($0)") })
         }
         let stats = try index.stats()
         #expect(stats.items == 1000)
@@ -193,7 +219,8 @@ struct IndexTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create()
-        try index.add((1...200).map { NewItem(vector: vector($0), source: "\($0)", label: $0 % 3 == 0 ? "three" : nil) })
+        try index.add(
+            (1...200).map { NewItem(vector: vector($0), source: "\($0)", label: $0 % 3 == 0 ? "three" : nil) })
         try index.delete(Array(1...100).map(UInt64.init))
         try index.snapshot(to: tmp.directory + "/copy")
         let copy = try Index.open(at: tmp.directory + "/copy")
@@ -242,8 +269,9 @@ struct IndexTests {
         #expect(problems.contains { $0.contains("item 1 has no vector") })
     }
 
-    @Test("Vectors of subnormal or huge values are stored as their unit directions; a row that is not a finite unit vector is flagged by the check, in items, views and queues",
-          arguments: [Float(1e-40), 1e-44, 5e37])
+    @Test(
+        "Vectors of subnormal or huge values are stored as their unit directions; a row that is not a finite unit vector is flagged by the check, in items, views and queues",
+        arguments: [Float(1e-40), 1e-44, 5e37])
     func extremeNorms(scale: Float) throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -254,7 +282,9 @@ struct IndexTests {
         try index.enqueue([NewQueueEntry(vector: extreme)])
         try index.setViews([(1, Matrix(rows: 1, columns: 8, values: extreme))], recipe: "r")
         let norm = direction.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        for stored in [try #require(try index.vector(1)), try index.queue()[0].vector, try #require(try index.views([1])[1]).values] {
+        for stored in [
+            try #require(try index.vector(1)), try index.queue()[0].vector, try #require(try index.views([1])[1]).values
+        ] {
             // Subnormal inputs carry fewer digits: 1e-44 is about 7 times the smallest, 1.4e-45.
             let tolerance: Float = scale < 1e-38 ? 0.02 : 1e-6
             #expect(zip(stored, direction).allSatisfy { abs($0 - $1 / norm) <= tolerance }, "\(stored)")
@@ -286,10 +316,11 @@ struct IndexTests {
         try await withThrowingTaskGroup(of: Int.self) { group in
             group.addTask {
                 for b in 0..<batches {
-                    try index.add((0..<perBatch).map { i in
-                        let n = b * perBatch + i + 1
-                        return NewItem(vector: vector(n), source: "\(n)", label: "b\(b)")
-                    })
+                    try index.add(
+                        (0..<perBatch).map { i in
+                            let n = b * perBatch + i + 1
+                            return NewItem(vector: vector(n), source: "\(n)", label: "b\(b)")
+                        })
                 }
                 return 0
             }
@@ -302,7 +333,9 @@ struct IndexTests {
                         for (row, id) in snapshot.ids.enumerated() {
                             let values = snapshot.matrix.row(row)
                             let n = Int((values.first! / values.dropFirst().first!).rounded())
-                            if UInt64(n) != id { Issue.record("row \(row) holds item \(n)'s vector, not \(id)'s"); break }
+                            if UInt64(n) != id {
+                                Issue.record("row \(row) holds item \(n)'s vector, not \(id)'s"); break
+                            }
                         }
                         reads += 1
                         if snapshot.ids.count == batches * perBatch { return reads }
@@ -317,18 +350,24 @@ struct IndexTests {
 
 @Suite("Content hashes")
 struct ContentHashTests {
-    @Test("SHA-256 matches the FIPS 180-4 examples", arguments: [
-        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
-        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
-    ])
+    @Test(
+        "SHA-256 matches the FIPS 180-4 examples",
+        arguments: [
+            ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+            ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (
+                "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+                "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+            )
+        ])
     func vectors(input: String, digest: String) {
         #expect(ContentHash(of: Array(input.utf8)).description == digest)
     }
 
     @Test("SHA-256 of a million 'a's")
     func long() {
-        #expect(ContentHash(of: [UInt8](repeating: 0x61, count: 1_000_000)).description
+        #expect(
+            ContentHash(of: [UInt8](repeating: 0x61, count: 1_000_000)).description
                 == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 }
@@ -340,12 +379,17 @@ struct ViewStoreTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 3)
-        try index.add([NewItem(vector: [1, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0], source: "b"),
-                       NewItem(vector: [0, 0, 1], source: "c", label: "y")])
+        try index.add([
+            NewItem(vector: [1, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0], source: "b"),
+            NewItem(vector: [0, 0, 1], source: "c", label: "y")
+        ])
         #expect(try index.viewRecipe() == nil && index.labelledItemsWithoutViews().map(\.id) == [1, 3])
         let before = try index.generations()
-        let stored = try index.setViews([(id: 1, vectors: Matrix(rows: 2, columns: 3, values: [2, 0, 0, 0, 3, 4])),
-                                         (id: 99, vectors: Matrix(rows: 1, columns: 3, values: [1, 1, 1]))], recipe: "two views")
+        let stored = try index.setViews(
+            [
+                (id: 1, vectors: Matrix(rows: 2, columns: 3, values: [2, 0, 0, 0, 3, 4])),
+                (id: 99, vectors: Matrix(rows: 1, columns: 3, values: [1, 1, 1]))
+            ], recipe: "two views")
         #expect(stored == [1])  // no item 99
         #expect(try index.viewRecipe() == "two views" && index.labelledItemsWithoutViews().map(\.id) == [3])
         let views = try index.views([1, 2, 3])

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithMath
+import KithTestSupport
+import Testing
 
 @Suite("NPY decoding is total")
 struct NPYTests {
@@ -24,23 +24,25 @@ struct NPYTests {
         #expect(doubles.rows == 2 && doubles.columns == 3)
     }
 
-    @Test("Malformed headers and bodies are typed errors", arguments: [
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1280), }", 0),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0), }", 0),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 4), }", 16),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", 16),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 9223372036854775807), }", 16),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 4), }", 16),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", 8),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }", 96),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", 4),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28),
-        ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24),
-        ("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", 24),
-        ("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", 24),
-        ("{'descr': '<f4', 'shape': (2, 3), }", 24),
-    ])
+    @Test(
+        "Malformed headers and bodies are typed errors",
+        arguments: [
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1280), }", 0),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0), }", 0),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 4), }", 16),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", 16),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 9223372036854775807), }", 16),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999, 4), }", 16),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", 8),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }", 96),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", 4),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28),
+            ("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24),
+            ("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", 24),
+            ("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", 24),
+            ("{'descr': '<f4', 'shape': (2, 3), }", 24)
+        ])
     func malformed(header: String, body: Int) {
         #expect(throws: NPY.FormatError.self) { try NPY.decode(Self.file(header, body: body)) }
     }
@@ -60,14 +62,24 @@ struct NPYTests {
         var decoded = 0
         for _ in 0..<2_000 {
             let rows = Int(next() % 4), columns = Int(next() % 5) + 1
-            var bytes = [UInt8](rows == 0 ? Self.file("{'descr': '<f4', 'fortran_order': False, 'shape': (\(Int64(bitPattern: next())), \(columns)), }", body: Int(next() % 64))
-                                          : NPY.encode(Matrix(rows: rows, columns: columns, values: Array(repeating: 1, count: rows * columns))))
+            var bytes = [UInt8](
+                rows == 0
+                    ? Self.file(
+                        "{'descr': '<f4', 'fortran_order': False, 'shape': (\(Int64(bitPattern: next())), \(columns)), }",
+                        body: Int(next() % 64))
+                    : NPY.encode(
+                        Matrix(rows: rows, columns: columns, values: Array(repeating: 1, count: rows * columns))))
             switch next() % 4 {
-            case 0: for _ in 0..<(1 + next() % 4) { bytes[Int(next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: next()) }
+            case 0:
+                for _ in 0..<(1 + next() % 4) {
+                    bytes[Int(next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: next())
+                }
             case 1: bytes.removeLast(Int(next() % UInt64(bytes.count)))
             case 2: bytes += (0..<(next() % 16)).map { _ in UInt8(truncatingIfNeeded: next()) }
             default:
-                if let digit = bytes.firstIndex(where: { (0x30...0x39).contains($0) }) { bytes[digit] = UInt8(0x30 + next() % 10) }
+                if let digit = bytes.firstIndex(where: { (0x30...0x39).contains($0) }) {
+                    bytes[digit] = UInt8(0x30 + next() % 10)
+                }
             }
             do {
                 let m = try NPY.decode(Data(bytes))

@@ -1,8 +1,8 @@
 import CKernels
 import Foundation
-import Testing
 import KithMath
 import KithTestSupport
+import Testing
 
 @Suite("Quantisation and k-means")
 struct QuantizationTests {
@@ -22,8 +22,9 @@ struct QuantizationTests {
         return (x, labels)
     }
 
-    @Test("8-bit codes decode within half a step; scores of codes equal the products with the decoded vectors",
-          arguments: [7, 37, 1280])
+    @Test(
+        "8-bit codes decode within half a step; scores of codes equal the products with the decoded vectors",
+        arguments: [7, 37, 1280])
     func scalarQuantizer(dimension d: Int) {
         let (x, _) = Self.clustered(n: 200, d: d, centres: 5, spread: 0.3, seed: UInt64(d))
         let sq = ScalarQuantizer(training: x), codec = VectorCodec.scalar8(sq)
@@ -51,8 +52,9 @@ struct QuantizationTests {
         #expect(code == [0, 255, 0, 255, 100])
     }
 
-    @Test("Every integer kernel this CPU runs (portable, AVX2, AVX-512 VNNI) gives the exact sums, at the weights' limits too",
-          arguments: [1, 7, 37, 100, 1280, 1283])
+    @Test(
+        "Every integer kernel this CPU runs (portable, AVX2, AVX-512 VNNI) gives the exact sums, at the weights' limits too",
+        arguments: [1, 7, 37, 100, 1280, 1283])
     func integerKernels(dimension d: Int) {
         var rng = SplitMix64(seed: UInt64(d))
         let n = 5, stride = d + 3
@@ -61,7 +63,9 @@ struct QuantizationTests {
         // The last code and the weights at their extremes: the largest sums the kernels promise.
         for j in 0..<d { codes[(n - 1) * stride + j] = 255 }
         if d > 1 { weights[0] = 16_383; weights[1] = -16_383 }
-        let expected = (0..<n).map { i in (0..<d).reduce(Int64(0)) { $0 + Int64(weights[$1]) * Int64(codes[i * stride + $1]) } }
+        let expected = (0..<n).map { i in
+            (0..<d).reduce(Int64(0)) { $0 + Int64(weights[$1]) * Int64(codes[i * stride + $1]) }
+        }
         var ran = 0
         for level in 0...2 {
             var out = [Int32](repeating: 0, count: n)
@@ -73,8 +77,9 @@ struct QuantizationTests {
         #expect(ran >= 1)
     }
 
-    @Test("The 8-bit integer matrix product gives exact sums at the bytes' limits; a batch's scores of 7-bit codes are the products with the decoded vectors up to the weights' rounding, and within the error bound of the exact products",
-          arguments: [7, 37, 1280])
+    @Test(
+        "The 8-bit integer matrix product gives exact sums at the bytes' limits; a batch's scores of 7-bit codes are the products with the decoded vectors up to the weights' rounding, and within the error bound of the exact products",
+        arguments: [7, 37, 1280])
     func batchScores(dimension d: Int) {
         // The integer product at its limits: every unsigned byte 255 or 0 against every signed
         // byte −64 or 63 (the largest pair sums 2·255·64 that the batch scores promise).
@@ -109,12 +114,15 @@ struct QuantizationTests {
                 let score = scores[q * x.rows + i]
                 // Each weight is rounded by at most largest/127/2 and multiplies a code of at most 127.
                 #expect(abs(score - onDecoded) <= Float(d) * largest / 2 + 1e-5, "query \(q), code \(i)")
-                #expect(abs(score - exact) <= bounds[q], "query \(q), code \(i): \(score) vs \(exact), bound \(bounds[q])")
+                #expect(
+                    abs(score - exact) <= bounds[q], "query \(q), code \(i): \(score) vs \(exact), bound \(bounds[q])")
             }
         }
     }
 
-    @Test("Half-precision codes: each value within 2⁻¹¹ relative, scores within the scorer's error bound", arguments: [7, 1280])
+    @Test(
+        "Half-precision codes: each value within 2⁻¹¹ relative, scores within the scorer's error bound",
+        arguments: [7, 1280])
     func halfPrecision(dimension d: Int) {
         let (x, _) = Self.clustered(n: 50, d: d, centres: 5, spread: 0.3, seed: 4)
         let codec = VectorCodec.float16(dimension: d)
@@ -122,7 +130,9 @@ struct QuantizationTests {
         var rng = SplitMix64(seed: 5)
         for r in 0..<20 {
             let row = Array(x.row(r)), code = codec.encode(row)
-            let decoded = (0..<d).map { Float(Float16(bitPattern: UInt16(code[2 * $0]) | UInt16(code[2 * $0 + 1]) << 8)) }
+            let decoded = (0..<d).map {
+                Float(Float16(bitPattern: UInt16(code[2 * $0]) | UInt16(code[2 * $0 + 1]) << 8))
+            }
             for j in 0..<d { #expect(abs(decoded[j] - row[j]) <= abs(row[j]) / 2048 + 1e-7) }
             var query = rng.vector(d)
             query.withUnsafeMutableBufferPointer { normalize($0) }
@@ -133,7 +143,9 @@ struct QuantizationTests {
         }
     }
 
-    @Test("k-means: one centroid is the normalised mean; rounds never lower the mean similarity; assignment is the argmax")
+    @Test(
+        "k-means: one centroid is the normalised mean; rounds never lower the mean similarity; assignment is the argmax"
+    )
     func kMeans() throws {
         let (x, _) = Self.clustered(n: 1200, d: 24, centres: 6, spread: 0.3, seed: 3)
         let one = try #require(KMeans.train(x, k: 1, iterations: 1, seed: 1))

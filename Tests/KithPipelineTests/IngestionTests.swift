@@ -1,10 +1,10 @@
 import Foundation
-import Testing
 import KithBackbone
 import KithImage
 import KithIndex
 import KithPipeline
 import KithTestSupport
+import Testing
 
 @Suite("Ingestion pipeline")
 struct IngestionTests {
@@ -13,23 +13,29 @@ struct IngestionTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let backbone = try Fixtures.models.load("efficientnet-lite0")
-        let index = try Index.create(at: tmp.path, space: EmbeddingSpace(model: backbone.manifest.name, weightsSHA256: backbone.manifest.sha256, dimension: 1280))
+        let index = try Index.create(
+            at: tmp.path,
+            space: EmbeddingSpace(
+                model: backbone.manifest.name, weightsSHA256: backbone.manifest.sha256, dimension: 1280))
         var configuration = EncoderConfiguration()
         configuration.batchSize = 2
         let ingestor = try Ingestor(index: index, encoder: Encoder(backbone: backbone, configuration: configuration))
-        let files = [IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("bad/truncated.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("images/coffee-256.png"), label: "cup", coarseLabel: "kitchen"),
-                     IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
-                     IngestionFile(path: Fixtures.path("bad/missing.png")),
-                     IngestionFile(path: Fixtures.path("images/horse-alpha.png"))]
+        let files = [
+            IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
+            IngestionFile(path: Fixtures.path("bad/truncated.jpg"), label: "cat"),
+            IngestionFile(path: Fixtures.path("images/coffee-256.png"), label: "cup", coarseLabel: "kitchen"),
+            IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
+            IngestionFile(path: Fixtures.path("bad/missing.png")),
+            IngestionFile(path: Fixtures.path("images/horse-alpha.png"))
+        ]
         let summary = try ingestor.ingest(files)
         #expect(summary.added == 3 && summary.duplicates == 1 && summary.failures.count == 2)
         #expect(Set(summary.failures.map(\.code)) == [.corruptImage, .unreadableFile])
         #expect(try index.ids(withLabel: "cat").count == 1)
         #expect(try index.items().first { $0.label == "cup" }?.coarseLabel == "kitchen")
         // The stored vector is the encoder's embedding.
-        let direct = try Encoder(backbone: backbone).encode(files: [Fixtures.path("images/chelsea.jpg")])[0].get().embedding
+        let direct = try Encoder(backbone: backbone).encode(files: [Fixtures.path("images/chelsea.jpg")])[0].get()
+            .embedding
         let id = try index.ids(withLabel: "cat")[0]
         let stored = try #require(try index.vector(id))
         #expect(zip(direct, stored).allSatisfy { abs($0 - $1) < 1e-5 })
@@ -51,7 +57,9 @@ struct IngestionTests {
         #expect(error?.code == .incompatible)
     }
 
-    @Test("Thumbnails: made from the decoded image at ingestion, deleted with their item, added later from readable sources")
+    @Test(
+        "Thumbnails: made from the decoded image at ingestion, deleted with their item, added later from readable sources"
+    )
     func thumbnails() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -60,7 +68,10 @@ struct IngestionTests {
         var configuration = EncoderConfiguration()
         configuration.thumbnailSize = 96
         let ingestor = try Ingestor(index: index, encoder: Encoder(backbone: backbone, configuration: configuration))
-        _ = try ingestor.ingest([IngestionFile(path: Fixtures.path("images/chelsea.jpg")), IngestionFile(path: Fixtures.path("images/camera-grey.png"))])
+        _ = try ingestor.ingest([
+            IngestionFile(path: Fixtures.path("images/chelsea.jpg")),
+            IngestionFile(path: Fixtures.path("images/camera-grey.png"))
+        ])
         let decoder = ImageDecoder()
         for id: UInt64 in [1, 2] {
             let jpeg = try #require(try index.thumbnail(id))
@@ -91,7 +102,9 @@ struct IngestionTests {
         #expect(try index.check().isEmpty)
     }
 
-    @Test("Support views: embedded from readable sources of labelled items, skipped when present, remade for another recipe")
+    @Test(
+        "Support views: embedded from readable sources of labelled items, skipped when present, remade for another recipe"
+    )
     func supportViews() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -101,25 +114,30 @@ struct IngestionTests {
         let copy = FileManager.default.temporaryDirectory.appendingPathComponent("kith-views-\(UUID()).png").path
         try FileManager.default.copyItem(atPath: Fixtures.path("images/coffee-256.png"), toPath: copy)
         _ = try Ingestor(index: index, encoder: encoder).ingest([
-            IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"), IngestionFile(path: copy, label: "cup"),
-            IngestionFile(path: Fixtures.path("images/horse-alpha.png")),
+            IngestionFile(path: Fixtures.path("images/chelsea.jpg"), label: "cat"),
+            IngestionFile(path: copy, label: "cup"),
+            IngestionFile(path: Fixtures.path("images/horse-alpha.png"))
         ])
         try FileManager.default.removeItem(atPath: copy)
         let recipe = try ViewRecipe(count: 3, flip: true, seed: 7)
         #expect(recipe.transforms.count == 3 && recipe.transforms.map(\.flip) == [false, true, false])
         #expect(recipe.transforms.allSatisfy { (0.75...1).contains($0.scale) && abs($0.degrees) <= 10 })
         var summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe)
-        #expect(summary.added == 1 && summary.unreadable.map(\.id) == [2])  // the horse has no label; the cup's file is gone
+        // the horse has no label; the cup's file is gone
+        #expect(summary.added == 1 && summary.unreadable.map(\.id) == [2])
         let views = try #require(try index.views([1])[1])
         #expect(views.rows == 3 && views.columns == 512)
         // Each view is the encoder's embedding of that view of the decoded image.
-        let image = try ImageDecoder().decode(contentsOf: Fixtures.path("images/chelsea.jpg"), minimumShortSide: 2 * backbone.preprocessing.minimumShortSide)
+        let image = try ImageDecoder().decode(
+            contentsOf: Fixtures.path("images/chelsea.jpg"),
+            minimumShortSide: 2 * backbone.preprocessing.minimumShortSide)
         let direct = encoder.embed(images: recipe.transforms(for: 1).map(image.view))
         #expect(zip(views.values, direct.values).allSatisfy { abs($0 - $1) < 1e-5 })
         let original = try #require(try index.vector(1))
         for r in 0..<3 {
             let cos = zip(views.row(r), original).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-            #expect(cos > 0.5 && cos < 0.99999, "view \(r): cosine \(cos) to the image")  // near the image, not the image
+            // near the image, not the image
+            #expect(cos > 0.5 && cos < 0.99999, "view \(r): cosine \(cos) to the image")
         }
         summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe)
         #expect(summary.added == 0)
@@ -128,15 +146,19 @@ struct IngestionTests {
         #expect(try index.views([1])[1]?.rows == 2)
         #expect(try ViewRecipe.of(index) == ViewRecipe(count: 2))
         // Labelled images ingested later get views of the same recipe; unlabelled ones none.
-        _ = try Ingestor(index: index, encoder: encoder).ingest([IngestionFile(path: Fixtures.path("images/camera-grey.png"), label: "camera"),
-                                                                  IngestionFile(path: Fixtures.path("images/rocket-exif6.jpg"))])
+        _ = try Ingestor(index: index, encoder: encoder).ingest([
+            IngestionFile(path: Fixtures.path("images/camera-grey.png"), label: "camera"),
+            IngestionFile(path: Fixtures.path("images/rocket-exif6.jpg"))
+        ])
         #expect(try index.views([4, 5]).mapValues(\.rows) == [4: 2])
         #expect(throws: IndexError.self) { try ViewRecipe(count: 0) }
 
         let vectors = TemporaryIndex()
         defer { vectors.cleanup() }
         let own = try Index.create(at: vectors.path, space: .vectors(dimension: 512))
-        let refused = #expect(throws: IndexError.self) { try SupportViews.addMissing(to: own, encoder: encoder, recipe: recipe) }
+        let refused = #expect(throws: IndexError.self) {
+            try SupportViews.addMissing(to: own, encoder: encoder, recipe: recipe)
+        }
         #expect(refused?.code == .noBackbone)
     }
 
@@ -158,16 +180,21 @@ struct IngestionTests {
         #expect(rich.description.contains("colour jitter") && rich.description.contains("blurred"))
     }
 
-    @Test("Per-image views: each image's transforms come from its own seed, the same at every call; stored only when set")
+    @Test(
+        "Per-image views: each image's transforms come from its own seed, the same at every call; stored only when set")
     func perImageRecipes() throws {
         let recipe = try ViewRecipe(count: 4, flip: true, seed: 3)
         #expect(recipe.perImage && recipe.stored == #"{"count":4,"flip":true,"per_image":true,"seed":3}"#)
         #expect(ViewRecipe(stored: recipe.stored) == recipe)
-        #expect(ViewRecipe(stored: #"{"count":4,"flip":true,"seed":3}"#)?.perImage == false)  // stored before: the same for every image
+        // stored before: the same for every image
+        #expect(ViewRecipe(stored: #"{"count":4,"flip":true,"seed":3}"#)?.perImage == false)
         let scales = { (id: UInt64) in recipe.transforms(for: id).map(\.scale) }
         #expect(scales(1) == scales(1) && scales(1) != scales(2) && scales(2) != scales(3))
         #expect(recipe.transforms(for: 9).map(\.flip) == [false, true, false, true])  // every other mirrored, as before
-        #expect((1...50).flatMap { recipe.transforms(for: $0) }.allSatisfy { (0.75...1).contains($0.scale) && abs($0.degrees) <= 10 })
+        #expect(
+            (1...50).flatMap { recipe.transforms(for: $0) }.allSatisfy {
+                (0.75...1).contains($0.scale) && abs($0.degrees) <= 10
+            })
         let shared = try ViewRecipe(count: 4, flip: true, perImage: false, seed: 3)
         #expect(shared.transforms(for: 1).map(\.scale) == shared.transforms(for: 2).map(\.scale))
     }

@@ -1,9 +1,10 @@
 import Foundation
-import Testing
 import KithAdapt
 import KithIndex
 import KithMath
 import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 /// The query engine in an index's adapted space: every answer equals the same computation done by
@@ -13,14 +14,18 @@ struct AdaptedSpaceTests {
     /// An (untrained) adapted head 8 → 4-d: a fixed, non-linear map is all the engine needs.
     /// `measured`: how it compared with the backbone (by default, it won: queries use it).
     static func head(seed: UInt64, measured: SpaceComparison? = won) -> AdaptedHead {
-        AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 16, seed: seed), configuration: AdaptationConfiguration(),
-                    views: "", finalLoss: 0, comparison: measured)
+        AdaptedHead(
+            model: NNCLR(inputs: 8, dimension: 4, hidden: 16, seed: seed), configuration: AdaptationConfiguration(),
+            views: "", finalLoss: 0, comparison: measured)
     }
 
     static func comparison(_ figures: [(backbone: Double, adapted: Double)]) -> SpaceComparison {
-        SpaceComparison(index: "test", measures: figures.enumerated().map { i, f in
-            SpaceComparison.Measure(name: "\(i)-shot", detail: "", backbone: f.backbone, adapted: f.adapted, trials: 10, interval: 0.01)
-        })
+        SpaceComparison(
+            index: "test",
+            measures: figures.enumerated().map { i, f in
+                SpaceComparison.Measure(
+                    name: "\(i)-shot", detail: "", backbone: f.backbone, adapted: f.adapted, trials: 10, interval: 0.01)
+            })
     }
 
     static let won = comparison([(0.5, 0.6)])
@@ -36,12 +41,16 @@ struct AdaptedSpaceTests {
     }
 
     /// Ids of the `k` rows of `matrix` most similar to `query`, best first, leaving out `excluding`.
-    static func bruteForce(_ query: [Float], _ matrix: Matrix, ids: [UInt64], k: Int, excluding: UInt64? = nil) -> [UInt64] {
+    static func bruteForce(_ query: [Float], _ matrix: Matrix, ids: [UInt64], k: Int, excluding: UInt64? = nil)
+        -> [UInt64]
+    {
         let scores = (0..<matrix.rows).map { r in zip(query, matrix.row(r)).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
         return ids.indices.filter { ids[$0] != excluding }.sorted { scores[$0] > scores[$1] }.prefix(k).map { ids[$0] }
     }
 
-    @Test("Search runs in the adapted space by default, in the backbone's on request, and refuses vectors of the other space")
+    @Test(
+        "Search runs in the adapted space by default, in the backbone's on request, and refuses vectors of the other space"
+    )
     func search() async throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -55,7 +64,10 @@ struct AdaptedSpaceTests {
         let adapted = try await engine.search([.item(id)], k: 5)[0].map(\.id)
         #expect(adapted == Self.bruteForce(Array(mapped.row(5)), mapped, ids: backbone.ids, k: 5, excluding: id))
         let plain = try await engine.search([.item(id)], k: 5, space: .backbone)[0].map(\.id)
-        #expect(plain == Self.bruteForce(Array(backbone.matrix.row(5)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
+        #expect(
+            plain
+                == Self.bruteForce(
+                    Array(backbone.matrix.row(5)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
         #expect(adapted != plain)  // the head is not a rotation: the spaces really differ
 
         let query = unit([1, -1, 0.5, 2])
@@ -64,10 +76,14 @@ struct AdaptedSpaceTests {
         let best = Array(mapped.row(backbone.ids.firstIndex(of: hits[0].id)!))
         #expect(abs(hits[0].score - zip(query, best).reduce(0) { $0 + $1.0 * $1.1 }) < 1e-5)
 
-        let backboneVector = await #expect(throws: QueryError.self) { try await engine.search([.vector(Array(backbone.matrix.row(0)))]) }
+        let backboneVector = await #expect(throws: QueryError.self) {
+            try await engine.search([.vector(Array(backbone.matrix.row(0)))])
+        }
         #expect(backboneVector?.code == .wrongSpace)
         #expect(backboneVector?.message.contains("backbone") == true)
-        let adaptedVector = await #expect(throws: QueryError.self) { try await engine.search([.vector(query)], space: .backbone) }
+        let adaptedVector = await #expect(throws: QueryError.self) {
+            try await engine.search([.vector(query)], space: .backbone)
+        }
         #expect(adaptedVector?.code == .invalidQuery && adaptedVector?.message.contains("backbone's space") == true)
         let neither = await #expect(throws: QueryError.self) { try await engine.search([.vector([1, 2, 3])]) }
         #expect(neither?.code == .invalidQuery)
@@ -82,7 +98,9 @@ struct AdaptedSpaceTests {
         let engine = try QueryEngine(index: index)
         let backbone = try index.loadVectors()
         let id = backbone.ids[3]
-        func expected(_ matrix: Matrix) -> [UInt64] { Self.bruteForce(Array(matrix.row(3)), matrix, ids: backbone.ids, k: 10, excluding: id) }
+        func expected(_ matrix: Matrix) -> [UInt64] {
+            Self.bruteForce(Array(matrix.row(3)), matrix, ids: backbone.ids, k: 10, excluding: id)
+        }
         #expect(try await engine.search([.item(id)])[0].map(\.id) == expected(first.embed(backbone.matrix)))
         let firstFit = try await engine.classify([.item(id)], spec: HeadSpec(parsing: "prototype"))[0]
 
@@ -118,7 +136,10 @@ struct AdaptedSpaceTests {
         _ = try index.delete([2])
         let afterDelete = try await engine.currentSnapshot(.adapted)
         #expect(afterDelete.ids.count == 46 && !afterDelete.ids.contains(2))
-        #expect(zip(afterDelete.matrix.values, head.embed(try index.loadVectors().matrix).values).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(
+            zip(afterDelete.matrix.values, head.embed(try index.loadVectors().matrix).values).allSatisfy {
+                abs($0 - $1) < 1e-5
+            })
     }
 
     @Test("Classification, NN(z, Q) and the labelled items with their views are in the adapted space")
@@ -132,7 +153,9 @@ struct AdaptedSpaceTests {
         let labelled = backbone.labels.indices.filter { backbone.labels[$0] != nil }
 
         // Logistic regression fitted by hand on the mapped support set.
-        let support = try SupportSet(vectors: head.embed(backbone.matrix.gathering(rows: labelled)), labels: labelled.map { backbone.labels[$0]! })
+        let support = try SupportSet(
+            vectors: head.embed(backbone.matrix.gathering(rows: labelled)),
+            labels: labelled.map { backbone.labels[$0]! })
         let byHand = try LogisticRegressionHead().fit(support)
         let queries = (0..<6).map { Query.item(backbone.ids[$0 * 5]) }
         let mappedQueries = head.embed(backbone.matrix.gathering(rows: (0..<6).map { $0 * 5 }))
@@ -149,12 +172,18 @@ struct AdaptedSpaceTests {
         let nearest = try await engine.nearestInQueue(Matrix(rows: 1, columns: 4, values: z))[0]
         let best = Self.bruteForce(z, mappedQueue, ids: Array(backbone.ids[10..<20]), k: 1)[0]
         #expect(nearest.entry.itemID == best && nearest.entry.vector.count == 4)
-        #expect(zip(nearest.entry.vector, mappedQueue.row(backbone.ids[10..<20].firstIndex(of: best)! - 10)).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(
+            zip(nearest.entry.vector, mappedQueue.row(backbone.ids[10..<20].firstIndex(of: best)! - 10)).allSatisfy {
+                abs($0 - $1) < 1e-5
+            })
         let wrong = await #expect(throws: QueryError.self) {
             try await engine.nearestInQueue(Matrix(rows: 1, columns: 8, values: Array(backbone.matrix.row(0))))
         }
         #expect(wrong?.code == .wrongSpace)
-        #expect(try await engine.nearestInQueue(Matrix(rows: 1, columns: 8, values: Array(backbone.matrix.row(0))), space: .backbone)[0].entry.vector.count == 8)
+        #expect(
+            try await engine.nearestInQueue(
+                Matrix(rows: 1, columns: 8, values: Array(backbone.matrix.row(0))), space: .backbone)[0].entry.vector
+                .count == 8)
 
         // Stored views are mapped with their items.
         let views = Matrix(rows: 2, columns: 8, values: Array(backbone.matrix.row(30)) + Array(backbone.matrix.row(31)))
@@ -166,17 +195,21 @@ struct AdaptedSpaceTests {
         #expect(try await engine.labelledItems(.backbone).views[0]?.columns == 8)
     }
 
-    @Test("The adapted space is the default only when it is worse on no measure and better on one",
-          arguments: [([(0.5, 0.6)], true), ([(0.5, 0.6), (0.9, 0.9)], true), ([(0.5, 0.6), (0.9, 0.89)], false),
-                      ([(0.7, 0.7)], false), ([], false)] as [([(Double, Double)], Bool)])
+    @Test(
+        "The adapted space is the default only when it is worse on no measure and better on one",
+        arguments: [
+            ([(0.5, 0.6)], true), ([(0.5, 0.6), (0.9, 0.9)], true), ([(0.5, 0.6), (0.9, 0.89)], false),
+            ([(0.7, 0.7)], false), ([], false)
+        ] as [([(Double, Double)], Bool)])
     func rule(figures: [(Double, Double)], wins: Bool) {
         let comparison = Self.comparison(figures.map { (backbone: $0.0, adapted: $0.1) })
         #expect(comparison.adaptedIsDefault == wins)
         #expect(comparison.summary.hasSuffix(wins ? "queries use the adapted space" : "queries use the backbone space"))
     }
 
-    @Test("A head that lost, or was never measured, leaves queries in the backbone's space unless they ask for the adapted one",
-          arguments: [Self.comparison([(0.8, 0.7)]), nil] as [SpaceComparison?])
+    @Test(
+        "A head that lost, or was never measured, leaves queries in the backbone's space unless they ask for the adapted one",
+        arguments: [Self.comparison([(0.8, 0.7)]), nil] as [SpaceComparison?])
     func notDefault(measured: SpaceComparison?) async throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -188,7 +221,10 @@ struct AdaptedSpaceTests {
         #expect(try await engine.answeringSpace(.automatic) == .backbone)
         #expect(try await engine.answeringSpace(.adapted) == .adapted)
         let plain = try await engine.search([.item(id)], k: 5)[0].map(\.id)
-        #expect(plain == Self.bruteForce(Array(backbone.matrix.row(2)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
+        #expect(
+            plain
+                == Self.bruteForce(
+                    Array(backbone.matrix.row(2)), backbone.matrix, ids: backbone.ids, k: 5, excluding: id))
         let mapped = head.embed(backbone.matrix)
         let adapted = try await engine.search([.item(id)], k: 5, space: .adapted)[0].map(\.id)
         #expect(adapted == Self.bruteForce(Array(mapped.row(2)), mapped, ids: backbone.ids, k: 5, excluding: id))
@@ -214,43 +250,59 @@ struct SpaceMeasurementTests {
         let index = try tmp.create(dimension: 8)
         var rng = SplitMix64(seed: 11)
         let centres = (0..<6).map { _ in unit(rng.vector(8)) }
-        try index.add((0..<72).map { i in
-            NewItem(vector: unit(zip(centres[i % 6], rng.vector(8)).map { $0 + 0.15 * $1 }), source: "s\(i)", label: "c\(i % 6)")
-        })
+        try index.add(
+            (0..<72).map { i in
+                NewItem(
+                    vector: unit(zip(centres[i % 6], rng.vector(8)).map { $0 + 0.15 * $1 }), source: "s\(i)",
+                    label: "c\(i % 6)")
+            })
         return index
     }
 
-    @Test("A head that collapses the space to one dimension loses at 1 and 5 shots and is not the default; the figures are logreg's on the same episodes")
+    @Test(
+        "A head that collapses the space to one dimension loses at 1 and 5 shots and is not the default; the figures are logreg's on the same episodes"
+    )
     func collapse() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try Self.labelled(tmp)
-        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 1, hidden: 8, seed: 3), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        let head = AdaptedHead(
+            model: NNCLR(inputs: 8, dimension: 1, hidden: 8, seed: 3), configuration: AdaptationConfiguration(),
+            views: "", finalLoss: 0)
         var configuration = SpaceMeasurementConfiguration()
         configuration.episodes = 40
         let comparison = try SpaceMeasurement.compare(head, on: index, encoder: nil, configuration: configuration)
         #expect(comparison.measures.map(\.name) == ["1-shot", "5-shot"])
-        #expect(comparison.measures.allSatisfy { $0.backbone > 0.9 && $0.adapted < $0.backbone - 0.2 && $0.trials == 40 }, "\(comparison.measures)")
+        #expect(
+            comparison.measures.allSatisfy { $0.backbone > 0.9 && $0.adapted < $0.backbone - 0.2 && $0.trials == 40 },
+            "\(comparison.measures)")
         #expect(!comparison.adaptedIsDefault)
         #expect(comparison.summary.contains("1-shot") && comparison.summary.contains("queries use the backbone space"))
         // 5-way, 12 examples per class: 7 queries per class at 5 shots; the backbone's figure is a plain evaluation's.
         let snapshot = try index.loadVectors()
-        let evaluation = try EpisodicEvaluation(vectors: snapshot.matrix, labels: snapshot.labels.map { $0! },
-                                                configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 7, episodes: 40))
+        let evaluation = try EpisodicEvaluation(
+            vectors: snapshot.matrix, labels: snapshot.labels.map { $0! },
+            configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 7, episodes: 40))
         let logreg = try evaluation.run([try HeadSpec(parsing: "logreg")])[0]
         #expect(abs(comparison.measures[1].backbone - logreg.mean) < 1e-12)
         #expect(comparison.measures[1].detail.contains("5-way 5-shot with 7 queries"))
     }
 
-    @Test("A comparison goes stale when the labelled items change, not when unlabelled items come; measuring again makes it hold")
+    @Test(
+        "A comparison goes stale when the labelled items change, not when unlabelled items come; measuring again makes it hold"
+    )
     func stale() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try Self.labelled(tmp)
-        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 3), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        let head = AdaptedHead(
+            model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 3), configuration: AdaptationConfiguration(),
+            views: "", finalLoss: 0)
         var configuration = SpaceMeasurementConfiguration()
         configuration.episodes = 20
-        func measureAndStore() throws { _ = try SpaceMeasurement.storeMeasured(in: index, encoder: nil, configuration: configuration) }
+        func measureAndStore() throws {
+            _ = try SpaceMeasurement.storeMeasured(in: index, encoder: nil, configuration: configuration)
+        }
         try head.store(in: index)
         try measureAndStore()
         func described() throws -> AdaptedInfo { try #require(try IndexInfo(index).adapted) }
@@ -261,7 +313,9 @@ struct SpaceMeasurementTests {
         #expect(try described().stale == nil, "an unlabelled item changes no few-shot figure")
         try index.add([NewItem(vector: unit(rng.vector(8)), source: "more", label: "c0")])
         let stale = try #require(try described().stale)
-        #expect(stale.contains("kith adapt \(index.name) --measure") && stale.contains("/v1/indexes/\(index.name)/adapted/measure"))
+        #expect(
+            stale.contains("kith adapt \(index.name) --measure")
+                && stale.contains("/v1/indexes/\(index.name)/adapted/measure"))
         #expect(try described().line.contains("(stale: the labelled items changed"))
         try measureAndStore()
         #expect(try described().stale == nil)
@@ -270,14 +324,17 @@ struct SpaceMeasurementTests {
         #expect(!old.isStale(supportGeneration: 99))
     }
 
-    @Test("Nothing to measure on (no labels, no images): the head is stored but not the default, and the reason is said")
+    @Test(
+        "Nothing to measure on (no labels, no images): the head is stored but not the default, and the reason is said")
     func unmeasured() throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 8)
         var rng = SplitMix64(seed: 2)
         try index.add((0..<20).map { i in NewItem(vector: unit(rng.vector(8)), source: "s\(i)") })
-        let head = AdaptedHead(model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 1), configuration: AdaptationConfiguration(), views: "", finalLoss: 0)
+        let head = AdaptedHead(
+            model: NNCLR(inputs: 8, dimension: 4, hidden: 8, seed: 1), configuration: AdaptationConfiguration(),
+            views: "", finalLoss: 0)
         let comparison = try SpaceMeasurement.compare(head, on: index, encoder: nil)
         #expect(comparison.measures.isEmpty && !comparison.adaptedIsDefault)
         #expect(comparison.unmeasured == "no images to make views of, too few labelled items for few-shot episodes")

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 @Suite("Approximate search (inverted file of 8-bit codes)")
@@ -21,11 +22,16 @@ struct ApproximateSearchTests {
     }
 
     /// An index of `n` such items with a built structure.
-    static func index(_ temporary: TemporaryIndex, items n: Int = 6000, configure: (inout ANNConfiguration) -> Void = { _ in }) throws -> Index {
+    static func index(
+        _ temporary: TemporaryIndex, items n: Int = 6000, configure: (inout ANNConfiguration) -> Void = { _ in }
+    ) throws -> Index {
         let index = try temporary.create(dimension: d)
         let rows = data(n, seed: 1)
         for start in stride(from: 0, to: n, by: 1000) {
-            try index.add((start..<min(n, start + 1000)).map { NewItem(vector: rows[$0], source: "v\($0)", label: "l\($0 % 100)") })
+            try index.add(
+                (start..<min(n, start + 1000)).map {
+                    NewItem(vector: rows[$0], source: "v\($0)", label: "l\($0 % 100)")
+                })
         }
         var configuration = ANNConfiguration()
         configure(&configuration)
@@ -40,7 +46,8 @@ struct ApproximateSearchTests {
     static func queries(_ count: Int = 60) -> Matrix { Matrix(stacking: data(count, seed: 99)) }
 
     func recall(_ approximate: [[(id: UInt64, score: Float)]], _ exact: [[Hit]]) -> Double {
-        let found = zip(approximate, exact).map { a, e in Set(a.map { $0.id }).intersection(e.map(\.id)).count }.reduce(0, +)
+        let found = zip(approximate, exact).map { a, e in Set(a.map { $0.id }).intersection(e.map(\.id)).count }.reduce(
+            0, +)
         return Double(found) / Double(exact.map(\.count).reduce(0, +))
     }
 
@@ -59,7 +66,8 @@ struct ApproximateSearchTests {
         #expect(r >= 0.9, "recall@10 \(r) at the default probes")
         // One query alone (its lists split between two threads) gets the answer it gets in a batch.
         for q in 0..<5 {
-            let alone = try #require(try ApproximateSearch(index: index, threads: 2).search(queries.gathering(rows: [q]), k: 10))
+            let alone = try #require(
+                try ApproximateSearch(index: index, threads: 2).search(queries.gathering(rows: [q]), k: 10))
             #expect(alone[0].map { $0.id } == approximate[q].map { $0.id })
         }
         // A single query's lists, chosen from the centroids' 7-bit codes, are the exact choice.
@@ -79,14 +87,16 @@ struct ApproximateSearchTests {
             }
         }
         // Probing every list and re-ranking enough candidates is exact.
-        let everything = try #require(try ApproximateSearch(index: index, probes: 1 << 20, rerank: 6000).search(queries, k: 10))
+        let everything = try #require(
+            try ApproximateSearch(index: index, probes: 1 << 20, rerank: 6000).search(queries, k: 10))
         #expect(recall(everything, exact) == 1)
         // Half-precision codes find the same neighbours at the same probes (re-ranked alike).
         let half = TemporaryIndex()
         defer { half.cleanup() }
         let halfIndex = try Self.index(half) { $0.codes = .fp16 }
         #expect(try halfIndex.annStatus()?.configuration.codes == .fp16 && halfIndex.check().isEmpty)
-        let halfFound = try #require(try ApproximateSearch(index: halfIndex, probes: status.configuration.probes).search(queries, k: 10))
+        let halfFound = try #require(
+            try ApproximateSearch(index: halfIndex, probes: status.configuration.probes).search(queries, k: 10))
         #expect(recall(halfFound, exact) >= r - 0.02, "fp16 \(recall(halfFound, exact)) against sq8 \(r)")
         // One list finds less than the default: the knob works.
         let one = try #require(try ApproximateSearch(index: index, probes: 1).search(queries, k: 10))
@@ -118,7 +128,8 @@ struct ApproximateSearchTests {
         let after = try #require(try search.search(queries, k: 5))
         #expect(after.allSatisfy { $0.count == 5 && Set($0.map { $0.id }).isDisjoint(with: deleted) })
         // Items added after the build are coded in the same transaction and found.
-        let added = try index.add((0..<20).map { NewItem(vector: Array(queries.row($0)), source: "new\($0)", label: "fresh") })
+        let added = try index.add(
+            (0..<20).map { NewItem(vector: Array(queries.row($0)), source: "new\($0)", label: "fresh") })
         let addedIDs = added.compactMap { if case .added(let id) = $0 { id } else { nil } }
         let found = try #require(try search.search(queries, k: 1))
         #expect(found.map { $0[0].id } == addedIDs && found.allSatisfy { abs($0[0].score - 1) < 1e-5 })
@@ -128,20 +139,23 @@ struct ApproximateSearchTests {
         let ids = Set(try index.ids(withLabel: "l7"))
         let filtered = try #require(try search.search(queries, k: 10, filter: LabelFilter(include: ["l7"])))
         #expect(filtered.allSatisfy { $0.count == 10 && $0.allSatisfy { ids.contains($0.id) } })
-        let exactFiltered = ExactSearch(snapshot: try index.loadVectors()).search(queries, k: 10, filter: LabelFilter(include: ["l7"]))
+        let exactFiltered = ExactSearch(snapshot: try index.loadVectors()).search(
+            queries, k: 10, filter: LabelFilter(include: ["l7"]))
         #expect(recall(filtered, exactFiltered) == 1, "a label this small is scored exactly")
         // A filter keeping a tenth of the items goes through the lists, as far out as it takes: the
         // recall stays that of an unfiltered search.
         let tenth = LabelFilter(include: Set((0..<10).map { "l\($0)" }))
         let wide = try #require(try search.search(queries, k: 10, filter: tenth))
         let wideExact = ExactSearch(snapshot: try index.loadVectors()).search(queries, k: 10, filter: tenth)
-        #expect(wide.allSatisfy { $0.count == 10 } && recall(wide, wideExact) >= 0.9, "recall \(recall(wide, wideExact))")
+        #expect(
+            wide.allSatisfy { $0.count == 10 } && recall(wide, wideExact) >= 0.9, "recall \(recall(wide, wideExact))")
         // A label with fewer than k items gives all of them.
         _ = try index.relabel(addedIDs[0], label: "rare", coarseLabel: nil)
         let rare = try #require(try search.search(queries, k: 10, filter: LabelFilter(include: ["rare"])))
         #expect(rare.allSatisfy { $0.map { $0.id } == [addedIDs[0]] })
         // Excluding labels: none of them come back, and there are still k.
-        let excluded = try #require(try search.search(queries, k: 10, filter: LabelFilter(exclude: ["fresh", "l1", "l2"])))
+        let excluded = try #require(
+            try search.search(queries, k: 10, filter: LabelFilter(exclude: ["fresh", "l1", "l2"])))
         let refused = Set(try index.ids(withLabel: "fresh") + index.ids(withLabel: "l1") + index.ids(withLabel: "l2"))
         #expect(excluded.allSatisfy { $0.count == 10 && Set($0.map { $0.id }).isDisjoint(with: refused) })
         // A query item is never its own neighbour.
@@ -171,7 +185,8 @@ struct ApproximateSearchTests {
         #expect(try index.check().isEmpty)
         #expect(try index.withANN { try $0.listSizes() } == [6993])
         // Every item is found as its own nearest neighbour; the deleted ones never.
-        let queries = Matrix(stacking: (0..<5000).filter { !gone.contains(UInt64($0 + 1)) }.prefix(300).map { rows[$0] })
+        let queries = Matrix(
+            stacking: (0..<5000).filter { !gone.contains(UInt64($0 + 1)) }.prefix(300).map { rows[$0] })
         let found = try #require(try ApproximateSearch(index: index, rerank: 50).search(queries, k: 1))
         let expected = (0..<5000).filter { !gone.contains(UInt64($0 + 1)) }.prefix(300).map { UInt64($0 + 1) }
         #expect(found.map { $0[0].id } == expected)
@@ -186,7 +201,8 @@ struct ApproximateSearchTests {
         let rows = Self.data(3000, seed: 2)
         try index.add(rows.enumerated().map { NewItem(vector: $1, source: "v\($0)") })
         var batches = 0
-        let stopped = try index.buildANN(batch: 500, progress: { _, _ in batches += 1 }, shouldContinue: { batches < 2 })
+        let stopped = try index.buildANN(
+            batch: 500, progress: { _, _ in batches += 1 }, shouldContinue: { batches < 2 })
         #expect(stopped.phase == .building && stopped.builtThrough == 1000)
         #expect(try index.check().isEmpty)
         // An older Kith would not keep the lists up to date: the index now says format 3.
@@ -195,8 +211,12 @@ struct ApproximateSearchTests {
         let engine = try QueryEngine(index: index)
         let queries = Query.rows(of: Self.queries(5))
         let automatic = try await engine.search(queries, k: 5, method: .automatic)
-        #expect(automatic.map { $0.map(\.id) } == (try await engine.search(queries, k: 5, method: .exact)).map { $0.map(\.id) })
-        let refused = await #expect(throws: QueryError.self) { try await engine.search(queries, k: 5, method: .approximate) }
+        #expect(
+            automatic.map { $0.map(\.id) }
+                == (try await engine.search(queries, k: 5, method: .exact)).map { $0.map(\.id) })
+        let refused = await #expect(throws: QueryError.self) {
+            try await engine.search(queries, k: 5, method: .approximate)
+        }
         #expect(refused?.code == .noApproximateIndex)
         // Items added while the build is stopped are coded when it goes on.
         try index.add([NewItem(vector: rows[0].map { -$0 }, source: "late")])
@@ -230,8 +250,11 @@ struct ApproximateSearchTests {
             try await engine.search(queries, k: 5, coarse: CoarseSearch(coarseLabel: "x"), method: .approximate)
         }
         #expect(coarse?.code == .invalidQuery)
-        let probes = await #expect(throws: QueryError.self) { try await engine.search(queries, k: 5, method: .approximate, probes: 0) }
+        let probes = await #expect(throws: QueryError.self) {
+            try await engine.search(queries, k: 5, method: .approximate, probes: 0)
+        }
         #expect(probes?.code == .outOfRange && probes?.parameter == "nprobe")
-        #expect(try await engine.search(queries, k: 5, method: .approximate, probes: 1_000).allSatisfy { $0.count == 5 })
+        #expect(
+            try await engine.search(queries, k: 5, method: .approximate, probes: 1_000).allSatisfy { $0.count == 5 })
     }
 }

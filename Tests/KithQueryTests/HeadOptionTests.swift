@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 /// The largest absolute difference between two probability matrices of the same shape.
@@ -17,18 +18,20 @@ func unit(_ v: [Float]) -> [Float] {
 
 @Suite("Head names and options")
 struct HeadSpecTests {
-    @Test("Options parse in any order to one canonical name that parses back to the same head", arguments: [
-        ("logreg", "logreg"),
-        ("prototype+whiten", "prototype+whiten"),
-        ("prototype+whiten=3", "prototype+whiten"),
-        ("prototype + whiten=0.5", "prototype+whiten=0.5"),
-        ("copa+angular+steps=20", "copa+steps=20+angular"),
-        ("logreg+adjust=1+balanced", "logreg+balanced+adjust"),
-        ("knn+expand=5+whiten=0.5+adjust=0.5", "knn+whiten=0.5+expand=5+adjust=0.5"),
-        ("copa+lr=0.05", "copa+lr=0.05"),
-        ("prototype+whiten+views", "prototype+views+whiten"),
-        ("logreg+views=2", "logreg+views=2"),
-    ])
+    @Test(
+        "Options parse in any order to one canonical name that parses back to the same head",
+        arguments: [
+            ("logreg", "logreg"),
+            ("prototype+whiten", "prototype+whiten"),
+            ("prototype+whiten=3", "prototype+whiten"),
+            ("prototype + whiten=0.5", "prototype+whiten=0.5"),
+            ("copa+angular+steps=20", "copa+steps=20+angular"),
+            ("logreg+adjust=1+balanced", "logreg+balanced+adjust"),
+            ("knn+expand=5+whiten=0.5+adjust=0.5", "knn+whiten=0.5+expand=5+adjust=0.5"),
+            ("copa+lr=0.05", "copa+lr=0.05"),
+            ("prototype+whiten+views", "prototype+views+whiten"),
+            ("logreg+views=2", "logreg+views=2")
+        ])
     func canonical(text: String, name: String) throws {
         let spec = try HeadSpec(parsing: text)
         #expect(spec.description == name)
@@ -36,36 +39,45 @@ struct HeadSpecTests {
         #expect(spec.head().name == name)
     }
 
-    @Test("Unknown heads and options and bad values are refused, naming the culprit", arguments: [
-        ("svm", QueryError.Code.unknownHead, "'svm'"),
-        ("logreg+foo", .invalidQuery, "unknown option 'foo'"),
-        ("prototype+balanced", .invalidQuery, "unknown option 'balanced' for prototype"),
-        ("prototype+adjust=-1", .invalidQuery, "adjust needs a τ ≥ 0, not '-1'"),
-        ("logreg+whiten=nan", .invalidQuery, "whiten needs a shrinkage ≥ 0"),
-        ("copa+steps=0", .invalidQuery, "steps needs a number of steps from 1"),
-        ("copa+lr=0", .invalidQuery, "lr needs a learning rate > 0"),
-        ("logreg+steps=5", .invalidQuery, "unknown option 'steps' for logreg"),
-        ("logreg+expand=0", .invalidQuery, "expand needs a number of neighbours from 1 to 100, not '0'"),
-        ("logreg+expand", .invalidQuery, "expand needs a number of neighbours"),
-        ("logreg+angular=1", .invalidQuery, "angular takes no value"),
-        ("logreg+views=0", .invalidQuery, "views needs a number of views from 1 to 16, not '0'"),
-        ("logreg+whiten+whiten=2", .invalidQuery, "option 'whiten' is given twice"),
-        ("logreg+", .invalidQuery, "unknown option ''"),
-    ])
+    @Test(
+        "Unknown heads and options and bad values are refused, naming the culprit",
+        arguments: [
+            ("svm", QueryError.Code.unknownHead, "'svm'"),
+            ("logreg+foo", .invalidQuery, "unknown option 'foo'"),
+            ("prototype+balanced", .invalidQuery, "unknown option 'balanced' for prototype"),
+            ("prototype+adjust=-1", .invalidQuery, "adjust needs a τ ≥ 0, not '-1'"),
+            ("logreg+whiten=nan", .invalidQuery, "whiten needs a shrinkage ≥ 0"),
+            ("copa+steps=0", .invalidQuery, "steps needs a number of steps from 1"),
+            ("copa+lr=0", .invalidQuery, "lr needs a learning rate > 0"),
+            ("logreg+steps=5", .invalidQuery, "unknown option 'steps' for logreg"),
+            ("logreg+expand=0", .invalidQuery, "expand needs a number of neighbours from 1 to 100, not '0'"),
+            ("logreg+expand", .invalidQuery, "expand needs a number of neighbours"),
+            ("logreg+angular=1", .invalidQuery, "angular takes no value"),
+            ("logreg+views=0", .invalidQuery, "views needs a number of views from 1 to 16, not '0'"),
+            ("logreg+whiten+whiten=2", .invalidQuery, "option 'whiten' is given twice"),
+            ("logreg+", .invalidQuery, "unknown option ''")
+        ])
     func refused(text: String, code: QueryError.Code, message: String) {
         let error = #expect(throws: QueryError.self) { try HeadSpec(parsing: text) }
         #expect(error?.code == code)
         #expect(error?.description.contains(message) == true, "\(error?.description ?? "")")
     }
 
-    @Test("A list: all is auto and the recommended heads, none is every head, balanced reaches the logistic-regression heads")
+    @Test(
+        "A list: all is auto and the recommended heads, none is every head, balanced reaches the logistic-regression heads"
+    )
     func list() throws {
         #expect(try HeadSpec.list([]).map(\.description) == ["auto", "logreg", "prototype", "knn", "copa"])
         #expect(try HeadSpec.list(["all"]) == HeadSpec.recommended)
         #expect(try HeadSpec.list(["prototype", "all", "prototype+whiten=3"]).count == HeadSpec.recommended.count)
-        #expect(try HeadSpec.list(["logreg+whiten", "prototype"], classBalanced: true).map(\.description) == ["logreg+balanced+whiten", "prototype"])
-        #expect(HeadSpec.recommended.contains { $0.whitening != nil } && HeadSpec.recommended.first?.description == "auto")
-        #expect(try !HeadSpec(parsing: "logreg+adjust").usesCollection && HeadSpec(parsing: "knn+expand=3").usesCollection)
+        #expect(
+            try HeadSpec.list(["logreg+whiten", "prototype"], classBalanced: true).map(\.description) == [
+                "logreg+balanced+whiten", "prototype"
+            ])
+        #expect(
+            HeadSpec.recommended.contains { $0.whitening != nil } && HeadSpec.recommended.first?.description == "auto")
+        #expect(
+            try !HeadSpec(parsing: "logreg+adjust").usesCollection && HeadSpec(parsing: "knn+expand=3").usesCollection)
     }
 }
 
@@ -76,14 +88,20 @@ struct HeadOptionTests {
         var values: [Float] = []
         for i in 0..<shots { values += unit([1, 0.1 * Float(i), 0, 0.2]) }
         values += unit([0, 1, 0, 0.2])
-        return try SupportSet(vectors: Matrix(rows: shots + 1, columns: 4, values: values), labels: [String](repeating: "a", count: shots) + ["b"])
+        return try SupportSet(
+            vectors: Matrix(rows: shots + 1, columns: 4, values: values),
+            labels: [String](repeating: "a", count: shots) + ["b"])
     }
 
     @Test("Logit adjustment with a uniform prior changes nothing; with a skewed one it is p_k·π_k^(−τ), renormalised")
     func logitAdjustment() throws {
-        let queries = Matrix(rows: 3, columns: 4, values: unit([1, 1, 0, 0]) + unit([0.2, 1, 0.5, 0]) + unit([1, 0, 0, 1]))
-        let balanced = try SupportSet(vectors: Matrix(rows: 4, columns: 4, values: unit([1, 0, 0, 0.1]) + unit([1, 0.2, 0, 0]) + unit([0, 1, 0, 0]) + unit([0, 1, 0.3, 0])),
-                                      labels: ["a", "a", "b", "b"])
+        let queries = Matrix(
+            rows: 3, columns: 4, values: unit([1, 1, 0, 0]) + unit([0.2, 1, 0.5, 0]) + unit([1, 0, 0, 1]))
+        let balanced = try SupportSet(
+            vectors: Matrix(
+                rows: 4, columns: 4,
+                values: unit([1, 0, 0, 0.1]) + unit([1, 0.2, 0, 0]) + unit([0, 1, 0, 0]) + unit([0, 1, 0.3, 0])),
+            labels: ["a", "a", "b", "b"])
         for name in ["logreg", "prototype", "knn", "copa"] {
             let plain = try HeadSpec(parsing: name).head().fit(balanced).probabilities(queries)
             let adjusted = try HeadSpec(parsing: name + "+adjust=2").head().fit(balanced).probabilities(queries)
@@ -95,22 +113,28 @@ struct HeadOptionTests {
             let adjusted = try HeadSpec(parsing: "prototype+adjust=\(tau)").head().fit(support).probabilities(queries)
             for r in 0..<queries.rows {
                 let a = plain.values[r * 2] * pow(0.75, -tau), b = plain.values[r * 2 + 1] * pow(0.25, -tau)
-                #expect(abs(adjusted.values[r * 2] - a / (a + b)) < 1e-5 && abs(adjusted.values[r * 2 + 1] - b / (a + b)) < 1e-5)
+                #expect(
+                    abs(adjusted.values[r * 2] - a / (a + b)) < 1e-5
+                        && abs(adjusted.values[r * 2 + 1] - b / (a + b)) < 1e-5)
                 #expect(adjusted.values[r * 2 + 1] > plain.values[r * 2 + 1])  // the rare class gains
             }
         }
     }
 
-    @Test("Angular normalisation with one coarse class is centring on its mean direction, for the support and the queries")
+    @Test(
+        "Angular normalisation with one coarse class is centring on its mean direction, for the support and the queries"
+    )
     func angularOneCoarseClass() throws {
         let support = try skewed(2)
         let mean: [Float] = [0.5, 0.4, 0.3, 0.2]  // any mean of the coarse class's items, not normalised
-        let context = HeadContext(supportCoarse: [String?](repeating: "latin", count: 3), coarseMeans: ["latin": mean, "": [0, 0, 1, 0]])
+        let context = HeadContext(
+            supportCoarse: [String?](repeating: "latin", count: 3), coarseMeans: ["latin": mean, "": [0, 0, 1, 0]])
         let queries = Matrix(rows: 2, columns: 4, values: unit([1, 0.5, 0, 0]) + unit([0.1, 1, 0.2, 0.3]))
         // By hand: x ↦ unit(x − unit(mean)).
         let u = unit(mean)
         func centred(_ m: Matrix) -> Matrix {
-            Matrix(rows: m.rows, columns: 4, values: (0..<m.rows).flatMap { r in unit(zip(m.row(r), u).map { $0 - $1 }) })
+            Matrix(
+                rows: m.rows, columns: 4, values: (0..<m.rows).flatMap { r in unit(zip(m.row(r), u).map { $0 - $1 }) })
         }
         let reference = try PrototypeHead().fit(SupportSet(vectors: centred(support.vectors), labels: ["a", "a", "b"]))
         let angular = try HeadSpec(parsing: "prototype+angular").head(context).fit(support)
@@ -118,13 +142,19 @@ struct HeadOptionTests {
         #expect(angular.head == "prototype+angular")
 
         // Without coarse labels: the collection's mean; without that either: the support set's own.
-        let collection = try HeadSpec(parsing: "prototype+angular").head(HeadContext(coarseMeans: ["": mean])).fit(support)
+        let collection = try HeadSpec(parsing: "prototype+angular").head(HeadContext(coarseMeans: ["": mean])).fit(
+            support)
         #expect(largestDifference(collection.probabilities(queries), reference.probabilities(centred(queries))) < 1e-5)
         var sum = [Float](repeating: 0, count: 4)
         for r in 0..<support.vectors.rows { for j in 0..<4 { sum[j] += Array(support.vectors.row(r))[j] } }
         let own = unit(sum)
-        let ownCentred = { (m: Matrix) in Matrix(rows: m.rows, columns: 4, values: (0..<m.rows).flatMap { r in unit(zip(m.row(r), own).map { $0 - $1 }) }) }
-        let selfReference = try PrototypeHead().fit(SupportSet(vectors: ownCentred(support.vectors), labels: ["a", "a", "b"]))
+        let ownCentred = { (m: Matrix) in
+            Matrix(
+                rows: m.rows, columns: 4, values: (0..<m.rows).flatMap { r in unit(zip(m.row(r), own).map { $0 - $1 }) }
+            )
+        }
+        let selfReference = try PrototypeHead().fit(
+            SupportSet(vectors: ownCentred(support.vectors), labels: ["a", "a", "b"]))
         let bare = try HeadSpec(parsing: "prototype+angular").head().fit(support)
         #expect(largestDifference(bare.probabilities(queries), selfReference.probabilities(ownCentred(queries))) < 1e-5)
     }
@@ -140,7 +170,9 @@ struct HeadOptionTests {
         #expect(ConfiguredHead.nearest(rows, of: [latin, greek]) == [0, 1])
     }
 
-    @Test("Whitening agrees with (x − μ)ᵀ(Σ + α·tr Σ/d·I)⁻¹(y − μ), computed in double by hand", arguments: [Float(0), 0.5, 3])
+    @Test(
+        "Whitening agrees with (x − μ)ᵀ(Σ + α·tr Σ/d·I)⁻¹(y − μ), computed in double by hand",
+        arguments: [Float(0), 0.5, 3])
     func whitening(alpha: Float) throws {
         var rng = SplitMix64(seed: 11)
         let n = 40, d = 3
@@ -155,10 +187,19 @@ struct HeadOptionTests {
         var mu = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { mu[j] += Double(Array(x.row(r))[j]) / Double(n) } }
         var s = [[Double]](repeating: [Double](repeating: 0, count: d), count: d)
-        for r in 0..<n { for i in 0..<d { for j in 0..<d { s[i][j] += (Double(Array(x.row(r))[i]) - mu[i]) * (Double(Array(x.row(r))[j]) - mu[j]) / Double(n - 1) } } }
+        for r in 0..<n {
+            for i in 0..<d {
+                for j in 0..<d {
+                    s[i][j] +=
+                        (Double(Array(x.row(r))[i]) - mu[i]) * (Double(Array(x.row(r))[j]) - mu[j]) / Double(n - 1)
+                }
+            }
+        }
         let ridge = Double(alpha) * (s[0][0] + s[1][1] + s[2][2]) / Double(d)
         for i in 0..<d { s[i][i] += ridge }
-        let det = s[0][0] * (s[1][1] * s[2][2] - s[1][2] * s[2][1]) - s[0][1] * (s[1][0] * s[2][2] - s[1][2] * s[2][0]) + s[0][2] * (s[1][0] * s[2][1] - s[1][1] * s[2][0])
+        let det =
+            s[0][0] * (s[1][1] * s[2][2] - s[1][2] * s[2][1]) - s[0][1] * (s[1][0] * s[2][2] - s[1][2] * s[2][0]) + s[
+                0][2] * (s[1][0] * s[2][1] - s[1][1] * s[2][0])
         var inverse = [[Double]](repeating: [Double](repeating: 0, count: d), count: d)
         for i in 0..<d {
             for j in 0..<d {
@@ -187,18 +228,27 @@ struct HeadOptionTests {
         #expect(bad?.code == .invalidQuery)
         let tooFew = #expect(throws: QueryError.self) { try Whitening(Matrix(rows: 1, columns: 3, values: [1, 0, 0])) }
         #expect(tooFew?.code == .notEnoughData)
-        let missing = #expect(throws: QueryError.self) { try HeadSpec(parsing: "prototype+whiten").head().fit(try skewed()) }
-        #expect(missing?.code == .notEnoughData && missing?.description.contains("whitening needs the statistics of a collection") == true)
+        let missing = #expect(throws: QueryError.self) {
+            try HeadSpec(parsing: "prototype+whiten").head().fit(try skewed())
+        }
+        #expect(
+            missing?.code == .notEnoughData
+                && missing?.description.contains("whitening needs the statistics of a collection") == true)
     }
 
     @Test("Expansion gives each unlabelled row to its most similar support example, its K best weighted by cosine")
     func expansion() throws {
-        let support = try SupportSet(vectors: Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0]), labels: ["a", "b"])
-        let pool = Matrix(rows: 4, columns: 3, values: unit([0.9, 0.1, 0]) + unit([0.8, 0.3, 0]) + unit([0.1, 0.9, 0]) + unit([0.6, 0, -0.8]))
+        let support = try SupportSet(
+            vectors: Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0]), labels: ["a", "b"])
+        let pool = Matrix(
+            rows: 4, columns: 3,
+            values: unit([0.9, 0.1, 0]) + unit([0.8, 0.3, 0]) + unit([0.1, 0.9, 0]) + unit([0.6, 0, -0.8]))
         let one = ConfiguredHead.expand(support, from: pool, k: 1)
         #expect(one.vectors.rows == 4 && one.targets == [0, 1, 0, 1])
         #expect(Array(one.vectors.row(2)) == Array(pool.row(0)) && Array(one.vectors.row(3)) == Array(pool.row(2)))
-        #expect(abs(one.weights[2] - Array(pool.row(0))[0]) < 1e-6 && abs(one.weights[3] - Array(pool.row(2))[1]) < 1e-6 && one.weights.prefix(2) == [1, 1])
+        #expect(
+            abs(one.weights[2] - Array(pool.row(0))[0]) < 1e-6 && abs(one.weights[3] - Array(pool.row(2))[1]) < 1e-6
+                && one.weights.prefix(2) == [1, 1])
         let all = ConfiguredHead.expand(support, from: pool, k: 10)
         #expect(all.targets == [0, 1, 0, 0, 0, 1])  // a: rows 0, 1, 3 by similarity; b: row 2
         #expect(abs(all.weights[4] - 0.6) < 1e-6)
@@ -207,27 +257,39 @@ struct HeadOptionTests {
         let near = Matrix(rows: 1, columns: 3, values: unit([0.3, 0, 0.95]))
         let query = Matrix(rows: 1, columns: 3, values: unit([0.05, 0.1, 1]))
         #expect(try PrototypeHead().fit(support).predict(query)[0].label == "b")
-        #expect(try HeadSpec(parsing: "prototype+expand=1").head(HeadContext(pool: near)).fit(support).predict(query)[0].label == "a")
-        #expect(try HeadSpec(parsing: "prototype+expand=1").head().fit(support).predict(query)[0].label == "b")  // no pool: no change
+        #expect(
+            try HeadSpec(parsing: "prototype+expand=1").head(HeadContext(pool: near)).fit(support).predict(query)[0]
+                .label == "a")
+        // no pool: no change
+        #expect(try HeadSpec(parsing: "prototype+expand=1").head().fit(support).predict(query)[0].label == "b")
     }
 
     @Test("Views join the support set in their example's class; without any the head says how to make them")
     func views() throws {
-        let support = try SupportSet(vectors: Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0]), labels: ["a", "b"])
+        let support = try SupportSet(
+            vectors: Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0]), labels: ["a", "b"])
         let viewsOfA = Matrix(rows: 2, columns: 3, values: [2, 0, 1, 1, 0.2, 0.4])  // not normalised: the head does it
         var context = HeadContext()
         context.views = [viewsOfA, nil]
         let queries = Matrix(rows: 2, columns: 3, values: unit([0.05, 0.1, 1]) + unit([0.2, 1, 0.3]))
-        let reference = try LogisticRegressionHead().fit(SupportSet(vectors: Matrix(rows: 4, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + unit([1, 0.2, 0.4]) + [0, 1, 0]),
-                                                                   labels: ["a", "a", "a", "b"]))
+        let reference = try LogisticRegressionHead().fit(
+            SupportSet(
+                vectors: Matrix(
+                    rows: 4, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + unit([1, 0.2, 0.4]) + [0, 1, 0]),
+                labels: ["a", "a", "a", "b"]))
         let fitted = try HeadSpec(parsing: "logreg+views").head(context).fit(support)
         #expect(largestDifference(fitted.probabilities(queries), reference.probabilities(queries)) < 1e-5)
-        #expect(try HeadSpec(parsing: "prototype+views").head(context).fit(support).predict(queries).map(\.label) == ["a", "b"])
+        #expect(
+            try HeadSpec(parsing: "prototype+views").head(context).fit(support).predict(queries).map(\.label) == [
+                "a", "b"
+            ])
         #expect(try PrototypeHead().fit(support).predict(queries).map(\.label) == ["b", "b"])
         // views=1: the first view only.
         let first = try HeadSpec(parsing: "prototype+views=1").head(context).fit(support)
-        let firstReference = try PrototypeHead().fit(SupportSet(vectors: Matrix(rows: 3, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + [0, 1, 0]),
-                                                                labels: ["a", "a", "b"]))
+        let firstReference = try PrototypeHead().fit(
+            SupportSet(
+                vectors: Matrix(rows: 3, columns: 3, values: [1, 0, 0] + unit([2, 0, 1]) + [0, 1, 0]),
+                labels: ["a", "a", "b"]))
         #expect(largestDifference(first.probabilities(queries), firstReference.probabilities(queries)) < 1e-5)
         let none = #expect(throws: QueryError.self) { try HeadSpec(parsing: "logreg+views").head().fit(support) }
         #expect(none?.code == .notEnoughData && none?.description.contains("kith index views") == true)
@@ -261,13 +323,17 @@ struct CoPATests {
     func gradient() {
         var rng = SplitMix64(seed: 5)
         let n = 7, k = 3, r = 4
-        func random(_ count: Int, _ scale: Double) -> [Double] { (0..<count).map { _ in (rng.nextDouble() - 0.5) * scale } }
+        func random(_ count: Int, _ scale: Double) -> [Double] {
+            (0..<count).map { _ in (rng.nextDouble() - 0.5) * scale }
+        }
         var x = random(n * r, 2), p = random(k * r, 2)
         for i in 0..<n { CoPAHead.normalise(&x, row: i, width: r) }
         for c in 0..<k { CoPAHead.normalise(&p, row: c, width: r) }
-        let objective = CoPAHead.Objective(x: x, prototypes: p, targets: [0, 0, 1, 1, 2, 2, 2], weights: [1, 0.5, 1, 1, 2, 1, 0.3],
-                                           classes: k, width: r, temperature: 0.2, pull: 0.1)
-        let a = zip(CoPAHead.identity(r), random(r * r, 0.4)).map(+), b = zip(CoPAHead.identity(r), random(r * r, 0.4)).map(+)
+        let objective = CoPAHead.Objective(
+            x: x, prototypes: p, targets: [0, 0, 1, 1, 2, 2, 2], weights: [1, 0.5, 1, 1, 2, 1, 0.3],
+            classes: k, width: r, temperature: 0.2, pull: 0.1)
+        let a = zip(CoPAHead.identity(r), random(r * r, 0.4)).map(+),
+            b = zip(CoPAHead.identity(r), random(r * r, 0.4)).map(+)
         let analytic = objective.evaluate(a, b).gradient
         let h = 1e-6
         var worst = 0.0
@@ -289,7 +355,9 @@ struct CoPATests {
         #expect(after.values == again.values)
         let k = support.classes.count
         func ownLogLikelihood(_ p: Matrix) -> Double {
-            support.targets.enumerated().reduce(0.0) { $0 + Foundation.log(Double(p.values[$1.offset * k + $1.element])) }
+            support.targets.enumerated().reduce(0.0) {
+                $0 + Foundation.log(Double(p.values[$1.offset * k + $1.element]))
+            }
         }
         #expect(ownLogLikelihood(after) > ownLogLikelihood(before))
 
@@ -299,8 +367,9 @@ struct CoPATests {
         var p = [Double](repeating: 0, count: 2 * 3)
         for i in 0..<6 { for j in 0..<3 { p[(i / 3) * 3 + j] += x[i * 3 + j] } }
         for c in 0..<2 { CoPAHead.normalise(&p, row: c, width: 3) }
-        let objective = CoPAHead.Objective(x: x, prototypes: p, targets: [0, 0, 0, 1, 1, 1], weights: [Double](repeating: 1, count: 6),
-                                           classes: 2, width: 3, temperature: 0.1, pull: 0.1)
+        let objective = CoPAHead.Objective(
+            x: x, prototypes: p, targets: [0, 0, 0, 1, 1, 1], weights: [Double](repeating: 1, count: 6),
+            classes: 2, width: 3, temperature: 0.1, pull: 0.1)
         var a = CoPAHead.identity(3), b = a
         let start = objective.evaluate(a, b).loss
         var adam = CoPAHead.Adam(count: 18, learningRate: 0.01)
@@ -309,8 +378,9 @@ struct CoPATests {
 
         let bad = #expect(throws: QueryError.self) { try CoPAHead(steps: -1).fit(support) }
         #expect(bad?.code == .invalidQuery && bad?.description.contains("steps") == true)
-        let big = try SupportSet(vectors: Matrix(rows: 600, columns: 600, values: (0..<360_000).map { Float($0 % 601 == 0 ? 1 : 0) }),
-                                 labels: (0..<600).map { "c\($0 % 3)" })
+        let big = try SupportSet(
+            vectors: Matrix(rows: 600, columns: 600, values: (0..<360_000).map { Float($0 % 601 == 0 ? 1 : 0) }),
+            labels: (0..<600).map { "c\($0 % 3)" })
         let tooMuch = #expect(throws: QueryError.self) { try CoPAHead(steps: 50).fit(big) }
         #expect(tooMuch?.code == .invalidQuery && tooMuch?.description.contains("too much work") == true)
         let cold = #expect(throws: QueryError.self) { try CoPAHead(temperature: 0).fit(support) }
@@ -327,7 +397,8 @@ struct EpisodeShapeTests {
         let groups = [0, 0, 1, 1, 1, 2, 2, 2, 2]
         for c in 0..<9 {
             for _ in 0..<30 {
-                values += unit((0..<10).map { Float($0 == c ? 1 : $0 == 9 ? 0.5 : 0) + Float(rng.nextDouble() - 0.5) * 0.5 })
+                values += unit(
+                    (0..<10).map { Float($0 == c ? 1 : $0 == 9 ? 0.5 : 0) + Float(rng.nextDouble() - 0.5) * 0.5 })
                 labels.append("g\(groups[c])-\(c)")
                 coarse.append("g\(groups[c])")
             }
@@ -338,8 +409,11 @@ struct EpisodeShapeTests {
     @Test("Fine-within-coarse episodes draw every class from one coarse class with enough of them")
     func withinCoarse() throws {
         let (x, labels, coarse) = data()
-        let configuration = EpisodeConfiguration(ways: 3, shots: 2, queries: 5, episodes: 40, seed: 3, withinCoarse: true)
-        let episodes = try EpisodicEvaluation(vectors: x, labels: labels, coarseLabels: coarse, configuration: configuration).episodes()
+        let configuration = EpisodeConfiguration(
+            ways: 3, shots: 2, queries: 5, episodes: 40, seed: 3, withinCoarse: true)
+        let episodes = try EpisodicEvaluation(
+            vectors: x, labels: labels, coarseLabels: coarse, configuration: configuration
+        ).episodes()
         var seen: Set<String> = []
         for episode in episodes {
             let groups = Set(episode.classes.map { $0.split(separator: "-")[0] })
@@ -361,7 +435,8 @@ struct EpisodeShapeTests {
         // Without the option, the same seed draws the same episodes as before coarse labels existed.
         var mixed = configuration
         mixed.withinCoarse = false
-        #expect(try EpisodicEvaluation(vectors: x, labels: labels, coarseLabels: coarse, configuration: mixed).episodes()
+        #expect(
+            try EpisodicEvaluation(vectors: x, labels: labels, coarseLabels: coarse, configuration: mixed).episodes()
                 == EpisodicEvaluation(vectors: x, labels: labels, configuration: mixed).episodes())
     }
 
@@ -386,15 +461,24 @@ struct EpisodeShapeTests {
         for (e, episode) in episodes.enumerated() {
             let counts = episode.classes.map { c in episode.support.filter { labels[$0] == c }.count }
             let rare = Set(counts.indices.sorted { counts[$0] < counts[$1] }.prefix(2).map { episode.classes[$0] })
-            let fitted = try PrototypeHead().fit(SupportSet(vectors: x.gathering(rows: episode.support), labels: episode.support.map { labels[$0] }))
+            let fitted = try PrototypeHead().fit(
+                SupportSet(vectors: x.gathering(rows: episode.support), labels: episode.support.map { labels[$0] }))
             let predictions = fitted.predict(x.gathering(rows: episode.queries))
             let rareQueries = episode.queries.indices.filter { rare.contains(labels[episode.queries[$0]]) }
-            let expected = Double(rareQueries.filter { predictions[$0].label == labels[episode.queries[$0]] }.count) / Double(rareQueries.count)
+            let expected =
+                Double(rareQueries.filter { predictions[$0].label == labels[episode.queries[$0]] }.count)
+                / Double(rareQueries.count)
             #expect(abs(rarest[e] - expected) < 1e-12)
         }
         let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(results[0])) as! [String: Any]
-        #expect(json["rarest_mean"] as? Double == EpisodicResult.mean(rarest) && (json["rarest_accuracies"] as? [Double])?.count == 12)
-        #expect(try EpisodicEvaluation(vectors: x, labels: labels, configuration: EpisodeConfiguration(ways: 5, shots: 2, queries: 2, episodes: 3))
+        #expect(
+            json["rarest_mean"] as? Double == EpisodicResult.mean(rarest)
+                && (json["rarest_accuracies"] as? [Double])?.count == 12)
+        #expect(
+            try EpisodicEvaluation(
+                vectors: x, labels: labels,
+                configuration: EpisodeConfiguration(ways: 5, shots: 2, queries: 2, episodes: 3)
+            )
             .run([PrototypeHead()])[0].rarest == nil)
     }
 
@@ -402,8 +486,11 @@ struct EpisodeShapeTests {
     func contexts() throws {
         let (x, labels, coarse) = data()
         let configuration = EpisodeConfiguration(ways: 3, shots: 1, queries: 5, episodes: 5, seed: 1)
-        let evaluation = try EpisodicEvaluation(vectors: x, labels: labels, coarseLabels: coarse, configuration: configuration)
-        let specs = try ["prototype+expand=3", "prototype+angular", "prototype+whiten"].map { try HeadSpec(parsing: $0) }
+        let evaluation = try EpisodicEvaluation(
+            vectors: x, labels: labels, coarseLabels: coarse, configuration: configuration)
+        let specs = try ["prototype+expand=3", "prototype+angular", "prototype+whiten"].map {
+            try HeadSpec(parsing: $0)
+        }
         let contexts = try EpisodeContexts(evaluation, specs)
         let episode = evaluation.episodes()[0]
         let pool = try #require(contexts.context(for: episode, specs[0]).pool)
@@ -417,12 +504,15 @@ struct EpisodeShapeTests {
         let mean = try #require(angular.coarseMeans[group])
         #expect(zip(mean, expected).allSatisfy { abs(Double($0) - $1) < 1e-5 })
         #expect(angular.supportCoarse == episode.support.map { coarse[$0] })
-        #expect(contexts.context(for: episode, specs[2]).whitening != nil && contexts.context(for: episode, specs[0]).whitening == nil)
+        #expect(
+            contexts.context(for: episode, specs[2]).whitening != nil
+                && contexts.context(for: episode, specs[0]).whitening == nil)
         let results = try evaluation.run(specs + [HeadSpec(.prototype)])
         #expect(results.map(\.head) == ["prototype+expand=3", "prototype+angular", "prototype+whiten", "prototype"])
         #expect(results.allSatisfy { $0.mean > 0.8 }, "\(results.map(\.mean))")
         let mismatched = #expect(throws: QueryError.self) {
-            try EpisodicEvaluation(vectors: x, labels: labels, configuration: configuration, collection: Matrix(zeros: 3, 4))
+            try EpisodicEvaluation(
+                vectors: x, labels: labels, configuration: configuration, collection: Matrix(zeros: 3, 4))
         }
         #expect(mismatched?.code == .invalidQuery)
     }
@@ -435,7 +525,9 @@ struct EngineHeadOptionTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 3)
-        try index.add([NewItem(vector: [1, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0], source: "b", label: "y")])
+        try index.add([
+            NewItem(vector: [1, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0], source: "b", label: "y")
+        ])
         let engine = try QueryEngine(index: index)
         let plain = try HeadSpec(parsing: "prototype"), expand = try HeadSpec(parsing: "prototype+expand=1")
         let query = Query.vector(unit([0.05, 0.1, 1]))
@@ -454,7 +546,8 @@ struct EngineHeadOptionTests {
         #expect(try await engine.classify([near], spec: plain)[0].label == "y")
         let noViews = await #expect(throws: QueryError.self) { try await engine.classify([near], spec: views) }
         #expect(noViews?.code == .notEnoughData)
-        try index.setViews([(id: 1, vectors: Matrix(rows: 1, columns: 3, values: unit([0.3, 0, 0.95])))], recipe: "test")
+        try index.setViews(
+            [(id: 1, vectors: Matrix(rows: 1, columns: 3, values: unit([0.3, 0, 0.95])))], recipe: "test")
         #expect(try await !engine.isCached(plain))  // views of a labelled item change the support set
         #expect(try await engine.classify([near], spec: views)[0].label == "x")
         #expect(try await engine.classify([near], spec: plain)[0].label == "y")
@@ -467,7 +560,8 @@ struct EngineHeadOptionTests {
         #expect(unknown?.code == .invalidQuery)
     }
 
-    @Test("Search within a coarse class: only its items, ranked by the angularly normalised similarity computed by hand")
+    @Test(
+        "Search within a coarse class: only its items, ranked by the angularly normalised similarity computed by hand")
     func coarseSearch() async throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -476,8 +570,10 @@ struct EngineHeadOptionTests {
         var items: [NewItem] = []
         for i in 0..<12 {  // two coarse classes around (1, 1, 0, 0) and (0, 0, 1, 1), one item without
             let base: [Float] = i < 6 ? [1, 1, 0, 0] : [0, 0, 1, 1]
-            items.append(NewItem(vector: unit(base.map { $0 + Float(rng.nextDouble() - 0.5) }), source: "s\(i)", label: "f\(i % 3)",
-                                 coarseLabel: i < 6 ? "latin" : "greek"))
+            items.append(
+                NewItem(
+                    vector: unit(base.map { $0 + Float(rng.nextDouble() - 0.5) }), source: "s\(i)", label: "f\(i % 3)",
+                    coarseLabel: i < 6 ? "latin" : "greek"))
         }
         items.append(NewItem(vector: unit([1, 1, 0.1, 0]), source: "loose"))
         try index.add(items)
@@ -493,24 +589,36 @@ struct EngineHeadOptionTests {
         for id in 1...6 { expected.append((UInt64(id), dot(centred(items[id - 1].vector), centred(query)))) }
         expected.sort { $0.score > $1.score }
         let expectedIDs: [UInt64] = expected.map { $0.id }
-        let hits = try await engine.search([.vector(query)], k: 10, coarse: CoarseSearch())[0]  // latin guessed: the nearest mean
+        // latin guessed: the nearest mean
+        let hits = try await engine.search([.vector(query)], k: 10, coarse: CoarseSearch())[0]
         #expect(hits.map(\.id) == expectedIDs)
         #expect(zip(hits, expected).allSatisfy { abs($0.score - $1.score) < 1e-5 })
-        let plain = try await engine.search([.vector(query)], k: 10, coarse: CoarseSearch(coarseLabel: "latin", angular: false))[0]
-        #expect(Set(plain.map(\.id)) == Set(1...6) && plain.map(\.id) != hits.map(\.id))  // a cosine ranking within the class
-        let greek = try await engine.search([.item(8)], k: 3, coarse: CoarseSearch())[0]  // an item: its own class, never itself
-        #expect(greek.count == 3 && greek.allSatisfy { (7...12).contains($0.id) && $0.id != 8 && $0.coarseLabel == "greek" })
-        #expect(try await engine.search([.vector(query)], k: 5, coarse: CoarseSearch(coarseLabel: "cyrillic"))[0].isEmpty)
-        let filtered = try await engine.search([.vector(query)], k: 10, filter: LabelFilter(include: ["f0"]), coarse: CoarseSearch())[0]
+        let plain = try await engine.search(
+            [.vector(query)], k: 10, coarse: CoarseSearch(coarseLabel: "latin", angular: false))[0]
+        // a cosine ranking within the class
+        #expect(Set(plain.map(\.id)) == Set(1...6) && plain.map(\.id) != hits.map(\.id))
+        // an item: its own class, never itself
+        let greek = try await engine.search([.item(8)], k: 3, coarse: CoarseSearch())[0]
+        #expect(
+            greek.count == 3 && greek.allSatisfy { (7...12).contains($0.id) && $0.id != 8 && $0.coarseLabel == "greek" }
+        )
+        #expect(
+            try await engine.search([.vector(query)], k: 5, coarse: CoarseSearch(coarseLabel: "cyrillic"))[0].isEmpty)
+        let filtered = try await engine.search(
+            [.vector(query)], k: 10, filter: LabelFilter(include: ["f0"]), coarse: CoarseSearch())[0]
         let expectedF0: [UInt64] = expectedIDs.filter { ($0 - 1) % 3 == 0 }
         #expect(filtered.map(\.id) == expectedF0)
-        #expect(CoarseSearch(options: nil, angular: false) == nil && CoarseSearch(options: "x", angular: false)?.angular == false)
+        #expect(
+            CoarseSearch(options: nil, angular: false) == nil
+                && CoarseSearch(options: "x", angular: false)?.angular == false)
 
         let bare = TemporaryIndex()
         defer { bare.cleanup() }
         let none = try bare.create(dimension: 4)
         try none.add([NewItem(vector: [1, 0, 0, 0], source: "a")])
-        let refused = await #expect(throws: QueryError.self) { try await QueryEngine(index: none).search([.vector([1, 0, 0, 0])], coarse: CoarseSearch()) }
+        let refused = await #expect(throws: QueryError.self) {
+            try await QueryEngine(index: none).search([.vector([1, 0, 0, 0])], coarse: CoarseSearch())
+        }
         #expect(refused?.code == .notEnoughData && refused?.description.contains("coarse labels") == true)
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 /// Synthetic collections where the right choice is known.
@@ -10,7 +11,9 @@ enum Collections {
     /// `classes` classes told apart only in the last `d/2` coordinates, by a small offset, while
     /// every item also has a large random component in the first `d/2` (a "font" all classes
     /// share): cosine sees mostly the shared component, whitening removes it.
-    static func sharedNuisance(classes: Int = 12, perClass: Int = 10, d: Int = 16, seed: UInt64 = 3) -> (Matrix, [String]) {
+    static func sharedNuisance(classes: Int = 12, perClass: Int = 10, d: Int = 16, seed: UInt64 = 3) -> (
+        Matrix, [String]
+    ) {
         var rng = SplitMix64(seed: seed)
         let means = (0..<classes).map { _ in (0..<(d / 2)).map { _ in Float(rng.nextDouble() - 0.5) } }
         var values: [Float] = [], labels: [String] = []
@@ -69,11 +72,14 @@ enum Collections {
 
 @Suite("auto: choosing a head by validation on the support set")
 struct HeadSelectionTests {
-    @Test("Folds hold out one example per class with at least two, keep the rest to fit on, and split many classes into groups")
+    @Test(
+        "Folds hold out one example per class with at least two, keep the rest to fit on, and split many classes into groups"
+    )
     func folds() {
         let counts = [20, 6, 3, 2, 1]
         let targets = counts.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }
-        let episodes = HeadSelection.episodes(HeadSelection.layout(counts: counts, targets: targets, .init()), counts: counts, .init())
+        let episodes = HeadSelection.episodes(
+            HeadSelection.layout(counts: counts, targets: targets, .init()), counts: counts, .init())
         #expect(episodes.count == 5)
         var heldOut = [Int](repeating: 0, count: counts.count)
         for episode in episodes {
@@ -81,7 +87,9 @@ struct HeadSelectionTests {
             #expect(episode.fit.count + episode.heldOut.count == targets.count)
             let out = episode.heldOut.map { targets[$0] }
             #expect(Set(out).count == out.count, "one example per class per fold")
-            for c in counts.indices { #expect(episode.fit.contains { targets[$0] == c }, "class \(c) keeps examples to fit on") }
+            for c in counts.indices {
+                #expect(episode.fit.contains { targets[$0] == c }, "class \(c) keeps examples to fit on")
+            }
             for t in out { heldOut[t] += 1 }
         }
         #expect(heldOut == [5, 5, 3, 2, 0])
@@ -89,19 +97,23 @@ struct HeadSelectionTests {
         var small = HeadSelectionConfiguration()
         small.maxWays = 4
         let many = [Int](repeating: 3, count: 10)
-        let layout = HeadSelection.layout(counts: many, targets: many.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }, small)
+        let layout = HeadSelection.layout(
+            counts: many, targets: many.enumerated().flatMap { c, n in [Int](repeating: c, count: n) }, small)
         let groups = HeadSelection.episodes(layout, counts: many, small)
         #expect(groups.count == 3 * 3)
         #expect(groups.allSatisfy { $0.classes.count <= 4 && $0.classes.count >= 3 })
         #expect(Set(groups.flatMap(\.classes)).count == 10)
     }
 
-    @Test("One example per class cannot be validated: the prototype head centred on the collection (logreg without one), and the answer says why")
+    @Test(
+        "One example per class cannot be validated: the prototype head centred on the collection (logreg without one), and the answer says why"
+    )
     func fallback() throws {
         let (m, labels) = Collections.sharedNuisance()
         let support = try Collections.support(m, labels, perClass: 1)
         let choice = HeadSelection.choose(support, statistics: try CollectionStatistics(m))
-        #expect(choice.head.description == "prototype+whiten=1000.0" && choice.accuracy == nil && choice.baseline == nil)
+        #expect(
+            choice.head.description == "prototype+whiten=1000.0" && choice.accuracy == nil && choice.baseline == nil)
         #expect(choice.candidates.isEmpty && choice.shrinkages.isEmpty)
         #expect(choice.fallback?.contains("0 of 12 classes have 2 or more examples") == true)
         #expect(choice.summary.contains("not validated"))
@@ -112,7 +124,8 @@ struct HeadSelectionTests {
     @Test("Separation is the class-balanced pair AUC, recomputed here pair by pair", arguments: [false, true])
     func separationByHand(longTail: Bool) throws {
         let (m, labels) = longTail ? Collections.longTail() : Collections.sharedNuisance()
-        let support = try longTail ? SupportSet(vectors: m, labels: labels) : Collections.support(m, labels, perClass: 5)
+        let support =
+            try longTail ? SupportSet(vectors: m, labels: labels) : Collections.support(m, labels, perClass: 5)
         var configuration = HeadSelectionConfiguration()
         configuration.maxWays = 4
         let layout = HeadSelection.layout(counts: support.classCounts, targets: support.targets, configuration)
@@ -145,7 +158,8 @@ struct HeadSelectionTests {
     @Test("Where a shared component dominates the cosine, auto whitens and gains on held-out examples")
     func whitensWhereItHelps() throws {
         let (m, labels) = Collections.sharedNuisance()
-        let choice = HeadSelection.choose(try Collections.support(m, labels, perClass: 5), statistics: try CollectionStatistics(m))
+        let choice = HeadSelection.choose(
+            try Collections.support(m, labels, perClass: 5), statistics: try CollectionStatistics(m))
         #expect(choice.head.whitening != nil, "chose \(choice.head)")
         let accuracy = try #require(choice.accuracy), baseline = try #require(choice.baseline)
         #expect(accuracy >= baseline + 0.2, "\(choice.candidates)")
@@ -154,7 +168,9 @@ struct HeadSelectionTests {
         #expect(choice.shrinkages.map(\.whitening) == [1000, 10, 3])
         let separated = try #require(choice.shrinkages.max { $0.separation < $1.separation })
         #expect(choice.head.whitening == separated.whitening && separated.separation > choice.shrinkages[0].separation)
-        let heads = [HeadSpec(.copa), HeadSpec(.logreg), HeadSpec(.prototype)].map { h in with(h) { $0.whitening = separated.whitening } }
+        let heads = [HeadSpec(.copa), HeadSpec(.logreg), HeadSpec(.prototype)].map { h in
+            with(h) { $0.whitening = separated.whitening }
+        }
         #expect(choice.candidates.map(\.head) == heads.map(\.description) + ["logreg"])
         // Without the collection's statistics whitening is no candidate.
         let plain = HeadSelection.choose(try Collections.support(m, labels, perClass: 5), statistics: nil)
@@ -165,7 +181,8 @@ struct HeadSelectionTests {
     @Test("Where the candidates tie, auto takes the weakest of the best-separating shrinkages and the first head, CoPA")
     func tiesGoToTheFirst() throws {
         let (m, labels) = Collections.fewDistinctClasses()
-        let choice = HeadSelection.choose(try Collections.support(m, labels, perClass: 5), statistics: try CollectionStatistics(m))
+        let choice = HeadSelection.choose(
+            try Collections.support(m, labels, perClass: 5), statistics: try CollectionStatistics(m))
         #expect(choice.candidates.allSatisfy { $0.accuracy == 1 } && choice.shrinkages[0].separation == 1, "\(choice)")
         #expect(choice.head.description == "copa+whiten=1000.0" && choice.accuracy == 1 && choice.baseline == 1)
     }
@@ -190,12 +207,15 @@ struct HeadSelectionTests {
         let support = try SupportSet(vectors: m, labels: labels)
         let layout = HeadSelection.layout(counts: support.classCounts, targets: support.targets, .init())
         let episodes = HeadSelection.episodes(layout, counts: support.classCounts, .init())
-        let ours = HeadSelection.validate([HeadSpec(.prototype)], support, [nil: support.vectors], episodes, threads: 2)[0].accuracy
+        let ours = HeadSelection.validate(
+            [HeadSpec(.prototype)], support, [nil: support.vectors], episodes, threads: 2)[0].accuracy
         var correct = [Int](repeating: 0, count: 5), total = [Int](repeating: 0, count: 5)
         for episode in episodes {
             // Nearest class mean of the rows fitted on, by cosine.
             var sums = [[Float]](repeating: [Float](repeating: 0, count: m.columns), count: 5)
-            for r in episode.fit { for (j, v) in support.vectors.row(r).enumerated() { sums[support.targets[r]][j] += v } }
+            for r in episode.fit {
+                for (j, v) in support.vectors.row(r).enumerated() { sums[support.targets[r]][j] += v }
+            }
             for r in episode.heldOut {
                 let q = Array(support.vectors.row(r))
                 let best = (0..<5).max { cosine(q, sums[$0]) < cosine(q, sums[$1]) }!
@@ -207,11 +227,13 @@ struct HeadSelectionTests {
         #expect(abs(ours - byHand.reduce(0, +) / Double(byHand.count)) < 1e-12)
     }
 
-    @Test("auto in an episodic evaluation chooses inside each episode: at 1 shot it is the fallback, episode for episode")
+    @Test(
+        "auto in an episodic evaluation chooses inside each episode: at 1 shot it is the fallback, episode for episode")
     func episodic() throws {
         let (m, labels) = Collections.sharedNuisance(perClass: 12)
         for shots in [1, 5] {
-            let evaluation = try EpisodicEvaluation(vectors: m, labels: labels, configuration: .init(ways: 5, shots: shots, queries: 5, episodes: 20))
+            let evaluation = try EpisodicEvaluation(
+                vectors: m, labels: labels, configuration: .init(ways: 5, shots: shots, queries: 5, episodes: 20))
             let fallback = try HeadSpec(parsing: "prototype+whiten=1000")
             let results = try evaluation.run([HeadSpec(.auto), HeadSpec(.logreg), fallback])
             let chosen = try #require(results[0].chosen)
@@ -228,7 +250,9 @@ struct HeadSelectionTests {
 
 @Suite("auto in the query engine")
 struct AutoEngineTests {
-    @Test("classify with auto says which head and space answered and what it measured; the choice is cached until the labels change")
+    @Test(
+        "classify with auto says which head and space answered and what it measured; the choice is cached until the labels change"
+    )
     func classification() async throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
@@ -250,7 +274,8 @@ struct AutoEngineTests {
         #expect(try await !engine.isCached(HeadSpec(.auto)))
         #expect(try await engine.choice().heldOut == 4 * 5)
         // JSON: the head, the space and the validation.
-        let json = try #require(try JSONSerialization.jsonObject(with: KithJSON.encoder.encode(answer)) as? [String: Any])
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: KithJSON.encoder.encode(answer)) as? [String: Any])
         #expect(json["head"] as? String == answer.head && json["space"] as? String == "backbone")
         let validation = try #require(json["validation"] as? [String: Any])
         #expect(validation["held_out"] as? Int == 20 && (validation["candidates"] as? [Any])?.isEmpty == false)
@@ -263,10 +288,17 @@ struct AutoEngineTests {
         let index = try tmp.create(dimension: 4)
         try index.add([NewItem(vector: [1, 0, 0, 0], source: "a"), NewItem(vector: [0, 1, 0, 0], source: "b")])
         let engine = try QueryEngine(index: index)
-        let none = await #expect(throws: QueryError.self) { try await engine.classify([.vector([1, 0, 0, 0])], spec: HeadSpec(.auto)) }
+        let none = await #expect(throws: QueryError.self) {
+            try await engine.classify([.vector([1, 0, 0, 0])], spec: HeadSpec(.auto))
+        }
         #expect(none?.code == .emptySupportSet)
-        try index.add([NewItem(vector: [0, 0, 1, 0], source: "c", label: "x"), NewItem(vector: [0, 0, 0, 1], source: "d", label: "x")])
-        let one = await #expect(throws: QueryError.self) { try await engine.classify([.vector([1, 0, 0, 0])], spec: HeadSpec(.auto)) }
+        try index.add([
+            NewItem(vector: [0, 0, 1, 0], source: "c", label: "x"),
+            NewItem(vector: [0, 0, 0, 1], source: "d", label: "x")
+        ])
+        let one = await #expect(throws: QueryError.self) {
+            try await engine.classify([.vector([1, 0, 0, 0])], spec: HeadSpec(.auto))
+        }
         #expect(one?.code == .notEnoughData && one?.description.contains("auto cannot choose a head") == true)
         let options = #expect(throws: QueryError.self) { try HeadSpec(parsing: "auto+whiten") }
         #expect(options?.code == .invalidQuery && options?.description.contains("auto takes no options") == true)

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 @Suite("Exact search in place in the memory map")
@@ -12,18 +13,22 @@ struct InPlaceSearchTests {
     static func index(_ temporary: TemporaryIndex) throws -> (Index, deleted: Set<UInt64>) {
         let index = try temporary.create(dimension: ApproximateSearchTests.d)
         let rows = ApproximateSearchTests.data(700, seed: 3)
-        let ids = try index.add(rows.enumerated().map { NewItem(vector: $1, source: "v\($0)", label: $0 % 7 == 0 ? nil : "l\($0 % 10)") })
-            .map { outcome -> UInt64 in
-                guard case .added(let id) = outcome else { Issue.record("not added: \(outcome)"); return 0 }
-                return id
-            }
-        let deleted = Set(ids.enumerated().filter { $0.offset % 5 == 1 || (128..<192).contains($0.offset) }.map(\.element))
+        let ids = try index.add(
+            rows.enumerated().map { NewItem(vector: $1, source: "v\($0)", label: $0 % 7 == 0 ? nil : "l\($0 % 10)") }
+        )
+        .map { outcome -> UInt64 in
+            guard case .added(let id) = outcome else { Issue.record("not added: \(outcome)"); return 0 }
+            return id
+        }
+        let deleted = Set(
+            ids.enumerated().filter { $0.offset % 5 == 1 || (128..<192).contains($0.offset) }.map(\.element))
         _ = try index.delete(Array(deleted))
         return (index, deleted)
     }
 
-    @Test("The same answers as a snapshot's, batch and single, 1 and 2 threads, with filters, exclusions and deletes",
-          arguments: [1, 2])
+    @Test(
+        "The same answers as a snapshot's, batch and single, 1 and 2 threads, with filters, exclusions and deletes",
+        arguments: [1, 2])
     func sameAsSnapshot(threads: Int) throws {
         let temporary = TemporaryIndex()
         defer { temporary.cleanup() }
@@ -35,11 +40,14 @@ struct InPlaceSearchTests {
         let queries = ApproximateSearchTests.queries(9)
         let someIDs = try index.items().map(\.id)
         let excluding: [UInt64?] = (0..<queries.rows).map { $0 % 2 == 0 ? someIDs[$0 * 37] : nil }
-        for filter in [nil, LabelFilter(include: ["l3", "l4"]), LabelFilter(exclude: ["l1"]), LabelFilter(include: ["absent"])] {
+        for filter in [
+            nil, LabelFilter(include: ["l3", "l4"]), LabelFilter(exclude: ["l1"]), LabelFilter(include: ["absent"])
+        ] {
             for rows in [Array(0..<queries.rows), [4]] {
                 let q = queries.gathering(rows: rows), skip = rows.map { excluding[$0] }
                 let expected = snapshot.search(q, k: 15, filter: filter, excluding: skip)
-                let found = try ExactSearch.inPlace(index, q, k: 15, filter: filter, excluding: skip, configuration: configuration)
+                let found = try ExactSearch.inPlace(
+                    index, q, k: 15, filter: filter, excluding: skip, configuration: configuration)
                 #expect(found.count == rows.count)
                 for (f, e) in zip(found, expected) {
                     #expect(f.map(\.id) == e.map(\.id), "filter \(String(describing: filter)), \(rows.count) queries")
@@ -61,7 +69,8 @@ struct InPlaceSearchTests {
         let (index, _) = try Self.index(temporary)
         var inPlace = SearchConfiguration()
         inPlace.inPlaceFrom = 0
-        let copying = try QueryEngine(index: index), reading = try QueryEngine(index: index, searchConfiguration: inPlace)
+        let copying = try QueryEngine(index: index),
+            reading = try QueryEngine(index: index, searchConfiguration: inPlace)
         let first = try #require(try index.items().first)
         let queries: [Query] = [.item(first.id), .vector(Array(ApproximateSearchTests.queries(1).row(0)))]
         for filter in [nil, LabelFilter(include: ["l2"])] {
@@ -90,7 +99,8 @@ struct InPlaceSearchTests {
         for (r, id) in labelled.ids.enumerated() { #expect(Array(labelled.matrix.row(r)) == (try index.vector(id))) }
         var inPlace = SearchConfiguration()
         inPlace.inPlaceFrom = 0
-        let copying = try QueryEngine(index: index), reading = try QueryEngine(index: index, searchConfiguration: inPlace)
+        let copying = try QueryEngine(index: index),
+            reading = try QueryEngine(index: index, searchConfiguration: inPlace)
         #expect(try await reading.supportSet().classes == copying.supportSet().classes)
         let queries: [Query] = (0..<5).map { .vector(Array(ApproximateSearchTests.queries(5).row($0))) }
         for head in [PrototypeHead() as any Head, LogisticRegressionHead(), KNNHead()] {

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
 import KithMath
+import KithTestSupport
+import Testing
+
 @testable import KithQuery
 
 /// The committed real embeddings and scikit-learn's answers (tools/make_query_fixtures.py).
@@ -13,7 +14,11 @@ enum QueryFixture {
     static func matrix(_ name: String) throws -> Matrix {
         let data = try Fixtures.data("query/\(name).f16")
         let values = data.withUnsafeBytes { raw in
-            (0..<(raw.count / 2)).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
+            (0..<(raw.count / 2)).map {
+                Float(
+                    Float16(
+                        bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))))
+            }
         }
         return Matrix(rows: values.count / dimension, columns: dimension, values: values)
     }
@@ -34,7 +39,9 @@ struct HeadTests {
         let ours = fitted.probabilities(queries)
         let theirs = expected["probabilities"] as! [[Double]]
         let predictions = fitted.predict(queries).map(\.label)
-        let agreement = Double(zip(predictions, expected["predictions"] as! [String]).filter { $0 == $1 }.count) / Double(predictions.count)
+        let agreement =
+            Double(zip(predictions, expected["predictions"] as! [String]).filter { $0 == $1 }.count)
+            / Double(predictions.count)
         #expect(agreement >= 0.99, "agreement \(agreement)")
         var total = 0.0, worst = 0.0
         for r in 0..<queries.rows {
@@ -83,19 +90,25 @@ struct HeadTests {
         let blank = #expect(throws: QueryError.self) { try SupportSet(vectors: Matrix(zeros: 1, 4), labels: [""]) }
         #expect(blank?.code == .invalidLabel)
         let badUTF8 = #expect(throws: QueryError.self) {
-            try SupportSet(vectors: Matrix(rows: 2, columns: 1, values: [1, 1]), labelBytes: [Array("ok".utf8), [0x66, 0xFF, 0x6F]])
+            try SupportSet(
+                vectors: Matrix(rows: 2, columns: 1, values: [1, 1]), labelBytes: [Array("ok".utf8), [0x66, 0xFF, 0x6F]]
+            )
         }
         #expect(badUTF8?.code == .invalidLabel && badUTF8?.description.contains("row 1") == true)
         // One class: every head answers it with certainty.
-        let one = try SupportSet(vectors: Matrix(rows: 2, columns: 2, values: [1, 0, 0.9, 0.1]), labels: ["only", "only"])
+        let one = try SupportSet(
+            vectors: Matrix(rows: 2, columns: 2, values: [1, 0, 0.9, 0.1]), labels: ["only", "only"])
         for name in HeadKind.allCases {
             let prediction = try HeadSpec(name).head().fit(one).predict(Matrix(rows: 1, columns: 2, values: [0, 1]))[0]
             #expect(prediction.label == "only" && abs(prediction.top[0].probability - 1) < 1e-6, "\(name)")
         }
         // A class with a single example is fine.
-        let single = try SupportSet(vectors: Matrix(rows: 3, columns: 2, values: [1, 0, 0.9, 0.1, 0, 1]), labels: ["x", "x", "y"])
+        let single = try SupportSet(
+            vectors: Matrix(rows: 3, columns: 2, values: [1, 0, 0.9, 0.1, 0, 1]), labels: ["x", "x", "y"])
         for name in HeadKind.allCases {
-            #expect(try HeadSpec(name).head().fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label == "y", "\(name)")
+            #expect(
+                try HeadSpec(name).head().fit(single).predict(Matrix(rows: 1, columns: 2, values: [0.1, 1]))[0].label
+                    == "y", "\(name)")
         }
         let unknown = #expect(throws: QueryError.self) { try HeadKind(named: "svm") }
         #expect(unknown?.code == .unknownHead)
@@ -108,14 +121,19 @@ struct SearchTests {
         let tmp = TemporaryIndex()
         let index = try tmp.create(dimension: dimension) { $0.blockSize = 7 }
         var rng = SplitMix64(seed: seed)
-        try index.add((0..<n).map { i in
-            NewItem(vector: (0..<dimension).map { _ in Float(rng.nextDouble() - 0.5) }, source: "\(i)", label: ["a", "b", "c"][i % 3])
-        })
+        try index.add(
+            (0..<n).map { i in
+                NewItem(
+                    vector: (0..<dimension).map { _ in Float(rng.nextDouble() - 0.5) }, source: "\(i)",
+                    label: ["a", "b", "c"][i % 3])
+            })
         return (try index.loadVectors(), tmp)
     }
 
     /// The reference: every score, fully sorted.
-    func bruteForce(_ s: VectorSnapshot, _ q: [Float], k: Int, filter: LabelFilter? = nil, skip: UInt64? = nil) -> [UInt64] {
+    func bruteForce(_ s: VectorSnapshot, _ q: [Float], k: Int, filter: LabelFilter? = nil, skip: UInt64? = nil)
+        -> [UInt64]
+    {
         let norm = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
         let scored = (0..<s.matrix.rows).compactMap { r -> (UInt64, Float)? in
             guard filter?.allows(s.labels[r]) ?? true, s.ids[r] != skip else { return nil }
@@ -134,7 +152,12 @@ struct SearchTests {
         let search = ExactSearch(snapshot: s, configuration: configuration)
         var rng = SplitMix64(seed: 9)
         let queries = Matrix(rows: 5, columns: 16, values: (0..<80).map { _ in Float(rng.nextDouble() - 0.5) })
-        for (batch, singles) in [(search.search(queries, k: 10), (0..<5).map { search.search(Matrix(rows: 1, columns: 16, values: Array(queries.row($0))), k: 10)[0] })] {
+        for (batch, singles) in [
+            (
+                search.search(queries, k: 10),
+                (0..<5).map { search.search(Matrix(rows: 1, columns: 16, values: Array(queries.row($0))), k: 10)[0] }
+            )
+        ] {
             for r in 0..<5 {
                 let expected = bruteForce(s, Array(queries.row(r)), k: 10)
                 #expect(batch[r].map(\.id) == expected)
@@ -178,7 +201,10 @@ struct QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 4)
-        try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")])
+        try index.add([
+            NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"),
+            NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")
+        ])
         let engine = try QueryEngine(index: index)
         let head = LogisticRegressionHead()
         #expect(try await engine.isCached(head) == false)
@@ -201,7 +227,9 @@ struct QueryEngineTests {
         let name = "counting-\(UUID())"
 
         func fit(_ support: SupportSet) throws(QueryError) -> any FittedHead {
-            let n = fits.withLock { n in n += 1; return n }
+            let n = fits.withLock { n in
+                n += 1; return n
+            }
             Thread.sleep(forTimeInterval: 0.05)  // long enough for every caller to arrive meanwhile
             if n <= failures { throw QueryError(.notEnoughData, "fit \(n) fails") }
             return try PrototypeHead().fit(support)
@@ -213,18 +241,25 @@ struct QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 4)
-        try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")])
+        try index.add([
+            NewItem(vector: [1, 0, 0, 0], source: "a", label: "x"),
+            NewItem(vector: [0, 1, 0, 0], source: "b", label: "y")
+        ])
         let engine = try QueryEngine(index: index)
         let head = CountingHead()
         let labels = try await withThrowingTaskGroup(of: String.self) { group in
-            for _ in 0..<8 { group.addTask { try await engine.classify([.vector([0.9, 0.1, 0, 0])], head: head)[0].label } }
+            for _ in 0..<8 {
+                group.addTask { try await engine.classify([.vector([0.9, 0.1, 0, 0])], head: head)[0].label }
+            }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(labels == Array(repeating: "x", count: 8))
         #expect(head.fits.current == 1)
 
         let flaky = CountingHead(failures: 1)
-        let first = await #expect(throws: QueryError.self) { try await engine.classify([.vector([1, 0, 0, 0])], head: flaky) }
+        let first = await #expect(throws: QueryError.self) {
+            try await engine.classify([.vector([1, 0, 0, 0])], head: flaky)
+        }
         #expect(first?.code == .notEnoughData)
         #expect(try await engine.classify([.vector([0, 1, 0, 0])], head: flaky)[0].label == "y")
         #expect(flaky.fits.current == 2)
@@ -247,15 +282,19 @@ struct QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 3)
-        try index.add([NewItem(vector: [1, 0, 0], source: "a", label: "x", metadata: #"{"n":1}"#),
-                       NewItem(vector: [0.9, 0.1, 0], source: "b", label: "y"),
-                       NewItem(vector: [0, 1, 0], source: "c", label: "x")])
+        try index.add([
+            NewItem(vector: [1, 0, 0], source: "a", label: "x", metadata: #"{"n":1}"#),
+            NewItem(vector: [0.9, 0.1, 0], source: "b", label: "y"),
+            NewItem(vector: [0, 1, 0], source: "c", label: "x")
+        ])
         let engine = try QueryEngine(index: index)
         let byVector = try await engine.search([.vector([1, 0, 0])], k: 2)[0]
         #expect(byVector.map(\.source) == ["a", "b"])
         #expect(byVector[0].metadata == #"{"n":1}"# && abs(byVector[0].score - 1) < 1e-6)
         #expect(try await engine.search([.item(1)], k: 5)[0].map(\.source) == ["b", "c"])
-        #expect(try await engine.search([.vector([1, 0, 0])], k: 5, filter: LabelFilter(include: ["x"]))[0].map(\.source) == ["a", "c"])
+        #expect(
+            try await engine.search([.vector([1, 0, 0])], k: 5, filter: LabelFilter(include: ["x"]))[0].map(\.source)
+                == ["a", "c"])
         try index.add([NewItem(vector: [1, 0, 0.01], source: "d")])
         #expect(try await engine.search([.vector([1, 0, 0])], k: 2)[0].map(\.source) == ["a", "d"])
         let wrong = await #expect(throws: QueryError.self) { try await engine.search([.vector([1, 0])]) }
@@ -267,14 +306,18 @@ struct QueryEngineTests {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }
         let index = try tmp.create(dimension: 2) { $0.queueCapacity = 3 }
-        try index.enqueue([NewQueueEntry(vector: [1, 0], itemID: 7, label: "a"),
-                           NewQueueEntry(vector: [0, 1], itemID: 8, label: "b"),
-                           NewQueueEntry(vector: [-1, 0]),
-                           NewQueueEntry(vector: [0.8, 0.6], itemID: 9, label: "c")])  // evicts [1, 0]
+        try index.enqueue([
+            NewQueueEntry(vector: [1, 0], itemID: 7, label: "a"),
+            NewQueueEntry(vector: [0, 1], itemID: 8, label: "b"),
+            NewQueueEntry(vector: [-1, 0]),
+            NewQueueEntry(vector: [0.8, 0.6], itemID: 9, label: "c")
+        ])  // evicts [1, 0]
         let engine = try QueryEngine(index: index)
         let neighbours = try await engine.nearestInQueue(Matrix(rows: 2, columns: 2, values: [1, 0, -0.1, 1]))
         #expect(neighbours.map(\.entry.itemID) == [9, 8])
-        #expect(neighbours[0].entry.vector == [0.8, 0.6] && neighbours[0].entry.label == "c" && neighbours[0].entry.sequence == 3)
+        #expect(
+            neighbours[0].entry.vector == [0.8, 0.6] && neighbours[0].entry.label == "c"
+                && neighbours[0].entry.sequence == 3)
         #expect(abs(neighbours[0].similarity - 0.8) < 1e-6)
     }
 }
@@ -296,7 +339,9 @@ extension QueryEngineTests {
             // the ring is still growing as well as once it wraps.
             if step == 3 || rng.below(9) == 0 { try index.clearQueue() }
             let batch = rng.below(8)
-            if batch > 0 { try index.enqueue((0..<batch).map { _ in NewQueueEntry(vector: random(), itemID: UInt64(step)) }) }
+            if batch > 0 {
+                try index.enqueue((0..<batch).map { _ in NewQueueEntry(vector: random(), itemID: UInt64(step)) })
+            }
             guard try !index.queue().isEmpty else { continue }
             let cached = try await engine.nearestInQueue(queries)
             let fresh = try await QueryEngine(index: index).nearestInQueue(queries)
@@ -306,7 +351,8 @@ extension QueryEngineTests {
             let expected = (0..<queries.rows).map { r in
                 let q = Array(queries.row(r))
                 func score(_ e: QueueEntry) -> Float { zip(q, e.vector).reduce(0) { $0 + $1.0 * $1.1 } }
-                return entries.max { score($0) < score($1) || (score($0) == score($1) && $0.sequence > $1.sequence) }!.sequence
+                return entries.max { score($0) < score($1) || (score($0) == score($1) && $0.sequence > $1.sequence) }!
+                    .sequence
             }
             #expect(cached.map(\.entry.sequence) == expected, "step \(step)")
         }
@@ -347,7 +393,9 @@ struct EpisodeTests {
     @Test("Heads are scored on the same episodes with mean ± 1.96·std/√E")
     func run() throws {
         let (x, labels) = data()
-        let evaluation = try EpisodicEvaluation(vectors: x, labels: labels, configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 10, episodes: 20, seed: 1))
+        let evaluation = try EpisodicEvaluation(
+            vectors: x, labels: labels,
+            configuration: EpisodeConfiguration(ways: 5, shots: 5, queries: 10, episodes: 20, seed: 1))
         let results = try evaluation.run([PrototypeHead(), LogisticRegressionHead(), KNNHead()])
         #expect(results.map(\.head) == ["prototype", "logreg", "knn"])
         for result in results {

@@ -1,10 +1,11 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithImage
 import KithIndex
 import KithMath
 import KithQuery
+import KithTestSupport
+import Testing
+
 @testable import KithServer
 
 /// Seeded generated inputs for the parsers a client can reach: every input either parses or
@@ -20,13 +21,17 @@ struct RequestFuzzTests {
             var body = [UInt8]()
             for p in 0..<partCount {
                 let name = String(repeating: "n", count: rng.below(3) == 0 ? rng.below(3000) : 1 + rng.below(8))
-                body += Array("--b\r\nContent-Disposition: form-data; name=\"\(name)\"\(rng.below(2) == 0 ? "; filename=\"f\(p).png\"" : "")\r\n\r\n".utf8)
+                body += Array(
+                    "--b\r\nContent-Disposition: form-data; name=\"\(name)\"\(rng.below(2) == 0 ? "; filename=\"f\(p).png\"" : "")\r\n\r\n"
+                        .utf8)
                 body += rng.bytes(rng.below(40)) + Array("\r\n".utf8)
             }
             body += Array("--b--\r\n".utf8)
             if rng.below(2) == 0 { body = mutate(body, &rng) }
-            let type = ["multipart/form-data; boundary=b", "multipart/form-data; boundary=\"b\"", "multipart/form-data",
-                        "multipart/form-data; boundary=", "multipart/form-data; boundary=" + String(repeating: "x", count: 80)][rng.below(5)]
+            let type = [
+                "multipart/form-data; boundary=b", "multipart/form-data; boundary=\"b\"", "multipart/form-data",
+                "multipart/form-data; boundary=", "multipart/form-data; boundary=" + String(repeating: "x", count: 80)
+            ][rng.below(5)]
             do {
                 let parts = try parseMultipart(Data(body), contentType: type, maxParts: 4)
                 #expect(parts.count <= 4)
@@ -42,13 +47,24 @@ struct RequestFuzzTests {
     /// Random JSON-ish text for a query body: vectors (ragged, huge, NaN, strings), ids, k.
     static func queryText(_ rng: inout SplitMix64) -> String {
         func number() -> String {
-            ["0", "-1", "1e39", "-1e39", "3.4e38", "1e-50", "NaN", "Infinity", "\"1\"", "null", "true", "1.5",
-             String(Float(rng.unit() - 0.5)), String(rng.next())][rng.below(14)]
+            [
+                "0", "-1", "1e39", "-1e39", "3.4e38", "1e-50", "NaN", "Infinity", "\"1\"", "null", "true", "1.5",
+                String(Float(rng.unit() - 0.5)), String(rng.next())
+            ][rng.below(14)]
         }
-        func vector() -> String { "[" + (0..<[0, 1, 3, 4, 4, 4, 5][rng.below(7)]).map { _ in number() }.joined(separator: ",") + "]" }
+        func vector() -> String {
+            "[" + (0..<[0, 1, 3, 4, 4, 4, 5][rng.below(7)]).map { _ in number() }.joined(separator: ",") + "]"
+        }
         var fields: [String] = []
-        if rng.below(4) != 0 { fields.append("\"vectors\": [" + (0..<rng.below(4)).map { _ in rng.below(8) == 0 ? number() : vector() }.joined(separator: ",") + "]") }
-        if rng.below(3) == 0 { fields.append("\"ids\": [" + (0..<rng.below(3)).map { _ in number() }.joined(separator: ",") + "]") }
+        if rng.below(4) != 0 {
+            fields.append(
+                "\"vectors\": ["
+                    + (0..<rng.below(4)).map { _ in rng.below(8) == 0 ? number() : vector() }.joined(separator: ",")
+                    + "]")
+        }
+        if rng.below(3) == 0 {
+            fields.append("\"ids\": [" + (0..<rng.below(3)).map { _ in number() }.joined(separator: ",") + "]")
+        }
         if rng.below(2) == 0 { fields.append("\"k\": " + number()) }
         var text = "{" + fields.joined(separator: ", ") + "}"
         if rng.below(5) == 0 { text = String(decoding: mutate(Array(text.utf8), &rng), as: UTF8.self) }
@@ -59,8 +75,12 @@ struct RequestFuzzTests {
     func jsonMatrices() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kith-fuzz-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let index = try Index.create(at: directory, space: EmbeddingSpace(model: "fuzz", weightsSHA256: "0", dimension: 4))
-        try index.add([NewItem(vector: [1, 0, 0, 0], source: "a", label: "a"), NewItem(vector: [0, 1, 0, 0], source: "b", label: "b")])
+        let index = try Index.create(
+            at: directory, space: EmbeddingSpace(model: "fuzz", weightsSHA256: "0", dimension: 4))
+        try index.add([
+            NewItem(vector: [1, 0, 0, 0], source: "a", label: "a"),
+            NewItem(vector: [0, 1, 0, 0], source: "b", label: "b")
+        ])
         let engine = try QueryEngine(index: index)
         var rng = SplitMix64(seed: 2026)
         var answered = 0
@@ -82,7 +102,9 @@ struct RequestFuzzTests {
 
 @Suite("Strict JSON decoding")
 struct StrictJSONTests {
-    @Test("Generated bodies with known and unknown fields at two depths: decoded when every field is known, else UnknownFields naming exactly the unknown ones (checked against JSONSerialization's keys)")
+    @Test(
+        "Generated bodies with known and unknown fields at two depths: decoded when every field is known, else UnknownFields naming exactly the unknown ones (checked against JSONSerialization's keys)"
+    )
     func unknownFields() throws {
         var rng = SplitMix64(seed: 7)
         let entryKeys = ["id", "label", "coarse_label"], strangers = ["lable", "extra", "id2", "items"]
@@ -108,27 +130,40 @@ struct StrictJSONTests {
             }
             do {
                 let request = try StrictJSON.decode(BatchRelabelRequest.self, from: body, using: KithJSON.decoder)
-                #expect(expected.isEmpty && request.items.count == items.count, "\(String(decoding: body, as: UTF8.self))")
+                #expect(
+                    expected.isEmpty && request.items.count == items.count, "\(String(decoding: body, as: UTF8.self))")
                 decoded += 1
             } catch let unknown as UnknownFields {
-                #expect(Set(unknown.fields) == expected, "\(unknown.fields) for \(String(decoding: body, as: UTF8.self))")
+                #expect(
+                    Set(unknown.fields) == expected, "\(unknown.fields) for \(String(decoding: body, as: UTF8.self))")
                 refused += 1
             }
         }
         #expect(decoded > 0 && refused > 0)
     }
 
-    @Test("Strict decoding gives what plain decoding gives for bodies without unknown fields, nested types and matrices included")
+    @Test(
+        "Strict decoding gives what plain decoding gives for bodies without unknown fields, nested types and matrices included"
+    )
     func sameAsPlain() throws {
-        let body = Data(#"{"vectors": [[1, 2.5], [3, 4]], "ids": [7], "k": 3, "labels": ["a"], "exclude_labels": [], "space": "backbone", "exact": true}"#.utf8)
+        let body = Data(
+            #"{"vectors": [[1, 2.5], [3, 4]], "ids": [7], "k": 3, "labels": ["a"], "exclude_labels": [], "space": "backbone", "exact": true}"#
+                .utf8)
         let strict = try StrictJSON.decode(QueryRequest.self, from: body, using: KithJSON.decoder)
         let plain = try KithJSON.decoder.decode(QueryRequest.self, from: body)
-        #expect(strict.vectors == plain.vectors && strict.ids == plain.ids && strict.k == plain.k && strict.labels == plain.labels
-                && strict.excludeLabels == plain.excludeLabels && strict.space == plain.space && strict.exact == plain.exact)
+        #expect(
+            strict.vectors == plain.vectors && strict.ids == plain.ids && strict.k == plain.k
+                && strict.labels == plain.labels
+                && strict.excludeLabels == plain.excludeLabels && strict.space == plain.space
+                && strict.exact == plain.exact)
         // Metadata is the client's own JSON: any keys, at any depth.
-        let items = Data(#"{"items": [{"vector": [1], "metadata": {"anything": {"nested": [1, {"deep": true}]}}}]}"#.utf8)
+        let items = Data(
+            #"{"items": [{"vector": [1], "metadata": {"anything": {"nested": [1, {"deep": true}]}}}]}"#.utf8)
         #expect(try StrictJSON.decode(AddVectorsRequest.self, from: items, using: KithJSON.decoder).items.count == 1)
         // A missing required field is the decoder's own error, not an unknown field.
-        #expect(throws: DecodingError.self) { try StrictJSON.decode(BatchRelabelRequest.self, from: Data(#"{"items": [{"label": "a"}]}"#.utf8), using: KithJSON.decoder) }
+        #expect(throws: DecodingError.self) {
+            try StrictJSON.decode(
+                BatchRelabelRequest.self, from: Data(#"{"items": [{"label": "a"}]}"#.utf8), using: KithJSON.decoder)
+        }
     }
 }

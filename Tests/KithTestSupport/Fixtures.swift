@@ -11,12 +11,15 @@ public enum Fixtures {
 
     /// The models folder the set-up fills (`tools/setup`); tests fail, not skip, without it.
     public static var models: ModelLibrary {
-        ModelLibrary(directory: ProcessInfo.processInfo.environment["KITH_MODELS"]
-            ?? repository.appendingPathComponent("models").path)
+        ModelLibrary(
+            directory: ProcessInfo.processInfo.environment["KITH_MODELS"]
+                ?? repository.appendingPathComponent("models").path)
     }
 
     /// Sample photos the set-up copies from scikit-image's wheel.
-    public static func sample(_ name: String) -> String { repository.appendingPathComponent("samples/photos/\(name)").path }
+    public static func sample(_ name: String) -> String {
+        repository.appendingPathComponent("samples/photos/\(name)").path
+    }
 
     public static func data(_ relative: String) throws -> Data {
         try Data(contentsOf: root.appendingPathComponent(relative))
@@ -24,7 +27,9 @@ public enum Fixtures {
 
     public static func floats(_ relative: String) throws -> [Float] {
         try data(relative).withUnsafeBytes { raw in
-            (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            (0..<(raw.count / 4)).map {
+                Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)))
+            }
         }
     }
 

@@ -15,8 +15,9 @@ public struct TemporaryIndex: Sendable {
     public func create(dimension: Int = 8, configure: (inout IndexConfiguration) -> Void = { _ in }) throws -> Index {
         var configuration = IndexConfiguration()
         configure(&configuration)
-        return try Index.create(at: path, space: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: dimension),
-                                configuration: configuration)
+        return try Index.create(
+            at: path, space: EmbeddingSpace(model: "test", weightsSHA256: "abc", dimension: dimension),
+            configuration: configuration)
     }
 
     public func cleanup() { try? FileManager.default.removeItem(atPath: directory) }
@@ -75,21 +76,27 @@ public func pngDeclaring(width: UInt32, height: UInt32, bitDepth: UInt8 = 16) ->
         }
         return ~crc
     }
-    func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+    func be(_ v: UInt32) -> [UInt8] {
+        [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
+    }
     func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
         let body = Array(type.utf8) + data
         return be(UInt32(data.count)) + body + be(crc32(body))
     }
     let ihdr = be(width) + be(height) + [bitDepth, 6, 0, 0, 0]
     let idat: [UInt8] = [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]
-    return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", []))
+    return Data(
+        [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", [])
+    )
 }
 
 /// A multipart/form-data body of `parts` small file parts, with boundary "b0undary".
 public func multipart(parts: Int, name: String = "file", payload: Data = Data("x".utf8)) -> Data {
     var body = Data()
     for i in 0..<parts {
-        body += Data("--b0undary\r\nContent-Disposition: form-data; name=\"\(name)\"; filename=\"f\(i).png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
+        body += Data(
+            "--b0undary\r\nContent-Disposition: form-data; name=\"\(name)\"; filename=\"f\(i).png\"\r\nContent-Type: image/png\r\n\r\n"
+                .utf8)
         body += payload + Data("\r\n".utf8)
     }
     return body + Data("--b0undary--\r\n".utf8)
@@ -99,7 +106,8 @@ public func multipart(parts: Int, name: String = "file", payload: Data = Data("x
 public func writeNpy(_ rows: [[Float]], to path: String) throws {
     var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows.count), \(rows.first?.count ?? 0)), }"
     header += String(repeating: " ", count: (64 - (11 + header.utf8.count) % 64) % 64) + "\n"
-    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
+    var data = Data(
+        [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
     data += Data(header.utf8)
     rows.flatMap { $0 }.withUnsafeBufferPointer { data += Data(buffer: $0) }
     try data.write(to: URL(fileURLWithPath: path))
@@ -129,7 +137,8 @@ public struct KithCLI: Sendable {
     }
 
     public static var executable: URL {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kith")
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "kith")
         if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
         return Fixtures.repository.appendingPathComponent(".build/debug/kith")
     }
@@ -141,7 +150,10 @@ public struct KithCLI: Sendable {
     }
 
     /// Starts `kith` with output going to files, so that neither stream can fill a pipe and stall it.
-    public func start(_ arguments: [String], indexes: String? = nil, directory: String? = nil, environment extra: [String: String] = [:]) throws -> Started {
+    public func start(
+        _ arguments: [String], indexes: String? = nil, directory: String? = nil,
+        environment extra: [String: String] = [:]
+    ) throws -> Started {
         let process = Process()
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.executableURL = Self.executable
@@ -152,7 +164,8 @@ public struct KithCLI: Sendable {
         environment.merge(extra) { $1 }
         process.environment = environment
         let dir = FileManager.default.temporaryDirectory
-        let outPath = dir.appendingPathComponent("kith-out-\(UUID())"), errPath = dir.appendingPathComponent("kith-err-\(UUID())")
+        let outPath = dir.appendingPathComponent("kith-out-\(UUID())"),
+            errPath = dir.appendingPathComponent("kith-err-\(UUID())")
         FileManager.default.createFile(atPath: outPath.path, contents: nil)
         FileManager.default.createFile(atPath: errPath.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outPath)

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import KithIndex
 import KithTestSupport
+import Testing
 
 /// The `kith` executable, run as a user would.
 @Suite("kith command line")
@@ -11,11 +11,15 @@ struct CLITests {
     @Test("embed writes one unit vector per good image and names the bad ones")
     func embedFolder() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-cli-\(UUID())")
-        try FileManager.default.createDirectory(at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        for (source, target) in [("images/chelsea.jpg", "a.jpg"), ("images/coffee-256.png", "sub/b.png"),
-                                 ("bad/truncated.jpg", "sub/c.jpg"), ("bad/text.jpg", "notes.txt")] {
-            try FileManager.default.copyItem(atPath: Fixtures.path(source), toPath: dir.appendingPathComponent(target).path)
+        for (source, target) in [
+            ("images/chelsea.jpg", "a.jpg"), ("images/coffee-256.png", "sub/b.png"),
+            ("bad/truncated.jpg", "sub/c.jpg"), ("bad/text.jpg", "notes.txt")
+        ] {
+            try FileManager.default.copyItem(
+                atPath: Fixtures.path(source), toPath: dir.appendingPathComponent(target).path)
         }
         let run = try cli.kith(["embed", dir.path])
         #expect(run.status == 0)
@@ -43,7 +47,10 @@ struct CLITests {
     @Test("embed --format npy writes a float32 matrix and the row sources")
     func embedNpy() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("kith-\(UUID()).npy").path
-        defer { try? FileManager.default.removeItem(atPath: out); try? FileManager.default.removeItem(atPath: out + ".paths.txt") }
+        defer {
+            try? FileManager.default.removeItem(atPath: out);
+            try? FileManager.default.removeItem(atPath: out + ".paths.txt")
+        }
         let images = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("images/horse-alpha.png")]
         let run = try cli.kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out] + images)
         #expect(run.status == 0, "\(run.stderr)")
@@ -54,13 +61,16 @@ struct CLITests {
         #expect(header.contains("'shape': (2, 512)") && header.contains("'<f4'"))
         #expect((10 + headerLength) % 64 == 0)
         #expect(data.count == 10 + headerLength + 2 * 512 * 4)
-        #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
+        #expect(
+            try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == images.joined(separator: "\n") + "\n")
     }
 
     /// Runs `executable` with `arguments` in `directory`, with only PATH and HOME in its environment.
     /// A bare name is looked up on PATH (`path` before the system's), as a shell does: the process
     /// then sees only the name in its argv[0].
-    private func bare(_ executable: String, _ arguments: [String], in directory: String, home: String, path: String = "") throws -> (status: Int32, out: String, err: String) {
+    private func bare(
+        _ executable: String, _ arguments: [String], in directory: String, home: String, path: String = ""
+    ) throws -> (status: Int32, out: String, err: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
         process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
@@ -69,35 +79,50 @@ struct CLITests {
         let out = Pipe(), err = Pipe()
         (process.standardOutput, process.standardError) = (out, err)
         try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile(), errors = err.fileHandleForReading.readDataToEndOfFile()
+        let output = out.fileHandleForReading.readDataToEndOfFile(),
+            errors = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+        return (
+            process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self)
+        )
     }
 
-    @Test("Models are found from any folder, through the executable's real path; where there are none, the error names every folder searched")
+    @Test(
+        "Models are found from any folder, through the executable's real path; where there are none, the error names every folder searched"
+    )
     func modelsFromAnywhere() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-anywhere-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/elsewhere", withIntermediateDirectories: true)
         // A symlink on PATH to the built binary, run from an unrelated folder without KITH_MODELS.
-        try FileManager.default.createSymbolicLink(atPath: dir + "/bin/kith", withDestinationPath: KithCLI.executable.path)
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/bin/kith", withDestinationPath: KithCLI.executable.path)
         let listed = try bare("kith", ["models"], in: dir + "/elsewhere", home: dir, path: dir + "/bin:")
-        #expect(listed.status == 0 && listed.out.contains("efficientnet-lite0") && listed.out.contains("resnet18-random"), "\(listed.err)")
+        #expect(
+            listed.status == 0 && listed.out.contains("efficientnet-lite0") && listed.out.contains("resnet18-random"),
+            "\(listed.err)")
         // A copy of the binary far from any models: the message names every folder it looked in.
         try FileManager.default.createDirectory(atPath: dir + "/solo", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: KithCLI.executable.path, toPath: dir + "/solo/kith")
         let none = try bare(dir + "/solo/kith", ["models"], in: dir + "/elsewhere", home: dir)
         #expect(none.status != 0, "no models is a failure, not an empty table")
-        for folder in [dir + "/solo/models", dir + "/.local/share/kith/models", "/usr/share/kith/models", dir + "/elsewhere/models"] {
+        for folder in [
+            dir + "/solo/models", dir + "/.local/share/kith/models", "/usr/share/kith/models", dir + "/elsewhere/models"
+        ] {
             #expect(none.err.contains(folder), "\(folder) is not named in: \(none.err)")
         }
         #expect(none.err.contains("KITH_MODELS"))
-        let embed = try bare(dir + "/solo/kith", ["embed", Fixtures.path("images/chelsea.jpg")], in: dir + "/elsewhere", home: dir)
-        #expect(embed.status != 0 && embed.err.contains("no model named 'efficientnet-lite0' in \(dir)/solo/models, "), "\(embed.err)")
+        let embed = try bare(
+            dir + "/solo/kith", ["embed", Fixtures.path("images/chelsea.jpg")], in: dir + "/elsewhere", home: dir)
+        #expect(
+            embed.status != 0 && embed.err.contains("no model named 'efficientnet-lite0' in \(dir)/solo/models, "),
+            "\(embed.err)")
     }
 
-    @Test("embed names the files it cannot name: a line break has no line in .paths.txt; a name that is not UTF-8 cannot be opened")
+    @Test(
+        "embed names the files it cannot name: a line break has no line in .paths.txt; a name that is not UTF-8 cannot be opened"
+    )
     func embedAwkwardNames() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-names-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -114,7 +139,8 @@ struct CLITests {
         let run = try cli.kith(["embed", "--model", "resnet18-random", "--format", "npy", "-o", out, dir])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(try String(contentsOfFile: out + ".paths.txt", encoding: .utf8) == dir + "/good.jpg\n")
-        #expect(run.stderr.contains("its name has a line break, which a line of .paths.txt cannot hold"), "\(run.stderr)")
+        #expect(
+            run.stderr.contains("its name has a line break, which a line of .paths.txt cannot hold"), "\(run.stderr)")
         #expect(run.stderr.contains("its name is not valid UTF-8"), "\(run.stderr)")
         #expect(run.stderr.contains("1 of 3 images done, 2 skipped"), "\(run.stderr)")
         // As JSON lines, the name with a line break is written as any other.
@@ -127,15 +153,23 @@ struct CLITests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-list-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let images = [Fixtures.path("images/chelsea.jpg"), Fixtures.path("bad/truncated.jpg"), Fixtures.path("images/horse-alpha.png")]
-        let list = dir.appendingPathComponent("list.txt").path, failures = dir.appendingPathComponent("failures.jsonl").path
+        let images = [
+            Fixtures.path("images/chelsea.jpg"), Fixtures.path("bad/truncated.jpg"),
+            Fixtures.path("images/horse-alpha.png")
+        ]
+        let list = dir.appendingPathComponent("list.txt").path,
+            failures = dir.appendingPathComponent("failures.jsonl").path
         try (images.joined(separator: "\n") + "\n\n").write(toFile: list, atomically: true, encoding: .utf8)
         let run = try cli.kith(["embed", "--model", "resnet18-random", "--list", list, "--failures", failures])
         #expect(run.status == 0, "\(run.stderr)")
-        let lines = try run.text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let lines = try run.text.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
         #expect(lines.map { $0["path"] as? String } == [images[0], images[2]])
         for (line, path) in zip(lines, [images[0], images[2]]) {
-            #expect(line["sha256"] as? String == ContentHash(of: try Data(contentsOf: URL(fileURLWithPath: path))).description)
+            #expect(
+                line["sha256"] as? String
+                    == ContentHash(of: try Data(contentsOf: URL(fileURLWithPath: path))).description)
             #expect((line["embedding"] as? [Any])?.count == 512)
             #expect(line["model"] as? String == "resnet18-random")
         }
@@ -167,27 +201,40 @@ struct CLITests {
         #expect((top["probability"] as! Double) > 0.9)
     }
 
-    @Test("Bad options are refused with a clear message and the usage", arguments: [
-        (["embed", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1"),
-        (["embed", "--format", "npy", "x.jpg"], "--format npy needs --output"),
-        (["index", "create", "q", "--queue-capacity", "0"], "the queue capacity must be at least 1"),
-        (["classify", "q", "x.npy", "--head", "svm"], "unknown head 'svm'; known: auto, logreg, prototype, knn, copa"),
-        (["classify", "q", "x.npy", "--head", "prototype+whiten=-2"], "head 'prototype+whiten=-2': whiten needs a shrinkage ≥ 0, not '-2'"),
-        (["eval", "fewshot", "q", "--head", "logreg+bogus"], "unknown option 'bogus' for logreg"),
-    ])
+    @Test(
+        "Bad options are refused with a clear message and the usage",
+        arguments: [
+            (["embed", "--batch-size", "0", "x.jpg"], "--batch-size must be at least 1"),
+            (["embed", "--format", "npy", "x.jpg"], "--format npy needs --output"),
+            (["index", "create", "q", "--queue-capacity", "0"], "the queue capacity must be at least 1"),
+            (
+                ["classify", "q", "x.npy", "--head", "svm"],
+                "unknown head 'svm'; known: auto, logreg, prototype, knn, copa"
+            ),
+            (
+                ["classify", "q", "x.npy", "--head", "prototype+whiten=-2"],
+                "head 'prototype+whiten=-2': whiten needs a shrinkage ≥ 0, not '-2'"
+            ),
+            (["eval", "fewshot", "q", "--head", "logreg+bogus"], "unknown option 'bogus' for logreg")
+        ])
     func badOptions(arguments: [String], message: String) throws {
         let run = try cli.kith(arguments)
         #expect(run.status != 0)
         #expect(run.stderr.contains(message) && run.stderr.contains("Usage:"), "\(run.stderr)")
     }
 
-    @Test("Failures of the work name the culprit without the usage text", arguments: [
-        (["embed", "--model", "nope", "x.jpg"], "kith: no model named 'nope'"),
-        (["imagenet", "--model", "mobilenetv2", "x.jpg"], "kith: model 'mobilenetv2' has no named ImageNet classifier"),
-        (["search", "missing", "id:1"], "kith: no index named 'missing'"),
-        (["index", "stats", "missing"], "kith: no index named 'missing'"),
-        (["nn", "missing", "nothing.npy"], "kith: cannot read nothing.npy"),
-    ])
+    @Test(
+        "Failures of the work name the culprit without the usage text",
+        arguments: [
+            (["embed", "--model", "nope", "x.jpg"], "kith: no model named 'nope'"),
+            (
+                ["imagenet", "--model", "mobilenetv2", "x.jpg"],
+                "kith: model 'mobilenetv2' has no named ImageNet classifier"
+            ),
+            (["search", "missing", "id:1"], "kith: no index named 'missing'"),
+            (["index", "stats", "missing"], "kith: no index named 'missing'"),
+            (["nn", "missing", "nothing.npy"], "kith: cannot read nothing.npy")
+        ])
     func runtimeFailures(arguments: [String], message: String) throws {
         let indexes = FileManager.default.temporaryDirectory.appendingPathComponent("kith-none-\(UUID())").path
         let run = try cli.kith(arguments, indexes: indexes)
@@ -195,4 +242,3 @@ struct CLITests {
         #expect(run.stderr.contains(message) && !run.stderr.contains("Usage:"), "\(run.stderr)")
     }
 }
-

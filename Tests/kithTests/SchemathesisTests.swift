@@ -1,7 +1,7 @@
 import Foundation
-import Testing
-import KithTestSupport
 import KithIndex
+import KithTestSupport
+import Testing
 
 /// A bounded schemathesis run (tools/api_fuzz.py, PyPI `schemathesis` in the set-up's `.venv`)
 /// against the committed OpenAPI document, on a real `kith serve`.
@@ -9,13 +9,19 @@ import KithIndex
 struct SchemathesisTests {
     let server = ServerProcessTests()
 
-    @Test("Every generated request gets a documented, non-5xx answer; the server stays up and every index stays consistent")
+    @Test(
+        "Every generated request gets a documented, non-5xx answer; the server stays up and every index stays consistent"
+    )
     func fuzz() async throws {
         let python = Fixtures.repository.appendingPathComponent(".venv/bin/python").path
         let script = Fixtures.repository.appendingPathComponent("tools/api_fuzz.py").path
-        #expect(FileManager.default.isExecutableFile(atPath: python), "no \(python): run tools/setup (schemathesis is in tools/requirements.txt)")
-        #expect(FileManager.default.isExecutableFile(atPath: Fixtures.repository.appendingPathComponent(".venv/bin/schemathesis").path),
-                "schemathesis is not installed in .venv: .venv/bin/pip install -r tools/requirements.txt")
+        #expect(
+            FileManager.default.isExecutableFile(atPath: python),
+            "no \(python): run tools/setup (schemathesis is in tools/requirements.txt)")
+        #expect(
+            FileManager.default.isExecutableFile(
+                atPath: Fixtures.repository.appendingPathComponent(".venv/bin/schemathesis").path),
+            "schemathesis is not installed in .venv: .venv/bin/pip install -r tools/requirements.txt")
         try #require(FileManager.default.isExecutableFile(atPath: python))
 
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-fuzz-\(UUID())").path
@@ -41,12 +47,15 @@ struct SchemathesisTests {
         fuzzer.waitUntilExit()
         try output.close()
         let report = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        #expect(fuzzer.terminationReason == .exit && fuzzer.terminationStatus == 0,
-                "api_fuzz.py failed (status \(fuzzer.terminationStatus)):\n\(report.suffix(12_000))")
+        #expect(
+            fuzzer.terminationReason == .exit && fuzzer.terminationStatus == 0,
+            "api_fuzz.py failed (status \(fuzzer.terminationStatus)):\n\(report.suffix(12_000))")
         #expect(report.contains("failed checks: none"), "\(report.suffix(2_000))")
 
         // Still up and answering, and every index it left (and every snapshot taken) is consistent.
-        #expect(kith.process.isRunning, "kith serve died: \((try? String(contentsOf: kith.err, encoding: .utf8))?.suffix(4_000) ?? "")")
+        #expect(
+            kith.process.isRunning,
+            "kith serve died: \((try? String(contentsOf: kith.err, encoding: .utf8))?.suffix(4_000) ?? "")")
         let (status, health) = try await server.call(base, "GET", "healthz")
         #expect(status == 200 && health["status"] as? String == "ok")
         let names = try IndexLibrary(directory: indexes).names()

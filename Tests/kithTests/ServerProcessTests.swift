@@ -1,10 +1,11 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-import Testing
-import KithTestSupport
 import KithIndex
+import KithTestSupport
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// `kith serve` as a separate process on 127.0.0.1, driven over a socket.
 @Suite("kith serve (real process)")
@@ -22,10 +23,13 @@ struct ServerProcessTests {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw ServerDidNotStart(description: "kith serve did not start: " + ((try? String(contentsOf: started.err, encoding: .utf8)) ?? ""))
+        throw ServerDidNotStart(
+            description: "kith serve did not start: " + ((try? String(contentsOf: started.err, encoding: .utf8)) ?? ""))
     }
 
-    func call(_ base: URL, _ method: String, _ path: String, json: Any? = nil, body: Data? = nil, type: String? = nil) async throws -> (Int, [String: Any]) {
+    func call(_ base: URL, _ method: String, _ path: String, json: Any? = nil, body: Data? = nil, type: String? = nil)
+        async throws -> (Int, [String: Any])
+    {
         var request = URLRequest(url: base.appendingPathComponent(path))
         request.httpMethod = method
         if let json {
@@ -36,10 +40,15 @@ struct ServerProcessTests {
             request.setValue(type, forHTTPHeaderField: "Content-Type")
         }
         let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as! HTTPURLResponse).statusCode, (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:])
+        return (
+            (response as! HTTPURLResponse).statusCode,
+            (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+        )
     }
 
-    @Test("Ingest, search, classify and queue over a socket; SIGKILL during an ingest loses nothing acknowledged; SIGTERM stops cleanly", .slowTier)
+    @Test(
+        "Ingest, search, classify and queue over a socket; SIGKILL during an ingest loses nothing acknowledged; SIGTERM stops cleanly",
+        .slowTier)
     func killDuringIngest() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-serve-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -54,7 +63,9 @@ struct ServerProcessTests {
             let label = (path as NSString).deletingLastPathComponent.split(separator: "/").last!
             let query = "v1/indexes/live/items"
             var components = URLComponents(url: base.appendingPathComponent(query), resolvingAgainstBaseURL: false)!
-            components.queryItems = [URLQueryItem(name: "source", value: path), URLQueryItem(name: "label", value: String(label))]
+            components.queryItems = [
+                URLQueryItem(name: "source", value: path), URLQueryItem(name: "label", value: String(label))
+            ]
             var request = URLRequest(url: components.url!)
             request.httpMethod = "POST"
             request.httpBody = data
@@ -69,14 +80,21 @@ struct ServerProcessTests {
             }
             let (reply, response) = try await URLSession.shared.data(for: request)
             #expect((response as! HTTPURLResponse).statusCode == 200)
-            let item = ((try JSONSerialization.jsonObject(with: reply) as! [String: Any])["items"] as! [[String: Any]])[0]
+            let item = ((try JSONSerialization.jsonObject(with: reply) as! [String: Any])["items"] as! [[String: Any]])[
+                0]
             acknowledged[UInt64(item["id"] as! Int)] = path
             if i == 8 {
-                let search = try await call(base, "POST", "v1/indexes/live/search", json: ["ids": [item["id"] as! Int], "k": 3])
+                let search = try await call(
+                    base, "POST", "v1/indexes/live/search", json: ["ids": [item["id"] as! Int], "k": 3])
                 #expect(search.0 == 200 && ((search.1["results"] as? [[Any]])?.first?.count ?? 0) == 3)
-                let classify = try await call(base, "POST", "v1/indexes/live/classify", json: ["ids": [1], "head": "knn"])
-                #expect(classify.0 == 200 && (classify.1["predictions"] as? [[String: Any]])?.first?["label"] as? String == "red")
-                let queued = try await call(base, "POST", "v1/indexes/live/queue", json: ["entries": [["vector": [Float](repeating: 0.5, count: 1280), "item": 1]]])
+                let classify = try await call(
+                    base, "POST", "v1/indexes/live/classify", json: ["ids": [1], "head": "knn"])
+                #expect(
+                    classify.0 == 200
+                        && (classify.1["predictions"] as? [[String: Any]])?.first?["label"] as? String == "red")
+                let queued = try await call(
+                    base, "POST", "v1/indexes/live/queue",
+                    json: ["entries": [["vector": [Float](repeating: 0.5, count: 1280), "item": 1]]])
                 #expect(queued.0 == 200)
             }
         }
@@ -93,7 +111,8 @@ struct ServerProcessTests {
             #expect(status == 200 && item["source"] as? String == path)
         }
         #expect(try index.queue().count == 1)
-        let nn = try await call(base, "POST", "v1/indexes/live/queue/nn", json: ["vectors": [[Float](repeating: 1, count: 1280)]])
+        let nn = try await call(
+            base, "POST", "v1/indexes/live/queue/nn", json: ["vectors": [[Float](repeating: 1, count: 1280)]])
         #expect((nn.1["neighbours"] as? [[String: Any]])?.first?["item"] as? Int == 1)
 
         kill(server.process.processIdentifier, SIGTERM)
