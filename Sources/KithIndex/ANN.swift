@@ -231,26 +231,24 @@ extension Item {
     }
 }
 
-private let statusKey = Array("ann".utf8), modelKey = Array("ann.model".utf8)
-
 extension Index {
     /// The approximate-search structure's status; nil when the index has none.
     public func annStatus() throws(IndexError) -> ANNStatus? {
-        try storage { try env.read { try annStatus($0) } }
+        try read { try annStatus($0) }
     }
 
     func annStatus(_ txn: Transaction) throws -> ANNStatus? {
-        try txn.withValue(.meta, statusKey) { try JSONDecoder.iso8601.decode(ANNStatus.self, from: Data($0)) }
+        try txn.withValue(.meta, MetaKey.annStatus) { try JSONDecoder.iso8601.decode(ANNStatus.self, from: Data($0)) }
     }
 
     private func saveANN(_ status: ANNStatus, _ txn: Transaction) throws {
-        try txn.put(.meta, statusKey, Array(try JSONEncoder.sorted.encode(status)))
+        try txn.put(.meta, MetaKey.annStatus, Array(try JSONEncoder.sorted.encode(status)))
     }
 
     /// The model of `status`, from this handle's cache when its stamp matches.
     func annModel(_ status: ANNStatus, _ txn: Transaction) throws -> ANNModel {
         if let cached = annCache.current, cached.stamp == status.stamp { return cached.model }
-        guard let model = try txn.withValue(.meta, modelKey, { try ANNModel(decoding: $0) }) else {
+        guard let model = try txn.withValue(.meta, MetaKey.annModel, { try ANNModel(decoding: $0) }) else {
             throw IndexError(.inconsistent(["the approximate-search structure has no centroids"]))
         }
         guard model.centroids.columns == metadata.dimension else {
@@ -266,15 +264,13 @@ extension Index {
     /// Runs `body` with a reader of the approximate-search structure in one read transaction;
     /// nil (without calling it) when the index has no structure ready.
     public func withANN<T>(_ body: (ANNReader) throws -> T) throws(IndexError) -> T? {
-        try storage {
-            try env.read { txn -> T? in
-                guard let status = try annStatus(txn), status.phase == .ready else { return nil }
-                let state = try State(txn)
-                let reader = ANNReader(
-                    txn: txn, index: self, status: status, model: try annModel(status, txn), items: state.items,
-                    nextID: state.nextID)
-                return try body(reader)
-            }
+        try read { txn -> T? in
+            guard let status = try annStatus(txn), status.phase == .ready else { return nil }
+            let state = try State(txn)
+            let reader = ANNReader(
+                txn: txn, index: self, status: status, model: try annModel(status, txn), items: state.items,
+                nextID: state.nextID)
+            return try body(reader)
         }
     }
 
@@ -330,7 +326,7 @@ extension Index {
                     try txn.clear(.annLists)
                     try txn.clear(.annItems)
                     try requireFormat(3, txn)
-                    try txn.put(.meta, modelKey, model.encoded)
+                    try txn.put(.meta, MetaKey.annModel, model.encoded)
                     try saveANN(
                         ANNStatus(
                             configuration: settings, phase: .building, builtThrough: 0,
@@ -374,53 +370,47 @@ extension Index {
     /// Sets the lists a search probes by default (and the recall measured for them, if any).
     public func setANNProbes(_ probes: Int, recall: Double?) throws(IndexError) {
         guard probes >= 1 else { throw IndexError.invalidConfiguration("probes must be at least 1, not \(probes)") }
-        try storage {
-            try env.write { txn in
-                guard var status = try annStatus(txn) else {
-                    throw IndexError.invalidConfiguration("'\(name)' has no approximate-search structure")
-                }
-                status.configuration.probes = min(probes, status.configuration.lists ?? probes)
-                status.calibratedRecall = recall
-                try saveANN(status, txn)
+        try write { txn in
+            guard var status = try annStatus(txn) else {
+                throw IndexError.invalidConfiguration("'\(name)' has no approximate-search structure")
             }
+            status.configuration.probes = min(probes, status.configuration.lists ?? probes)
+            status.calibratedRecall = recall
+            try saveANN(status, txn)
         }
     }
 
     /// The ids of every item, ascending (keys only: no record is decoded).
     public func itemIDs() throws(IndexError) -> [UInt64] {
-        try storage {
-            try env.read { txn in
-                var ids: [UInt64] = []
-                try txn.forEach(.items) { k, _ in
-                    ids.append(uint64(key: k))
-                    return true
-                }
-                return ids
+        try read { txn in
+            var ids: [UInt64] = []
+            try txn.forEach(.items) { k, _ in
+                ids.append(uint64(key: k))
+                return true
             }
+            return ids
         }
     }
 
     /// Removes the approximate-search structure; searches are exact again.
     public func dropANN() throws(IndexError) {
-        try storage {
-            try env.write { txn in
-                try txn.clear(.annLists)
-                try txn.clear(.annItems)
-                try txn.delete(.meta, statusKey)
-                try txn.delete(.meta, modelKey)
-            }
+        try write { txn in
+            try txn.clear(.annLists)
+            try txn.clear(.annItems)
+            try txn.delete(.meta, MetaKey.annStatus)
+            try txn.delete(.meta, MetaKey.annModel)
         }
     }
 
     /// Raises the stored format version to at least `version` (an older Kith then refuses the index).
     private func requireFormat(_ version: Int, _ txn: Transaction) throws {
-        guard let raw = try txn.get(.meta, Array("metadata".utf8)) else {
+        guard let raw = try txn.get(.meta, MetaKey.metadata) else {
             throw IndexError(.inconsistent(["no metadata record"]))
         }
         var stored = try JSONDecoder.iso8601.decode(IndexMetadata.self, from: Data(raw))
         guard stored.formatVersion < version else { return }
         stored.formatVersion = version
-        try txn.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(stored)))
+        try txn.put(.meta, MetaKey.metadata, Array(try JSONEncoder.sorted.encode(stored)))
     }
 
     /// Centroids and quantiser trained on a seeded sample of the items; nil when stopped.

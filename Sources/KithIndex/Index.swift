@@ -18,6 +18,13 @@ public final class Index: Sendable {
     /// The index's name: its folder's.
     public var name: String { folderName(path) }
 
+    /// Runs `body` in a read transaction (a consistent snapshot); any failure is an `IndexError`.
+    func read<T>(_ body: (Transaction) throws -> T) throws(IndexError) -> T { try storage { try env.read(body) } }
+
+    /// Runs `body` in a write transaction, committed when it returns and aborted when it throws;
+    /// any failure is an `IndexError`.
+    func write<T>(_ body: (Transaction) throws -> T) throws(IndexError) -> T { try storage { try env.write(body) } }
+
     private init(path: String, env: Environment, metadata: IndexMetadata) {
         self.path = path
         self.env = env
@@ -43,8 +50,8 @@ public final class Index: Sendable {
             let env = try Environment.shared(
                 path: path, databases: Database.allCases, mapSize: configuration.initialMapSize, create: true)
             try env.write { txn in
-                try txn.put(.meta, Array("metadata".utf8), Array(try JSONEncoder.sorted.encode(metadata)))
-                try txn.put(.meta, Array("state".utf8), State().encoded)
+                try txn.put(.meta, MetaKey.metadata, Array(try JSONEncoder.sorted.encode(metadata)))
+                try txn.put(.meta, MetaKey.state, State().encoded)
             }
             return Index(path: path, env: env, metadata: metadata)
         }
@@ -60,7 +67,7 @@ public final class Index: Sendable {
         let (env, metadata) = try storage { () throws -> (Environment, IndexMetadata) in
             let env = try Environment.shared(
                 path: path, databases: Database.allCases, mapSize: initialMapSize, create: false)
-            guard let raw = try env.read({ try $0.get(.meta, Array("metadata".utf8)) }) else {
+            guard let raw = try env.read({ try $0.get(.meta, MetaKey.metadata) }) else {
                 throw IndexError(.incompatible("'\(folderName(path))' has no Kith metadata"))
             }
             struct Version: Decodable { let formatVersion: Int }

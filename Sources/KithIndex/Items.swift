@@ -1,6 +1,57 @@
 import Foundation
 import KithMath
 
+/// An item to add: an embedding and what is known about where it came from.
+public struct NewItem: Sendable {
+    public var vector: [Float]
+    public var source: String
+    public var contentHash: ContentHash?
+    public var label: String?
+    public var coarseLabel: String?
+    /// User metadata as a JSON text.
+    public var metadata: String?
+    /// A small JPEG of the image, shown by listings instead of the source (never read again).
+    public var thumbnail: Data?
+    /// It came over the network: its source is only a name, never opened as a file.
+    public var uploaded: Bool
+
+    public init(
+        vector: [Float], source: String, contentHash: ContentHash? = nil, label: String? = nil,
+        coarseLabel: String? = nil, metadata: String? = nil, thumbnail: Data? = nil, uploaded: Bool = false
+    ) {
+        self.thumbnail = thumbnail
+        self.uploaded = uploaded
+        self.vector = vector
+        self.source = source
+        self.contentHash = contentHash
+        self.label = label
+        self.coarseLabel = coarseLabel
+        self.metadata = metadata
+    }
+}
+
+/// A stored item (its vector is read separately).
+public struct Item: Sendable, Equatable {
+    public let id: UInt64
+    public var source: String
+    public var contentHash: ContentHash?
+    public var label: String?
+    public var coarseLabel: String?
+    public var metadata: String?
+    public var inserted: Date
+    /// It came over the network: its source is only a name, never opened as a file.
+    public var uploaded: Bool
+    let block: UInt64
+    let slot: Int
+}
+
+/// What `add` did with each new item, in input order.
+public enum AddOutcome: Sendable, Equatable {
+    case added(UInt64)
+    /// Its content hash was already in the index (or earlier in the same batch), as this item.
+    case duplicate(of: UInt64)
+}
+
 extension Index {
     /// Adds items in one transaction. Vectors are checked (dimension, finite, non-zero) and
     /// L2-normalised; an item whose content hash is already present is not added again.
@@ -13,51 +64,49 @@ extension Index {
                 try checked(
                     item.vector, label: item.label, coarseLabel: item.coarseLabel, what: "item \(i) (\(item.source))"))
         }
-        return try storage {
-            try env.write { txn in
-                var state = try State(txn)
-                var outcomes: [AddOutcome] = []
-                var seen: [ContentHash: UInt64] = [:]
-                var pending: [[Float]] = []
-                var added: [UInt64] = []
-                let now = Date()
-                for (item, (unit, label, coarseLabel)) in zip(items, checkedItems) {
-                    if let hash = item.contentHash {
-                        if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
-                        if let existing = try txn.get(.hashes, hash.bytes) {
-                            outcomes.append(.duplicate(of: existing.withUnsafeBytes { uint64(key: $0) }))
-                            continue
-                        }
+        return try write { txn in
+            var state = try State(txn)
+            var outcomes: [AddOutcome] = []
+            var seen: [ContentHash: UInt64] = [:]
+            var pending: [[Float]] = []
+            var added: [UInt64] = []
+            let now = Date()
+            for (item, (unit, label, coarseLabel)) in zip(items, checkedItems) {
+                if let hash = item.contentHash {
+                    if let existing = seen[hash] { outcomes.append(.duplicate(of: existing)); continue }
+                    if let existing = try txn.get(.hashes, hash.bytes) {
+                        outcomes.append(.duplicate(of: existing.withUnsafeBytes { uint64(key: $0) }))
+                        continue
                     }
-                    let id = state.nextID
-                    state.nextID += 1
-                    let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
-                    let record = Item(
-                        id: id, source: item.source, contentHash: item.contentHash, label: label,
-                        coarseLabel: coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
-                        block: block, slot: slot)
-                    try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
-                    if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
-                    if let hash = item.contentHash {
-                        try txn.put(.hashes, hash.bytes, key(id))
-                        seen[hash] = id
-                    }
-                    if let thumbnail = item.thumbnail { try txn.put(.thumbnails, key(id), Array(thumbnail)) }
-                    pending.append(unit)
-                    added.append(id)
-                    outcomes.append(.added(id))
-                    state.items += 1
                 }
-                try writeVectors(
-                    pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
-                try addCodes(added, pending, txn)
-                if !pending.isEmpty {
-                    state.generation += 1
-                    if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
+                let id = state.nextID
+                state.nextID += 1
+                let (block, slot) = state.claimSlot(blockSize: metadata.blockSize)
+                let record = Item(
+                    id: id, source: item.source, contentHash: item.contentHash, label: label,
+                    coarseLabel: coarseLabel, metadata: item.metadata, inserted: now, uploaded: item.uploaded,
+                    block: block, slot: slot)
+                try txn.put(.items, key(id), record.encoded, flags: PutFlags.noOverwrite)
+                if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                if let hash = item.contentHash {
+                    try txn.put(.hashes, hash.bytes, key(id))
+                    seen[hash] = id
                 }
-                try txn.put(.meta, Array("state".utf8), state.encoded)
-                return outcomes
+                if let thumbnail = item.thumbnail { try txn.put(.thumbnails, key(id), Array(thumbnail)) }
+                pending.append(unit)
+                added.append(id)
+                outcomes.append(.added(id))
+                state.items += 1
             }
+            try writeVectors(
+                pending, startingAt: state.slotsBefore(pending.count, blockSize: metadata.blockSize), txn)
+            try addCodes(added, pending, txn)
+            if !pending.isEmpty {
+                state.generation += 1
+                if items.contains(where: { $0.label != nil }) { state.supportGeneration += 1 }
+            }
+            try txn.put(.meta, MetaKey.state, state.encoded)
+            return outcomes
         }
     }
 
@@ -147,22 +196,18 @@ extension Index {
 
     /// The records of `ids`, in their order (nil where an id has none), read in one transaction.
     public func items(_ ids: [UInt64]) throws(IndexError) -> [Item?] {
-        try storage {
-            try env.read { txn in
-                try ids.map { id in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } }
-            }
+        try read { txn in
+            try ids.map { id in try txn.withValue(.items, key(id)) { try Item(id: id, decoding: $0) } }
         }
     }
 
     /// The stored (normalised) vector of item `id`, or nil.
     public func vector(_ id: UInt64) throws(IndexError) -> [Float]? {
-        try storage {
-            try env.read { txn -> [Float]? in
-                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
-                    return nil
-                }
-                return try storedVector(of: item, txn)
+        try read { txn -> [Float]? in
+            guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                return nil
             }
+            return try storedVector(of: item, txn)
         }
     }
 
@@ -185,68 +230,62 @@ extension Index {
     /// At most `limit` items from id `first` on, in id order, each with its stored (normalised)
     /// vector, read in one transaction: a page of an export.
     public func itemsWithVectors(from first: UInt64, limit: Int) throws(IndexError) -> [(item: Item, vector: [Float])] {
-        try storage {
-            try env.read { txn in
-                var page: [(item: Item, vector: [Float])] = []
-                guard limit > 0 else { return page }
-                try txn.forEach(.items, from: key(first)) { k, v in
-                    let item = try Item(id: uint64(key: k), decoding: v)
-                    guard let vector = try storedVector(of: item, txn) else {
-                        throw IndexError(.inconsistent(["item \(item.id) has no vector block \(item.block)"]))
-                    }
-                    page.append((item, vector))
-                    return page.count < limit
+        try read { txn in
+            var page: [(item: Item, vector: [Float])] = []
+            guard limit > 0 else { return page }
+            try txn.forEach(.items, from: key(first)) { k, v in
+                let item = try Item(id: uint64(key: k), decoding: v)
+                guard let vector = try storedVector(of: item, txn) else {
+                    throw IndexError(.inconsistent(["item \(item.id) has no vector block \(item.block)"]))
                 }
-                return page
+                page.append((item, vector))
+                return page.count < limit
             }
+            return page
         }
     }
 
     /// Every item in id order.
     public func items() throws(IndexError) -> [Item] {
-        try storage {
-            try env.read { txn in
-                var all: [Item] = []
-                try txn.forEach(.items) { k, v in
-                    all.append(try Item(id: uint64(key: k), decoding: v))
-                    return true
-                }
-                return all
+        try read { txn in
+            var all: [Item] = []
+            try txn.forEach(.items) { k, v in
+                all.append(try Item(id: uint64(key: k), decoding: v))
+                return true
             }
+            return all
         }
     }
 
     /// At most `limit` items from id `first` on, in id order; with `label`, only items that have it.
     public func items(from first: UInt64, limit: Int, label: String? = nil) throws(IndexError) -> [Item] {
         let label = try Self.normalized(label: label)
-        return try storage {
-            try env.read { txn in
-                var page: [Item] = []
-                guard limit > 0 else { return page }
-                if let label {
-                    try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
-                        let id = uint64(key: v)
-                        guard id >= first else { return true }
-                        if let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) {
-                            page.append(item)
-                        }
-                        return page.count < limit
+        return try read { txn in
+            var page: [Item] = []
+            guard limit > 0 else { return page }
+            if let label {
+                try txn.forEach(.labels, duplicatesOf: Array(label.utf8)) { _, v in
+                    let id = uint64(key: v)
+                    guard id >= first else { return true }
+                    if let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) {
+                        page.append(item)
                     }
-                } else {
-                    try txn.forEach(.items, from: key(first)) { k, v in
-                        page.append(try Item(id: uint64(key: k), decoding: v))
-                        return page.count < limit
-                    }
+                    return page.count < limit
                 }
-                return page
+            } else {
+                try txn.forEach(.items, from: key(first)) { k, v in
+                    page.append(try Item(id: uint64(key: k), decoding: v))
+                    return page.count < limit
+                }
             }
+            return page
         }
     }
 
     /// The ids of the items with `label`, ascending.
     public func ids(withLabel label: String) throws(IndexError) -> [UInt64] {
         let label = try Self.normalized(label: label)
-        return try storage { try env.read { txn in try ids(withLabel: label ?? "", txn) } }
+        return try read { txn in try ids(withLabel: label ?? "", txn) }
     }
 
     /// The ids of the items with `label`, ascending, read in `txn`.
@@ -261,16 +300,14 @@ extension Index {
 
     /// Every label with its number of items, sorted by label.
     public func labelCounts() throws(IndexError) -> [(label: String, count: Int)] {
-        try storage {
-            try env.read { txn in
-                var counts: [(String, Int)] = []
-                try txn.forEach(.labels) { k, _ in
-                    let label = String(decoding: k, as: UTF8.self)
-                    if counts.last?.0 == label { counts[counts.count - 1].1 += 1 } else { counts.append((label, 1)) }
-                    return true
-                }
-                return counts
+        try read { txn in
+            var counts: [(String, Int)] = []
+            try txn.forEach(.labels) { k, _ in
+                let label = String(decoding: k, as: UTF8.self)
+                if counts.last?.0 == label { counts[counts.count - 1].1 += 1 } else { counts.append((label, 1)) }
+                return true
             }
+            return counts
         }
     }
 
@@ -288,82 +325,76 @@ extension Index {
         let changes = try changes.map { change throws(IndexError) in
             (change.id, try Self.normalized(label: change.label), try Self.normalized(label: change.coarseLabel))
         }
-        return try storage {
-            try env.write { txn in
-                let items = try changes.map { id, label, coarseLabel in
-                    guard var item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
-                        throw IndexError(.itemNotFound(id))
-                    }
-                    if let old = item.label { try txn.delete(.labels, Array(old.utf8), value: key(id)) }
-                    if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
-                    item.label = label
-                    item.coarseLabel = coarseLabel
-                    try txn.put(.items, key(id), item.encoded)
-                    return item
+        return try write { txn in
+            let items = try changes.map { id, label, coarseLabel in
+                guard var item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                    throw IndexError(.itemNotFound(id))
                 }
-                var state = try State(txn)
-                state.generation += 1
-                state.rewriteGeneration += 1
-                state.supportGeneration += 1
-                try txn.put(.meta, Array("state".utf8), state.encoded)
-                return items
+                if let old = item.label { try txn.delete(.labels, Array(old.utf8), value: key(id)) }
+                if let label { try txn.put(.labels, Array(label.utf8), key(id)) }
+                item.label = label
+                item.coarseLabel = coarseLabel
+                try txn.put(.items, key(id), item.encoded)
+                return item
             }
+            var state = try State(txn)
+            state.generation += 1
+            state.rewriteGeneration += 1
+            state.supportGeneration += 1
+            try txn.put(.meta, MetaKey.state, state.encoded)
+            return items
         }
     }
 
     /// Deletes items; returns the ids that existed.
     @discardableResult
     public func delete(_ ids: [UInt64]) throws(IndexError) -> [UInt64] {
-        try storage {
-            try env.write { txn in
-                var state = try State(txn)
-                var deleted: [UInt64] = []
-                var labelled = false
-                for id in ids {
-                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
-                        continue
-                    }
-                    try txn.delete(.items, key(id))
-                    if let label = item.label {
-                        try txn.delete(.labels, Array(label.utf8), value: key(id))
-                        labelled = true
-                    }
-                    if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
-                    try txn.delete(.thumbnails, key(id))
-                    try txn.delete(.views, key(id))
-                    try removeCode(id, txn)
-                    deleted.append(id)
-                    state.items -= 1
+        try write { txn in
+            var state = try State(txn)
+            var deleted: [UInt64] = []
+            var labelled = false
+            for id in ids {
+                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                    continue
                 }
-                if !deleted.isEmpty {
-                    state.generation += 1
-                    state.rewriteGeneration += 1
-                    if labelled { state.supportGeneration += 1 }
+                try txn.delete(.items, key(id))
+                if let label = item.label {
+                    try txn.delete(.labels, Array(label.utf8), value: key(id))
+                    labelled = true
                 }
-                try txn.put(.meta, Array("state".utf8), state.encoded)
-                return deleted
+                if let hash = item.contentHash { try txn.delete(.hashes, hash.bytes) }
+                try txn.delete(.thumbnails, key(id))
+                try txn.delete(.views, key(id))
+                try removeCode(id, txn)
+                deleted.append(id)
+                state.items -= 1
             }
+            if !deleted.isEmpty {
+                state.generation += 1
+                state.rewriteGeneration += 1
+                if labelled { state.supportGeneration += 1 }
+            }
+            try txn.put(.meta, MetaKey.state, state.encoded)
+            return deleted
         }
     }
 
     /// The thumbnail (a JPEG) of item `id`, or nil if it has none.
     public func thumbnail(_ id: UInt64) throws(IndexError) -> Data? {
-        try storage { try env.read { txn in try txn.withValue(.thumbnails, key(id)) { Data($0) } } }
+        try read { txn in try txn.withValue(.thumbnails, key(id)) { Data($0) } }
     }
 
     /// The items that have no thumbnail, in id order.
     public func itemsWithoutThumbnail() throws(IndexError) -> [Item] {
-        try storage {
-            try env.read { txn in
-                var found: [Item] = []
-                try txn.forEach(.items) { k, v in
-                    if try txn.withValue(.thumbnails, Array(k), { _ in true }) == nil {
-                        found.append(try Item(id: uint64(key: k), decoding: v))
-                    }
-                    return true
+        try read { txn in
+            var found: [Item] = []
+            try txn.forEach(.items) { k, v in
+                if try txn.withValue(.thumbnails, Array(k), { _ in true }) == nil {
+                    found.append(try Item(id: uint64(key: k), decoding: v))
                 }
-                return found
+                return true
             }
+            return found
         }
     }
 
@@ -371,35 +402,31 @@ extension Index {
     /// exist (a thumbnail for a deleted item is dropped).
     @discardableResult
     public func setThumbnails(_ thumbnails: [(id: UInt64, jpeg: Data)]) throws(IndexError) -> [UInt64] {
-        try storage {
-            try env.write { txn in
-                var stored: [UInt64] = []
-                for (id, jpeg) in thumbnails where try txn.get(.items, key(id)) != nil {
-                    try txn.put(.thumbnails, key(id), Array(jpeg))
-                    stored.append(id)
-                }
-                return stored
+        try write { txn in
+            var stored: [UInt64] = []
+            for (id, jpeg) in thumbnails where try txn.get(.items, key(id)) != nil {
+                try txn.put(.thumbnails, key(id), Array(jpeg))
+                stored.append(id)
             }
+            return stored
         }
     }
 
     /// The ids of items whose content hash is among `hashes` (hash → id).
     public func existing(_ hashes: [ContentHash]) throws(IndexError) -> [ContentHash: UInt64] {
-        try storage {
-            try env.read { txn in
-                var found: [ContentHash: UInt64] = [:]
-                for hash in hashes {
-                    if let id = try txn.withValue(.hashes, hash.bytes, { uint64(key: $0) }) { found[hash] = id }
-                }
-                return found
+        try read { txn in
+            var found: [ContentHash: UInt64] = [:]
+            for hash in hashes {
+                if let id = try txn.withValue(.hashes, hash.bytes, { uint64(key: $0) }) { found[hash] = id }
             }
+            return found
         }
     }
 
     /// Changes whenever items, vectors or labels change; `supportGeneration` whenever labelled
     /// items change (what cached few-shot heads depend on).
     public func generations() throws(IndexError) -> (items: UInt64, support: UInt64) {
-        let state = try storage { try env.read { try State($0) } }
+        let state = try read { try State($0) }
         return (state.generation, state.supportGeneration)
     }
 }

@@ -1,10 +1,38 @@
 import Foundation
 import KithMath
 
+/// A consistent copy of an index's vectors for search: row i is item `ids[i]`.
+public struct VectorSnapshot: Sendable {
+    public var ids: [UInt64]
+    public var labels: [String?]
+    public var coarseLabels: [String?]
+    public var matrix: Matrix
+    /// The index's change counter when this was read.
+    public let generation: UInt64
+    let rewriteGeneration: UInt64
+
+    init(
+        ids: [UInt64], labels: [String?], coarseLabels: [String?], matrix: Matrix, generation: UInt64,
+        rewriteGeneration: UInt64
+    ) {
+        (self.ids, self.labels, self.coarseLabels, self.matrix) = (ids, labels, coarseLabels, matrix)
+        (self.generation, self.rewriteGeneration) = (generation, rewriteGeneration)
+    }
+
+    /// A collection held only in memory (ids ascending, one row each).
+    public init(ids: [UInt64], labels: [String?]? = nil, matrix: Matrix) {
+        precondition(ids.count == matrix.rows, "VectorSnapshot: \(ids.count) ids for \(matrix.rows) rows")
+        self.init(
+            ids: ids, labels: labels ?? Array(repeating: nil, count: ids.count),
+            coarseLabels: Array(repeating: nil, count: ids.count),
+            matrix: matrix, generation: 0, rewriteGeneration: 0)
+    }
+}
+
 extension Index {
     /// Every item's vector, label and id, read in one transaction (a consistent snapshot).
     public func loadVectors() throws(IndexError) -> VectorSnapshot {
-        try storage { try env.read { txn in try readVectors(txn, after: nil, into: nil) } }
+        try read { txn in try readVectors(txn, after: nil, into: nil) }
     }
 
     /// The labelled items only (their vectors, labels and coarse labels, ids ascending), read in
@@ -12,48 +40,44 @@ extension Index {
     /// large to copy whole. Not to be `refresh`ed (that would add unlabelled items).
     public func loadLabelledVectors() throws(IndexError) -> VectorSnapshot {
         let dim = metadata.dimension
-        return try storage {
-            try env.read { txn in
-                var ids: [UInt64] = []
-                try txn.forEach(.labels) { _, v in
-                    ids.append(uint64(key: v))
-                    return true
-                }
-                ids.sort()
-                var labels: [String?] = [], coarse: [String?] = [], values: [Float] = []
-                values.reserveCapacity(ids.count * dim)
-                for id in ids {
-                    guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
-                        throw IndexError(.inconsistent(["the labels name item \(id), which does not exist"]))
-                    }
-                    guard let row = try storedVector(of: item, txn) else {
-                        throw IndexError(.inconsistent(["item \(id) has no vector block \(item.block)"]))
-                    }
-                    values += row
-                    labels.append(item.label)
-                    coarse.append(item.coarseLabel)
-                }
-                let state = try State(txn)
-                return VectorSnapshot(
-                    ids: ids, labels: labels, coarseLabels: coarse,
-                    matrix: Matrix(rows: ids.count, columns: dim, values: values),
-                    generation: state.generation, rewriteGeneration: state.rewriteGeneration)
+        return try read { txn in
+            var ids: [UInt64] = []
+            try txn.forEach(.labels) { _, v in
+                ids.append(uint64(key: v))
+                return true
             }
+            ids.sort()
+            var labels: [String?] = [], coarse: [String?] = [], values: [Float] = []
+            values.reserveCapacity(ids.count * dim)
+            for id in ids {
+                guard let item = try txn.withValue(.items, key(id), { try Item(id: id, decoding: $0) }) else {
+                    throw IndexError(.inconsistent(["the labels name item \(id), which does not exist"]))
+                }
+                guard let row = try storedVector(of: item, txn) else {
+                    throw IndexError(.inconsistent(["item \(id) has no vector block \(item.block)"]))
+                }
+                values += row
+                labels.append(item.label)
+                coarse.append(item.coarseLabel)
+            }
+            let state = try State(txn)
+            return VectorSnapshot(
+                ids: ids, labels: labels, coarseLabels: coarse,
+                matrix: Matrix(rows: ids.count, columns: dim, values: values),
+                generation: state.generation, rewriteGeneration: state.rewriteGeneration)
         }
     }
 
     /// `snapshot` brought up to date: unchanged if nothing changed, extended with the new rows if
     /// items were only added since, read afresh otherwise.
     public func refresh(_ snapshot: VectorSnapshot) throws(IndexError) -> VectorSnapshot {
-        try storage {
-            try env.read { txn in
-                let state = try State(txn)
-                if state.generation == snapshot.generation { return snapshot }
-                if state.rewriteGeneration == snapshot.rewriteGeneration {
-                    return try readVectors(txn, after: snapshot.ids.last, into: snapshot)
-                }
-                return try readVectors(txn, after: nil, into: nil)
+        try read { txn in
+            let state = try State(txn)
+            if state.generation == snapshot.generation { return snapshot }
+            if state.rewriteGeneration == snapshot.rewriteGeneration {
+                return try readVectors(txn, after: snapshot.ids.last, into: snapshot)
             }
+            return try readVectors(txn, after: nil, into: nil)
         }
     }
 
@@ -118,7 +142,7 @@ public struct VectorBlock {
 extension Index {
     /// The number of items, read from the index's state (no walk).
     public func itemCount() throws(IndexError) -> Int {
-        try storage { try env.read { try State($0).items } }
+        try read { try State($0).items }
     }
 
     /// Calls `body` with each block of stored vectors, in id order, read in place in the memory
@@ -132,59 +156,57 @@ extension Index {
     ) throws(IndexError) {
         precondition(parts >= 1 && (0..<parts).contains(part))
         let dim = metadata.dimension, rowBytes = dim * 4
-        try storage {
-            try env.read { txn in
-                let nextID = try State(txn).nextID
-                let first = 1 + (nextID - 1) * UInt64(part) / UInt64(parts),
-                    end = 1 + (nextID - 1) * UInt64(part + 1) / UInt64(parts)
-                var block: UInt64 = .max, ids: [UInt64] = [], slots: [Int] = [], labels: [String?] = []
-                func flush() throws {
-                    guard !ids.isEmpty else { return }
-                    let found: Void? = try txn.withValue(.vectors, key(block)) { bytes in
-                        let rows = bytes.count / rowBytes
-                        guard let last = slots.max(), last < rows else {
-                            throw IndexError(
-                                .inconsistent([
-                                    "an item points at slot \(slots.max() ?? 0) of vector block \(block), which holds \(rows)"
-                                ]))
+        try read { txn in
+            let nextID = try State(txn).nextID
+            let first = 1 + (nextID - 1) * UInt64(part) / UInt64(parts),
+                end = 1 + (nextID - 1) * UInt64(part + 1) / UInt64(parts)
+            var block: UInt64 = .max, ids: [UInt64] = [], slots: [Int] = [], labels: [String?] = []
+            func flush() throws {
+                guard !ids.isEmpty else { return }
+                let found: Void? = try txn.withValue(.vectors, key(block)) { bytes in
+                    let rows = bytes.count / rowBytes
+                    guard let last = slots.max(), last < rows else {
+                        throw IndexError(
+                            .inconsistent([
+                                "an item points at slot \(slots.max() ?? 0) of vector block \(block), which holds \(rows)"
+                            ]))
+                    }
+                    // Blocks are stored on their own pages, so rows are aligned for floats; copied where not.
+                    if Int(bitPattern: bytes.baseAddress) % MemoryLayout<Float>.alignment == 0 {
+                        try body(
+                            VectorBlock(
+                                rows: UnsafeBufferPointer(
+                                    start: bytes.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * dim
+                                ),
+                                ids: ids, slots: slots, labels: labels))
+                    } else {
+                        let copy = (0..<(rows * dim)).map {
+                            bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self)
                         }
-                        // Blocks are stored on their own pages, so rows are aligned for floats; copied where not.
-                        if Int(bitPattern: bytes.baseAddress) % MemoryLayout<Float>.alignment == 0 {
-                            try body(
-                                VectorBlock(
-                                    rows: UnsafeBufferPointer(
-                                        start: bytes.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * dim
-                                    ),
-                                    ids: ids, slots: slots, labels: labels))
-                        } else {
-                            let copy = (0..<(rows * dim)).map {
-                                bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self)
-                            }
-                            try copy.withUnsafeBufferPointer {
-                                try body(VectorBlock(rows: $0, ids: ids, slots: slots, labels: labels))
-                            }
+                        try copy.withUnsafeBufferPointer {
+                            try body(VectorBlock(rows: $0, ids: ids, slots: slots, labels: labels))
                         }
                     }
-                    guard found != nil else { throw IndexError(.inconsistent(["vector block \(block) is missing"])) }
-                    ids.removeAll(keepingCapacity: true)
-                    slots.removeAll(keepingCapacity: true)
-                    labels.removeAll(keepingCapacity: true)
                 }
-                try txn.forEach(.items, from: key(first)) { k, v in
-                    let id = uint64(key: k)
-                    guard id < end else { return false }
-                    let (itemBlock, slot) = try Item.place(decoding: v)
-                    if itemBlock != block {
-                        try flush()
-                        block = itemBlock
-                    }
-                    ids.append(id)
-                    slots.append(slot)
-                    if withLabels { labels.append(try Item(id: id, decoding: v).label) }
-                    return true
-                }
-                try flush()
+                guard found != nil else { throw IndexError(.inconsistent(["vector block \(block) is missing"])) }
+                ids.removeAll(keepingCapacity: true)
+                slots.removeAll(keepingCapacity: true)
+                labels.removeAll(keepingCapacity: true)
             }
+            try txn.forEach(.items, from: key(first)) { k, v in
+                let id = uint64(key: k)
+                guard id < end else { return false }
+                let (itemBlock, slot) = try Item.place(decoding: v)
+                if itemBlock != block {
+                    try flush()
+                    block = itemBlock
+                }
+                ids.append(id)
+                slots.append(slot)
+                if withLabels { labels.append(try Item(id: id, decoding: v).label) }
+                return true
+            }
+            try flush()
         }
     }
 }

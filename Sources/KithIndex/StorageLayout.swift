@@ -2,7 +2,8 @@ import Foundation
 
 /// The named databases of an index's environment (opened in this order).
 enum Database: String, CaseIterable {
-    /// "metadata" (JSON), "state" (counters) and "queue:NAME" (each queue's bounds).
+    /// `MetaKey` → the metadata, the counters, each queue's bounds, the stored views' recipe,
+    /// the adapted head and the approximate-search structure.
     case meta
     /// Item id → item record.
     case items
@@ -27,6 +28,27 @@ enum Database: String, CaseIterable {
 
     /// Databases that indexes made before them lack: created when such an index is opened.
     var createdOnOpen: Bool { self == .thumbnails || self == .views || self == .annLists || self == .annItems }
+}
+
+/// The keys of the `meta` database (docs/storage.md).
+enum MetaKey {
+    /// The index's `IndexMetadata` (JSON).
+    static let metadata = Array("metadata".utf8)
+    /// The counters (`State`).
+    static let state = Array("state".utf8)
+    /// The recipe the stored views were made with.
+    static let viewRecipe = Array("views".utf8)
+    /// The approximate-search structure's status (JSON) and its model (centroids, codes' scales).
+    static let annStatus = Array("ann".utf8)
+    static let annModel = Array("ann.model".utf8)
+    /// The adapted head (JSON), its stamp, its summary for listings, and a stopped adaptation's checkpoint.
+    static let adapted = Array("adapted".utf8)
+    static let adaptedStamp = Array("adapted.stamp".utf8)
+    static let adaptedSummary = Array("adapted.summary".utf8)
+    static let adaptationCheckpoint = Array("adapted.checkpoint".utf8)
+    /// Each queue's bounds are under "queue:NAME".
+    static let queuePrefix = "queue:"
+    static func queue(_ name: String) -> [UInt8] { Array((queuePrefix + name).utf8) }
 }
 
 /// Counters kept in the metadata database, updated in the same transaction as the data.
@@ -88,7 +110,7 @@ struct QueueState {
     var next: UInt64 = 0
 
     init(_ txn: Transaction, name: String) throws {
-        if let raw = try txn.get(.meta, Array("queue:\(name)".utf8)) {
+        if let raw = try txn.get(.meta, MetaKey.queue(name)) {
             try raw.withUnsafeBytes { bytes in
                 var r = ByteReader(bytes)
                 head = try r.u64()
@@ -101,7 +123,7 @@ struct QueueState {
         var w = ByteWriter()
         w.u64(head)
         w.u64(next)
-        try txn.put(.meta, Array("queue:\(name)".utf8), w.bytes)
+        try txn.put(.meta, MetaKey.queue(name), w.bytes)
     }
 
     /// Queue name, a NUL separator, then the big-endian sequence number.
