@@ -225,8 +225,8 @@ public struct EpisodicEvaluation: Sendable {
     ) throws(QueryError) -> [EpisodicResult] {
         let context = try EpisodeContexts(self, specs)
         return try run(names: specs.map(\.description), progress: progress, shouldContinue: shouldContinue) {
-            h, episode in
-            specs[h].head(context.context(for: episode, specs[h]))
+            h, episode throws(QueryError) in
+            specs[h].head(try context.context(for: episode, specs[h]))
         }
     }
 
@@ -240,7 +240,7 @@ public struct EpisodicEvaluation: Sendable {
 
     private func run(
         names: [String], progress: (Int) -> Void, shouldContinue: () -> Bool,
-        head: (Int, Episode) -> any Head
+        head: (Int, Episode) throws(QueryError) -> any Head
     ) throws(QueryError) -> [EpisodicResult] {
         var accuracies = [[Double]](repeating: [], count: names.count)
         var rarest = [[Double]](repeating: [], count: names.count)
@@ -313,38 +313,48 @@ struct EpisodeContexts {
             specs.contains(where: \.angular) ? HeadContext.coarseSums(evaluation.vectors, evaluation.coarseLabels) : [:]
     }
 
-    func context(for episode: Episode, _ spec: HeadSpec) -> HeadContext {
-        var context = HeadContext(
-            whitening: spec.whitening.flatMap { whitenings[$0] }, statistics: spec.kind == .auto ? statistics : nil)
-        let vectors = evaluation.vectors
-        if spec.views {
-            let views = evaluation.views
-            context.views = episode.support.map { $0 < views.count ? views[$0] : nil }
-        }
-        if spec.expand > 0, let pool = pools[spec.whitening] {
-            if evaluation.collection != nil {
-                context.pool = pool
-            } else {
-                let inEpisode = Set(episode.support + episode.queries)
-                context.pool = pool.gathering(rows: (0..<vectors.rows).filter { !inEpisode.contains($0) })
+    /// What `spec`'s options know in `episode`.
+    func context(for episode: Episode, _ spec: HeadSpec) throws(QueryError) -> HeadContext {
+        try spec.context(from: EpisodeContext(contexts: self, episode: episode))
+    }
+}
+
+/// What an evaluation's data set knows beyond one episode's support set, without its queries.
+struct EpisodeContext: HeadContextSource {
+    let contexts: EpisodeContexts
+    let episode: Episode
+    var statistics: CollectionStatistics? { contexts.statistics }
+
+    func views() throws(QueryError) -> [Matrix?] {
+        let views = contexts.evaluation.views
+        return episode.support.map { $0 < views.count ? views[$0] : nil }
+    }
+
+    func whitening(_ alpha: Float) throws(QueryError) -> Whitening? { contexts.whitenings[alpha] }
+
+    /// The collection, or without one every evaluated row outside the episode.
+    func pool(_ whitening: Whitening?, alpha: Float?) throws(QueryError) -> Matrix? {
+        guard let pool = contexts.pools[alpha] else { return nil }
+        if contexts.evaluation.collection != nil { return pool }
+        let inEpisode = Set(episode.support + episode.queries)
+        return pool.gathering(rows: (0..<contexts.evaluation.vectors.rows).filter { !inEpisode.contains($0) })
+    }
+
+    /// Coarse means without the episode's queries (they are not known in advance).
+    func coarse() throws(QueryError) -> (support: [String?], means: [String: [Float]]) {
+        let (evaluation, vectors) = (contexts.evaluation, contexts.evaluation.vectors)
+        var means: [String: [Float]] = [:]
+        for (key, (sum, count)) in contexts.coarseSums {
+            var mean = sum
+            var n = count
+            for q in episode.queries where key.isEmpty || evaluation.coarseLabels[q] == key {
+                for (j, v) in vectors.row(q).enumerated() { mean[j] -= Double(v) }
+                n -= 1
             }
+            guard n > 0 else { continue }
+            means[key] = (0..<vectors.columns).map { Float(mean[$0] / Double(n)) }
         }
-        if spec.angular {
-            // Coarse means without the episode's queries (they are not known in advance).
-            context.supportCoarse = episode.support.map { evaluation.coarseLabels[$0] }
-            let d = vectors.columns
-            for (key, (sum, count)) in coarseSums {
-                var mean = sum
-                var n = count
-                for q in episode.queries where key.isEmpty || evaluation.coarseLabels[q] == key {
-                    for (j, v) in vectors.row(q).enumerated() { mean[j] -= Double(v) }
-                    n -= 1
-                }
-                guard n > 0 else { continue }
-                context.coarseMeans[key] = (0..<d).map { Float(mean[$0] / Double(n)) }
-            }
-        }
-        return context
+        return (episode.support.map { evaluation.coarseLabels[$0] }, means)
     }
 }
 

@@ -211,6 +211,37 @@ public struct HeadContext: Sendable {
     }
 }
 
+/// Where a head's options find what they know of the collection: the query engine reads it from
+/// the index, an evaluation from its data set without the episode's queries.
+protocol HeadContextSource {
+    /// The collection's statistics, for `auto` (nil where none were needed).
+    var statistics: CollectionStatistics? { get }
+    /// Per support row, the stored embeddings of its image's views (nil: none), for `views`.
+    func views() throws(QueryError) -> [Matrix?]
+    /// Whitening with the collection's statistics at shrinkage `alpha`, for `whiten`.
+    func whitening(_ alpha: Float) throws(QueryError) -> Whitening?
+    /// The rows `expand` may add to classes (none of the support set's), whitened by `whitening`
+    /// (at shrinkage `alpha`) when set.
+    func pool(_ whitening: Whitening?, alpha: Float?) throws(QueryError) -> Matrix?
+    /// The coarse label of each support row, and the mean of each coarse label's items (under
+    /// "": of all items), for `angular`.
+    func coarse() throws(QueryError) -> (support: [String?], means: [String: [Float]])
+}
+
+extension HeadSpec {
+    /// What these options need of the collection, and nothing more: the one place that says which
+    /// option draws on what, for the query engine and an evaluation alike.
+    func context(from source: some HeadContextSource) throws(QueryError) -> HeadContext {
+        var context = HeadContext()
+        if kind == .auto { context.statistics = source.statistics }
+        if views { context.views = try source.views() }
+        if let whitening { context.whitening = try source.whitening(whitening) }
+        if expand > 0 { context.pool = try source.pool(context.whitening, alpha: whitening) }
+        if angular { (context.supportCoarse, context.coarseMeans) = try source.coarse() }
+        return context
+    }
+}
+
 /// A base head behind its options: the support images' views join the support set, embeddings
 /// are whitened, then angularly normalised, the support set is expanded, the base head is
 /// fitted, and its probabilities are logit-adjusted.

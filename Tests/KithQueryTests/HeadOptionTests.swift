@@ -493,20 +493,19 @@ struct EpisodeShapeTests {
         }
         let contexts = try EpisodeContexts(evaluation, specs)
         let episode = evaluation.episodes()[0]
-        let pool = try #require(contexts.context(for: episode, specs[0]).pool)
+        let pool = try #require(try contexts.context(for: episode, specs[0]).pool)
         #expect(pool.rows == x.rows - 18)
         let inEpisode = Set((episode.support + episode.queries).map { Array(x.row($0)) })
         #expect((0..<pool.rows).allSatisfy { !inEpisode.contains(Array(pool.row($0))) })
-        let angular = contexts.context(for: episode, specs[1])
+        let angular = try contexts.context(for: episode, specs[1])
         let group = coarse[episode.queries[0]]!
         let rows = (0..<x.rows).filter { coarse[$0] == group && !episode.queries.contains($0) }
         let expected = (0..<10).map { j in rows.reduce(0.0) { $0 + Double(Array(x.row($1))[j]) } / Double(rows.count) }
         let mean = try #require(angular.coarseMeans[group])
         #expect(zip(mean, expected).allSatisfy { abs(Double($0) - $1) < 1e-5 })
         #expect(angular.supportCoarse == episode.support.map { coarse[$0] })
-        #expect(
-            contexts.context(for: episode, specs[2]).whitening != nil
-                && contexts.context(for: episode, specs[0]).whitening == nil)
+        #expect(try contexts.context(for: episode, specs[2]).whitening != nil)
+        #expect(try contexts.context(for: episode, specs[0]).whitening == nil)
         let results = try evaluation.run(specs + [HeadSpec(.prototype)])
         #expect(results.map(\.head) == ["prototype+expand=3", "prototype+angular", "prototype+whiten", "prototype"])
         #expect(results.allSatisfy { $0.mean > 0.8 }, "\(results.map(\.mean))")
