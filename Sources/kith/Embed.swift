@@ -69,7 +69,7 @@ struct Embed: ParsableCommand {
             throw ValidationError(
                 "no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))")
         }
-        let progress = Progress(total: files.count, label: "embedding")
+        let progress = Progress(total: files.count, label: "embedding", unit: "images")
         let report = FailureReport()
         let model = encoder.backbone.manifest.name
         let failureSink = try failures.map(createFile)
@@ -83,12 +83,13 @@ struct Embed: ParsableCommand {
             write = { items in
                 var text = ""
                 for (item, hash) in items {
-                    // Written by hand (keys sorted, as KithJSON writes them): JSONEncoder took a few
-                    // milliseconds per 1280-d line. A Float's description is its shortest
-                    // round-trip form, so the values read back exactly.
-                    text += "{\"embedding\":[" + item.embedding.map(\.description).joined(separator: ",")
+                    // Written by hand, the path first and the long embedding last, so that a person
+                    // reading a line sees what it is of: JSONEncoder took a few milliseconds per
+                    // 1280-d line. A Float's description is its shortest round-trip form, so the
+                    // values read back exactly.
                     text +=
-                        "],\"model\":\(modelJSON),\"path\":\(try Self.jsonString(item.source)),\"sha256\":\"\(hash)\"}\n"
+                        "{\"path\":\(try Self.jsonString(item.source)),\"model\":\(modelJSON),\"sha256\":\"\(hash)\","
+                    text += "\"embedding\":[" + item.embedding.map(\.description).joined(separator: ",") + "]}\n"
                 }
                 try sink.write(contentsOf: Data(text.utf8))
             }
@@ -141,15 +142,7 @@ struct Embed: ParsableCommand {
     /// The paths in --list, if given: one per line, blank lines ignored.
     private func listedPaths() throws -> [String] {
         guard let list else { return [] }
-        let data: Data
-        if list == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
-        } else {
-            guard let contents = FileManager.default.contents(atPath: list) else {
-                throw failure("cannot read \(list)")
-            }
-            data = contents
-        }
+        let data = list == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try readFile(list)
         return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init).filter { !$0.isEmpty }
     }
 

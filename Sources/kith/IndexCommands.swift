@@ -25,7 +25,16 @@ struct IndexOptions: ParsableArguments {
 
     var library: IndexLibrary { IndexLibrary(directory: indexes ?? IndexLibrary.defaultDirectory()) }
 
-    func open(_ name: String) throws(IndexError) -> Index { try library.open(name) }
+    /// Index `name`; a missing one is a failure that says where it looked and how to make one.
+    func open(_ name: String) throws -> Index {
+        let library = library
+        do { return try library.open(name) } catch {
+            guard error.code == .indexNotFound else { throw error }
+            throw failure(
+                "no index named '\(name)' in \(library.directory); `kith index create \(name)` makes one, "
+                    + "`kith index ls` lists those there")
+        }
+    }
 }
 
 extension IndexCommand {
@@ -127,7 +136,7 @@ extension IndexCommand {
             guard !files.isEmpty else {
                 throw ValidationError("no image files found in \(paths.joined(separator: ", "))")
             }
-            let progress = Progress(total: files.count, label: "adding")
+            let progress = Progress(total: files.count, label: "adding", unit: "images")
             var reported = 0
             var batches = 0
             let summary = try ingestor.ingest(files) { so in
@@ -249,8 +258,13 @@ extension IndexCommand {
         func run() throws {
             let index = try location.open(name)
             let ids = try resolve(items, in: index)
-            let deleted = try index.delete(ids)
+            let deleted = Set(try index.delete(ids))
             print("deleted \(deleted.count) item(s)")
+            // Like rm: asking to delete what is not there fails the command, naming each.
+            let missing = ids.filter { !deleted.contains($0) }
+            for id in missing.prefix(20) { printError("no item \(id) in '\(name)'") }
+            if missing.count > 20 { printError("… and \(missing.count - 20) more missing items") }
+            if !missing.isEmpty { throw ExitCode.failure }
         }
     }
 
@@ -284,7 +298,7 @@ extension IndexCommand {
             let index = try location.open(name)
             var progress: Progress?  // made on the first batch, which knows how many items there are
             let summary = try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, total in
-                if progress == nil { progress = Progress(total: total, label: "thumbnails") }
+                if progress == nil { progress = Progress(total: total, label: "thumbnails", unit: "images") }
                 progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) {
@@ -324,7 +338,7 @@ extension IndexCommand {
             let encoder = try backbone.encoder(model: try index.backbone())
             var progress: Progress?  // made on the first batch, which knows how many items there are
             let summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe) { done, total in
-                if progress == nil { progress = Progress(total: total, label: "items") }
+                if progress == nil { progress = Progress(total: total, label: "views", unit: "items") }
                 progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) {

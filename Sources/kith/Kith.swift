@@ -6,6 +6,7 @@ struct Kith: AsyncParsableCommand {
         commandName: "kith",
         abstract:
             "Image embeddings from a frozen backbone: LMDB indexes, nearest-neighbour retrieval, few-shot classification, an HTTP service.",
+        version: "kith 0.1.0",
         subcommands: [
             Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
             Evaluate.self, Adapt.self, Export.self, Serve.self, Models.self, Bench.self

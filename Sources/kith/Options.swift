@@ -122,7 +122,8 @@ final class Progress: Sendable {
     private let lastPrint = Locked(Date.distantPast)
     private let terminal = isatty(STDERR_FILENO) != 0
 
-    init(total: Int, label: String, unit: String = "images") {
+    /// - Parameter unit: what is counted (images, episodes, queries…), shown with the rate.
+    init(total: Int, label: String, unit: String) {
         self.total = total
         self.label = label
         self.unit = unit
@@ -220,8 +221,18 @@ extension Array {
 
 /// The matrix in a .npy file.
 func readNpy(_ path: String) throws -> Matrix {
-    guard let data = FileManager.default.contents(atPath: path) else { throw failure("cannot read \(path)") }
+    let data = try readFile(path)
     do { return try NPY.decode(data) } catch { throw failure("\(path): \(error.description)") }
+}
+
+/// The bytes of the file at `path`; a failure says why it could not be read.
+func readFile(_ path: String) throws -> Data {
+    if let data = FileManager.default.contents(atPath: path) { return data }
+    var isFolder: ObjCBool = false
+    let why =
+        !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+        ? "no such file" : isFolder.boolValue ? "it is a folder" : String(cString: strerror(errno))
+    throw failure("cannot read \(path): \(why)")
 }
 
 /// Prints `value` as one line of JSON, in the API's shapes.

@@ -131,11 +131,17 @@ struct Search: AsyncParsableCommand {
         let space = try await engine.answeringSpace(spaceOptions.space)
         // The space that answered: first on standard output, or in each --json object.
         if !json, !queries.isEmpty { print("\(space.rawValue) space") }
-        // Any number of queries, in the engine's batches, each printed as it is answered.
-        for batch in queries.batches(of: engine.limits.queriesPerSearch(k: k)) {
+        // Any number of queries, in the engine's batches, each printed as it is answered; more
+        // than one batch shows progress on standard error.
+        let batches = queries.batches(of: engine.limits.queriesPerSearch(k: k))
+        let progress = batches.count > 1 ? Progress(total: queries.count, label: "searching", unit: "queries") : nil
+        var done = 0
+        for batch in batches {
             let results = try await engine.search(
                 Array(batch), k: k, filter: filter, coarse: coarseSearch, space: space,
                 method: method, probes: nprobe)
+            done += batch.count
+            progress?.update(done)
             for (query, hits) in zip(batch, results) {
                 if json {
                     try printJSON(QueryAnswer(query: describe(query), answer: SearchAnswer(hits, space: space)))
@@ -182,8 +188,13 @@ struct Classify: AsyncParsableCommand {
         let engine = try await engine(
             name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         // Any number of queries, in the engine's batches (the fitted head is cached between them).
-        for (b, batch) in queries.batches(of: engine.limits.maxQueries).enumerated() {
+        let batches = queries.batches(of: engine.limits.maxQueries)
+        let progress = batches.count > 1 ? Progress(total: queries.count, label: "classifying", unit: "queries") : nil
+        var done = 0
+        for (b, batch) in batches.enumerated() {
             let answer = try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space)
+            done += batch.count
+            progress?.update(done)
             // Which head and space answered: first on standard output, or with --json on standard
             // error (each --json line is one query's object, with its head).
             if b == 0 {

@@ -1,5 +1,6 @@
 import Foundation
 import KithIndex
+import KithMath
 import KithTestSupport
 import Testing
 
@@ -34,6 +35,46 @@ struct CLITests {
         }
         #expect(run.stderr.contains("sub/c.jpg: corrupt or truncated JPEG"))
         #expect(!run.stderr.contains("notes.txt"))  // not an image extension: not picked up from a folder
+    }
+
+    @Test(
+        "Output a person reads: --version, the path before the embedding, why a file cannot be read, a missing index or item named with what to do"
+    )
+    func outputForPeople() throws {
+        let version = try cli.kith(["--version"])
+        #expect(version.status == 0 && version.text.hasPrefix("kith "), "\(version.text) \(version.stderr)")
+        // A jsonl line starts with the path, so that a person sees what it is of.
+        let line = try cli.kith(["embed", Fixtures.path("images/chelsea.jpg")]).text
+        #expect(line.hasPrefix("{\"path\":\"") && line.contains("\"embedding\":["), "\(line.prefix(120))")
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        #expect((object["embedding"] as? [Any])?.count == 1280 && object["sha256"] is String)
+
+        let tmp = TemporaryIndex()
+        defer { tmp.cleanup() }
+        let folder = tmp.directory
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        // A missing file, and a folder, as vectors: each failure says why.
+        let missing = try cli.kith(["index", "add-vectors", "nope", folder + "/absent.npy"], indexes: folder)
+        #expect(missing.status != 0)
+        let created = try cli.kith(["index", "create", "v", "--dimension", "3"], indexes: folder)
+        #expect(created.status == 0, "\(created.stderr)")
+        let absent = try cli.kith(["index", "add-vectors", "v", folder + "/absent.npy"], indexes: folder)
+        #expect(absent.status != 0 && absent.stderr.contains("absent.npy: no such file"), "\(absent.stderr)")
+        let aFolder = try cli.kith(["index", "add-vectors", "v", folder], indexes: folder)
+        #expect(aFolder.status != 0 && aFolder.stderr.contains("it is a folder"), "\(aFolder.stderr)")
+        // A missing index: where it looked, and how to make one.
+        let noIndex = try cli.kith(["index", "stats", "photos"], indexes: folder)
+        #expect(
+            noIndex.status != 0 && noIndex.stderr.contains("no index named 'photos' in \(folder)"), "\(noIndex.stderr)")
+        #expect(noIndex.stderr.contains("kith index create photos"))
+        // Deleting an item that is not there fails, naming it; the ones there are deleted.
+        let vectors = folder + "/v.npy"
+        try NPY.encode(Matrix(rows: 2, columns: 3, values: [1, 0, 0, 0, 1, 0])).write(to: URL(fileURLWithPath: vectors))
+        #expect(try cli.kith(["index", "add-vectors", "v", vectors], indexes: folder).status == 0)
+        let removed = try cli.kith(["index", "rm", "v", "1", "42"], indexes: folder)
+        #expect(removed.status != 0 && removed.text.contains("deleted 1 item(s)"), "\(removed.text)")
+        #expect(removed.stderr.contains("no item 42 in 'v'"), "\(removed.stderr)")
+        #expect(try cli.kith(["index", "rm", "v", "2"], indexes: folder).status == 0)
     }
 
     @Test("embed fails when no image could be embedded")
