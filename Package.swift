@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kith", targets: ["kith"]),
+        .executable(name: "kith-bench", targets: ["kith-bench"]),
         .library(name: "KithBackbone", targets: ["KithBackbone"]),
         .library(name: "KithIndex", targets: ["KithIndex"]),
         .library(name: "KithPipeline", targets: ["KithPipeline"]),
@@ -55,12 +56,27 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio")
             ],
             resources: [.copy("openapi.json"), .copy("Page")], swiftSettings: strict),
+        // The command line's shared options and helpers, for `kith` and `kith-bench`.
+        .target(
+            name: "KithCommandLine",
+            dependencies: [
+                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
+            ],
+            swiftSettings: strict),
+        // Kith's benchmarks (tools/bench runs them beside their anchors), out of the product.
+        .executableTarget(
+            name: "kith-bench",
+            dependencies: [
+                "KithBackbone", "KithCommandLine", "KithImage", "KithIndex", "KithMath", "KithQuery",
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "kith",
             dependencies: [
-                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
-                "KithServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser")
+                "KithAdapt", "KithBackbone", "KithCommandLine", "KithImage", "KithIndex", "KithMath", "KithPipeline",
+                "KithQuery", "KithServer", .product(name: "ArgumentParser", package: "swift-argument-parser")
             ],
             swiftSettings: strict),
 

@@ -91,7 +91,7 @@ struct Route: Sendable {
     var inAPI = true
 
     /// A route whose handler answers a typed value, sent as JSON with `status`.
-    static func json<Answer: Encodable>(
+    static func json<Answer: Encodable & SendableMetatype>(
         _ method: HTTPRequest.Method, _ path: String, _ access: Access, status: HTTPResponse.Status = .ok,
         _ handler: @escaping @Sendable (Request, KithRequestContext) async throws -> Answer
     ) -> Route {

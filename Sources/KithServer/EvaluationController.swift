@@ -29,7 +29,7 @@ struct EvaluationController {
         let (stream, lines) = AsyncStream<ByteBuffer>.makeStream()
         let clientGone = Locked(false)
         lines.onTermination = { reason in if case .cancelled = reason { clientGone.withLock { $0 = true } } }
-        @Sendable func line(_ value: some Encodable) -> ByteBuffer {
+        @Sendable func line(_ value: any Encodable) -> ByteBuffer {
             ByteBuffer(bytes: ((try? KithJSON.encoder.encode(value)) ?? Data()) + Data("\n".utf8))
         }
         let metrics = service.metrics

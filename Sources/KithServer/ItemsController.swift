@@ -206,7 +206,7 @@ struct ItemsController {
     @Sendable func relabelMany(_ request: Request, context: KithRequestContext) async throws -> [String: [UInt64]] {
         let index = try await service.index(try context.indexName())
         let body = try await API.decode(BatchRelabelRequest.self, request, context)
-        try await offload { try index.relabel(body.items.map { ($0.id, $0.label, $0.coarseLabel) }) }
+        _ = try await offload { try index.relabel(body.items.map { ($0.id, $0.label, $0.coarseLabel) }) }
         return ["relabelled": body.items.map(\.id)]
     }
 }

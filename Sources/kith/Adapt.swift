@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KithAdapt
 import KithBackbone
+import KithCommandLine
 import KithIndex
 import KithMath
 import KithPipeline
@@ -109,7 +110,7 @@ struct Adapt: AsyncParsableCommand {
         let configuration = configuration
         let start = Date()
         // Made on the first report, which knows the totals.
-        let viewBar = Locked<Progress?>(nil), stepBar = Locked<Progress?>(nil)
+        let viewBar = Locked<ProgressLine?>(nil), stepBar = Locked<ProgressLine?>(nil)
         // Ctrl-C asks the run to stop (it stores its checkpoint); a second one ends the process.
         let stop = Locked(false)
         signal(SIGINT, SIG_IGN)
@@ -156,18 +157,18 @@ struct Adapt: AsyncParsableCommand {
     private func adapt(
         _ index: Index, _ encoder: Encoder, _ recipe: ViewRecipe, _ configuration: AdaptationConfiguration,
         _ resume: Bool,
-        _ viewBar: Locked<Progress?>, _ stepBar: Locked<Progress?>, _ stop: Locked<Bool>
+        _ viewBar: Locked<ProgressLine?>, _ stepBar: Locked<ProgressLine?>, _ stop: Locked<Bool>
     ) async throws -> AdaptationSummary {
         try await offload {
             try Adaptation.adapt(
                 index, encoder: encoder, recipe: recipe, configuration: configuration, resume: resume,
                 viewProgress: { done, total in
-                    viewBar.withLock { $0 = $0 ?? Progress(total: total, label: "views of items", unit: "items") }
+                    viewBar.withLock { $0 = $0 ?? ProgressLine(total: total, label: "views of items", unit: "items") }
                     viewBar.current?.update(done)
                 },
                 progress: { p in
                     if let limit = stopAfterSteps, p.step >= limit { stop.withLock { $0 = true } }
-                    stepBar.withLock { $0 = $0 ?? Progress(total: p.steps, label: "training", unit: "steps") }
+                    stepBar.withLock { $0 = $0 ?? ProgressLine(total: p.steps, label: "training", unit: "steps") }
                     stepBar.current?.update(p.step, note: String(format: "epoch %d, loss %.3f", p.epoch, p.loss))
                 }, measure: SpaceMeasurement.measurer(on: index, encoder: encoder, shouldContinue: { !stop.current }),
                 shouldContinue: { !stop.current })

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithImage
 import KithIndex
 import KithMath
@@ -69,7 +70,7 @@ struct Embed: ParsableCommand {
             throw ValidationError(
                 "no image files found in \((paths + (list.map { [$0] } ?? [])).joined(separator: ", "))")
         }
-        let progress = Progress(total: files.count, label: "embedding", unit: "images")
+        let progress = ProgressLine(total: files.count, label: "embedding", unit: "images")
         let report = FailureReport()
         let model = encoder.backbone.manifest.name
         let failureSink = try failures.map(createFile)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithIndex
 import KithMath
 import KithQuery
@@ -73,7 +74,7 @@ extension Evaluate {
             let evaluation = try EpisodicEvaluation(
                 vectors: vectors, labels: labels, coarseLabels: coarse, configuration: configuration,
                 collection: collection, views: views)
-            let progress = Progress(total: episodes, label: "evaluating", unit: "episodes")
+            let progress = ProgressLine(total: episodes, label: "evaluating", unit: "episodes")
             let results = try await offload {
                 (try evaluation.run(heads, progress: progress.update), evaluation.episodes())
             }
@@ -146,7 +147,7 @@ extension Evaluate {
                 let files = try imageFiles([source])
                 guard !files.isEmpty else { throw ValidationError("no image files in \(source)") }
                 let backbone = backbone
-                let progress = Progress(total: files.count, label: "embedding", unit: "images")
+                let progress = ProgressLine(total: files.count, label: "embedding", unit: "images")
                 // Weights and forward passes off the cooperative threads.
                 let encoded = try await offload {
                     try backbone.encoder().encode(files: files, progress: progress.update)
@@ -223,7 +224,7 @@ extension Evaluate {
             let space = try await engine.answeringSpace(spaceOptions.space)
             let ks = [1, 5, 10]
             var hits = [Int](repeating: 0, count: ks.count)
-            let progress = Progress(total: pairs.count, label: "searching", unit: "queries")
+            let progress = ProgressLine(total: pairs.count, label: "searching", unit: "queries")
             for start in stride(from: 0, to: pairs.count, by: 64) {
                 let chunk = Array(pairs[start..<min(start + 64, pairs.count)])
                 let results = try await engine.search(chunk.map { .image($0.query) }, k: ks.last!, space: space)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 
 struct ImageNetLabels: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithImage
 import KithIndex
 import KithMath
@@ -19,24 +20,6 @@ struct IndexCommand: ParsableCommand {
 }
 
 /// Where the indexes live.
-struct IndexOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir"))
-    var indexes: String?
-
-    var library: IndexLibrary { IndexLibrary(directory: indexes ?? IndexLibrary.defaultDirectory()) }
-
-    /// Index `name`; a missing one is a failure that says where it looked and how to make one.
-    func open(_ name: String) throws -> Index {
-        let library = library
-        do { return try library.open(name) } catch {
-            guard error.code == .indexNotFound else { throw error }
-            throw failure(
-                "no index named '\(name)' in \(library.directory); `kith index create \(name)` makes one, "
-                    + "`kith index ls` lists those there")
-        }
-    }
-}
-
 extension IndexCommand {
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -136,7 +119,7 @@ extension IndexCommand {
             guard !files.isEmpty else {
                 throw ValidationError("no image files found in \(paths.joined(separator: ", "))")
             }
-            let progress = Progress(total: files.count, label: "adding", unit: "images")
+            let progress = ProgressLine(total: files.count, label: "adding", unit: "images")
             var reported = 0
             var batches = 0
             let summary = try ingestor.ingest(files) { so in
@@ -296,9 +279,9 @@ extension IndexCommand {
 
         func run() throws {
             let index = try location.open(name)
-            var progress: Progress?  // made on the first batch, which knows how many items there are
+            var progress: ProgressLine?  // made on the first batch, which knows how many items there are
             let summary = try KithPipeline.Thumbnails.addMissing(to: index, size: size) { done, total in
-                if progress == nil { progress = Progress(total: total, label: "thumbnails", unit: "images") }
+                if progress == nil { progress = ProgressLine(total: total, label: "thumbnails", unit: "images") }
                 progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) {
@@ -336,9 +319,9 @@ extension IndexCommand {
             let index = try location.open(name)
             let recipe = try domain.recipe(count: count, seed: seed)
             let encoder = try backbone.encoder(model: try index.backbone())
-            var progress: Progress?  // made on the first batch, which knows how many items there are
+            var progress: ProgressLine?  // made on the first batch, which knows how many items there are
             let summary = try SupportViews.addMissing(to: index, encoder: encoder, recipe: recipe) { done, total in
-                if progress == nil { progress = Progress(total: total, label: "views", unit: "items") }
+                if progress == nil { progress = ProgressLine(total: total, label: "views", unit: "items") }
                 progress?.update(done)
             }
             for (id, source) in summary.unreadable.prefix(20) {
@@ -427,7 +410,7 @@ extension IndexCommand {
                 return print("removed the approximate-search structure of '\(name)'")
             }
             let start = Date()
-            let bar = Progress(total: try index.stats().items, label: "coding", unit: "items")
+            let bar = ProgressLine(total: try index.stats().items, label: "coding", unit: "items")
             printError("training centroids (k-means) on a sample of '\(name)'…")
             var batches = 0
             var status = try index.buildANN(annConfiguration, batch: batch) { done, _ in

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KithCommandLine
 
 @main
 struct Kith: AsyncParsableCommand {
@@ -9,7 +10,7 @@ struct Kith: AsyncParsableCommand {
         version: "kith 0.1.0",
         subcommands: [
             Embed.self, ImageNetLabels.self, IndexCommand.self, Search.self, Classify.self, NearestInQueue.self,
-            Evaluate.self, Adapt.self, Export.self, Serve.self, Models.self, Bench.self
+            Evaluate.self, Adapt.self, Export.self, Serve.self, Models.self
         ])
 
     /// Runs the command. An error of Kith's libraries is printed as `kith: message`, without the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithQuery
 
 struct Models: ParsableCommand {

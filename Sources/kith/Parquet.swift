@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KithCommandLine
 import KithIndex
 import KithQuery
 
@@ -148,7 +149,7 @@ extension IndexCommand {
             }
             try check(list, index)
             let total = list.shards.map(\.rows).reduce(0, +)
-            let progress = Progress(total: total, label: "adding", unit: "rows")
+            let progress = ProgressLine(total: total, label: "adding", unit: "rows")
             var added = 0, duplicates = 0, done = 0
             var batch: [NewItem] = []
             func flush() throws {
@@ -259,7 +260,7 @@ struct Export: ParsableCommand {
             defer { if process.isRunning { process.terminate() } }
             let sink = stdin!
             let total = try index.stats().items
-            let progress = Progress(total: total, label: "exporting", unit: "items")
+            let progress = ProgressLine(total: total, label: "exporting", unit: "items")
             var next: UInt64 = 0, done = 0
             do {
                 var text = try KithJSON.encoder.encode(

@@ -1,49 +1,11 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithImage
 import KithIndex
 import KithMath
 import KithQuery
-
-/// Opens index `name` with a query engine whose backbone (for image queries) is the index's own;
-/// the index is opened and the weights loaded off the cooperative threads.
-func engine(
-    _ name: String, location: IndexOptions, backbone: BackboneOptions, images: Bool = false,
-    search: SearchConfiguration = .init()
-) async throws -> QueryEngine {
-    try await offload {
-        let index = try location.open(name)
-        let encoder = images ? try backbone.encoder(model: try index.backbone()) : nil
-        return try QueryEngine(index: index, encoder: encoder, searchConfiguration: search)
-    }
-}
-
-/// The sizes from which searches are approximate and read the vectors in place (`kith search`, `kith serve`).
-struct SearchSizeOptions: ParsableArguments {
-    @Option(
-        help: ArgumentHelp(
-            "Search approximately from this many items on, where the index has a structure ready (kith index build-ann).",
-            valueName: "n"))
-    var approximateFrom = SearchConfiguration().approximateFrom
-    @Option(
-        help: ArgumentHelp(
-            "Exact searches read the vectors in place in the memory map from this many items on, instead of copying them all into memory.",
-            valueName: "n"))
-    var inPlaceFrom = SearchConfiguration().inPlaceFrom
-
-    func validate() throws {
-        guard approximateFrom >= 0 else { throw ValidationError("--approximate-from must be 0 or more") }
-        guard inPlaceFrom >= 0 else { throw ValidationError("--in-place-from must be 0 or more") }
-    }
-
-    /// `base` with these sizes.
-    func configuration(_ base: SearchConfiguration = .init()) -> SearchConfiguration {
-        var configuration = base
-        (configuration.approximateFrom, configuration.inPlaceFrom) = (approximateFrom, inPlaceFrom)
-        return configuration
-    }
-}
 
 extension QuerySpace: ExpressibleByArgument {}
 
@@ -134,7 +96,7 @@ struct Search: AsyncParsableCommand {
         // Any number of queries, in the engine's batches, each printed as it is answered; more
         // than one batch shows progress on standard error.
         let batches = queries.batches(of: engine.limits.queriesPerSearch(k: k))
-        let progress = batches.count > 1 ? Progress(total: queries.count, label: "searching", unit: "queries") : nil
+        let progress = batches.count > 1 ? ProgressLine(total: queries.count, label: "searching", unit: "queries") : nil
         var done = 0
         for batch in batches {
             let results = try await engine.search(
@@ -189,7 +151,8 @@ struct Classify: AsyncParsableCommand {
             name, location: location, backbone: backbone, images: queries.contains(where: \.isImage))
         // Any number of queries, in the engine's batches (the fitted head is cached between them).
         let batches = queries.batches(of: engine.limits.maxQueries)
-        let progress = batches.count > 1 ? Progress(total: queries.count, label: "classifying", unit: "queries") : nil
+        let progress =
+            batches.count > 1 ? ProgressLine(total: queries.count, label: "classifying", unit: "queries") : nil
         var done = 0
         for (b, batch) in batches.enumerated() {
             let answer = try await engine.classification(Array(batch), spec: spec, top: top, space: spaceOptions.space)

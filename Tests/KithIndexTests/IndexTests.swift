@@ -271,7 +271,7 @@ struct IndexTests {
 
     @Test(
         "Vectors of subnormal or huge values are stored as their unit directions; a row that is not a finite unit vector is flagged by the check, in items, views and queues",
-        arguments: [Float(1e-40), 1e-44, 5e37])
+        arguments: [1e-40, 1e-44, 5e37].map { Float($0 as Double) })
     func extremeNorms(scale: Float) throws {
         let tmp = TemporaryIndex()
         defer { tmp.cleanup() }

@@ -118,9 +118,12 @@ public func axis(_ i: Int, _ epsilon: Float = 0) -> [Float] {
     (0..<512).map { $0 == i ? 1 : ($0 == i + 1 ? epsilon : 0) }
 }
 
-/// The `kith` executable, run as a user would.
+/// The `kith` executable (or another of the package's, `kith-bench`), run as a user would.
 public struct KithCLI: Sendable {
-    public init() {}
+    /// The executable's name.
+    public let program: String
+
+    public init(program: String = "kith") { self.program = program }
 
     /// A running `kith` and the files its standard output and error go to.
     public struct Started: Sendable {
@@ -136,11 +139,11 @@ public struct KithCLI: Sendable {
         public var text: String { String(decoding: stdout, as: UTF8.self) }
     }
 
-    public static var executable: URL {
+    public var executable: URL {
         let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-            "kith")
+            program)
         if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return Fixtures.repository.appendingPathComponent(".build/debug/kith")
+        return Fixtures.repository.appendingPathComponent(".build/debug/" + program)
     }
 
     public func kith(_ arguments: [String], indexes: String? = nil) throws -> Run {
@@ -156,7 +159,7 @@ public struct KithCLI: Sendable {
     ) throws -> Started {
         let process = Process()
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        process.executableURL = Self.executable
+        process.executableURL = executable
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["KITH_MODELS"] = Fixtures.models.directory
@@ -166,8 +169,8 @@ public struct KithCLI: Sendable {
         let dir = FileManager.default.temporaryDirectory
         let outPath = dir.appendingPathComponent("kith-out-\(UUID())"),
             errPath = dir.appendingPathComponent("kith-err-\(UUID())")
-        FileManager.default.createFile(atPath: outPath.path, contents: nil)
-        FileManager.default.createFile(atPath: errPath.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outPath)
         process.standardError = try FileHandle(forWritingTo: errPath)
         try process.run()

@@ -77,9 +77,9 @@ struct ArchitectureTests {
         let manifest = try String(
             contentsOf: Fixtures.repository.appendingPathComponent("Package.swift"), encoding: .utf8)
         let product = try Regex(#"\.product\(name: "(\w+)", package: "[^"]+"\)"#)
-        let quoted = try Regex(#""(\w+)""#)
+        let quoted = try Regex(#""([\w-]+)""#)
         var declared: [String: Set<String>] = [:]
-        for start in manifest.matches(of: try Regex(#"\.(?:target|executableTarget|systemLibrary)\(\s*name: "(\w+)""#))
+        for start in manifest.matches(of: try Regex(#"\.(?:target|executableTarget|systemLibrary)\(\s*name: "([\w-]+)""#))
         {
             let target = String(start.output[1].substring!)
             // The declaration runs to its closing parenthesis; its dependencies are in the first [...] after "dependencies:".

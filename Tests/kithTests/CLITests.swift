@@ -138,14 +138,14 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: dir + "/elsewhere", withIntermediateDirectories: true)
         // A symlink on PATH to the built binary, run from an unrelated folder without KITH_MODELS.
         try FileManager.default.createSymbolicLink(
-            atPath: dir + "/bin/kith", withDestinationPath: KithCLI.executable.path)
+            atPath: dir + "/bin/kith", withDestinationPath: cli.executable.path)
         let listed = try bare("kith", ["models"], in: dir + "/elsewhere", home: dir, path: dir + "/bin:")
         #expect(
             listed.status == 0 && listed.out.contains("efficientnet-lite0") && listed.out.contains("resnet18-random"),
             "\(listed.err)")
         // A copy of the binary far from any models: the message names every folder it looked in.
         try FileManager.default.createDirectory(atPath: dir + "/solo", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: KithCLI.executable.path, toPath: dir + "/solo/kith")
+        try FileManager.default.copyItem(atPath: cli.executable.path, toPath: dir + "/solo/kith")
         let none = try bare(dir + "/solo/kith", ["models"], in: dir + "/elsewhere", home: dir)
         #expect(none.status != 0, "no models is a failure, not an empty table")
         for folder in [

@@ -441,7 +441,7 @@ struct HardeningTests {
             toFile: directory + "/labels.txt", atomically: true, encoding: .utf8)
         // Norms about 6e-40: 1 / norm overflows a float.
         let directions = (0..<3).map { _ in rng.vector(512) }
-        let tiny = directions.map { $0.map { $0 * 1e-40 } }
+        let tiny = directions.map { $0.map { $0 * Float(1e-40 as Double) } }
         #expect(tiny.allSatisfy { $0.contains { $0 != 0 && !$0.isNormal } }, "the values are subnormal")
         try writeNpy([tiny[0]], to: directory + "/tiny.npy")
         for arguments in [
@@ -938,8 +938,10 @@ struct HardeningTests {
                 "POST /v1/indexes/t/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
                     .utf8))
         let dripping = Task.detached {
-            for _ in 0..<8 {
-                try? await Task.sleep(for: .milliseconds(500))
+            // A byte every 100 ms: ten times within the idle timeout, so that a loaded machine
+            // (CI beside a build) does not turn the body timeout into an idle one.
+            for _ in 0..<60 where !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
                 try? server.send(trickle, Data(" ".utf8))
             }
         }

@@ -176,9 +176,9 @@ struct IndexCLITests {
         // The benchmark's account of the index's pages a search mapped: codes and vectors both
         // (re-ranking reads the vectors), within the file's size.
         try writeNpy(Array(rows.prefix(40)), to: dir + "/q.npy")
-        let bench = try cli.kith(
+        let bench = try KithCLI(program: "kith-bench").kith(
             [
-                "bench", "ann", "big", "--queries", dir + "/q.npy", "--nprobe", "64", "--threads", "1", "--singles",
+                "ann", "big", "--queries", dir + "/q.npy", "--nprobe", "64", "--threads", "1", "--singles",
                 "5",
                 "--mapped-pages", "--json"
             ], indexes: indexes)

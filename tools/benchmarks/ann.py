@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .common import KITH, ROOT, kith_at
+from .common import KITH, KITH_BENCH, ROOT, kith_at
 
 
 def ann_data(n: int, d: int, queries: int, seed: int = 0) -> tuple[str, int]:
@@ -123,8 +123,7 @@ def ann_real(probes_list: list[int]) -> str:
     ids = os.path.join(work, "ids")
     out = subprocess.run(
         [
-            KITH,
-            "bench",
+            KITH_BENCH,
             "ann",
             "fm",
             "--indexes",
@@ -211,8 +210,7 @@ def ann_interleaved(
     for _ in range(rounds):
         out = subprocess.run(
             [
-                KITH,
-                "bench",
+                KITH_BENCH,
                 "ann",
                 name,
                 "--indexes",
@@ -309,8 +307,7 @@ def ann(args) -> str:
     def kith_bench(*extra: str) -> list[dict]:
         out = subprocess.run(
             [
-                KITH,
-                "bench",
+                KITH_BENCH,
                 "ann",
                 "ann",
                 "--indexes",
@@ -461,7 +458,7 @@ def ann(args) -> str:
         f"float32 (a mixture of {max(2, n // 500):,} directions, cosine 0.67-0.86 to their direction; tools/benchmarks/ann.py "
         f"`ann_data`), {nq:,} queries from the same mixture, recall@{k} against exact search. Kith: `kith index build-ann` "
         f"defaults ({nlist:,} lists, trained on {status['configuration']['training_sample']:,} items, 10 rounds; 8-bit codes "
-        f"scanned in the memory map, the best {max(4 * k, 32)} re-ranked from float32), `kith bench ann`; FAISS "
+        f"scanned in the memory map, the best {max(4 * k, 32)} re-ranked from float32), `kith-bench ann`; FAISS "
         f"{faiss.__version__}: IVF-Flat and IVF-SQ8 with the same lists, sample and rounds, HNSW32 (efConstruction 40). "
         "Single queries one after another, then one batch; q/s.",
         "",
@@ -544,7 +541,7 @@ def ann(args) -> str:
         f"of its own and {mib(kith_memory['rss_file_bytes'])} of the index's pages mapped (page cache, shared; the kernel maps "
         f"64 KiB around each page touched): {mib(kith_mapped['codes_bytes'])} of codes (and their ids), "
         f"{mib(kith_mapped['vectors_bytes'])} of float32 vectors read to re-rank, {mib(kith_mapped['other_bytes'])} of item records "
-        f"and B-tree pages (`kith bench ann --mapped-pages`); FAISS IVF-SQ8 after `read_index` {mib(faiss_memory['RssAnon'])} of its own "
+        f"and B-tree pages (`kith-bench ann --mapped-pages`); FAISS IVF-SQ8 after `read_index` {mib(faiss_memory['RssAnon'])} of its own "
         f"(VmRSS {mib(faiss_memory['VmRSS'])}). "
         f"After the 8-bit sweep (9 settings × 1,200 queries) the process held {mib(kith_rows[-1]['rss_anon_bytes'])} of its own "
         f"and {mib(kith_rows[-1]['rss_file_bytes'])} of the index's pages (the page cache's, shared with any other process "

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import KITH, cell, embed_folder, kith_eval, write_npy_labels
+from .common import KITH_BENCH, cell, embed_folder, kith_eval, write_npy_labels
 from .data import fashion_folder, glyph_folder
 
 # The heads `auto` chooses among and the fixed heads it is measured against (tools/bench auto).
@@ -79,8 +79,7 @@ def auto(args) -> str:
         json.loads(
             subprocess.run(
                 [
-                    KITH,
-                    "bench",
+                    KITH_BENCH,
                     "heads",
                     "--json",
                     "--support",
@@ -106,7 +105,7 @@ def auto(args) -> str:
     fastest = min(runs, key=lambda r: r["milliseconds_choosing"])
     lines += [
         "",
-        f"Choosing for a 100-class 5-shot support set of glyphs (`kith bench heads --head auto --threads 2`, best of "
+        f"Choosing for a 100-class 5-shot support set of glyphs (`kith-bench heads --head auto --threads 2`, best of "
         f"{args.rounds} rounds of 5): **{fastest['milliseconds_choosing']:.0f} ms** (10 groups × 2 folds of 10-way 4-shot, "
         f"200 held-out predictions); with the chosen head's fit on all 500 examples {fastest['milliseconds_per_fit']:.0f} ms. "
         f"It chose `{fastest['chosen']}` at {100 * fastest['validation']:.1f}% held-out accuracy against logreg's "

@@ -12,6 +12,8 @@ import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 KITH = os.path.join(ROOT, ".build", "release", "kith")
+# The benchmarks' own executable (Sources/kith-bench), built beside kith.
+KITH_BENCH = os.path.join(ROOT, ".build", "release", "kith-bench")
 
 
 def kith_at(indexes: str):

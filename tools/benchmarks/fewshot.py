@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import KITH, cell, embed_folder, kith_eval, write_npy_labels
+from .common import KITH_BENCH, cell, embed_folder, kith_eval, write_npy_labels
 from .data import fashion_folder, glyph_folder
 
 # Heads and options of the few-shot section: every head plain, then each option on the heads it may help.
@@ -229,7 +229,7 @@ def fewshot(args) -> str:
         for name, c in tail.items()
     ]
 
-    # 5. Fitting time of one episode's heads on one core (`kith bench heads`).
+    # 5. Fitting time of one episode's heads on one core (`kith-bench heads`).
     timing = []
     for shot in (1, 5):
         ep = json.load(open(os.path.join(tmp, f"mixed-{shot}.json")))["episodes"][0]
@@ -242,8 +242,7 @@ def fewshot(args) -> str:
                 json.loads(
                     subprocess.run(
                         [
-                            KITH,
-                            "bench",
+                            KITH_BENCH,
                             "heads",
                             "--json",
                             "--support",
@@ -266,7 +265,7 @@ def fewshot(args) -> str:
             timing.append(f"`{head}` {shot}-shot {best:.3f} ms")
     lines += [
         "",
-        "Fitting one 5-way episode's head on one core (`kith bench heads`, best of the rounds): "
+        "Fitting one 5-way episode's head on one core (`kith-bench heads`, best of the rounds): "
         + "; ".join(timing)
         + ".",
     ]

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import KITH, write_npy_labels
+from .common import KITH_BENCH, write_npy_labels
 
 
 def clusters(classes: int, per_class: int, queries: int, d: int, seed: int):
@@ -52,8 +52,7 @@ def heads(args) -> str:
         for r in range(args.rounds):
             out = subprocess.run(
                 [
-                    KITH,
-                    "bench",
+                    KITH_BENCH,
                     "heads",
                     "--json",
                     "--support",

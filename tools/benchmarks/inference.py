@@ -1,4 +1,4 @@
-"""inference: Kith (`kith bench`) against onnxruntime on the same weights, and JPEG decoding."""
+"""inference: Kith (`kith-bench`) against onnxruntime on the same weights, and JPEG decoding."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 import onnx_export
 
-from .common import KITH, ROOT, ort_session
+from .common import KITH_BENCH, ROOT, ort_session
 
 CONFIGS = [(threads, batch) for threads in (1, 2) for batch in (1, 16)]
 
@@ -30,8 +30,7 @@ INFERENCE_MODELS = [
 
 def kith_round(model: str, configs: list, seconds: float, decode: str | None = None) -> list[dict]:
     cmd = [
-        KITH,
-        "bench",
+        KITH_BENCH,
         "inference",
         "--json",
         "--model",
@@ -75,7 +74,7 @@ def big_photo(path: str) -> None:
 def onednn_info() -> str:
     """oneDNN's version and the instruction set its kernels run, as it reports them."""
     out = subprocess.run(
-        [KITH, "bench", "inference", "--seconds", "0", "--repeats", "1", "--batch-sizes", "1", "--thread-counts", "1"],
+        [KITH_BENCH, "inference", "--seconds", "0", "--repeats", "1", "--batch-sizes", "1", "--thread-counts", "1"],
         capture_output=True,
         text=True,
         env=dict(os.environ, DNNL_VERBOSE="1"),

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .common import KITH
+from .common import KITH_BENCH
 
 
 def search(args) -> str:
@@ -24,8 +24,7 @@ def search(args) -> str:
         for r in range(rounds):
             out = subprocess.run(
                 [
-                    KITH,
-                    "bench",
+                    KITH_BENCH,
                     "search",
                     "--json",
                     "--items",

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import KITH, ROOT
+from .common import KITH, KITH_BENCH, ROOT
 
 
 def parse_wrk(text: str) -> dict:
@@ -95,8 +95,7 @@ def server(args) -> str:
         library: dict = {}
         for op in ("search", "classify", "embed"):
             cmd = [
-                KITH,
-                "bench",
+                KITH_BENCH,
                 "engine",
                 "--json",
                 "--operation",
@@ -142,7 +141,7 @@ def server(args) -> str:
     lines = [
         f"Measured by `tools/bench server --rounds {args.rounds}` on {time.strftime('%Y-%m-%d')}: `kith serve` on 127.0.0.1 "
         f"under `wrk -t2 -c8 -d{seconds}s` (8 connections, one query or one image per request; wrk runs on the same 2 cores), "
-        "against the same operations called on the library by 8 concurrent callers in one process (`kith bench engine`; "
+        "against the same operations called on the library by 8 concurrent callers in one process (`kith-bench engine`; "
         "embed there is the encoder on batches of 16). Search: top-10 over 100,000 random 1280-d items; classify: the "
         "logistic-regression head fitted once on 1,000 labelled items and cached; embed: a 451 × 300 JPEG. Best of the rounds.",
         "",

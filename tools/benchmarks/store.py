@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .common import KITH
+from .common import KITH_BENCH
 
 
 def python_lmdb_store(n: int, d: int, batch: int, layout: str) -> dict:
@@ -53,7 +53,7 @@ def store(args) -> str:
     best: dict = {}
     for r in range(args.rounds):
         out = subprocess.run(
-            [KITH, "bench", "store", "--json", "--count", str(n), "--dimension", str(d), "--batch-size", str(batch)],
+            [KITH_BENCH, "store", "--json", "--count", str(n), "--dimension", str(d), "--batch-size", str(batch)],
             check=True,
             capture_output=True,
             text=True,

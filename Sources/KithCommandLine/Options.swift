@@ -9,24 +9,26 @@ import KithPipeline
 import KithQuery
 
 /// How images are decoded and embedded: shared by the commands that run a backbone and `serve`.
-struct EncoderOptions: ParsableArguments {
+public struct EncoderOptions: ParsableArguments, Sendable {
+    public init() {}
+
     @Option(help: "Images per forward pass.")
-    var batchSize: Int = EncoderConfiguration().batchSize
+    public var batchSize: Int = EncoderConfiguration().batchSize
 
     @Option(help: "Threads for decoding and inference (default: this machine's processors).")
-    var threads: Int?
+    public var threads: Int?
 
     @Option(help: "Refuse images whose header declares more pixels than this.")
-    var maxPixels: Int = ImageDecoderConfiguration().maxPixels
+    public var maxPixels: Int = ImageDecoderConfiguration().maxPixels
 
-    func validate() throws {
+    public func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard threads.map({ $0 >= 1 }) ?? true else { throw ValidationError("--threads must be at least 1") }
         guard maxPixels >= 1 else { throw ValidationError("--max-pixels must be at least 1") }
     }
 
     /// `base` with these options applied.
-    func configuration(_ base: EncoderConfiguration = .init()) -> EncoderConfiguration {
+    public func configuration(_ base: EncoderConfiguration = .init()) -> EncoderConfiguration {
         var configuration = base
         configuration.batchSize = batchSize
         if let threads { configuration.threads = threads }
@@ -36,19 +38,23 @@ struct EncoderOptions: ParsableArguments {
 }
 
 /// Options shared by every command that runs a backbone.
-struct BackboneOptions: ParsableArguments {
+public struct BackboneOptions: ParsableArguments, Sendable {
+    public init() {}
+
     @Option(help: "The backbone to use (see `kith models`).")
-    var model: String = ModelLibrary.defaultModel
+    public var model: String = ModelLibrary.defaultModel
 
     @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir"))
-    var models: String?
+    public var models: String?
 
-    @OptionGroup var encoding: EncoderOptions
+    @OptionGroup public var encoding: EncoderOptions
 
-    var library: ModelLibrary { ModelLibrary(directory: models) }
+    public var library: ModelLibrary { ModelLibrary(directory: models) }
 
     /// An encoder for `model` (or the `--model` given), making thumbnails of `thumbnails` pixels (0: none).
-    func encoder(model: String? = nil, logits: Bool = false, thumbnails: Int = 0) throws(BackboneError) -> Encoder {
+    public func encoder(model: String? = nil, logits: Bool = false, thumbnails: Int = 0) throws(BackboneError)
+        -> Encoder
+    {
         var configuration = encoding.configuration()
         configuration.computesLogits = logits
         configuration.thumbnailSize = thumbnails
@@ -57,26 +63,28 @@ struct BackboneOptions: ParsableArguments {
 }
 
 /// What a view may change without changing an image's meaning (`kith index views`, `kith adapt`).
-struct ViewDomainOptions: ParsableArguments {
+public struct ViewDomainOptions: ParsableArguments, Sendable {
+    public init() {}
+
     @Flag(help: "Mirror every other view (only where mirroring keeps the meaning: photos, not text or digits).")
-    var flip = false
+    public var flip = false
     @Flag(help: "Jitter brightness, contrast and saturation (where colour does not carry the meaning).")
-    var jitter = false
+    public var jitter = false
     @Flag(help: "Blur every other view (where fine detail does not carry the meaning).")
-    var blur = false
+    public var blur = false
     @Flag(
         name: .customLong("per-image"), inversion: .prefixedNo,
         help: "Draw each image's transforms from its own seed (--no-per-image: the same transforms for every image).")
-    var perImage = true
+    public var perImage = true
 
-    func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
+    public func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
         try ViewRecipe(count: count, flip: flip, jitter: jitter, blur: blur, perImage: perImage, seed: seed)
     }
 }
 
 /// The message of an error of Kith's libraries (a missing index or model, a bad image, a query
 /// the index cannot answer); nil for the command line's own errors, which ArgumentParser reports.
-func kithMessage(_ error: any Error) -> String? {
+public func kithMessage(_ error: any Error) -> String? {
     switch error {
     case let error as IndexError: error.description
     case let error as QueryError: error.description
@@ -90,7 +98,7 @@ func kithMessage(_ error: any Error) -> String? {
 
 /// Expands command-line paths into image files: files as given, folders walked recursively for
 /// files with an image extension, in sorted order.
-func imageFiles(_ paths: [String]) throws -> [String] {
+public func imageFiles(_ paths: [String]) throws -> [String] {
     let fm = FileManager.default
     var files: [String] = []
     for path in paths {
@@ -114,7 +122,7 @@ func imageFiles(_ paths: [String]) throws -> [String] {
 
 /// Progress on standard error: a redrawn line with rate and ETA on a terminal, a plain line every
 /// few seconds otherwise.
-final class Progress: Sendable {
+public final class ProgressLine: Sendable {
     private let total: Int
     private let label: String
     private let unit: String
@@ -123,16 +131,16 @@ final class Progress: Sendable {
     private let terminal = isatty(STDERR_FILENO) != 0
 
     /// - Parameter unit: what is counted (images, episodes, queries…), shown with the rate.
-    init(total: Int, label: String, unit: String) {
+    public init(total: Int, label: String, unit: String) {
         self.total = total
         self.label = label
         self.unit = unit
     }
 
-    @Sendable func update(_ done: Int) { update(done, note: "") }
+    @Sendable public func update(_ done: Int) { update(done, note: "") }
 
     /// Progress with a note after the rate (a loss, say).
-    @Sendable func update(_ done: Int, note: String) {
+    @Sendable public func update(_ done: Int, note: String) {
         let now = Date()
         let due = lastPrint.withLock { last in
             guard done == total || now.timeIntervalSince(last) >= (terminal ? 0.2 : 5) else { return false }
@@ -157,17 +165,17 @@ final class Progress: Sendable {
 
 /// Prints `message` and gives the status to exit with: for failures of the work (a file that
 /// cannot be written, an item that does not exist), which need no usage text.
-func failure(_ message: String) -> ExitCode {
+public func failure(_ message: String) -> ExitCode {
     printError(message)
     return .failure
 }
 
-func printError(_ message: String) {
+public func printError(_ message: String) {
     FileHandle.standardError.write(Data("kith: \(message)\n".utf8))
 }
 
 /// Reports failures on standard error; fails the command only if nothing succeeded.
-func reportFailures<T>(_ results: [Result<T, ImageError>]) throws -> [T] {
+public func reportFailures<T>(_ results: [Result<T, ImageError>]) throws -> [T] {
     let report = FailureReport()
     let successes = report.take(results)
     try report.finish()
@@ -175,11 +183,13 @@ func reportFailures<T>(_ results: [Result<T, ImageError>]) throws -> [T] {
 }
 
 /// Images skipped along the way, each reported on standard error as it comes.
-final class FailureReport {
+public final class FailureReport {
     private var succeeded = 0, failed = 0
 
+    public init() {}
+
     /// The successes among `results`; the failures are printed.
-    func take<T>(_ results: [Result<T, ImageError>]) -> [T] {
+    public func take<T>(_ results: [Result<T, ImageError>]) -> [T] {
         var successes: [T] = []
         for result in results {
             switch result {
@@ -193,7 +203,7 @@ final class FailureReport {
     }
 
     /// Prints the tally; fails the command only if nothing succeeded.
-    func finish() throws {
+    public func finish() throws {
         if failed > 0 { printError("\(succeeded) of \(succeeded + failed) images done, \(failed) skipped") }
         if succeeded == 0 { throw ExitCode.failure }
     }
@@ -203,30 +213,32 @@ final class FailureReport {
 /// at its Nth batch report, as a `kill -9` at that moment would (`index add` reports after a
 /// batch commits; `index build-ann` inside the batch's transaction). The tests of crash
 /// consistency use it instead of a signal timed by hand.
-struct CrashOptions: ParsableArguments {
-    @Option(help: .hidden) var killAfterBatches: Int?
+public struct CrashOptions: ParsableArguments, Sendable {
+    public init() {}
+
+    @Option(help: .hidden) public var killAfterBatches: Int?
 
     /// Called at each batch report with how many batches have reported.
-    func afterCommit(_ batches: Int) {
+    public func afterCommit(_ batches: Int) {
         if let limit = killAfterBatches, batches >= limit { kill(getpid(), SIGKILL) }
     }
 }
 
 extension Array {
     /// Consecutive slices of at most `size` elements (none for an empty array).
-    func batches(of size: Int) -> [ArraySlice<Element>] {
+    public func batches(of size: Int) -> [ArraySlice<Element>] {
         stride(from: 0, to: count, by: Swift.max(1, size)).map { self[$0..<Swift.min($0 + Swift.max(1, size), count)] }
     }
 }
 
 /// The matrix in a .npy file.
-func readNpy(_ path: String) throws -> Matrix {
+public func readNpy(_ path: String) throws -> Matrix {
     let data = try readFile(path)
     do { return try NPY.decode(data) } catch { throw failure("\(path): \(error.description)") }
 }
 
 /// The bytes of the file at `path`; a failure says why it could not be read.
-func readFile(_ path: String) throws -> Data {
+public func readFile(_ path: String) throws -> Data {
     if let data = FileManager.default.contents(atPath: path) { return data }
     var isFolder: ObjCBool = false
     let why =
@@ -236,7 +248,7 @@ func readFile(_ path: String) throws -> Data {
 }
 
 /// Prints `value` as one line of JSON, in the API's shapes.
-func printJSON(_ value: some Encodable) throws { print(try KithJSON.line(value)) }
+public func printJSON(_ value: some Encodable) throws { print(try KithJSON.line(value)) }
 
 extension QueuePartition: ExpressibleByArgument {}
 extension Metric: ExpressibleByArgument {}

@@ -1,14 +1,17 @@
 import ArgumentParser
 import Foundation
 import KithBackbone
+import KithCommandLine
 import KithImage
 import KithIndex
 import KithMath
 import KithQuery
 
-struct Bench: AsyncParsableCommand {
+@main
+struct KithBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Kith's speed (tools/bench runs these beside their anchors).",
+        commandName: "kith-bench",
+        abstract: "Measure Kith's speed (tools/bench runs these beside their anchors); not part of the product.",
         subcommands: [Inference.self, Store.self, SearchBench.self, ANNBench.self, HeadsBench.self, EngineBench.self],
         defaultSubcommand: Inference.self)
 }
@@ -109,7 +112,7 @@ struct Inference: ParsableCommand {
         return rates.max()!
     }
 
-    private func report(_ row: [String: Any]) { kith.report(row, json: json) }
+    private func report(_ row: [String: Any]) { kith_bench.report(row, json: json) }
 }
 
 struct Store: ParsableCommand {
