@@ -79,8 +79,8 @@ struct ArchitectureTests {
         let product = try Regex(#"\.product\(name: "(\w+)", package: "[^"]+"\)"#)
         let quoted = try Regex(#""([\w-]+)""#)
         var declared: [String: Set<String>] = [:]
-        for start in manifest.matches(of: try Regex(#"\.(?:target|executableTarget|systemLibrary)\(\s*name: "([\w-]+)""#))
-        {
+        let declaration = try Regex(#"\.(?:target|executableTarget|systemLibrary)\(\s*name: "([\w-]+)""#)
+        for start in manifest.matches(of: declaration) {
             let target = String(start.output[1].substring!)
             // The declaration runs to its closing parenthesis; its dependencies are in the first [...] after "dependencies:".
             var depth = 1, end = start.range.upperBound
