@@ -33,10 +33,10 @@ public struct IngestionSummary: Sendable {
     public var done: Int { added + duplicates + failures.count }
 }
 
-/// Adds image files to an index as a pipeline: one side reads, hashes, decodes and preprocesses
-/// the next batch while the other runs the network on the current one and writes it in one
-/// transaction. Files whose content hash is already present are skipped before decoding, so
-/// running the same ingestion again after an interruption adds only what is missing.
+/// Adds image files to an index through `ImageIngestion`, as a pipeline: one side reads, hashes,
+/// admits, decodes and preprocesses the next batch while the other runs the network on the
+/// current one and stores it. Files whose content hash is already present are skipped before
+/// decoding, so running the same ingestion again after an interruption adds only what is missing.
 public struct Ingestor: Sendable {
     public let index: Index
     public let encoder: Encoder
@@ -48,8 +48,8 @@ public struct Ingestor: Sendable {
     }
 
     private struct Batch: Sendable {
-        let files: [IngestionFile]
-        let hashes: [ContentHash]
+        /// The admitted images, none held by the index or by an earlier batch of the run.
+        let images: [IncomingImage]
         let prepared: PreparedBatch
         let duplicates: Int
         let failures: [ImageError]
@@ -66,38 +66,40 @@ public struct Ingestor: Sendable {
         let producerTime = Locked(0.0)
         let producerError = Locked<IndexError?>(nil)
 
-        Thread.detachNewThread { [encoder, index] in
+        let ingestion = ImageIngestion(index: index, viewEncoder: encoder)
+        Thread.detachNewThread { [encoder] in
             var seen = Set<ContentHash>()
             for first in stride(from: 0, to: files.count, by: batchSize) where !cancelled.current {
                 let t0 = Date()
                 let chunk = Array(files[first..<min(first + batchSize, files.count)])
-                // Read and hash in parallel; skip what is already indexed or already seen.
+                // Read and hash in parallel; admit what the index does not hold yet, and what an
+                // earlier batch of this run (not stored yet) did not bring.
                 let results = readFiles(chunk.map(\.path))
                 var failures: [ImageError] = []
-                var keep: [(IngestionFile, Data, ContentHash)] = []
-                let present: [ContentHash: UInt64]
-                do throws(IndexError) {
-                    present = try index.existing(results.compactMap { try? $0.get().1 })
-                } catch {
-                    producerError.withLock { $0 = error }
-                    break
-                }
-                var duplicates = 0
+                var images: [IncomingImage] = []
                 for (file, result) in zip(chunk, results) {
                     switch result {
                     case .failure(let error): failures.append(error)
                     case .success(let (data, hash)):
-                        if present[hash] != nil || seen.contains(hash) { duplicates += 1; continue }
-                        seen.insert(hash)
-                        keep.append((file, data, hash))
+                        let record = ImageRecord(
+                            source: file.path, contentHash: hash, label: file.label, coarseLabel: file.coarseLabel)
+                        images.append(IncomingImage(record: record, data: data))
                     }
                 }
-                let prepared = encoder.prepare(keep.map { .data($0.1, name: $0.0.path) })
+                let admission: ImageIngestion.Admission
+                do throws(IndexError) {
+                    admission = try ingestion.admit(images.map(\.record))
+                } catch {
+                    producerError.withLock { $0 = error }
+                    break
+                }
+                var keep: [Int] = []
+                for i in admission.admitted where seen.insert(images[i].record.contentHash).inserted { keep.append(i) }
+                let kept = keep.map { images[$0] }
+                let duplicates = images.count - keep.count
+                let prepared = encoder.prepare(kept.map(\.input))
                 producerTime.withLock { $0 += Date().timeIntervalSince(t0) }
-                queue.push(
-                    Batch(
-                        files: keep.map(\.0), hashes: keep.map(\.2), prepared: prepared,
-                        duplicates: duplicates, failures: failures))
+                queue.push(Batch(images: kept, prepared: prepared, duplicates: duplicates, failures: failures))
             }
             queue.push(nil)
         }
@@ -109,11 +111,8 @@ public struct Ingestor: Sendable {
             let t0 = Date()
             let results = encoder.embed(batch.prepared)
             let t1 = Date()
-            let records = zip(batch.files, batch.hashes).map { file, hash in
-                ImageRecord(source: file.path, contentHash: hash, label: file.label, coarseLabel: file.coarseLabel)
-            }
             do throws(IndexError) {
-                for outcome in try index.add(records, embedded: results) {
+                for outcome in try ingestion.store(admitted: batch.images, embedded: results) {
                     switch outcome {
                     case .added: summary.added += 1
                     case .duplicate: summary.duplicates += 1
@@ -135,11 +134,117 @@ public struct Ingestor: Sendable {
         }
         if let firstError { throw firstError }
         if let error = producerError.current { throw error }
-        // Labelled images of an index with stored views get theirs (same recipe).
-        _ = try SupportViews.addMissing(to: index, encoder: encoder)
         summary.decodeSeconds = producerTime.current
         summary.seconds = Date().timeIntervalSince(start)
         return summary
+    }
+}
+
+/// An image on its way in with its bytes.
+public struct IncomingImage: Sendable {
+    public var record: ImageRecord
+    public var data: Data
+
+    public init(record: ImageRecord, data: Data) { (self.record, self.data) = (record, data) }
+
+    /// What the encoder reads: the bytes, named by the source.
+    public var input: ImageInput { .data(data, name: record.source) }
+}
+
+/// The one way images enter an index, for the CLI's files (`Ingestor`, batch by batch) and the
+/// server's uploads (`add`, request by request):
+/// 1. `admit`: an image whose content the index already holds, or that repeats one earlier in the
+///    batch, is recognised by its hash and never decoded or embedded;
+/// 2. the rest are embedded (by the caller: an `Encoder`, or the server's shared batcher);
+/// 3. `store`: they are stored in one transaction (`Index.add(_:embedded:)`), and where the index
+///    keeps views of its labelled images, the batch's labelled images that have none get them,
+///    made from the same bytes (no file is read again, so uploads get them too).
+public struct ImageIngestion: Sendable {
+    public let index: Index
+    /// Makes the views (the index's backbone); nil: no views are made.
+    public let viewEncoder: Encoder?
+
+    public init(index: Index, viewEncoder: Encoder?) { (self.index, self.viewEncoder) = (index, viewEncoder) }
+
+    /// Which images of a batch need embedding.
+    public struct Admission: Sendable {
+        /// Positions in the batch of the images to embed, in order.
+        public let admitted: [Int]
+        /// The outcome of each image already held (nil for the admitted and the repeats).
+        let held: [ImageOutcome?]
+        /// A repeat's position → the position of the first copy in the batch.
+        let repeats: [Int: Int]
+    }
+
+    /// Step 1 for `records`.
+    public func admit(_ records: [ImageRecord]) throws(IndexError) -> Admission {
+        let present = try index.existing(records.map(\.contentHash))
+        var held = [ImageOutcome?](repeating: nil, count: records.count)
+        var admitted: [Int] = [], repeats: [Int: Int] = [:], first: [ContentHash: Int] = [:]
+        for (i, record) in records.enumerated() {
+            if let id = present[record.contentHash] {
+                held[i] = .duplicate(of: id)
+            } else if let earlier = first[record.contentHash] {
+                repeats[i] = earlier
+            } else {
+                first[record.contentHash] = i
+                admitted.append(i)
+            }
+        }
+        return Admission(admitted: admitted, held: held, repeats: repeats)
+    }
+
+    /// Step 3: the admitted images of `images` with their embeddings (one per admitted image, in
+    /// order); every image's outcome in input order. A repeat shares its first copy's outcome.
+    public func store(
+        _ images: [IncomingImage], _ admission: Admission, embedded: [Result<EncodedImage, ImageError>]
+    ) throws(IndexError) -> [ImageOutcome] {
+        var outcomes = admission.held
+        let stored = try index.add(admission.admitted.map { images[$0].record }, embedded: embedded)
+        for (i, outcome) in zip(admission.admitted, stored) { outcomes[i] = outcome }
+        for (i, first) in admission.repeats {
+            switch outcomes[first]! {
+            case .added(let id), .duplicate(let id): outcomes[i] = .duplicate(of: id)
+            case .failed(let error): outcomes[i] = .failed(error)
+            }
+        }
+        try addViews(images, outcomes.map { $0! })
+        return outcomes.map { $0! }
+    }
+
+    /// Step 3 for images that were all admitted (the CLI's batches, admitted as they were read).
+    public func store(admitted images: [IncomingImage], embedded: [Result<EncodedImage, ImageError>])
+        throws(IndexError) -> [ImageOutcome]
+    {
+        let admission = Admission(
+            admitted: Array(images.indices), held: Array(repeating: nil, count: images.count), repeats: [:])
+        return try store(images, admission, embedded: embedded)
+    }
+
+    /// All three steps, embedding with `embed` (one result per image given to it, in order).
+    public func add(
+        _ images: [IncomingImage], embed: ([IncomingImage]) async throws -> [Result<EncodedImage, ImageError>]
+    ) async throws -> [ImageOutcome] {
+        let records = images.map(\.record)
+        let admission = try await offload { [self] in try admit(records) }
+        let embedded = try await embed(admission.admitted.map { images[$0] })
+        return try await offload { [self] in try store(images, admission, embedded: embedded) }
+    }
+
+    /// Views of the labelled images in the index that have none, where the index keeps views.
+    private func addViews(_ images: [IncomingImage], _ outcomes: [ImageOutcome]) throws(IndexError) {
+        guard let viewEncoder, try ViewRecipe.of(index) != nil else { return }
+        var candidates: [(id: UInt64, data: Data)] = []
+        for (image, outcome) in zip(images, outcomes) where image.record.label != nil {
+            switch outcome {
+            case .added(let id), .duplicate(let id): candidates.append((id, image.data))
+            case .failed: break
+            }
+        }
+        let withViews = try index.views(candidates.map(\.id))
+        var seen = Set<UInt64>()
+        let missing = candidates.filter { withViews[$0.id] == nil && seen.insert($0.id).inserted }
+        _ = try SupportViews.add(missing, to: index, encoder: viewEncoder)
     }
 }
 

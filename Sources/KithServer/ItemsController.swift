@@ -34,23 +34,21 @@ struct ItemsController {
         let (label, coarseLabel) = (uploads.value("label", request), uploads.value("coarse_label", request))
         let metadata = try API.metadata(uploads.value("metadata", request))
         let files = uploads.files
-        let records = await offload {  // hashing a large upload is blocking work too
+        let images = await offload {  // hashing a large upload is blocking work too
             files.map { file in
                 var record = ImageRecord(
                     source: file.name, contents: file.data, label: label, coarseLabel: coarseLabel, metadata: metadata)
                 record.uploaded = true  // a client never names a server-side path
-                return record
+                return IncomingImage(record: record, data: file.data)
             }
         }
-        let embedded = try await service.embed(uploads.inputs, for: index, thumbnails: true)
-        let outcomes = try await offload { try index.add(records, embedded: embedded) }
-        if label != nil {
-            // An index with stored views gets them for its new labelled images now: uploads leave no file to read later.
-            let added = zip(files, outcomes).compactMap { file, outcome in
-                if case .added(let id) = outcome { (id: id, data: file.data) } else { nil }
-            }
-            try await service.addViews(added, to: index)
+        // What the index holds already is recognised before anything is embedded; labelled images
+        // of an index with stored views get them from the uploaded bytes (they leave no file).
+        let encoder = try await service.encoder(for: index)
+        let outcomes = try await ImageIngestion(index: index, viewEncoder: encoder).add(images) { admitted in
+            try await service.embed(admitted.map(\.input), for: index, thumbnails: true)
         }
+        let records = images.map(\.record)
         let body = OutcomesBody(zip(records, outcomes).map { Outcome(source: $0.source, $1) })
         return try API.json(body, status: body.status)
     }

@@ -211,11 +211,9 @@ actor KithService {
         return try await batcher.embed(inputs, thumbnails: thumbnails)
     }
 
-    /// Stores views of just-uploaded labelled images when `index` has stored views (its recipe).
-    nonisolated func addViews(_ uploads: [(id: UInt64, data: Data)], to index: Index) async throws {
-        guard !uploads.isEmpty else { return }
-        let encoder = try await batcher(model: try index.backbone()).encoder
-        _ = try await offload { try SupportViews.add(uploads, to: index, encoder: encoder) }
+    /// The encoder of `index`'s backbone (shared with its batcher).
+    nonisolated func encoder(for index: Index) async throws -> Encoder {
+        try await batcher(model: try index.backbone()).encoder
     }
 
     /// Embeddings of uploaded images for `index`; a bad image fails the request.

@@ -639,17 +639,31 @@ struct ServerTests {
                 uri: "/v1/indexes/m/items", method: .post, headers: [.contentType: "image/png"],
                 body: ByteBuffer(data: try Fixtures.data("images/coffee-256.png")))
             _ = try await client.execute(uri: "/v1/indexes/m/items/7", method: .get)
+            // What the index holds, or an earlier copy in the same request, is never embedded:
+            // the same photo again, then two copies of a new one, cost one forward pass of one image.
+            let again = try await client.execute(
+                uri: "/v1/indexes/m/items", method: .post, headers: [.contentType: "image/png"],
+                body: ByteBuffer(data: try Fixtures.data("images/coffee-256.png")))
+            #expect((again.json["items"] as? [[String: Any]])?.first?["duplicate_of"] as? Int == 1, "\(again.text)")
+            let twice = try await client.execute(
+                uri: "/v1/indexes/m/items", method: .post,
+                headers: [.contentType: "multipart/form-data; boundary=b0undary"],
+                body: ByteBuffer(data: multipart(parts: 2, payload: try Fixtures.data("images/chelsea.jpg"))))
+            let outcomes = twice.json["items"] as? [[String: Any]]
+            #expect(
+                outcomes?.count == 2 && outcomes?[0]["id"] as? Int == 2 && outcomes?[1]["duplicate_of"] as? Int == 2,
+                "\(twice.text)")
             let text = try await client.execute(uri: "/metrics", method: .get).text
             #expect(
                 text.contains(
-                    #"kith_http_requests_total{method="POST",route="/v1/indexes/{index}/items",status="200"} 1"#),
+                    #"kith_http_requests_total{method="POST",route="/v1/indexes/{index}/items",status="200"} 3"#),
                 "\(text)")
             #expect(
                 text.contains(
                     #"kith_http_requests_total{method="GET",route="/v1/indexes/{index}/items/{id}",status="404"} 1"#))
             #expect(text.contains(#"kith_http_request_duration_seconds_count{method="POST",route="/v1/indexes"} 1"#))
-            #expect(text.contains("kith_images_encoded_total 1"))
-            #expect(text.contains(#"kith_index_items{index="m"} 1"#))
+            #expect(text.contains("kith_images_encoded_total 2"), "\(text)")
+            #expect(text.contains(#"kith_index_items{index="m"} 2"#))
         }
     }
 
