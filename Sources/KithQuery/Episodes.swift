@@ -142,14 +142,17 @@ public struct EpisodicEvaluation: Sendable {
         let c = configuration
         try limits.check(c)
         if c.withinCoarse, !coarse.contains(where: { $0 != nil }) {
-            throw QueryError(.invalidQuery, "fine-within-coarse episodes need coarse labels")
+            throw QueryError(
+                .invalidQuery,
+                "fine-within-coarse episodes need coarse labels (an index whose images were added with kith index add --coarse-label-from-parent, or --coarse-labels FILE beside a .npy)"
+            )
         }
         let eligible = Self.eligibleClasses(labels, coarse, needed: c.shots + c.queries)
         let groups = Self.coarseGroups(eligible, ways: c.ways)
         guard eligible.count >= c.ways, !c.withinCoarse || !groups.isEmpty else {
             throw QueryError(
                 .notEnoughData,
-                "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes\(c.withinCoarse ? " of one coarse class" : "") of at least \(c.shots + c.queries) examples; only \(c.withinCoarse ? groups.map(\.count).max() ?? 0 : eligible.count) have that many"
+                "\(c.ways)-way \(c.shots)-shot episodes with \(c.queries) queries need \(c.ways) classes\(c.withinCoarse ? " of one coarse class" : "") of at least \(c.shots + c.queries) examples; only \(c.withinCoarse ? groups.map(\.count).max() ?? 0 : eligible.count) have that many (fewer queries per class, --queries, or fewer shots need fewer)"
             )
         }
         self.vectors = vectors

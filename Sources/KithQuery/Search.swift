@@ -312,7 +312,8 @@ public struct CoarseSearch: Sendable, Equatable {
             guard !classes.isEmpty else {
                 throw QueryError(
                     .notEnoughData,
-                    "searching within a coarse class needs items with coarse labels; this index has none")
+                    "searching within a coarse class needs items with coarse labels; this index has none (kith index add --coarse-label-from-parent gives each image its class folder's parent; the API takes coarse_label)"
+                )
             }
             let z = Array(normalisedQueries.row(q))
             wanted.append(classes.max { cosine(unit($0), z) < cosine(unit($1), z) })

@@ -13,8 +13,8 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Create, fill and maintain LMDB indexes of embeddings.",
         subcommands: [
-            Create.self, Add.self, AddVectors.self, AddParquet.self, List.self, Stats.self, Labels.self, Remove.self,
-            Views.self,
+            Create.self, Add.self, AddVectors.self, AddParquet.self, Enqueue.self, List.self, Stats.self, Labels.self,
+            Remove.self, Views.self,
             Relabel.self, Thumbnails.self, BuildANN.self, Snapshot.self, Check.self, Drop.self
         ])
 }
@@ -174,6 +174,32 @@ extension IndexCommand {
                 added += try index.add(items).count
             }
             print("added \(added) vectors to '\(name)'")
+        }
+    }
+
+    struct Enqueue: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add vectors to the index's FIFO queue (NNCLR's support set Q, which `kith nn` searches).",
+            discussion: """
+                Each row of the float32 .npy matrix becomes an entry, normalised on the way in; beyond \
+                the queue's capacity (kith index create --queue-capacity) the oldest entries go. An \
+                index created with --queue-partition label keeps one queue per --label.
+                """)
+
+        @OptionGroup var location: IndexOptions
+        @Option(help: "The label of every entry (a partitioned queue's name).") var label: String?
+        @Option(help: "The coarse label of every entry.") var coarseLabel: String?
+        @Argument(help: "Name of the index.") var name: String
+        @Argument(help: "The .npy file.") var file: String
+
+        func run() throws {
+            let index = try location.open(name)
+            let matrix = try readNpy(file)
+            let entries = (0..<matrix.rows).map {
+                NewQueueEntry(vector: Array(matrix.row($0)), label: label, coarseLabel: coarseLabel)
+            }
+            let sequences = try index.enqueue(entries)
+            print("enqueued \(sequences.count) vector(s) in '\(name)'")
         }
     }
 

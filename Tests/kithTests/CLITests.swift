@@ -274,7 +274,7 @@ struct CLITests {
             ),
             (["search", "missing", "id:1"], "kith: no index named 'missing'"),
             (["index", "stats", "missing"], "kith: no index named 'missing'"),
-            (["nn", "missing", "nothing.npy"], "kith: cannot read nothing.npy")
+            (["nn", "missing", "nothing.npy"], "kith: cannot read nothing.npy: no such file")
         ])
     func runtimeFailures(arguments: [String], message: String) throws {
         let indexes = FileManager.default.temporaryDirectory.appendingPathComponent("kith-none-\(UUID())").path

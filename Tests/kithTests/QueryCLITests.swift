@@ -279,5 +279,11 @@ struct QueryCLITests {
         let answer = try JSONSerialization.jsonObject(with: run.stdout) as! [String: Any]
         #expect(answer["item"] as? Int == 103 && answer["label"] as? String == "l3" && answer["sequence"] as? Int == 3)
         #expect((answer["vector"] as! [Double]).count == 512)
+        // kith index enqueue fills the queue from a .npy: the query itself is now the nearest entry.
+        let enqueued = try cli.kith(["index", "enqueue", "n", dir + "/q.npy", "--label", "cli"], indexes: indexes)
+        #expect(enqueued.status == 0 && enqueued.text.contains("enqueued 1 vector(s) in 'n'"), "\(enqueued.stderr)")
+        let again = try cli.kith(["nn", "n", dir + "/q.npy", "--json"], indexes: indexes)
+        let nearest = try JSONSerialization.jsonObject(with: again.stdout) as! [String: Any]
+        #expect(nearest["label"] as? String == "cli" && nearest["sequence"] as? Int == 6, "\(nearest)")
     }
 }
