@@ -8,7 +8,10 @@ import KithQuery
 public struct IndexOptions: ParsableArguments, Sendable {
     public init() {}
 
-    @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "Folder of indexes (default: $KITH_INDEXES, else $KITH_HOME/indexes, else ~/.local/share/kith/indexes).",
+            valueName: "dir"))
     public var indexes: String?
 
     public var library: IndexLibrary { IndexLibrary(directory: indexes ?? IndexLibrary.defaultDirectory()) }

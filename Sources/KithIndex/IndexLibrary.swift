@@ -1,15 +1,24 @@
 import Foundation
 
-/// The folder of named indexes, one LMDB environment per subfolder (by default `indexes/`).
+/// The folder of named indexes, one LMDB environment per subfolder.
 public struct IndexLibrary: Sendable {
     public let directory: String
 
     public init(directory: String) { self.directory = directory }
 
-    /// `$KITH_INDEXES`, else `indexes` in the working directory.
-    public static func defaultDirectory() -> String {
-        if let env = ProcessInfo.processInfo.environment["KITH_INDEXES"], !env.isEmpty { return env }
-        return (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent("indexes")
+    /// Where indexes live when no folder is named, whatever the working directory:
+    /// `$KITH_INDEXES`, else `$KITH_HOME/indexes`, else `$XDG_DATA_HOME/kith/indexes`
+    /// (`~/.local/share/kith/indexes`), beside where installed models are looked for.
+    public static func defaultDirectory(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String {
+        func set(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        if let folder = set("KITH_INDEXES") { return folder }
+        if let home = set("KITH_HOME") { return (home as NSString).appendingPathComponent("indexes") }
+        let data =
+            set("XDG_DATA_HOME")
+            ?? ((set("HOME") ?? NSHomeDirectory()) as NSString).appendingPathComponent(".local/share")
+        return (data as NSString).appendingPathComponent("kith/indexes")
     }
 
     /// Index names: letters, digits, '.', '_' and '-', not starting with '.' or '-' (a name is never

@@ -24,7 +24,10 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host: String = defaults.host
     @Option(help: "Port (0: any free port).") var port: Int = defaults.port
-    @Option(help: ArgumentHelp("Folder of indexes (default: $KITH_INDEXES or ./indexes).", valueName: "dir"))
+    @Option(
+        help: ArgumentHelp(
+            "Folder of indexes (default: $KITH_INDEXES, else $KITH_HOME/indexes, else ~/.local/share/kith/indexes).",
+            valueName: "dir"))
     var indexes: String?
     @Option(help: ArgumentHelp("Folder of installed models.", valueName: "dir")) var models: String?
     @Option(help: ArgumentHelp("A file holding the bearer token for writes.", valueName: "file")) var tokenFile: String?

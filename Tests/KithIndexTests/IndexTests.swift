@@ -348,6 +348,20 @@ struct IndexTests {
     }
 }
 
+@Suite("Where indexes live")
+struct IndexFolderTests {
+    @Test(
+        "The default folder never depends on the working directory: KITH_INDEXES, else KITH_HOME/indexes, else the XDG data folder"
+    )
+    func defaultFolder() {
+        #expect(IndexLibrary.defaultDirectory(environment: ["KITH_INDEXES": "/a", "KITH_HOME": "/b"]) == "/a")
+        #expect(IndexLibrary.defaultDirectory(environment: ["KITH_INDEXES": "", "KITH_HOME": "/b"]) == "/b/indexes")
+        #expect(
+            IndexLibrary.defaultDirectory(environment: ["XDG_DATA_HOME": "/x", "HOME": "/h"]) == "/x/kith/indexes")
+        #expect(IndexLibrary.defaultDirectory(environment: ["HOME": "/h"]) == "/h/.local/share/kith/indexes")
+    }
+}
+
 @Suite("Content hashes")
 struct ContentHashTests {
     @Test(

@@ -139,6 +139,11 @@ public struct KithCLI: Sendable {
         public var text: String { String(decoding: stdout, as: UTF8.self) }
     }
 
+    /// `KITH_HOME` for every run of this test process.
+    public static let home = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "kith-home-\(ProcessInfo.processInfo.processIdentifier)"
+    ).path
+
     public var executable: URL {
         let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
             program)
@@ -163,6 +168,8 @@ public struct KithCLI: Sendable {
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["KITH_MODELS"] = Fixtures.models.directory
+        // Indexes a test does not place go to a folder of this test process, never the user's.
+        environment["KITH_HOME"] = Self.home
         if let indexes { environment["KITH_INDEXES"] = indexes }
         environment.merge(extra) { $1 }
         process.environment = environment

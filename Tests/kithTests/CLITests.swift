@@ -62,6 +62,14 @@ struct CLITests {
         #expect(absent.status != 0 && absent.stderr.contains("absent.npy: no such file"), "\(absent.stderr)")
         let aFolder = try cli.kith(["index", "add-vectors", "v", folder], indexes: folder)
         #expect(aFolder.status != 0 && aFolder.stderr.contains("it is a folder"), "\(aFolder.stderr)")
+        // Without a folder named, indexes go to KITH_HOME's, wherever the command runs from.
+        let home = folder + "/home"
+        let elsewhere = try cli.start(
+            ["index", "create", "anywhere", "--dimension", "2"], directory: NSTemporaryDirectory(),
+            environment: ["KITH_INDEXES": "", "KITH_HOME": home])
+        elsewhere.process.waitUntilExit()
+        #expect(try cli.finish(elsewhere).status == 0)
+        #expect(FileManager.default.fileExists(atPath: home + "/indexes/anywhere/data.mdb"))
         // A missing index: where it looked, and how to make one.
         let noIndex = try cli.kith(["index", "stats", "photos"], indexes: folder)
         #expect(
