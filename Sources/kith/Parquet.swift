@@ -14,7 +14,7 @@ import KithQuery
 struct PythonOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Python 3 with pyarrow and Kith's Python package (default: $KITH_PYTHON, else python3).",
+            "Python 3 with pyarrow and Kith's Python package (default: $KITH_PYTHON, else the set-up's .venv beside the kith binary, else python3).",
             valueName: "python"))
     var python: String?
 
@@ -22,7 +22,9 @@ struct PythonOptions: ParsableArguments {
     func parquet(_ arguments: [String], input: Bool) throws -> (
         process: Process, stdin: FileHandle?, stdout: FileHandle?
     ) {
-        let name = python ?? ProcessInfo.processInfo.environment["KITH_PYTHON"] ?? "python3"
+        let name =
+            python ?? ProcessInfo.processInfo.environment["KITH_PYTHON"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? Self.setUpPython() ?? "python3"
         guard let executable = Self.resolve(name) else {
             throw failure(
                 "no '\(name)' to read and write Parquet with: give --python or set KITH_PYTHON to a Python 3 with pyarrow and Kith's package (pip install './clients/python[parquet]')"
@@ -36,6 +38,19 @@ struct PythonOptions: ParsableArguments {
         process.standardOutput = stdout
         do { try process.run() } catch { throw failure("cannot start \(executable): \(error.localizedDescription)") }
         return (process, stdin?.fileHandleForWriting, stdout?.fileHandleForReading)
+    }
+
+    /// The set-up's `.venv/bin/python` (tools/setup installs pyarrow and Kith's package there) in a
+    /// folder above the real path of this `kith`, as models are found: a `kith` on PATH from a
+    /// checkout works from any folder, with or without the virtualenv active.
+    static func setUpPython() -> String? {
+        var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 where folder.path != "/" {
+            let python = folder.appendingPathComponent(".venv/bin/python").path
+            if FileManager.default.isExecutableFile(atPath: python) { return python }
+            folder.deleteLastPathComponent()
+        }
+        return nil
     }
 
     /// A path as given, or the first match on $PATH.

@@ -214,6 +214,30 @@ struct IndexCLITests {
         #expect(try cli.kith(["index", "labels", "v"], indexes: indexes).text == "1\ta\n1\tb\n")
     }
 
+    @Test(
+        "Parquet out and back in outside the virtualenv: with only the system's python3 on PATH, kith finds the set-up's Python beside itself",
+        .slowTier)
+    func parquetOutsideTheVirtualenv() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-parquet-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let indexes = dir + "/indexes"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try writeNpy([[1, 0, 0], [0, 1, 0], [0, 0, 1]], to: dir + "/v.npy")
+        #expect(try cli.kith(["index", "create", "v", "--dimension", "3"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "add-vectors", "v", dir + "/v.npy"], indexes: indexes).status == 0)
+        #expect(try cli.kith(["index", "create", "w", "--dimension", "3"], indexes: indexes).status == 0)
+        // Debian's python3 has no pyarrow: the Python that reads Parquet must be the set-up's.
+        let plain = ["PATH": "/usr/bin:/bin", "KITH_PYTHON": "", "VIRTUAL_ENV": ""]
+        for arguments in [["export", "parquet", "v", dir + "/out"], ["index", "add-parquet", "w", dir + "/out"]] {
+            let started = try cli.start(arguments, indexes: indexes, environment: plain)
+            started.process.waitUntilExit()
+            let run = try cli.finish(started)
+            #expect(run.status == 0, "\(arguments): \(run.stderr)")
+        }
+        let stats = try cli.kith(["index", "stats", "w", "--json"], indexes: indexes)
+        #expect((object(stats.stdout)["stats"] as? [String: Any])?["items"] as? Int == 3, "\(stats.text)")
+    }
+
     @Test("An index of your own vectors: create with --dimension, add, search, nn, evaluate; images are refused")
     func ownVectors() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kith-own-\(UUID())").path

@@ -36,31 +36,16 @@ KITH = kith_binary()
 def spark_submit(
     *arguments: str, master: str = "local[2]", env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
-    home = subprocess.run(
-        [PYTHON, "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    # The documented command, spark/submit, which points the driver and the executors at .venv's Python.
     environment = {
         **os.environ,
-        "PYSPARK_PYTHON": PYTHON,
-        "PYSPARK_DRIVER_PYTHON": PYTHON,
+        "PYTHON": PYTHON,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYTHONPATH": str(REPOSITORY / "clients" / "python"),
         **(env or {}),
     }
     run = subprocess.run(
-        [
-            os.path.join(home, "bin", "spark-submit"),
-            "--master",
-            master,
-            "--conf",
-            "spark.ui.enabled=false",
-            "--conf",
-            f"spark.pyspark.python={PYTHON}",
-            *arguments,
-        ],
+        [str(REPOSITORY / "spark" / "submit"), "--master", master, "--conf", "spark.ui.enabled=false", *arguments],
         capture_output=True,
         text=True,
         env=environment,
