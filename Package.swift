@@ -31,19 +31,24 @@ let package = Package(
 
         // Kith's own SIMD kernels in C (8-bit code scoring), chosen at run time by the CPU's features.
         .target(name: "CKernels"),
-        .target(name: "KithMath", dependencies: ["CBLAS", "CDNNL", "CKernels"], swiftSettings: strict),
-        .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: strict),
-        .target(name: "KithBackbone", dependencies: ["CDNNL", "KithMath", "KithImage"], swiftSettings: strict),
-        .target(name: "KithIndex", dependencies: ["CLMDB", "KithMath"], swiftSettings: strict),
+        // The one shape of Kith's errors (a code, a message, the error underneath), for every library.
+        .target(name: "KithErrors", swiftSettings: strict),
+        .target(name: "KithMath", dependencies: ["CBLAS", "CDNNL", "CKernels", "KithErrors"], swiftSettings: strict),
+        .target(name: "KithImage", dependencies: ["CTurboJPEG", "CPNG", "KithErrors"], swiftSettings: strict),
         .target(
-            name: "KithPipeline", dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex"],
+            name: "KithBackbone", dependencies: ["CDNNL", "KithErrors", "KithMath", "KithImage"], swiftSettings: strict),
+        .target(name: "KithIndex", dependencies: ["CLMDB", "KithErrors", "KithMath"], swiftSettings: strict),
+        .target(
+            name: "KithPipeline", dependencies: ["KithErrors", "KithMath", "KithImage", "KithBackbone", "KithIndex"],
             swiftSettings: strict),
         .target(
-            name: "KithAdapt", dependencies: ["KithMath", "KithBackbone", "KithIndex", "KithPipeline"],
+            name: "KithAdapt", dependencies: ["KithErrors", "KithMath", "KithBackbone", "KithIndex", "KithPipeline"],
             swiftSettings: strict),
         .target(
             name: "KithQuery",
-            dependencies: ["KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"],
+            dependencies: [
+                "KithErrors", "KithMath", "KithImage", "KithBackbone", "KithIndex", "KithPipeline", "KithAdapt"
+            ],
             swiftSettings: strict),
         .target(
             name: "KithServer",
@@ -60,7 +65,8 @@ let package = Package(
         .target(
             name: "KithCommandLine",
             dependencies: [
-                "KithAdapt", "KithBackbone", "KithImage", "KithIndex", "KithMath", "KithPipeline", "KithQuery",
+                "KithAdapt", "KithBackbone", "KithErrors", "KithImage", "KithIndex", "KithMath", "KithPipeline",
+                "KithQuery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser")
             ],
             swiftSettings: strict),
@@ -103,7 +109,8 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "KithQueryTests",
-            dependencies: ["KithQuery", "KithAdapt", "KithIndex", "KithMath", "KithTestSupport"], swiftSettings: strict),
+            dependencies: ["KithQuery", "KithAdapt", "KithErrors", "KithIndex", "KithMath", "KithTestSupport"],
+            swiftSettings: strict),
         .testTarget(
             name: "KithServerTests",
             dependencies: [

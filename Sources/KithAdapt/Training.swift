@@ -1,5 +1,6 @@
 import Foundation
 import KithBackbone
+import KithErrors
 import KithIndex
 import KithMath
 import KithPipeline
@@ -272,8 +273,8 @@ public enum Adaptation {
 }
 
 /// Why an adaptation cannot run.
-public struct AdaptationError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable {
+public struct AdaptationError: KithError {
+    public struct Code: ErrorCode {
         public let rawValue: String
         /// A setting out of its bounds.
         public static let invalidConfiguration = Code(rawValue: "invalid_configuration")
@@ -288,8 +289,8 @@ public struct AdaptationError: Error, Sendable, CustomStringConvertible {
     }
 
     public let code: Code
-    public let description: String
-    init(_ code: Code, _ description: String) { (self.code, self.description) = (code, description) }
+    public let message: String
+    init(_ code: Code, _ message: String) { (self.code, self.message) = (code, message) }
 }
 
 /// An adapted head as an index stores it: the model, how it was trained, and a version.

@@ -1,9 +1,10 @@
+import KithErrors
+
 /// Why a backbone could not be found, loaded or run.
-public struct BackboneError: Error, Sendable, CustomStringConvertible {
+public struct BackboneError: KithError {
     /// A stable, machine-readable code.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: ErrorCode {
         public let rawValue: String
-        public var description: String { rawValue }
         /// No installed model has that name (the caller's mistake).
         public static let unknownModel = Code(rawValue: "unknown_model")
         /// An installed model's files are broken, or the engine failed (the installation's fault).
@@ -27,7 +28,7 @@ public struct BackboneError: Error, Sendable, CustomStringConvertible {
 
     init(_ reason: Reason) { self.reason = reason }
 
-    public var description: String {
+    public var message: String {
         switch reason {
         case .modelNotFound(let name, let available, let directory):
             let known =

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KithAdapt
 import KithBackbone
+import KithErrors
 import KithImage
 import KithIndex
 import KithMath
@@ -77,24 +78,14 @@ public struct ViewDomainOptions: ParsableArguments, Sendable {
         help: "Draw each image's transforms from its own seed (--no-per-image: the same transforms for every image).")
     public var perImage = true
 
-    public func recipe(count: Int, seed: UInt64) throws(IndexError) -> ViewRecipe {
+    public func recipe(count: Int, seed: UInt64) throws(PipelineError) -> ViewRecipe {
         try ViewRecipe(count: count, flip: flip, jitter: jitter, blur: blur, perImage: perImage, seed: seed)
     }
 }
 
 /// The message of an error of Kith's libraries (a missing index or model, a bad image, a query
 /// the index cannot answer); nil for the command line's own errors, which ArgumentParser reports.
-public func kithMessage(_ error: any Error) -> String? {
-    switch error {
-    case let error as IndexError: error.description
-    case let error as QueryError: error.description
-    case let error as ImageError: error.description
-    case let error as BackboneError: error.description
-    case let error as NPY.FormatError: error.description
-    case let error as AdaptationError: error.description
-    default: nil
-    }
-}
+public func kithMessage(_ error: any Error) -> String? { (error as? any KithError)?.message }
 
 /// Expands command-line paths into image files: files as given, folders walked recursively for
 /// files with an image extension, in sorted order.

@@ -1,9 +1,10 @@
+import KithErrors
+
 /// Why an image could not be read. `file` names the culprit when it came from a file.
-public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct ImageError: KithError, Equatable {
     /// A stable, machine-readable code for each kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: ErrorCode {
         public let rawValue: String
-        public var description: String { rawValue }
         public static let emptyFile = Code(rawValue: "empty_file")
         public static let unsupportedFormat = Code(rawValue: "unsupported_format")
         public static let corruptImage = Code(rawValue: "corrupt_image")
@@ -54,7 +55,7 @@ public struct ImageError: Error, Sendable, Equatable, CustomStringConvertible {
         return copy
     }
 
-    public var description: String {
+    public var message: String {
         let what: String =
             switch reason {
             case .empty: "empty file (0 bytes)"

@@ -1,11 +1,11 @@
 import Foundation
+import KithErrors
 
 /// Why an index operation failed.
-public struct IndexError: Error, Sendable, CustomStringConvertible {
+public struct IndexError: KithError {
     /// A stable, machine-readable code (mapped to HTTP statuses by the server).
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    public struct Code: ErrorCode {
         public let rawValue: String
-        public var description: String { rawValue }
         public static let indexNotFound = Code(rawValue: "index_not_found")
         public static let indexExists = Code(rawValue: "index_exists")
         public static let invalidName = Code(rawValue: "invalid_index_name")
@@ -47,8 +47,12 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
     }
 
     let reason: Reason
+    /// The LMDB failure behind a storage error.
+    private var lmdb: LMDBError?
 
     init(_ reason: Reason) { self.reason = reason }
+
+    public var underlying: (any Error)? { lmdb }
 
     /// There is no index `name` (for layers above that keep indexes open).
     public static func indexNotFound(_ name: String) -> IndexError { IndexError(.indexNotFound(name)) }
@@ -67,7 +71,10 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
     /// There is no item `id` (for layers above that look items up).
     public static func itemNotFound(_ id: UInt64) -> IndexError { IndexError(.itemNotFound(id)) }
 
-    init(_ error: LMDBError) { self.init(code: error.code, error.description) }
+    init(_ error: LMDBError) {
+        self.init(code: error.code, error.description)
+        lmdb = error
+    }
 
     /// A failed system call on the index's files, by its errno `code`: a full disk is
     /// `insufficient_storage`, no descriptors left `too_many_open_files`.
@@ -105,7 +112,7 @@ public struct IndexError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    public var message: String {
         switch reason {
         case .indexNotFound(let name): "no index named '\(name)'"
         case .indexExists(let name): "an index named '\(name)' already exists"

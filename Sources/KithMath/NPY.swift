@@ -1,11 +1,20 @@
 import Foundation
+import KithErrors
 
 /// NumPy's .npy format for float matrices: the interchange format for vectors on the command
 /// line and over HTTP (`application/x-npy`), far cheaper to read than JSON numbers.
 public enum NPY {
     /// Why bytes are not a readable .npy matrix.
-    public struct FormatError: Error, CustomStringConvertible {
-        public let description: String
+    /// A file or body that is not a float32 .npy matrix: always `malformed_npy`.
+    public struct FormatError: KithError {
+        public struct Code: ErrorCode {
+            public let rawValue: String
+            public static let malformedNPY = Code(rawValue: "malformed_npy")
+        }
+        public var code: Code { .malformedNPY }
+        public let message: String
+
+        init(description: String) { message = description }
     }
 
     /// A version 1.0 file of a little-endian float32 matrix.

@@ -34,10 +34,10 @@ public struct ViewRecipe: Sendable, Equatable, Codable, CustomStringConvertible 
     public init(
         count: Int = 4, flip: Bool = false, jitter: Bool = false, blur: Bool = false, perImage: Bool = true,
         seed: UInt64 = 0
-    ) throws(IndexError) {
+    ) throws(PipelineError) {
         guard (1...Self.maxCount).contains(count) else {
-            throw IndexError.invalidConfiguration(
-                "a support set has 1 to \(Self.maxCount) views per image, not \(count)")
+            throw PipelineError(
+                .invalidConfiguration, "a support set has 1 to \(Self.maxCount) views per image, not \(count)")
         }
         (self.count, self.flip, self.jitter, self.blur, self.perImage, self.seed) = (
             count, flip, jitter, blur, perImage, seed

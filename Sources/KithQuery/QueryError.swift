@@ -1,11 +1,11 @@
+import KithErrors
 import KithImage
 import KithIndex
 
 /// Why a query, a head or an evaluation could not run.
-public struct QueryError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+public struct QueryError: KithError {
+    public struct Code: ErrorCode {
         public let rawValue: String
-        public var description: String { rawValue }
         public static let emptySupportSet = Code(rawValue: "empty_support_set")
         public static let invalidLabel = Code(rawValue: "invalid_label")
         public static let unknownHead = Code(rawValue: "unknown_head")
@@ -26,7 +26,7 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
     }
 
     /// The storage or image error a query failed with, kept whole (its code is this error's).
-    public enum Underlying: Sendable {
+    public enum Cause: Sendable {
         case index(IndexError)
         case image(ImageError)
     }
@@ -36,24 +36,31 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
     /// For `outOfRange`: the parameter's name and its allowed values.
     public let parameter: String?
     public let bounds: ClosedRange<Int>?
-    public let underlying: Underlying?
+    public let cause: Cause?
+    public var underlying: (any Error)? {
+        switch cause {
+        case .index(let error): error
+        case .image(let error): error
+        case nil: nil
+        }
+    }
 
-    init(_ code: Code, _ message: String, underlying: Underlying? = nil) {
+    init(_ code: Code, _ message: String, cause: Cause? = nil) {
         self.code = code
         self.message = message
         parameter = nil
         bounds = nil
-        self.underlying = underlying
+        self.cause = cause
     }
 
     /// A query that failed in the index (e.g. `item_not_found`, `insufficient_storage`).
     public init(_ error: IndexError) {
-        self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .index(error))
+        self.init(Code(rawValue: error.code.rawValue), error.message, cause: .index(error))
     }
 
     /// A query image that could not be read or decoded.
     public init(_ error: ImageError) {
-        self.init(Code(rawValue: error.code.rawValue), error.description, underlying: .image(error))
+        self.init(Code(rawValue: error.code.rawValue), error.message, cause: .image(error))
     }
 
     /// Any error of a query's work as a `QueryError`.
@@ -71,7 +78,7 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         message = "\(parameter) must be between \(bounds.lowerBound) and \(bounds.upperBound)\(note); got \(value)"
         self.parameter = parameter
         self.bounds = bounds
-        underlying = nil
+        cause = nil
     }
 
     /// Checks that `value` of `parameter` lies in `bounds`.
@@ -83,7 +90,6 @@ public struct QueryError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String { message }
 }
 
 /// Bounds on what one call may ask for, checked before anything is allocated, so that no

@@ -4,6 +4,7 @@ import KithAdapt
 import KithBackbone
 import KithImage
 import KithIndex
+import KithPipeline
 import KithQuery
 
 /// An error as the API reports it: an HTTP status and a JSON body
@@ -90,7 +91,7 @@ public struct APIError: HTTPResponseError, Sendable {
             if status == .serviceUnavailable { api.retryAfter = 1 }
             return api
         case let error as QueryError:
-            switch error.underlying {
+            switch error.cause {
             case .index(let cause): return from(cause)
             case .image(let cause): return from(cause)
             case nil: break
@@ -105,6 +106,8 @@ public struct APIError: HTTPResponseError, Sendable {
         case let error as BackboneError:
             // A broken installation is the server's fault: a 500 whose details stay in the log.
             return error.code == .unknownModel ? APIError(.badRequest, error.code.rawValue, error.description) : nil
+        case let error as PipelineError:
+            return APIError(.badRequest, error.code.rawValue, error.message)
         case let error as AdaptationError:
             return error.code == .unreadableHead ? nil : APIError(.badRequest, error.code.rawValue, error.description)
         case let error as DecodingError:

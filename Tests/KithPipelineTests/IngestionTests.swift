@@ -151,7 +151,7 @@ struct IngestionTests {
             IngestionFile(path: Fixtures.path("images/rocket-exif6.jpg"))
         ])
         #expect(try index.views([4, 5]).mapValues(\.rows) == [4: 2])
-        #expect(throws: IndexError.self) { try ViewRecipe(count: 0) }
+        #expect(throws: PipelineError.self) { try ViewRecipe(count: 0) }
 
         let vectors = TemporaryIndex()
         defer { vectors.cleanup() }

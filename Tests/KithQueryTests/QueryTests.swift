@@ -1,4 +1,5 @@
 import Foundation
+import KithErrors
 import KithIndex
 import KithMath
 import KithTestSupport
@@ -273,8 +274,13 @@ struct QueryEngineTests {
         try index.add([NewItem(vector: [1, 0], source: "a")])
         let error = await #expect(throws: QueryError.self) { try await QueryEngine(index: index).search([.item(42)]) }
         #expect(error?.code.rawValue == "item_not_found")
-        guard case .index(let cause)? = error?.underlying else { Issue.record("no index error kept"); return }
+        guard case .index(let cause)? = error?.cause else { Issue.record("no index error kept"); return }
         #expect(cause.code == .itemNotFound)
+        // One shape for every error: code, message, the error underneath.
+        let shaped: any KithError = try #require(error)
+        #expect(shaped.code.rawValue == "item_not_found" && shaped.message == cause.message)
+        #expect((shaped.underlying as? IndexError)?.code == .itemNotFound)
+        #expect(shaped.description == shaped.message)
     }
 
     @Test("Search by vector, by item (excluding itself) and with label filters")
