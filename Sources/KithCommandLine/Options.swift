@@ -234,7 +234,10 @@ public func readFile(_ path: String) throws -> Data {
     var isFolder: ObjCBool = false
     let why =
         !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
-        ? "no such file" : isFolder.boolValue ? "it is a folder" : String(cString: strerror(errno))
+        ? "no such file"
+        : isFolder.boolValue
+            ? "it is a folder"
+            : !FileManager.default.isReadableFile(atPath: path) ? "permission denied" : "it could not be read"
     throw failure("cannot read \(path): \(why)")
 }
 
