@@ -22,7 +22,10 @@ func report(_ row: [String: Any], json: Bool) {
         let data = try! JSONSerialization.data(withJSONObject: row, options: [.sortedKeys, .withoutEscapingSlashes])
         FileHandle.standardOutput.write(data + Data("\n".utf8))
     } else {
-        let line = row.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        // For people: numbers to a tenth (JSON lines keep every digit).
+        let line = row.sorted { $0.key < $1.key }.map { key, value in
+            "\(key)=\((value as? Double).map { String(format: "%.1f", $0) } ?? "\(value)")"
+        }.joined(separator: " ")
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 }
@@ -70,6 +73,8 @@ struct Inference: ParsableCommand {
                 configuration.threads = threads
                 configuration.imagesPerPass = imagesPerPass
                 let encoder = Encoder(backbone: backbone, configuration: configuration)
+                // Each configuration takes `repeats` × `seconds`: say what runs meanwhile.
+                if !json { printError("timing \(backbone.manifest.name): batch \(batch), \(threads) thread(s)…") }
                 let input = (0..<(batch * size * size * 3)).map { Float(($0 &* 2_654_435_761) % 2001) / 1000 - 1 }
                 _ = encoder.run(input, count: batch)
                 let rate = best { encoder.run(input, count: batch) } * Double(batch)
@@ -82,6 +87,7 @@ struct Inference: ParsableCommand {
         if let decode {
             let preprocessing = backbone.preprocessing
             for scaled in [false, true] {
+                if !json { printError("timing decoding of \(decode)\(scaled ? " with DCT scaling" : "")…") }
                 let decoder = ImageDecoder()
                 let minimum = scaled ? preprocessing.minimumShortSide : nil
                 let image = try decoder.decode(contentsOf: decode, minimumShortSide: minimum)
