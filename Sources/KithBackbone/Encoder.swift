@@ -193,6 +193,23 @@ public struct Encoder: Sendable {
 }
 
 /// An image to encode: a file, or encoded bytes already in memory (named for error messages).
+/// What embeds the images of queries: an `Encoder`, or a server's batcher that shares forward
+/// passes between concurrent requests. One result per input, in order; a bad image fails alone.
+public protocol ImageEmbedder: Sendable {
+    func embed(_ inputs: [ImageInput]) async throws -> [Result<EncodedImage, ImageError>]
+}
+
+extension Encoder: ImageEmbedder {
+    /// `inputs` embedded `batchSize` at a time, off the cooperative threads.
+    public func embed(_ inputs: [ImageInput]) async -> [Result<EncodedImage, ImageError>] {
+        await offload { [self] in
+            stride(from: 0, to: inputs.count, by: max(1, configuration.batchSize)).flatMap { start in
+                embed(prepare(Array(inputs[start..<min(start + max(1, configuration.batchSize), inputs.count)])))
+            }
+        }
+    }
+}
+
 public enum ImageInput: Sendable {
     case file(String)
     case data(Data, name: String)

@@ -1,4 +1,5 @@
 import Foundation
+import KithBackbone
 import KithIndex
 import KithMath
 
@@ -13,14 +14,25 @@ public enum Query: Sendable, Equatable {
     case item(UInt64)
     /// An image file, embedded with the index's backbone.
     case image(String)
+    /// An image's bytes (an upload), embedded with the index's backbone; `name` names it in errors.
+    case imageData(Data, name: String)
 }
 
 extension Query {
     /// One vector query per row of `matrix` (an `.npy` file of queries, say).
     public static func rows(of matrix: Matrix) -> [Query] { (0..<matrix.rows).map { .vector(Array(matrix.row($0))) } }
 
-    /// Whether the query is an image file (and needs a backbone).
-    public var isImage: Bool { if case .image = self { true } else { false } }
+    /// Whether the query is an image (and needs a backbone).
+    public var isImage: Bool { image != nil }
+
+    /// The image to embed, for an image query.
+    var image: ImageInput? {
+        switch self {
+        case .image(let path): .file(path)
+        case .imageData(let data, let name): .data(data, name: name)
+        default: nil
+        }
+    }
 }
 
 /// A classification's answer: one prediction per query, the head and the space that produced

@@ -31,7 +31,8 @@ struct CacheKey: Hashable, Sendable {
 /// new items).
 public actor QueryEngine {
     public nonisolated let index: Index
-    public nonisolated let encoder: Encoder?
+    /// Embeds image queries with the index's backbone (none: image queries are refused).
+    public nonisolated let embedder: (any ImageEmbedder)?
     public nonisolated let searchConfiguration: SearchConfiguration
     public nonisolated let limits: QueryLimits
     var snapshot: VectorSnapshot?
@@ -55,8 +56,17 @@ public actor QueryEngine {
         if let encoder {
             do { try index.requireSpace(encoder.backbone.manifest.space) } catch { throw QueryError(error) }
         }
+        self.init(index: index, embedder: encoder, searchConfiguration: searchConfiguration, limits: limits)
+    }
+
+    /// - Parameter embedder: embeds image queries with the index's backbone (a server's shared
+    ///   batcher, say), checking that it is the index's own.
+    public init(
+        index: Index, embedder: (any ImageEmbedder)?, searchConfiguration: SearchConfiguration = .init(),
+        limits: QueryLimits = .init()
+    ) {
         self.index = index
-        self.encoder = encoder
+        self.embedder = embedder
         self.searchConfiguration = searchConfiguration
         self.limits = limits
     }
@@ -184,16 +194,29 @@ public actor QueryEngine {
         try limits.check(queryCount: queries.count)
         // Vectors as given need neither the index nor the backbone: no blocking work to hand off.
         if queries.allSatisfy({ if case .vector = $0 { true } else { false } }) {
-            do { return try embed(queries, projection) } catch { throw QueryError(wrapping: error) }
+            do { return try embed(queries, projection, images: [:]) } catch { throw QueryError(wrapping: error) }
         }
-        return try await blocking { [self] in try embed(queries, projection) }
+        // Images first, through the embedder (a server's shares forward passes between requests).
+        let images = queries.indices.compactMap { i in queries[i].image.map { (i, $0) } }
+        var embedded: [Int: [Float]] = [:]
+        if !images.isEmpty {
+            guard let embedder else { throw QueryError(.invalidQuery, "image queries need a backbone") }
+            let results: [Result<EncodedImage, ImageError>]
+            do { results = try await embedder.embed(images.map(\.1)) } catch { throw QueryError(wrapping: error) }
+            for ((i, _), result) in zip(images, results) {
+                do { embedded[i] = try result.get().embedding } catch { throw QueryError(error) }
+            }
+        }
+        return try await blocking { [self, embedded] in try embed(queries, projection, images: embedded) }
     }
 
-    private nonisolated func embed(_ queries: [Query], _ projection: Projection?) throws -> Matrix {
+    /// - Parameter images: the image queries' embeddings, by position.
+    private nonisolated func embed(_ queries: [Query], _ projection: Projection?, images: [Int: [Float]]) throws
+        -> Matrix
+    {
         let backbone = index.metadata.dimension
         let d = projection?.head.dimension ?? backbone
         var rows: [[Float]] = Array(repeating: [], count: queries.count)
-        var images: [(Int, String)] = []
         var stored: [Int] = []  // rows of backbone embeddings, to map in the adapted space
         for (i, query) in queries.enumerated() {
             switch query {
@@ -233,15 +256,9 @@ public actor QueryEngine {
                 }
                 rows[i] = v
                 stored.append(i)
-            case .image(let path):
-                images.append((i, path))
+            case .image, .imageData:
+                rows[i] = images[i]!
                 stored.append(i)
-            }
-        }
-        if !images.isEmpty {
-            guard let encoder else { throw QueryError(.invalidQuery, "image queries need a backbone") }
-            for ((i, _), result) in zip(images, encoder.encode(files: images.map(\.1))) {
-                rows[i] = try result.get().embedding
             }
         }
         if let projection, !stored.isEmpty {

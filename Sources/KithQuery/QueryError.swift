@@ -25,10 +25,12 @@ public struct QueryError: KithError {
         public static let internalError = Code(rawValue: "internal_error")
     }
 
-    /// The storage or image error a query failed with, kept whole (its code is this error's).
+    /// The storage or image error a query failed with, kept whole (its code is this error's), or
+    /// an error of the caller's own making (a server's image embedder at its bound) kept for it.
     public enum Cause: Sendable {
         case index(IndexError)
         case image(ImageError)
+        case other(any Error & Sendable)
     }
 
     public let code: Code
@@ -41,6 +43,7 @@ public struct QueryError: KithError {
         switch cause {
         case .index(let error): error
         case .image(let error): error
+        case .other(let error): error
         case nil: nil
         }
     }
@@ -69,7 +72,7 @@ public struct QueryError: KithError {
         case let error as QueryError: self = error
         case let error as IndexError: self.init(error)
         case let error as ImageError: self.init(error)
-        default: self.init(.internalError, "\(error)")
+        default: self.init(.internalError, "\(error)", cause: (error as? any Error & Sendable).map { .other($0) })
         }
     }
 

@@ -94,6 +94,7 @@ public struct APIError: HTTPResponseError, Sendable {
             switch error.cause {
             case .index(let cause): return from(cause)
             case .image(let cause): return from(cause)
+            case .other(let cause): if let api = from(cause) { return api }  // the server's own (too_busy)
             case nil: break
             }
             if error.code == .internalError { return nil }

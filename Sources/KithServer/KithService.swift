@@ -78,7 +78,10 @@ actor KithService {
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
         let opening = Task {
             try await offload {
-                try QueryEngine(index: try indexes.open(name), searchConfiguration: search, limits: limits)
+                let index = try indexes.open(name)
+                return QueryEngine(
+                    index: index, embedder: IndexImages(service: self, index: index), searchConfiguration: search,
+                    limits: limits)
             }
         }
         engines[name] = opening
@@ -137,8 +140,9 @@ actor KithService {
         let (indexes, limits, search) = (indexes, configuration.limits, configuration.search)
         let creating = Task {
             try await offload {
-                try QueryEngine(
-                    index: try indexes.create(name, space: space, configuration: c), searchConfiguration: search,
+                let index = try indexes.create(name, space: space, configuration: c)
+                return QueryEngine(
+                    index: index, embedder: IndexImages(service: self, index: index), searchConfiguration: search,
                     limits: limits)
             }
         }
@@ -219,5 +223,16 @@ actor KithService {
     /// Embeddings of uploaded images for `index`; a bad image fails the request.
     nonisolated func embeddings(_ inputs: [ImageInput], for index: Index) async throws -> [[Float]] {
         try await embed(inputs, for: index).map { try $0.get().embedding }
+    }
+}
+
+/// An index's image queries, embedded by the server's shared batcher for its backbone (checked to
+/// be the one the index was built with; an index of own vectors has none: `index_has_no_backbone`).
+struct IndexImages: ImageEmbedder {
+    let service: KithService
+    let index: Index
+
+    func embed(_ inputs: [ImageInput]) async throws -> [Result<EncodedImage, ImageError>] {
+        try await service.embed(inputs, for: index)
     }
 }

@@ -52,7 +52,8 @@ struct QueryController {
         }
         let uploads = try await Uploads(request, context, maxParts: service.configuration.maxFormParts)
         let options = try options(request, uploads)
-        return (try await service.embeddings(uploads.inputs, for: index).map { .embedding($0) }, options)
+        // Embedded by the engine, with the index's backbone (the server's shared batcher).
+        return (uploads.files.map { .imageData($0.data, name: $0.name) }, options)
     }
 
     /// Search and classify options from form fields or the query string.

@@ -41,6 +41,7 @@ func describe(_ query: Query) -> String {
     case .vector, .embedding: "vector"
     case .item(let id): "id:\(id)"
     case .image(let path): path
+    case .imageData(_, let name): name
     }
 }
 

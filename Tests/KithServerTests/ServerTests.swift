@@ -759,6 +759,24 @@ struct ServerTests {
             #expect(responses.contains { $0.0 == .ok })
             #expect(responses.contains { $0.0 == .tooManyRequests && $0.1 == "too_busy" })
             #expect(responses.allSatisfy { $0.0 == .ok || $0.0 == .tooManyRequests })
+            // Image queries are embedded by the query engine through the same batcher, and its
+            // refusal comes back as it is: 429 too_busy, not a 500.
+            _ = try await client.execute(
+                uri: "/v1/indexes", method: .post, headers: jsonHeaders, body: jsonBody(["name": "bp"]))
+            let searches = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String?).self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        let r = try await client.execute(
+                            uri: "/v1/indexes/bp/search", method: .post, headers: [.contentType: "image/jpeg"],
+                            body: ByteBuffer(data: image))
+                        return (r.status, r.errorCode)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(searches.contains { $0.0 == .ok })
+            #expect(searches.contains { $0.0 == .tooManyRequests && $0.1 == "too_busy" }, "\(searches)")
+            #expect(searches.allSatisfy { $0.0 == .ok || $0.0 == .tooManyRequests }, "\(searches)")
         }
     }
 
