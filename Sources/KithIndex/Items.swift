@@ -430,3 +430,17 @@ extension Index {
         return (state.generation, state.supportGeneration)
     }
 }
+
+extension Index {
+    /// The ids of every item, ascending (keys only: no record is decoded).
+    public func itemIDs() throws(IndexError) -> [UInt64] {
+        try read { txn in
+            var ids: [UInt64] = []
+            try txn.forEach(.items) { k, _ in
+                ids.append(uint64(key: k))
+                return true
+            }
+            return ids
+        }
+    }
+}
