@@ -61,7 +61,8 @@ extension QueryEngine {
     /// `head` fitted on the current support set in `space`: cached, and refitted only after the
     /// labelled items change (concurrent callers share one fit). Without labelled items:
     /// `empty_support_set`; with one label only: `not_enough_data` (nothing to tell apart).
-    public func fitted(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> any FittedHead {
+    /// A head of the package's own making (tests, benchmarks); the API names heads by `HeadSpec`.
+    package func fitted(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> any FittedHead {
         try await fitted(head, try await resolve(space))
     }
 
@@ -193,8 +194,9 @@ extension QueryEngine {
         }
     }
 
-    /// Predictions for each query from `head` fitted on the index's labelled items, in `space`.
-    public nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5, space: QuerySpace = .automatic)
+    /// Predictions for each query from `head` fitted on the index's labelled items, in `space`
+    /// (a head of the package's own making; the API's is `classification(_:spec:…)`).
+    package nonisolated func classify(_ queries: [Query], head: any Head, top: Int = 5, space: QuerySpace = .automatic)
         async throws(QueryError) -> [Prediction]
     {
         let projection = try await resolve(space)
@@ -230,7 +232,7 @@ extension QueryEngine {
     }
 
     /// Whether `head` is fitted for the current support set in `space` (for tests and metrics).
-    public func isCached(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
+    package func isCached(_ head: any Head, space: QuerySpace = .automatic) async throws(QueryError) -> Bool {
         try await isCached(name: head.name, collection: false, try await resolve(space))
     }
 
