@@ -85,17 +85,33 @@ function queryString(extra) {
   return params.toString();
 }
 
+/// Forgets the query and its answers: on another index, or when an upload failed.
+function resetQuery() {
+  state.image = null;
+  $("classify").disabled = true;
+  $("query-preview").replaceChildren();
+  $("probabilities").replaceChildren();
+  $("classify-note").textContent = "";
+  $("results").replaceChildren();
+  $("results-note").textContent = "Choose an image, or click any item to see its neighbours.";
+}
+
 async function searchImage(file) {
-  state.image = file;
-  $("classify").disabled = false;
+  resetQuery();
   const preview = document.createElement("img");
   preview.alt = "the query image";
   preview.src = URL.createObjectURL(file);
   $("query-preview").replaceChildren(preview);
-  $("probabilities").replaceChildren();
-  const body = await json(`/v1/indexes/${encodeURIComponent(state.index)}/search?${queryString()}`,
-    { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
-  showResults(body.results[0], `Neighbours of ${file.name}, ${body.space} space`);
+  try {
+    const body = await json(`/v1/indexes/${encodeURIComponent(state.index)}/search?${queryString()}`,
+      { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+    showResults(body.results[0], `Neighbours of ${file.name}, ${body.space} space`);
+    state.image = file;
+    $("classify").disabled = false;
+  } catch (error) {
+    resetQuery();  // nothing of a failed upload stays on screen, and there is nothing to classify
+    throw error;
+  }
 }
 
 async function searchItem(id) {
@@ -180,11 +196,15 @@ async function loadItems() {
 
 async function selectIndex(name) {
   state.index = name;
-  state.image = null;
-  $("classify").disabled = true;
-  $("results").replaceChildren();
+  state.label = null;
+  state.next = null;
+  resetQuery();
+  $("label-list").replaceChildren();
   $("label-items").replaceChildren();
+  $("more").hidden = true;
   $("eval-chart").replaceChildren();
+  $("eval-progress").hidden = true;
+  $("evaluate").disabled = false;
   const info = await json(`/v1/indexes/${encodeURIComponent(name)}`);
   const m = info.metadata, s = info.stats;
   $("summary").textContent = `${s.items} items, ${s.labels} labels, ${s.queue_entries} in the queue · ${m.dimension}-d ${m.model || "vectors of your own"}`
@@ -197,6 +217,7 @@ async function selectIndex(name) {
 
 /// Streams an evaluation's progress lines and draws mean ± 95% CI per head.
 async function evaluate() {
+  if (!state.index) return;
   const request = { way: Number($("way").value), shot: Number($("shot").value), queries: Number($("queries").value), episodes: Number($("episodes").value) };
   const bar = $("eval-progress");
   bar.hidden = false; bar.value = 0; bar.max = request.episodes;
@@ -229,7 +250,7 @@ async function evaluate() {
 
 function chart(results, request) {
   const ns = "http://www.w3.org/2000/svg";
-  const width = 420, row = 34, height = row * results.length + 30, left = 80, right = 60;
+  const width = 480, row = 36, height = row * results.length + 34, left = 110, right = 110;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("role", "img");
@@ -243,12 +264,12 @@ function chart(results, request) {
   };
   results.forEach((r, i) => {
     const y = 10 + i * row;
-    add("text", { x: 0, y: y + 16, "font-size": 13 }, r.head);
+    add("text", { x: 0, y: y + 17, "font-size": 15 }, r.head);
     add("rect", { x: left, y: y + 4, width: x(r.mean) - left, height: 16, fill: "#2563eb" });
     add("line", { x1: x(Math.max(0, r.mean - r.ci95)), x2: x(Math.min(1, r.mean + r.ci95)), y1: y + 12, y2: y + 12, stroke: "#18181b", "stroke-width": 2 });
-    add("text", { x: width - right + 6, y: y + 16, "font-size": 12 }, `${(100 * r.mean).toFixed(1)}%`);
+    add("text", { x: width - right + 6, y: y + 17, "font-size": 15 }, `${(100 * r.mean).toFixed(1)}% ± ${(100 * r.ci95).toFixed(1)}`);
   });
-  add("text", { x: left, y: height - 4, "font-size": 11, fill: "#52525b" },
+  add("text", { x: 0, y: height - 4, "font-size": 14, fill: "#52525b" },
     `${request.way}-way ${request.shot}-shot, ${request.episodes} episodes, mean ± 95% CI`);
   $("eval-chart").replaceChildren(svg);
 }
@@ -257,7 +278,12 @@ async function start() {
   const body = await json("/v1/indexes");
   const select = $("index");
   select.replaceChildren(...body.indexes.map((i) => new Option(`${i.name} (${i.stats ? i.stats.items : 0})`, i.name)));
-  if (!body.indexes.length) { $("summary").textContent = "No indexes yet: kith index create NAME, then kith index add NAME FOLDER."; return; }
+  if (!body.indexes.length) {
+    // Nothing to search, classify or evaluate until there is an index.
+    $("summary").textContent = "No indexes yet: kith index create NAME, then kith index add NAME FOLDER.";
+    for (const id of ["file", "classify", "evaluate"]) $(id).disabled = true;
+    return;
+  }
   await selectIndex(body.indexes[0].name);
 }
 

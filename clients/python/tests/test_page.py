@@ -44,8 +44,9 @@ def console_errors(driver) -> list:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def test_search_classify_browse_evaluate(server: Server, client: kith.Client, browser) -> None:
+def test_search_classify_browse_evaluate(server: Server, client: kith.Client, browser, tmp_path) -> None:
     client.create_index("page", model="resnet18-random")
+    client.create_index("page-vectors", dimension=4)
     photos = REPOSITORY / "samples" / "photos"  # copied by the set-up from scikit-image
     added = client.add_images(
         "page",
@@ -111,11 +112,48 @@ def test_search_classify_browse_evaluate(server: Server, client: kith.Client, br
     assert browser.find_element(By.ID, "eval-progress").get_attribute("value") == "20"
     browser.save_screenshot(str(ARTIFACTS / "3-evaluate.png"))
 
+    # A failed upload leaves nothing of the last query on screen, and nothing to classify.
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    wait.until(lambda d: d.find_element(By.ID, "message").is_displayed())
+    assert "unsupported_format" in browser.find_element(By.ID, "message").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#results li, #query-preview img, #probabilities li") == []
+    assert browser.find_element(By.ID, "classify").get_attribute("disabled") is not None
+    assert browser.find_element(By.ID, "results-note").text.startswith("Choose an image")
+
+    # Another index: the previous query, its neighbours and its class bars go.
+    browser.find_element(By.ID, "file").send_keys(str(IMAGES / "chelsea.jpg"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results li"))
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#probabilities li"))
+    Select(browser.find_element(By.ID, "index")).select_by_value("page-vectors")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "summary"), "vectors of your own"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#results li, #query-preview img, #probabilities li") == []
+    assert browser.find_element(By.ID, "classify").get_attribute("disabled") is not None
+    assert browser.find_element(By.ID, "file").get_attribute("disabled") is not None
+    assert browser.find_element(By.ID, "eval-chart").text == ""
+
     browser.set_window_size(420, 1000)
     browser.save_screenshot(str(ARTIFACTS / "4-narrow.png"))
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
-    assert console_errors(browser) == []
+    # The failed upload's 400 is the one expected console error.
+    assert all("400" in e["message"] for e in console_errors(browser)), console_errors(browser)
     client.drop_index("page")
+    client.drop_index("page-vectors")
+
+
+def test_the_page_without_indexes(browser) -> None:
+    """The empty state: nothing to search, classify or evaluate, and the page says how to start."""
+    server = Server()
+    try:
+        browser.get(server.url + "/")
+        WebDriverWait(browser, 30).until(EC.text_to_be_present_in_element((By.ID, "summary"), "No indexes yet"))
+        for control in ["file", "classify", "evaluate"]:
+            assert browser.find_element(By.ID, control).get_attribute("disabled") is not None, control
+        assert console_errors(browser) == []
+    finally:
+        server.stop()
 
 
 def test_the_page_asks_for_the_token_once(tmp_path, browser) -> None:
