@@ -2,6 +2,11 @@ import Foundation
 import KithMath
 
 extension Index {
+    /// Stores the structure's status (in a build's or a drop's transaction).
+    func saveANN(_ status: ANNStatus, _ txn: Transaction) throws {
+        try txn.put(.meta, MetaKey.annStatus, Array(try JSONEncoder.sorted.encode(status)))
+    }
+
     /// Builds the approximate-search structure, or goes on with one whose build was interrupted
     /// with the same settings (a build with other settings starts over). Trains the centroids
     /// and the quantiser on a seeded sample, then codes the items `batch` at a time (default:

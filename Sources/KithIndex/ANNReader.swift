@@ -88,10 +88,6 @@ extension Index {
         try txn.withValue(.meta, MetaKey.annStatus) { try JSONDecoder.iso8601.decode(ANNStatus.self, from: Data($0)) }
     }
 
-    func saveANN(_ status: ANNStatus, _ txn: Transaction) throws {
-        try txn.put(.meta, MetaKey.annStatus, Array(try JSONEncoder.sorted.encode(status)))
-    }
-
     /// The model of `status`, from this handle's cache when its stamp matches.
     func annModel(_ status: ANNStatus, _ txn: Transaction) throws -> ANNModel {
         if let cached = annCache.current, cached.stamp == status.stamp { return cached.model }

@@ -102,3 +102,8 @@ public final class BoundedQueue<T: Sendable>: Sendable {
         return values.withLock { $0.removeFirst() }
     }
 }
+
+extension Duration {
+    /// The duration in seconds, as a floating-point number.
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

@@ -17,11 +17,6 @@ struct Serve: AsyncParsableCommand {
     /// The library's defaults, which the options show and start from.
     static let defaults = ServerConfiguration(indexes: "", models: "")
 
-    /// A duration in seconds, as the timeout options take it.
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
     @Option(help: "Address to listen on.") var host: String = defaults.host
     @Option(help: "Port (0: any free port).") var port: Int = defaults.port
     @Option(
@@ -47,9 +42,9 @@ struct Serve: AsyncParsableCommand {
         help:
             "Seconds a connection may be idle: between requests, before its request's head is complete, between parts of its body."
     )
-    var idleTimeout: Double = seconds(defaults.idleTimeout)
-    @Option(help: "Seconds a request's whole body may take to arrive (408 beyond).") var bodyTimeout: Double = seconds(
-        defaults.bodyTimeout)
+    var idleTimeout: Double = defaults.idleTimeout.seconds
+    @Option(help: "Seconds a request's whole body may take to arrive (408 beyond).") var bodyTimeout: Double = defaults
+        .bodyTimeout.seconds
     @Option(help: "Connections open at once; further ones wait until one closes.")
     var maxConnections: Int = defaults.maxConnections
     @Option(
